@@ -1,0 +1,118 @@
+"""The engine's output: a verdict, findings that cite statements, dose limits and what is missing.
+
+Findings carry the statement, a message key and the raw values used; the wording lives in the
+statement's file and is filled in by the renderer, so the engine does no string formatting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from fractions import Fraction
+
+from ._facts import Coded, DoseKind, Route, Setting
+from ._kb import Message, Severity, Statement
+from ._opioids import OpioidStatus, Presence
+from ._units import Quantity
+
+
+class Verdict(StrEnum):
+    """From most to least decisive (guideline/REFERENCE.md, Verdicts)."""
+
+    OUT_OF_SCOPE = "out-of-scope"
+    CONTRAINDICATED = "contraindicated"
+    DOSE_EXCEEDS_LIMIT = "dose-exceeds-limit"
+    NOT_INDICATED = "not-indicated"
+    INSUFFICIENT_EVIDENCE = "insufficient-evidence"
+    NEEDS_INFORMATION = "needs-information"
+    CONSIDER = "consider"
+    MAY_CONSIDER = "may-consider"
+
+
+class DoseStatus(StrEnum):
+    WITHIN = "within"
+    EXCEEDS = "exceeds"
+    LIMIT_NOT_APPLICABLE = "limit-not-applicable"  # infusion in intensive care
+    EXCEEDS_UNLESS_INTENSIVE_CARE = "exceeds-unless-intensive-care"  # setting unknown
+    NO_WEIGHT = "cannot-check-no-weight"
+    NO_CONCENTRATION = "cannot-check-no-concentration"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    statement: Statement
+    message_key: str
+    params: Mapping[str, object]
+
+    @property
+    def message(self) -> Message:
+        return self.statement.messages[self.message_key]
+
+    @property
+    def severity(self) -> Severity:
+        return self.statement.messages[self.message_key].severity
+
+
+@dataclass(frozen=True, slots=True)
+class MissingDatum:
+    """A datum the answer depends on that the record does not give. ``decisive`` ones make the
+    verdict needs-information."""
+
+    datum: str
+    reason: str
+    statement: str | None = None
+    decisive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DoseCheck:
+    statement: str
+    kind: DoseKind
+    ordered: Quantity
+    amount: Fraction | None  # mg (bolus) or mg/h (infusion)
+    per_kg: Fraction | None  # mg/kg or mg/kg/h
+    limit_per_kg: Fraction
+    limit_amount: Fraction | None  # the limit for this weight, mg or mg/h
+    status: DoseStatus
+
+
+@dataclass(frozen=True, slots=True)
+class DoseLimits:
+    weight_kg: Fraction | None
+    max_bolus_mg: Fraction | None
+    max_infusion_mg_per_h: Fraction | None
+    bolus_limit_mg_per_kg: Fraction
+    infusion_limit_mg_per_kg_per_h: Fraction
+    infusion_limit_applies: bool | None  # False in intensive care, None when the setting is unknown
+
+
+@dataclass(frozen=True, slots=True)
+class ScreeningResult:
+    statement: str
+    concept: str
+    status: Presence
+    evidence: tuple[Coded, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    verdict: Verdict
+    reason: str
+    findings: tuple[Finding, ...]
+    dose_limits: DoseLimits
+    dose_check: DoseCheck | None
+    missing: tuple[MissingDatum, ...]
+    screening: tuple[ScreeningResult, ...]
+    opioid: OpioidStatus
+    use: str | None
+    route: Route
+    setting: Setting
+    as_of: date
+    knowledge_base_version: str
+    knowledge_base_digest: str
+
+    @property
+    def statement_ids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.statement.id for f in self.findings))

@@ -1,0 +1,144 @@
+"""The ``ketamine-cds`` command. Exit 0 when an assessment was made, 2 when the input cannot be assessed."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import NoReturn
+
+from ._errors import InputError
+
+EXIT_INPUT = 2
+EXIT_INTERNAL = 70
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+        return result
+    except InputError as exc:
+        _fail(str(exc))
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read input: {exc}")
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
+        print(f"ketamine-cds: internal error ({type(exc).__name__}: {exc}); please report it", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"ketamine-cds: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_INPUT)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ketamine-cds", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("assess", help="assess one FHIR R4 Bundle or case document")
+    p.add_argument("path", help="a JSON file, or - for standard input")
+    p.add_argument("--json", action="store_true", help="print the assessment as one JSON object")
+    p.add_argument("--as-of", type=_date, help="assess as of this date (default: today)")
+    p.add_argument("--validate", action="store_true", help="also validate a Bundle strictly against FHIR R4")
+    p.set_defaults(run=_assess)
+
+    p = sub.add_parser("statements", help="list the knowledge base's statements")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_statements)
+
+    p = sub.add_parser("limits", help="print the dose limits for a body weight")
+    p.add_argument("--weight", required=True, help="e.g. 80kg, 80 kg, 176lb, 80000g")
+    p.add_argument("--setting", choices=["intensive-care", "non-intensive-care", "unknown"], default="unknown")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_limits)
+    return parser
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _assess(args: argparse.Namespace) -> int:
+    from ._engine import assess
+    from ._inputs import facts_from_document, parse_json
+    from ._render import assessment_json, text_report
+
+    facts = facts_from_document(parse_json(_read(args.path)), today=args.as_of or dt.date.today(),
+                                validate=args.validate)
+    assessment = assess(facts)
+    if args.json:
+        print(json.dumps(assessment_json(assessment), ensure_ascii=False))
+    else:
+        sys.stdout.write(text_report(assessment))
+    return 0
+
+
+def _statements(args: argparse.Namespace) -> int:
+    from ._kb import load_knowledge
+
+    kb = load_knowledge()
+    if args.json:
+        rows = [
+            {"id": s.id, "title": s.title, "text": s.text, "grade": s.grade, "certainty": s.certainty,
+             "evidence": s.evidence, "role": s.role, "verification": list(s.tags),
+             "source": {"label": s.source.label, "url": s.source.url}, "thresholds": dict(s.thresholds)}
+            for s in kb.statements.values()
+        ]
+        print(json.dumps({"version": kb.version, "digest": kb.digest, "statements": rows}, ensure_ascii=False))
+        return 0
+    print(f"Knowledge base {kb.version} ({kb.digest}): {kb.guideline}\n")
+    for s in kb.statements.values():
+        print(f"{s.id}  [grade {s.grade_text}; certainty {s.certainty_text}; {' '.join(s.tags)}]")
+        print(f"  {s.text}")
+        print(f"  Source: {s.source.label}. {s.source.url}\n")
+    return 0
+
+
+_WEIGHT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z\[\]_]+)\s*$")
+
+
+def _limits(args: argparse.Namespace) -> int:
+    from ._engine import assess
+    from ._facts import Facts, Setting, checked_weight
+    from ._render import limits_json
+    from ._units import weight_in_kg
+
+    match = _WEIGHT.match(args.weight)
+    if not match:
+        raise InputError("--weight", f"expected a number and a unit such as 80kg, not {args.weight!r}")
+    try:
+        value = Decimal(match.group(1))
+    except InvalidOperation:
+        raise InputError("--weight", f"not a number: {match.group(1)!r}") from None
+    weight = checked_weight(weight_in_kg(value, match.group(2), "--weight"), "--weight")
+    facts = Facts(as_of=dt.date.today(), weight_kg=weight, setting=Setting(args.setting), use="perioperative")
+    limits = limits_json(assess(facts).dose_limits, args.setting)
+    if args.json:
+        print(json.dumps(limits))
+        return 0
+    from ._render import _limits_lines
+
+    print("\n".join(_limits_lines(limits)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

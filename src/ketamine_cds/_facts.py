@@ -1,0 +1,164 @@
+"""Clinical facts: the engine's only input.
+
+Adapters (case document, FHIR, web form, audit rows) turn their input into ``Facts``; the engine never
+sees JSON, FHIR or rows. Every fact keeps the three states a record can be in: present, absent from
+the record, and unknown (the record was not available).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from fractions import Fraction
+
+from ._errors import ImpossibleValueError, WrongDimensionError
+from ._units import Quantity
+
+
+class Setting(StrEnum):
+    INTENSIVE_CARE = "intensive-care"
+    NON_INTENSIVE_CARE = "non-intensive-care"
+    UNKNOWN = "unknown"
+
+
+class Route(StrEnum):
+    INTRAVENOUS = "intravenous"
+    ORAL = "oral"
+    INTRANASAL = "intranasal"
+
+
+class DoseKind(StrEnum):
+    BOLUS = "bolus"
+    INFUSION = "infusion"
+
+
+class Pain(StrEnum):
+    """Expected postoperative pain of a planned procedure."""
+
+    SEVERE = "severe"
+    MILD = "mild"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Coded:
+    """Where a fact came from: the words and code as recorded."""
+
+    display: str
+    system: str | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionFact:
+    """A condition in the record, classified into a knowledge-base concept."""
+
+    concept: str
+    source: Coded
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedProcedure:
+    source: Coded
+    procedure_class: str | None  # knowledge-base procedure class; None when the code is not classified
+
+
+@dataclass(frozen=True, slots=True)
+class OpioidUse:
+    """One opioid prescription or statement, reduced to what tolerance needs.
+
+    ``daily_amount`` is mg/day, or mcg/h for transdermal fentanyl; None when the dosage could not be read.
+    """
+
+    ingredient: str
+    daily_amount: Fraction | None
+    start: date | None
+    end: date | None
+    source: Coded
+
+
+@dataclass(frozen=True, slots=True)
+class KetamineOrder:
+    route: Route
+    kind: DoseKind | None  # None for oral and intranasal orders
+    dose: Quantity | None  # None when the order carries no dose (an eligibility question with a route)
+    concentration_mg_per_ml: Fraction | None = None
+    pca_sole_agent: bool = False
+    source: Coded = Coded("ketamine")
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything the engine may use about one clinical question.
+
+    ``conditions`` is None when the patient's conditions could not be read at all (unknown), and an empty
+    tuple when they were read and none matched (absent from the record). ``opioids`` likewise.
+    ``ruled_out`` holds concepts the record explicitly excludes (e.g. a negative pregnancy status).
+    """
+
+    as_of: date
+    use: str | None = None
+    use_source: Coded | None = None
+    weight_kg: Fraction | None = None
+    setting: Setting = Setting.UNKNOWN
+    conditions: tuple[ConditionFact, ...] | None = ()
+    ruled_out: frozenset[str] = frozenset()
+    procedure: PlannedProcedure | None = None
+    opioids: tuple[OpioidUse, ...] | None = ()
+    order: KetamineOrder | None = None
+    prior_iv_ketamine: bool | None = None
+    age_years: int | None = None
+    sex: str | None = None
+
+
+def ketamine_order(
+    *,
+    route: Route,
+    dose: Quantity | None,
+    kind: DoseKind | None = None,
+    concentration_mg_per_ml: Fraction | None = None,
+    pca_sole_agent: bool = False,
+    source: Coded = Coded("ketamine"),
+    field: str = "order",
+) -> KetamineOrder:
+    """Build a checked order: every adapter goes through here, so the same input errors everywhere.
+
+    An IV dose in a mass unit is a bolus and a rate unit is an infusion; a stated ``kind`` must agree.
+    """
+    if route is Route.INTRAVENOUS and dose is not None:
+        implied = DoseKind.INFUSION if dose.unit.is_rate else DoseKind.BOLUS
+        if kind is not None and kind is not implied:
+            wanted = "a rate (e.g. mg/h, mg/kg/h, mcg/kg/min, mL/h)" if kind is DoseKind.INFUSION else "an amount (mg, mg/kg)"
+            raise WrongDimensionError(f"{field}.dose.unit", f"an IV {kind.value} needs {wanted}, not {dose.unit.text!r}")
+        kind = implied
+        _check_dose_value(dose, field)
+    elif route is not Route.INTRAVENOUS:
+        kind = None
+        if dose is not None:
+            _check_dose_value(dose, field)
+    return KetamineOrder(
+        route=route,
+        kind=kind,
+        dose=dose,
+        concentration_mg_per_ml=concentration_mg_per_ml,
+        pca_sole_agent=pca_sole_agent,
+        source=source,
+    )
+
+
+def _check_dose_value(dose: Quantity, field: str) -> None:
+    if not dose.value.is_finite() or dose.value <= 0:
+        raise ImpossibleValueError(f"{field}.dose.value", f"a dose must be a positive number, not {dose.value}")
+
+
+MAX_WEIGHT_KG = Fraction(500)
+
+
+def checked_weight(weight_kg: Fraction, field: str = "weight") -> Fraction:
+    """A body weight that a patient can have: above zero and at most 500 kg."""
+    if weight_kg <= 0:
+        raise ImpossibleValueError(field, f"a body weight must be above zero (got {float(weight_kg):g} kg)")
+    if weight_kg > MAX_WEIGHT_KG:
+        raise ImpossibleValueError(field, f"a body weight over 500 kg is not plausible (got {float(weight_kg):g} kg)")
+    return weight_kg

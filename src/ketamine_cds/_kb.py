@@ -1,0 +1,302 @@
+"""Loads the knowledge base (``knowledge/``) into typed, immutable objects.
+
+Statements, sources, uses, concepts, value sets and opioid tables are data; nothing here decides.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+Role = Literal[
+    "support-strong", "support-weak", "against", "insufficient", "contraindication", "caution", "dose-limit", "context"
+]
+Severity = Literal["info", "warning", "critical"]
+
+SYSTEMS: Mapping[str, str] = {
+    "snomed": "http://snomed.info/sct",
+    "icd10cm": "http://hl7.org/fhir/sid/icd-10-cm",
+    "rxnorm": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "loinc": "http://loinc.org",
+}
+SYSTEM_LABELS: Mapping[str, str] = {
+    "snomed": "SNOMED CT",
+    "icd10cm": "ICD-10-CM",
+    "rxnorm": "RxNorm",
+    "loinc": "LOINC",
+}
+_SYSTEM_ALIASES: Mapping[str, str] = {
+    **{url: short for short, url in SYSTEMS.items()},
+    "http://snomed.info/sct/": "snomed",
+    "urn:oid:2.16.840.1.113883.6.96": "snomed",
+    "urn:oid:2.16.840.1.113883.6.90": "icd10cm",
+    "http://hl7.org/fhir/sid/icd-10": "icd10cm",
+    "urn:oid:2.16.840.1.113883.6.88": "rxnorm",
+    "urn:oid:2.16.840.1.113883.6.1": "loinc",
+    "snomed-ct": "snomed",
+    "sct": "snomed",
+    "icd-10-cm": "icd10cm",
+    "icd10": "icd10cm",
+}
+
+
+def short_system(system: str | None) -> str | None:
+    """``http://snomed.info/sct`` -> ``snomed``; None for a system we do not use."""
+    if not system:
+        return None
+    key = system.strip()
+    if key in SYSTEMS:
+        return key
+    return _SYSTEM_ALIASES.get(key) or _SYSTEM_ALIASES.get(key.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    key: str
+    label: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    severity: Severity
+    summary: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    id: str
+    title: str
+    text: str
+    grade: str | None  # None where the reference does not state one
+    certainty: str | None
+    evidence: str | None
+    tags: tuple[str, ...]
+    sources: tuple[Source, ...]
+    role: Role
+    thresholds: Mapping[str, Any]
+    messages: Mapping[str, Message]
+    overridable: bool = False
+
+    @property
+    def source(self) -> Source:
+        return self.sources[0]
+
+    @property
+    def grade_text(self) -> str:
+        return self.grade or "not stated"
+
+    @property
+    def certainty_text(self) -> str:
+        if self.certainty:
+            return self.certainty
+        return self.evidence or "not stated"
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    id: str
+    label: str
+    kind: Literal["perioperative", "acute", "chronic", "out-of-scope"]
+    statement: str | None = None
+    concept: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Concept:
+    id: str
+    label: str
+    statement: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureClass:
+    id: str
+    label: str
+    pain: Literal["severe", "mild"]
+
+
+@dataclass(frozen=True, slots=True)
+class Opioid:
+    ingredient: str
+    rxnorm: str
+    mme_factor: Fraction
+    tolerance_threshold: Fraction | None
+    unit: Literal["mg/d", "ug/h"]
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    concept: str
+    system: str
+    code: str
+    match: Literal["exact", "prefix"]
+    display: str
+    checked: str
+    where: str
+
+
+def _norm_code(system: str, code: str) -> str:
+    code = code.strip()
+    return code.replace(".", "").upper() if system == "icd10cm" else code
+
+
+@dataclass(frozen=True, eq=False)
+class ValueSets:
+    """Codes per concept, with ICD-10-CM matched by hierarchy (a prefix covers its descendants)."""
+
+    codes: tuple[Code, ...]
+    _exact: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _prefix: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _memo: dict[tuple[str | None, str], tuple[str, ...]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        exact: dict[tuple[str, str], list[str]] = {}
+        prefix: dict[tuple[str, str], list[str]] = {}
+        for c in self.codes:
+            target = exact if c.match == "exact" else prefix
+            target.setdefault((c.system, _norm_code(c.system, c.code)), []).append(c.concept)
+        self._exact.update({k: tuple(v) for k, v in exact.items()})
+        self._prefix.update({k: tuple(v) for k, v in prefix.items()})
+
+    def concepts(self, system: str | None, code: str) -> tuple[str, ...]:
+        """The concepts a coding belongs to; ``system`` may be a URL or a short name."""
+        key = (system, code)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) > 65_536:
+                self._memo.clear()
+            found = self._memo[key] = self._lookup(system, code)
+        return found
+
+    def _lookup(self, system: str | None, code: str) -> tuple[str, ...]:
+        short = short_system(system)
+        if short is None or not code:
+            return ()
+        norm = _norm_code(short, code)
+        found = list(self._exact.get((short, norm), ()))
+        if self._prefix:
+            for end in range(1, len(norm) + 1):
+                found.extend(self._prefix.get((short, norm[:end]), ()))
+        return tuple(dict.fromkeys(found))
+
+    def for_concept(self, concept: str) -> tuple[Code, ...]:
+        return tuple(c for c in self.codes if c.concept == concept)
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    version: str
+    digest: str
+    guideline: str
+    statements: Mapping[str, Statement]
+    uses: Mapping[str, Use]
+    concepts: Mapping[str, Concept]
+    procedure_classes: Mapping[str, ProcedureClass]
+    opioids: Mapping[str, Opioid]
+    tolerance_days: int
+    equianalgesic_mme_per_day: Fraction
+    ketamine_rxnorm: frozenset[str]
+    ketamine_words: tuple[str, ...]
+    value_sets: ValueSets
+
+    def statement(self, statement_id: str) -> Statement:
+        return self.statements[statement_id]
+
+    def threshold(self, statement_id: str, name: str) -> Fraction:
+        return Fraction(Decimal(self.statements[statement_id].thresholds[name]))
+
+
+def _stated(value: str) -> str | None:
+    return None if value == "not stated" else value
+
+
+def _statement(data: Mapping[str, Any], sources: Mapping[str, Source]) -> Statement:
+    messages = {
+        key: Message(severity=m["severity"], summary=m["summary"].strip(), detail=" ".join(m["detail"].split()))
+        for key, m in data.get("messages", {}).items()
+    }
+    return Statement(
+        id=data["id"],
+        title=data["title"],
+        text=data["text"],
+        grade=_stated(data["grade"]),
+        certainty=_stated(data["certainty"]),
+        evidence=data.get("evidence"),
+        tags=tuple(data["tags"]),
+        sources=tuple(sources[s] for s in data["sources"]),
+        role=data["role"],
+        thresholds=dict(data.get("thresholds", {})),
+        messages=messages,
+        overridable=bool(data.get("overridable", False)),
+    )
+
+
+def _read_codes(text: str) -> tuple[Code, ...]:
+    rows = csv.DictReader(text.splitlines())
+    return tuple(
+        Code(
+            concept=r["concept"],
+            system=r["system"],
+            code=r["code"],
+            match=r["match"],  # type: ignore[arg-type]
+            display=r["display"],
+            checked=r["checked"],
+            where=r["where"],
+        )
+        for r in rows
+    )
+
+
+@cache
+def load_knowledge() -> KnowledgeBase:
+    """The bundled knowledge base (parsed once per process)."""
+    root = resources.files("ketamine_cds") / "knowledge"
+    digest = hashlib.sha256()
+    kb_bytes = (root / "kb.toml").read_bytes()
+    digest.update(kb_bytes)
+    kb = tomllib.loads(kb_bytes.decode())
+    sources = {k: Source(key=k, label=v["label"], url=v["url"]) for k, v in kb["sources"].items()}
+    statements: dict[str, Statement] = {}
+    for entry in sorted((root / "statements").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            raw = entry.read_bytes()
+            digest.update(raw)
+            st = _statement(tomllib.loads(raw.decode()), sources)
+            statements[st.id] = st
+    codes_text = (root / "valuesets.csv").read_text()
+    digest.update(codes_text.encode())
+    opioid_cfg = kb["opioid_tolerance"]
+    return KnowledgeBase(
+        version=kb["version"],
+        digest="sha256:" + digest.hexdigest()[:16],
+        guideline=kb["guideline"],
+        statements=statements,
+        uses={k: Use(id=k, **v) for k, v in kb["uses"].items()},
+        concepts={k: Concept(id=k, **v) for k, v in kb["concepts"].items()},
+        procedure_classes={k: ProcedureClass(id=k, **v) for k, v in kb["procedure_classes"].items()},
+        opioids={
+            k: Opioid(
+                ingredient=k,
+                rxnorm=v["rxnorm"],
+                mme_factor=Fraction(Decimal(v["mme_factor"])),
+                tolerance_threshold=Fraction(Decimal(v["tolerance_threshold"])) if "tolerance_threshold" in v else None,
+                unit=v["unit"],
+            )
+            for k, v in kb["opioids"].items()
+        },
+        tolerance_days=int(opioid_cfg["tolerance_days"]),
+        equianalgesic_mme_per_day=Fraction(Decimal(opioid_cfg["equianalgesic_mme_per_day"])),
+        ketamine_rxnorm=frozenset(kb["ketamine"]["rxnorm"]),
+        ketamine_words=tuple(kb["ketamine"]["words"]),
+        value_sets=ValueSets(_read_codes(codes_text)),
+    )

@@ -1,0 +1,236 @@
+"""Rendering: an ``Assessment`` as the contract's JSON, or as a readable report.
+
+The wording of each finding comes from its statement's file; this module only fills in the values.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import Any
+
+from ._assessment import Assessment, DoseLimits, Finding
+from ._facts import Coded
+from ._kb import SYSTEM_LABELS, KnowledgeBase, Statement, load_knowledge, short_system
+from ._units import Quantity, format_number, round_for_display
+
+_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+SUMMARY_MAX = 139
+
+
+def display_value(value: object, *, with_codes: bool = True) -> str:
+    """One value of a finding as a clinician reads it (codes are left out of one-line summaries)."""
+    if isinstance(value, Coded):
+        return _coded(value) if with_codes else value.display
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
+        number, unit = value
+        return "unknown" if number is None else f"{format_number(number)} {unit}"
+    if isinstance(value, tuple):
+        return "; ".join(display_value(v, with_codes=with_codes) for v in value)
+    if isinstance(value, Quantity):
+        return str(value)
+    if isinstance(value, Fraction):
+        return format_number(value)
+    return "unknown" if value is None else str(value)
+
+
+def _coded(coded: Coded) -> str:
+    short = short_system(coded.system)
+    if coded.code and short:
+        return f"{coded.display} ({SYSTEM_LABELS[short]} {coded.code})"
+    return coded.display
+
+
+class _Params(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def finding_texts(finding: Finding) -> tuple[str, str]:
+    """The summary and markdown detail of a finding, filled in."""
+    message = finding.message
+    short = _Params({k: display_value(v, with_codes=False) for k, v in finding.params.items()})
+    full = _Params({k: display_value(v) for k, v in finding.params.items()})
+    summary = message.summary.format_map(short)
+    if len(summary) > SUMMARY_MAX:
+        summary = summary[: SUMMARY_MAX - 1].rstrip() + "…"
+    return summary, message.detail.format_map(full)
+
+
+def sorted_findings(assessment: Assessment) -> list[Finding]:
+    return sorted(assessment.findings, key=lambda f: _SEVERITY_ORDER[f.severity])
+
+
+def _number(value: Fraction | None) -> float | None:
+    return None if value is None else round_for_display(value)
+
+
+def source_json(statement: Statement) -> dict[str, str]:
+    return {"label": statement.source.label, "url": statement.source.url}
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    summary, detail = finding_texts(finding)
+    st = finding.statement
+    return {
+        "statement": st.id,
+        "severity": finding.severity,
+        "summary": summary,
+        "detail": detail,
+        "grade": st.grade,
+        "certainty": st.certainty,
+        "source": source_json(st),
+        "title": st.title,
+        "evidence": st.evidence,
+        "verification": list(st.tags),
+        "sources": [{"label": s.label, "url": s.url} for s in st.sources],
+        "overridable": st.overridable,
+    }
+
+
+def limits_json(limits: DoseLimits, setting: str) -> dict[str, Any]:
+    return {
+        "weight_kg": _number(limits.weight_kg),
+        "max_bolus_mg": _number(limits.max_bolus_mg),
+        "max_infusion_mg_per_h": _number(limits.max_infusion_mg_per_h),
+        "bolus_limit_mg_per_kg": _number(limits.bolus_limit_mg_per_kg),
+        "infusion_limit_mg_per_kg_per_h": _number(limits.infusion_limit_mg_per_kg_per_h),
+        "infusion_limit_applies": limits.infusion_limit_applies,
+        "setting": setting,
+    }
+
+
+def assessment_json(assessment: Assessment, kb: KnowledgeBase | None = None) -> dict[str, Any]:
+    """The assessment as the contract's JSON object (plus documented extra fields)."""
+    kb = kb or load_knowledge()
+    check = assessment.dose_check
+    use = kb.uses.get(assessment.use) if assessment.use else None
+    return {
+        "verdict": assessment.verdict.value,
+        "verdict_reason": assessment.reason,
+        "findings": [finding_json(f) for f in sorted_findings(assessment)],
+        "dose_limits": limits_json(assessment.dose_limits, assessment.setting.value),
+        "dose_check": None
+        if check is None
+        else {
+            "statement": check.statement,
+            "kind": check.kind.value,
+            "ordered": str(check.ordered),
+            "amount": _number(check.amount),
+            "amount_unit": "mg" if check.kind.value == "bolus" else "mg/h",
+            "per_kg": _number(check.per_kg),
+            "per_kg_unit": "mg/kg" if check.kind.value == "bolus" else "mg/kg/h",
+            "limit_per_kg": _number(check.limit_per_kg),
+            "limit_amount": _number(check.limit_amount),
+            "status": check.status.value,
+        },
+        "missing_information": [
+            {"datum": m.datum, "reason": m.reason, "statement": m.statement, "decisive": m.decisive}
+            for m in assessment.missing
+        ],
+        "screening": [
+            {
+                "statement": s.statement,
+                "concept": s.concept,
+                "status": s.status.value,
+                "evidence": [_coded(e) for e in s.evidence],
+            }
+            for s in assessment.screening
+        ],
+        "opioid_use": {
+            "tolerant": assessment.opioid.tolerant.value,
+            "dependent": assessment.opioid.dependent.value,
+            "mme_per_day": _number(assessment.opioid.mme_per_day),
+            "basis": assessment.opioid.basis,
+        },
+        "question": {
+            "use": assessment.use,
+            "use_label": use.label if use else None,
+            "route": assessment.route.value,
+            "setting": assessment.setting.value,
+            "as_of": assessment.as_of.isoformat(),
+        },
+        "knowledge_base": {
+            "version": assessment.knowledge_base_version,
+            "digest": assessment.knowledge_base_digest,
+            "guideline": kb.guideline,
+        },
+    }
+
+
+# --- the readable report ----------------------------------------------------------------------------
+
+_SCREENING_WORDS: Mapping[str, str] = {
+    "present": "PRESENT",
+    "absent": "ruled out in the record",
+    "not-recorded": "not found in the record (not the same as ruled out)",
+    "unknown": "unknown: verify",
+}
+
+
+def _plain(markdown: str) -> str:
+    return re.sub(r"\*\*(.+?)\*\*", r"\1", markdown)
+
+
+def _wrap(text: str, indent: str) -> str:
+    return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent)
+
+
+def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
+    kb = kb or load_knowledge()
+    data = assessment_json(assessment, kb)
+    lines = [f"Verdict: {assessment.verdict.value.upper()}"]
+    if assessment.reason:
+        lines.append(_wrap(assessment.reason, "  "))
+    q = data["question"]
+    lines += ["", f"Question: {q['use_label'] or 'indication not stated'}; route {q['route']}; setting {q['setting']}"]
+    lines += ["", "Findings:" if assessment.findings else "Findings: none"]
+    for finding in sorted_findings(assessment):
+        summary, detail = finding_texts(finding)
+        st = finding.statement
+        lines.append(f"  [{finding.severity}] {summary}")
+        lines.append(f"    {st.id}: grade {st.grade_text}, certainty {st.certainty_text}")
+        lines.append(_wrap(_plain(detail), "    "))
+        lines.append(_wrap(f"Source: {st.source.label}. {st.source.url}", "    "))
+    lines += ["", *_limits_lines(data["dose_limits"])]
+    if data["dose_check"]:
+        c = data["dose_check"]
+        per_kg = f" = {format_number(Fraction(str(c['per_kg'])))} {c['per_kg_unit']}" if c["per_kg"] is not None else ""
+        lines.append(f"  Ordered {c['kind']}: {c['ordered']}{per_kg} -> {c['status']}")
+    if assessment.missing:
+        lines += ["", "Missing information:"]
+        lines += [_wrap(f"- {m.datum}: {m.reason}", "  ") for m in assessment.missing]
+    lines += ["", "Contraindication and caution screening (from the record):"]
+    for s in data["screening"]:
+        evidence = f" ({'; '.join(s['evidence'])})" if s["evidence"] else ""
+        lines.append(f"  {s['statement']:30} {_SCREENING_WORDS[s['status']]}{evidence}")
+    opioid = data["opioid_use"]
+    mme = f", {opioid['mme_per_day']:g} MME/day" if opioid["mme_per_day"] is not None else ""
+    lines += ["", f"Opioid tolerance: {opioid['tolerant']}; dependence: {opioid['dependent']}{mme}"]
+    lines.append(_wrap(opioid["basis"], "  "))
+    kbd = data["knowledge_base"]
+    lines += ["", f"Knowledge base {kbd['version']} ({kbd['digest']}), {kbd['guideline']}; as of {q['as_of']}."]
+    return "\n".join(lines) + "\n"
+
+
+def _limits_lines(limits: Mapping[str, Any]) -> list[str]:
+    weight = limits["weight_kg"]
+    head = f"Dose limits for {weight:g} kg:" if weight is not None else "Dose limits (no body weight recorded):"
+    bolus = f"{limits['max_bolus_mg']:g} mg" if limits["max_bolus_mg"] is not None else "-"
+    if limits["infusion_limit_applies"] is False:
+        infusion = "no limit in intensive care"
+    elif limits["max_infusion_mg_per_h"] is not None:
+        infusion = f"{limits['max_infusion_mg_per_h']:g} mg/h"
+        if limits["infusion_limit_applies"] is None:
+            infusion += " (applies outside intensive care; setting unknown)"
+    else:
+        infusion = "-"
+    return [
+        head,
+        f"  IV bolus     max {bolus:10} ({limits['bolus_limit_mg_per_kg']:g} mg/kg, in every setting)",
+        f"  IV infusion  max {infusion:10} ({limits['infusion_limit_mg_per_kg_per_h']:g} mg/kg/h outside intensive care)",
+    ]

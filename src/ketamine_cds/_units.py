@@ -1,0 +1,185 @@
+"""Units clinicians write for ketamine doses and body weight, with exact arithmetic.
+
+A closed subset of UCUM plus the spellings seen in orders (mcg, hr, lbs). Values are ``Decimal``
+as read; conversion factors are ``Fraction`` so that every conversion and comparison is exact
+(1 mcg/kg/min is exactly 0.06 mg/kg/h; 1/24 of a day is not a finite decimal).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from functools import lru_cache
+from typing import Literal
+
+from ._errors import UnitError, WrongDimensionError
+
+Amount = Literal["mass", "volume"]
+
+# factor to milligrams
+_MASS: dict[str, Fraction] = {
+    "mg": Fraction(1),
+    "g": Fraction(1000),
+    "kg": Fraction(1_000_000),
+    "ug": Fraction(1, 1000),
+    "mcg": Fraction(1, 1000),
+    "µg": Fraction(1, 1000),
+    "μg": Fraction(1, 1000),
+    "[lb_av]": Fraction("453592.37"),
+    "lb": Fraction("453592.37"),
+    "lbs": Fraction("453592.37"),
+}
+# factor to millilitres
+_VOLUME: dict[str, Fraction] = {"ml": Fraction(1), "l": Fraction(1000)}
+# duration in hours
+_TIME: dict[str, Fraction] = {
+    "h": Fraction(1),
+    "hr": Fraction(1),
+    "hour": Fraction(1),
+    "min": Fraction(1, 60),
+    "s": Fraction(1, 3600),
+    "sec": Fraction(1, 3600),
+    "d": Fraction(24),
+    "day": Fraction(24),
+}
+
+_MG_PER_KG = Fraction(1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A parsed unit: an amount (mass or volume), optionally per kg of body weight and per time."""
+
+    text: str
+    amount: Amount
+    factor: Fraction  # to mg (mass) or mL (volume)
+    per_kg: bool = False
+    per_hours: Fraction | None = None  # the time denominator in hours; None when not a rate
+
+    @property
+    def is_rate(self) -> bool:
+        return self.per_hours is not None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    value: Decimal
+    unit: Unit
+
+    def __str__(self) -> str:
+        return f"{format_number(self.value)} {self.unit.text}"
+
+
+def _norm(token: str) -> str:
+    token = token.strip()
+    return token if token == "[lb_av]" else token.lower()
+
+
+def _split(text: str) -> list[str]:
+    cleaned = text.strip().replace(" ", "")
+    # mg/(kg.h) and mg/kg.h are UCUM for mg/kg/h
+    match = re.fullmatch(r"([^/]+)/\(?([^/().]+)\.([^/().]+)\)?", cleaned)
+    if match:
+        return [match.group(1), match.group(2), match.group(3)]
+    return cleaned.split("/")
+
+
+@lru_cache(maxsize=512)
+def parse_unit(text: str) -> Unit:
+    """Parse a unit such as ``mg``, ``mcg/kg/min``, ``mL/h`` or ``[lb_av]``; raise ``UnitError``."""
+    parts = [_norm(p) for p in _split(text)] if text else []
+    if not parts or not parts[0]:
+        raise UnitError("unit", f"no unit given ({text!r})")
+    head, rest = parts[0], parts[1:]
+    if head in _MASS:
+        amount: Amount = "mass"
+        factor = _MASS[head]
+    elif head in _VOLUME:
+        amount, factor = "volume", _VOLUME[head]
+    else:
+        raise UnitError("unit", f"unknown unit {text!r}")
+    per_kg = False
+    per_hours: Fraction | None = None
+    for part in rest:
+        if part == "kg" and not per_kg:
+            per_kg = True
+        elif part in _TIME and per_hours is None:
+            per_hours = _TIME[part]
+        else:
+            raise UnitError("unit", f"unknown unit {text!r}")
+    return Unit(text=text.strip(), amount=amount, factor=factor, per_kg=per_kg, per_hours=per_hours)
+
+
+def weight_in_kg(value: Decimal, unit_text: str, field: str = "weight") -> Fraction:
+    """A body weight in kilograms, exactly. The unit must be a plain mass."""
+    try:
+        unit = parse_unit(unit_text)
+    except UnitError as exc:
+        raise UnitError(field, exc.message) from None
+    if unit.amount != "mass" or unit.per_kg or unit.is_rate:
+        raise WrongDimensionError(field, f"a body weight needs a mass unit (kg, g, [lb_av]), not {unit_text!r}")
+    return Fraction(value) * unit.factor / _MG_PER_KG
+
+
+def amount_per_dose(quantity: Quantity, concentration_mg_per_ml: Fraction | None) -> Fraction | None:
+    """The amount in mg (or mg/kg when per kg, per hour when a rate); None when a volume has no concentration."""
+    unit = quantity.unit
+    amount = Fraction(quantity.value) * unit.factor
+    if unit.amount == "volume":
+        if concentration_mg_per_ml is None:
+            return None
+        amount *= concentration_mg_per_ml
+    if unit.per_hours is not None:
+        amount /= unit.per_hours
+    return amount
+
+
+def concentration_mg_per_ml(numerator: Quantity, denominator: Quantity) -> Fraction:
+    """A strength such as 50 mg / 1 mL as mg per mL."""
+    if numerator.unit.amount != "mass" or numerator.unit.per_kg or numerator.unit.is_rate:
+        raise WrongDimensionError("concentration", f"the strength needs a mass, not {numerator.unit.text!r}")
+    if denominator.unit.amount != "volume" or denominator.unit.per_kg or denominator.unit.is_rate:
+        raise WrongDimensionError("concentration", f"the strength needs a volume, not {denominator.unit.text!r}")
+    if denominator.value <= 0 or numerator.value <= 0:
+        raise WrongDimensionError("concentration", "the strength must be positive")
+    return (Fraction(numerator.value) * numerator.unit.factor) / (
+        Fraction(denominator.value) * denominator.unit.factor
+    )
+
+
+def format_number(value: Decimal | Fraction | int, places: int = 2) -> str:
+    """At most ``places`` decimals, no trailing zeros: 28, 0.35, 16.67."""
+    dec = value if isinstance(value, Decimal) else _fraction_to_decimal(Fraction(value), places)
+    text = f"{dec.quantize(Decimal(1).scaleb(-places)):f}" if dec.as_tuple().exponent < -places else f"{dec:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _fraction_to_decimal(value: Fraction, places: int) -> Decimal:
+    scaled = value * 10**places
+    rounded = (scaled.numerator * 2 + scaled.denominator) // (2 * scaled.denominator)  # half up
+    return Decimal(rounded).scaleb(-places)
+
+
+def round_for_display(value: Fraction, places: int = 2) -> float:
+    """A JSON number rounded for display; comparisons never use it."""
+    return float(_fraction_to_decimal(value, places))
+
+
+def parse_concentration(value: Decimal, unit_text: str, field: str = "concentration") -> Fraction:
+    """A strength written as one quantity, e.g. 50 mg/mL or 10 mcg/mL, as mg per mL."""
+    numerator, _, denominator = unit_text.partition("/")
+    try:
+        mass, volume = parse_unit(numerator), parse_unit(denominator or "?")
+    except UnitError:
+        raise UnitError(field, f"a concentration needs a unit such as mg/mL, not {unit_text!r}") from None
+    try:
+        return concentration_mg_per_ml(Quantity(value, mass), Quantity(Decimal(1), volume))
+    except WrongDimensionError as exc:
+        raise WrongDimensionError(field, exc.message) from None

@@ -1,0 +1,269 @@
+"""The project's own case document (JSON) -> ``Facts``. Schema: ``schemas/case.schema.json``.
+
+Strict on purpose: an unknown key is an error (a misspelt ``wieght`` must not silently drop the weight).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any
+
+from .._errors import InvalidCaseError, UnitError
+from .._facts import (
+    Coded,
+    ConditionFact,
+    DoseKind,
+    Facts,
+    KetamineOrder,
+    OpioidUse,
+    PlannedProcedure,
+    Route,
+    Setting,
+    checked_weight,
+    ketamine_order,
+)
+from .._kb import KnowledgeBase, load_knowledge, short_system
+from .._units import Quantity, parse_concentration, parse_unit, weight_in_kg
+
+_TOP = {"$schema", "case_version", "as_of", "patient", "indication", "procedure", "setting", "order", "prior_iv_ketamine"}
+_PATIENT = {"weight", "age_years", "sex", "pregnant", "conditions", "opioids"}
+_ORDER = {"route", "kind", "dose", "concentration", "pca_sole_agent", "display"}
+_PROCEDURE = {"class", "display", "system", "code"}
+_OPIOID = {"ingredient", "mg_per_day", "mcg_per_h", "start", "end", "display"}
+_ROUTES = {"intravenous": Route.INTRAVENOUS, "iv": Route.INTRAVENOUS, "oral": Route.ORAL, "intranasal": Route.INTRANASAL,
+           "nasal": Route.INTRANASAL}
+
+
+def is_case_document(data: Mapping[str, Any]) -> bool:
+    return "resourceType" not in data
+
+
+def facts_from_case(data: Mapping[str, Any], *, today: dt.date, kb: KnowledgeBase | None = None) -> Facts:
+    kb = kb or load_knowledge()
+    _only(data, _TOP, "")
+    patient = _mapping(data.get("patient", {}), "patient")
+    _only(patient, _PATIENT, "patient.")
+    as_of = _date(data["as_of"], "as_of") if data.get("as_of") is not None else today
+    conditions = _conditions(patient, kb)
+    return Facts(
+        as_of=as_of,
+        use=_use(data.get("indication"), kb),
+        weight_kg=_weight(patient.get("weight")),
+        setting=_setting(data.get("setting")),
+        conditions=conditions,
+        ruled_out=frozenset({"pregnancy"}) if patient.get("pregnant") is False else frozenset(),
+        procedure=_procedure(data.get("procedure"), kb),
+        opioids=_opioids(patient.get("opioids"), kb),
+        order=_order(data.get("order")),
+        prior_iv_ketamine=_optional_bool(data.get("prior_iv_ketamine"), "prior_iv_ketamine"),
+        age_years=_age(patient.get("age_years")),
+        sex=_sex(patient.get("sex")),
+    )
+
+
+def _only(data: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidCaseError(prefix + unknown[0], f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def _mapping(value: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidCaseError(field, "must be a JSON object")
+    return value
+
+
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidCaseError(field, "must be a non-empty string")
+    return value.strip()
+
+
+def _decimal(value: Any, field: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        raise InvalidCaseError(field, "must be a number")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidCaseError(field, f"must be a number, not {value!r}") from None
+    if not number.is_finite():
+        raise InvalidCaseError(field, f"must be a finite number, not {value!r}")
+    return number
+
+
+def _date(value: Any, field: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(_text(value, field)[:10])
+    except ValueError:
+        raise InvalidCaseError(field, f"must be a date like 2026-11-24, not {value!r}") from None
+
+
+def _optional_bool(value: Any, field: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidCaseError(field, "must be true, false or null")
+
+
+def _quantity(value: Any, field: str) -> Quantity:
+    data = _mapping(value, field)
+    _only(data, {"value", "unit"}, field + ".")
+    if "value" not in data or "unit" not in data:
+        raise InvalidCaseError(field, "needs both value and unit")
+    number = _decimal(data["value"], field + ".value")
+    try:
+        return Quantity(number, parse_unit(_text(data["unit"], field + ".unit")))
+    except UnitError as exc:
+        raise UnitError(field + ".unit", exc.message) from None
+
+
+def _weight(value: Any) -> Fraction | None:
+    if value is None:
+        return None
+    data = _mapping(value, "patient.weight")
+    number = _decimal(data.get("value"), "patient.weight.value")
+    _only(data, {"value", "unit"}, "patient.weight.")
+    kg = weight_in_kg(number, _text(data.get("unit"), "patient.weight.unit"), "patient.weight.unit")
+    return checked_weight(kg, "patient.weight")
+
+
+def _age(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 130:
+        raise InvalidCaseError("patient.age_years", "must be a whole number of years from 0 to 130")
+    return value
+
+
+def _sex(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in ("female", "male", "other", "unknown"):
+        raise InvalidCaseError("patient.sex", "must be female, male, other or unknown")
+    return str(value)
+
+
+def _use(value: Any, kb: KnowledgeBase) -> str | None:
+    if value is None:
+        return None
+    if value not in kb.uses:
+        raise InvalidCaseError("indication", f"unknown indication {value!r}; one of: {', '.join(kb.uses)}")
+    return str(value)
+
+
+def _setting(value: Any) -> Setting:
+    if value is None:
+        return Setting.UNKNOWN
+    try:
+        return Setting(value)
+    except ValueError:
+        raise InvalidCaseError("setting", "must be intensive-care, non-intensive-care or unknown") from None
+
+
+def _coded(value: Any, field: str) -> tuple[Coded, str | None]:
+    """A coded entry {system, code, display} or a knowledge-base concept id; returns the concept if given."""
+    if isinstance(value, str):
+        return Coded(value), value
+    data = _mapping(value, field)
+    _only(data, {"system", "code", "display", "concept"}, field + ".")
+    display = str(data.get("display") or data.get("code") or data.get("concept") or "")
+    system = data.get("system")
+    if system is not None and short_system(str(system)) is None:
+        raise InvalidCaseError(field + ".system", f"unknown code system {system!r} (snomed, icd10cm, rxnorm, loinc)")
+    return Coded(display, system, data.get("code")), data.get("concept")
+
+
+def _conditions(patient: Mapping[str, Any], kb: KnowledgeBase) -> tuple[ConditionFact, ...] | None:
+    raw = patient.get("conditions")
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidCaseError("patient.conditions", "must be a list (empty when the record shows none)")
+    facts: list[ConditionFact] = []
+    for i, item in enumerate(raw):
+        field = f"patient.conditions[{i}]"
+        coded, concept = _coded(item, field)
+        if concept is not None:
+            if concept not in kb.concepts:
+                raise InvalidCaseError(field, f"unknown condition {concept!r}; one of: {', '.join(kb.concepts)}")
+            label = coded.display if coded.display != concept else kb.concepts[concept].label
+            facts.append(ConditionFact(concept, Coded(label, coded.system, coded.code)))
+        elif coded.code:
+            facts.extend(ConditionFact(c, coded) for c in kb.value_sets.concepts(coded.system, coded.code))
+    if patient.get("pregnant") is True and not any(f.concept == "pregnancy" for f in facts):
+        facts.append(ConditionFact("pregnancy", Coded("pregnant (stated in the case)")))
+    return tuple(facts)
+
+
+def _procedure(value: Any, kb: KnowledgeBase) -> PlannedProcedure | None:
+    if value is None:
+        return None
+    data = _mapping(value, "procedure")
+    _only(data, _PROCEDURE, "procedure.")
+    pclass = data.get("class")
+    if pclass is not None and pclass not in kb.procedure_classes:
+        raise InvalidCaseError("procedure.class", f"unknown class {pclass!r}; one of: {', '.join(kb.procedure_classes)}")
+    system, code = data.get("system"), data.get("code")
+    if pclass is None and code:
+        classes = [c.split(":", 1)[1] for c in kb.value_sets.concepts(system, str(code)) if c.startswith("procedure:")]
+        pclass = classes[0] if classes else None
+    display = str(data.get("display") or (kb.procedure_classes[pclass].label if pclass else code or "procedure"))
+    return PlannedProcedure(Coded(display, system, code), pclass)
+
+
+def _opioids(value: Any, kb: KnowledgeBase) -> tuple[OpioidUse, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidCaseError("patient.opioids", "must be a list (empty when the patient takes none)")
+    return tuple(_opioid(item, f"patient.opioids[{i}]", kb) for i, item in enumerate(value))
+
+
+def _opioid(value: Any, field: str, kb: KnowledgeBase) -> OpioidUse:
+    data = _mapping(value, field)
+    _only(data, _OPIOID, field + ".")
+    ingredient = _text(data.get("ingredient"), field + ".ingredient").lower()
+    if ingredient not in kb.opioids:
+        raise InvalidCaseError(field + ".ingredient", f"unknown opioid {ingredient!r}; one of: {', '.join(kb.opioids)}")
+    key = "mcg_per_h" if kb.opioids[ingredient].unit == "ug/h" else "mg_per_day"
+    other = "mg_per_day" if key == "mcg_per_h" else "mcg_per_h"
+    if other in data:
+        raise InvalidCaseError(f"{field}.{other}", f"give {ingredient} as {key}")
+    amount = None if data.get(key) is None else Fraction(_decimal(data[key], f"{field}.{key}"))
+    if amount is not None and amount < 0:
+        raise InvalidCaseError(f"{field}.{key}", "must not be negative")
+    start = _date(data["start"], field + ".start") if data.get("start") else None
+    end = _date(data["end"], field + ".end") if data.get("end") else None
+    return OpioidUse(ingredient, amount, start, end, Coded(str(data.get("display") or ingredient)))
+
+
+def _order(value: Any) -> KetamineOrder | None:
+    if value is None:
+        return None
+    data = _mapping(value, "order")
+    _only(data, _ORDER, "order.")
+    route_text = data.get("route")
+    if route_text is None:
+        raise InvalidCaseError("order.route", "the route is missing (intravenous, oral or intranasal)")
+    route = _ROUTES.get(str(route_text).lower())
+    if route is None:
+        raise InvalidCaseError("order.route", f"unsupported route {route_text!r} (intravenous, oral or intranasal)")
+    kind = None
+    if data.get("kind") is not None:
+        try:
+            kind = DoseKind(data["kind"])
+        except ValueError:
+            raise InvalidCaseError("order.kind", "must be bolus or infusion") from None
+    dose = _quantity(data["dose"], "order.dose") if data.get("dose") is not None else None
+    concentration = None
+    if data.get("concentration") is not None:
+        conc = _mapping(data["concentration"], "order.concentration")
+        _only(conc, {"value", "unit"}, "order.concentration.")
+        number = _decimal(conc.get("value"), "order.concentration.value")
+        concentration = parse_concentration(number, _text(conc.get("unit"), "order.concentration.unit"),
+                                            "order.concentration.unit")
+    pca = _optional_bool(data.get("pca_sole_agent"), "order.pca_sole_agent") or False
+    return ketamine_order(route=route, dose=dose, kind=kind, concentration_mg_per_ml=concentration,
+                          pca_sole_agent=pca, source=Coded(str(data.get("display") or "ketamine")))
