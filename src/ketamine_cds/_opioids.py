@@ -74,6 +74,7 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
     long_mme = Fraction(0)
     total_mme: Fraction | None = Fraction(0)
     long_enough: list[str] = []
+    own_threshold_only = True  # a single listed opioid is judged by its own FDA threshold, not by MME
     for use in active:
         mme = mme_per_day(use, kb)
         total_mme = None if mme is None or total_mme is None else total_mme + mme
@@ -86,13 +87,14 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
         long_enough.append(_describe(use, kb, days))
         long_mme += mme
         threshold = kb.opioids[use.ingredient].tolerance_threshold
+        own_threshold_only = own_threshold_only and threshold is not None
         if threshold is not None and use.daily_amount >= threshold:
             tolerant_because.append(_describe(use, kb, days))
 
     if tolerant_because:
         basis = "; ".join(tolerant_because)
         tolerant = Presence.PRESENT
-    elif long_mme >= kb.equianalgesic_mme_per_day:
+    elif long_mme >= kb.equianalgesic_mme_per_day and (len(long_enough) > 1 or not own_threshold_only):
         basis = f"{'; '.join(long_enough)}: {format_number(long_mme)} MME/day in total"
         tolerant = Presence.PRESENT
     elif unknown:

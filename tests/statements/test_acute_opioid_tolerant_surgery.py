@@ -1,0 +1,71 @@
+"""acute-opioid-tolerant-surgery: FDA opioid tolerance (>= 1 week at threshold doses) or dependence."""
+
+import dataclasses
+import datetime as dt
+
+import pytest
+from builders import COLONOSCOPY, TODAY, Coded, condition, ids, opioid, run
+
+from ketamine_cds import OpioidUse, Presence, Verdict
+
+S = "acute-opioid-tolerant-surgery"
+
+
+@pytest.mark.parametrize(
+    ("ingredient", "threshold"),
+    [("morphine", 60), ("oxycodone", 30), ("hydromorphone", 8), ("oxymorphone", 25), ("hydrocodone", 60),
+     ("fentanyl", 25)],
+)
+def test_fda_thresholds_above_at_and_below(ingredient: str, threshold: int) -> None:
+    at = run(procedure=COLONOSCOPY, opioids=(opioid(ingredient, threshold),))
+    above = run(procedure=COLONOSCOPY, opioids=(opioid(ingredient, threshold + 1),))
+    below = run(procedure=COLONOSCOPY, opioids=(opioid(ingredient, f"{threshold - 0.5}"),))
+    assert at.opioid.tolerant is Presence.PRESENT and S in ids(at) and at.verdict is Verdict.MAY_CONSIDER
+    assert above.opioid.tolerant is Presence.PRESENT
+    assert below.opioid.tolerant is Presence.ABSENT and S not in ids(below)
+    assert below.verdict is Verdict.NOT_INDICATED
+
+
+def test_one_week_is_needed_six_days_is_not_enough() -> None:
+    assert run(opioids=(opioid("morphine", 60, days=7),)).opioid.tolerant is Presence.PRESENT
+    assert run(opioids=(opioid("morphine", 60, days=6),)).opioid.tolerant is Presence.ABSENT
+
+
+def test_other_opioids_by_60_mme_per_day() -> None:
+    # methadone 4.7 MME/mg: 12.77 mg/day is 60.019 MME, 12.76 mg is 59.97
+    assert run(opioids=(opioid("methadone", "12.77"),)).opioid.tolerant is Presence.PRESENT
+    assert run(opioids=(opioid("methadone", "12.76"),)).opioid.tolerant is Presence.ABSENT
+    # tramadol 300 mg/day = 60 MME exactly: at the threshold
+    assert run(opioids=(opioid("tramadol", 300),)).opioid.tolerant is Presence.PRESENT
+
+
+def test_combination_counts_in_mme() -> None:
+    combo = (opioid("oxycodone", 20), opioid("hydrocodone", 30))  # 30 + 30 = 60 MME/day
+    a = run(procedure=COLONOSCOPY, opioids=combo)
+    assert a.opioid.tolerant is Presence.PRESENT
+    assert a.opioid.mme_per_day == 60
+
+
+def test_ended_prescription_does_not_count() -> None:
+    ended = dataclasses.replace(opioid("morphine", 90), end=TODAY - dt.timedelta(days=1))
+    assert run(opioids=(ended,)).opioid.tolerant is Presence.NOT_RECORDED
+
+
+def test_recorded_opioid_dependence_counts() -> None:
+    a = run(procedure=COLONOSCOPY, conditions=(condition("opioid-dependence", "Opioid dependence"),))
+    assert S in ids(a)
+    assert a.opioid.dependent is Presence.PRESENT
+
+
+def test_unreadable_dose_is_unknown_not_absent() -> None:
+    unreadable = OpioidUse("oxycodone", None, TODAY - dt.timedelta(days=30), None, Coded("oxycodone ?"))
+    a = run(procedure=COLONOSCOPY, opioids=(unreadable,))
+    assert a.opioid.tolerant is Presence.UNKNOWN
+    assert S not in ids(a)
+    assert "opioid-use" in {m.datum for m in a.missing}
+
+
+def test_unknown_opioid_record_cannot_add_support_outside_surgery_and_sickle_cell() -> None:
+    a = run(opioids=None, use="acute-pain", procedure=None)
+    assert a.opioid.tolerant is Presence.UNKNOWN
+    assert a.verdict is Verdict.INSUFFICIENT_EVIDENCE  # no sickle cell: no statement could support

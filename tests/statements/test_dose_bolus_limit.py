@@ -1,0 +1,74 @@
+"""dose-bolus-limit: an IV bolus should not exceed 0.35 mg/kg, in every setting; the limit itself is within."""
+
+from fractions import Fraction
+
+import pytest
+from builders import ids, iv, messages, run
+
+from ketamine_cds import DoseStatus, Setting, Verdict
+
+S = "dose-bolus-limit"
+
+
+@pytest.mark.parametrize(
+    ("dose", "unit", "weight", "status"),
+    [
+        ("15.05", "mg", 43, DoseStatus.WITHIN),  # exactly 0.35 mg/kg: a float would say 0.35000000000000003
+        ("15.06", "mg", 43, DoseStatus.EXCEEDS),
+        ("15.04", "mg", 43, DoseStatus.WITHIN),
+        ("0.35", "mg/kg", 80, DoseStatus.WITHIN),
+        ("0.351", "mg/kg", 80, DoseStatus.EXCEEDS),
+        ("350", "mcg/kg", 80, DoseStatus.WITHIN),
+        ("28000", "ug", 80, DoseStatus.WITHIN),
+        ("28001", "mcg", 80, DoseStatus.EXCEEDS),
+        ("0.028", "g", 80, DoseStatus.WITHIN),
+    ],
+)
+def test_bolus_above_at_and_below_the_limit(dose: str, unit: str, weight: int, status: DoseStatus) -> None:
+    a = run(order=iv(dose, unit), weight_kg=Fraction(weight))
+    assert a.dose_check is not None and a.dose_check.status is status
+    expected = Verdict.DOSE_EXCEEDS_LIMIT if status is DoseStatus.EXCEEDS else Verdict.CONSIDER
+    assert a.verdict is expected
+
+
+def test_over_limit_is_critical_and_names_the_maximum() -> None:
+    a = run(order=iv(40, "mg"))
+    finding = next(f for f in a.findings if f.statement.id == S)
+    assert finding.severity == "critical"
+    assert a.dose_check is not None and a.dose_check.limit_amount == 28
+
+
+def test_bolus_limit_applies_in_intensive_care_too() -> None:
+    a = run(order=iv(40, "mg"), setting=Setting.INTENSIVE_CARE)
+    assert a.verdict is Verdict.DOSE_EXCEEDS_LIMIT
+
+
+def test_per_kg_bolus_is_checked_without_a_weight() -> None:
+    assert run(order=iv("0.5", "mg/kg"), weight_kg=None).verdict is Verdict.DOSE_EXCEEDS_LIMIT
+    assert run(order=iv("0.3", "mg/kg"), weight_kg=None).verdict is Verdict.CONSIDER
+
+
+def test_absolute_bolus_without_weight_needs_information_never_a_guess() -> None:
+    a = run(order=iv(20, "mg"), weight_kg=None)
+    assert a.verdict is Verdict.NEEDS_INFORMATION
+    assert messages(a, S) == ["no-weight"]
+    assert a.dose_check is not None and a.dose_check.status is DoseStatus.NO_WEIGHT
+
+
+def test_volume_bolus_uses_the_concentration() -> None:
+    within = run(order=iv("0.56", "mL", concentration_mg_per_ml=Fraction(50)))  # 28 mg for 80 kg
+    over = run(order=iv("0.6", "mL", concentration_mg_per_ml=Fraction(50)))
+    unknown = run(order=iv("0.5", "mL"))
+    assert within.verdict is Verdict.CONSIDER
+    assert over.verdict is Verdict.DOSE_EXCEEDS_LIMIT
+    assert unknown.verdict is Verdict.NEEDS_INFORMATION and messages(unknown, S) == ["no-concentration"]
+
+
+def test_eligibility_question_reports_max_bolus_for_weight() -> None:
+    a = run(weight_kg=Fraction(80))
+    assert a.dose_limits.max_bolus_mg == 28
+    assert messages(a, S) == ["limits"]
+
+
+def test_infusion_order_does_not_cite_the_bolus_statement() -> None:
+    assert S not in ids(run(order=iv("0.5", "mg/kg/h")))

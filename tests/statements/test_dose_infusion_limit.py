@@ -1,0 +1,75 @@
+"""dose-infusion-limit: 1 mg/kg/h outside intensive care; no limit in intensive care; the limit is within."""
+
+from fractions import Fraction
+
+import pytest
+from builders import ids, iv, messages, run
+
+from ketamine_cds import DoseStatus, Setting, Verdict
+
+S = "dose-infusion-limit"
+
+
+@pytest.mark.parametrize(
+    ("dose", "unit", "status"),
+    [
+        ("80", "mg/h", DoseStatus.WITHIN),  # 80 kg: exactly 1 mg/kg/h
+        ("80.01", "mg/h", DoseStatus.EXCEEDS),
+        ("79.99", "mg/h", DoseStatus.WITHIN),
+        ("1", "mg/kg/h", DoseStatus.WITHIN),
+        ("1.01", "mg/kg/h", DoseStatus.EXCEEDS),
+        ("1000", "mcg/kg/h", DoseStatus.WITHIN),
+        ("16.67", "mcg/kg/min", DoseStatus.EXCEEDS),  # 1.0002 mg/kg/h
+        ("16.66", "mcg/kg/min", DoseStatus.WITHIN),
+        ("1.333", "mg/min", DoseStatus.WITHIN),  # 79.98 mg/h
+        ("1920", "mg/d", DoseStatus.WITHIN),  # 80 mg/h exactly
+        ("1921", "mg/d", DoseStatus.EXCEEDS),
+        ("8", "mL/h", DoseStatus.WITHIN),  # 10 mg/mL -> 80 mg/h
+        ("8.1", "mL/h", DoseStatus.EXCEEDS),
+    ],
+)
+def test_infusion_above_at_and_below_outside_icu(dose: str, unit: str, status: DoseStatus) -> None:
+    a = run(order=iv(dose, unit, concentration_mg_per_ml=Fraction(10)))
+    assert a.dose_check is not None and a.dose_check.status is status
+    assert (a.verdict is Verdict.DOSE_EXCEEDS_LIMIT) is (status is DoseStatus.EXCEEDS)
+
+
+def test_intensive_care_lifts_the_infusion_limit() -> None:
+    a = run(order=iv(2, "mg/kg/h"), setting=Setting.INTENSIVE_CARE)
+    assert a.verdict is Verdict.CONSIDER
+    assert messages(a, S) == ["icu"]
+    assert a.dose_limits.max_infusion_mg_per_h is None
+
+
+def test_unknown_setting_with_a_rate_over_the_limit_needs_the_setting() -> None:
+    a = run(order=iv(2, "mg/kg/h"), setting=Setting.UNKNOWN)
+    assert a.verdict is Verdict.NEEDS_INFORMATION
+    assert messages(a, S) == ["exceeds-setting-unknown"]
+    assert [m.datum for m in a.missing] == ["setting"]
+
+
+def test_unknown_setting_does_not_matter_within_the_limit() -> None:
+    assert run(order=iv("0.5", "mg/kg/h"), setting=Setting.UNKNOWN).verdict is Verdict.CONSIDER
+
+
+def test_over_limit_is_critical_and_overridable() -> None:
+    a = run(order=iv(120, "mg/h"))
+    finding = next(f for f in a.findings if f.statement.id == S)
+    assert finding.severity == "critical" and finding.statement.overridable
+
+
+def test_absolute_rate_without_weight_needs_information() -> None:
+    a = run(order=iv(50, "mg/h"), weight_kg=None)
+    assert a.verdict is Verdict.NEEDS_INFORMATION
+    assert messages(a, S) == ["no-weight"]
+
+
+def test_eligibility_question_reports_max_rate_for_weight() -> None:
+    a = run(weight_kg=Fraction("72.5"))
+    assert a.dose_limits.max_infusion_mg_per_h == Fraction("72.5")
+    icu = run(weight_kg=Fraction("72.5"), setting=Setting.INTENSIVE_CARE)
+    assert icu.dose_limits.max_infusion_mg_per_h is None and messages(icu, S) == ["limits-icu"]
+
+
+def test_bolus_order_does_not_cite_the_infusion_statement() -> None:
+    assert S not in ids(run(order=iv(20, "mg")))
