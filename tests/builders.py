@@ -62,7 +62,9 @@ def condition(concept: str, display: str | None = None) -> ConditionFact:
 
 
 def opioid(ingredient: str, daily: str | int, days: int = 30) -> OpioidUse:
-    return OpioidUse(ingredient, Fraction(Decimal(str(daily))), TODAY - dt.timedelta(days=days), None, Coded(ingredient))
+    return OpioidUse(
+        ingredient, Fraction(Decimal(str(daily))), TODAY - dt.timedelta(days=days), None, Coded(ingredient)
+    )
 
 
 def run(**changes: Any) -> Assessment:

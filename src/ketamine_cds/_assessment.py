@@ -99,7 +99,8 @@ class ScreeningResult:
 @dataclass(frozen=True, slots=True)
 class Assessment:
     verdict: Verdict
-    reason: str
+    reason: str  # set when no single finding explains the verdict
+    decisive: Finding | None  # the finding that decided the verdict, if one did
     findings: tuple[Finding, ...]
     dose_limits: DoseLimits
     dose_check: DoseCheck | None

@@ -29,8 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(f"cannot read input: {exc}")
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
-        print(f"ketamine-cds: internal error ({type(exc).__name__}: {exc}); please report it", file=sys.stderr)
+    except Exception as exc:
+        print(
+            f"ketamine-cds: internal error ({type(exc).__name__}: {exc}); please report it", file=sys.stderr
+        )
         return EXIT_INTERNAL
 
 
@@ -56,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("limits", help="print the dose limits for a body weight")
     p.add_argument("--weight", required=True, help="e.g. 80kg, 80 kg, 176lb, 80000g")
-    p.add_argument("--setting", choices=["intensive-care", "non-intensive-care", "unknown"], default="unknown")
+    p.add_argument(
+        "--setting", choices=["intensive-care", "non-intensive-care", "unknown"], default="unknown"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_limits)
     return parser
@@ -81,8 +85,9 @@ def _assess(args: argparse.Namespace) -> int:
     from ._inputs import facts_from_document, parse_json
     from ._render import assessment_json, text_report
 
-    facts = facts_from_document(parse_json(_read(args.path)), today=args.as_of or dt.date.today(),
-                                validate=args.validate)
+    facts = facts_from_document(
+        parse_json(_read(args.path)), today=args.as_of or dt.date.today(), validate=args.validate
+    )
     assessment = assess(facts)
     if args.json:
         print(json.dumps(assessment_json(assessment), ensure_ascii=False))
@@ -97,12 +102,23 @@ def _statements(args: argparse.Namespace) -> int:
     kb = load_knowledge()
     if args.json:
         rows = [
-            {"id": s.id, "title": s.title, "text": s.text, "grade": s.grade, "certainty": s.certainty,
-             "evidence": s.evidence, "role": s.role, "verification": list(s.tags),
-             "source": {"label": s.source.label, "url": s.source.url}, "thresholds": dict(s.thresholds)}
+            {
+                "id": s.id,
+                "title": s.title,
+                "text": s.text,
+                "grade": s.grade,
+                "certainty": s.certainty,
+                "evidence": s.evidence,
+                "role": s.role,
+                "verification": list(s.tags),
+                "source": {"label": s.source.label, "url": s.source.url},
+                "thresholds": dict(s.thresholds),
+            }
             for s in kb.statements.values()
         ]
-        print(json.dumps({"version": kb.version, "digest": kb.digest, "statements": rows}, ensure_ascii=False))
+        print(
+            json.dumps({"version": kb.version, "digest": kb.digest, "statements": rows}, ensure_ascii=False)
+        )
         return 0
     print(f"Knowledge base {kb.version} ({kb.digest}): {kb.guideline}\n")
     for s in kb.statements.values():

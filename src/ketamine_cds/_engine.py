@@ -41,7 +41,7 @@ _CONTRA_CONCEPTS = (
 class _Context:
     """Collects findings and missing data while the statement rules run."""
 
-    __slots__ = ("facts", "findings", "kb", "missing", "support_missing", "flags")
+    __slots__ = ("facts", "findings", "flags", "kb", "missing", "support_missing")
 
     def __init__(self, facts: Facts, kb: KnowledgeBase) -> None:
         self.facts = facts
@@ -77,15 +77,16 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None) -> Assessment:
     if use is None and in_scope:
         ctx.need("indication", "the intended use of ketamine (the indication) is not stated")
     if in_scope and route is Route.INTRAVENOUS:
-        dose_check = _dose(ctx, limits)
         if use is not None:
             _intravenous_use(ctx, use, opioid)
+        dose_check = _dose(ctx, limits)
     elif in_scope:
         _follow_up(ctx, route)
     verdict = _verdict(ctx, use)
     return Assessment(
         verdict=verdict,
         reason=_reason(verdict, ctx, use),
+        decisive=_decisive(verdict, ctx),
         findings=tuple(ctx.findings),
         dose_limits=limits,
         dose_check=dose_check,
@@ -141,7 +142,7 @@ def acute_painful_surgery_or_mild_pain(ctx: _Context) -> None:
     else:
         ctx.need(
             "procedure-class",
-            f"the expected postoperative pain of {procedure.source.display} is not known to the knowledge base",
+            f"the expected postoperative pain of {procedure.source.display} is not in the knowledge base",
         )
 
 
@@ -163,7 +164,9 @@ def acute_sickle_cell(ctx: _Context, use: Use, opioid: OpioidStatus) -> None:
     if state is Presence.PRESENT:
         ctx.add("acute-sickle-cell", "applies", status=opioid.label, basis=opioid.basis)
     elif state is Presence.UNKNOWN:
-        ctx.support_missing.append(MissingDatum("opioid-use", opioid.basis, "acute-sickle-cell", decisive=False))
+        ctx.support_missing.append(
+            MissingDatum("opioid-use", opioid.basis, "acute-sickle-cell", decisive=False)
+        )
 
 
 def acute_sleep_apnea(ctx: _Context) -> None:
@@ -206,7 +209,9 @@ def _follow_up(ctx: _Context, route: Route) -> None:
         ctx.add(statement, "no-prior-course", prior_course="The record shows no prior IV ketamine course.")
     else:
         if prior is None:
-            ctx.need("prior-iv-course", "whether the patient has had a course of IV ketamine infusions", statement)
+            ctx.need(
+                "prior-iv-course", "whether the patient has had a course of IV ketamine infusions", statement
+            )
         described = "recorded" if prior else "not known"
         ctx.add(statement, "applies", prior_course=described)
     if route is Route.ORAL:
@@ -219,7 +224,9 @@ def _follow_up(ctx: _Context, route: Route) -> None:
 def _screen(ctx: _Context) -> tuple[ScreeningResult, ...]:
     conditions = ctx.facts.conditions
     if conditions is None:
-        ctx.need("conditions", "the patient's conditions could not be read, so contraindications were not screened")
+        ctx.need(
+            "conditions", "the patient's conditions could not be read, so contraindications were not screened"
+        )
         return tuple(ScreeningResult(s, c, Presence.UNKNOWN) for s, c in _CONTRA_CONCEPTS)
     results = []
     for statement, concept in _CONTRA_CONCEPTS:
@@ -281,7 +288,13 @@ def _dose_limit_findings(ctx: _Context, limits: DoseLimits) -> None:
     if limits.infusion_limit_applies is False:
         ctx.add(_INFUSION, "limits-icu", limit=infusion_limit)
     else:
-        ctx.add(_INFUSION, key, weight=(weight, "kg"), max=(limits.max_infusion_mg_per_h, "mg/h"), limit=infusion_limit)
+        ctx.add(
+            _INFUSION,
+            key,
+            weight=(weight, "kg"),
+            max=(limits.max_infusion_mg_per_h, "mg/h"),
+            limit=infusion_limit,
+        )
     if weight is None:
         ctx.need("weight", "no body weight: the maximum dose in mg cannot be worked out", decisive=False)
 
@@ -306,6 +319,7 @@ def _check_order(ctx: _Context, order: KetamineOrder, limits: DoseLimits) -> Dos
     status = _dose_status(order, raw, per_kg, limit, ctx.facts.setting)
     params = {
         "ordered": order.dose,
+        "also": (amount, unit) if order.dose.unit.per_kg else (per_kg, f"{unit[:2]}/kg{unit[2:]}"),
         "amount": (amount, unit),
         "per_kg": (per_kg, f"{unit[:2]}/kg{unit[2:]}"),
         "weight": (weight, "kg"),
@@ -315,11 +329,23 @@ def _check_order(ctx: _Context, order: KetamineOrder, limits: DoseLimits) -> Dos
     }
     ctx.add(statement, _DOSE_MESSAGES[status], **params)
     if status is DoseStatus.NO_WEIGHT:
-        ctx.need("weight", "the dose is in absolute units and there is no body weight to check it against", statement)
+        ctx.need(
+            "weight",
+            "the dose is in absolute units and there is no body weight to check it against",
+            statement,
+        )
     elif status is DoseStatus.NO_CONCENTRATION:
-        ctx.need("concentration", "the dose is a volume and the ketamine concentration (mg/mL) is not given", statement)
+        ctx.need(
+            "concentration",
+            "the dose is a volume and the ketamine concentration (mg/mL) is not given",
+            statement,
+        )
     elif status is DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE:
-        ctx.need("setting", "the infusion is above the limit outside intensive care; the setting is unknown", statement)
+        ctx.need(
+            "setting",
+            "the infusion is above the limit outside intensive care; the setting is unknown",
+            statement,
+        )
     return DoseCheck(statement, order.kind, order.dose, amount, per_kg, limit, limit_amount, status)
 
 
@@ -375,19 +401,24 @@ def _verdict(ctx: _Context, use: Use | None) -> Verdict:
 
 
 def _reason(verdict: Verdict, ctx: _Context, use: Use | None) -> str:
+    """Why, when no single finding says it (the renderer otherwise uses the decisive finding's summary)."""
     if verdict is Verdict.OUT_OF_SCOPE and use is not None:
         return f"The guideline covers ketamine for pain; {use.label} is outside its scope."
     if verdict is Verdict.NEEDS_INFORMATION:
         needed = [m.reason for m in ctx.missing if m.decisive] or [m.reason for m in ctx.support_missing]
         return "Needs information: " + "; ".join(needed) + "."
-    if verdict is Verdict.INSUFFICIENT_EVIDENCE and not ctx.flags & {"insufficient"}:
+    if verdict is Verdict.INSUFFICIENT_EVIDENCE and "insufficient" not in ctx.flags:
         label = use.label if use is not None else "this use"
         return f"No guideline statement supports ketamine for {label} in this patient."
-    decisive = _DECISIVE_ROLE.get(verdict)
-    for finding in ctx.findings:
-        if decisive and finding.statement.role in decisive and finding.message_key in ("applies", "present", "exceeds"):
-            return finding.statement.title + "."
     return ""
+
+
+def _decisive(verdict: Verdict, ctx: _Context) -> Finding | None:
+    roles = _DECISIVE_ROLE.get(verdict, ())
+    for finding in ctx.findings:
+        if finding.statement.role in roles and finding.message_key in ("applies", "present", "exceeds"):
+            return finding
+    return None
 
 
 _DECISIVE_ROLE: dict[Verdict, tuple[str, ...]] = {

@@ -129,8 +129,14 @@ def ketamine_order(
     if route is Route.INTRAVENOUS and dose is not None:
         implied = DoseKind.INFUSION if dose.unit.is_rate else DoseKind.BOLUS
         if kind is not None and kind is not implied:
-            wanted = "a rate (e.g. mg/h, mg/kg/h, mcg/kg/min, mL/h)" if kind is DoseKind.INFUSION else "an amount (mg, mg/kg)"
-            raise WrongDimensionError(f"{field}.dose.unit", f"an IV {kind.value} needs {wanted}, not {dose.unit.text!r}")
+            wanted = (
+                "a rate (e.g. mg/h, mg/kg/h, mcg/kg/min, mL/h)"
+                if kind is DoseKind.INFUSION
+                else "an amount (mg, mg/kg)"
+            )
+            raise WrongDimensionError(
+                f"{field}.dose.unit", f"an IV {kind.value} needs {wanted}, not {dose.unit.text!r}"
+            )
         kind = implied
         _check_dose_value(dose, field)
     elif route is not Route.INTRAVENOUS:
@@ -149,7 +155,9 @@ def ketamine_order(
 
 def _check_dose_value(dose: Quantity, field: str) -> None:
     if not dose.value.is_finite() or dose.value <= 0:
-        raise ImpossibleValueError(f"{field}.dose.value", f"a dose must be a positive number, not {dose.value}")
+        raise ImpossibleValueError(
+            f"{field}.dose.value", f"a dose must be a positive number, not {dose.value}"
+        )
 
 
 MAX_WEIGHT_KG = Fraction(500)
@@ -160,5 +168,7 @@ def checked_weight(weight_kg: Fraction, field: str = "weight") -> Fraction:
     if weight_kg <= 0:
         raise ImpossibleValueError(field, f"a body weight must be above zero (got {float(weight_kg):g} kg)")
     if weight_kg > MAX_WEIGHT_KG:
-        raise ImpossibleValueError(field, f"a body weight over 500 kg is not plausible (got {float(weight_kg):g} kg)")
+        raise ImpossibleValueError(
+            field, f"a body weight over 500 kg is not plausible (got {float(weight_kg):g} kg)"
+        )
     return weight_kg

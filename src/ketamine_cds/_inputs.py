@@ -35,7 +35,8 @@ def facts_from_document(
 
         if validate:
             validate_r4(data)
-        return facts_from_bundle(data, as_of=today, kb=kb)
+        bundle_facts: Facts = facts_from_bundle(data, as_of=today, kb=kb)
+        return bundle_facts
     from .adapters.case import facts_from_case
 
     return facts_from_case(data, today=today, kb=kb)

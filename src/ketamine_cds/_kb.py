@@ -17,7 +17,14 @@ from importlib import resources
 from typing import Any, Literal
 
 Role = Literal[
-    "support-strong", "support-weak", "against", "insufficient", "contraindication", "caution", "dose-limit", "context"
+    "support-strong",
+    "support-weak",
+    "against",
+    "insufficient",
+    "contraindication",
+    "caution",
+    "dose-limit",
+    "context",
 ]
 Severity = Literal["info", "warning", "critical"]
 
@@ -222,7 +229,9 @@ def _stated(value: str) -> str | None:
 
 def _statement(data: Mapping[str, Any], sources: Mapping[str, Source]) -> Statement:
     messages = {
-        key: Message(severity=m["severity"], summary=m["summary"].strip(), detail=" ".join(m["detail"].split()))
+        key: Message(
+            severity=m["severity"], summary=m["summary"].strip(), detail=" ".join(m["detail"].split())
+        )
         for key, m in data.get("messages", {}).items()
     }
     return Statement(
@@ -289,7 +298,9 @@ def load_knowledge() -> KnowledgeBase:
                 ingredient=k,
                 rxnorm=v["rxnorm"],
                 mme_factor=Fraction(Decimal(v["mme_factor"])),
-                tolerance_threshold=Fraction(Decimal(v["tolerance_threshold"])) if "tolerance_threshold" in v else None,
+                tolerance_threshold=Fraction(Decimal(v["tolerance_threshold"]))
+                if "tolerance_threshold" in v
+                else None,
                 unit=v["unit"],
             )
             for k, v in kb["opioids"].items()

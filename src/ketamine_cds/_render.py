@@ -61,6 +61,13 @@ def finding_texts(finding: Finding) -> tuple[str, str]:
     return summary, message.detail.format_map(full)
 
 
+def verdict_reason(assessment: Assessment) -> str:
+    """One line on why: the decisive finding's summary, or the engine's reason when no finding decided."""
+    if assessment.decisive is not None:
+        return finding_texts(assessment.decisive)[0]
+    return assessment.reason
+
+
 def sorted_findings(assessment: Assessment) -> list[Finding]:
     return sorted(assessment.findings, key=lambda f: _SEVERITY_ORDER[f.severity])
 
@@ -111,7 +118,7 @@ def assessment_json(assessment: Assessment, kb: KnowledgeBase | None = None) -> 
     use = kb.uses.get(assessment.use) if assessment.use else None
     return {
         "verdict": assessment.verdict.value,
-        "verdict_reason": assessment.reason,
+        "verdict_reason": verdict_reason(assessment),
         "findings": [finding_json(f) for f in sorted_findings(assessment)],
         "dose_limits": limits_json(assessment.dose_limits, assessment.setting.value),
         "dose_check": None
@@ -184,10 +191,13 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
     kb = kb or load_knowledge()
     data = assessment_json(assessment, kb)
     lines = [f"Verdict: {assessment.verdict.value.upper()}"]
-    if assessment.reason:
-        lines.append(_wrap(assessment.reason, "  "))
+    if data["verdict_reason"]:
+        lines.append(_wrap(data["verdict_reason"], "  "))
     q = data["question"]
-    lines += ["", f"Question: {q['use_label'] or 'indication not stated'}; route {q['route']}; setting {q['setting']}"]
+    lines += [
+        "",
+        f"Question: {q['use_label'] or 'indication not stated'}; route {q['route']}; setting {q['setting']}",
+    ]
     lines += ["", "Findings:" if assessment.findings else "Findings: none"]
     for finding in sorted_findings(assessment):
         summary, detail = finding_texts(finding)
@@ -199,8 +209,11 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
     lines += ["", *_limits_lines(data["dose_limits"])]
     if data["dose_check"]:
         c = data["dose_check"]
-        per_kg = f" = {format_number(Fraction(str(c['per_kg'])))} {c['per_kg_unit']}" if c["per_kg"] is not None else ""
-        lines.append(f"  Ordered {c['kind']}: {c['ordered']}{per_kg} -> {c['status']}")
+        check = assessment.dose_check
+        assert check is not None
+        per_kg_order = check.ordered.unit.per_kg
+        also = (check.amount, c["amount_unit"]) if per_kg_order else (check.per_kg, c["per_kg_unit"])
+        lines.append(f"  Ordered {c['kind']}: {c['ordered']} ({display_value(also)}) -> {c['status']}")
     if assessment.missing:
         lines += ["", "Missing information:"]
         lines += [_wrap(f"- {m.datum}: {m.reason}", "  ") for m in assessment.missing]
@@ -213,24 +226,32 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
     lines += ["", f"Opioid tolerance: {opioid['tolerant']}; dependence: {opioid['dependent']}{mme}"]
     lines.append(_wrap(opioid["basis"], "  "))
     kbd = data["knowledge_base"]
-    lines += ["", f"Knowledge base {kbd['version']} ({kbd['digest']}), {kbd['guideline']}; as of {q['as_of']}."]
+    lines += [
+        "",
+        f"Knowledge base {kbd['version']} ({kbd['digest']}), {kbd['guideline']}; as of {q['as_of']}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _limits_lines(limits: Mapping[str, Any]) -> list[str]:
     weight = limits["weight_kg"]
-    head = f"Dose limits for {weight:g} kg:" if weight is not None else "Dose limits (no body weight recorded):"
-    bolus = f"{limits['max_bolus_mg']:g} mg" if limits["max_bolus_mg"] is not None else "-"
+    head = (
+        f"Dose limits for {weight:g} kg:" if weight is not None else "Dose limits (no body weight recorded):"
+    )
+    per_kg_bolus = f"{limits['bolus_limit_mg_per_kg']:g} mg/kg"
+    per_kg_rate = f"{limits['infusion_limit_mg_per_kg_per_h']:g} mg/kg/h"
+    bolus = (
+        f"max {limits['max_bolus_mg']:g} mg" if limits["max_bolus_mg"] is not None else f"max {per_kg_bolus}"
+    )
     if limits["infusion_limit_applies"] is False:
-        infusion = "no limit in intensive care"
-    elif limits["max_infusion_mg_per_h"] is not None:
-        infusion = f"{limits['max_infusion_mg_per_h']:g} mg/h"
-        if limits["infusion_limit_applies"] is None:
-            infusion += " (applies outside intensive care; setting unknown)"
+        infusion = f"no limit in intensive care ({per_kg_rate} applies outside it)"
     else:
-        infusion = "-"
+        rate = limits["max_infusion_mg_per_h"]
+        infusion = f"max {rate:g} mg/h" if rate is not None else f"max {per_kg_rate}"
+        infusion += f" ({per_kg_rate} outside intensive care"
+        infusion += "; setting unknown)" if limits["infusion_limit_applies"] is None else ")"
     return [
         head,
-        f"  IV bolus     max {bolus:10} ({limits['bolus_limit_mg_per_kg']:g} mg/kg, in every setting)",
-        f"  IV infusion  max {infusion:10} ({limits['infusion_limit_mg_per_kg_per_h']:g} mg/kg/h outside intensive care)",
+        f"  IV bolus     {bolus} ({per_kg_bolus}, in every setting)",
+        f"  IV infusion  {infusion}",
     ]

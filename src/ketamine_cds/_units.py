@@ -122,12 +122,14 @@ def weight_in_kg(value: Decimal, unit_text: str, field: str = "weight") -> Fract
     except UnitError as exc:
         raise UnitError(field, exc.message) from None
     if unit.amount != "mass" or unit.per_kg or unit.is_rate:
-        raise WrongDimensionError(field, f"a body weight needs a mass unit (kg, g, [lb_av]), not {unit_text!r}")
+        raise WrongDimensionError(
+            field, f"a body weight needs a mass unit (kg, g, [lb_av]), not {unit_text!r}"
+        )
     return Fraction(value) * unit.factor / _MG_PER_KG
 
 
 def amount_per_dose(quantity: Quantity, concentration_mg_per_ml: Fraction | None) -> Fraction | None:
-    """The amount in mg (or mg/kg when per kg, per hour when a rate); None when a volume has no concentration."""
+    """The amount in mg (mg/kg when per kg; per hour when a rate); None for a volume without concentration."""
     unit = quantity.unit
     amount = Fraction(quantity.value) * unit.factor
     if unit.amount == "volume":
@@ -144,7 +146,9 @@ def concentration_mg_per_ml(numerator: Quantity, denominator: Quantity) -> Fract
     if numerator.unit.amount != "mass" or numerator.unit.per_kg or numerator.unit.is_rate:
         raise WrongDimensionError("concentration", f"the strength needs a mass, not {numerator.unit.text!r}")
     if denominator.unit.amount != "volume" or denominator.unit.per_kg or denominator.unit.is_rate:
-        raise WrongDimensionError("concentration", f"the strength needs a volume, not {denominator.unit.text!r}")
+        raise WrongDimensionError(
+            "concentration", f"the strength needs a volume, not {denominator.unit.text!r}"
+        )
     if denominator.value <= 0 or numerator.value <= 0:
         raise WrongDimensionError("concentration", "the strength must be positive")
     return (Fraction(numerator.value) * numerator.unit.factor) / (
@@ -155,7 +159,9 @@ def concentration_mg_per_ml(numerator: Quantity, denominator: Quantity) -> Fract
 def format_number(value: Decimal | Fraction | int, places: int = 2) -> str:
     """At most ``places`` decimals, no trailing zeros: 28, 0.35, 16.67."""
     dec = value if isinstance(value, Decimal) else _fraction_to_decimal(Fraction(value), places)
-    text = f"{dec.quantize(Decimal(1).scaleb(-places)):f}" if dec.as_tuple().exponent < -places else f"{dec:f}"
+    exponent = dec.as_tuple().exponent
+    too_fine = isinstance(exponent, int) and exponent < -places
+    text = f"{dec.quantize(Decimal(1).scaleb(-places)):f}" if too_fine else f"{dec:f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text

@@ -1,7 +1,6 @@
 """acute-mild-pain: procedures with only mild pain gain nothing from ketamine."""
 
 from builders import COLONOSCOPY, condition, ids, opioid, run
-
 from ketamine_cds import Verdict
 
 S = "acute-mild-pain"

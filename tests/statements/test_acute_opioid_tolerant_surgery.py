@@ -4,17 +4,23 @@ import dataclasses
 import datetime as dt
 
 import pytest
-from builders import COLONOSCOPY, TODAY, Coded, condition, ids, opioid, run
 
-from ketamine_cds import OpioidUse, Presence, Verdict
+from builders import COLONOSCOPY, TODAY, condition, ids, opioid, run
+from ketamine_cds import Coded, OpioidUse, Presence, Verdict
 
 S = "acute-opioid-tolerant-surgery"
 
 
 @pytest.mark.parametrize(
     ("ingredient", "threshold"),
-    [("morphine", 60), ("oxycodone", 30), ("hydromorphone", 8), ("oxymorphone", 25), ("hydrocodone", 60),
-     ("fentanyl", 25)],
+    [
+        ("morphine", 60),
+        ("oxycodone", 30),
+        ("hydromorphone", 8),
+        ("oxymorphone", 25),
+        ("hydrocodone", 60),
+        ("fentanyl", 25),
+    ],
 )
 def test_fda_thresholds_above_at_and_below(ingredient: str, threshold: int) -> None:
     at = run(procedure=COLONOSCOPY, opioids=(opioid(ingredient, threshold),))

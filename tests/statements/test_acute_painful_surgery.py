@@ -1,9 +1,9 @@
 """acute-painful-surgery: consider IV ketamine for abdominal, thoracic, orthopedic limb and spine surgery."""
 
 import pytest
-from builders import APPENDECTOMY, Coded, PlannedProcedure, ids, run
 
-from ketamine_cds import Verdict
+from builders import APPENDECTOMY, ids, run
+from ketamine_cds import Coded, PlannedProcedure, Verdict
 
 S = "acute-painful-surgery"
 
@@ -14,7 +14,11 @@ def test_severe_pain_surgery_is_consider_with_grade_b(pclass: str) -> None:
     a = run(procedure=procedure)
     assert a.verdict is Verdict.CONSIDER
     finding = next(f for f in a.findings if f.statement.id == S)
-    assert (finding.severity, finding.statement.grade, finding.statement.certainty) == ("info", "B", "moderate")
+    assert (finding.severity, finding.statement.grade, finding.statement.certainty) == (
+        "info",
+        "B",
+        "moderate",
+    )
 
 
 def test_mild_procedure_does_not_fire() -> None:

@@ -1,7 +1,6 @@
 """acute-pca-sole-agent: limited evidence for ketamine as the only analgesic in IV PCA."""
 
 from builders import ids, iv, run
-
 from ketamine_cds import Verdict
 
 S = "acute-pca-sole-agent"

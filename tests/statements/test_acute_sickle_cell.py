@@ -1,7 +1,6 @@
 """acute-sickle-cell: sickle cell pain in opioid-tolerant or -dependent patients (grade C, low)."""
 
 from builders import condition, ids, opioid, run
-
 from ketamine_cds import Verdict
 
 S = "acute-sickle-cell"
@@ -15,8 +14,12 @@ def test_tolerant_patient_with_sickle_cell_pain_may_consider() -> None:
 
 
 def test_crisis_recorded_as_condition_with_acute_pain_use() -> None:
-    a = run(use="acute-pain", procedure=None, conditions=(condition("sickle-cell-crisis"),),
-            opioids=(opioid("morphine", 90),))
+    a = run(
+        use="acute-pain",
+        procedure=None,
+        conditions=(condition("sickle-cell-crisis"),),
+        opioids=(opioid("morphine", 90),),
+    )
     assert S in ids(a)
 
 

@@ -1,14 +1,15 @@
 """acute-sleep-apnea: ketamine may be considered as an opioid-limiting adjunct (grade C, low)."""
 
 from builders import condition, ids, run
-
 from ketamine_cds import Verdict
 
 S = "acute-sleep-apnea"
 
 
 def test_sleep_apnea_in_acute_pain_may_consider() -> None:
-    a = run(use="acute-pain", procedure=None, conditions=(condition("sleep-apnea", "Obstructive sleep apnea"),))
+    a = run(
+        use="acute-pain", procedure=None, conditions=(condition("sleep-apnea", "Obstructive sleep apnea"),)
+    )
     assert S in ids(a)
     assert a.verdict is Verdict.MAY_CONSIDER
 

@@ -1,7 +1,6 @@
 """caution-substance-misuse: a caution adds a warning finding and never changes the verdict."""
 
 from builders import COLONOSCOPY, condition, ids, run
-
 from ketamine_cds import Verdict
 
 S = "caution-substance-misuse"
@@ -16,7 +15,10 @@ def test_caution_adds_a_warning_and_keeps_the_verdict() -> None:
 
 
 def test_caution_keeps_a_negative_verdict_too() -> None:
-    assert run(procedure=COLONOSCOPY, conditions=(condition("substance-misuse"),)).verdict is Verdict.NOT_INDICATED
+    assert (
+        run(procedure=COLONOSCOPY, conditions=(condition("substance-misuse"),)).verdict
+        is Verdict.NOT_INDICATED
+    )
 
 
 def test_absent_does_not_fire() -> None:

@@ -1,7 +1,6 @@
 """chronic-crps: moderate-certainty evidence of relief up to 12 weeks -> consider."""
 
 from builders import ids, iv, run
-
 from ketamine_cds import Verdict
 
 S = "chronic-crps"

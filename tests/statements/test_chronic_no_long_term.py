@@ -1,7 +1,6 @@
 """chronic-no-long-term: apart from CRPS, no evidence for intermediate- or long-term relief."""
 
 from builders import ids, run
-
 from ketamine_cds import Verdict
 
 S = "chronic-no-long-term"

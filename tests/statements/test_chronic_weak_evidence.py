@@ -1,13 +1,22 @@
 """chronic-weak-evidence: weak or no evidence for immediate relief -> insufficient-evidence."""
 
 import pytest
-from builders import ids, run
 
+from builders import ids, run
 from ketamine_cds import Verdict
 
 S = "chronic-weak-evidence"
-WEAK = ["neuropathic-pain", "fibromyalgia", "cancer-pain", "ischemic-pain", "migraine", "low-back-pain",
-        "phantom-limb-pain", "postherpetic-neuralgia", "spinal-cord-injury-pain"]
+WEAK = [
+    "neuropathic-pain",
+    "fibromyalgia",
+    "cancer-pain",
+    "ischemic-pain",
+    "migraine",
+    "low-back-pain",
+    "phantom-limb-pain",
+    "postherpetic-neuralgia",
+    "spinal-cord-injury-pain",
+]
 
 
 @pytest.mark.parametrize("use", WEAK)

@@ -1,7 +1,6 @@
 """contra-cardiovascular: severe or poorly controlled disease contraindicates; control unknown -> verify."""
 
 from builders import condition, ids, messages, run
-
 from ketamine_cds import Presence, Verdict
 
 S = "contra-cardiovascular"

@@ -1,7 +1,6 @@
 """contra-hepatic: the record shows Cirrhosis -> contraindicated, whatever the indication or dose."""
 
 from builders import condition, ids, iv, nasal, run
-
 from ketamine_cds import Presence, Verdict
 
 S = "contra-hepatic"
@@ -16,8 +15,14 @@ def test_present_condition_contraindicates_and_is_critical() -> None:
 
 
 def test_contraindication_outranks_a_dose_over_the_limit_and_follow_up_routes() -> None:
-    assert run(conditions=(condition("liver-disease-severe"),), order=iv(60, "mg")).verdict is Verdict.CONTRAINDICATED
-    assert run(conditions=(condition("liver-disease-severe"),), use="crps", order=nasal()).verdict is Verdict.CONTRAINDICATED
+    assert (
+        run(conditions=(condition("liver-disease-severe"),), order=iv(60, "mg")).verdict
+        is Verdict.CONTRAINDICATED
+    )
+    assert (
+        run(conditions=(condition("liver-disease-severe"),), use="crps", order=nasal()).verdict
+        is Verdict.CONTRAINDICATED
+    )
 
 
 def test_absent_from_record_is_reported_as_not_found_not_ruled_out() -> None:

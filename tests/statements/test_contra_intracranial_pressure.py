@@ -1,7 +1,6 @@
-"""contra-intracranial-pressure: the record shows Cerebral edema -> contraindicated, whatever the indication or dose."""
+"""contra-intracranial-pressure: the record shows Cerebral edema -> contraindicated."""
 
 from builders import condition, ids, iv, nasal, run
-
 from ketamine_cds import Presence, Verdict
 
 S = "contra-intracranial-pressure"
@@ -16,8 +15,14 @@ def test_present_condition_contraindicates_and_is_critical() -> None:
 
 
 def test_contraindication_outranks_a_dose_over_the_limit_and_follow_up_routes() -> None:
-    assert run(conditions=(condition("intracranial-pressure"),), order=iv(60, "mg")).verdict is Verdict.CONTRAINDICATED
-    assert run(conditions=(condition("intracranial-pressure"),), use="crps", order=nasal()).verdict is Verdict.CONTRAINDICATED
+    assert (
+        run(conditions=(condition("intracranial-pressure"),), order=iv(60, "mg")).verdict
+        is Verdict.CONTRAINDICATED
+    )
+    assert (
+        run(conditions=(condition("intracranial-pressure"),), use="crps", order=nasal()).verdict
+        is Verdict.CONTRAINDICATED
+    )
 
 
 def test_absent_from_record_is_reported_as_not_found_not_ruled_out() -> None:

@@ -1,7 +1,6 @@
-"""contra-intraocular-pressure: the record shows Glaucoma -> contraindicated, whatever the indication or dose."""
+"""contra-intraocular-pressure: the record shows Glaucoma -> contraindicated."""
 
 from builders import condition, ids, iv, nasal, run
-
 from ketamine_cds import Presence, Verdict
 
 S = "contra-intraocular-pressure"
@@ -16,8 +15,14 @@ def test_present_condition_contraindicates_and_is_critical() -> None:
 
 
 def test_contraindication_outranks_a_dose_over_the_limit_and_follow_up_routes() -> None:
-    assert run(conditions=(condition("intraocular-pressure"),), order=iv(60, "mg")).verdict is Verdict.CONTRAINDICATED
-    assert run(conditions=(condition("intraocular-pressure"),), use="crps", order=nasal()).verdict is Verdict.CONTRAINDICATED
+    assert (
+        run(conditions=(condition("intraocular-pressure"),), order=iv(60, "mg")).verdict
+        is Verdict.CONTRAINDICATED
+    )
+    assert (
+        run(conditions=(condition("intraocular-pressure"),), use="crps", order=nasal()).verdict
+        is Verdict.CONTRAINDICATED
+    )
 
 
 def test_absent_from_record_is_reported_as_not_found_not_ruled_out() -> None:

@@ -1,7 +1,6 @@
 """contra-pregnancy: the record shows Pregnancy -> contraindicated, whatever the indication or dose."""
 
 from builders import condition, ids, iv, nasal, run
-
 from ketamine_cds import Presence, Verdict
 
 S = "contra-pregnancy"
@@ -17,7 +16,10 @@ def test_present_condition_contraindicates_and_is_critical() -> None:
 
 def test_contraindication_outranks_a_dose_over_the_limit_and_follow_up_routes() -> None:
     assert run(conditions=(condition("pregnancy"),), order=iv(60, "mg")).verdict is Verdict.CONTRAINDICATED
-    assert run(conditions=(condition("pregnancy"),), use="crps", order=nasal()).verdict is Verdict.CONTRAINDICATED
+    assert (
+        run(conditions=(condition("pregnancy"),), use="crps", order=nasal()).verdict
+        is Verdict.CONTRAINDICATED
+    )
 
 
 def test_absent_from_record_is_reported_as_not_found_not_ruled_out() -> None:

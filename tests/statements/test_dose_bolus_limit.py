@@ -1,10 +1,10 @@
-"""dose-bolus-limit: an IV bolus should not exceed 0.35 mg/kg, in every setting; the limit itself is within."""
+"""dose-bolus-limit: an IV bolus should not exceed 0.35 mg/kg, in every setting; the limit is within."""
 
 from fractions import Fraction
 
 import pytest
-from builders import ids, iv, messages, run
 
+from builders import ids, iv, messages, run
 from ketamine_cds import DoseStatus, Setting, Verdict
 
 S = "dose-bolus-limit"

@@ -3,8 +3,8 @@
 from fractions import Fraction
 
 import pytest
-from builders import ids, iv, messages, run
 
+from builders import ids, iv, messages, run
 from ketamine_cds import DoseStatus, Setting, Verdict
 
 S = "dose-infusion-limit"

@@ -1,7 +1,6 @@
 """followup-intranasal: moderate-certainty support for breakthrough pain after IV infusions."""
 
 from builders import ids, messages, nasal, run
-
 from ketamine_cds import Verdict
 
 S = "followup-intranasal"

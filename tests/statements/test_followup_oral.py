@@ -1,7 +1,6 @@
 """followup-oral: low-certainty support after infusions, with the abuse-potential caution."""
 
 from builders import condition, ids, messages, oral, run
-
 from ketamine_cds import Verdict
 
 S = "followup-oral"
@@ -27,7 +26,9 @@ def test_unknown_prior_course_needs_information() -> None:
 
 
 def test_abuse_caution_does_not_change_a_contraindication() -> None:
-    a = run(use="crps", procedure=None, order=oral(), prior_iv_ketamine=True, conditions=(condition("pregnancy"),))
+    a = run(
+        use="crps", procedure=None, order=oral(), prior_iv_ketamine=True, conditions=(condition("pregnancy"),)
+    )
     assert a.verdict is Verdict.CONTRAINDICATED
 
 

@@ -28,13 +28,28 @@ from .._facts import (
 from .._kb import KnowledgeBase, load_knowledge, short_system
 from .._units import Quantity, parse_concentration, parse_unit, weight_in_kg
 
-_TOP = {"$schema", "case_version", "as_of", "patient", "indication", "procedure", "setting", "order", "prior_iv_ketamine"}
+_TOP = {
+    "$schema",
+    "case_version",
+    "as_of",
+    "patient",
+    "indication",
+    "procedure",
+    "setting",
+    "order",
+    "prior_iv_ketamine",
+}
 _PATIENT = {"weight", "age_years", "sex", "pregnant", "conditions", "opioids"}
 _ORDER = {"route", "kind", "dose", "concentration", "pca_sole_agent", "display"}
 _PROCEDURE = {"class", "display", "system", "code"}
 _OPIOID = {"ingredient", "mg_per_day", "mcg_per_h", "start", "end", "display"}
-_ROUTES = {"intravenous": Route.INTRAVENOUS, "iv": Route.INTRAVENOUS, "oral": Route.ORAL, "intranasal": Route.INTRANASAL,
-           "nasal": Route.INTRANASAL}
+_ROUTES = {
+    "intravenous": Route.INTRAVENOUS,
+    "iv": Route.INTRAVENOUS,
+    "oral": Route.ORAL,
+    "intranasal": Route.INTRANASAL,
+    "nasal": Route.INTRANASAL,
+}
 
 
 def is_case_document(data: Mapping[str, Any]) -> bool:
@@ -171,7 +186,9 @@ def _coded(value: Any, field: str) -> tuple[Coded, str | None]:
     display = str(data.get("display") or data.get("code") or data.get("concept") or "")
     system = data.get("system")
     if system is not None and short_system(str(system)) is None:
-        raise InvalidCaseError(field + ".system", f"unknown code system {system!r} (snomed, icd10cm, rxnorm, loinc)")
+        raise InvalidCaseError(
+            field + ".system", f"unknown code system {system!r} (snomed, icd10cm, rxnorm, loinc)"
+        )
     return Coded(display, system, data.get("code")), data.get("concept")
 
 
@@ -187,7 +204,9 @@ def _conditions(patient: Mapping[str, Any], kb: KnowledgeBase) -> tuple[Conditio
         coded, concept = _coded(item, field)
         if concept is not None:
             if concept not in kb.concepts:
-                raise InvalidCaseError(field, f"unknown condition {concept!r}; one of: {', '.join(kb.concepts)}")
+                raise InvalidCaseError(
+                    field, f"unknown condition {concept!r}; one of: {', '.join(kb.concepts)}"
+                )
             label = coded.display if coded.display != concept else kb.concepts[concept].label
             facts.append(ConditionFact(concept, Coded(label, coded.system, coded.code)))
         elif coded.code:
@@ -204,12 +223,20 @@ def _procedure(value: Any, kb: KnowledgeBase) -> PlannedProcedure | None:
     _only(data, _PROCEDURE, "procedure.")
     pclass = data.get("class")
     if pclass is not None and pclass not in kb.procedure_classes:
-        raise InvalidCaseError("procedure.class", f"unknown class {pclass!r}; one of: {', '.join(kb.procedure_classes)}")
+        raise InvalidCaseError(
+            "procedure.class", f"unknown class {pclass!r}; one of: {', '.join(kb.procedure_classes)}"
+        )
     system, code = data.get("system"), data.get("code")
     if pclass is None and code:
-        classes = [c.split(":", 1)[1] for c in kb.value_sets.concepts(system, str(code)) if c.startswith("procedure:")]
+        classes = [
+            c.split(":", 1)[1]
+            for c in kb.value_sets.concepts(system, str(code))
+            if c.startswith("procedure:")
+        ]
         pclass = classes[0] if classes else None
-    display = str(data.get("display") or (kb.procedure_classes[pclass].label if pclass else code or "procedure"))
+    display = str(
+        data.get("display") or (kb.procedure_classes[pclass].label if pclass else code or "procedure")
+    )
     return PlannedProcedure(Coded(display, system, code), pclass)
 
 
@@ -226,7 +253,9 @@ def _opioid(value: Any, field: str, kb: KnowledgeBase) -> OpioidUse:
     _only(data, _OPIOID, field + ".")
     ingredient = _text(data.get("ingredient"), field + ".ingredient").lower()
     if ingredient not in kb.opioids:
-        raise InvalidCaseError(field + ".ingredient", f"unknown opioid {ingredient!r}; one of: {', '.join(kb.opioids)}")
+        raise InvalidCaseError(
+            field + ".ingredient", f"unknown opioid {ingredient!r}; one of: {', '.join(kb.opioids)}"
+        )
     key = "mcg_per_h" if kb.opioids[ingredient].unit == "ug/h" else "mg_per_day"
     other = "mg_per_day" if key == "mcg_per_h" else "mcg_per_h"
     if other in data:
@@ -249,7 +278,9 @@ def _order(value: Any) -> KetamineOrder | None:
         raise InvalidCaseError("order.route", "the route is missing (intravenous, oral or intranasal)")
     route = _ROUTES.get(str(route_text).lower())
     if route is None:
-        raise InvalidCaseError("order.route", f"unsupported route {route_text!r} (intravenous, oral or intranasal)")
+        raise InvalidCaseError(
+            "order.route", f"unsupported route {route_text!r} (intravenous, oral or intranasal)"
+        )
     kind = None
     if data.get("kind") is not None:
         try:
@@ -262,8 +293,15 @@ def _order(value: Any) -> KetamineOrder | None:
         conc = _mapping(data["concentration"], "order.concentration")
         _only(conc, {"value", "unit"}, "order.concentration.")
         number = _decimal(conc.get("value"), "order.concentration.value")
-        concentration = parse_concentration(number, _text(conc.get("unit"), "order.concentration.unit"),
-                                            "order.concentration.unit")
+        concentration = parse_concentration(
+            number, _text(conc.get("unit"), "order.concentration.unit"), "order.concentration.unit"
+        )
     pca = _optional_bool(data.get("pca_sole_agent"), "order.pca_sole_agent") or False
-    return ketamine_order(route=route, dose=dose, kind=kind, concentration_mg_per_ml=concentration,
-                          pca_sole_agent=pca, source=Coded(str(data.get("display") or "ketamine")))
+    return ketamine_order(
+        route=route,
+        dose=dose,
+        kind=kind,
+        concentration_mg_per_ml=concentration,
+        pca_sole_agent=pca,
+        source=Coded(str(data.get("display") or "ketamine")),
+    )

@@ -1,0 +1,161 @@
+"""The ketamine-cds command, run as a real process: exit codes, one-line errors, the contract's JSON."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = ROOT / "examples" / "cases"
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ketamine_cds", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assess_json(document: dict[str, Any]) -> dict[str, Any]:
+    done = cli("assess", "-", "--json", stdin=json.dumps(document))
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+EXPECTED = {
+    "appendectomy-bolus.json": "consider",
+    "bolus-over-limit.json": "dose-exceeds-limit",
+    "colonoscopy.json": "not-indicated",
+    "crps-infusion.json": "consider",
+    "infusion-ml-per-hour.json": "consider",
+    "no-weight.json": "needs-information",
+    "oral-follow-up.json": "may-consider",
+    "pregnancy.json": "contraindicated",
+    "sedation.json": "out-of-scope",
+}
+
+
+def test_every_example_is_listed() -> None:
+    assert {p.name for p in CASES.glob("*.json")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize(("name", "verdict"), sorted(EXPECTED.items()))
+def test_examples_give_their_verdicts_as_contract_json(name: str, verdict: str) -> None:
+    done = cli("assess", str(CASES / name), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["verdict"] == verdict
+    for finding in result["findings"]:
+        assert set(finding) >= {"statement", "severity", "summary", "detail", "grade", "certainty", "source"}
+        assert finding["severity"] in {"info", "warning", "critical"}
+        assert len(finding["summary"]) < 140
+        assert finding["grade"] in {"A", "B", "C", "D", "I", None}
+        assert finding["certainty"] in {"high", "moderate", "low", None}
+        assert finding["source"]["url"].startswith("https://doi.org/")
+    assert set(result["dose_limits"]) >= {"weight_kg", "max_bolus_mg", "max_infusion_mg_per_h"}
+    assert result["knowledge_base"]["version"]
+
+
+def test_readable_report_puts_the_verdict_first_with_numbers() -> None:
+    done = cli("assess", str(CASES / "bolus-over-limit.json"))
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Verdict: DOSE-EXCEEDS-LIMIT"
+    assert "max 24.45 mg" in done.stdout  # 154 lb = 69.85 kg x 0.35
+    assert "dose-bolus-limit: grade C, certainty moderate" in done.stdout
+
+
+def test_json_numbers_are_rounded_for_display() -> None:
+    result = assess_json(
+        {"patient": {"weight": {"value": 71.3, "unit": "kg"}, "conditions": []}, "indication": "crps"}
+    )
+    assert result["dose_limits"] == {
+        **result["dose_limits"],
+        "weight_kg": 71.3,
+        "max_bolus_mg": 24.96,
+        "max_infusion_mg_per_h": 71.3,
+    }
+
+
+BAD = [
+    ("not json", "{nope", "not JSON"),
+    ("not a bundle", '{"resourceType": "Patient"}', "resourceType"),
+    ("negative weight", '{"patient": {"weight": {"value": -70, "unit": "kg"}}}', "patient.weight"),
+    ("zero weight", '{"patient": {"weight": {"value": 0, "unit": "kg"}}}', "patient.weight"),
+    ("NaN weight", '{"patient": {"weight": {"value": NaN, "unit": "kg"}}}', "patient.weight"),
+    ("absurd weight", '{"patient": {"weight": {"value": 600, "unit": "kg"}}}', "patient.weight"),
+    ("weight in a rate", '{"patient": {"weight": {"value": 60, "unit": "mg/h"}}}', "patient.weight"),
+    (
+        "unknown unit",
+        '{"order": {"route": "intravenous", "dose": {"value": 5, "unit": "mg/furlong"}}}',
+        "order.dose.unit",
+    ),
+    (
+        "mass as a rate",
+        '{"order": {"route": "intravenous", "kind": "infusion", "dose": {"value": 5, "unit": "mg"}}}',
+        "order.dose.unit",
+    ),
+    ("missing route", '{"order": {"dose": {"value": 5, "unit": "mg"}}}', "order.route"),
+    ("negative dose", '{"order": {"route": "iv", "dose": {"value": -5, "unit": "mg"}}}', "order.dose.value"),
+    ("typo", '{"patient": {"wieght": {"value": 70, "unit": "kg"}}}', "patient.wieght"),
+    ("unknown indication", '{"indication": "hangover"}', "indication"),
+    ("a list", "[]", "expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("label", "text", "field"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_exits_2_with_one_line_naming_the_field(label: str, text: str, field: str) -> None:
+    done = cli("assess", "-", "--json", stdin=text)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert field in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_file_is_a_clear_error() -> None:
+    done = cli("assess", "/nonexistent/case.json")
+    assert done.returncode == 2 and "cannot read input" in done.stderr
+
+
+def test_statements_lists_every_statement_with_grade_and_source() -> None:
+    done = cli("statements", "--json")
+    data = json.loads(done.stdout)
+    assert len(data["statements"]) == 22
+    bolus = next(s for s in data["statements"] if s["id"] == "dose-bolus-limit")
+    assert (bolus["grade"], bolus["certainty"], bolus["thresholds"]) == (
+        "C",
+        "moderate",
+        {"limit_mg_per_kg": "0.35"},
+    )
+    assert "not stated" in cli("statements").stdout
+
+
+@pytest.mark.parametrize(
+    ("weight", "bolus", "infusion"),
+    [("80kg", 28, 80), ("80 kg", 28, 80), ("176lb", 27.94, 79.83), ("43000g", 15.05, 43)],
+)
+def test_limits_for_a_weight(weight: str, bolus: float, infusion: float) -> None:
+    done = cli("limits", "--weight", weight, "--json")
+    assert done.returncode == 0
+    data = json.loads(done.stdout)
+    assert (data["max_bolus_mg"], data["max_infusion_mg_per_h"]) == (bolus, infusion)
+
+
+def test_limits_in_intensive_care_has_no_infusion_maximum() -> None:
+    data = json.loads(cli("limits", "--weight", "80kg", "--setting", "intensive-care", "--json").stdout)
+    assert data["max_infusion_mg_per_h"] is None and data["max_bolus_mg"] == 28
+
+
+@pytest.mark.parametrize("weight", ["-80kg", "0kg", "600kg", "80", "eighty kg", "80 furlongs"])
+def test_limits_rejects_impossible_weights(weight: str) -> None:
+    done = cli("limits", "--weight", weight)
+    assert done.returncode == 2 and "--weight" in done.stderr

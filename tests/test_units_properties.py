@@ -1,0 +1,97 @@
+"""Property-based tests of dose arithmetic: units, monotonicity and weight scaling."""
+
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from builders import facts
+from ketamine_cds import DoseStatus, Quantity, Route, Setting, UnitError, assess, ketamine_order, parse_unit
+from ketamine_cds._units import amount_per_dose, format_number, weight_in_kg
+
+# One dose written exactly in each unit: n steps of 0.003 mg/kg/h (= 0.05 mcg/kg/min), or of 0.001 mg/kg.
+RATE_STEPS = {
+    "mg/kg/h": "0.003",
+    "mcg/kg/h": "3",
+    "ug/kg/h": "3",
+    "mcg/kg/min": "0.05",
+    "mg/kg/min": "0.00005",
+    "mg/kg/d": "0.072",
+    "mg/(kg.h)": "0.003",
+}
+BOLUS_STEPS = {"mg/kg": "0.001", "mcg/kg": "1", "ug/kg": "1", "g/kg": "0.000001"}
+
+per_kg_values = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("5"), places=3)
+weights = st.decimals(min_value=Decimal("0.5"), max_value=Decimal("500"), places=1)
+thousandths = st.integers(min_value=1, max_value=5000)
+
+
+def _status(value: Fraction | Decimal, unit: str, weight: Decimal = Decimal(80)) -> DoseStatus:
+    dec = value if isinstance(value, Decimal) else Decimal(value.numerator) / Decimal(value.denominator)
+    order = ketamine_order(route=Route.INTRAVENOUS, dose=Quantity(dec, parse_unit(unit)))
+    check = assess(
+        facts(order=order, weight_kg=Fraction(weight), setting=Setting.NON_INTENSIVE_CARE)
+    ).dose_check
+    assert check is not None
+    return check.status
+
+
+@given(thousandths)
+def test_same_infusion_in_any_unit_gets_the_same_verdict(n: int) -> None:
+    statuses = {unit: _status(n * Decimal(step), unit) for unit, step in RATE_STEPS.items()}
+    assert len(set(statuses.values())) == 1, statuses
+    assert (statuses["mg/kg/h"] is DoseStatus.EXCEEDS) is (n * 3 > 1000)
+
+
+@given(thousandths)
+def test_same_bolus_in_any_unit_gets_the_same_verdict(n: int) -> None:
+    statuses = {unit: _status(n * Decimal(step), unit) for unit, step in BOLUS_STEPS.items()}
+    assert len(set(statuses.values())) == 1, statuses
+    assert (statuses["mg/kg"] is DoseStatus.EXCEEDS) is (n > 350)
+
+
+@given(per_kg_values, per_kg_values)
+def test_raising_a_dose_never_turns_exceeds_into_within(a: Decimal, b: Decimal) -> None:
+    low, high = sorted((a, b))
+    if _status(Fraction(low), "mg/kg") is DoseStatus.EXCEEDS:
+        assert _status(Fraction(high), "mg/kg") is DoseStatus.EXCEEDS
+    if _status(Fraction(low), "mg/kg/h") is DoseStatus.EXCEEDS:
+        assert _status(Fraction(high), "mg/kg/h") is DoseStatus.EXCEEDS
+
+
+@given(
+    weights,
+    st.decimals(min_value=Decimal("1"), max_value=Decimal("200"), places=2),
+    st.integers(min_value=2, max_value=9),
+)
+def test_scaling_weight_and_absolute_dose_together_keeps_the_verdict(w: Decimal, mg: Decimal, k: int) -> None:
+    if w * k <= 500:
+        assert _status(Fraction(mg), "mg", w) is _status(Fraction(mg) * k, "mg", w * k)
+
+
+@given(weights)
+def test_weight_units_agree(kg: Decimal) -> None:
+    assert weight_in_kg(kg * 1000, "g") == weight_in_kg(kg, "kg")
+    pounds = Fraction(kg) / Fraction("0.45359237")
+    assert weight_in_kg(Decimal(pounds.numerator) / Decimal(pounds.denominator), "[lb_av]") == pytest.approx(
+        Fraction(kg), rel=Fraction(1, 10**20)
+    )
+
+
+def test_one_mg_per_kg_per_h_is_16_67_mcg_per_kg_per_min_for_display() -> None:
+    rate = amount_per_dose(Quantity(Decimal(1), parse_unit("mg/kg/h")), None)
+    assert rate is not None and format_number(rate * 1000 / 60) == "16.67"
+    assert amount_per_dose(Quantity(Decimal(1), parse_unit("mcg/kg/min")), None) == Fraction(6, 100)
+
+
+@pytest.mark.parametrize("unit", ["mg/kg/week", "tablets", "mmol", "mg/m2", "", "mg/kg/kg", "mg/h/h", "IU"])
+def test_unknown_units_are_rejected(unit: str) -> None:
+    with pytest.raises(UnitError):
+        parse_unit(unit)
+
+
+@pytest.mark.parametrize("unit", ["MG", "Mcg/Kg/Min", "mg/hr", "µg/kg/min", "mL/h", "[lb_av]", "lbs"])
+def test_spellings_clinicians_write_are_accepted(unit: str) -> None:
+    assert parse_unit(unit).text == unit
