@@ -210,9 +210,9 @@ def parse_importtime(stderr: str) -> list[Import]:
     for line in stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
-        self_us, cumulative_us, name = line[len("import time:") :].split("|", 2)
-        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
-        rows.append((name.strip(), depth, int(self_us), int(cumulative_us)))
+        self_text, cumulative_text, module = line[len("import time:") :].split("|", 2)
+        depth = (len(module) - len(module.lstrip(" ")) - 1) // 2
+        rows.append((module.strip(), depth, int(self_text), int(cumulative_text)))
     stack: list[tuple[int, str]] = []
     out: list[Import] = []
     for name, depth, self_us, cumulative_us in reversed(rows):
