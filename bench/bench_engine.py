@@ -436,7 +436,11 @@ def synthea_bundle() -> tuple[Path, bytes, int]:
     bundle = json.loads(path.read_bytes())
     patient = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
     bundle["entry"].append(ketamine_entry(patient.get("fullUrl") or f"Patient/{patient['resource']['id']}"))
-    return path, json.dumps(bundle).encode(), len(bundle["entry"])
+    return (
+        path,
+        json.dumps(bundle, indent=4).encode(),
+        len(bundle["entry"]),
+    )  # indent=4: as the sample is written
 
 
 def bench_bundle(kb: KnowledgeBase, runs: int, repeat: int) -> tuple[str, float] | None:
@@ -452,7 +456,7 @@ def bench_bundle(kb: KnowledgeBase, runs: int, repeat: int) -> tuple[str, float]
     print(
         f"  {entries} entries, {len(raw):,} bytes; verdict {assessment.verdict.value}; "
         f"dose check {check.status.value if check else 'none (order not found?)'}; "
-        f"weight {float(facts.weight_kg) if facts.weight_kg is not None else None} kg; "
+        f"weight {f'{float(facts.weight_kg):.1f} kg' if facts.weight_kg is not None else 'none'}; "
         f"conditions {len(facts.conditions) if facts.conditions is not None else None}; "
         f"opioids {len(facts.opioids) if facts.opioids is not None else None}"
     )

@@ -6,9 +6,9 @@ from fractions import Fraction
 import pytest
 
 from builders import facts
-from conftest import SHARED
 from ketamine_cds import Coded, Finding, load_knowledge
 from ketamine_cds._render import finding_texts
+from shared_data import SHARED
 
 REFERENCE = (SHARED / "guideline" / "REFERENCE.md").read_text()
 KB = load_knowledge()

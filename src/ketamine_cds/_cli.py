@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--validate", action="store_true", help="also validate a Bundle strictly against FHIR R4")
     p.set_defaults(run=_assess)
 
+    p = sub.add_parser("report", help="verdict counts and card override rates from the service's audit trail")
+    p.add_argument("--since", type=_date, help="first day (YYYY-MM-DD)")
+    p.add_argument("--until", type=_date, help="last day (YYYY-MM-DD)")
+    p.add_argument("--data-dir", help="the service's data directory (default ./data)")
+    p.add_argument("--database-url", help="postgresql://... when the service uses PostgreSQL")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_report)
+
     p = sub.add_parser("statements", help="list the knowledge base's statements")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_statements)
@@ -93,6 +101,27 @@ def _assess(args: argparse.Namespace) -> int:
         print(json.dumps(assessment_json(assessment), ensure_ascii=False))
     else:
         sys.stdout.write(text_report(assessment))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .service.report import build_report, report_text
+    from .service.settings import Settings
+    from .service.store import open_store
+
+    settings = Settings.from_env(
+        data_dir=Path(args.data_dir) if args.data_dir else None, database_url=args.database_url
+    )
+    if not settings.database_url and not settings.sqlite_path.exists():
+        raise InputError("--data-dir", f"no audit database at {settings.sqlite_path}")
+    store = open_store(settings)
+    try:
+        report = build_report(store, args.since, args.until)
+    finally:
+        store.close()
+    print(json.dumps(report) if args.json else report_text(report), end="\n" if args.json else "")
     return 0
 
 

@@ -41,11 +41,16 @@ _CONTRA_CONCEPTS = (
 class _Context:
     """Collects findings and missing data while the statement rules run."""
 
-    __slots__ = ("facts", "findings", "flags", "kb", "missing", "support_missing")
+    __slots__ = ("by_concept", "facts", "findings", "flags", "kb", "missing", "support_missing")
 
     def __init__(self, facts: Facts, kb: KnowledgeBase) -> None:
         self.facts = facts
         self.kb = kb
+        self.by_concept: dict[str, list[Coded]] = {}
+        for condition in facts.conditions or ():
+            sources = self.by_concept.setdefault(condition.concept, [])
+            if condition.source not in sources:
+                sources.append(condition.source)
         self.findings: list[Finding] = []
         self.missing: list[MissingDatum] = []
         self.support_missing: list[MissingDatum] = []  # data that could add support if it were known
@@ -245,11 +250,11 @@ def _screen(ctx: _Context) -> tuple[ScreeningResult, ...]:
 
 
 def _evidence(ctx: _Context, concept: str) -> tuple[Coded, ...]:
-    return tuple(dict.fromkeys(c.source for c in ctx.facts.conditions or () if c.concept == concept))
+    return tuple(ctx.by_concept.get(concept, ()))
 
 
 def _present(ctx: _Context, concept: str) -> bool:
-    return any(c.concept == concept for c in ctx.facts.conditions or ())
+    return concept in ctx.by_concept
 
 
 # --- dose limits ------------------------------------------------------------------------------------

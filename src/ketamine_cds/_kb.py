@@ -220,7 +220,14 @@ class KnowledgeBase:
         return self.statements[statement_id]
 
     def threshold(self, statement_id: str, name: str) -> Fraction:
-        return Fraction(Decimal(self.statements[statement_id].thresholds[name]))
+        key = (statement_id, name)
+        value = _THRESHOLDS.get(key)
+        if value is None:
+            value = _THRESHOLDS[key] = Fraction(Decimal(self.statements[statement_id].thresholds[name]))
+        return value
+
+
+_THRESHOLDS: dict[tuple[str, str], Fraction] = {}  # the bundled knowledge base is loaded once per process
 
 
 def _stated(value: str) -> str | None:

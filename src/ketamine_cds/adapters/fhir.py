@@ -1,0 +1,1230 @@
+"""A FHIR R4 Bundle (parsed JSON) -> ``Facts``, following CONTRACT.md "FHIR R4 input conventions".
+
+The reader works on plain JSON (dicts and lists; numbers as int, float or ``Decimal``) without a FHIR
+library, so the command line starts fast; ``validate_r4`` is the strict check and imports fhir.resources
+only when called.
+Every error is an ``InputError`` whose ``field`` names the resource and element, e.g.
+``Observation/w1.valueQuantity.unit`` (``entry[3]`` when the resource has no id).
+
+What the record does not say stays unknown: no weight gives ``weight_kg=None``, an unreadable opioid dose
+gives ``daily_amount=None``, a setting that cannot be told gives ``Setting.UNKNOWN``. Nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation, localcontext
+from fractions import Fraction
+from functools import lru_cache
+from typing import Any
+
+from .._errors import ImpossibleValueError, InputError, NotFHIRError, UnitError
+from .._facts import (
+    Coded,
+    ConditionFact,
+    DoseKind,
+    Facts,
+    KetamineOrder,
+    OpioidUse,
+    PlannedProcedure,
+    Route,
+    Setting,
+    checked_weight,
+    ketamine_order,
+)
+from .._kb import KnowledgeBase, load_knowledge, short_system
+from .._units import Quantity, Unit, concentration_mg_per_ml, parse_unit, weight_in_kg
+
+Json = Mapping[str, Any]
+
+__all__ = ["R4_RESOURCE_TYPES", "facts_from_bundle", "validate_r4"]
+
+# The 146 resource types of FHIR R4 (4.0.1), from the discriminator of the official R4 JSON Schema
+# (shared/external-test-data/fhir-r4-json-schema/fhir.schema.json). DSTU2/STU3-only types such as
+# MedicationOrder are not here, so a Bundle using them is not R4.
+# fmt: off
+R4_RESOURCE_TYPES = frozenset({
+    "Account", "ActivityDefinition", "AdverseEvent", "AllergyIntolerance", "Appointment",
+    "AppointmentResponse", "AuditEvent", "Basic", "Binary", "BiologicallyDerivedProduct", "BodyStructure",
+    "Bundle", "CapabilityStatement", "CarePlan", "CareTeam", "CatalogEntry", "ChargeItem",
+    "ChargeItemDefinition", "Claim", "ClaimResponse", "ClinicalImpression", "CodeSystem", "Communication",
+    "CommunicationRequest", "CompartmentDefinition", "Composition", "ConceptMap", "Condition", "Consent",
+    "Contract", "Coverage", "CoverageEligibilityRequest", "CoverageEligibilityResponse", "DetectedIssue",
+    "Device", "DeviceDefinition", "DeviceMetric", "DeviceRequest", "DeviceUseStatement", "DiagnosticReport",
+    "DocumentManifest", "DocumentReference", "EffectEvidenceSynthesis", "Encounter", "Endpoint",
+    "EnrollmentRequest", "EnrollmentResponse", "EpisodeOfCare", "EventDefinition", "Evidence",
+    "EvidenceVariable", "ExampleScenario", "ExplanationOfBenefit", "FamilyMemberHistory", "Flag", "Goal",
+    "GraphDefinition", "Group", "GuidanceResponse", "HealthcareService", "ImagingStudy", "Immunization",
+    "ImmunizationEvaluation", "ImmunizationRecommendation", "ImplementationGuide", "InsurancePlan",
+    "Invoice", "Library", "Linkage", "List", "Location", "Measure", "MeasureReport", "Media", "Medication",
+    "MedicationAdministration", "MedicationDispense", "MedicationKnowledge", "MedicationRequest",
+    "MedicationStatement", "MedicinalProduct", "MedicinalProductAuthorization",
+    "MedicinalProductContraindication", "MedicinalProductIndication", "MedicinalProductIngredient",
+    "MedicinalProductInteraction", "MedicinalProductManufactured", "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical", "MedicinalProductUndesirableEffect", "MessageDefinition",
+    "MessageHeader", "MolecularSequence", "NamingSystem", "NutritionOrder", "Observation",
+    "ObservationDefinition", "OperationDefinition", "OperationOutcome", "Organization",
+    "OrganizationAffiliation", "Parameters", "Patient", "PaymentNotice", "PaymentReconciliation", "Person",
+    "PlanDefinition", "Practitioner", "PractitionerRole", "Procedure", "Provenance", "Questionnaire",
+    "QuestionnaireResponse", "RelatedPerson", "RequestGroup", "ResearchDefinition",
+    "ResearchElementDefinition", "ResearchStudy", "ResearchSubject", "RiskAssessment",
+    "RiskEvidenceSynthesis", "Schedule", "SearchParameter", "ServiceRequest", "Slot", "Specimen",
+    "SpecimenDefinition", "StructureDefinition", "StructureMap", "Subscription", "Substance",
+    "SubstanceNucleicAcid", "SubstancePolymer", "SubstanceProtein", "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial", "SubstanceSpecification", "SupplyDelivery", "SupplyRequest", "Task",
+    "TerminologyCapabilities", "TestReport", "TestScript", "ValueSet", "VerificationResult",
+    "VisionPrescription"
+})
+# fmt: on
+
+BODY_WEIGHT = "29463-7"  # LOINC Body weight
+PREGNANCY_STATUS = "82810-3"  # LOINC Pregnancy status
+PREGNANT = "77386006"  # SNOMED Pregnant
+NOT_PREGNANT = "60001007"  # SNOMED Not pregnant (finding); the answer seen in the inferno US Core bundles
+SURGICAL_PROCEDURE = "387713003"  # SNOMED Surgical procedure: the US Core ServiceRequest category for surgery
+TRANSDERMAL_ROUTE = "45890007"  # SNOMED Transdermal route
+
+_FINAL_OBSERVATION = frozenset({"final", "amended", "corrected"})
+_IGNORED_CLINICAL_STATUS = frozenset({"resolved", "inactive", "remission"})
+_IGNORED_VERIFICATION_STATUS = frozenset({"refuted", "entered-in-error"})
+_ORDER_STATUSES = frozenset({"draft", "active"})
+_NOT_GIVEN_REQUEST_STATUSES = frozenset({"entered-in-error", "draft", "cancelled"})
+_NOT_GIVEN_ADMINISTRATION_STATUSES = frozenset({"entered-in-error", "not-done"})
+_OPIOID_STATEMENT_STATUSES = frozenset({"active", "completed", "intended"})
+_PLANNED_PROCEDURE_STATUSES = frozenset({"preparation", "in-progress"})
+_ORDER_INTENTS = frozenset(
+    {"order", "original-order", "reflex-order", "filler-order", "instance-order", "plan"}
+)
+_CLOSED_REQUEST_STATUSES = frozenset({"revoked", "completed", "entered-in-error"})
+
+_ROUTE_CODES: Mapping[str, Route] = {
+    "47625008": Route.INTRAVENOUS,
+    "26643006": Route.ORAL,
+    "46713006": Route.INTRANASAL,
+}
+_ROUTE_WORDS: tuple[tuple[re.Pattern[str], Route], ...] = (
+    (re.compile(r"\b(?:intravenous(?:ly)?|iv)\b", re.IGNORECASE), Route.INTRAVENOUS),
+    (re.compile(r"\b(?:oral(?:ly)?|by mouth|po)\b", re.IGNORECASE), Route.ORAL),
+    (re.compile(r"\b(?:intra-?nasal(?:ly)?|nasal(?:ly)?)\b", re.IGNORECASE), Route.INTRANASAL),
+)
+
+# Intensive care: v3 RoleCode ICU and the codes it subsumes. Checked 2026-11 with the search tool: the HL7
+# Terminology (THO) value set v3-ICUPracticeSetting ("is-a ICU",
+# build.fhir.org/ig/HL7/UTG/ValueSet-v3-ICUPracticeSetting.json.html) expands to ICU, PEDICU (pediatric
+# intensive care unit) and PEDNICU (pediatric neonatal intensive care unit); v3-PedsICUPracticeSetting
+# ("is-a PEDICU") holds PEDICU and PEDNICU (also in generated code lists of both value sets). CCU (coronary
+# care unit) and NCCS (neurology critical care and stroke unit) are siblings of ICU, not below it, so they
+# are not read as intensive care: the infusion limit then stays in force, the cautious side.
+_ROLE_CODE_SYSTEMS = frozenset(
+    {
+        "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+        "http://hl7.org/fhir/v3/RoleCode",
+        "urn:oid:2.16.840.1.113883.5.111",
+    }
+)
+_INTENSIVE_CARE_ROLE_CODES = frozenset({"ICU", "PEDICU", "PEDNICU"})
+_INTENSIVE_CARE_WORDS = re.compile(r"\b(?:icu|intensive care)\b", re.IGNORECASE)
+# v3 ActCode encounter classes that are never intensive care: ambulatory, emergency, virtual, home health.
+_NON_INTENSIVE_CLASSES = frozenset({"AMB", "EMER", "VR", "HH"})
+
+_PERIOD_HOURS: Mapping[str, Fraction] = {
+    "s": Fraction(1, 3600),
+    "min": Fraction(1, 60),
+    "h": Fraction(1),
+    "d": Fraction(24),
+    "wk": Fraction(168),
+}
+# HL7 v3 GTSAbbreviation timing codes, read only when timing.repeat says nothing: doses per day.
+_TIMING_CODES: Mapping[str, Fraction] = {
+    "QD": Fraction(1),
+    "AM": Fraction(1),
+    "PM": Fraction(1),
+    "BED": Fraction(1),
+    "BID": Fraction(2),
+    "TID": Fraction(3),
+    "QID": Fraction(4),
+    "QOD": Fraction(1, 2),
+    "Q1H": Fraction(24),
+    "Q2H": Fraction(12),
+    "Q3H": Fraction(8),
+    "Q4H": Fraction(6),
+    "Q6H": Fraction(4),
+    "Q8H": Fraction(3),
+}
+_COUNT_UNITS = frozenset(
+    {
+        "1",
+        "tablet",
+        "tab",
+        "tbl",
+        "capsule",
+        "cap",
+        "patch",
+        "patches",
+        "each",
+        "ea",
+        "pill",
+        "dose",
+        "system",
+    }
+)
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+_STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(mg|mcg|ug|µg)\b(?:\s*/\s*(ml|hr|h)\b)?", re.IGNORECASE)
+_MG_PER_ML = re.compile(r"(\d+(?:\.\d+)?)\s*mg\s*/\s*ml\b", re.IGNORECASE)
+_TRANSDERMAL_WORDS = re.compile(r"\b(?:transdermal|patch(?:es)?)\b", re.IGNORECASE)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public functions
+
+
+def facts_from_bundle(
+    bundle: Mapping[str, Any],
+    *,
+    as_of: dt.date,
+    kb: KnowledgeBase | None = None,
+    order_id: str | None = None,
+) -> Facts:
+    """Read one patient's FHIR R4 Bundle (any Bundle type) as the facts of one clinical question.
+
+    ``order_id`` picks the ketamine MedicationRequest to assess when the Bundle holds several; without it,
+    more than one draft or active ketamine order is an error. A Bundle without one is an eligibility question.
+    """
+    kb = kb or load_knowledge()
+    record = _Record.of_bundle(bundle)
+    patient = _the_patient(record)
+    ketamine = _ketamine_requests(record, kb)
+    chosen = _chosen_order(ketamine, order_id)
+    conditions = _conditions(record, kb, as_of)
+    procedure = _planned_procedure(record, kb)
+    use, use_source = _indication(chosen.request, record, kb) if chosen else (None, None)
+    if use is None and procedure is not None:
+        use = "perioperative"
+    return Facts(
+        as_of=as_of,
+        use=use,
+        use_source=use_source,
+        weight_kg=_weight_kg(record, as_of),
+        setting=_setting(record, chosen.request if chosen else None),
+        conditions=conditions,
+        ruled_out=_ruled_out(record, as_of, conditions),
+        procedure=procedure,
+        opioids=_opioids(record, kb),
+        order=_ketamine_order(chosen, kb) if chosen else None,
+        prior_iv_ketamine=_prior_iv_ketamine(record, kb, ketamine, chosen),
+        age_years=_age_years(patient, as_of) if patient else None,
+        sex=_sex(patient) if patient else None,
+    )
+
+
+def validate_r4(bundle: Mapping[str, Any]) -> None:
+    """Check the Bundle strictly against the FHIR model (fhir.resources); raise ``NotFHIRError`` naming the
+    first invalid field. Imports fhir.resources and pydantic on first use only (they are slow to import)."""
+    _Record.of_bundle(bundle)  # resource types first: the FHIR model cannot name an unknown type
+    from fhir.resources.R4B.bundle import Bundle
+    from pydantic import ValidationError
+
+    try:
+        Bundle.model_validate(dict(bundle))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise NotFHIRError(_validation_path(bundle, first["loc"]), _one_line(first["msg"])) from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise NotFHIRError("Bundle", _one_line(str(exc)) or type(exc).__name__) from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# The record: resources by type and by reference
+
+
+@dataclass(frozen=True, slots=True)
+class _Resource:
+    """One resource and the name it goes by in messages (``Observation/w1``, ``entry[3]``, ``X/1#med``)."""
+
+    data: Json
+    label: str
+
+    @property
+    def type(self) -> str:
+        return _text(self.data, "resourceType") or ""
+
+    @property
+    def status(self) -> str | None:
+        return _text(self.data, "status")
+
+    def at(self, path: str) -> str:
+        return f"{self.label}.{path}"
+
+    def contained(self, local_id: str) -> _Resource | None:
+        for item in _list(self.data, "contained"):
+            if isinstance(item, Mapping) and item.get("id") == local_id:
+                return _Resource(item, f"{self.label}#{local_id}")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    by_type: Mapping[str, list[_Resource]]
+    by_reference: Mapping[str, _Resource]
+
+    @classmethod
+    def of_bundle(cls, bundle: Any) -> _Record:
+        if not isinstance(bundle, Mapping):
+            raise NotFHIRError("", "expected a JSON object holding a FHIR R4 Bundle")
+        if bundle.get("resourceType") != "Bundle":
+            raise NotFHIRError(
+                "resourceType", f"expected a FHIR R4 Bundle, got {bundle.get('resourceType')!r}"
+            )
+        entries = bundle.get("entry", [])
+        if not isinstance(entries, list):
+            raise NotFHIRError("entry", "must be a list of entries")
+        by_type: dict[str, list[_Resource]] = {}
+        by_reference: dict[str, _Resource] = {}
+        for i, entry in enumerate(entries):
+            resource = _entry_resource(entry, i)
+            if resource is None:
+                continue
+            by_type.setdefault(resource.type, []).append(resource)
+            full_url = _text(entry, "fullUrl")
+            if full_url:
+                by_reference.setdefault(full_url, resource)
+            local_id = _text(resource.data, "id")
+            if local_id:
+                by_reference.setdefault(f"{resource.type}/{local_id}", resource)
+        return cls(by_type, by_reference)
+
+    def all(self, resource_type: str) -> list[_Resource]:
+        return self.by_type.get(resource_type, [])
+
+    def resolve(self, reference: Any, within: _Resource | None = None) -> _Resource | None:
+        """The resource a Reference names: ``#id`` (contained), a fullUrl, ``Type/id`` or an absolute URL."""
+        target = _text(reference, "reference")
+        if not target:
+            return None
+        if target.startswith("#"):
+            return within.contained(target[1:]) if within is not None else None
+        found = self.by_reference.get(target)
+        if found is None and "/" in target:
+            parts = target.split("/")
+            if "_history" in parts:
+                parts = parts[: parts.index("_history")]
+            found = self.by_reference.get("/".join(parts[-2:]))
+        return found
+
+
+def _entry_resource(entry: Any, index: int) -> _Resource | None:
+    if not isinstance(entry, Mapping):
+        raise NotFHIRError(f"entry[{index}]", "must be a JSON object")
+    resource = entry.get("resource")
+    if resource is None:
+        return None
+    where = f"entry[{index}].resource"
+    if not isinstance(resource, Mapping):
+        raise NotFHIRError(where, "must be a JSON object")
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        raise NotFHIRError(f"{where}.resourceType", "missing: every resource needs a resourceType")
+    if resource_type not in R4_RESOURCE_TYPES:
+        raise NotFHIRError(f"{where}.resourceType", f"{resource_type!r} is not a FHIR R4 resource type")
+    local_id = _text(resource, "id")
+    return _Resource(resource, f"{resource_type}/{local_id}" if local_id else f"entry[{index}]")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Patient, weight, conditions
+
+
+def _the_patient(record: _Record) -> _Resource | None:
+    patients = record.all("Patient")
+    if len(patients) > 1:
+        raise InputError(
+            patients[1].label,
+            f"the Bundle holds {len(patients)} Patient resources; assess one patient at a time",
+        )
+    return patients[0] if patients else None
+
+
+def _age_years(patient: _Resource, as_of: dt.date) -> int | None:
+    written = _text(patient.data, "birthDate")
+    if written is None:
+        return None
+    born = _date(written, patient.at("birthDate"))
+    if born > as_of:
+        raise ImpossibleValueError(
+            patient.at("birthDate"), f"a birth date after the assessment date ({as_of})"
+        )
+    return as_of.year - born.year - ((as_of.month, as_of.day) < (born.month, born.day))
+
+
+def _sex(patient: _Resource) -> str | None:
+    gender = _text(patient.data, "gender")
+    if gender is not None and gender not in ("female", "male", "other", "unknown"):
+        raise InputError(patient.at("gender"), f"must be female, male, other or unknown, not {gender!r}")
+    return gender
+
+
+def _weight_kg(record: _Record, as_of: dt.date) -> Fraction | None:
+    """The latest final body weight (LOINC 29463-7) taken on or before ``as_of``, in kg, checked."""
+    observation = _latest_observation(record, BODY_WEIGHT, "valueQuantity", as_of)
+    if observation is None:
+        return None
+    quantity = _mapping(observation.data, "valueQuantity")
+    value = _weight_value(quantity, observation.at("valueQuantity.value"))
+    unit_field = observation.at("valueQuantity.unit")
+    kg: Fraction | None = None
+    first_error: UnitError | None = None
+    for unit_text in _unit_texts(quantity):
+        try:
+            kg = weight_in_kg(value, unit_text, unit_field)
+            break
+        except UnitError as exc:
+            first_error = first_error or exc
+    if kg is None:
+        raise first_error or UnitError(unit_field, "the body weight has no unit (kg, g, [lb_av])")
+    return checked_weight(kg, observation.at("valueQuantity.value"))
+
+
+def _weight_value(quantity: Json, field: str) -> Decimal:
+    value = _number(quantity.get("value"), field)
+    if value is None:
+        raise ImpossibleValueError(field, "the body weight has no value")
+    if not value.is_finite():
+        raise ImpossibleValueError(field, f"a body weight must be a finite number, not {value}")
+    return value
+
+
+def _latest_observation(record: _Record, loinc: str, value_key: str, as_of: dt.date) -> _Resource | None:
+    """The latest final Observation with this LOINC code and a value, not after ``as_of``.
+
+    Observations without any time rank below every dated one (used only when nothing dated exists)."""
+    best: _Resource | None = None
+    best_key: tuple[bool, dt.datetime] | None = None
+    for observation in record.all("Observation"):
+        if observation.status not in _FINAL_OBSERVATION or not _has_value(observation.data, value_key):
+            continue
+        if not _has_code(_mapping(observation.data, "code"), "loinc", loinc):
+            continue
+        key = _observation_time(observation, as_of)
+        if key is None:
+            continue
+        if best_key is None or key >= best_key:
+            best, best_key = observation, key
+    return best
+
+
+def _has_value(observation: Json, value_key: str) -> bool:
+    """A valueQuantity with a value, or a valueCodeableConcept with a coding or text."""
+    value = _mapping(observation, value_key)
+    return value.get("value") is not None if value_key == "valueQuantity" else bool(value)
+
+
+def _observation_time(observation: _Resource, as_of: dt.date) -> tuple[bool, dt.datetime] | None:
+    """(dated, moment) for ranking; None when taken after ``as_of``."""
+    data = observation.data
+    for path, written in (
+        ("effectiveDateTime", _text(data, "effectiveDateTime")),
+        ("effectiveInstant", _text(data, "effectiveInstant")),
+        ("effectivePeriod.start", _text(_mapping(data, "effectivePeriod"), "start")),
+        ("effectivePeriod.end", _text(_mapping(data, "effectivePeriod"), "end")),
+        ("issued", _text(data, "issued")),
+    ):
+        if written:
+            field = observation.at(path)
+            if _date(written, field) > as_of:
+                return None
+            return True, _moment(written, field)
+    return False, dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _conditions(record: _Record, kb: KnowledgeBase, as_of: dt.date) -> tuple[ConditionFact, ...]:
+    found: list[ConditionFact] = []
+    for condition in record.all("Condition"):
+        if _condition_counts(condition.data):
+            found.extend(_classified(_mapping(condition.data, "code"), kb))
+    pregnancy = _pregnancy_status(record, as_of)
+    if pregnancy is not None and pregnancy[0] == PREGNANT:
+        found.append(ConditionFact("pregnancy", pregnancy[1]))
+    return tuple(dict.fromkeys(found))
+
+
+def _condition_counts(condition: Json) -> bool:
+    clinical = _codes(_mapping(condition, "clinicalStatus"))
+    return not (clinical & _IGNORED_CLINICAL_STATUS or _refuted(condition))
+
+
+def _refuted(condition: Json) -> bool:
+    return bool(_codes(_mapping(condition, "verificationStatus")) & _IGNORED_VERIFICATION_STATUS)
+
+
+def _classified(concept: Json, kb: KnowledgeBase) -> list[ConditionFact]:
+    facts: list[ConditionFact] = []
+    for system, code, display in _codings(concept):
+        coded = Coded(display or _text(concept, "text") or code, system, code)
+        facts.extend(
+            ConditionFact(c, coded) for c in kb.value_sets.concepts(system, code) if c in kb.concepts
+        )
+    return facts
+
+
+def _pregnancy_status(record: _Record, as_of: dt.date) -> tuple[str, Coded] | None:
+    """The SNOMED answer of the latest pregnancy-status Observation (LOINC 82810-3), with its source."""
+    observation = _latest_observation(record, PREGNANCY_STATUS, "valueCodeableConcept", as_of)
+    if observation is None:
+        return None
+    answer = _mapping(observation.data, "valueCodeableConcept")
+    for system, code, display in _codings(answer):
+        if short_system(system) == "snomed" and code in (PREGNANT, NOT_PREGNANT):
+            return code, Coded(display or _text(answer, "text") or code, system, code)
+    return None
+
+
+def _ruled_out(record: _Record, as_of: dt.date, conditions: tuple[ConditionFact, ...]) -> frozenset[str]:
+    """A latest pregnancy status of "not pregnant" rules pregnancy out, unless a pregnancy is recorded."""
+    status = _pregnancy_status(record, as_of)
+    if status is None or status[0] != NOT_PREGNANT or any(c.concept == "pregnancy" for c in conditions):
+        return frozenset()
+    return frozenset({"pregnancy"})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Drugs: what a MedicationRequest, MedicationStatement or MedicationAdministration names
+
+
+@dataclass(frozen=True, slots=True)
+class _Drug:
+    concept: Json  # the code as recorded: medicationCodeableConcept, or the Medication's code
+    medication: _Resource | None  # the referenced or contained Medication, if any
+    names: tuple[str, ...]  # every text and display naming the drug, the product's own first
+    codings: tuple[tuple[str | None, str, str | None], ...]  # (system, code, display)
+
+
+def _drug(resource: _Resource, record: _Record) -> _Drug:
+    concept = _mapping(resource.data, "medicationCodeableConcept")
+    medication: _Resource | None = None
+    concepts: list[Json] = [concept]
+    if not concept:
+        reference = _mapping(resource.data, "medicationReference")
+        found = record.resolve(reference, within=resource)
+        if found is not None and found.type == "Medication":
+            medication = found
+            concept = _mapping(found.data, "code")
+            items = (_mapping(i, "itemCodeableConcept") for i in _list(found.data, "ingredient"))
+            concepts = [concept, *items]
+        if not _codings(concept) and not _text(concept, "text") and _text(reference, "display"):
+            concept = {"text": _text(reference, "display")}
+            concepts[0] = concept
+    names = tuple(n for c in concepts for n in _names(c))
+    codings = tuple(coding for c in concepts for coding in _codings(c))
+    return _Drug(concept, medication, names, codings)
+
+
+def _drug_source(drug: _Drug, default: str) -> Coded:
+    """The product as recorded: its text, and its RxNorm coding (else its first coding)."""
+    product = _codings(drug.concept)
+    codings = [c for c in product if short_system(c[0]) == "rxnorm"] or product
+    display = drug.names[0] if drug.names else default
+    if codings:
+        return Coded(display, codings[0][0], codings[0][1])
+    return Coded(display)
+
+
+@lru_cache(maxsize=64)
+def _word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    """Whole words, case-insensitive; a word glued to a prefix (esketamine, S-ketamine) does not match."""
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![\w-])(?:{alternatives})\b", re.IGNORECASE)
+
+
+def _is_ketamine(drug: _Drug, kb: KnowledgeBase) -> bool:
+    if any(short_system(s) == "rxnorm" and c in kb.ketamine_rxnorm for s, c, _ in drug.codings):
+        return True
+    pattern = _word_pattern(kb.ketamine_words)
+    return any(pattern.search(name) for name in drug.names)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The ketamine order
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    request: _Resource
+    drug: _Drug
+
+
+def _ketamine_requests(record: _Record, kb: KnowledgeBase) -> list[_Request]:
+    requests = (_Request(r, _drug(r, record)) for r in record.all("MedicationRequest"))
+    return [r for r in requests if _is_ketamine(r.drug, kb)]
+
+
+def _chosen_order(requests: list[_Request], order_id: str | None) -> _Request | None:
+    orders = [r for r in requests if r.request.status in _ORDER_STATUSES and not _do_not_perform(r.request)]
+    if order_id is not None:
+        for order in orders:
+            if order.request.data.get("id") == order_id:
+                return order
+        raise InputError(
+            f"MedicationRequest/{order_id}", "no draft or active ketamine MedicationRequest has this id"
+        )
+    if len(orders) > 1:
+        labels = ", ".join(o.request.label for o in orders)
+        raise InputError(
+            orders[1].request.label,
+            f"{len(orders)} draft or active ketamine orders ({labels}); assess one ketamine order at a time",
+        )
+    return orders[0] if orders else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Dose:
+    quantity: Quantity
+    kind: DoseKind
+    value_field: str
+    unit_field: str
+
+
+def _ketamine_order(chosen: _Request, kb: KnowledgeBase) -> KetamineOrder:
+    request = chosen.request
+    dosage = _first(request.data, "dosageInstruction")
+    route = _order_route(dosage, request.at("dosageInstruction[0].route"))
+    dose = _order_dose(dosage, request.at("dosageInstruction[0].doseAndRate[0]"))
+    concentration = None
+    if dose is not None and dose.quantity.unit.amount == "volume":
+        concentration = _concentration(chosen.drug, kb)
+    try:
+        return ketamine_order(
+            route=route,
+            dose=dose.quantity if dose else None,
+            kind=dose.kind if dose else None,
+            concentration_mg_per_ml=concentration,
+            source=_drug_source(chosen.drug, "ketamine"),
+            field=request.label,
+        )
+    except InputError as exc:
+        if dose is None:
+            raise
+        field = dose.value_field if exc.field.endswith(".value") else dose.unit_field
+        raise type(exc)(field, exc.message) from None
+
+
+def _order_route(dosage: Json, field: str) -> Route:
+    concept = _mapping(dosage, "route")
+    if not _codings(concept) and not _text(concept, "text"):
+        raise InputError(field, "the ketamine order has no route (intravenous, oral or intranasal)")
+    routes = _routes(concept)
+    if len(routes) == 1:
+        return next(iter(routes))
+    named = ", ".join(_names(concept)) or ", ".join(code for _, code, _ in _codings(concept))
+    if routes:
+        raise InputError(field, f"the route {named!r} names more than one route")
+    raise InputError(field, f"route {named!r} is not covered: only intravenous, oral and intranasal ketamine")
+
+
+def _routes(concept: Json) -> set[Route]:
+    """The routes a route CodeableConcept names: SNOMED codes first, else words in its text and displays."""
+    codings = _codings(concept)
+    snomed = [code for system, code, _ in codings if short_system(system) == "snomed"]
+    if snomed:
+        return {_ROUTE_CODES[code] for code in snomed if code in _ROUTE_CODES}
+    names = _names(concept)
+    return {route for pattern, route in _ROUTE_WORDS for name in names if pattern.search(name)}
+
+
+def _order_dose(dosage: Json, field: str) -> _Dose | None:
+    """The first doseAndRate: a rate (quantity, ratio, or the high end of a range) is an infusion, else a
+    dose (quantity, or the high end of a range) is a bolus. When both are written, the rate is the order:
+    the dose is then the bag's content, not a bolus."""
+    dose_and_rate = _first(dosage, "doseAndRate")
+    if "rateQuantity" in dose_and_rate:
+        return _quantity_dose(dose_and_rate["rateQuantity"], DoseKind.INFUSION, f"{field}.rateQuantity")
+    if "rateRatio" in dose_and_rate:
+        return _ratio_dose(_mapping(dose_and_rate, "rateRatio"), f"{field}.rateRatio")
+    if "rateRange" in dose_and_rate:
+        high = _mapping(dose_and_rate, "rateRange").get("high")
+        return _quantity_dose(high, DoseKind.INFUSION, f"{field}.rateRange.high")
+    if "doseQuantity" in dose_and_rate:
+        return _quantity_dose(dose_and_rate["doseQuantity"], DoseKind.BOLUS, f"{field}.doseQuantity")
+    if "doseRange" in dose_and_rate:
+        high = _mapping(dose_and_rate, "doseRange").get("high")
+        return _quantity_dose(high, DoseKind.BOLUS, f"{field}.doseRange.high")
+    return None
+
+
+def _quantity_dose(raw: Any, kind: DoseKind, field: str) -> _Dose:
+    return _Dose(_quantity(raw, field), kind, f"{field}.value", f"{field}.unit")
+
+
+def _ratio_dose(ratio: Json, field: str) -> _Dose:
+    """A rate written as a Ratio (20 mg / 1 h, 100 mg / 60 min) as one Quantity per hour (20, 100 mg/h)."""
+    numerator = _quantity(ratio.get("numerator"), f"{field}.numerator")
+    denominator = _mapping(ratio, "denominator")
+    den_field = f"{field}.denominator"
+    if numerator.unit.is_rate:
+        raise UnitError(
+            f"{field}.numerator.unit", f"the numerator must be an amount, not {numerator.unit.text!r}"
+        )
+    per_hours = _time_unit_hours(denominator, den_field)
+    den_value = _number(denominator.get("value"), f"{den_field}.value")
+    if den_value is None or not den_value.is_finite() or den_value <= 0:
+        raise ImpossibleValueError(
+            f"{den_field}.value", f"the time must be a positive number, not {den_value}"
+        )
+    hourly = (
+        Fraction(numerator.value) / (Fraction(den_value) * per_hours) if numerator.value.is_finite() else None
+    )
+    value = _decimal_of(hourly) if hourly is not None else numerator.value
+    unit = parse_unit(f"{numerator.unit.text}/h")
+    return _Dose(
+        Quantity(value, unit), DoseKind.INFUSION, f"{field}.numerator.value", f"{field}.numerator.unit"
+    )
+
+
+def _time_unit_hours(quantity: Json, field: str) -> Fraction:
+    for text in _unit_texts(quantity):
+        try:
+            per_hours = parse_unit(f"mg/{text}").per_hours
+        except UnitError:
+            continue
+        if per_hours is not None:
+            return per_hours
+    raise UnitError(f"{field}.unit", f"a rate needs a time here (h, min), not {_unit_label(quantity)!r}")
+
+
+def _concentration(drug: _Drug, kb: KnowledgeBase) -> Fraction | None:
+    """mg per mL of the ordered product: its Medication's ingredient strength, else "NN MG/ML" in its name."""
+    if drug.medication is not None:
+        strength = _ingredient_strength(drug.medication, kb)
+        if strength is not None:
+            return strength
+    for name in drug.names:
+        match = _MG_PER_ML.search(name)
+        if match:
+            return Fraction(Decimal(match.group(1)))
+    return None
+
+
+def _ingredient_strength(medication: _Resource, kb: KnowledgeBase) -> Fraction | None:
+    ingredients = [
+        (i, item)
+        for i, item in enumerate(_list(medication.data, "ingredient"))
+        if isinstance(item, Mapping) and _mapping(item, "strength")
+    ]
+    if len(ingredients) > 1:
+        pattern = _word_pattern(kb.ketamine_words)
+        ingredients = [
+            (i, item)
+            for i, item in ingredients
+            if any(pattern.search(n) for n in _names(_mapping(item, "itemCodeableConcept")))
+        ]
+    if len(ingredients) != 1:
+        return None
+    index, ingredient = ingredients[0]
+    field = medication.at(f"ingredient[{index}].strength")
+    strength = _mapping(ingredient, "strength")
+    numerator = _quantity(strength.get("numerator"), f"{field}.numerator")
+    denominator = _quantity(strength.get("denominator"), f"{field}.denominator")
+    try:
+        return concentration_mg_per_ml(numerator, denominator)
+    except UnitError as exc:
+        raise type(exc)(field, exc.message) from None
+
+
+def _indication(request: _Resource, record: _Record, kb: KnowledgeBase) -> tuple[str | None, Coded | None]:
+    """The intended use named by the order's reasonCode (or a reasonReference to a Condition)."""
+    use_of_concept = {use.concept: use.id for use in kb.uses.values() if use.concept}
+    reasons = [r for r in _list(request.data, "reasonCode") if isinstance(r, Mapping)]
+    for reference in _list(request.data, "reasonReference"):
+        condition = record.resolve(reference, within=request)
+        if condition is not None and condition.type == "Condition" and not _refuted(condition.data):
+            reasons.append(_mapping(condition.data, "code"))
+    for reason in reasons:
+        for fact in _classified(reason, kb):
+            if fact.concept in use_of_concept:
+                return use_of_concept[fact.concept], fact.source
+    return None, None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Planned surgery
+
+
+def _planned_procedure(record: _Record, kb: KnowledgeBase) -> PlannedProcedure | None:
+    """The planned surgery: a Procedure in preparation or in progress, or an open ServiceRequest for surgery.
+
+    A ServiceRequest counts when its code is a classified procedure or its category is surgical:
+    ServiceRequests also order laboratory tests, imaging and social services, which are not surgery."""
+    candidates: list[PlannedProcedure] = []
+    for procedure in record.all("Procedure"):
+        if procedure.status in _PLANNED_PROCEDURE_STATUSES:
+            candidates.append(_procedure_of(_mapping(procedure.data, "code"), kb))
+    for request in record.all("ServiceRequest"):
+        if not _open_order(request):
+            continue
+        planned = _procedure_of(_mapping(request.data, "code"), kb)
+        if planned.procedure_class is not None or _is_surgical_category(request):
+            candidates.append(planned)
+    if not candidates:
+        return None
+    return min(candidates, key=lambda p: _procedure_rank(p, kb))
+
+
+def _open_order(request: _Resource) -> bool:
+    return (
+        _text(request.data, "intent") in _ORDER_INTENTS
+        and request.status not in _CLOSED_REQUEST_STATUSES
+        and not _do_not_perform(request)
+    )
+
+
+def _do_not_perform(request: _Resource) -> bool:
+    return request.data.get("doNotPerform") is True
+
+
+def _is_surgical_category(request: _Resource) -> bool:
+    categories = (c for c in _list(request.data, "category") if isinstance(c, Mapping))
+    return any(_has_code(c, "snomed", SURGICAL_PROCEDURE) for c in categories)
+
+
+def _procedure_of(concept: Json, kb: KnowledgeBase) -> PlannedProcedure:
+    codings = _codings(concept)
+    for system, code, display in codings:
+        for c in kb.value_sets.concepts(system, code):
+            if c.startswith("procedure:") and c.split(":", 1)[1] in kb.procedure_classes:
+                return PlannedProcedure(
+                    Coded(display or _text(concept, "text") or code, system, code), c.split(":", 1)[1]
+                )
+    if codings:
+        system, code, display = codings[0]
+        return PlannedProcedure(Coded(display or _text(concept, "text") or code, system, code), None)
+    return PlannedProcedure(Coded(_text(concept, "text") or "procedure"), None)
+
+
+def _procedure_rank(procedure: PlannedProcedure, kb: KnowledgeBase) -> int:
+    if procedure.procedure_class is None:
+        return 2
+    return 0 if kb.procedure_classes[procedure.procedure_class].pain == "severe" else 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Opioids
+
+
+def _opioids(record: _Record, kb: KnowledgeBase) -> tuple[OpioidUse, ...]:
+    uses: list[OpioidUse | None] = []
+    for request in record.all("MedicationRequest"):
+        if request.status == "active":
+            uses.append(_opioid_use(request, "dosageInstruction", record, kb))
+    for statement in record.all("MedicationStatement"):
+        if statement.status in _OPIOID_STATEMENT_STATUSES:
+            uses.append(_opioid_use(statement, "dosage", record, kb))
+    return tuple(use for use in uses if use is not None)
+
+
+def _opioid_use(resource: _Resource, dosage_key: str, record: _Record, kb: KnowledgeBase) -> OpioidUse | None:
+    """The opioid a prescription or statement is for, with its daily amount and dates; None if no opioid."""
+    drug = _drug(resource, record)
+    ingredient = _opioid_ingredient(drug, kb)
+    if ingredient is None:
+        return None
+    dosages = [d for d in _list(resource.data, dosage_key) if isinstance(d, Mapping)]
+    if kb.opioids[ingredient].unit == "ug/h":
+        amount = _patch_mcg_per_h(drug, dosages) if _is_transdermal(drug, dosages) else None
+    else:
+        amount = _mg_per_day(drug, dosages, ingredient)
+    start, end = _opioid_dates(resource, dosages)
+    return OpioidUse(ingredient, amount, start, end, _drug_source(drug, ingredient))
+
+
+def _opioid_ingredient(drug: _Drug, kb: KnowledgeBase) -> str | None:
+    """The opioid a product contains: by RxNorm ingredient code, else by name (first named in its text)."""
+    by_code = {o.rxnorm: o.ingredient for o in kb.opioids.values()}
+    for system, code, _ in drug.codings:
+        if short_system(system) == "rxnorm" and code in by_code:
+            return by_code[code]
+    for name in drug.names:
+        found = [(m.start(), i) for i in kb.opioids if (m := _word_pattern((i,)).search(name))]
+        if found:
+            return min(found)[1]
+    return None
+
+
+def _is_transdermal(drug: _Drug, dosages: list[Json]) -> bool:
+    routes = [_mapping(d, "route") for d in dosages]
+    if any(_has_code(r, "snomed", TRANSDERMAL_ROUTE) for r in routes):
+        return True
+    names = [*drug.names, *(n for r in routes for n in _names(r))]
+    return any(_TRANSDERMAL_WORDS.search(n) for n in names)
+
+
+def _patch_mcg_per_h(drug: _Drug, dosages: list[Json]) -> Fraction | None:
+    """Transdermal fentanyl in mcg/h: the patch strength (0.075 MG/HR -> 75) times the patches worn."""
+    if len(dosages) != 1:
+        return None
+    raw = _first(dosages[0], "doseAndRate").get("doseQuantity")
+    if not isinstance(raw, Mapping):
+        return None
+    dose = _readable_dose(raw)
+    if dose is None:
+        return None
+    value, unit = dose
+    if unit is not None:  # the dose written as a rate: 25 mcg/h
+        if unit.amount == "mass" and unit.per_hours is not None and not unit.per_kg:
+            return value * unit.factor * 1000 / unit.per_hours
+        return None
+    strength = _strength(drug, "fentanyl", per="hr")
+    return value * strength * 1000 if strength is not None else None
+
+
+def _mg_per_day(drug: _Drug, dosages: list[Json], ingredient: str) -> Fraction | None:
+    """mg/day over the dosage instructions given together (the same sequence); None when any is unreadable."""
+    if not dosages or len({d.get("sequence") for d in dosages}) > 1:
+        return None
+    total = Fraction(0)
+    for dosage in dosages:
+        per_dose = _mg_per_dose(drug, dosage, ingredient)
+        per_day = _doses_per_day(_mapping(dosage, "timing"))
+        if per_dose is None or per_day is None:
+            return None
+        total += per_dose * per_day
+    return total
+
+
+def _mg_per_dose(drug: _Drug, dosage: Json, ingredient: str) -> Fraction | None:
+    raw = _first(dosage, "doseAndRate").get("doseQuantity")
+    if not isinstance(raw, Mapping):
+        return None
+    dose = _readable_dose(raw)
+    if dose is None:
+        return None
+    value, unit = dose
+    if unit is None:  # a count of tablets or capsules
+        strength = _strength(drug, ingredient, per=None)
+        return value * strength if strength is not None else None
+    if unit.per_kg or unit.is_rate:
+        return None
+    if unit.amount == "mass":
+        return value * unit.factor
+    concentration = _strength(drug, ingredient, per="ml")
+    return value * unit.factor * concentration if concentration is not None else None
+
+
+def _readable_dose(quantity: Json) -> tuple[Fraction, Unit | None] | None:
+    """A dose as (value, unit); unit None for a count (tablets, capsules, patches, no unit)."""
+    try:
+        value = _number(quantity.get("value"), "dose")
+    except InputError:
+        return None
+    if value is None or not value.is_finite() or value <= 0:
+        return None
+    texts = _unit_texts(quantity)
+    if not texts:
+        return Fraction(value), None
+    for text in texts:
+        if _is_count_unit(text):
+            return Fraction(value), None
+        try:
+            return Fraction(value), parse_unit(text)
+        except UnitError:
+            continue
+    return None
+
+
+def _is_count_unit(text: str) -> bool:
+    word = text.strip().strip("{}").lower()
+    return word in _COUNT_UNITS or (len(word) > 3 and word.endswith("s") and word[:-1] in _COUNT_UNITS)
+
+
+def _strength(drug: _Drug, ingredient: str, per: str | None) -> Fraction | None:
+    """The ingredient's strength in mg (per unit, per mL or per hour) from the product name.
+
+    In a combination ("Acetaminophen 325 MG / oxyCODONE Hydrochloride 5 MG Oral Tablet") only the opioid's
+    segment is read, and only the first strength after its name."""
+    pattern = _word_pattern((ingredient,))
+    for name in drug.names:
+        for segment in name.split(" / "):
+            found = pattern.search(segment)
+            if not found:
+                continue
+            match = _STRENGTH.search(segment, found.end())
+            if match is None:
+                continue
+            denominator = (match.group(3) or "").lower() or None
+            if (denominator == "h" and per == "hr") or denominator == per:
+                factor = Fraction(1) if match.group(2).lower() == "mg" else Fraction(1, 1000)
+                return Fraction(Decimal(match.group(1))) * factor
+    return None
+
+
+def _doses_per_day(timing: Json) -> Fraction | None:
+    repeat = _mapping(timing, "repeat")
+    period = _safe_number(repeat.get("period"))
+    if period is not None:
+        hours = _PERIOD_HOURS.get(_text(repeat, "periodUnit") or "")
+        frequency = _safe_number(repeat.get("frequency"))
+        if hours is None or period <= 0 or (frequency is not None and frequency <= 0):
+            return None
+        return Fraction(frequency if frequency is not None else 1) * 24 / (Fraction(period) * hours)
+    times = _list(repeat, "timeOfDay")
+    if times:
+        return Fraction(len(times))
+    for system, code, _ in _codings(_mapping(timing, "code")):
+        if (system is None or system.endswith("GTSAbbreviation")) and code.upper() in _TIMING_CODES:
+            return _TIMING_CODES[code.upper()]
+    return None
+
+
+def _opioid_dates(resource: _Resource, dosages: list[Json]) -> tuple[dt.date | None, dt.date | None]:
+    """start: the dosage's boundsPeriod, else the prescription's validity, else when it was written (for a
+    statement, when it took effect); end: the boundsPeriod or effectivePeriod end only."""
+    bounds_path = "dosage[0]" if "dosage" in resource.data else "dosageInstruction[0]"
+    bounds = _mapping(_mapping(_mapping(dosages[0], "timing") if dosages else {}, "repeat"), "boundsPeriod")
+    validity = _mapping(_mapping(resource.data, "dispenseRequest"), "validityPeriod")
+    effective = _mapping(resource.data, "effectivePeriod")
+    starts = (
+        (f"{bounds_path}.timing.repeat.boundsPeriod.start", _text(bounds, "start")),
+        ("dispenseRequest.validityPeriod.start", _text(validity, "start")),
+        ("authoredOn", _text(resource.data, "authoredOn")),
+        ("effectivePeriod.start", _text(effective, "start")),
+        ("effectiveDateTime", _text(resource.data, "effectiveDateTime")),
+    )
+    ends = (
+        (f"{bounds_path}.timing.repeat.boundsPeriod.end", _text(bounds, "end")),
+        ("effectivePeriod.end", _text(effective, "end")),
+    )
+    start = next((_date(text, resource.at(path)) for path, text in starts if text), None)
+    end = next((_date(text, resource.at(path)) for path, text in ends if text), None)
+    return start, end
+
+
+# ----------------------------------------------------------------------------------------------------
+# Setting and prior ketamine
+
+
+def _setting(record: _Record, order: _Resource | None) -> Setting:
+    encounter = _current_encounter(record, order)
+    if encounter is None:
+        return Setting.UNKNOWN
+    locations = _current_locations(encounter, record)
+    kinds = [_is_intensive_care(location) for location in locations]
+    if any(kind is True for kind in kinds):
+        return Setting.INTENSIVE_CARE
+    if kinds and all(kind is False for kind in kinds):
+        return Setting.NON_INTENSIVE_CARE
+    if _text(_mapping(encounter.data, "class"), "code") in _NON_INTENSIVE_CLASSES:
+        return Setting.NON_INTENSIVE_CARE
+    return Setting.UNKNOWN
+
+
+def _current_encounter(record: _Record, order: _Resource | None) -> _Resource | None:
+    """The order's Encounter, else the one in progress, else the only one."""
+    if order is not None:
+        found = record.resolve(_mapping(order.data, "encounter"), within=order)
+        if found is not None and found.type == "Encounter":
+            return found
+    encounters = record.all("Encounter")
+    in_progress = [e for e in encounters if e.status == "in-progress"]
+    if len(in_progress) == 1:
+        return in_progress[0]
+    return encounters[0] if len(encounters) == 1 else None
+
+
+def _current_locations(encounter: _Resource, record: _Record) -> list[_Resource | None]:
+    """The Encounter's locations (None where a reference cannot be resolved); the active ones when marked."""
+    entries = [e for e in _list(encounter.data, "location") if isinstance(e, Mapping)]
+    active = [e for e in entries if e.get("status") == "active"]
+    chosen = active or [e for e in entries if e.get("status") != "planned"]
+    return [record.resolve(_mapping(e, "location"), within=encounter) for e in chosen]
+
+
+def _is_intensive_care(location: _Resource | None) -> bool | None:
+    """True for a Location typed ICU (or below it), False for one typed otherwise, None when unknown."""
+    if location is None or location.type != "Location":
+        return None
+    types = [t for t in _list(location.data, "type") if isinstance(t, Mapping)]
+    codings = [c for t in types for c in _codings(t)]
+    if any(s in _ROLE_CODE_SYSTEMS and c in _INTENSIVE_CARE_ROLE_CODES for s, c, _ in codings):
+        return True
+    if any(_INTENSIVE_CARE_WORDS.search(n) for t in types for n in _names(t)):
+        return True
+    return False if codings or any(_names(t) for t in types) else None
+
+
+def _prior_iv_ketamine(
+    record: _Record, kb: KnowledgeBase, requests: list[_Request], chosen: _Request | None
+) -> bool | None:
+    """Whether the record shows IV ketamine other than this order: another ketamine MedicationRequest that may
+    have been given (not draft, cancelled or entered in error) or a MedicationAdministration, by the IV route.
+    None when such a record exists but its route cannot be read."""
+    unknown = False
+    for request in requests:
+        if (chosen is not None and request.request is chosen.request) or (
+            request.request.status in _NOT_GIVEN_REQUEST_STATUSES
+        ):
+            continue
+        routes = _routes(_mapping(_first(request.request.data, "dosageInstruction"), "route"))
+        if routes == {Route.INTRAVENOUS}:
+            return True
+        unknown = unknown or not routes or len(routes) > 1
+    for given in record.all("MedicationAdministration"):
+        if given.status in _NOT_GIVEN_ADMINISTRATION_STATUSES or not _is_ketamine(_drug(given, record), kb):
+            continue
+        routes = _routes(_mapping(_mapping(given.data, "dosage"), "route"))
+        if routes == {Route.INTRAVENOUS}:
+            return True
+        unknown = unknown or not routes or len(routes) > 1
+    return None if unknown else False
+
+
+# ----------------------------------------------------------------------------------------------------
+# JSON helpers
+
+
+def _text(data: Any, key: str) -> str | None:
+    value = data.get(key) if isinstance(data, Mapping) else None
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _mapping(data: Any, key: str) -> Json:
+    value = data.get(key) if isinstance(data, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(data: Any, key: str) -> list[Any]:
+    value = data.get(key) if isinstance(data, Mapping) else None
+    return value if isinstance(value, list) else []
+
+
+def _first(data: Any, key: str) -> Json:
+    items = _list(data, key)
+    head = items[0] if items else None
+    return head if isinstance(head, Mapping) else {}
+
+
+def _codings(concept: Json) -> list[tuple[str | None, str, str | None]]:
+    """(system, code, display) of every coding that has a code."""
+    found: list[tuple[str | None, str, str | None]] = []
+    for coding in _list(concept, "coding"):
+        code = _text(coding, "code")
+        if code:
+            found.append((_text(coding, "system"), code, _text(coding, "display")))
+    return found
+
+
+def _names(concept: Json) -> list[str]:
+    """The concept's text, then its codings' displays."""
+    names = [_text(concept, "text")] + [_text(c, "display") for c in _list(concept, "coding")]
+    return [n for n in names if n]
+
+
+def _codes(concept: Json) -> set[str]:
+    return {code for _, code, _ in _codings(concept)}
+
+
+def _has_code(concept: Json, short: str, code: str) -> bool:
+    return any(c == code and short_system(s) == short for s, c, _ in _codings(concept))
+
+
+def _number(value: Any, field: str) -> Decimal | None:
+    """A JSON number as an exact Decimal (floats through their shortest repr); None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise InputError(field, f"must be a number, not {value!r}")
+    if isinstance(value, Decimal):
+        return value
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:  # pragma: no cover - str() of an int or float is always a valid Decimal
+        raise InputError(field, f"must be a number, not {value!r}") from None
+
+
+def _safe_number(value: Any) -> Decimal | None:
+    try:
+        number = _number(value, "")
+    except InputError:
+        return None
+    return number if number is not None and number.is_finite() else None
+
+
+def _decimal_of(value: Fraction) -> Decimal:
+    """A Fraction as a Decimal: exact when it terminates (20/1, 100/60 h -> 100), else to 50 digits."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        return Decimal(value.numerator) / Decimal(value.denominator)
+
+
+def _unit_texts(quantity: Json) -> list[str]:
+    """The unit as written: the UCUM ``code`` first, then the human ``unit``."""
+    return [t for t in (_text(quantity, "code"), _text(quantity, "unit")) if t]
+
+
+def _unit_label(quantity: Json) -> str:
+    texts = _unit_texts(quantity)
+    return texts[0] if texts else ""
+
+
+def _quantity(raw: Any, field: str) -> Quantity:
+    if not isinstance(raw, Mapping):
+        raise InputError(field, "must be a Quantity with a value and a unit")
+    value = _number(raw.get("value"), f"{field}.value")
+    if value is None:
+        raise InputError(f"{field}.value", "the quantity has no value")
+    texts = _unit_texts(raw)
+    if not texts:
+        raise UnitError(f"{field}.unit", "the quantity has no unit")
+    for text in texts:
+        try:
+            return Quantity(value, parse_unit(text))
+        except UnitError:
+            continue
+    raise UnitError(f"{field}.unit", f"unknown unit {texts[0]!r}")
+
+
+def _date(written: str, field: str) -> dt.date:
+    """The calendar date a FHIR date or dateTime was written on (a partial date is its first day)."""
+    match = _DATE.match(written)
+    try:
+        if match is None:
+            raise ValueError(written)
+        year, month, day = (int(g) if g else 1 for g in match.groups())
+        return dt.date(year, month, day)
+    except ValueError:
+        raise InputError(field, f"not a FHIR date or dateTime: {written!r}") from None
+
+
+def _moment(written: str, field: str) -> dt.datetime:
+    """A FHIR dateTime as an aware UTC datetime, for ordering; a date alone is its midnight UTC."""
+    if len(written) <= 10:
+        day = _date(written, field)
+        return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    try:
+        moment = dt.datetime.fromisoformat(written)
+    except ValueError:
+        raise InputError(field, f"not a FHIR dateTime: {written!r}") from None
+    return moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _validation_path(bundle: Json, location: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a path: ('entry', 3, 'resource', 'code') -> Observation/x.code."""
+    parts = list(location)
+    prefix = "Bundle"
+    entries = _list(bundle, "entry")
+    if len(parts) >= 3 and parts[0] == "entry" and isinstance(parts[1], int) and parts[2] == "resource":
+        resource = _mapping(entries[parts[1]] if parts[1] < len(entries) else {}, "resource")
+        local_id, resource_type = _text(resource, "id"), _text(resource, "resourceType")
+        prefix = f"{resource_type}/{local_id}" if local_id and resource_type else f"entry[{parts[1]}]"
+        parts = parts[3:]
+    path = prefix
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += "." + ("resourceType" if part == "resource_type" else str(part))
+    return path
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())

@@ -1,0 +1,60 @@
+"""Service settings, from the environment (``KETAMINE_CDS_*``) with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    database_url: str | None = None  # postgresql://... ; None: SQLite in data_dir
+    pseudonym_secret: bytes = b""  # HMAC key for patient pseudonyms; empty: made once and kept in data_dir
+    trust_list: Path | None = None  # JSON list of trusted EHR issuers and their JWKS
+    allow_unauthenticated: bool = False  # development only; announced loudly
+    public_url: str = ""  # the service's own base URL, the JWT audience; default http://host:port
+    fhir_timeout_s: float = 5.0
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "ketamine-cds.sqlite3"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ
+        values: dict[str, object] = {
+            "host": env.get("KETAMINE_CDS_HOST", cls.host),
+            "port": int(env.get("KETAMINE_CDS_PORT", cls.port)),
+            "data_dir": Path(env.get("KETAMINE_CDS_DATA_DIR", str(cls.data_dir))),
+            "database_url": env.get("KETAMINE_CDS_DATABASE_URL") or None,
+            "pseudonym_secret": env.get("KETAMINE_CDS_PSEUDONYM_SECRET", "").encode(),
+            "trust_list": Path(env["KETAMINE_CDS_TRUST_LIST"])
+            if env.get("KETAMINE_CDS_TRUST_LIST")
+            else None,
+            "allow_unauthenticated": env.get("KETAMINE_CDS_ALLOW_UNAUTHENTICATED", "")
+            in ("1", "true", "yes"),
+            "public_url": env.get("KETAMINE_CDS_PUBLIC_URL", ""),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def prepared(self) -> Settings:
+        """Create the data directory and, if none was given, a persistent pseudonym secret in it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.pseudonym_secret:
+            return self
+        key_file = self.data_dir / "pseudonym.key"
+        if not key_file.exists():
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        return Settings(**{**self.__dict__, "pseudonym_secret": key_file.read_text().strip().encode()})

@@ -1,0 +1,351 @@
+"""The ketamine order: which MedicationRequest, its route, bolus or infusion, dose and concentration."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from fhir_bundles import (
+    FIXTURES,
+    IM,
+    IV,
+    NASAL,
+    ORAL,
+    RXNORM,
+    SNOMED,
+    TODAY,
+    concept,
+    ketamine,
+    load,
+    medication,
+    patient,
+    quantity,
+    read,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ketamine_cds import (
+    Coded,
+    DoseKind,
+    ImpossibleValueError,
+    InputError,
+    KetamineOrder,
+    Route,
+    UnitError,
+    WrongDimensionError,
+)
+from ketamine_cds._units import amount_per_dose
+from ketamine_cds.adapters.fhir import facts_from_bundle
+
+
+def order_of(*resources: dict[str, Any], order_id: str | None = None) -> KetamineOrder:
+    order = read(patient(), *resources, order_id=order_id).order
+    assert order is not None
+    return order
+
+
+def mg_per_h(order: KetamineOrder) -> Fraction | None:
+    """The ordered amount in mg (per hour for a rate); None when a volume has no concentration."""
+    assert order.dose is not None
+    return amount_per_dose(order.dose, order.concentration_mg_per_ml)
+
+
+def close_to(value: Fraction | None, expected: Fraction) -> bool:
+    return value is not None and abs(value - expected) < Fraction(1, 10**40)
+
+
+# --- which request is the order ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "product",
+    [
+        concept(RXNORM, "238082"),  # ketamine 10 mg/mL, by code alone
+        concept(RXNORM, "206967"),  # Ketalar, by code
+        {"text": "Ketamine HCl 50 mg/mL inj"},
+        {"text": "KETALAR 500 MG/10 ML"},
+        {"coding": [{"system": "urn:oid:1.2.3", "code": "x", "display": "ketamine hydrochloride injection"}]},
+    ],
+)
+def test_ketamine_is_recognised_by_rxnorm_code_or_name(product: dict[str, Any]) -> None:
+    assert order_of(ketamine(medication=product)).route is Route.INTRAVENOUS
+
+
+@pytest.mark.parametrize(
+    "product",
+    [
+        {"text": "Esketamine 28 MG Nasal Spray [Spravato]"},
+        {"text": "(S)-ketamine"},
+        {"text": "Ketorolac 30 mg/mL injection"},
+        concept(RXNORM, "2056933", "esketamine 28 MG nasal spray"),
+    ],
+)
+def test_esketamine_and_look_alikes_are_not_ketamine(product: dict[str, Any]) -> None:
+    assert read(patient(), ketamine(medication=product)).order is None
+
+
+def test_a_referenced_medication_names_ketamine() -> None:
+    med = medication("m1", "Ketamine 10 mg/mL in sodium chloride")
+    assert order_of(med, ketamine(medication={"reference": "Medication/m1"})).route is Route.INTRAVENOUS
+    assert order_of(med, ketamine(medication={"reference": "urn:uuid:m1"})).route is Route.INTRAVENOUS
+
+
+@pytest.mark.parametrize("status", ["draft", "active"])
+def test_draft_and_active_requests_are_the_order(status: str) -> None:
+    assert read(patient(), ketamine(status=status)).order is not None
+
+
+@pytest.mark.parametrize("status", ["completed", "stopped", "cancelled", "on-hold", "entered-in-error"])
+def test_other_statuses_are_not_the_order(status: str) -> None:
+    assert read(patient(), ketamine(status=status)).order is None
+
+
+def test_a_do_not_perform_request_is_not_an_order() -> None:
+    request = ketamine()
+    request["doNotPerform"] = True
+    assert read(patient(), request).order is None
+
+
+def test_no_ketamine_request_is_an_eligibility_question() -> None:
+    assert read(patient()).order is None
+
+
+def test_two_ketamine_orders_must_be_assessed_one_at_a_time() -> None:
+    with pytest.raises(InputError) as caught:
+        read(patient(), ketamine(id="a"), ketamine(id="b", status="active"))
+    assert caught.value.field == "MedicationRequest/b"
+    assert "one ketamine order at a time" in caught.value.message
+
+
+def test_order_id_picks_one_of_several() -> None:
+    bolus = ketamine(id="a", dose=quantity(20, "mg", code="mg"))
+    infusion = ketamine(id="b", rate=quantity(10, "mg/h", code="mg/h"))
+    assert order_of(bolus, infusion, order_id="b").kind is DoseKind.INFUSION
+    assert order_of(bolus, infusion, order_id="a").kind is DoseKind.BOLUS
+
+
+def test_an_order_id_that_is_not_a_ketamine_order_is_an_error() -> None:
+    with pytest.raises(InputError) as caught:
+        read(patient(), ketamine(id="a"), order_id="zz")
+    assert caught.value.field == "MedicationRequest/zz"
+
+
+def test_the_source_is_the_product_as_recorded() -> None:
+    order = order_of(ketamine(medication=concept(RXNORM, "238083", "ketamine 50 MG/ML Injectable Solution")))
+    assert order.source == Coded("ketamine 50 MG/ML Injectable Solution", RXNORM, "238083")
+
+
+# --- route ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        (IV, Route.INTRAVENOUS),
+        (ORAL, Route.ORAL),
+        (NASAL, Route.INTRANASAL),
+        ({"text": "IV"}, Route.INTRAVENOUS),
+        ({"text": "intravenous infusion"}, Route.INTRAVENOUS),
+        ({"text": "By mouth"}, Route.ORAL),
+        ({"text": "Intranasal"}, Route.INTRANASAL),
+        ({"coding": [{"system": "urn:oid:1.2.840.114350", "code": "15", "display": "oral"}]}, Route.ORAL),
+    ],
+)
+def test_route_by_snomed_code_or_words(route: dict[str, Any], expected: Route) -> None:
+    assert order_of(ketamine(route=route)).route is expected
+
+
+def test_oral_and_nasal_orders_have_no_bolus_or_infusion_kind() -> None:
+    order = order_of(ketamine(route=ORAL, dose=quantity(50, "mg", code="mg")))
+    assert order.kind is None and str(order.dose) == "50 mg"
+
+
+def test_a_missing_route_is_an_error_naming_the_route() -> None:
+    with pytest.raises(InputError) as caught:
+        read(patient(), ketamine(id="k7", route=None, dose=quantity(20, "mg", code="mg")))
+    assert caught.value.field == "MedicationRequest/k7.dosageInstruction[0].route"
+
+
+@pytest.mark.parametrize("route", [IM, {"text": "subcutaneous"}, {"text": "IV or oral"}])
+def test_a_route_not_covered_is_an_error(route: dict[str, Any]) -> None:
+    with pytest.raises(InputError) as caught:
+        read(patient(), ketamine(id="k7", route=route))
+    assert caught.value.field == "MedicationRequest/k7.dosageInstruction[0].route"
+
+
+# --- dose -------------------------------------------------------------------------------------
+
+
+def test_a_dose_quantity_is_a_bolus() -> None:
+    order = order_of(ketamine(dose=quantity(20, "mg", code="mg")))
+    assert order.kind is DoseKind.BOLUS
+    assert order.dose is not None and order.dose.value == 20 and order.dose.unit.text == "mg"
+
+
+def test_a_per_kg_bolus_keeps_its_unit() -> None:
+    order = order_of(ketamine(dose=quantity("0.35", "mg/kg", code="mg/kg")))
+    assert order.dose is not None and order.dose.unit.per_kg and order.dose.value == Decimal("0.35")
+
+
+def test_the_ucum_code_is_preferred_and_the_unit_is_a_fallback() -> None:
+    assert str(order_of(ketamine(dose=quantity(20, "milligram", code="mg"))).dose) == "20 mg"
+    assert str(order_of(ketamine(dose=quantity(20, "mg"))).dose) == "20 mg"
+
+
+def test_a_rate_quantity_is_an_infusion() -> None:
+    order = order_of(ketamine(rate=quantity(5, "mcg/kg/min", code="ug/kg/min")))
+    assert order.kind is DoseKind.INFUSION
+    assert mg_per_h(order) == Fraction(3, 10)  # 5 mcg/kg/min = 0.3 mg/kg/h
+
+
+def test_a_mass_given_as_a_rate_is_a_wrong_dimension() -> None:
+    with pytest.raises(WrongDimensionError) as caught:
+        read(patient(), ketamine(id="k7", rate=quantity(20, "mg", code="mg")))
+    assert caught.value.field == "MedicationRequest/k7.dosageInstruction[0].doseAndRate[0].rateQuantity.unit"
+
+
+def test_a_rate_given_as_a_dose_is_a_wrong_dimension() -> None:
+    with pytest.raises(WrongDimensionError) as caught:
+        read(patient(), ketamine(id="k7", dose=quantity(20, "mg/h", code="mg/h")))
+    assert caught.value.field == "MedicationRequest/k7.dosageInstruction[0].doseAndRate[0].doseQuantity.unit"
+
+
+@pytest.mark.parametrize("value", [0, -20, Decimal("NaN")])
+def test_a_dose_that_is_not_positive_is_impossible(value: Any) -> None:
+    with pytest.raises(ImpossibleValueError) as caught:
+        read(patient(), ketamine(id="k7", dose=quantity(value, "mg", code="mg")))
+    assert caught.value.field == "MedicationRequest/k7.dosageInstruction[0].doseAndRate[0].doseQuantity.value"
+
+
+def test_an_unknown_dose_unit_is_an_error() -> None:
+    with pytest.raises(UnitError) as caught:
+        read(patient(), ketamine(id="k7", dose=quantity(2, "ampoule", code="{ampoule}")))
+    assert caught.value.field == "MedicationRequest/k7.dosageInstruction[0].doseAndRate[0].doseQuantity.unit"
+
+
+def test_an_order_without_dose_has_a_route_and_no_dose() -> None:
+    order = order_of(ketamine())
+    assert order.route is Route.INTRAVENOUS and order.dose is None and order.kind is None
+
+
+def ratio(num: Any, num_unit: str, den: Any, den_unit: str) -> dict[str, Any]:
+    return {
+        "numerator": quantity(num, num_unit, code=num_unit),
+        "denominator": quantity(den, den_unit, code=den_unit),
+    }
+
+
+@pytest.mark.parametrize(
+    ("rate", "per_hour"),
+    [
+        (ratio(20, "mg", 1, "h"), Fraction(20)),
+        (ratio(100, "mg", 60, "min"), Fraction(100)),
+        (ratio(1, "mg", 1, "min"), Fraction(60)),
+        (ratio(480, "mg", 1, "d"), Fraction(20)),
+        (ratio(10, "mg", 30, "min"), Fraction(20)),
+        (ratio(20, "mg", 3, "h"), Fraction(20, 3)),
+    ],
+)
+def test_a_rate_ratio_is_an_infusion_per_hour(rate: dict[str, Any], per_hour: Fraction) -> None:
+    order = order_of(ketamine(rate_ratio=rate))
+    assert order.kind is DoseKind.INFUSION and order.dose is not None
+    assert order.dose.unit.text == "mg/h"
+    assert close_to(mg_per_h(order), per_hour)
+
+
+def test_a_per_kg_rate_ratio_stays_per_kg() -> None:
+    order = order_of(ketamine(rate_ratio=ratio("0.5", "mg/kg", 60, "min")))
+    assert order.dose is not None and order.dose.unit.per_kg and order.dose.value == Decimal("0.5")
+
+
+def test_a_rate_ratio_needs_a_time_denominator() -> None:
+    with pytest.raises(UnitError) as caught:
+        read(patient(), ketamine(id="k7", rate_ratio=ratio(50, "mg", 1, "mL")))
+    assert (
+        caught.value.field
+        == "MedicationRequest/k7.dosageInstruction[0].doseAndRate[0].rateRatio.denominator.unit"
+    )
+
+
+def test_a_zero_time_denominator_is_impossible() -> None:
+    with pytest.raises(ImpossibleValueError):
+        read(patient(), ketamine(rate_ratio=ratio(20, "mg", 0, "h")))
+
+
+@given(st.integers(1, 2000), st.integers(1, 240))
+def test_any_rate_ratio_in_minutes_equals_its_hourly_rate(mg: int, minutes: int) -> None:
+    order = order_of(ketamine(rate_ratio=ratio(mg, "mg", minutes, "min")))
+    assert close_to(mg_per_h(order), Fraction(mg * 60, minutes))
+
+
+# --- concentration ------------------------------------------------------------------------------
+
+
+def test_ml_per_hour_uses_the_contained_medication_strength() -> None:
+    mix = medication("mix", "Ketamine 500 mg / 50 mL infusion", strength=(500, "mg", 50, "mL"))
+    order = order_of(
+        ketamine(medication={"reference": "#mix"}, contained=[mix], rate=quantity(8, "mL/h", code="mL/h"))
+    )
+    assert order.concentration_mg_per_ml == 10
+    assert mg_per_h(order) == 80
+
+
+def test_ml_per_hour_uses_a_bundle_medication_strength() -> None:
+    mix = medication("mix", "Ketamine infusion", strength=(1, "g", 100, "mL"))
+    order = order_of(
+        mix, ketamine(medication={"reference": "Medication/mix"}, rate=quantity(5, "mL/h", code="mL/h"))
+    )
+    assert order.concentration_mg_per_ml == 10 and mg_per_h(order) == 50
+
+
+def test_ml_falls_back_to_the_strength_in_the_product_name() -> None:
+    order = order_of(ketamine(dose=quantity("0.4", "mL", code="mL")))  # ketamine 50 MG/ML Injectable Solution
+    assert order.concentration_mg_per_ml == 50 and mg_per_h(order) == 20
+
+
+def test_ml_without_any_strength_leaves_the_concentration_unknown() -> None:
+    order = order_of(
+        ketamine(medication={"text": "ketamine infusion"}, rate=quantity(8, "mL/h", code="mL/h"))
+    )
+    assert order.concentration_mg_per_ml is None and mg_per_h(order) is None
+
+
+def test_a_strength_that_is_not_mass_per_volume_is_an_error() -> None:
+    vial = medication("vial", "Ketamine vial", strength=(500, "mg", 1, "mg"))
+    with pytest.raises(UnitError) as caught:
+        read(
+            patient(), ketamine(medication={"reference": "#vial"}, contained=[vial], rate=quantity(8, "mL/h"))
+        )
+    assert caught.value.field == "MedicationRequest/k1#vial.ingredient[0].strength"
+
+
+def test_a_mass_dose_does_not_need_the_concentration() -> None:
+    assert order_of(ketamine(dose=quantity(20, "mg", code="mg"))).concentration_mg_per_ml is None
+
+
+def test_the_icu_fixture_reads_an_infusion_in_ml_per_hour() -> None:
+    facts = facts_from_bundle(load(FIXTURES / "icu-infusion-ml-per-h.json"), as_of=TODAY)
+    assert facts.order is not None and facts.order.kind is DoseKind.INFUSION
+    assert facts.order.concentration_mg_per_ml == 10 and mg_per_h(facts.order) == 80
+    assert facts.order.source.display.startswith("Ketamine 500 mg in 50 mL")
+
+
+def test_snomed_route_codes_are_checked_before_words() -> None:
+    # the SNOMED code says intramuscular even though the text says IV: the code decides, and IM is not covered
+    contradictory = {"coding": [{"system": SNOMED, "code": "78421000", "display": "IM"}], "text": "IV"}
+    with pytest.raises(InputError):
+        read(patient(), ketamine(route=contradictory))
+
+
+def test_a_rate_with_the_bag_content_is_an_infusion() -> None:
+    """doseQuantity 500 mg (the bag) with rateQuantity 20 mg/h: the order is the 20 mg/h infusion."""
+    order = order_of(ketamine(dose=quantity(500, "mg", code="mg"), rate=quantity(20, "mg/h", code="mg/h")))
+    assert order.kind is DoseKind.INFUSION and mg_per_h(order) == 20
+
+
+def test_an_unresolvable_medication_reference_is_named_by_its_display() -> None:
+    request = ketamine(medication={"reference": "Medication/elsewhere", "display": "Ketamine 10 mg/mL"})
+    assert order_of(request).source.display == "Ketamine 10 mg/mL"

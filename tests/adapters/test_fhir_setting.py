@@ -1,0 +1,133 @@
+"""Setting (intensive care or not, from the Encounter and its Location) and prior IV ketamine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fhir_bundles import FIXTURES, IV, NASAL, ORAL, TODAY, encounter, ketamine, load, location, patient, read
+
+from ketamine_cds import Setting
+from ketamine_cds.adapters.fhir import facts_from_bundle
+
+
+@pytest.mark.parametrize("code", ["ICU", "PEDICU", "PEDNICU"])
+def test_an_intensive_care_location_is_intensive_care(code: str) -> None:
+    facts = read(patient(), encounter(locations=("Location/unit",)), location("unit", code), ketamine())
+    assert facts.setting is Setting.INTENSIVE_CARE
+
+
+@pytest.mark.parametrize("code", ["HU", "HOSP", "ER", "CCU", "OF"])
+def test_a_typed_location_that_is_not_intensive_care_is_not(code: str) -> None:
+    facts = read(patient(), encounter(locations=("Location/unit",)), location("unit", code), ketamine())
+    assert facts.setting is Setting.NON_INTENSIVE_CARE
+
+
+def test_a_location_typed_by_words_only() -> None:
+    unit = location("unit", None)
+    unit["type"] = [{"text": "Surgical intensive care"}]
+    assert read(encounter(locations=("Location/unit",)), unit).setting is Setting.INTENSIVE_CARE
+
+
+def test_an_untyped_or_missing_location_is_unknown_for_an_inpatient() -> None:
+    assert read(encounter(locations=("Location/unit",)), location("unit", None)).setting is Setting.UNKNOWN
+    assert read(encounter(locations=("Location/elsewhere",))).setting is Setting.UNKNOWN
+    assert read(encounter()).setting is Setting.UNKNOWN
+
+
+@pytest.mark.parametrize("klass", ["AMB", "EMER", "VR", "HH"])
+def test_outpatient_emergency_virtual_and_home_encounters_are_not_intensive_care(klass: str) -> None:
+    assert read(encounter(klass=klass)).setting is Setting.NON_INTENSIVE_CARE
+
+
+def test_an_icu_location_wins_over_an_emergency_class() -> None:
+    facts = read(encounter(klass="EMER", locations=("Location/unit",)), location("unit", "ICU"))
+    assert facts.setting is Setting.INTENSIVE_CARE
+
+
+def test_no_encounter_is_unknown() -> None:
+    assert read(patient(), ketamine()).setting is Setting.UNKNOWN
+
+
+def test_the_orders_encounter_is_preferred() -> None:
+    ward = encounter("ward-stay", status="in-progress", locations=("Location/ward",))
+    icu = encounter("icu-stay", status="finished", locations=("Location/icu",))
+    resources = (ward, icu, location("ward", "HU"), location("icu", "ICU"))
+    assert read(*resources, ketamine(encounter="Encounter/icu-stay")).setting is Setting.INTENSIVE_CARE
+    assert read(*resources, ketamine()).setting is Setting.NON_INTENSIVE_CARE  # the one in progress
+
+
+def test_without_an_in_progress_encounter_only_a_single_one_counts() -> None:
+    done = encounter("a", status="finished", klass="AMB")
+    assert read(done).setting is Setting.NON_INTENSIVE_CARE
+    assert read(done, encounter("b", status="finished", klass="AMB")).setting is Setting.UNKNOWN
+
+
+def test_the_active_location_of_a_transfer_is_the_current_one() -> None:
+    facts = facts_from_bundle(load(FIXTURES / "icu-infusion-ml-per-h.json"), as_of=TODAY)
+    assert facts.setting is Setting.INTENSIVE_CARE  # moved from the emergency room (completed) to the MICU
+
+
+def test_a_contained_location() -> None:
+    stay = encounter(locations=("#bed",))
+    stay["contained"] = [location("bed", "PEDICU")]
+    assert read(stay).setting is Setting.INTENSIVE_CARE
+
+
+# --- prior IV ketamine ------------------------------------------------------------------------------
+
+
+def administration(
+    route: dict[str, Any] | None, *, status: str = "completed", id: str = "ma1"
+) -> dict[str, Any]:
+    given: dict[str, Any] = {
+        "resourceType": "MedicationAdministration",
+        "id": id,
+        "status": status,
+        "medicationCodeableConcept": {"text": "ketamine 10 mg/mL injection"},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-10-01T10:00:00Z",
+    }
+    if route is not None:
+        given["dosage"] = {"route": route}
+    return given
+
+
+def test_no_other_ketamine_is_no_prior_iv_ketamine() -> None:
+    assert read(patient(), ketamine()).prior_iv_ketamine is False
+
+
+@pytest.mark.parametrize("status", ["completed", "stopped", "active", "on-hold"])
+def test_another_iv_ketamine_request_is_prior_iv_ketamine(status: str) -> None:
+    earlier = ketamine(id="earlier", status=status, route=IV)
+    facts = read(patient(), earlier, ketamine(id="now", route=NASAL), order_id="now")
+    assert facts.prior_iv_ketamine is True
+
+
+@pytest.mark.parametrize("status", ["entered-in-error", "cancelled", "draft"])
+def test_requests_never_given_are_not_prior_iv_ketamine(status: str) -> None:
+    facts = read(
+        patient(), ketamine(id="other", status=status), ketamine(id="now", status="active"), order_id="now"
+    )
+    assert facts.prior_iv_ketamine is False
+
+
+def test_earlier_oral_ketamine_is_not_iv() -> None:
+    assert (
+        read(patient(), ketamine(id="earlier", status="completed", route=ORAL), ketamine()).prior_iv_ketamine
+        is False
+    )
+
+
+def test_an_earlier_request_without_route_leaves_prior_iv_ketamine_unknown() -> None:
+    assert (
+        read(patient(), ketamine(id="earlier", status="completed", route=None), ketamine()).prior_iv_ketamine
+        is None
+    )
+
+
+def test_an_iv_ketamine_administration_is_prior_iv_ketamine() -> None:
+    assert read(patient(), administration(IV), ketamine(route=NASAL)).prior_iv_ketamine is True
+    assert read(patient(), administration(ORAL)).prior_iv_ketamine is False
+    assert read(patient(), administration(IV, status="not-done")).prior_iv_ketamine is False
+    assert read(patient(), administration(None)).prior_iv_ketamine is None

@@ -1,0 +1,137 @@
+"""A real ketamine-cds server (uvicorn, in its own process) on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        env = {**os.environ, "KETAMINE_CDS_DATA_DIR": str(self.data_dir), **self.env}
+        self.log = (self.data_dir / f"server-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ketamine_cds", "serve", "--port", str(self.port)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log_text()}")
+            try:
+                if httpx.get(self.url + "/openapi.json", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_text()}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=20)
+        self.log.close()
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return (self.data_dir / f"server-{self.port}.log").read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with authentication disabled by the development flag."""
+    server = Server(tmp_path_factory.mktemp("dev"), {"KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1"}).start()
+    yield server
+    server.stop()
+
+
+def _initdb() -> Path | None:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True):
+        return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway PostgreSQL server on a free loopback port, or KETAMINE_CDS_TEST_DATABASE_URL if given.
+
+    Skipped when no PostgreSQL is installed, unless KETAMINE_CDS_REQUIRE_POSTGRES is set (as CI does).
+    """
+    given = os.environ.get("KETAMINE_CDS_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    initdb = _initdb()
+    if initdb is None:
+        if os.environ.get("KETAMINE_CDS_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (KETAMINE_CDS_REQUIRE_POSTGRES) but initdb was not found")
+        pytest.skip("PostgreSQL is not installed here; CI installs it")
+    bin_dir = initdb.parent
+    root = Path(
+        tempfile.mkdtemp(prefix="ketamine-cds-pg-")
+    )  # outside pytest's 0700 tree: postgres must reach it
+    as_postgres: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        subprocess.run(["chown", "postgres", str(root)], check=True)
+    data, port = root / "data", free_port()
+    subprocess.run(
+        [*as_postgres, str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=on"
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(root / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,154 @@
+"""The store on SQLite and on a real PostgreSQL server: audit, feedback, token replay, pseudonyms."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ketamine_cds.service.settings import Settings
+from ketamine_cds.service.store import (
+    AssessmentRecord,
+    CardRecord,
+    FeedbackRecord,
+    SQLiteStore,
+    Store,
+    open_store,
+    pseudonym,
+)
+
+NOW = dt.datetime(2026, 11, 24, 9, 30, tzinfo=dt.UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        settings = Settings(data_dir=tmp_path)
+    else:
+        settings = Settings(data_dir=tmp_path, database_url=request.getfixturevalue("postgres_url"))
+    opened = open_store(settings)
+    yield opened
+    opened.close()
+
+
+def _assessment(card: str) -> AssessmentRecord:
+    return AssessmentRecord(
+        id=str(uuid.uuid4()),
+        created_at=NOW,
+        service="ketamine-order-sign",
+        hook="order-sign",
+        hook_instance=str(uuid.uuid4()),
+        client="https://ehr.example",
+        kb_version="2026.11.1",
+        verdict="dose-exceeds-limit",
+        statements=["dose-bolus-limit"],
+        patient=pseudonym(b"k", "123"),
+        latency_ms=3.2,
+        cards=[CardRecord(card, "dose-bolus-limit", "critical")],
+    )
+
+
+def test_assessment_and_feedback_are_stored_and_joined(store: Store) -> None:
+    card = str(uuid.uuid4())
+    store.record_assessment(_assessment(card))
+    store.record_feedback(
+        [
+            FeedbackRecord(
+                str(uuid.uuid4()),
+                NOW,
+                "ketamine-order-sign",
+                card,
+                "overridden",
+                None,
+                "prior-ketamine-exposure",
+                "urn:x",
+                "Prior exposure",
+                None,
+                [],
+                None,
+            )
+        ]
+    )
+    rows = store.query(
+        "SELECT c.statement, f.outcome, f.override_code FROM feedback f JOIN cards c ON c.uuid = f.card "
+        "WHERE c.uuid = ?",
+        [card],
+    )
+    assert rows == [("dose-bolus-limit", "overridden", "prior-ketamine-exposure")]
+
+
+def test_a_token_id_is_accepted_once(store: Store) -> None:
+    jti = str(uuid.uuid4())
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    assert store.remember_token("https://ehr.example", jti, later) is True
+    assert store.remember_token("https://ehr.example", jti, later) is False
+    assert store.remember_token("https://other.example", jti, later) is True
+
+
+def test_no_patient_identifier_is_stored_in_clear(store: Store) -> None:
+    card = str(uuid.uuid4())
+    store.record_assessment(_assessment(card))
+    stored = store.query(
+        "SELECT patient FROM assessments a JOIN cards c ON c.assessment_id = a.id WHERE c.uuid = ?", [card]
+    )
+    assert stored == [(pseudonym(b"k", "123"),)] and "123" not in str(stored)
+
+
+def test_pseudonyms_are_stable_and_depend_on_the_secret() -> None:
+    assert pseudonym(b"a", "p1") == pseudonym(b"a", "p1")
+    assert pseudonym(b"a", "p1") != pseudonym(b"b", "p1") != pseudonym(b"a", "p2")
+    assert pseudonym(b"a", None) is None
+
+
+def test_sqlite_store_survives_reopening(tmp_path: Path) -> None:
+    first = SQLiteStore(str(tmp_path / "db.sqlite3"))
+    first.record_assessment(_assessment("card-1"))
+    first.close()
+    again = SQLiteStore(str(tmp_path / "db.sqlite3"))
+    assert again.query("SELECT uuid FROM cards") == [("card-1",)]
+    assert again.integrity_ok()
+
+
+def test_settings_make_a_persistent_pseudonym_secret(tmp_path: Path) -> None:
+    first = Settings(data_dir=tmp_path / "d").prepared()
+    second = Settings(data_dir=tmp_path / "d").prepared()
+    assert first.pseudonym_secret and first.pseudonym_secret == second.pseudonym_secret
+    assert oct((tmp_path / "d" / "pseudonym.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_report_counts_verdicts_and_override_rates(store: Store) -> None:
+    from ketamine_cds.service.report import build_report, report_text
+
+    cards = [str(uuid.uuid4()) for _ in range(4)]
+    for card in cards:
+        store.record_assessment(_assessment(card))
+    outcomes = ["overridden", "overridden", "accepted"]
+    store.record_feedback(
+        [
+            FeedbackRecord(
+                str(uuid.uuid4()),
+                NOW,
+                "ketamine-order-sign",
+                card,
+                outcome,
+                None,
+                "prior-ketamine-exposure" if outcome == "overridden" else None,
+                None,
+                None,
+                None,
+                [],
+                None,
+            )
+            for card, outcome in zip(cards, outcomes, strict=False)
+        ]
+    )
+    report = build_report(store, dt.date(2026, 11, 24), dt.date(2026, 11, 24))
+    assert report["verdicts"]["dose-exceeds-limit"] >= 4
+    bolus = next(s for s in report["statements"] if s["statement"] == "dose-bolus-limit")
+    assert (bolus["accepted"], bolus["overridden"]) >= (1, 2)
+    assert bolus["override_reasons"]["prior-ketamine-exposure"] >= 2
+    assert "dose-bolus-limit" in report_text(report)
+    assert build_report(store, dt.date(2026, 11, 25))["assessments"] == 0
