@@ -159,3 +159,20 @@ def test_limits_in_intensive_care_has_no_infusion_maximum() -> None:
 def test_limits_rejects_impossible_weights(weight: str) -> None:
     done = cli("limits", "--weight", weight)
     assert done.returncode == 2 and "--weight" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"order": {"route": "iv", "dose": {"value": 1e99999999, "unit": "mg"}}}',
+        '{"order": {"route": "iv", "dose": {"value": "1e99999999", "unit": "mg"}}}',
+        '{"patient": {"weight": {"value": 1e-99999999, "unit": "kg"}}}',
+        '{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": '
+        '{"resourceType": "Observation", "status": "final", '
+        '"code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]}, '
+        '"valueQuantity": {"value": 7e88888888, "unit": "kg"}}}]}',
+    ],
+)
+def test_enormous_exponents_are_refused_at_once_not_computed(text: str) -> None:
+    done = cli("assess", "-", stdin=text)
+    assert done.returncode == 2 and "out of range" in done.stderr

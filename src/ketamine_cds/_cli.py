@@ -52,6 +52,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--validate", action="store_true", help="also validate a Bundle strictly against FHIR R4")
     p.set_defaults(run=_assess)
 
+    p = sub.add_parser("serve", help="start the HTTP service (CDS Hooks and the clinician page)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--data-dir", help="where the SQLite database lives (default ./data)")
+    p.add_argument("--database-url", help="postgresql://... to use PostgreSQL instead of SQLite")
+    p.add_argument("--trust-list", help="JSON file of trusted EHR issuers and their JWKS")
+    p.add_argument("--public-url", help="the service's own base URL (the JWT audience)")
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        default=None,
+        help="development only: accept calls without a JWT",
+    )
+    p.set_defaults(run=_serve)
+
     p = sub.add_parser("report", help="verdict counts and card override rates from the service's audit trail")
     p.add_argument("--since", type=_date, help="first day (YYYY-MM-DD)")
     p.add_argument("--until", type=_date, help="last day (YYYY-MM-DD)")
@@ -101,6 +116,35 @@ def _assess(args: argparse.Namespace) -> int:
         print(json.dumps(assessment_json(assessment), ensure_ascii=False))
     else:
         sys.stdout.write(text_report(assessment))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    import uvicorn
+
+    from .service.app import create_app
+    from .service.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env(
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        database_url=args.database_url,
+        trust_list=Path(args.trust_list) if args.trust_list else None,
+        public_url=args.public_url,
+        allow_unauthenticated=args.allow_unauthenticated,
+    )
+    from .service.auth import TrustListError
+
+    try:
+        app = create_app(settings)
+    except TrustListError as exc:
+        raise InputError("--trust-list", str(exc)) from None
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
 

@@ -8,17 +8,24 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from ._errors import NotFHIRError, NotJSONError
+from ._errors import InputError, NotFHIRError, NotJSONError
 from ._facts import Facts
 from ._kb import KnowledgeBase, load_knowledge
+from ._units import bounded
 
 
 def parse_json(text: str | bytes) -> Any:
     """JSON with every number read exactly (``Decimal``), never through a binary float."""
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+        return json.loads(text, parse_float=_decimal, parse_constant=Decimal)
+    except InputError:
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise NotJSONError("", f"not JSON ({exc})") from None
+
+
+def _decimal(text: str) -> Decimal:
+    return bounded(Decimal(text), f"number {text[:24]}")
 
 
 def facts_from_document(

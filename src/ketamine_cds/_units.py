@@ -14,7 +14,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Literal
 
-from ._errors import UnitError, WrongDimensionError
+from ._errors import ImpossibleValueError, UnitError, WrongDimensionError
 
 Amount = Literal["mass", "volume"]
 
@@ -73,6 +73,16 @@ class Quantity:
 
     def __str__(self) -> str:
         return f"{format_number(self.value)} {self.unit.text}"
+
+
+MAX_MAGNITUDE = 12  # |exponent| of any clinical number we accept: 1e-12 .. 1e12
+
+
+def bounded(number: Decimal, field: str) -> Decimal:
+    """A number small enough for exact arithmetic (1e99999999 would build a 100-million-digit integer)."""
+    if number.is_finite() and number and abs(number.adjusted()) > MAX_MAGNITUDE:
+        raise ImpossibleValueError(field, f"number out of range: {number}")
+    return number
 
 
 def _norm(token: str) -> str:

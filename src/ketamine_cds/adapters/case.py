@@ -26,7 +26,7 @@ from .._facts import (
     ketamine_order,
 )
 from .._kb import KnowledgeBase, load_knowledge, short_system
-from .._units import Quantity, parse_concentration, parse_unit, weight_in_kg
+from .._units import Quantity, bounded, parse_concentration, parse_unit, weight_in_kg
 
 _TOP = {
     "$schema",
@@ -106,7 +106,7 @@ def _decimal(value: Any, field: str) -> Decimal:
         raise InvalidCaseError(field, f"must be a number, not {value!r}") from None
     if not number.is_finite():
         raise InvalidCaseError(field, f"must be a finite number, not {value!r}")
-    return number
+    return bounded(number, field)
 
 
 def _date(value: Any, field: str) -> dt.date:

@@ -36,7 +36,7 @@ from .._facts import (
     ketamine_order,
 )
 from .._kb import KnowledgeBase, load_knowledge, short_system
-from .._units import Quantity, Unit, concentration_mg_per_ml, parse_unit, weight_in_kg
+from .._units import Quantity, Unit, bounded, concentration_mg_per_ml, parse_unit, weight_in_kg
 
 Json = Mapping[str, Any]
 
@@ -1133,12 +1133,11 @@ def _number(value: Any, field: str) -> Decimal | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise InputError(field, f"must be a number, not {value!r}")
-    if isinstance(value, Decimal):
-        return value
     try:
-        return Decimal(str(value))
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
     except InvalidOperation:  # pragma: no cover - str() of an int or float is always a valid Decimal
         raise InputError(field, f"must be a number, not {value!r}") from None
+    return bounded(number, field)
 
 
 def _safe_number(value: Any) -> Decimal | None:

@@ -1,0 +1,72 @@
+"""The FastAPI application: CDS Hooks routes, the clinician page, error handling and start-up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .._kb import load_knowledge
+from .settings import Settings
+from .store import open_store
+
+log = logging.getLogger("ketamine_cds.service")
+DEV_WARNING = "AUTHENTICATION DISABLED (development flag): any caller is accepted"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = (settings or Settings.from_env()).prepared()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.allow_unauthenticated:
+            log.warning("*** %s ***", DEV_WARNING)
+        yield
+        app.state.store.close()
+
+    kb = load_knowledge()
+    app = FastAPI(
+        title="ketamine-cds",
+        version=kb.version,
+        lifespan=lifespan,
+        description="CDS Hooks 2.0 service for ketamine in acute and chronic pain",
+    )
+    app.state.settings = settings
+    app.state.kb = kb
+    app.state.store = open_store(settings)
+    _add_error_handlers(app)
+    if settings.allow_unauthenticated:
+        _announce_dev_mode(app)
+    from . import auth, hooks, page
+
+    auth.configure(app)  # a malformed trust list stops start-up with a precise message
+    app.include_router(hooks.router)
+    app.include_router(page.router)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"error": "invalid request", "errors": errors}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _announce_dev_mode(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def warn(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response: Response = await call_next(request)
+        response.headers["X-Ketamine-CDS-Warning"] = DEV_WARNING
+        return response

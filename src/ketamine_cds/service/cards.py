@@ -1,0 +1,276 @@
+"""CDS Hooks cards from an ``Assessment``.
+
+The wording comes from the renderer (``finding_texts``), which fills in each statement's own text; this module
+only decides which findings become cards for which hook, and adds what CDS Hooks 2.0 asks of a card: uuid,
+indicator, source (with the statement's grade), links, a suggestion that brings an over-limit dose down to the
+limit, and coded override reasons.
+
+- ``order-sign`` is the safety check at signing: only interruptive cards, for a contraindication the record
+  shows and a dose over its limit. Anything else there would be noise that trains clinicians to click past
+  the cards that matter.
+- ``order-select`` is the informational moment: every finding of the assessment becomes a card (supportive
+  evidence as ``info``, cautions and missing information as ``warning``), the interruptive ones included.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+from fractions import Fraction
+from typing import Any
+
+from .._assessment import Assessment, DoseStatus, Finding
+from .._errors import InputError
+from .._facts import DoseKind
+from .._kb import Statement
+from .._render import SUMMARY_MAX, finding_texts, sorted_findings, verdict_reason
+from .._units import format_number
+
+Json = dict[str, Any]
+
+GUIDELINE = "ASRA/AAPM/ASA 2018 ketamine guideline"
+_GUIDELINE_SOURCES = frozenset({"acute", "chronic"})
+UCUM = "http://unitsofmeasure.org"
+INPUT_ERROR = "input-error"  # the "statement" recorded for a card saying an order could not be checked
+INTERNAL_ERROR = "internal-error"
+
+
+@dataclass(frozen=True)
+class OverrideReason:
+    code: str
+    display: str
+
+
+# The service's own code system for override reasons, published at {base_url}/CodeSystem/override-reason.
+PRIOR_EXPOSURE = OverrideReason(
+    "prior-ketamine-exposure", "Prior ketamine exposure or other individual factors justify this rate"
+)
+MONITORED = OverrideReason(
+    "intensive-care-monitoring", "Patient is in intensive care or continuously monitored (not in the record)"
+)
+WEIGHT = OverrideReason("weight-not-current", "Recorded body weight is wrong or out of date")
+NOT_ANALGESIA = OverrideReason(
+    "not-for-analgesia", "Ketamine is for anesthesia or sedation here, not for pain"
+)
+NOT_CURRENT = OverrideReason(
+    "condition-not-current", "Condition resolved or not current; the record is out of date"
+)
+BENEFIT = OverrideReason(
+    "benefit-outweighs-risk", "Benefit judged to outweigh the risk; discussed and documented"
+)
+OVERRIDE_REASONS = (PRIOR_EXPOSURE, MONITORED, WEIGHT, NOT_ANALGESIA, NOT_CURRENT, BENEFIT)
+
+_REASONS_BY_STATEMENT: dict[str, tuple[OverrideReason, ...]] = {
+    # The reference names prior ketamine exposure as an individual factor for going outside the infusion
+    # range, and the infusion limit does not apply in intensive care.
+    "dose-infusion-limit": (PRIOR_EXPOSURE, MONITORED, WEIGHT, NOT_ANALGESIA),
+    "dose-bolus-limit": (WEIGHT, NOT_ANALGESIA),
+}
+_CONTRAINDICATION_REASONS = (NOT_CURRENT, BENEFIT)
+
+
+def override_reason_system(base_url: str) -> str:
+    return f"{base_url}/CodeSystem/override-reason"
+
+
+def statement_system(base_url: str) -> str:
+    return f"{base_url}/CodeSystem/statement"
+
+
+def is_interruptive(finding: Finding) -> bool:
+    """A contraindication the record shows, or a dose over its limit: the only cards at order-sign."""
+    present_contraindication = (
+        finding.statement.role == "contraindication" and finding.message_key == "present"
+    )
+    return present_contraindication or finding.message_key == "exceeds"
+
+
+def source_label(statement: Statement) -> str:
+    """The guideline (or the review) and the statement's grade and certainty, or "grade not stated"."""
+    name = GUIDELINE if statement.source.key in _GUIDELINE_SOURCES else statement.source.label
+    grade = f"grade {statement.grade}" if statement.grade else "grade not stated"
+    certainty = f", {statement.certainty} certainty" if statement.certainty else ""
+    return f"{name} ({grade}{certainty})"
+
+
+@dataclass(frozen=True)
+class BuiltCard:
+    card: Json
+    statement: str
+    indicator: str
+
+
+def cards_for(assessment: Assessment, *, hook: str, order: Json, base_url: str) -> list[BuiltCard]:
+    """The cards for one assessed order: interruptive ones only at order-sign, all at order-select."""
+    findings = sorted_findings(assessment)
+    if hook == "order-sign":
+        findings = [f for f in findings if is_interruptive(f)]
+    return [_card(f, assessment, order, base_url) for f in findings]
+
+
+def _card(finding: Finding, assessment: Assessment, order: Json, base_url: str) -> BuiltCard:
+    statement = finding.statement
+    summary, detail = finding_texts(finding)
+    interruptive = is_interruptive(finding)
+    indicator = "critical" if interruptive else finding.severity
+    reason = verdict_reason(assessment)
+    detail += (
+        f"\n\n**Statement:** {statement.title} (`{statement.id}`); grade {statement.grade_text}, "
+        f"certainty {statement.certainty_text}."
+        f"\n\n**Assessment of this order:** {assessment.verdict.value}"
+        + (f" ({reason.rstrip('.')})" if reason and reason != summary else "")
+        + "."
+    )
+    card: Json = {
+        "uuid": str(uuid.uuid4()),
+        "summary": summary,
+        "detail": detail,
+        "indicator": indicator,
+        "source": {
+            "label": source_label(statement),
+            "url": statement.source.url,
+            "topic": {"system": statement_system(base_url), "code": statement.id, "display": statement.title},
+        },
+        "links": [
+            {
+                "label": f"Guideline statement: {statement.title}",
+                "url": f"{base_url}/statements/{statement.id}",
+                "type": "absolute",
+            }
+        ],
+    }
+    if finding.message_key == "exceeds":
+        suggestion = dose_suggestion(assessment, order)
+        if suggestion is not None:
+            card["suggestions"] = [suggestion]
+            card["selectionBehavior"] = "at-most-one"
+    if interruptive:
+        reasons = _REASONS_BY_STATEMENT.get(statement.id, _CONTRAINDICATION_REASONS)
+        system = override_reason_system(base_url)
+        card["overrideReasons"] = [{"system": system, "code": r.code, "display": r.display} for r in reasons]
+    return BuiltCard(card, statement.id, indicator)
+
+
+def _floor(value: Fraction, places: int = 2) -> Decimal:
+    """Rounded down, so the suggested dose is never above the limit."""
+    exact = Decimal(value.numerator) / Decimal(value.denominator)
+    return exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_FLOOR)
+
+
+def _plain_number(value: Decimal | Fraction) -> int | float:
+    dec = value if isinstance(value, Decimal) else Decimal(value.numerator) / Decimal(value.denominator)
+    return int(dec) if dec == dec.to_integral_value() else float(dec)
+
+
+def dose_suggestion(assessment: Assessment, order: Json) -> Json | None:
+    """Update the draft MedicationRequest to the limit, in the unit system it was written in: a per-kg order
+    to 0.35 mg/kg or 1 mg/kg/h, an absolute one to the largest dose in mg or rate in mg/h for this weight."""
+    check = assessment.dose_check
+    if check is None or check.status is not DoseStatus.EXCEEDS:
+        return None
+    bolus = check.kind is DoseKind.BOLUS
+    if check.ordered.unit.per_kg:
+        value: Decimal | Fraction = check.limit_per_kg
+        unit = "mg/kg" if bolus else "mg/kg/h"
+    elif check.limit_amount is not None:
+        value = _floor(check.limit_amount)
+        unit = "mg" if bolus else "mg/h"
+    else:
+        return None
+    resource = json_safe(order)
+    if resource is None:
+        return None
+    dosages = resource.get("dosageInstruction")
+    if not isinstance(dosages, list) or not dosages or not isinstance(dosages[0], dict):
+        return None
+    rates = dosages[0].get("doseAndRate")
+    if not isinstance(rates, list) or not rates or not isinstance(rates[0], dict):
+        return None
+    dose_and_rate: Json = rates[0]
+    quantity = {"value": _plain_number(value), "unit": unit, "system": UCUM, "code": unit}
+    if bolus:
+        dose_and_rate.pop("doseRange", None)
+        dose_and_rate["doseQuantity"] = quantity
+    else:
+        for key in ("rateRatio", "rateRange", "rateQuantity"):
+            dose_and_rate.pop(key, None)
+        dose_and_rate["rateQuantity"] = quantity
+    amount = f"{format_number(value)} {unit}"
+    weight = assessment.dose_limits.weight_kg
+    for_weight = (
+        f" for {format_number(weight)} kg" if weight is not None and not check.ordered.unit.per_kg else ""
+    )
+    kind = "bolus" if bolus else "infusion rate"
+    return {
+        "label": f"Change the {kind} to the limit: {amount}{for_weight}",
+        "uuid": str(uuid.uuid4()),
+        "isRecommended": True,
+        "actions": [
+            {
+                "type": "update",
+                "description": f"Set the ketamine {kind} of this order to {amount}{for_weight}, the limit",
+                "resource": resource,
+            }
+        ],
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON: exact decimals as numbers; None when a number cannot be written in JSON (NaN, infinity)."""
+    try:
+        return _plain(value)
+    except ValueError:
+        return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError("not finite")
+        number = _plain_number(value)
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError("not finite")
+        return number
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("not finite")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _short(text: str, room: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= room else text[: room - 1].rstrip() + "…"
+
+
+def not_checked_card(error: InputError | None) -> BuiltCard:
+    """One warning card: the order could not be checked, and why (the clinician must see it)."""
+    if error is None:
+        why = "the checking service failed unexpectedly"
+        detail_why = (
+            "The checking service failed unexpectedly (the failure is logged for the service's team)."
+        )
+        statement = INTERNAL_ERROR
+    else:
+        why = error.message
+        detail_why = (
+            f"The order or the record could not be read: **{error.field or 'request'}**: {error.message}"
+        )
+        statement = INPUT_ERROR
+    head = "Ketamine order not checked: "
+    card: Json = {
+        "uuid": str(uuid.uuid4()),
+        "summary": head + _short(why, SUMMARY_MAX - len(head)),
+        "detail": (
+            f"{detail_why}\n\nThis ketamine order was **not** checked against the {GUIDELINE}: no "
+            "screening for contraindications and no dose-limit check were made. Correct the order or the "
+            "record, or check it by hand."
+        ),
+        "indicator": "warning",
+        "source": {"label": f"ketamine-cds order check ({GUIDELINE} not applied)"},
+    }
+    return BuiltCard(card, statement, "warning")

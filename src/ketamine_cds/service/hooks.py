@@ -1,0 +1,711 @@
+"""CDS Hooks 2.0: discovery, the ketamine order-select and order-sign services, and their feedback endpoints.
+
+A hook call: parse and check the request (400 when malformed, 404 for an unknown service); find the ketamine
+MedicationRequests among ``context.draftOrders`` (at order-select only the selected ones); without one, answer
+``{"cards": []}`` at once. Otherwise gather the record (prefetch, else the client's FHIR server, else 412),
+assess each ketamine order with the engine, turn the assessment into cards (``cards.py``) and record it in the
+audit trail before answering. Handlers are plain ``def`` (run in the thread pool): the engine and the FHIR
+reads are blocking work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .._assessment import Assessment
+from .._engine import assess
+from .._errors import InputError, NotJSONError
+from .._inputs import parse_json
+from .._kb import KnowledgeBase
+from ..adapters.fhir import facts_from_bundle
+from . import prefetch as pf
+from .auth import authenticate
+from .cards import BuiltCard, cards_for, not_checked_card
+from .fhir_client import FhirAccess, FhirUnavailable
+from .settings import Settings
+from .store import AssessmentRecord, CardRecord, FeedbackRecord, Store, pseudonym
+
+log = logging.getLogger("ketamine_cds.service.hooks")
+Json = dict[str, Any]
+
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
+PREFLIGHT_HEADERS = {
+    **CORS_HEADERS,
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+
+
+class _CORSRoute(APIRoute):
+    """CORS on every CDS Hooks response, errors included (CDS Hooks 2.0: browser-based clients need it)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_cors(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except StarletteHTTPException as exc:
+                exc.headers = {**(exc.headers or {}), **CORS_HEADERS}
+                raise
+            response.headers.update(CORS_HEADERS)
+            return response
+
+        return with_cors
+
+
+router = APIRouter(route_class=_CORSRoute, tags=["CDS Hooks"])
+
+
+@dataclass(frozen=True)
+class CdsService:
+    id: str
+    hook: str
+    title: str
+    description: str
+
+
+def _services(kb: KnowledgeBase) -> dict[str, CdsService]:
+    bolus = kb.threshold("dose-bolus-limit", "limit_mg_per_kg")
+    infusion = kb.threshold("dose-infusion-limit", "limit_mg_per_kg_per_h")
+    limits = (
+        f"IV bolus {float(bolus):g} mg/kg; IV infusion {float(infusion):g} mg/kg/h outside intensive care"
+    )
+    services = (
+        CdsService(
+            "ketamine-order-select",
+            "order-select",
+            "Ketamine for pain: guideline check while ordering",
+            f"When a ketamine order is selected, shows what the {kb.guideline} say for this patient: the "
+            "supporting statements with their grade and certainty, cautions, contraindications found in the "
+            f"record, missing information, and the dose limits for the patient's weight ({limits}).",
+        ),
+        CdsService(
+            "ketamine-order-sign",
+            "order-sign",
+            "Ketamine for pain: contraindication and dose-limit check at signing",
+            "When a ketamine order is signed, interrupts only for a contraindication the record shows or an "
+            f"IV dose over the limit of the {kb.guideline} ({limits}), with a suggestion that changes the "
+            "dose to the limit and coded override reasons.",
+        ),
+    )
+    return {s.id: s for s in services}
+
+
+USAGE_REQUIREMENTS = (
+    "Call ketamine-order-sign on order-sign: it is the safety check (contraindications and dose limits); "
+    "ketamine-order-select adds the supporting evidence and cautions while ordering. Draft orders must be "
+    "FHIR R4 MedicationRequests (ketamine by RxNorm code or name, route and dose in dosageInstruction[0]). "
+    "Satisfy every "
+    "prefetch template, or send fhirServer (https) with fhirAuthorization so the service can read what is "
+    "missing; without the data the service answers 412. A prefetch key whose search finds nothing must be "
+    "null. Calls need a signed JWT (Authorization: Bearer) from a CDS Client on the service's trust list. "
+    "Decision support for clinicians, not a substitute for their judgement."
+)
+
+
+def _discovery(kb: KnowledgeBase) -> Json:
+    templates = pf.templates(kb)
+    return {
+        "services": [
+            {
+                "hook": s.hook,
+                "title": s.title,
+                "description": s.description,
+                "id": s.id,
+                "prefetch": dict(templates),
+                "usageRequirements": USAGE_REQUIREMENTS,
+            }
+            for s in _services(kb).values()
+        ]
+    }
+
+
+# --- request bodies ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Body:
+    data: Json | None = None
+    error: str | None = None
+
+
+async def _json_body(request: Request) -> _Body:
+    """The body as a JSON object (numbers exact), or why it is not one; read here so that a sync handler can
+    check the service id first and answer 404 before complaining about the body."""
+    raw = await request.body()
+    if not raw.strip():
+        return _Body(error="the request body is empty; a JSON object is required")
+    try:
+        data = parse_json(raw)
+    except NotJSONError as exc:
+        return _Body(error=f"the request body is not JSON: {exc.message}")
+    except RecursionError:
+        return _Body(error="the request body is nested too deeply")
+    if not isinstance(data, dict):
+        return _Body(error="the request body must be a JSON object")
+    return _Body(data)
+
+
+Body = Annotated[_Body, Depends(_json_body)]
+Issuer = Annotated[str | None, Depends(authenticate)]
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _string(data: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None  # absent (a null optional field is read as absent)
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{where}{key} must be a non-empty string")
+    return value
+
+
+def _object(
+    data: Mapping[str, Any], key: str, where: str, *, required: bool = True
+) -> Mapping[str, Any] | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, Mapping):
+        raise BadRequest(f"{where}{key} must be a JSON object")
+    return value
+
+
+# --- the hook request -------------------------------------------------------------------------------
+
+
+@dataclass
+class DraftOrder:
+    """A MedicationRequest of ``context.draftOrders``: as sent, and as put in the record (with an id)."""
+
+    original: Json
+    in_record: Json
+    full_url: str | None
+    order_id: str
+
+
+@dataclass
+class HookRequest:
+    hook: str
+    hook_instance: str
+    fhir_server: str | None
+    fhir_authorization: Mapping[str, Any] | None
+    context: Json
+    prefetch: Mapping[str, Any] | None
+    patient_id: str
+    drafts: list[tuple[str | None, Json]]  # every draftOrders entry resource, ids filled in
+    orders: list[DraftOrder]  # the MedicationRequests among them
+    selections: frozenset[str] | None = field(default=None)
+
+
+def _reference_key(reference: str) -> str:
+    """``MedicationRequest/1``, also from an absolute URL or with a version (``.../_history/2``)."""
+    parts = [p for p in reference.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:])
+
+
+def _patient_id(value: str) -> str:
+    # CDS Hooks sends the bare id; some clients (e.g. the CDC opioid IG's examples) send "Patient/<id>".
+    return value.split("/", 1)[1] if value.startswith("Patient/") and value.count("/") == 1 else value
+
+
+def _authorization(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    auth = _object(data, "fhirAuthorization", "", required=False)
+    if auth is None:
+        return None
+    _string(auth, "access_token", "fhirAuthorization.")
+    token_type = _string(auth, "token_type", "fhirAuthorization.")
+    if token_type is None or token_type.lower() != "bearer":
+        raise BadRequest("fhirAuthorization.token_type must be Bearer")
+    expires_in = auth.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
+        raise BadRequest("fhirAuthorization.expires_in must be an integer (the token's lifetime in seconds)")
+    for key in ("scope", "subject", "patient"):
+        if key in auth and not isinstance(auth[key], str):
+            raise BadRequest(f"fhirAuthorization.{key} must be a string")
+    if not isinstance(data.get("fhirServer"), str):
+        raise BadRequest("fhirServer is required when fhirAuthorization is given")
+    return auth
+
+
+def parse_hook_request(data: Mapping[str, Any], service: CdsService) -> HookRequest:
+    hook = _string(data, "hook", "")
+    if hook != service.hook:
+        raise BadRequest(f"the service {service.id} answers the {service.hook} hook, not {hook}")
+    hook_instance = _string(data, "hookInstance", "")
+    fhir_server = _string(data, "fhirServer", "", required=False)
+    authorization = _authorization(data)
+    context = _object(data, "context", "")
+    assert context is not None and hook is not None and hook_instance is not None
+    patient = _string(context, "patientId", "context.")
+    assert patient is not None
+    _string(context, "userId", "context.", required=False)
+    _string(context, "encounterId", "context.", required=False)
+    selections: frozenset[str] | None = None
+    if service.hook == "order-select":
+        raw = context.get("selections")
+        if not isinstance(raw, list) or not all(isinstance(s, str) and s for s in raw):
+            raise BadRequest("context.selections must be an array of references (e.g. MedicationRequest/1)")
+        selections = frozenset(_reference_key(s) for s in raw)
+    draft_bundle = _object(context, "draftOrders", "context.")
+    assert draft_bundle is not None
+    if draft_bundle.get("resourceType") == "Bundle":
+        entries = draft_bundle.get("entry", [])
+    elif isinstance(draft_bundle.get("resourceType"), str):
+        # CDS Hooks 2.0 sends a Bundle; a single order resource (as some 1.0-era clients and the CDC opioid
+        # IG's examples send) is unambiguous, so it is read as a Bundle of one rather than refused.
+        entries = [{"resource": draft_bundle}]
+    else:
+        raise BadRequest("context.draftOrders must be a FHIR Bundle of the draft orders")
+    if not isinstance(entries, list):
+        raise BadRequest("context.draftOrders.entry must be an array")
+    drafts: list[tuple[str | None, Json]] = []
+    orders: list[DraftOrder] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise BadRequest(f"context.draftOrders.entry[{i}] must be a JSON object")
+        resource = entry.get("resource")
+        if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
+            raise BadRequest(f"context.draftOrders.entry[{i}].resource must be a FHIR resource")
+        full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+        in_record = dict(resource)
+        rid = resource.get("id")
+        if not isinstance(rid, str) or not rid:
+            rid = f"ketamine-cds-draft-{i}"  # internal only: suggestions carry the order as sent
+            in_record["id"] = rid
+        if resource["resourceType"] == "MedicationRequest" and "status" not in resource:
+            in_record["status"] = "draft"  # a draft order by definition (status is required in FHIR anyway)
+        drafts.append((full_url, in_record))
+        if resource["resourceType"] == "MedicationRequest":
+            orders.append(DraftOrder(dict(resource), in_record, full_url, rid))
+    prefetch = data.get("prefetch")
+    if prefetch is not None and not isinstance(prefetch, Mapping):
+        raise BadRequest("prefetch must be a JSON object")
+    return HookRequest(
+        hook,
+        hook_instance,
+        fhir_server,
+        authorization,
+        dict(context),
+        prefetch,
+        _patient_id(patient),
+        drafts,
+        orders,
+        selections,
+    )
+
+
+# --- which drafts are ketamine orders ----------------------------------------------------------------
+
+_IV = {"coding": [{"system": "http://snomed.info/sct", "code": "47625008", "display": "Intravenous route"}]}
+_PROBE_FIELDS = (
+    "resourceType",
+    "status",
+    "intent",
+    "doNotPerform",
+    "medicationCodeableConcept",
+    "medicationReference",
+    "contained",
+)
+
+
+def _is_ketamine_order(
+    order: DraftOrder, medications: list[tuple[str | None, Json]], kb: KnowledgeBase, as_of: dt.date
+) -> bool:
+    """Whether the FHIR reader sees a draft or active ketamine order here. The reader alone decides what
+    ketamine is (RxNorm code or name, its Medication): it is asked about a copy with only the drug and a
+    route."""
+    probe: Json = {k: order.in_record[k] for k in _PROBE_FIELDS if k in order.in_record}
+    probe["id"] = "probe"
+    probe["dosageInstruction"] = [{"route": _IV}]
+    entries: list[Json] = [{"resource": probe}]
+    entries += [{"resource": r, **({"fullUrl": u} if u else {})} for u, r in medications]
+    try:
+        facts = facts_from_bundle(
+            {"resourceType": "Bundle", "type": "collection", "entry": entries}, as_of=as_of, kb=kb
+        )
+    except InputError:
+        return True  # cannot tell: assess it, so that a broken ketamine order is reported, not passed over
+    return facts.order is not None
+
+
+def _ketamine_orders(req: HookRequest, kb: KnowledgeBase, as_of: dt.date) -> list[DraftOrder]:
+    medications = [(u, r) for u, r in req.drafts if r.get("resourceType") == "Medication"]
+    medications += pf.medications(req.prefetch or {})
+    chosen = []
+    for order in req.orders:
+        if req.selections is not None and f"MedicationRequest/{order.order_id}" not in req.selections:
+            continue
+        if _is_ketamine_order(order, medications, kb, as_of):
+            chosen.append(order)
+    return chosen
+
+
+# --- the record --------------------------------------------------------------------------------------
+
+
+class PreconditionFailed(Exception):
+    def __init__(self, reason: str, missing: list[str]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.missing = missing
+
+
+def _gather(req: HookRequest, kb: KnowledgeBase, settings: Settings, received_at: float) -> dict[str, Any]:
+    """The data of every applicable prefetch template: as prefetched, else read from the FHIR server."""
+    context = {**req.context, "patientId": req.patient_id}
+    wanted = {key: q for key, t in pf.templates(kb).items() if (q := pf.render(t, context)) is not None}
+    collected = pf.collect(req.prefetch, wanted)
+    if not collected.missing:
+        return collected.data
+    try:
+        access = FhirAccess.from_request(
+            req.fhir_server,
+            req.fhir_authorization,
+            received_at=received_at,
+            timeout_s=settings.fhir_timeout_s,
+        )
+        fetched = access.read_all({key: wanted[key] for key in collected.missing})
+    except FhirUnavailable as exc:
+        raise PreconditionFailed(exc.reason, collected.missing) from None
+    for key, value in fetched.items():
+        if value is not None and pf.failed(value):
+            raise PreconditionFailed(f"the FHIR server reported an error ({key})", collected.missing)
+    return {**collected.data, **fetched}
+
+
+# --- assessing the orders ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    cards: list[BuiltCard]
+    verdict: str
+    statements: tuple[str, ...]
+    kb_version: str
+
+
+def _assess_order(
+    order: DraftOrder, record: Json, req: HookRequest, kb: KnowledgeBase, as_of: dt.date, base_url: str
+) -> _Outcome:
+    """Input the engine rejects (bad units, an impossible weight, no route...) gets 200 and one warning
+    card saying the order was not checked, and why. CDS Hooks 2.0 lets a service answer errors with 4xx, but
+    a client shows no error to the clinician: the order would look checked when it was not. A card is what
+    the clinician sees; the specification prescribes nothing else for a request that is well formed but
+    clinically unreadable."""
+    assessment: Assessment
+    try:
+        facts = facts_from_bundle(record, as_of=as_of, kb=kb, order_id=order.order_id)
+        assessment = assess(facts, kb)
+    except InputError as exc:
+        return _Outcome([not_checked_card(exc)], "input-error", (), kb.version)
+    except Exception as exc:  # no input may turn into a 500: the clinician gets a card, the team the frames
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error(
+            "unexpected %s while assessing a ketamine order (values withheld):\n%s",
+            type(exc).__name__,
+            frames,
+        )
+        return _Outcome([not_checked_card(None)], "internal-error", (), kb.version)
+    built = cards_for(assessment, hook=req.hook, order=order.original, base_url=base_url)
+    return _Outcome(
+        built, assessment.verdict.value, assessment.statement_ids, assessment.knowledge_base_version
+    )
+
+
+def _app_state(request: Request) -> tuple[Settings, KnowledgeBase, Store]:
+    state = request.app.state
+    return state.settings, state.kb, state.store
+
+
+# --- endpoints ---------------------------------------------------------------------------------------
+
+_HOOK_REQUEST_SCHEMA: Json = {
+    "type": "object",
+    "required": ["hook", "hookInstance", "context"],
+    "properties": {
+        "hook": {"type": "string", "enum": ["order-select", "order-sign"]},
+        "hookInstance": {"type": "string"},
+        "fhirServer": {"type": "string"},
+        "fhirAuthorization": {
+            "type": "object",
+            "required": ["access_token", "token_type", "expires_in", "scope", "subject"],
+            "properties": {
+                "access_token": {"type": "string"},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"},
+                "scope": {"type": "string"},
+                "subject": {"type": "string"},
+                "patient": {"type": "string"},
+            },
+        },
+        "context": {
+            "type": "object",
+            "required": ["patientId", "draftOrders"],
+            "properties": {
+                "userId": {"type": "string"},
+                "patientId": {"type": "string"},
+                "encounterId": {"type": "string"},
+                "selections": {"type": "array", "items": {"type": "string"}},
+                "draftOrders": {"type": "object"},
+            },
+        },
+        "prefetch": {"type": "object"},
+    },
+}
+_FEEDBACK_SCHEMA: Json = {
+    "type": "object",
+    "required": ["feedback"],
+    "properties": {
+        "feedback": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["card", "outcome"],
+                "properties": {
+                    "card": {"type": "string"},
+                    "outcome": {"type": "string", "enum": ["accepted", "overridden"]},
+                    "acceptedSuggestions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id"],
+                            "properties": {"id": {"type": "string"}},
+                        },
+                    },
+                    "overrideReason": {
+                        "type": "object",
+                        "properties": {
+                            "reason": {
+                                "type": "object",
+                                "required": ["code", "system"],
+                                "properties": {
+                                    "code": {"type": "string"},
+                                    "system": {"type": "string"},
+                                    "display": {"type": "string"},
+                                },
+                            },
+                            "userComment": {"type": "string"},
+                        },
+                    },
+                    "outcomeTimestamp": {"type": "string"},
+                },
+            },
+        }
+    },
+}
+
+
+def _body_spec(schema: Json) -> Json:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "Malformed request",
+        401: "No valid JWT",
+        404: "Unknown service",
+        412: "Required data neither prefetched nor readable from fhirServer",
+        503: "The audit trail or feedback store is unavailable",
+    }
+    return {code: {"description": text[code]} for code in codes}
+
+
+@router.get("/cds-services", summary="CDS Hooks discovery")
+def discovery(request: Request) -> JSONResponse:
+    return JSONResponse(_discovery(request.app.state.kb))
+
+
+@router.options("/cds-services", include_in_schema=False)
+@router.options("/cds-services/{service_id}", include_in_schema=False)
+@router.options("/cds-services/{service_id}/feedback", include_in_schema=False)
+def preflight() -> Response:
+    return Response(status_code=204, headers=PREFLIGHT_HEADERS)
+
+
+@router.post(
+    "/cds-services/{service_id}",
+    summary="Call a CDS service (order-select or order-sign)",
+    openapi_extra=_body_spec(_HOOK_REQUEST_SCHEMA),
+    responses=_errors(400, 401, 404, 412, 503),
+)
+def call_service(service_id: str, request: Request, body: Body, issuer: Issuer) -> JSONResponse:
+    started, received_at = time.perf_counter(), time.monotonic()
+    settings, kb, store = _app_state(request)
+    service = _services(kb).get(service_id)
+    if service is None:
+        return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
+    if body.data is None:
+        return _error(400, body.error or "a JSON object is required")
+    try:
+        req = parse_hook_request(body.data, service)
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    as_of = dt.date.today()
+    orders = _ketamine_orders(req, kb, as_of)
+    if not orders:
+        return JSONResponse({"cards": []})
+    try:
+        data = _gather(req, kb, settings, received_at)
+    except pf.PrefetchError as exc:
+        return _error(400, str(exc))
+    except PreconditionFailed as exc:
+        log.info("%s %s: 412, %s", service.id, req.hook_instance, exc.reason)
+        return _error(
+            412,
+            f"the data needed to check the ketamine order is not available: {exc.reason}",
+            missingPrefetch=exc.missing,
+        )
+    record = pf.record_bundle(data, req.drafts)
+    outcomes = [_assess_order(o, record, req, kb, as_of, settings.base_url) for o in orders]
+    cards = [c for outcome in outcomes for c in outcome.cards]
+    latency_ms = (time.perf_counter() - started) * 1000
+    patient = pseudonym(settings.pseudonym_secret, req.patient_id)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        for outcome in outcomes:
+            store.record_assessment(
+                AssessmentRecord(
+                    id=str(uuid.uuid4()),
+                    created_at=now,
+                    service=service.id,
+                    hook=req.hook,
+                    hook_instance=req.hook_instance,
+                    client=issuer,
+                    kb_version=outcome.kb_version,
+                    verdict=outcome.verdict,
+                    statements=outcome.statements,
+                    patient=patient,
+                    latency_ms=latency_ms,
+                    cards=tuple(CardRecord(c.card["uuid"], c.statement, c.indicator) for c in outcome.cards),
+                )
+            )
+    except Exception as exc:
+        log.error("audit trail not written (%s): the cards are withheld", type(exc).__name__)
+        return _error(503, "the audit trail could not be written; try again")
+    log.info(
+        "%s %s: %d ketamine order(s), %d card(s), verdicts %s, %.0f ms",
+        service.id,
+        req.hook_instance,
+        len(orders),
+        len(cards),
+        ",".join(o.verdict for o in outcomes),
+        latency_ms,
+    )
+    return JSONResponse({"cards": [c.card for c in cards]})
+
+
+def _timestamp(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}outcomeTimestamp must be an ISO 8601 date and time")
+    try:
+        dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{where}outcomeTimestamp must be an ISO 8601 date and time") from None
+    return value
+
+
+def feedback_records(data: Mapping[str, Any], service: str, issuer: str | None) -> list[FeedbackRecord]:
+    items = data.get("feedback")
+    if not isinstance(items, list):
+        raise BadRequest("feedback must be an array of feedback objects")
+    received = dt.datetime.now(dt.UTC)
+    records = []
+    for i, item in enumerate(items):
+        where = f"feedback[{i}]."
+        if not isinstance(item, Mapping):
+            raise BadRequest(f"feedback[{i}] must be a JSON object")
+        card = _string(item, "card", where)
+        outcome = item.get("outcome")
+        if outcome not in ("accepted", "overridden"):
+            raise BadRequest(f"{where}outcome must be accepted or overridden")
+        accepted = item.get("acceptedSuggestions", [])
+        if not isinstance(accepted, list):
+            raise BadRequest(f"{where}acceptedSuggestions must be an array")
+        suggestion_ids = []
+        for j, suggestion in enumerate(accepted):
+            if not isinstance(suggestion, Mapping):
+                raise BadRequest(f"{where}acceptedSuggestions[{j}] must be a JSON object")
+            suggestion_ids.append(_string(suggestion, "id", f"{where}acceptedSuggestions[{j}]."))
+        if accepted and outcome != "accepted":
+            raise BadRequest(f"{where}acceptedSuggestions belong to an accepted outcome")
+        code = system = display = comment = None
+        override = _object(item, "overrideReason", where, required=False)
+        if override is not None:
+            if outcome != "overridden":
+                raise BadRequest(f"{where}overrideReason belongs to an overridden outcome")
+            reason = _object(override, "reason", f"{where}overrideReason.", required=False)
+            if reason is not None:
+                code = _string(reason, "code", f"{where}overrideReason.reason.")
+                system = _string(reason, "system", f"{where}overrideReason.reason.")
+                display = _string(reason, "display", f"{where}overrideReason.reason.", required=False)
+            if "userComment" in override:
+                if not isinstance(override["userComment"], str):
+                    raise BadRequest(f"{where}overrideReason.userComment must be a string")
+                comment = override["userComment"]
+        timestamp = _timestamp(item["outcomeTimestamp"], where) if "outcomeTimestamp" in item else None
+        assert card is not None
+        records.append(
+            FeedbackRecord(
+                id=str(uuid.uuid4()),
+                received_at=received,
+                service=service,
+                card=card,
+                outcome=outcome,
+                outcome_timestamp=timestamp,
+                override_code=code,
+                override_system=system,
+                override_display=display,
+                user_comment=comment,
+                accepted_suggestions=[s for s in suggestion_ids if s is not None],
+                client=issuer,
+            )
+        )
+    return records
+
+
+@router.post(
+    "/cds-services/{service_id}/feedback",
+    summary="Feedback on cards (accepted or overridden)",
+    openapi_extra=_body_spec(_FEEDBACK_SCHEMA),
+    responses=_errors(400, 401, 404, 503),
+)
+def feedback(service_id: str, request: Request, body: Body, issuer: Issuer) -> JSONResponse:
+    _, kb, store = _app_state(request)
+    if service_id not in _services(kb):
+        return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
+    if body.data is None:
+        return _error(400, body.error or "a JSON object is required")
+    try:
+        records = feedback_records(body.data, service_id, issuer)
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    try:
+        store.record_feedback(records)  # committed before it returns
+    except Exception as exc:
+        log.error("feedback not stored (%s)", type(exc).__name__)
+        return _error(503, "the feedback could not be stored; send it again")
+    return JSONResponse({"received": len(records)})

@@ -1,0 +1,179 @@
+"""Prefetch templates, and the one record the engine reads: prefetched (or fetched) data and draft orders.
+
+CDS Hooks 2.0, "Prefetch Template": the service registers templates in discovery; the client sends, for each
+key, the resource (a search gives a searchset Bundle), ``null`` when it has no data for the key, an
+OperationOutcome when prefetching failed, or nothing at all when it chose not to satisfy the key. It is the
+service's task to check what was satisfied and to fetch the rest itself, or answer 412.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._kb import SYSTEMS, KnowledgeBase
+
+Json = dict[str, Any]
+
+_TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z0-9_]+)\s*\}\}")
+_PATIENT = "{{context.patientId}}"
+_LATEST = "status=final,amended,corrected&_sort=-date&_count=5"
+
+
+def templates(kb: KnowledgeBase) -> dict[str, str]:
+    """The prefetch templates: everything the FHIR reader uses (CONTRACT.md, FHIR R4 input conventions)."""
+    rxnorm = SYSTEMS["rxnorm"]
+    ketamine_codes = ",".join(f"{rxnorm}|{code}" for code in sorted(kb.ketamine_rxnorm))
+    loinc = SYSTEMS["loinc"]
+    return {
+        "patient": f"Patient/{_PATIENT}",
+        "weights": f"Observation?patient={_PATIENT}&code={loinc}|29463-7&{_LATEST}",
+        "pregnancyStatus": f"Observation?patient={_PATIENT}&code={loinc}|82810-3&{_LATEST}",
+        "conditions": f"Condition?patient={_PATIENT}",
+        "medicationRequests": (
+            f"MedicationRequest?patient={_PATIENT}&status=active&_include=MedicationRequest:medication"
+        ),
+        "medicationStatements": (
+            f"MedicationStatement?patient={_PATIENT}&status=active,completed,intended"
+            "&_include=MedicationStatement:medication"
+        ),
+        "ketamineRequests": (
+            f"MedicationRequest?patient={_PATIENT}&code={ketamine_codes}&_include=MedicationRequest:medication"
+        ),
+        "ketamineAdministrations": f"MedicationAdministration?patient={_PATIENT}&code={ketamine_codes}",
+        "procedures": f"Procedure?patient={_PATIENT}&status=preparation,in-progress",
+        "serviceRequests": f"ServiceRequest?patient={_PATIENT}&status=draft,active,on-hold",
+        "encounter": "Encounter?_id={{context.encounterId}}&_include=Encounter:location",
+    }
+
+
+def render(template: str, context: Mapping[str, Any]) -> str | None:
+    """The template with its context tokens replaced (URL-encoded); None when the context lacks a field, so
+    the template does not apply to this call (e.g. no encounterId)."""
+    missing = False
+
+    def value(match: re.Match[str]) -> str:
+        nonlocal missing
+        field = context.get(match.group(1))
+        if not isinstance(field, str) or not field:
+            missing = True
+            return ""
+        return urllib.parse.quote(field, safe="")
+
+    rendered = _TOKEN.sub(value, template)
+    return None if missing else rendered
+
+
+class PrefetchError(ValueError):
+    """A prefetch value that is not a FHIR resource or null: a malformed request (400)."""
+
+
+@dataclass
+class Collected:
+    """Per applicable template key: the data, or why it is missing."""
+
+    data: dict[str, Any]  # key -> resource, Bundle, or None (the client has no data for it)
+    missing: list[str]  # keys not sent, or sent as an OperationOutcome (the client could not prefetch them)
+
+
+def collect(prefetch: Mapping[str, Any] | None, wanted: Mapping[str, str]) -> Collected:
+    """Sort the prefetch values of the wanted keys into usable data and missing keys.
+
+    ``null`` means the client has no data for the key (CDS Hooks 2.0: "If the CDS Client has no data to
+    populate a template prefetch key, the prefetch template key MUST have a value of null"), so it counts as
+    an empty result and is not fetched again. An OperationOutcome, or a Bundle carrying an error
+    OperationOutcome, means the client failed to prefetch: the key is missing ("CDS Services SHOULD check any
+    prefetched data for the existence of OperationOutcomes").
+    """
+    given = prefetch or {}
+    data: dict[str, Any] = {}
+    missing: list[str] = []
+    for key in wanted:
+        if key not in given:
+            missing.append(key)
+            continue
+        value = given[key]
+        if value is None:
+            data[key] = None
+        elif not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
+            raise PrefetchError(f"prefetch.{key} must be a FHIR resource or null")
+        elif failed(value):
+            missing.append(key)
+        else:
+            data[key] = value
+    return Collected(data, missing)
+
+
+def failed(value: Mapping[str, Any]) -> bool:
+    """An OperationOutcome, or a Bundle with an OperationOutcome entry of severity error or fatal."""
+    if value.get("resourceType") == "OperationOutcome":
+        return True
+    if value.get("resourceType") != "Bundle":
+        return False
+    return any(_is_error_outcome(resource) for _, resource in _bundle_resources(value))
+
+
+def _is_error_outcome(resource: Mapping[str, Any]) -> bool:
+    if resource.get("resourceType") != "OperationOutcome":
+        return False
+    issues = resource.get("issue")
+    return any(
+        isinstance(issue, Mapping) and issue.get("severity") in ("error", "fatal")
+        for issue in (issues if isinstance(issues, list) else [])
+    )
+
+
+def _bundle_resources(bundle: Mapping[str, Any]) -> Iterable[tuple[str | None, Json]]:
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("resource"), Mapping):
+            full_url = entry.get("fullUrl")
+            yield (full_url if isinstance(full_url, str) else None), dict(entry["resource"])
+
+
+def resources_of(value: Mapping[str, Any] | None) -> list[tuple[str | None, Json]]:
+    """The resources a prefetch value holds, with their fullUrls; informational OperationOutcomes left out."""
+    if value is None:
+        return []
+    if value.get("resourceType") == "Bundle":
+        return [(u, r) for u, r in _bundle_resources(value) if r.get("resourceType") != "OperationOutcome"]
+    return [(None, dict(value))]
+
+
+def _identity(full_url: str | None, resource: Mapping[str, Any]) -> str | None:
+    rid, rtype = resource.get("id"), resource.get("resourceType")
+    if isinstance(rid, str) and rid and isinstance(rtype, str):
+        return f"{rtype}/{rid}"
+    return full_url
+
+
+def record_bundle(data: Mapping[str, Any], draft_orders: list[tuple[str | None, Json]]) -> Json:
+    """One collection Bundle: the draft orders first, then every prefetched resource not already in it (the
+    same resource often comes from two searches; the draft order, as the clinician is writing it, wins)."""
+    seen: set[str] = set()
+    entries: list[Json] = []
+    sources: list[list[tuple[str | None, Json]]] = [draft_orders]
+    sources += [resources_of(value) for value in data.values()]
+    for full_url, resource in (item for source in sources for item in source):
+        identity = _identity(full_url, resource)
+        if identity is not None:
+            if identity in seen:
+                continue
+            seen.add(identity)
+        entry: Json = {"resource": resource}
+        if full_url:
+            entry["fullUrl"] = full_url
+        entries.append(entry)
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def medications(data: Mapping[str, Any]) -> list[tuple[str | None, Json]]:
+    """Medication resources among prefetch values (any shape tolerated), to tell which drafts are ketamine."""
+    found: list[tuple[str | None, Json]] = []
+    for value in data.values():
+        if isinstance(value, Mapping) and isinstance(value.get("resourceType"), str):
+            found += [(u, r) for u, r in resources_of(value) if r.get("resourceType") == "Medication"]
+    return found

@@ -1,0 +1,564 @@
+"""The CDS Hooks service on a real server: discovery, both hooks on hand-made cases, audit, feedback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Server
+from fhir_stub import (
+    Case,
+    Json,
+    condition,
+    encounter,
+    hook_request,
+    ketamine,
+    ketamine_solution,
+    oxycodone_order,
+    patient,
+    planned_procedure,
+    quantity,
+    templates_of,
+    weight,
+)
+
+from ketamine_cds.service.store import pseudonym
+
+SIGN = "/cds-services/ketamine-order-sign"
+SELECT = "/cds-services/ketamine-order-select"
+GUIDELINE = "ASRA/AAPM/ASA 2018 ketamine guideline"
+
+
+@pytest.fixture(scope="module")
+def client(dev_server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=dev_server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def templates(dev_server: Server) -> dict[str, str]:
+    return templates_of(dev_server.url)
+
+
+def call(client: httpx.Client, case: Case, hook: str, templates: dict[str, str], **extra: Any) -> list[Json]:
+    path = SIGN if hook == "order-sign" else SELECT
+    response = client.post(path, json=case.request(hook, templates, **extra))
+    assert response.status_code == 200, response.text
+    cards: list[Json] = response.json()["cards"]
+    return cards
+
+
+def surgery_case(order: Json, *extra: Json, kg: float | str = 70, icu: bool | None = None) -> Case:
+    record = [patient(), weight(kg), planned_procedure(), *extra]
+    if icu is not None:
+        record += encounter(intensive_care=icu)
+    return Case(record, [order], encounter_id="e1" if icu is not None else None)
+
+
+def statements(cards: list[Json]) -> list[str]:
+    return [c["source"]["topic"]["code"] for c in cards]
+
+
+# --- discovery ---------------------------------------------------------------------------------------
+
+
+def test_discovery_lists_both_services_with_prefetch(client: httpx.Client) -> None:
+    response = client.get("/cds-services")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    services = {s["id"]: s for s in response.json()["services"]}
+    assert set(services) == {"ketamine-order-select", "ketamine-order-sign"}
+    assert services["ketamine-order-select"]["hook"] == "order-select"
+    assert services["ketamine-order-sign"]["hook"] == "order-sign"
+    for service in services.values():
+        assert service["title"] and service["description"] and service["usageRequirements"]
+        prefetch = service["prefetch"]
+        assert prefetch["patient"] == "Patient/{{context.patientId}}"
+        assert "29463-7" in prefetch["weights"] and "82810-3" in prefetch["pregnancyStatus"]
+        assert prefetch["conditions"].startswith("Condition?patient={{context.patientId}}")
+        assert "status=active" in prefetch["medicationRequests"]
+        assert prefetch["medicationStatements"].startswith("MedicationStatement?")
+        assert "status=preparation,in-progress" in prefetch["procedures"]
+        assert prefetch["encounter"] == "Encounter?_id={{context.encounterId}}&_include=Encounter:location"
+
+
+# --- order-sign: only contraindications and doses over the limit -------------------------------------
+
+
+def test_bolus_over_limit_per_kg_gets_one_critical_card_with_suggestion(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(dose=quantity("0.5", "mg/kg")))
+    cards = call(client, case, "order-sign", templates)
+    assert statements(cards) == ["dose-bolus-limit"]
+    card = cards[0]
+    assert card["indicator"] == "critical"
+    assert card["summary"] == "Bolus 0.5 mg/kg (35 mg) is over the 0.35 mg/kg limit: max 24.5 mg"
+    assert "**0.5 mg/kg**" in card["detail"] and "70 kg" in card["detail"] and "24.5 mg" in card["detail"]
+    assert card["source"]["label"] == f"{GUIDELINE} (grade C, moderate certainty)"
+    assert card["source"]["url"] == "https://doi.org/10.1097/AAP.0000000000000806"
+    assert card["selectionBehavior"] == "at-most-one"
+    (suggestion,) = card["suggestions"]
+    (action,) = suggestion["actions"]
+    assert action["type"] == "update"
+    dose = action["resource"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
+    assert dose == {"value": 0.35, "unit": "mg/kg", "system": "http://unitsofmeasure.org", "code": "mg/kg"}
+    codes = [r["code"] for r in card["overrideReasons"]]
+    assert "weight-not-current" in codes and all(r["display"] for r in card["overrideReasons"])
+
+
+def test_bolus_over_limit_in_mg_is_brought_down_to_the_max_for_the_weight_rounded_down(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(dose=quantity(30, "mg")), kg="69.85")
+    (card,) = call(client, case, "order-sign", templates)
+    assert card["summary"].startswith("Bolus 30 mg (0.43 mg/kg) is over the 0.35 mg/kg limit")
+    dose = card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"][0]["doseAndRate"][0]
+    # 0.35 mg/kg x 69.85 kg = 24.4475 mg: rounded down, so the suggested dose is within the limit
+    assert dose["doseQuantity"]["value"] == 24.44 and dose["doseQuantity"]["unit"] == "mg"
+    assert "for 69.85 kg" in card["suggestions"][0]["label"]
+
+
+def test_bolus_within_limit_gives_no_card_at_signing_and_an_info_card_at_selection(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(dose=quantity(20, "mg")))
+    assert call(client, case, "order-sign", templates) == []
+    cards = call(client, case, "order-select", templates)
+    by_statement = {c["source"]["topic"]["code"]: c for c in cards}
+    assert by_statement["dose-bolus-limit"]["indicator"] == "info"
+    assert by_statement["dose-bolus-limit"]["summary"].startswith("Bolus 20 mg (0.29 mg/kg) is within")
+    assert by_statement["acute-painful-surgery"]["indicator"] == "info"
+    assert "suggestions" not in by_statement["dose-bolus-limit"]
+
+
+def test_infusion_in_ml_per_hour_over_the_limit_outside_icu(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    order = ketamine(
+        rate=quantity(8, "mL/h"), medication={"reference": "#ket10"}, contained=[ketamine_solution(10)]
+    )
+    case = surgery_case(order, kg="62.5", icu=False)
+    (card,) = call(client, case, "order-sign", templates)
+    assert card["source"]["topic"]["code"] == "dose-infusion-limit"
+    assert card["indicator"] == "critical"
+    assert "8 mL/h" in card["summary"] and "1.28 mg/kg/h" in card["summary"]
+    rate = card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"][0]["doseAndRate"][0]
+    assert rate == {
+        "rateQuantity": {"value": 62.5, "unit": "mg/h", "system": "http://unitsofmeasure.org", "code": "mg/h"}
+    }
+    reasons = {r["code"]: r["display"] for r in card["overrideReasons"]}
+    assert reasons["prior-ketamine-exposure"].startswith(
+        "Prior ketamine exposure or other individual factors"
+    )
+    assert all(r["system"].endswith("/CodeSystem/override-reason") for r in card["overrideReasons"])
+
+
+def test_infusion_per_kg_over_the_limit_is_suggested_at_1_mg_per_kg_per_hour(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(rate=quantity(2, "mg/kg/h")), icu=False)
+    (card,) = call(client, case, "order-sign", templates)
+    resource = card["suggestions"][0]["actions"][0]["resource"]
+    assert resource["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"]["value"] == 1
+    assert resource["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"]["unit"] == "mg/kg/h"
+
+
+def test_infusion_in_ml_per_hour_within_the_limit_is_silent_at_signing(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    order = ketamine(
+        rate=quantity(5, "mL/h"), medication={"reference": "#ket10"}, contained=[ketamine_solution(10)]
+    )
+    case = surgery_case(order, kg="62.5", icu=False)
+    assert call(client, case, "order-sign", templates) == []
+    select = call(client, case, "order-select", templates)
+    infusion = next(c for c in select if c["source"]["topic"]["code"] == "dose-infusion-limit")
+    assert infusion["summary"] == "Infusion 5 mL/h (0.8 mg/kg/h) is within the 1 mg/kg/h limit"
+
+
+def test_infusion_over_1_mg_per_kg_per_hour_in_intensive_care_is_not_flagged(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(rate=quantity(2, "mg/kg/h")), icu=True)
+    assert call(client, case, "order-sign", templates) == []
+
+
+def test_contraindication_gets_a_critical_card_without_a_dose_suggestion(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(dose=quantity(20, "mg")), condition("58214004", "Schizophrenia"))
+    (card,) = call(client, case, "order-sign", templates)
+    assert card["source"]["topic"]["code"] == "contra-psychosis"
+    assert card["indicator"] == "critical"
+    assert card["summary"] == "Contraindicated: Schizophrenia"
+    assert card["source"]["label"] == f"{GUIDELINE} (grade not stated)"
+    assert "suggestions" not in card and "selectionBehavior" not in card
+    assert {r["code"] for r in card["overrideReasons"]} == {"condition-not-current", "benefit-outweighs-risk"}
+
+
+def test_supportive_evidence_shows_at_selection_and_stays_silent_at_signing(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    record = [patient(), weight(80), planned_procedure(), condition("78275009", "Obstructive sleep apnea")]
+    case = Case(record, [ketamine(dose=quantity("0.2", "mg/kg"))])
+    assert call(client, case, "order-sign", templates) == []
+    select = call(client, case, "order-select", templates)
+    found = {c["source"]["topic"]["code"]: c for c in select}
+    assert {"acute-painful-surgery", "acute-sleep-apnea", "dose-bolus-limit"} <= set(found)
+    assert found["acute-painful-surgery"]["source"]["label"] == f"{GUIDELINE} (grade B, moderate certainty)"
+    assert found["acute-sleep-apnea"]["source"]["label"] == f"{GUIDELINE} (grade C, low certainty)"
+    assert all(c["indicator"] == "info" for c in found.values())
+
+
+def test_caution_is_a_warning_card_at_selection_only(client: httpx.Client, templates: dict[str, str]) -> None:
+    case = surgery_case(ketamine(dose=quantity(10, "mg")), condition("38341003", "Hypertensive disorder"))
+    assert call(client, case, "order-sign", templates) == []
+    select = call(client, case, "order-select", templates)
+    verify = next(c for c in select if c["source"]["topic"]["code"] == "contra-cardiovascular")
+    assert verify["indicator"] == "warning" and verify["summary"].startswith("Verify control")
+
+
+def test_order_for_another_drug_gets_no_cards(client: httpx.Client, templates: dict[str, str]) -> None:
+    case = Case([patient(), weight(70)], [oxycodone_order()])
+    assert call(client, case, "order-sign", templates) == []
+    assert call(client, case, "order-select", templates) == []
+
+
+def test_order_select_looks_only_at_the_selected_orders(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = Case([patient(), weight(70)], [ketamine(dose=quantity(1, "mg/kg")), oxycodone_order()])
+    assert call(client, case, "order-select", templates, selections=["MedicationRequest/o1"]) == []
+    cards = call(client, case, "order-select", templates, selections=["MedicationRequest/k1"])
+    assert "dose-bolus-limit" in statements(cards)
+
+
+def test_each_ketamine_order_is_checked(client: httpx.Client, templates: dict[str, str]) -> None:
+    orders = [ketamine(oid="k1", dose=quantity(1, "mg/kg")), ketamine(oid="k2", rate=quantity(3, "mg/kg/h"))]
+    case = Case([patient(), weight(70), planned_procedure(), *encounter(False)], orders, encounter_id="e1")
+    cards = call(client, case, "order-sign", templates)
+    assert sorted(statements(cards)) == ["dose-bolus-limit", "dose-infusion-limit"]
+    ids = {c["suggestions"][0]["actions"][0]["resource"]["id"] for c in cards}
+    assert ids == {"k1", "k2"}
+
+
+def test_accepting_the_suggestion_gives_an_order_within_the_limit(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(dose=quantity(40, "mg")), kg="69.85")
+    (card,) = call(client, case, "order-sign", templates)
+    updated = card["suggestions"][0]["actions"][0]["resource"]
+    assert call(client, surgery_case(updated, kg="69.85"), "order-sign", templates) == []
+
+
+def test_suggestion_keeps_the_rest_of_the_order(client: httpx.Client, templates: dict[str, str]) -> None:
+    order = ketamine(dose=quantity(50, "mg"))
+    order["note"] = [{"text": "give slowly over 5 minutes"}]
+    (card,) = call(client, surgery_case(order), "order-sign", templates)
+    updated = card["suggestions"][0]["actions"][0]["resource"]
+    assert updated["note"] == order["note"] and updated["id"] == "k1"
+    assert updated["medicationCodeableConcept"] == order["medicationCodeableConcept"]
+    assert updated["dosageInstruction"][0]["route"] == order["dosageInstruction"][0]["route"]
+
+
+# --- input the engine cannot read: a warning card, never a 500 ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record_weight", "dose", "reason"),
+    [
+        (70, {"value": 10, "unit": "furlongs"}, "furlongs"),
+        (900, quantity(10, "mg"), "500 kg"),
+        (70, {"value": -5, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"}, "positive"),
+    ],
+)
+def test_unreadable_input_gets_one_warning_card(
+    client: httpx.Client, templates: dict[str, str], record_weight: int, dose: Json, reason: str
+) -> None:
+    case = surgery_case(ketamine(dose=dose), kg=record_weight)
+    for hook in ("order-sign", "order-select"):
+        (card,) = call(client, case, hook, templates)
+        assert card["indicator"] == "warning"
+        assert card["summary"].startswith("Ketamine order not checked: ")
+        assert len(card["summary"]) < 140
+        assert reason in card["detail"] and "**not** checked" in card["detail"]
+
+
+def test_ketamine_order_without_a_route_is_reported_not_checked(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    order = ketamine(dose=quantity(10, "mg"))
+    del order["dosageInstruction"][0]["route"]
+    (card,) = call(client, surgery_case(order), "order-sign", templates)
+    assert card["indicator"] == "warning" and "route" in card["summary"]
+
+
+# --- malformed requests -----------------------------------------------------------------------------
+
+
+def test_unknown_service_is_404(client: httpx.Client) -> None:
+    response = client.post("/cds-services/no-such-service", json=hook_request("order-sign", []))
+    assert response.status_code == 404
+    assert "no-such-service" in response.json()["error"]
+    assert client.post("/cds-services/no-such-service/feedback", json={"feedback": []}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "not JSON"),
+        (b"", "empty"),
+        (b"[]", "JSON object"),
+        pytest.param(b"[" * 100_000, "nested", id="deeply-nested"),
+        (json.dumps({"hook": "order-sign", "hookInstance": "x"}).encode(), "context"),
+        (
+            json.dumps({"hook": "patient-view", "hookInstance": "x", "context": {}}).encode(),
+            "order-sign hook",
+        ),
+        (
+            json.dumps({"hook": "order-sign", "hookInstance": "x", "context": {"patientId": "p1"}}).encode(),
+            "draftOrders",
+        ),
+        (
+            json.dumps(
+                {
+                    "hook": "order-sign",
+                    "hookInstance": "x",
+                    "context": {"patientId": "p1", "draftOrders": [1]},
+                }
+            ).encode(),
+            "draftOrders",
+        ),
+        (
+            json.dumps(
+                {
+                    "hook": "order-sign",
+                    "hookInstance": "x",
+                    "fhirAuthorization": {"access_token": "t"},
+                    "context": {"patientId": "p1", "draftOrders": {"resourceType": "Bundle"}},
+                }
+            ).encode(),
+            "token_type",
+        ),
+    ],
+)
+def test_malformed_request_is_400_with_a_clear_message(
+    client: httpx.Client, body: bytes, message: str
+) -> None:
+    response = client.post(SIGN, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_malformed_prefetch_value_is_400(client: httpx.Client, templates: dict[str, str]) -> None:
+    body = surgery_case(ketamine(dose=quantity(10, "mg"))).request("order-sign", templates)
+    body["prefetch"]["conditions"] = ["not", "a", "resource"]
+    response = client.post(SIGN, json=body)
+    assert response.status_code == 400 and "prefetch.conditions" in response.json()["error"]
+
+
+def test_order_select_requires_selections(client: httpx.Client) -> None:
+    body = hook_request("order-select", [ketamine()])
+    del body["context"]["selections"]
+    assert client.post(SELECT, json=body).status_code == 400
+
+
+def test_null_prefetch_means_no_data_not_missing(client: httpx.Client, templates: dict[str, str]) -> None:
+    body = hook_request(
+        "order-sign", [ketamine(dose=quantity("0.5", "mg/kg"))], prefetch={key: None for key in templates}
+    )
+    response = client.post(SIGN, json=body)
+    assert response.status_code == 200
+    assert statements(response.json()["cards"]) == ["dose-bolus-limit"]  # per kg: checked without a weight
+
+
+# --- audit trail and logs ---------------------------------------------------------------------------
+
+
+def _db(server: Server) -> sqlite3.Connection:
+    return sqlite3.connect(server.data_dir / "ketamine-cds.sqlite3")
+
+
+def test_every_assessment_is_recorded_with_its_cards(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    pid = "patient-audit-7"
+    record = [
+        patient(pid),
+        weight(70, pid),
+        planned_procedure(pid=pid),
+        condition("58214004", "Schizophrenia", pid),
+    ]
+    case = Case(record, [ketamine(pid=pid, dose=quantity(1, "mg/kg"))], pid=pid)
+    body = case.request("order-sign", templates)
+    response = client.post(SIGN, json=body)
+    cards = response.json()["cards"]
+    secret = (dev_server.data_dir / "pseudonym.key").read_text().strip().encode()
+    with _db(dev_server) as db:
+        rows = db.execute(
+            "SELECT id, service, hook, hook_instance, kb_version, verdict, statements, patient, latency_ms "
+            "FROM assessments WHERE hook_instance = ?",
+            (body["hookInstance"],),
+        ).fetchall()
+        assert len(rows) == 1
+        aid, service, hook, _, kb_version, verdict, stmts, patient_key, latency = rows[0]
+        stored_cards = db.execute(
+            "SELECT uuid, statement, indicator FROM cards WHERE assessment_id = ?", (aid,)
+        ).fetchall()
+    assert (service, hook, verdict) == ("ketamine-order-sign", "order-sign", "contraindicated")
+    assert {"contra-psychosis", "dose-bolus-limit", "acute-painful-surgery"} <= set(json.loads(stmts))
+    assert kb_version and latency > 0
+    assert patient_key == pseudonym(secret, "patient-audit-7") and "patient-audit-7" not in patient_key
+    assert sorted(stored_cards) == sorted(
+        (c["uuid"], c["source"]["topic"]["code"], c["indicator"]) for c in cards
+    )
+
+
+def test_input_errors_are_recorded_too(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    body = surgery_case(ketamine(dose={"value": 1, "unit": "furlongs"})).request("order-sign", templates)
+    (card,) = client.post(SIGN, json=body).json()["cards"]
+    with _db(dev_server) as db:
+        (verdict, aid) = db.execute(
+            "SELECT verdict, id FROM assessments WHERE hook_instance = ?", (body["hookInstance"],)
+        ).fetchone()
+        stored = db.execute("SELECT uuid, statement FROM cards WHERE assessment_id = ?", (aid,)).fetchall()
+    assert verdict == "input-error" and stored == [(card["uuid"], "input-error")]
+
+
+def test_no_patient_data_in_the_logs(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    pid = "pid-should-not-be-logged"
+    record = [patient(pid), weight(70, pid), condition("58214004", "Schizophrenia", pid)]
+    case = Case(record, [ketamine(pid=pid, dose={"value": 1, "unit": "furlongs"})], pid=pid)
+    client.post(SIGN, json=case.request("order-sign", templates))
+    client.post(SIGN, json=surgery_case(ketamine(dose=quantity(1, "mg/kg"))).request("order-sign", templates))
+    log = dev_server.log_text()
+    assert "ketamine-order-sign" in log  # the service does log its calls
+    for secret in ("pid-should-not-be-logged", "Schizophrenia", "Testpatient", "furlongs", "1970-05-01"):
+        assert secret not in log
+
+
+# --- feedback ---------------------------------------------------------------------------------------
+
+
+def test_feedback_is_stored_durably(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    (card,) = call(
+        client, surgery_case(ketamine(rate=quantity(2, "mg/kg/h")), icu=False), "order-sign", templates
+    )
+    reason = card["overrideReasons"][0]
+    accepted_card = call(client, surgery_case(ketamine(dose=quantity(2, "mg/kg"))), "order-sign", templates)[
+        0
+    ]
+    now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+    body = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": now,
+                "overrideReason": {
+                    "reason": reason,
+                    "userComment": "had ketamine last week, tolerated 1.5 mg/kg/h",
+                },
+            },
+            {
+                "card": accepted_card["uuid"],
+                "outcome": "accepted",
+                "outcomeTimestamp": now,
+                "acceptedSuggestions": [{"id": accepted_card["suggestions"][0]["uuid"]}],
+            },
+        ]
+    }
+    response = client.post(SIGN + "/feedback", json=body)
+    assert response.status_code == 200, response.text
+    with _db(dev_server) as db:
+        rows = db.execute(
+            "SELECT card, outcome, outcome_timestamp, override_code, override_system, override_display, "
+            "user_comment, accepted_suggestions, service FROM feedback WHERE card IN (?, ?) ORDER BY outcome",
+            (card["uuid"], accepted_card["uuid"]),
+        ).fetchall()
+    assert rows == [
+        (
+            accepted_card["uuid"],
+            "accepted",
+            now,
+            None,
+            None,
+            None,
+            None,
+            json.dumps([accepted_card["suggestions"][0]["uuid"]]),
+            "ketamine-order-sign",
+        ),
+        (
+            card["uuid"],
+            "overridden",
+            now,
+            reason["code"],
+            reason["system"],
+            reason["display"],
+            "had ketamine last week, tolerated 1.5 mg/kg/h",
+            "[]",
+            "ketamine-order-sign",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"outcome": "accepted"},
+        {"card": "", "outcome": "accepted"},
+        {"card": "c", "outcome": "maybe"},
+        {"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"},
+        {"card": "c", "outcome": "overridden", "overrideReason": {"reason": {"code": "x"}}},
+        {"card": "c", "outcome": "overridden", "overrideReason": {"userComment": 5}},
+        {"card": "c", "outcome": "accepted", "overrideReason": {"userComment": "no"}},
+        {"card": "c", "outcome": "accepted", "acceptedSuggestions": [{"uuid": "s"}]},
+        {"card": "c", "outcome": "accepted", "acceptedSuggestions": "s"},
+        "not an object",
+    ],
+)
+def test_malformed_feedback_is_400_and_not_stored(
+    dev_server: Server, client: httpx.Client, item: Any
+) -> None:
+    marker = str(uuid.uuid4())
+    body = {"feedback": [{"card": marker, "outcome": "accepted"}, item]}
+    response = client.post(SIGN + "/feedback", json=body)
+    assert response.status_code == 400 and response.json()["error"]
+    with _db(dev_server) as db:
+        assert db.execute("SELECT count(*) FROM feedback WHERE card = ?", (marker,)).fetchone() == (0,)
+
+
+def test_feedback_body_must_hold_a_feedback_array(client: httpx.Client) -> None:
+    assert client.post(SIGN + "/feedback", json={"feedbacks": []}).status_code == 400
+    assert client.post(SIGN + "/feedback", content=b"nope").status_code == 400
+
+
+def test_cors_preflight_and_headers(client: httpx.Client) -> None:
+    preflight = client.options(
+        SIGN,
+        headers={
+            "Origin": "https://ehr.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    assert client.get("/cds-services").headers["access-control-allow-origin"] == "*"
+    assert client.post(SIGN, content=b"{").headers["access-control-allow-origin"] == "*"
+    assert client.post("/cds-services/nope", content=b"{}").headers["access-control-allow-origin"] == "*"
