@@ -56,6 +56,31 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
+class DoseMath:
+    """An ordered dose with its conversions, for the wording of dose findings."""
+
+    ordered: Quantity
+    amount: Fraction | None  # mg or mg/h
+    per_kg: Fraction | None  # mg/kg or mg/kg/h
+    weight_kg: Fraction | None
+    amount_unit: str  # "mg" or "mg/h"
+
+    @property
+    def per_kg_unit(self) -> str:
+        return "mg/kg" if self.amount_unit == "mg" else "mg/kg/h"
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """Words around a value that vanish when the value is unknown: ": max 28 mg" or nothing."""
+
+    prefix: str
+    value: Fraction | None
+    unit: str
+    suffix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class MissingDatum:
     """A datum the answer depends on that the record does not give. ``decisive`` ones make the
     verdict needs-information."""

@@ -11,8 +11,10 @@ from fractions import Fraction
 
 from ._assessment import (
     Assessment,
+    Clause,
     DoseCheck,
     DoseLimits,
+    DoseMath,
     DoseStatus,
     Finding,
     MissingDatum,
@@ -324,12 +326,10 @@ def _check_order(ctx: _Context, order: KetamineOrder, limits: DoseLimits) -> Dos
     status = _dose_status(order, raw, per_kg, limit, ctx.facts.setting)
     params = {
         "ordered": order.dose,
-        "also": (amount, unit) if order.dose.unit.per_kg else (per_kg, f"{unit[:2]}/kg{unit[2:]}"),
-        "amount": (amount, unit),
-        "per_kg": (per_kg, f"{unit[:2]}/kg{unit[2:]}"),
-        "weight": (weight, "kg"),
+        "dose": DoseMath(order.dose, amount, per_kg, weight, unit),
         "limit": (limit, f"mg/kg{unit[2:]}"),
-        "max": (limit_amount, unit),
+        "max": Clause(": max ", limit_amount, unit),
+        "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)"),
         "setting": ctx.facts.setting.value,
     }
     ctx.add(statement, _DOSE_MESSAGES[status], **params)

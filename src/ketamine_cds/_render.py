@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
-from ._assessment import Assessment, DoseLimits, Finding
+from ._assessment import Assessment, Clause, DoseLimits, DoseMath, Finding
 from ._facts import Coded
 from ._kb import SYSTEM_LABELS, KnowledgeBase, Statement, load_knowledge, short_system
 from ._units import Quantity, format_number, round_for_display
@@ -26,6 +26,12 @@ def display_value(value: object, *, with_codes: bool = True) -> str:
     """One value of a finding as a clinician reads it (codes are left out of one-line summaries)."""
     if isinstance(value, Coded):
         return _coded(value) if with_codes else value.display
+    if isinstance(value, DoseMath):
+        return _dose_math(value, short=not with_codes)
+    if isinstance(value, Clause):
+        if value.value is None:
+            return ""
+        return f"{value.prefix}{format_number(value.value)} {value.unit}{value.suffix}"
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
         number, unit = value
         return "unknown" if number is None else f"{format_number(number)} {unit}"
@@ -36,6 +42,22 @@ def display_value(value: object, *, with_codes: bool = True) -> str:
     if isinstance(value, Fraction):
         return format_number(value)
     return "unknown" if value is None else str(value)
+
+
+def _dose_math(dose: DoseMath, *, short: bool) -> str:
+    """Summary: "25 mg (0.31 mg/kg)"; detail: "**25 mg**, that is **0.31 mg/kg** for a weight of 80 kg"."""
+    per_kg_order = dose.ordered.unit.per_kg
+    other, unit = (dose.amount, dose.amount_unit) if per_kg_order else (dose.per_kg, dose.per_kg_unit)
+    if short:
+        return str(dose.ordered) if other is None else f"{dose.ordered} ({format_number(other)} {unit})"
+    parts = [f"**{dose.ordered}**"]
+    if dose.amount is not None and dose.ordered.unit.text != dose.amount_unit:
+        parts.append(f"{format_number(dose.amount)} {dose.amount_unit}")
+    if dose.per_kg is not None and not per_kg_order:
+        parts.append(f"**{format_number(dose.per_kg)} {dose.per_kg_unit}**")
+    if dose.weight_kg is None:
+        return " = ".join(parts) + " (no body weight is recorded, so it is not converted to mg)"
+    return " = ".join(parts) + f" for a weight of {format_number(dose.weight_kg)} kg"
 
 
 def _coded(coded: Coded) -> str:

@@ -539,9 +539,9 @@ def test_req_hl7_cds_hooks_2_0_0_061(client: httpx.Client) -> None:
         assert stub.requests and all(auth == f"Bearer {stub.token}" for _, auth in stub.requests)
         stub.requests.clear()
         for auth in (None, authorization(expires_in=0)):  # no token, or one no longer valid: no call at all
-            body = hook_request(
-                "order-sign", [order], fhirServer=stub.base, **({"fhirAuthorization": auth} if auth else {})
-            )
+            body = hook_request("order-sign", [order], fhirServer=stub.base)
+            if auth is not None:
+                body["fhirAuthorization"] = auth
             assert client.post("/cds-services/ketamine-order-sign", json=body).status_code == 412
         assert stub.requests == []
 

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -188,6 +189,29 @@ def test_infusion_over_1_mg_per_kg_per_hour_in_intensive_care_is_not_flagged(
 ) -> None:
     case = surgery_case(ketamine(rate=quantity(2, "mg/kg/h")), icu=True)
     assert call(client, case, "order-sign", templates) == []
+
+
+def test_infusion_over_the_limit_with_the_setting_unknown_interrupts_as_a_warning(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(rate=quantity(2, "mg/kg/h")), icu=None)
+    (card,) = call(client, case, "order-sign", templates)
+    assert card["indicator"] == "warning"
+    assert "setting unknown" in card["summary"]
+    resource = card["suggestions"][0]["actions"][0]["resource"]
+    assert resource["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"]["value"] == 1
+    assert card["overrideReasons"]
+
+
+def test_infusion_within_the_limit_with_the_setting_unknown_is_silent_at_signing(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    assert (
+        call(
+            client, surgery_case(ketamine(rate=quantity("0.5", "mg/kg/h")), icu=None), "order-sign", templates
+        )
+        == []
+    )
 
 
 def test_contraindication_gets_a_critical_card_without_a_dose_suggestion(
@@ -562,3 +586,70 @@ def test_cors_preflight_and_headers(client: httpx.Client) -> None:
     assert client.get("/cds-services").headers["access-control-allow-origin"] == "*"
     assert client.post(SIGN, content=b"{").headers["access-control-allow-origin"] == "*"
     assert client.post("/cds-services/nope", content=b"{}").headers["access-control-allow-origin"] == "*"
+
+
+def test_card_links_open_the_statement_page(client: httpx.Client, templates: dict[str, str]) -> None:
+    case = surgery_case(ketamine(dose=quantity(1, "mg/kg")), condition("58214004", "Schizophrenia"))
+    cards = call(client, case, "order-select", templates)
+    links = {link["url"] for card in cards for link in card["links"]}
+    assert len(links) >= 3
+    for url in links:
+        page = httpx.get(url, timeout=10)
+        assert page.status_code == 200, url
+        assert url.rsplit("/", 1)[1] in page.text
+
+
+def test_cors_headers_also_on_authentication_errors(tmp_path: Path) -> None:
+    server = Server(tmp_path).start()  # authentication required: no trust list, so every call is refused
+    try:
+        response = httpx.post(server.url + SIGN, json=hook_request("order-sign", []), timeout=10)
+        assert response.status_code == 401
+        assert response.headers["access-control-allow-origin"] == "*"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("depth", [300, 900, 5000])
+def test_deeply_nested_input_is_never_a_server_error(
+    client: httpx.Client, templates: dict[str, str], depth: int
+) -> None:
+    body = hook_request(
+        "order-sign", [ketamine(dose=quantity("0.5", "mg/kg"))], prefetch={k: None for k in templates}
+    )
+    text = json.dumps(body)
+    nested = '{"a":' * depth + "1" + "}" * depth
+    text = text.replace('"authoredOn": "2026-11-24"', f'"authoredOn": "2026-11-24", "extension": {nested}')
+    response = client.post(SIGN, content=text.encode(), headers={"Content-Type": "application/json"})
+    assert response.status_code in (200, 400)
+    if response.status_code == 200:
+        assert statements(response.json()["cards"]) == ["dose-bolus-limit"]
+
+
+def test_ketamine_named_only_by_a_referenced_medication_is_found(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    medication = ketamine_solution(10, mid="med-ket")
+    order = ketamine(rate=quantity(8, "mL/h"), medication={"reference": "Medication/med-ket"})
+    case = Case(
+        [patient(), weight("62.5"), planned_procedure(), *encounter(False)], [order], encounter_id="e1"
+    )
+    body = case.request("order-sign", templates)
+    body["context"]["draftOrders"]["entry"].append({"resource": medication})
+    (card,) = client.post(SIGN, json=body).json()["cards"]
+    assert card["summary"].startswith("Infusion 8 mL/h (1.28 mg/kg/h) is over the 1 mg/kg/h limit")
+
+
+def test_an_unreadable_medication_does_not_make_other_drugs_ketamine(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = Case([patient(), weight(70)], [oxycodone_order()])
+    body = case.request("order-sign", templates)
+    body["prefetch"]["medicationRequests"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {"resource": {"resourceType": "Medication", "id": "m1", "contained": "not a list"}},
+            {"resource": {"resourceType": "NotAResource", "id": "x"}},
+        ],
+    }
+    assert client.post(SIGN, json=body).json() == {"cards": []}

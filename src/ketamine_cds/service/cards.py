@@ -79,12 +79,19 @@ def statement_system(base_url: str) -> str:
     return f"{base_url}/CodeSystem/statement"
 
 
+_OVER_LIMIT = ("exceeds", "exceeds-setting-unknown")
+
+
 def is_interruptive(finding: Finding) -> bool:
-    """A contraindication the record shows, or a dose over its limit: the only cards at order-sign."""
+    """A contraindication the record shows, or a dose over its limit: the only cards at order-sign.
+
+    An infusion over 1 mg/kg/h where the record does not say whether the patient is in intensive care is
+    over the limit unless they are: it interrupts too (as a warning), since signing it may be an overdose.
+    """
     present_contraindication = (
         finding.statement.role == "contraindication" and finding.message_key == "present"
     )
-    return present_contraindication or finding.message_key == "exceeds"
+    return present_contraindication or finding.message_key in _OVER_LIMIT
 
 
 def source_label(statement: Statement) -> str:
@@ -114,7 +121,7 @@ def _card(finding: Finding, assessment: Assessment, order: Json, base_url: str) 
     statement = finding.statement
     summary, detail = finding_texts(finding)
     interruptive = is_interruptive(finding)
-    indicator = "critical" if interruptive else finding.severity
+    indicator = finding.severity
     reason = verdict_reason(assessment)
     detail += (
         f"\n\n**Statement:** {statement.title} (`{statement.id}`); grade {statement.grade_text}, "
@@ -141,7 +148,7 @@ def _card(finding: Finding, assessment: Assessment, order: Json, base_url: str) 
             }
         ],
     }
-    if finding.message_key == "exceeds":
+    if finding.message_key in _OVER_LIMIT:
         suggestion = dose_suggestion(assessment, order)
         if suggestion is not None:
             card["suggestions"] = [suggestion]
@@ -168,13 +175,13 @@ def dose_suggestion(assessment: Assessment, order: Json) -> Json | None:
     """Update the draft MedicationRequest to the limit, in the unit system it was written in: a per-kg order
     to 0.35 mg/kg or 1 mg/kg/h, an absolute one to the largest dose in mg or rate in mg/h for this weight."""
     check = assessment.dose_check
-    if check is None or check.status is not DoseStatus.EXCEEDS:
+    if check is None or check.status not in (DoseStatus.EXCEEDS, DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE):
         return None
     bolus = check.kind is DoseKind.BOLUS
     if check.ordered.unit.per_kg:
         value: Decimal | Fraction = check.limit_per_kg
         unit = "mg/kg" if bolus else "mg/kg/h"
-    elif check.limit_amount is not None:
+    elif check.limit_amount is not None and _floor(check.limit_amount) > 0:
         value = _floor(check.limit_amount)
         unit = "mg" if bolus else "mg/h"
     else:
@@ -221,7 +228,7 @@ def json_safe(value: Any) -> Any:
     """Plain JSON: exact decimals as numbers; None when a number cannot be written in JSON (NaN, infinity)."""
     try:
         return _plain(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than a suggestion is worth
         return None
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from .._errors import NotJSONError
+from .._errors import InputError, NotJSONError
 from .._inputs import parse_json
 
 MAX_PAGES = 20
@@ -127,11 +127,13 @@ class FhirAccess:
             if page.get("resourceType") != "Bundle":
                 return page
             pages += 1
+            entries = page.get("entry", [])
+            if not isinstance(entries, list):
+                raise FhirUnavailable(f"the FHIR server answered with a malformed Bundle ({key})")
             if first is None:
-                first = dict(page)
-                first["entry"] = list(page.get("entry") or [])
+                first = {**page, "entry": list(entries)}
             else:
-                first["entry"].extend(page.get("entry") or [])
+                first["entry"].extend(entries)
             url = self._next_link(page, key) if pages < MAX_PAGES else None
         if first is not None:
             first.pop("link", None)  # the pages were followed
@@ -166,6 +168,8 @@ class FhirAccess:
             data = parse_json(response.content)
         except NotJSONError:
             raise FhirUnavailable(f"the FHIR server did not answer with JSON ({key})") from None
+        except InputError:
+            raise FhirUnavailable(f"the FHIR server's answer holds a number out of range ({key})") from None
         if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
             raise FhirUnavailable(f"the FHIR server did not answer with a FHIR resource ({key})")
         if data["resourceType"] == "OperationOutcome":

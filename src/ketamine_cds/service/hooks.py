@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -70,6 +70,10 @@ class _CORSRoute(APIRoute):
 router = APIRouter(route_class=_CORSRoute, tags=["CDS Hooks"])
 
 
+SELECT_ID, SIGN_ID = "ketamine-order-select", "ketamine-order-sign"
+SERVICE_IDS = [SELECT_ID, SIGN_ID]
+
+
 @dataclass(frozen=True)
 class CdsService:
     id: str
@@ -86,7 +90,7 @@ def _services(kb: KnowledgeBase) -> dict[str, CdsService]:
     )
     services = (
         CdsService(
-            "ketamine-order-select",
+            SELECT_ID,
             "order-select",
             "Ketamine for pain: guideline check while ordering",
             f"When a ketamine order is selected, shows what the {kb.guideline} say for this patient: the "
@@ -94,7 +98,7 @@ def _services(kb: KnowledgeBase) -> dict[str, CdsService]:
             f"record, missing information, and the dose limits for the patient's weight ({limits}).",
         ),
         CdsService(
-            "ketamine-order-sign",
+            SIGN_ID,
             "order-sign",
             "Ketamine for pain: contraindication and dose-limit check at signing",
             "When a ketamine order is signed, interrupts only for a contraindication the record shows or an "
@@ -153,6 +157,8 @@ async def _json_body(request: Request) -> _Body:
         data = parse_json(raw)
     except NotJSONError as exc:
         return _Body(error=f"the request body is not JSON: {exc.message}")
+    except InputError as exc:  # JSON, but a number no input can hold (out of range)
+        return _Body(error=f"the request body cannot be read: {exc}")
     except RecursionError:
         return _Body(error="the request body is nested too deeply")
     if not isinstance(data, dict):
@@ -161,6 +167,10 @@ async def _json_body(request: Request) -> _Body:
 
 
 Body = Annotated[_Body, Depends(_json_body)]
+# The OpenAPI document lists the service ids; any other id is answered 404 by the handler (not 422).
+ServiceId = Annotated[
+    str, Path(description="a service id from discovery", json_schema_extra={"enum": SERVICE_IDS})
+]
 Issuer = Annotated[str | None, Depends(authenticate)]
 
 
@@ -341,15 +351,17 @@ def _is_ketamine_order(
     probe: Json = {k: order.in_record[k] for k in _PROBE_FIELDS if k in order.in_record}
     probe["id"] = "probe"
     probe["dosageInstruction"] = [{"route": _IV}]
-    entries: list[Json] = [{"resource": probe}]
-    entries += [{"resource": r, **({"fullUrl": u} if u else {})} for u, r in medications]
-    try:
-        facts = facts_from_bundle(
-            {"resourceType": "Bundle", "type": "collection", "entry": entries}, as_of=as_of, kb=kb
-        )
-    except InputError:
-        return True  # cannot tell: assess it, so that a broken ketamine order is reported, not passed over
-    return facts.order is not None
+    with_medications: list[Json] = [{"resource": probe}]
+    with_medications += [{"resource": r, **({"fullUrl": u} if u else {})} for u, r in medications]
+    for entries in (with_medications, with_medications[:1]):  # without them if one of them is unreadable
+        try:
+            facts = facts_from_bundle(
+                {"resourceType": "Bundle", "type": "collection", "entry": entries}, as_of=as_of, kb=kb
+            )
+        except Exception:
+            continue
+        return facts.order is not None
+    return True  # cannot tell: assess it, so that a broken ketamine order is reported, not passed over
 
 
 def _ketamine_orders(req: HookRequest, kb: KnowledgeBase, as_of: dt.date) -> list[DraftOrder]:
@@ -420,6 +432,7 @@ def _assess_order(
     try:
         facts = facts_from_bundle(record, as_of=as_of, kb=kb, order_id=order.order_id)
         assessment = assess(facts, kb)
+        built = cards_for(assessment, hook=req.hook, order=order.original, base_url=base_url)
     except InputError as exc:
         return _Outcome([not_checked_card(exc)], "input-error", (), kb.version)
     except Exception as exc:  # no input may turn into a 500: the clinician gets a card, the team the frames
@@ -430,7 +443,6 @@ def _assess_order(
             frames,
         )
         return _Outcome([not_checked_card(None)], "internal-error", (), kb.version)
-    built = cards_for(assessment, hook=req.hook, order=order.original, base_url=base_url)
     return _Outcome(
         built, assessment.verdict.value, assessment.statement_ids, assessment.knowledge_base_version
     )
@@ -552,7 +564,7 @@ def preflight() -> Response:
     openapi_extra=_body_spec(_HOOK_REQUEST_SCHEMA),
     responses=_errors(400, 401, 404, 412, 503),
 )
-def call_service(service_id: str, request: Request, body: Body, issuer: Issuer) -> JSONResponse:
+def call_service(service_id: ServiceId, request: Request, body: Body, issuer: Issuer) -> JSONResponse:
     started, received_at = time.perf_counter(), time.monotonic()
     settings, kb, store = _app_state(request)
     service = _services(kb).get(service_id)
@@ -693,7 +705,7 @@ def feedback_records(data: Mapping[str, Any], service: str, issuer: str | None) 
     openapi_extra=_body_spec(_FEEDBACK_SCHEMA),
     responses=_errors(400, 401, 404, 503),
 )
-def feedback(service_id: str, request: Request, body: Body, issuer: Issuer) -> JSONResponse:
+def feedback(service_id: ServiceId, request: Request, body: Body, issuer: Issuer) -> JSONResponse:
     _, kb, store = _app_state(request)
     if service_id not in _services(kb):
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")

@@ -43,6 +43,7 @@ class Settings:
             "allow_unauthenticated": env.get("KETAMINE_CDS_ALLOW_UNAUTHENTICATED", "")
             in ("1", "true", "yes"),
             "public_url": env.get("KETAMINE_CDS_PUBLIC_URL", ""),
+            "fhir_timeout_s": float(env.get("KETAMINE_CDS_FHIR_TIMEOUT_S", cls.fhir_timeout_s)),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
