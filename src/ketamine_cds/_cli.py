@@ -75,6 +75,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_report)
 
+    p = sub.add_parser("audit", help="audit recorded administrations against the guideline")
+    p.add_argument("input", help="flat table (CSV/Parquet), FHIR Bulk NDJSON folder, or OMOP CDM folder")
+    p.add_argument("--out", required=True, help="folder for findings.parquet, summary.json and report.html")
+    p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
+    p.add_argument("--form", choices=["flat", "fhir", "omop"], help="input form (default: detected)")
+    p.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit (default 1GB)")
+    p.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
+    p.set_defaults(run=_audit)
+
+    p = sub.add_parser("synth", help="write a synthetic data set in all three input forms")
+    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=20261124)
+    p.set_defaults(run=_synth)
+
     p = sub.add_parser("statements", help="list the knowledge base's statements")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_statements)
@@ -166,6 +181,35 @@ def _report(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(json.dumps(report) if args.json else report_text(report), end="\n" if args.json else "")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .audit.run import run_audit
+
+    summary = run_audit(
+        Path(args.input),
+        Path(args.out),
+        engine=args.engine,
+        form=args.form,
+        memory_limit=args.memory_limit,
+        threads=args.threads,
+    )
+    print(json.dumps({k: summary[k] for k in ("administrations", "bad_rows", "verdicts", "seconds")}))
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .audit.synth import write_all
+
+    if args.rows <= 0:
+        raise InputError("--rows", "must be a positive number of rows")
+    for form, path in write_all(args.rows, Path(args.out), args.seed).items():
+        print(f"{form}: {path}")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Guideline-adherence audit over recorded ketamine administrations (DuckDB by default, Spark at scale)."""

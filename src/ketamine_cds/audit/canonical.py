@@ -1,0 +1,121 @@
+"""The canonical administrations table every input form is read into, and its rows as engine ``Facts``.
+
+One row per administration. Readers (flat table, FHIR Bulk NDJSON, OMOP CDM) fill these columns; the
+weight is the one in effect at the time, the conditions those active at the time (knowledge-base concept ids).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from .._errors import InputError
+from .._facts import (
+    Coded,
+    ConditionFact,
+    DoseKind,
+    Facts,
+    PlannedProcedure,
+    Route,
+    Setting,
+    checked_weight,
+    ketamine_order,
+)
+from .._kb import KnowledgeBase
+from .._units import Quantity, parse_unit, weight_in_kg
+
+# name, DuckDB type, meaning (the flat-table form uses the same names; see README "Audit")
+COLUMNS: Sequence[tuple[str, str, str]] = (
+    ("admin_id", "VARCHAR", "identifier of the administration"),
+    ("patient_id", "VARCHAR", "patient identifier (pseudonymous is fine)"),
+    ("administered_at", "TIMESTAMP", "when it was given"),
+    ("route", "VARCHAR", "intravenous, oral or intranasal"),
+    ("kind", "VARCHAR", "bolus or infusion (IV only; empty: from the unit)"),
+    ("dose_value", "DOUBLE", "the dose as recorded"),
+    ("dose_unit", "VARCHAR", "its unit: mg, mcg, mg/kg, mg/h, mg/kg/h, mcg/kg/min, mL, mL/h, ..."),
+    ("concentration_mg_per_ml", "DOUBLE", "strength of the solution, for doses recorded as a volume"),
+    ("weight_value", "DOUBLE", "body weight in effect at the time"),
+    ("weight_unit", "VARCHAR", "kg, g or [lb_av]"),
+    ("setting", "VARCHAR", "intensive-care, non-intensive-care or unknown"),
+    ("location", "VARCHAR", "ward or unit name, for the report"),
+    ("indication", "VARCHAR", "knowledge-base use id (perioperative, crps, ...)"),
+    ("procedure_class", "VARCHAR", "abdominal, thoracic, orthopedic-limb, spine or mild"),
+    ("conditions", "VARCHAR", "knowledge-base concept ids active at the time, separated by ';'"),
+    ("prior_iv_ketamine", "BOOLEAN", "a course of IV infusions before (for oral or intranasal use)"),
+    ("pca_sole_agent", "BOOLEAN", "IV PCA with ketamine as the only analgesic"),
+    (
+        "input_problem",
+        "VARCHAR",
+        "set by a reader when a value could not be read (e.g. a dose that is not a number)",
+    ),
+)
+COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
+_ROUTES = {
+    "intravenous": Route.INTRAVENOUS,
+    "iv": Route.INTRAVENOUS,
+    "oral": Route.ORAL,
+    "intranasal": Route.INTRANASAL,
+    "nasal": Route.INTRANASAL,
+}
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    return value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+
+
+def facts_from_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Facts:
+    """One canonical row as the engine's facts; raises InputError for a row that cannot be assessed."""
+    if row.get("input_problem"):
+        raise InputError("row", str(row["input_problem"]))
+    when = row.get("administered_at")
+    as_of = (
+        when.date()
+        if isinstance(when, dt.datetime)
+        else (when if isinstance(when, dt.date) else dt.date.today())
+    )
+    route = _ROUTES.get(str(row.get("route") or "").strip().lower())
+    if route is None:
+        raise InputError("route", f"unknown or missing route {row.get('route')!r}")
+    kind = DoseKind(row["kind"]) if row.get("kind") in ("bolus", "infusion") else None
+    dose_value, unit_text = _decimal(row.get("dose_value")), row.get("dose_unit")
+    dose = Quantity(dose_value, parse_unit(str(unit_text))) if dose_value is not None and unit_text else None
+    concentration = _decimal(row.get("concentration_mg_per_ml"))
+    order = ketamine_order(
+        route=route,
+        dose=dose,
+        kind=kind,
+        pca_sole_agent=bool(row.get("pca_sole_agent")),
+        concentration_mg_per_ml=Fraction(concentration) if concentration else None,
+    )
+    weight = None
+    if row.get("weight_value") is not None:
+        weight = checked_weight(
+            weight_in_kg(_decimal(row["weight_value"]) or Decimal(0), str(row.get("weight_unit") or "kg"))
+        )
+    use = row.get("indication") or None
+    if use is not None and use not in kb.uses:
+        raise InputError("indication", f"unknown indication {use!r}")
+    pclass = row.get("procedure_class") or None
+    if pclass is not None and pclass not in kb.procedure_classes:
+        raise InputError("procedure_class", f"unknown procedure class {pclass!r}")
+    concepts = [c for c in str(row.get("conditions") or "").split(";") if c]
+    unknown = [c for c in concepts if c not in kb.concepts]
+    if unknown:
+        raise InputError("conditions", f"unknown condition {unknown[0]!r}")
+    setting = row.get("setting") or "unknown"
+    return Facts(
+        as_of=as_of,
+        use=use,
+        weight_kg=weight,
+        setting=Setting(setting) if setting in {s.value for s in Setting} else Setting.UNKNOWN,
+        conditions=tuple(ConditionFact(c, Coded(kb.concepts[c].label)) for c in concepts),
+        procedure=PlannedProcedure(Coded(kb.procedure_classes[pclass].label), pclass) if pclass else None,
+        opioids=None,
+        order=order,
+        prior_iv_ketamine=row.get("prior_iv_ketamine"),
+    )

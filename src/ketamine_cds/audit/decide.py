@@ -1,0 +1,108 @@
+"""Verdicts for millions of rows from the one engine.
+
+The database does arithmetic only: each row's dose per kg (unit factors from ``parse_unit``, limits from the
+knowledge base) and how it compares with the limit: below, above, or within a hair of it. Rows that agree on
+everything the engine's decision depends on form a decision class; the engine assesses one real row of each
+class and its verdict and statement ids are joined back to every row of that class. Rows within a hair of a
+limit get a class of their own per exact dose, so the engine's exact arithmetic decides them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from .._engine import assess
+from .._errors import InputError, UnitError
+from .._facts import MAX_WEIGHT_KG
+from .._kb import KnowledgeBase
+from .._units import parse_unit, weight_in_kg
+from .canonical import facts_from_row
+
+# columns that decide the verdict besides the dose comparison (see DECISION_SQL in duck.py)
+DECISION_COLUMNS = (
+    "route",
+    "kind",
+    "setting",
+    "indication",
+    "procedure_class",
+    "conditions",
+    "prior_iv_ketamine",
+    "pca_sole_agent",
+    "has_weight",
+    "has_concentration",
+    "dose_shape",
+    "comparison",
+)
+BOUNDARY = 1e-9  # relative band around a limit where a binary float could be wrong: decided exactly
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    text: str
+    ok: bool
+    mg_factor: float | None  # per unit (per hour for rates); mL for volumes
+    per_kg: bool
+    is_rate: bool
+    is_volume: bool
+
+
+def unit_rows(units: Iterable[str | None]) -> list[UnitRow]:
+    """The dose units found in the data, read by the engine's own unit parser."""
+    rows = []
+    for text in units:
+        if text is None:
+            continue
+        try:
+            unit = parse_unit(text)
+        except UnitError:
+            rows.append(UnitRow(text, False, None, False, False, False))
+            continue
+        factor = unit.factor / unit.per_hours if unit.per_hours is not None else unit.factor
+        rows.append(UnitRow(text, True, float(factor), unit.per_kg, unit.is_rate, unit.amount == "volume"))
+    return rows
+
+
+def weight_unit_rows(units: Iterable[str | None]) -> list[tuple[str, float | None]]:
+    rows: list[tuple[str, float | None]] = []
+    for text in units:
+        if text is None:
+            continue
+        try:
+            rows.append((text, float(weight_in_kg(Decimal(1), text))))
+        except InputError:
+            rows.append((text, None))
+    return rows
+
+
+def limits(kb: KnowledgeBase) -> dict[str, float]:
+    return {
+        "bolus": float(kb.threshold("dose-bolus-limit", "limit_mg_per_kg")),
+        "infusion": float(kb.threshold("dose-infusion-limit", "limit_mg_per_kg_per_h")),
+        "max_weight_kg": float(MAX_WEIGHT_KG),
+    }
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str | None
+    statements: list[str]
+    dose_status: str | None
+    problem: str | None
+
+
+def decide(representative: Mapping[str, Any], kb: KnowledgeBase) -> Decision:
+    """The engine's answer for one real row of a decision class (or why the row cannot be assessed)."""
+    try:
+        assessment = assess(facts_from_row(representative, kb), kb)
+    except InputError as exc:
+        return Decision(None, [], None, str(exc))
+    status = assessment.dose_check.status.value if assessment.dose_check is not None else None
+    return Decision(assessment.verdict.value, list(assessment.statement_ids), status, None)
+
+
+def exact_fraction(value: float) -> Fraction:
+    return Fraction(Decimal(repr(value)))

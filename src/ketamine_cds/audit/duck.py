@@ -1,0 +1,246 @@
+"""The audit on DuckDB: two streaming passes over the input in bounded memory.
+
+Pass 1 groups the rows into decision classes (``decide.py``); the engine assesses one real row of each.
+Pass 2 joins every row to its class's verdict and writes the per-administration findings as Parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .._kb import KnowledgeBase, load_knowledge
+from .canonical import COLUMN_NAMES
+from .decide import BOUNDARY, decide, limits, unit_rows, weight_unit_rows
+
+Progress = Callable[[str, float, float], None]  # phase, fraction done (0..1), seconds elapsed
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    rows: int
+    classes: int
+    seconds: float
+    findings: Path
+
+
+def _measured_sql(source: str, bolus: float, infusion: float) -> str:
+    """Per-row arithmetic: weight in kg, dose per kg, and how it compares with its limit. No decisions."""
+    return f"""
+    WITH src AS ({source}),
+    m AS (
+      SELECT s.*,
+        lower(trim(s.route)) AS route_n,
+        s.weight_value * w.kg AS weight_kg,
+        coalesce(u.ok, s.dose_unit IS NULL) AS unit_ok,
+        u.per_kg, u.is_rate, u.is_volume,
+        CASE WHEN u.is_volume THEN s.dose_value * u.factor * s.concentration_mg_per_ml
+             ELSE s.dose_value * u.factor END AS amount
+      FROM src s
+      LEFT JOIN units u ON u.text = s.dose_unit
+      LEFT JOIN weight_units w ON w.text = s.weight_unit
+    ),
+    k AS (
+      SELECT m.*,
+        CASE WHEN m.per_kg THEN m.amount ELSE m.amount / m.weight_kg END AS dose_per_kg,
+        CASE WHEN coalesce(m.kind, CASE WHEN m.is_rate THEN 'infusion' ELSE 'bolus' END) = 'infusion'
+             THEN {infusion} ELSE {bolus} END AS limit_per_kg,
+        m.weight_kg IS NOT NULL AS has_weight,
+        m.concentration_mg_per_ml IS NOT NULL AS has_concentration,
+        CASE WHEN NOT m.unit_ok THEN 'unknown:' || m.dose_unit WHEN m.dose_unit IS NULL THEN 'none'
+             ELSE concat(CASE WHEN m.per_kg THEN 'per-kg' WHEN m.is_volume THEN 'volume' ELSE 'mass' END,
+                         CASE WHEN m.is_rate THEN '-rate' ELSE '' END) END AS dose_shape,
+        CASE WHEN m.weight_value IS NULL THEN 'none' WHEN m.weight_kg IS NULL THEN 'unknown-unit'
+             WHEN isnan(m.weight_kg) OR m.weight_kg <= 0 OR m.weight_kg > max_weight_kg THEN 'impossible'
+             ELSE 'ok' END AS weight_range,
+        CASE WHEN m.dose_value IS NULL THEN 'none' WHEN isnan(m.dose_value) OR m.dose_value <= 0
+             THEN 'not-positive' ELSE 'positive' END AS dose_sign
+      FROM m, (SELECT max_weight_kg FROM audit_limits)
+    )
+    SELECT k.*,
+      CASE WHEN k.dose_per_kg IS NULL OR isnan(k.dose_per_kg) THEN NULL
+           WHEN abs(k.dose_per_kg - k.limit_per_kg) <= {BOUNDARY} * k.limit_per_kg THEN 0
+           WHEN k.dose_per_kg < k.limit_per_kg THEN -1 ELSE 1 END AS comparison
+    FROM k
+    """
+
+
+# everything the engine's decision depends on; at a limit, the exact dose too (decided exactly)
+_CLASS_KEY = """hash(route_n, kind, setting, indication, procedure_class, conditions, prior_iv_ketamine,
+    pca_sole_agent, has_weight, has_concentration, dose_shape, weight_range, dose_sign, comparison, input_problem,
+    CASE WHEN comparison = 0 THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
+                                   CASE WHEN NOT per_kg THEN weight_value END] END,
+    CASE WHEN comparison = 0 THEN [dose_unit, CASE WHEN NOT per_kg THEN weight_unit END] END)"""
+
+
+def _prepare(con: duckdb.DuckDBPyConnection, source: str, kb: KnowledgeBase) -> None:
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE units (text VARCHAR, ok BOOLEAN, factor DOUBLE, per_kg BOOLEAN, "
+        "is_rate BOOLEAN, is_volume BOOLEAN)"
+    )
+    found = [r[0] for r in con.execute(f"SELECT DISTINCT dose_unit FROM ({source})").fetchall()]
+    rows = [(u.text, u.ok, u.mg_factor, u.per_kg, u.is_rate, u.is_volume) for u in unit_rows(found)]
+    _insert(con, "units", rows, 6)
+    con.execute("CREATE OR REPLACE TEMP TABLE weight_units (text VARCHAR, kg DOUBLE)")
+    found = [r[0] for r in con.execute(f"SELECT DISTINCT weight_unit FROM ({source})").fetchall()]
+    wrows = weight_unit_rows(found)
+    _insert(con, "weight_units", wrows, 2)
+    lim = limits(kb)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE audit_limits AS SELECT ? AS max_weight_kg", [lim["max_weight_kg"]]
+    )
+
+
+def _decide_classes(
+    con: duckdb.DuckDBPyConnection, measured: str, kb: KnowledgeBase, watch: Callable[[str], None]
+) -> int:
+    columns = ", ".join(COLUMN_NAMES)
+    watch("classify")
+    classes = con.execute(
+        f"SELECT {_CLASS_KEY} AS class_key, any_value(struct_pack({columns})) AS row, count(*) AS n "
+        f"FROM ({measured}) GROUP BY class_key"
+    ).fetchall()
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE decisions (class_key UBIGINT, verdict VARCHAR, statements VARCHAR[], "
+        "dose_status VARCHAR, problem VARCHAR)"
+    )
+    decided = []
+    for class_key, row, _n in classes:
+        d = decide(row, kb)
+        decided.append((class_key, d.verdict, d.statements, d.dose_status, d.problem))
+    _insert(con, "decisions", decided, 5)
+    return len(classes)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[Any], width: int) -> None:
+    """Rows handed over as an NDJSON file: binding parameters costs DuckDB a module look-up per value."""
+    if not rows:
+        return
+    described = con.execute(f"DESCRIBE {table}").fetchall()
+    columns, types = [r[0] for r in described], {r[0]: r[1] for r in described}
+    assert len(columns) == width
+    with tempfile.NamedTemporaryFile("w", suffix=".ndjson", delete=False) as handle:
+        for row in rows:
+            handle.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n")
+    try:
+        spec = "{" + ", ".join(f"'{c}': '{types[c]}'" for c in columns) + "}"
+        con.execute(
+            f"INSERT INTO {table} SELECT * FROM read_json('{handle.name}', format = 'newline_delimited', "
+            f"columns = {spec})"
+        )
+    finally:
+        os.unlink(handle.name)
+
+
+def run_duckdb(
+    source: str,
+    out_dir: Path,
+    *,
+    kb: KnowledgeBase | None = None,
+    memory_limit: str = "1GB",
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> AuditRun:
+    """Audit the canonical rows that ``source`` (a SELECT) yields; write ``findings.parquet`` in out_dir."""
+    kb = kb or load_knowledge()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET temp_directory = '{out_dir / '.duckdb-tmp'}'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    watch = _watcher(con, progress, started)
+    try:
+        _prepare(con, source, kb)
+        lim = limits(kb)
+        measured = _measured_sql(source, lim["bolus"], lim["infusion"])
+        classes = _decide_classes(con, measured, kb, watch)
+        findings = out_dir / "findings.parquet"
+        watch("write")
+        con.execute(f"""
+            COPY (
+              SELECT m.admin_id, m.patient_id, m.administered_at, m.location, m.indication, m.setting, m.route,
+                     m.kind, m.dose_value, m.dose_unit, m.weight_kg, m.dose_per_kg, m.limit_per_kg,
+                     m.limit_per_kg * m.weight_kg AS max_for_weight, d.dose_status, d.verdict, d.statements,
+                     d.problem
+              FROM ({measured}) m JOIN decisions d ON d.class_key = {_CLASS_KEY}
+            ) TO '{findings}' (FORMAT parquet, COMPRESSION zstd)
+        """)
+        rows = con.execute(f"SELECT count(*) FROM read_parquet('{findings}')").fetchone()
+        watch("")
+        return AuditRun(int(rows[0]) if rows else 0, classes, time.monotonic() - started, findings)
+    finally:
+        con.close()
+
+
+def _watcher(
+    con: duckdb.DuckDBPyConnection, progress: Progress | None, started: float
+) -> Callable[[str], None]:
+    """Reports DuckDB's progress of the running query while a phase runs (on a background thread)."""
+    state: dict[str, Any] = {"phase": "", "stop": threading.Event()}
+
+    def poll() -> None:
+        while not state["stop"].wait(0.5):
+            if progress is not None and state["phase"]:
+                try:
+                    done = max(0.0, float(con.query_progress())) / 100.0
+                except duckdb.Error:
+                    continue
+                progress(state["phase"], min(done, 1.0), time.monotonic() - started)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    if progress is not None:
+        thread.start()
+
+    def set_phase(phase: str) -> None:
+        state["phase"] = phase
+        if not phase:
+            state["stop"].set()
+
+    return set_phase
+
+
+def summary_rows(findings: Path) -> dict[str, Any]:
+    """Counts for the summary and the report, read back from the findings."""
+    con = duckdb.connect()
+    try:
+        f = f"read_parquet('{findings}')"
+        one = con.execute(f"SELECT count(*), count(problem) FROM {f}").fetchone() or (0, 0)
+        return {
+            "administrations": int(one[0]),
+            "bad_rows": int(one[1]),
+            "verdicts": dict(
+                con.execute(
+                    f"SELECT coalesce(verdict, 'not assessed'), count(*) FROM {f} GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+            ),
+            "problems": dict(
+                con.execute(
+                    f"SELECT problem, count(*) FROM {f} WHERE problem IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+            ),
+            "statements": dict(
+                con.execute(
+                    f"SELECT s, count(*) FROM (SELECT unnest(statements) AS s FROM {f}) GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+            ),
+        }
+    finally:
+        con.close()
+
+
+def write_summary(findings: Path, out_dir: Path) -> dict[str, Any]:
+    summary = summary_rows(findings)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary

@@ -1,0 +1,140 @@
+"""``ketamine-cds audit``: read an input form, audit it on an engine, write findings, summary and report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from .._errors import InputError
+
+Form = Literal["flat", "fhir", "omop"]
+
+
+def detect_form(path: Path) -> Form:
+    """FHIR Bulk NDJSON (*.ndjson), OMOP CDM tables (person, drug_exposure, ...), or the flat table."""
+    if not path.exists():
+        raise InputError("INPUT", f"no such file or folder: {path}")
+    if path.is_dir():
+        names = {p.name.split(".")[0].lower() for p in path.iterdir()}
+        if any(p.suffix == ".ndjson" for p in path.iterdir()):
+            return "fhir"
+        if {"person", "drug_exposure"} <= names:
+            return "omop"
+    return "flat"
+
+
+def source_sql(path: Path, form: Form) -> str:
+    if form == "flat":
+        from .flat import flat_source
+
+        return flat_source(path)
+    if form == "fhir":
+        from .fhir_ndjson import fhir_source  # type: ignore[import-not-found,unused-ignore]
+
+        result: str = fhir_source(path)
+        return result
+    from .omop import omop_source  # type: ignore[import-not-found,unused-ignore]
+
+    omop: str = omop_source(path)
+    return omop
+
+
+class _Reporter:
+    """A progress bar with rows per second on a terminal; one JSON log line per event otherwise."""
+
+    def __init__(self, total_rows: int | None, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.total = total_rows
+
+    def progress(self, phase: str, done: float, seconds: float) -> None:
+        if not self.tty:
+            return
+        rows = f"{self.total * done / max(seconds, 1e-9):,.0f} rows/s" if self.total else ""
+        bar = "#" * int(done * 30)
+        self.stream.write(f"\r{phase:9} [{bar:30}] {done:4.0%} {seconds:6.1f} s {rows}   ")
+        self.stream.flush()
+
+    def event(self, name: str, **fields: Any) -> None:
+        if self.tty:
+            self.stream.write("\r" + " " * 90 + "\r")
+            details = ", ".join(f"{k} {v}" for k, v in fields.items())
+            self.stream.write(f"{name}: {details}\n")
+        else:
+            self.stream.write(json.dumps({"event": name, **fields}, default=str) + "\n")
+        self.stream.flush()
+
+
+def run_audit(
+    path: Path,
+    out_dir: Path,
+    *,
+    engine: str = "duckdb",
+    form: Form | None = None,
+    memory_limit: str = "1GB",
+    threads: int | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    form = form or detect_form(path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    source = source_sql(path, form)
+    reporter = _Reporter(_count(source))
+    reporter.event("audit.start", input=str(path), form=form, engine=engine, rows=reporter.total)
+    if engine == "spark":
+        from .spark import run_spark  # type: ignore[import-not-found,unused-ignore]
+
+        run = run_spark(path, form, out_dir)
+    else:
+        from .duck import run_duckdb
+
+        run = run_duckdb(
+            source, out_dir, memory_limit=memory_limit, threads=threads, progress=reporter.progress
+        )
+    from .duck import write_summary
+
+    summary = write_summary(run.findings, out_dir)
+    summary.update(
+        {
+            "engine": engine,
+            "form": form,
+            "input": str(path),
+            "decision_classes": run.classes,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+    )
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    try:
+        from .report import write_report  # type: ignore[import-not-found,unused-ignore]
+
+        write_report(run.findings, summary, out_dir / "report.html")
+    except ImportError:
+        pass
+    seconds = max(time.monotonic() - started, 1e-9)
+    reporter.event(
+        "audit.done",
+        rows=run.rows,
+        bad_rows=summary["bad_rows"],
+        seconds=round(seconds, 2),
+        rows_per_second=round(run.rows / seconds),
+        out=str(out_dir),
+    )
+    return summary
+
+
+def _count(source: str) -> int | None:
+    import duckdb
+
+    try:
+        con = duckdb.connect()
+        try:
+            row = con.execute(f"SELECT count(*) FROM ({source})").fetchone()
+        finally:
+            con.close()
+    except duckdb.Error:
+        return None
+    return int(row[0]) if row else None

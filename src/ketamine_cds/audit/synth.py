@@ -1,0 +1,186 @@
+"""``ketamine-cds synth``: a realistic synthetic data set, deterministic for a seed.
+
+Randomness is a hash of (seed, row, purpose), so the data do not depend on thread count or chunking.
+The mix follows what hospitals record: mostly perioperative IV use, boluses in mg and mg/kg, infusions in
+mg/h, mg/kg/h, mcg/kg/min and mL/h, weights in kg with some in pounds or missing, and the unit errors seen in
+practice (a mg dose recorded as mg/kg, mcg for mg, free-text units such as "mgs" or "units").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+
+def _u(seed: int, purpose: str) -> str:
+    """A uniform number in [0, 1) for each row i, per purpose."""
+    return f"((hash(i, {seed}, '{purpose}') % 1000000) / 1000000.0)"
+
+
+def _pick(seed: int, purpose: str, choices: list[tuple[str, float]]) -> str:
+    """A SQL CASE choosing among literal values with the given weights (they need not sum to 1)."""
+    total = sum(w for _, w in choices)
+    u, edge, parts = _u(seed, purpose), 0.0, []
+    for value, weight in choices[:-1]:
+        edge += weight / total
+        parts.append(f"WHEN {u} < {edge:.6f} THEN {value}")
+    return f"(CASE {' '.join(parts)} ELSE {choices[-1][0]} END)"
+
+
+def canonical_sql(rows: int, seed: int = 20261124, patients: int | None = None) -> str:
+    """A SELECT of ``rows`` synthetic canonical administrations."""
+    patients = patients or max(1, rows // 8)
+    s = seed
+    route = _pick(s, "route", [("'intravenous'", 90), ("'oral'", 5), ("'intranasal'", 5)])
+    kind = _pick(s, "kind", [("'bolus'", 55), ("'infusion'", 45)])
+    indication = _pick(
+        s,
+        "indication",
+        [
+            ("'perioperative'", 62),
+            ("'acute-pain'", 5),
+            ("'sickle-cell-pain'", 4),
+            ("'crps'", 8),
+            ("'fibromyalgia'", 3),
+            ("'neuropathic-pain'", 3),
+            ("'cancer-pain'", 3),
+            ("'chronic-pain'", 3),
+            ("'procedural-sedation'", 4),
+            ("'depression'", 2),
+            ("NULL", 3),
+        ],
+    )
+    pclass = _pick(
+        s,
+        "pclass",
+        [
+            ("'abdominal'", 30),
+            ("'thoracic'", 10),
+            ("'orthopedic-limb'", 25),
+            ("'spine'", 12),
+            ("'mild'", 18),
+            ("NULL", 5),
+        ],
+    )
+    setting = _pick(s, "setting", [("'non-intensive-care'", 68), ("'intensive-care'", 16), ("'unknown'", 16)])
+    location = """CASE setting WHEN 'intensive-care' THEN (['ICU 1', 'SICU', 'Cardiac ICU'])[1 + CAST(hash(i, 'loc') % 3 AS BIGINT)]
+                  WHEN 'unknown' THEN NULL ELSE (['Ward 4B', 'Ward 6A', 'PACU', 'Emergency', 'Pain clinic'])
+                  [1 + CAST(hash(i, 'loc') % 5 AS BIGINT)] END"""
+    conditions = " || ".join(
+        f"CASE WHEN {_u(s, 'cond-' + c)} < {p} THEN '{c};' ELSE '' END"
+        for c, p in [
+            ("sleep-apnea", 0.06),
+            ("psychosis", 0.01),
+            ("pregnancy", 0.008),
+            ("liver-disease-severe", 0.01),
+            ("cardiovascular-disease", 0.12),
+            ("cardiovascular-severe", 0.01),
+            ("intracranial-pressure", 0.004),
+            ("intraocular-pressure", 0.01),
+            ("substance-misuse", 0.03),
+            ("opioid-dependence", 0.05),
+        ]
+    )
+    weight_kg = f"(45 + 95 * ((hash(patient, {s}, 'w') % 1000) / 1000.0) + 2 * {_u(s, 'wjitter')})"
+    bolus_unit = _pick(
+        s,
+        "bunit",
+        [
+            ("'mg'", 58),
+            ("'mg/kg'", 25),
+            ("'mL'", 7),
+            ("'mcg'", 4),
+            ("'mcg/kg'", 2),
+            ("'mgs'", 2),
+            ("'units'", 1),
+            ("'mg/kg '", 1),
+        ],
+    )
+    rate_unit = _pick(
+        s,
+        "runit",
+        [
+            ("'mg/h'", 30),
+            ("'mg/kg/h'", 38),
+            ("'mcg/kg/min'", 18),
+            ("'mL/h'", 10),
+            ("'mg/hr'", 2),
+            ("'mg/kg/hr'", 1),
+            ("'ml/hr'", 1),
+        ],
+    )
+    per_kg_dose = f"(CASE WHEN kind = 'bolus' THEN 0.05 + 0.45 * {_u(s, 'dose')} ELSE 0.05 + 1.3 * pow({_u(s, 'dose')}, 2) END)"
+    return f"""
+    WITH base AS (
+      SELECT i, 1 + hash(i, {s}, 'patient') % {patients} AS patient,
+             {route} AS route, {kind} AS kind0, {indication} AS indication, {pclass} AS pclass0,
+             {setting} AS setting, {_u(s, "exact")} AS u_exact, {_u(s, "error")} AS u_error,
+             {_u(s, "lb")} AS u_lb, {_u(s, "noweight")} AS u_noweight
+      FROM range({rows}) t(i)
+    ), shaped AS (
+      SELECT *, CASE WHEN route = 'intravenous' THEN kind0 END AS kind,
+             CASE WHEN indication = 'perioperative' THEN pclass0 END AS procedure_class,
+             {weight_kg} AS true_weight
+      FROM base
+    ), dosed AS (
+      SELECT *, CASE WHEN kind = 'bolus' THEN {bolus_unit} WHEN kind = 'infusion' THEN {rate_unit} END AS dose_unit,
+             CASE WHEN u_exact < 0.04 THEN (CASE WHEN kind = 'bolus' THEN 0.35 ELSE 1.0 END)
+                  ELSE {per_kg_dose} END AS per_kg
+      FROM shaped
+    )
+    SELECT
+      'A' || lpad(CAST(i AS VARCHAR), 9, '0') AS admin_id,
+      'P' || lpad(CAST(patient AS VARCHAR), 8, '0') AS patient_id,
+      TIMESTAMP '2023-01-01' + to_seconds(CAST(hash(i, {s}, 't') % (3 * 365 * 86400) AS BIGINT)) AS administered_at,
+      route, kind,
+      CASE WHEN kind IS NULL THEN NULL
+           WHEN trim(dose_unit) IN ('mg/kg', 'mg/kg/h', 'mg/kg/hr') THEN round(per_kg, 2)
+           WHEN dose_unit = 'mcg/kg' THEN round(per_kg * 1000, 0)
+           WHEN dose_unit = 'mcg/kg/min' THEN round(per_kg * 1000 / 60, 2)
+           WHEN dose_unit IN ('mL', 'mL/h', 'ml/hr') THEN round(per_kg * true_weight / 10, 1)
+           WHEN dose_unit = 'mcg' THEN round(per_kg * true_weight * 1000, -2)
+           WHEN u_error < 0.01 THEN round(per_kg * true_weight, 0) * 1000  -- mcg recorded as mg
+           ELSE round(per_kg * true_weight, 0) END AS dose_value,
+      dose_unit,
+      CASE WHEN dose_unit IN ('mL', 'mL/h', 'ml/hr') THEN 10.0 END AS concentration_mg_per_ml,
+      CASE WHEN u_noweight < 0.03 THEN NULL WHEN u_noweight > 0.9995 THEN 0
+           WHEN u_lb < 0.08 THEN round(true_weight / 0.45359237, 1) ELSE round(true_weight, 1) END AS weight_value,
+      CASE WHEN u_lb < 0.08 THEN '[lb_av]' ELSE 'kg' END AS weight_unit,
+      setting, {location} AS location, indication, procedure_class,
+      {conditions} AS conditions,
+      CASE WHEN route <> 'intravenous' THEN hash(i, 'prior') % 5 <> 0 END AS prior_iv_ketamine,
+      CASE WHEN kind = 'infusion' AND hash(i, 'pca') % 50 = 0 THEN true ELSE false END AS pca_sole_agent,
+      CAST(NULL AS VARCHAR) AS input_problem
+    FROM dosed
+    """
+
+
+def write_all(rows: int, out_dir: Path, seed: int = 20261124) -> dict[str, Path]:
+    """Every input form the audit reads, from the same synthetic administrations."""
+    written = {"flat": write_flat(rows, out_dir, seed)}
+    try:
+        from .synth_forms import write_fhir, write_omop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return written
+    written["fhir"] = write_fhir(rows, out_dir, seed)
+    written["omop"] = write_omop(rows, out_dir, seed)
+    return written
+
+
+def write_flat(rows: int, out_dir: Path, seed: int = 20261124, csv: bool = True) -> Path:
+    """The flat form: ``flat/administrations.parquet`` (and ``.csv`` for smaller sets)."""
+    target = out_dir / "flat"
+    target.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        sql = canonical_sql(rows, seed)
+        query = f"SELECT * EXCLUDE (input_problem) FROM ({sql})"
+        con.execute(
+            f"COPY ({query}) TO '{target / 'administrations.parquet'}' (FORMAT parquet, COMPRESSION zstd)"
+        )
+        if csv and rows <= 2_000_000:
+            con.execute(f"COPY ({query}) TO '{target / 'administrations.csv'}' (HEADER, DELIMITER ',')")
+    finally:
+        con.close()
+    return target

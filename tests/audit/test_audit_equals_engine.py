@@ -1,0 +1,180 @@
+"""The audit's verdict for every administration equals the live engine's verdict for the same facts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ketamine_cds import load_knowledge
+from ketamine_cds.audit.canonical import COLUMN_NAMES
+from ketamine_cds.audit.decide import decide
+from ketamine_cds.audit.duck import run_duckdb
+from ketamine_cds.audit.flat import flat_source
+from ketamine_cds.audit.synth import canonical_sql, write_flat
+
+KB = load_knowledge()
+
+
+def _engine_answers(findings: Path, source: str) -> list[tuple[Any, ...]]:
+    """Each row of the source assessed one by one, next to what the audit wrote for it."""
+    con = duckdb.connect()
+    try:
+        columns = ", ".join(f"s.{c}" for c in COLUMN_NAMES)
+        rows = con.execute(
+            f"SELECT {columns}, f.verdict, f.statements, f.problem FROM ({source}) s "
+            f"JOIN read_parquet('{findings}') f USING (admin_id) ORDER BY s.admin_id"
+        ).fetchall()
+    finally:
+        con.close()
+    mismatches = []
+    for row in rows:
+        canonical = dict(zip(COLUMN_NAMES, row[: len(COLUMN_NAMES)], strict=True))
+        verdict, statements, problem = row[len(COLUMN_NAMES) :]
+        live = decide(canonical, KB)
+        if (live.verdict, live.statements, live.problem is None) != (
+            verdict,
+            list(statements or []),
+            problem is None,
+        ):
+            mismatches.append((canonical, live, verdict, statements, problem))
+    return mismatches
+
+
+def test_every_synthetic_row_gets_the_live_engines_verdict(tmp_path: Path) -> None:
+    flat = write_flat(20_000, tmp_path / "synth", seed=7, csv=False) / "administrations.parquet"
+    run = run_duckdb(flat_source(flat), tmp_path / "out")
+    assert run.rows == 20_000
+    assert _engine_answers(run.findings, flat_source(flat)) == []
+
+
+ROUTES = st.sampled_from(["intravenous", "oral", "intranasal", "IV", "intramuscular", None])
+UNITS = st.sampled_from(
+    [
+        "mg",
+        "mg/kg",
+        "mcg",
+        "mcg/kg",
+        "mL",
+        "mg/h",
+        "mg/kg/h",
+        "mcg/kg/min",
+        "mL/h",
+        "mg/d",
+        "mgs",
+        "units",
+        None,
+    ]
+)
+# doses around the limits (0.35 mg/kg, 1 mg/kg/h) for 40, 70 and 100 kg, exact and off by a hair
+DOSES = st.sampled_from(
+    [
+        0.35,
+        0.3499,
+        0.3501,
+        1.0,
+        0.999,
+        1.001,
+        14.0,
+        24.5,
+        24.51,
+        35.0,
+        70.0,
+        70.01,
+        100.0,
+        350.0,
+        16.67,
+        16.66,
+        2.5,
+        0.0,
+        -5.0,
+        0.1,
+        7.0,
+        1000.0,
+    ]
+)
+ROWS = st.fixed_dictionaries(
+    {
+        "route": ROUTES,
+        "kind": st.sampled_from(["bolus", "infusion", None]),
+        "dose_value": st.one_of(st.none(), DOSES),
+        "dose_unit": UNITS,
+        "concentration_mg_per_ml": st.sampled_from([None, 10.0, 50.0]),
+        "weight_value": st.sampled_from([None, 40.0, 70.0, 100.0, 154.32, 0.0, 900.0]),
+        "weight_unit": st.sampled_from(["kg", "[lb_av]", "g", "stone"]),
+        "setting": st.sampled_from(["intensive-care", "non-intensive-care", "unknown"]),
+        "indication": st.sampled_from(
+            [
+                None,
+                "perioperative",
+                "crps",
+                "fibromyalgia",
+                "sickle-cell-pain",
+                "depression",
+                "acute-pain",
+                "hangover",
+            ]
+        ),
+        "procedure_class": st.sampled_from([None, "abdominal", "mild", "spine"]),
+        "conditions": st.sampled_from(
+            [
+                "",
+                "psychosis;",
+                "sleep-apnea;",
+                "cardiovascular-disease;",
+                "pregnancy;sleep-apnea;",
+                "opioid-dependence;",
+                "unknown-thing;",
+            ]
+        ),
+        "prior_iv_ketamine": st.sampled_from([None, True, False]),
+        "pca_sole_agent": st.booleans(),
+    }
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(ROWS, min_size=1, max_size=60))
+def test_generated_rows_get_the_live_engines_verdict(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
+    table = tmp_path / f"rows-{len(rows)}-{abs(hash(str(rows))) % 10**9}.parquet"
+    con = duckdb.connect()
+    try:
+        con.execute(
+            "CREATE TABLE t (admin_id VARCHAR, patient_id VARCHAR, administered_at TIMESTAMP, route VARCHAR, "
+            "kind VARCHAR, dose_value DOUBLE, dose_unit VARCHAR, concentration_mg_per_ml DOUBLE, "
+            "weight_value DOUBLE, weight_unit VARCHAR, setting VARCHAR, location VARCHAR, indication VARCHAR, "
+            "procedure_class VARCHAR, conditions VARCHAR, prior_iv_ketamine BOOLEAN, pca_sole_agent BOOLEAN)"
+        )
+        for i, row in enumerate(rows):
+            values = {
+                "admin_id": f"A{i:05}",
+                "patient_id": "P1",
+                "administered_at": dt.datetime(2025, 5, 1),
+                "location": "Ward",
+                **row,
+            }
+            names = ", ".join(values)
+            con.execute(
+                f"INSERT INTO t ({names}) VALUES ({', '.join('?' * len(values))})", list(values.values())
+            )
+        con.execute(f"COPY t TO '{table}' (FORMAT parquet)")
+    finally:
+        con.close()
+    run = run_duckdb(flat_source(table), tmp_path / table.stem)
+    assert run.rows == len(rows)
+    assert _engine_answers(run.findings, flat_source(table)) == []
+
+
+def test_synthetic_data_is_deterministic() -> None:
+    con = duckdb.connect()
+    try:
+        first = con.execute(f"SELECT * FROM ({canonical_sql(500, seed=3)}) ORDER BY admin_id").fetchall()
+        again = con.execute(f"SELECT * FROM ({canonical_sql(500, seed=3)}) ORDER BY admin_id").fetchall()
+        other = con.execute(f"SELECT * FROM ({canonical_sql(500, seed=4)}) ORDER BY admin_id").fetchall()
+    finally:
+        con.close()
+    assert first == again != other
