@@ -181,7 +181,8 @@ if os.environ.get("BENCH_HOOKS_SECTIONS"):
             self.app = app
 
         async def __call__(self, scope, receive, send):
-            if scope["type"] != "http" or not scope["path"] in ("/bench/floor", "/cds-services/ketamine-order-sign"):
+            timed_paths = ("/bench/floor", "/cds-services/ketamine-order-sign")
+            if scope["type"] != "http" or scope["path"] not in timed_paths:
                 return await self.app(scope, receive, send)
             calls = collections.defaultdict(list)
             REQUEST.set(calls)
@@ -522,6 +523,17 @@ class Server:
                 self.process.kill()
                 self.process.wait(timeout=10)
 
+    def cpu_seconds(self) -> float:
+        """The server process's user + system CPU time so far (from /proc; NaN where there is none)."""
+        if self.process is None:
+            return math.nan
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return math.nan
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-4000:]
@@ -550,6 +562,8 @@ def _filesystem(path: Path) -> str:
 class Samples:
     latencies_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    server_cpu_s: float = 0.0  # the server process's CPU time (all threads) during the timed rounds
+    client_cpu_s: float = 0.0  # this load generator's CPU time (all threads) during the timed rounds
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -563,6 +577,9 @@ class Samples:
     @property
     def per_s(self) -> float:
         return self.count / self.wall_s if self.wall_s else 0.0
+
+    def cpu_ms(self, seconds: float) -> str:
+        return f"{seconds / self.count * 1e3:.2f}" if self.count and seconds >= 0 else "?"
 
 
 def _client(base_url: str) -> httpx.Client:
@@ -625,11 +642,11 @@ class Level:
 
 
 def run_level(
-    base_url: str, body: bytes, clients: int, requests: int, warmup: int, rounds: int, deadline: float
+    server: Server, body: bytes, clients: int, requests: int, warmup: int, rounds: int, deadline: float
 ) -> Level:
     """Warm-up, then ``rounds`` rounds alternating which route goes first; stops early past ``deadline``."""
     level = Level(clients, rounds_planned=rounds)
-    pool = [_client(base_url) for _ in range(clients)]
+    pool = [_client(server.url) for _ in range(clients)]
     try:
         warm_each = max(1, warmup // clients)
         for path in (FLOOR_PATH, HOOK_PATH, FLOOR_PATH, HOOK_PATH):
@@ -638,7 +655,10 @@ def run_level(
         for i in range(rounds):
             order = ((FLOOR_PATH, level.floor), (HOOK_PATH, level.hook))
             for path, samples in order if i % 2 == 0 else order[::-1]:
+                server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
                 run_round(pool, path, body, f"bench-c{clients}", per_client, samples)
+                samples.server_cpu_s += server.cpu_seconds() - server_cpu
+                samples.client_cpu_s += time.process_time() - client_cpu
             level.rounds_run += 1
             if time.monotonic() > deadline:
                 break
@@ -766,7 +786,9 @@ def time_sections(workdir: Path, body: bytes, requests: int) -> None:
         "alternating, 1 client; medians in ms (medians do not add up exactly)"
     )
     print(f"  {'':58} {'floor':>8} {'order-sign':>10}")
-    print(f"  {'client-observed latency':58} {floor.percentile_ms(0.5):>8.3f} {hook.percentile_ms(0.5):>10.3f}")
+    print(
+        f"  {'client-observed latency':58} {floor.percentile_ms(0.5):>8.3f} {hook.percentile_ms(0.5):>10.3f}"
+    )
     for label, name, indent in _SECTIONS:
         cells = [times.get(f"{route} {name}", []) for route in ("floor", "hook")]
         text = [f"{_median_ms(values):.3f}" if values else "-" for values in cells]
@@ -885,8 +907,9 @@ def print_levels(levels: Sequence[Level], audit: dict[int, list[float]]) -> tupl
     """The table; returns the summary parts and the number of failed requests."""
     print(
         f"{'clients':>7}  {'route':11} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'req/s':>7}  target"
+        f"{'req/s':>7} {'server CPU':>10} {'client CPU':>10}  target"
     )
+    print(f"{'':66}{'ms/req':>10} {'ms/req':>10}")
     failures = 0
     summary: list[str] = []
     for lv in levels:
@@ -903,7 +926,8 @@ def print_levels(levels: Sequence[Level], audit: dict[int, list[float]]) -> tupl
             print(
                 f"{lv.clients:>7}  {name:11} {samples.count:>8} {samples.percentile_ms(0.5):>8.2f} "
                 f"{samples.percentile_ms(0.99):>8.2f} {samples.percentile_ms(1.0):>8.2f} "
-                f"{samples.per_s:>7.0f}  {target}"
+                f"{samples.per_s:>7.0f} {samples.cpu_ms(samples.server_cpu_s):>10} "
+                f"{samples.cpu_ms(samples.client_cpu_s):>10}  {target}"
             )
             failures += len(samples.failures)
             for failure in samples.failures[:3]:
@@ -960,9 +984,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for clients in LEVELS:
                 deadline = time.monotonic() + args.max_seconds
                 levels.append(
-                    run_level(
-                        server.url, body, clients, requested[clients], args.warmup, args.rounds, deadline
-                    )
+                    run_level(server, body, clients, requested[clients], args.warmup, args.rounds, deadline)
                 )
         finally:
             server.stop()

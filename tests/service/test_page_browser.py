@@ -6,6 +6,7 @@ page go to ``artifacts/`` at the repository root (gitignored) for a person to lo
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
+if not CHROMIUM.exists() and os.environ.get("KETAMINE_CDS_REQUIRE_CHROMIUM"):
+    raise RuntimeError("KETAMINE_CDS_REQUIRE_CHROMIUM is set but /usr/bin/chromium is missing")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)"
 )
