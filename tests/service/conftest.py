@@ -68,6 +68,21 @@ class Server:
 
 
 @pytest.fixture(scope="module")
+def client(dev_server: Server) -> Iterator[httpx.Client]:
+    """An HTTP client for the development server of the test module."""
+    with httpx.Client(base_url=dev_server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def templates(dev_server: Server) -> dict[str, str]:
+    """The server's prefetch templates, from its discovery document."""
+    from fhir_stub import templates_of
+
+    return templates_of(dev_server.url)
+
+
+@pytest.fixture(scope="module")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with authentication disabled by the development flag."""
     server = Server(tmp_path_factory.mktemp("dev"), {"KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1"}).start()

@@ -41,7 +41,6 @@ from fhir_stub import (
     prefetch_for,
     quantity,
     running,
-    templates_of,
     weight,
 )
 from markdown_it import MarkdownIt
@@ -157,17 +156,6 @@ def _cases() -> list[Case]:
             [ketamine(dose=quantity(1, "mg/kg")), ketamine(oid="k2", rate=quantity(5, "mg/kg/h"))],
         ),
     ]
-
-
-@pytest.fixture(scope="module")
-def client(dev_server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=dev_server.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def templates(dev_server: Server) -> dict[str, str]:
-    return templates_of(dev_server.url)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from fhir_stub import (
     patient,
     planned_procedure,
     quantity,
-    templates_of,
     weight,
 )
 
@@ -34,17 +32,6 @@ from ketamine_cds.service.store import pseudonym
 SIGN = "/cds-services/ketamine-order-sign"
 SELECT = "/cds-services/ketamine-order-select"
 GUIDELINE = "ASRA/AAPM/ASA 2018 ketamine guideline"
-
-
-@pytest.fixture(scope="module")
-def client(dev_server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=dev_server.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def templates(dev_server: Server) -> dict[str, str]:
-    return templates_of(dev_server.url)
 
 
 def call(client: httpx.Client, case: Case, hook: str, templates: dict[str, str], **extra: Any) -> list[Json]:

@@ -4,11 +4,10 @@ request's bearer token; when it cannot be had the service answers 412 (CDS Hooks
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Server, free_port
+from conftest import free_port
 from fhir_stub import (
     TOKEN,
     Case,
@@ -24,22 +23,10 @@ from fhir_stub import (
     prefetch_for,
     quantity,
     running,
-    templates_of,
     weight,
 )
 
 SIGN = "/cds-services/ketamine-order-sign"
-
-
-@pytest.fixture(scope="module")
-def client(dev_server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=dev_server.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def templates(dev_server: Server) -> dict[str, str]:
-    return templates_of(dev_server.url)
 
 
 def record() -> list[Json]:
