@@ -5,14 +5,15 @@ does not answer the expected card, a request fails).
 
     python bench/bench_hooks.py              # 2,000 requests per route at 1 client, 4,000 at 16 clients
     python bench/bench_hooks.py --quick      # a tenth of the requests, for a smoke check
-    python bench/bench_hooks.py --profile    # also cProfile the server over sequential order-sign calls
+    python bench/bench_hooks.py --profile    # also: where the server's time goes (section timers, cProfile)
 
 The server is a real uvicorn server in its own process on a free 127.0.0.1 port: ``create_app`` with
 authentication disabled (development flag) and a temporary data directory, plus one route added for this
 benchmark, ``POST /bench/floor``, that reads the body, parses it as the hook route does (``parse_json``:
-``json.loads`` with exact numbers) and returns a fixed one-card response. Both routes share the server, its
-uvicorn settings and its middleware, so p50(order-sign)/p50(floor) is the cost of the CDS work itself:
-request checks, prefetch, FHIR reading, the engine, the cards and the audit-trail write.
+``json.loads`` with exact numbers) and returns a fixed one-card response (order-sign's own card for this
+request). Both routes share the server, its uvicorn settings and its middleware, so
+p50(order-sign)/p50(floor) is the cost of the CDS work itself: request checks, prefetch, FHIR reading, the
+engine, the cards, the audit-trail write and the hop of the plain-def handler to a pool thread and back.
 
 The request is a typical order-sign call, not a Synthea-size record: Patient, 3 body weights (80 kg),
 5 Conditions (obstructive sleep apnea among them), 2 active opioid prescriptions, an appendectomy in
@@ -592,7 +593,7 @@ def _client(base_url: str) -> httpx.Client:
 
 
 def run_round(
-    clients: Sequence[httpx.Client], path: str, body: bytes, tag: str, per_client: int, into: Samples | None
+    clients: Sequence[httpx.Client], path: str, body: bytes, tag: str, per_client: int, into: Samples
 ) -> None:
     """Every client sends ``per_client`` requests back to back, all clients at once (one thread each)."""
     barrier = threading.Barrier(len(clients))
@@ -619,16 +620,15 @@ def run_round(
         ended = time.perf_counter()
         with lock:
             spans.append((began, ended))
-            if into is not None:
-                into.latencies_s.extend(latencies)
-                into.failures.extend(failures)
+            into.latencies_s.extend(latencies)
+            into.failures.extend(failures)
 
     threads = [threading.Thread(target=work, args=(c,), daemon=True) for c in clients]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    if into is not None and spans:
+    if spans:
         into.wall_s += max(e for _, e in spans) - min(b for b, _ in spans)
 
 
@@ -649,8 +649,11 @@ def run_level(
     pool = [_client(server.url) for _ in range(clients)]
     try:
         warm_each = max(1, warmup // clients)
+        warm = Samples()
         for path in (FLOOR_PATH, HOOK_PATH, FLOOR_PATH, HOOK_PATH):
-            run_round(pool, path, body, f"warmup-c{clients}", max(1, warm_each // 2), None)
+            run_round(pool, path, body, f"warmup-c{clients}", max(1, warm_each // 2), warm)
+        if warm.failures:
+            raise RuntimeError(f"{len(warm.failures)} warm-up request(s) failed: {warm.failures[0]}")
         per_client = max(1, requests // rounds // clients)
         for i in range(rounds):
             order = ((FLOOR_PATH, level.floor), (HOOK_PATH, level.hook))
@@ -783,16 +786,22 @@ def time_sections(workdir: Path, body: bytes, requests: int) -> None:
         server.stop()
     print(
         f"section timers (perf_counter, no profiler), {requests} sequential calls of each route, "
-        "alternating, 1 client; medians in ms (medians do not add up exactly)"
+        "alternating, 1 client; in ms (medians do not add up exactly)"
     )
-    print(f"  {'':58} {'floor':>8} {'order-sign':>10}")
+    print(f"  {'':58} {'floor':>8} {'order-sign':>10} {'order-sign':>10}")
+    print(f"  {'':58} {'p50':>8} {'p50':>10} {'p99':>10}")
     print(
-        f"  {'client-observed latency':58} {floor.percentile_ms(0.5):>8.3f} {hook.percentile_ms(0.5):>10.3f}"
+        f"  {'client-observed latency':58} {floor.percentile_ms(0.5):>8.3f} {hook.percentile_ms(0.5):>10.3f} "
+        f"{hook.percentile_ms(0.99):>10.3f}"
     )
     for label, name, indent in _SECTIONS:
-        cells = [times.get(f"{route} {name}", []) for route in ("floor", "hook")]
-        text = [f"{_median_ms(values):.3f}" if values else "-" for values in cells]
-        print(f"  {'  ' * indent + label:58} {text[0]:>8} {text[1]:>10}")
+        floor_values, hook_values = (sorted(times.get(f"{route} {name}", [])) for route in ("floor", "hook"))
+        cells = [
+            f"{_pct(floor_values, 0.5) * 1e3:.3f}" if floor_values else "-",
+            f"{_pct(hook_values, 0.5) * 1e3:.3f}" if hook_values else "-",
+            f"{_pct(hook_values, 0.99) * 1e3:.3f}" if hook_values else "-",
+        ]
+        print(f"  {'  ' * indent + label:58} {cells[0]:>8} {cells[1]:>10} {cells[2]:>10}")
     outside = [
         floor.percentile_ms(0.5) - _median_ms(times.get("floor app", [])),
         hook.percentile_ms(0.5) - _median_ms(times.get("hook app", [])),
@@ -969,8 +978,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.requests_1, args.requests_16, args.warmup = args.requests_1 // 10, args.requests_16 // 10, 50
         args.rounds = min(args.rounds, 4)
         args.profile_requests = args.profile_requests // 10
-    requested = {1: args.requests_1, 16: args.requests_16}
 
+    try:
+        return run(args)
+    except RuntimeError as exc:  # the server did not start, or did not answer as expected
+        print(f"bench_hooks: {exc}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    requested = {1: args.requests_1, 16: args.requests_16}
     with tempfile.TemporaryDirectory(prefix="bench-hooks-") as tmp:
         workdir = Path(tmp)
         server = Server(workdir)

@@ -1,8 +1,12 @@
 """Durable storage for the audit trail, card feedback and seen JWT ids.
 
-SQLite (WAL, synchronous=FULL) by default; PostgreSQL when a database URL is configured. Every write is
-committed before the call returns, so whatever the service acknowledged survives a crash. Patient
-identifiers are stored only as keyed pseudonyms (HMAC-SHA256 with the configured secret).
+SQLite (WAL) by default; PostgreSQL when a database URL is configured. Every write is committed before the
+call returns. Feedback and token ids are flushed to disk at each commit (synchronous=FULL / synchronous_commit
+on), so whatever the service acknowledged survives a crash of the machine. Audit rows of assessments are
+acknowledged to no one and sit on the order-sign path, so they are committed without waiting for the disk
+(WAL with synchronous=NORMAL / synchronous_commit off): they survive a crash of the service, and only a power
+loss in the last moments could lose them. Patient identifiers are stored only as keyed pseudonyms
+(HMAC-SHA256 with the configured secret).
 """
 
 from __future__ import annotations
@@ -101,6 +105,8 @@ class _SQLStore:
     """One connection guarded by a lock; ``?`` placeholders, translated for PostgreSQL."""
 
     placeholder = "?"
+    relaxed_commit: str | None = None  # statement that lets the next commit skip the wait for the disk
+    strict_commit: str | None = None  # and the one that restores the default
 
     def __init__(self, connection: Any) -> None:
         self._db = connection
@@ -110,23 +116,27 @@ class _SQLStore:
                 cur.execute(statement)
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, relaxed: bool = False) -> Iterator[Any]:
         with self._lock:
             cur = self._db.cursor()
             try:
+                if relaxed and self.relaxed_commit:
+                    cur.execute(self.relaxed_commit)
                 yield cur
                 self._db.commit()
             except BaseException:
                 self._db.rollback()
                 raise
             finally:
+                if relaxed and self.strict_commit:
+                    cur.execute(self.strict_commit)
                 cur.close()
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     def record_assessment(self, record: AssessmentRecord) -> None:
-        with self._transaction() as cur:
+        with self._transaction(relaxed=True) as cur:
             cur.execute(
                 self._sql("INSERT INTO assessments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 (
@@ -194,6 +204,9 @@ class _SQLStore:
 
 
 class SQLiteStore(_SQLStore):
+    relaxed_commit = "PRAGMA synchronous=NORMAL"
+    strict_commit = "PRAGMA synchronous=FULL"
+
     def __init__(self, path: str) -> None:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
         db.execute("PRAGMA journal_mode=WAL")
@@ -207,6 +220,7 @@ class SQLiteStore(_SQLStore):
 
 class PostgresStore(_SQLStore):
     placeholder = "%s"
+    relaxed_commit = "SET LOCAL synchronous_commit = off"  # this transaction only
 
     def __init__(self, url: str) -> None:
         import psycopg
