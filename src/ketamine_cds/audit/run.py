@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._errors import InputError
+from .._kb import load_knowledge
 
 Form = Literal["flat", "fhir", "omop"]
 
@@ -98,6 +99,7 @@ def run_audit(
     from .duck import write_summary
 
     summary = write_summary(run.findings, out_dir)
+    kb = load_knowledge()
     summary.update(
         {
             "engine": engine,
@@ -105,6 +107,7 @@ def run_audit(
             "input": str(path),
             "decision_classes": run.classes,
             "seconds": round(time.monotonic() - started, 2),
+            "knowledge_base": {"version": kb.version, "digest": kb.digest},
         }
     )
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
