@@ -94,8 +94,10 @@ def facts_from_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Facts:
     )
     weight = None
     if row.get("weight_value") is not None:
+        if not row.get("weight_unit"):
+            raise InputError("weight_unit", "a weight without a unit (kg, g, [lb_av]) is not guessed")
         weight = checked_weight(
-            weight_in_kg(_decimal(row["weight_value"]) or Decimal(0), str(row.get("weight_unit") or "kg"))
+            weight_in_kg(_decimal(row["weight_value"]) or Decimal(0), str(row["weight_unit"]))
         )
     use = row.get("indication") or None
     if use is not None and use not in kb.uses:

@@ -157,6 +157,9 @@ def run_duckdb(
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute("SET preserve_insertion_order = false")
+    # progress is tracked for our own progress line, and never printed by DuckDB itself
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
     con.execute(f"SET temp_directory = '{out_dir / '.duckdb-tmp'}'")
     if threads:
         con.execute(f"SET threads = {int(threads)}")

@@ -14,8 +14,49 @@ def _quote(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
+_TYPED = {
+    "DOUBLE": {
+        "DOUBLE",
+        "FLOAT",
+        "INTEGER",
+        "BIGINT",
+        "SMALLINT",
+        "TINYINT",
+        "HUGEINT",
+        "UINTEGER",
+        "UBIGINT",
+    },
+    "BOOLEAN": {"BOOLEAN"},
+    "TIMESTAMP": {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"},
+}
+_COMPARED = {
+    "route",
+    "kind",
+    "dose_unit",
+    "weight_unit",
+    "setting",
+    "indication",
+    "procedure_class",
+    "conditions",
+}
+
+
+def _column_types(reader: str) -> dict[str, str]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        return {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
+    finally:
+        con.close()
+
+
 def flat_source(path: Path) -> str:
-    """A SELECT yielding canonical rows from a flat CSV or Parquet file (or a folder of them)."""
+    """A SELECT yielding canonical rows from a flat CSV or Parquet file (or a folder of them).
+
+    Columns that Parquet already stores with the right type pass through; text columns (all of a CSV) are
+    converted, and a value that does not convert sets ``input_problem`` instead of silently becoming empty.
+    """
     files = path / "*.parquet" if path.is_dir() and any(path.glob("*.parquet")) else path
     if path.is_dir() and not any(path.glob("*.parquet")):
         files = path / "*.csv"
@@ -23,12 +64,19 @@ def flat_source(path: Path) -> str:
         reader = f"read_parquet('{_quote(files)}')"
     else:
         reader = f"read_csv('{_quote(files)}', header = true, all_varchar = true)"
+    types = _column_types(reader)
     selects, problems = [], []
     for name, kind, _ in COLUMNS:
         if name == "input_problem":
             continue
+        if name not in types:
+            selects.append(f"CAST(NULL AS {kind}) AS {name}")
+            continue
+        typed = kind in _TYPED and types[name] in _TYPED[kind]
         raw = f"CAST({name} AS VARCHAR)"
-        if name in _NUMERIC:
+        if typed:
+            selects.append(f"CAST({name} AS {kind}) AS {name}")
+        elif name in _NUMERIC:
             selects.append(f"TRY_CAST({raw} AS DOUBLE) AS {name}")
             problems.append(
                 f"WHEN nullif(trim({raw}), '') IS NOT NULL AND TRY_CAST({raw} AS DOUBLE) IS NULL "
@@ -38,11 +86,16 @@ def flat_source(path: Path) -> str:
             selects.append(f"TRY_CAST({raw} AS BOOLEAN) AS {name}")
         elif kind == "TIMESTAMP":
             selects.append(f"TRY_CAST({raw} AS TIMESTAMP) AS {name}")
-            problems.append(
-                f"WHEN TRY_CAST({raw} AS TIMESTAMP) IS NULL THEN 'administered_at is not a time: ' "
-                f"|| coalesce({raw}, 'missing')"
-            )
-        else:
+        elif name in _COMPARED:
             selects.append(f"nullif(trim({raw}), '') AS {name}")
-    problem = "CASE " + " ".join(problems) + " END AS input_problem"
+        else:
+            selects.append(f"nullif({raw}, '') AS {name}")
+        if kind == "TIMESTAMP":
+            value = name if typed else f"TRY_CAST({raw} AS TIMESTAMP)"
+            problems.append(
+                f"WHEN {value} IS NULL THEN 'administered_at is not a time: ' || coalesce({raw}, 'missing')"
+            )
+    problem = (
+        "CASE " + " ".join(problems) + " END" if problems else "CAST(NULL AS VARCHAR)"
+    ) + " AS input_problem"
     return f"SELECT {', '.join(selects)}, {problem} FROM {reader}"

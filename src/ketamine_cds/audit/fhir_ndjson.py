@@ -1,0 +1,846 @@
+"""The FHIR Bulk Data form: a folder of NDJSON files of FHIR R4 resources, one resource per line.
+
+``fhir_source(folder)`` returns one DuckDB SELECT yielding the canonical columns (``canonical.COLUMNS``), one row
+per ketamine MedicationAdministration. It reads the files with ``read_json(format = 'newline_delimited')`` and
+explicit columns (nested elements as JSON), so it streams and never guesses a schema; it follows the FHIR
+adapter's conventions (``adapters/fhir.py``, ``../shared/CONTRACT.md``) and takes every code list from the
+knowledge base. What the export does not say stays unknown (no weight, setting ``unknown``, no indication);
+the engine then asks for it. No row is dropped: a line that cannot be read, an administration whose medication
+is not in the export or that was not given is a row with ``input_problem`` set.
+
+Files. Every ``*.ndjson`` (or ``.ndjson.gz``) file below the folder whose name holds a resource type as a word
+(``MedicationAdministration.ndjson``, ``MedicationAdministration.000.ndjson``, ``1.Observation.ndjson``) is read
+for that type; a file naming no resource type is read for every type. Rows are kept by ``resourceType``; a line
+of a MedicationAdministration file that is not a resource (not JSON, or no resourceType) is a bad row, one in a
+file named for no type (the Bulk Data ``log.ndjson``) is not read. A missing type (no ``Location.ndjson``, say)
+is an empty table.
+
+Conventions (each documented where it is read below):
+
+- Administration: ``MedicationAdministration`` whose ``medicationCodeableConcept`` or referenced (or contained)
+  ``Medication`` has a ketamine RxNorm code or names ketamine (code, ingredients, texts, displays); status
+  ``not-done`` or ``entered-in-error`` is a bad row ("not given"). Time: ``effectiveDateTime``, else
+  ``effectivePeriod.start``; times with an offset are converted to UTC (the canonical table is UTC).
+- Dose: ``dosage.rateQuantity`` or ``dosage.rateRatio`` (per hour) is an infusion, else ``dosage.dose`` a bolus;
+  the unit is the Quantity's ``code``, else its ``unit``. Route: ``dosage.route`` (SNOMED 47625008, 26643006,
+  46713006, else the words the adapter reads), else the route of the request's ``dosageInstruction``.
+- Concentration (only for a dose in mL or mL/h): the ingredient strength of the Medication (mg per mL), else
+  "NN mg/mL" in its name.
+- Weight: a body-weight Observation (LOINC 29463-7, final/amended/corrected) the administration cites in
+  ``supportingInformation`` (FHIR's own example of that element), taken at or before the time; one cited with
+  ``dataAbsentReason`` and no value means the weight was not available for this administration (NULL, not an
+  older weight). Otherwise the patient's latest body weight at or before the time (ASOF join). Undated weights
+  are not used.
+- Conditions: the patient's Conditions with a code in the value sets, onset (``onsetDateTime``,
+  ``onsetPeriod.start``, else ``recordedDate``) at or before the time or unknown, not refuted or entered in error,
+  and not over by then: an abatement at or before the time ends it (a date without a time ends at the end of that
+  day); without an abatement date, clinicalStatus resolved/inactive/remission ends it. A latest pregnancy-status
+  Observation (LOINC 82810-3) of "pregnant" (SNOMED 77386006) adds ``pregnancy``, as in the adapter.
+- Indication: the fulfilled ``MedicationRequest`` (``request``): its ``reasonCode`` codings (or the codes of a
+  ``reasonReference`` Condition) whose concept is a knowledge-base use's concept, first reason first; else a
+  reason whose text (or display) is a use's id or label ("procedural sedation", "acute-pain"), for the uses no
+  clinical code names; else ``perioperative`` when a surgery is found (below), as the adapter does.
+- Procedure class: a Procedure (not not-done or entered-in-error) whose code is in a ``procedure:<class>`` value
+  set, in the administration's Encounter (or the Encounter it is part of), or without an Encounter and performed
+  within 24 hours of the administration; the more painful class first, then the nearest in time.
+- Setting and location: the Encounter (``context``, else the request's ``encounter``) and its locations: those
+  whose ``period`` covers the time, else the active ones, else all but planned. A Location typed v3 RoleCode
+  ICU/PEDICU/PEDNICU or named intensive care/ICU in its type is intensive care; typed otherwise, not; untyped or
+  unresolved, unknown (then an ambulatory, emergency, virtual or home-health Encounter class is not intensive
+  care). ``location`` is the chosen Location's ``name`` (else the reference's display).
+- Prior IV ketamine (oral and intranasal only): a ketamine MedicationStatement with an IV route cited in
+  ``supportingInformation``: status active/completed (and begun before) means yes, ``not-taken`` means no; else
+  whether the record shows an IV ketamine infusion (administration, or an active/completed statement) before.
+- PCA as sole agent: ``dosage.method`` names patient-controlled analgesia (PCA) and every ingredient of the
+  Medication is ketamine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from .._kb import _SYSTEM_ALIASES, SYSTEMS, KnowledgeBase, load_knowledge
+from ..adapters.fhir import (
+    _FINAL_OBSERVATION,
+    _IGNORED_CLINICAL_STATUS,
+    _IGNORED_VERIFICATION_STATUS,
+    _INTENSIVE_CARE_ROLE_CODES,
+    _INTENSIVE_CARE_WORDS,
+    _NON_INTENSIVE_CLASSES,
+    _NOT_GIVEN_ADMINISTRATION_STATUSES,
+    _ROLE_CODE_SYSTEMS,
+    _ROUTE_CODES,
+    _ROUTE_WORDS,
+    BODY_WEIGHT,
+    NOT_PREGNANT,
+    PREGNANCY_STATUS,
+    PREGNANT,
+    R4_RESOURCE_TYPES,
+)
+
+__all__ = ["fhir_source"]
+
+# a Procedure without an Encounter counts when performed within this of the administration
+PROCEDURE_WINDOW_SECONDS = 24 * 3600
+PCA_WORDS = r"(?i)\b(?:pca|patient[- ]controlled analgesia)\b"
+
+# ----------------------------------------------------------------------------------------------------
+# SQL helpers (shared with omop.py)
+
+
+def lit(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def str_list(items: Iterable[str]) -> str:
+    """A SQL VARCHAR[] literal."""
+    values = [lit(i) for i in items]
+    return f"[{', '.join(values)}]" if values else "CAST([] AS VARCHAR[])"
+
+
+def concat(*lists: str) -> str:
+    """list_concat of several VARCHAR[] (two at a time, as older DuckDB takes two), NULL counting as empty."""
+    parts = [f"coalesce({x}, CAST([] AS VARCHAR[]))" for x in lists]
+    result = parts[0]
+    for part in parts[1:]:
+        result = f"list_concat({result}, {part})"
+    return result
+
+
+def json_list(expr: str) -> str:
+    """A JSON[] from json_extract with a wildcard path, NULL counting as empty."""
+    return f"coalesce({expr}, CAST([] AS JSON[]))"
+
+
+def re2(pattern: re.Pattern[str]) -> str:
+    """A Python regex of the adapter as an RE2 pattern for DuckDB (only IGNORECASE is carried over)."""
+    return ("(?i)" if pattern.flags & re.IGNORECASE else "") + pattern.pattern
+
+
+def short_system(expr: str) -> str:
+    """SQL for ``_kb.short_system``: a code system URL, OID or short name as snomed/icd10cm/rxnorm/loinc."""
+    exact = " ".join(f"WHEN {lit(k)} THEN {lit(k)}" for k in SYSTEMS)
+    alias = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in _SYSTEM_ALIASES.items())
+    return (
+        f"coalesce(CASE trim({expr}) {exact} END, CASE trim({expr}) {alias} END, "
+        f"CASE lower(trim({expr})) {alias} END)"
+    )
+
+
+def system_is(expr: str, short: str) -> str:
+    """SQL for ``_kb.short_system(expr) == short`` (cheaper than computing the short name)."""
+    exact = [k for k in SYSTEMS if k == short] + [k for k, v in _SYSTEM_ALIASES.items() if v == short]
+    lowered = [k for k, v in _SYSTEM_ALIASES.items() if v == short]
+    return f"(trim({expr}) IN ({', '.join(lit(k) for k in exact)}) OR lower(trim({expr})) IN ({', '.join(lit(k) for k in lowered)}))"
+
+
+def norm_code(short: str, code: str) -> str:
+    """SQL for ``_kb._norm_code``: ICD-10-CM without dots, upper case; other systems trimmed."""
+    return f"CASE WHEN {short} = 'icd10cm' THEN upper(replace(trim({code}), '.', '')) ELSE trim({code}) END"
+
+
+def value_sets_sql(kb: KnowledgeBase) -> str:
+    """The knowledge base's value sets as a relation (concept, system, code, is_prefix, rank).
+
+    Built from ``kb.value_sets.codes``: ``system`` is the short name, ``code`` is normalised as ``_kb.ValueSets``
+    does (ICD-10-CM without dots, upper case), ``is_prefix`` marks a hierarchy entry (a code and all codes below
+    it). ``rank`` orders the matches of one coding as ``ValueSets.concepts`` does: exact matches in file order,
+    then prefixes from the shortest."""
+    rows = []
+    for i, c in enumerate(kb.value_sets.codes):
+        code = c.code.strip().replace(".", "").upper() if c.system == "icd10cm" else c.code.strip()
+        prefix = c.match == "prefix"
+        rank = 100_000 + 1_000 * len(code) + i if prefix else i
+        rows.append(f"({lit(c.concept)}, {lit(c.system)}, {lit(code)}, {prefix}, {rank})")
+    return f"SELECT * FROM (VALUES {', '.join(rows)}) v(concept, system, code, is_prefix, rank)"
+
+
+def coded_concepts(codings: str, keys: Sequence[str], vs: str = "vs") -> str:
+    """Concepts of a relation of codings (``keys``..., ``short``, ``norm``): exact and hierarchy (prefix) matches.
+
+    Adds ``concept`` and ``rank``. A prefix entry matches a code that starts with it (ICD-10-CM F11 covers F11.20),
+    as ``_kb.ValueSets.concepts`` does."""
+    cols = ", ".join(f"c.{k}" for k in keys)
+    return f"""
+      SELECT {cols}, v.concept, v.rank FROM {codings} c JOIN {vs} v
+        ON v.system = c.short AND NOT v.is_prefix AND v.code = c.norm
+      UNION ALL
+      SELECT {cols}, v.concept, v.rank FROM {codings} c JOIN {vs} v
+        ON v.system = c.short AND v.is_prefix AND starts_with(c.norm, v.code)"""
+
+
+def uses_sql(kb: KnowledgeBase) -> str:
+    """(concept, use) for the uses a clinical concept names, and (text, use) for naming a use in words."""
+    coded = [f"({lit(u.concept)}, {lit(u.id)})" for u in kb.uses.values() if u.concept]
+    texts: dict[str, str] = {}
+    for u in kb.uses.values():
+        for name in (u.id, u.label):
+            texts.setdefault(normal_words(name), u.id)
+    worded = [f"({lit(t)}, {lit(u)})" for t, u in texts.items()]
+    return (
+        f"use_concepts AS (SELECT * FROM (VALUES {', '.join(coded)}) v(concept, use_id)), "
+        f"use_words AS (SELECT * FROM (VALUES {', '.join(worded)}) v(words, use_id))"
+    )
+
+
+def normal_words(text: str) -> str:
+    """Lower case, '-' and '_' as spaces, single spaces: how a use named in words is compared."""
+    return " ".join(text.lower().replace("-", " ").replace("_", " ").split())
+
+
+def normal_words_sql(expr: str) -> str:
+    return f"trim(regexp_replace(lower(replace(replace({expr}, '-', ' '), '_', ' ')), '\\s+', ' ', 'g'))"
+
+
+def procedure_classes_sql(kb: KnowledgeBase) -> str:
+    """(concept, class, severity): the ``procedure:<class>`` value sets, severe pain first (as the adapter)."""
+    rows = [
+        f"({lit('procedure:' + p.id)}, {lit(p.id)}, {0 if p.pain == 'severe' else 1})"
+        for p in kb.procedure_classes.values()
+    ]
+    return f"SELECT * FROM (VALUES {', '.join(rows)}) v(concept, pclass, severity)"
+
+
+def ketamine_words(kb: KnowledgeBase) -> str:
+    """RE2 for a ketamine word (whole word, not glued to a prefix such as es- or S-: esketamine is not it)."""
+    words = "|".join(re.escape(w) for w in sorted(kb.ketamine_words, key=len, reverse=True))
+    return rf"(?i)(?:^|[^\w-])(?:{words})\b"
+
+
+def timestamp_sql(expr: str, end_of_day: bool = False) -> str:
+    """A FHIR date or dateTime as a UTC TIMESTAMP: an offset is applied; a date alone is its midnight (or the next
+    midnight with ``end_of_day``, for an end that is only a date); anything else is NULL."""
+    day = f"CAST(TRY_CAST({expr} AS DATE) AS TIMESTAMP)" + (" + INTERVAL 1 DAY" if end_of_day else "")
+    offset = (
+        f"(ends_with({expr}, 'Z') OR (substr({expr}, -6, 1) IN ('+', '-') AND substr({expr}, -3, 1) = ':'))"
+    )
+    return (
+        f"CASE WHEN {expr} IS NULL THEN NULL WHEN length({expr}) = 10 THEN {day} "
+        f"WHEN {offset} THEN timezone('UTC', TRY_CAST({expr} AS TIMESTAMPTZ)) "
+        f"ELSE TRY_CAST({expr} AS TIMESTAMP) END"
+    )
+
+
+def words_match(names: str, pattern: str) -> str:
+    """Whether any of a VARCHAR[] of names matches an RE2 pattern."""
+    return f"(len([n for n in {names} if n IS NOT NULL AND regexp_matches(n, {lit(pattern)})]) > 0)"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files
+
+
+_READ: Mapping[str, Mapping[str, str]] = {
+    "MedicationAdministration": {
+        "id": "VARCHAR",
+        "status": "VARCHAR",
+        "contained": "JSON",
+        "medicationCodeableConcept": "JSON",
+        "medicationReference": "JSON",
+        "subject": "JSON",
+        "context": "JSON",
+        "effectiveDateTime": "VARCHAR",
+        "effectivePeriod": "JSON",
+        "request": "JSON",
+        "dosage": "JSON",
+        "supportingInformation": "JSON",
+    },
+    "Medication": {"id": "VARCHAR", "code": "JSON", "ingredient": "JSON"},
+    "MedicationRequest": {
+        "id": "VARCHAR",
+        "encounter": "JSON",
+        "reasonCode": "JSON",
+        "reasonReference": "JSON",
+        "dosageInstruction": "JSON",
+    },
+    "MedicationStatement": {
+        "id": "VARCHAR",
+        "status": "VARCHAR",
+        "subject": "JSON",
+        "medicationCodeableConcept": "JSON",
+        "medicationReference": "JSON",
+        "effectiveDateTime": "VARCHAR",
+        "effectivePeriod": "JSON",
+        "dosage": "JSON",
+    },
+    "Observation": {
+        "id": "VARCHAR",
+        "status": "VARCHAR",
+        "subject": "JSON",
+        "code": "JSON",
+        "effectiveDateTime": "VARCHAR",
+        "effectiveInstant": "VARCHAR",
+        "effectivePeriod": "JSON",
+        "issued": "VARCHAR",
+        "valueQuantity": "JSON",
+        "valueCodeableConcept": "JSON",
+    },
+    "Condition": {
+        "id": "VARCHAR",
+        "subject": "JSON",
+        "clinicalStatus": "JSON",
+        "verificationStatus": "JSON",
+        "code": "JSON",
+        "onsetDateTime": "VARCHAR",
+        "onsetPeriod": "JSON",
+        "recordedDate": "VARCHAR",
+        "abatementDateTime": "VARCHAR",
+        "abatementPeriod": "JSON",
+    },
+    "Encounter": {"id": "VARCHAR", "class": "JSON", "location": "JSON", "partOf": "JSON"},
+    "Location": {"id": "VARCHAR", "name": "VARCHAR", "type": "JSON"},
+    "Procedure": {
+        "id": "VARCHAR",
+        "status": "VARCHAR",
+        "subject": "JSON",
+        "encounter": "JSON",
+        "code": "JSON",
+        "performedDateTime": "VARCHAR",
+        "performedPeriod": "JSON",
+    },
+}
+_TOKEN = re.compile(r"[A-Za-z]+")
+
+
+def ndjson_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith((".ndjson", ".ndjson.gz")))
+
+
+def _files_for(folder: Path, resource_type: str) -> list[Path]:
+    """The files that may hold this resource type: named for it, or named for no resource type at all."""
+    found = []
+    for path in ndjson_files(folder):
+        types = {t for t in _TOKEN.findall(path.name) if t in R4_RESOURCE_TYPES}
+        if resource_type in types or not types:
+            found.append(path)
+    return found
+
+
+def _reader(folder: Path, resource_type: str) -> str:
+    """The resources of one type (``resourceType`` checked); an empty relation when no file may hold them.
+
+    ``ignore_errors``: a line that is not JSON becomes a row of NULLs (kept for administrations, see below)."""
+    columns = {"resourceType": "VARCHAR", **_READ[resource_type]}
+    files = _files_for(folder, resource_type)
+    if not files:
+        nulls = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in columns.items())
+        return f"SELECT {nulls}, CAST(NULL AS VARCHAR) AS filename LIMIT 0"
+    spec = "{" + ", ".join(f"{lit(c)}: {lit(t)}" for c, t in columns.items()) + "}"
+    paths = str_list(str(p) for p in files)
+    keep = f'"resourceType" = {lit(resource_type)}'
+    named = [p for p in files if resource_type in _TOKEN.findall(p.name)]
+    if resource_type == "MedicationAdministration" and named:
+        # a line of an administrations file that is not a resource (not JSON, no resourceType) may have been one;
+        # in a file named for no type (a Bulk Data log.ndjson, say) it is not counted
+        keep += f' OR ("resourceType" IS NULL AND filename IN ({", ".join(lit(str(p)) for p in named)}))'
+    return (
+        f"SELECT * FROM read_json({paths}, format = 'newline_delimited', columns = {spec}, "
+        f"ignore_errors = true, filename = true) WHERE {keep}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# SQL fragments over FHIR JSON
+
+
+def ref_id(reference: str, resource_type: str) -> str:
+    """The id a Reference names: ``Type/id`` (also inside an absolute URL or with ``/_history``) or
+    ``urn:uuid:id``."""
+    return (
+        f"CASE WHEN {reference} LIKE 'urn:uuid:%' THEN substr({reference}, 10) "
+        f"ELSE nullif(regexp_extract({reference}, '(?:^|/){resource_type}/([^/]+)', 1), '') END"
+    )
+
+
+CODING = "(c->>'system')"  # the system of a coding ``c`` in a list comprehension
+
+
+def _codings(concept: str) -> str:
+    """The codings of a CodeableConcept (JSON) as a JSON[]."""
+    return json_list(f"json_extract({concept}, '$.coding[*]')")
+
+
+def _names(concept: str) -> str:
+    """A CodeableConcept's text and its codings' displays (VARCHAR[])."""
+    return concat(f"[{concept}->>'text']", f"json_extract_string({concept}, '$.coding[*].display')")
+
+
+def _in(codes: Iterable[str]) -> str:
+    return ", ".join(lit(c) for c in sorted(codes))
+
+
+def _has_code(concept: str, short: str, codes: Iterable[str]) -> str:
+    """Whether a CodeableConcept has a coding of this system (short name) with one of these codes."""
+    return (
+        f"(len([c for c in {_codings(concept)} if {system_is(CODING, short)} "
+        f"AND (c->>'code') IN ({_in(codes)})]) > 0)"
+    )
+
+
+def _any_code(concept: str, codes: Iterable[str]) -> str:
+    """Whether a CodeableConcept (a status) has one of these codes, whatever the system."""
+    return f"(len([c for c in {_codings(concept)} if (c->>'code') IN ({_in(codes)})]) > 0)"
+
+
+def _routes(concept: str) -> str:
+    """The routes a route CodeableConcept names (VARCHAR[]): its SNOMED codes when it has any, else words
+    (as ``adapters.fhir._routes``)."""
+    snomed = f"[c for c in {_codings(concept)} if {system_is(CODING, 'snomed')}]"
+    by_code = " ".join(f"WHEN {lit(code)} THEN {lit(route.value)}" for code, route in _ROUTE_CODES.items())
+    names = _names(concept)
+    by_words = ", ".join(
+        f"CASE WHEN {words_match(names, re2(pattern))} THEN {lit(route.value)} END"
+        for pattern, route in _ROUTE_WORDS
+    )
+    return (
+        f"CASE WHEN len({snomed}) > 0 "
+        f"THEN list_distinct([r for r in [CASE c->>'code' {by_code} END for c in {snomed}] if r IS NOT NULL]) "
+        f"ELSE list_distinct([r for r in [{by_words}] if r IS NOT NULL]) END"
+    )
+
+
+def _quantity_unit(quantity: str) -> str:
+    """A Quantity's unit as written: its ``code`` (UCUM), else its ``unit`` (the adapter reads them in this order)."""
+    return f"coalesce(nullif(trim({quantity}->>'code'), ''), nullif(trim({quantity}->>'unit'), ''))"
+
+
+def _is_number(value: str) -> str:
+    """Whether a JSON value is a number (FHIR decimals are JSON numbers, never strings)."""
+    return f"coalesce(json_type({value}) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT'), false)"
+
+
+def _location_icu(types: str) -> str:
+    """A Location's ``type`` (JSON array): TRUE intensive care, FALSE typed otherwise, NULL untyped
+    (``adapters.fhir._is_intensive_care``)."""
+    codings = json_list(f"json_extract({types}, '$[*].coding[*]')")
+    names = concat(
+        f"json_extract_string({types}, '$[*].text')",
+        f"json_extract_string({types}, '$[*].coding[*].display')",
+    )
+    return (
+        f"CASE WHEN len([c for c in {codings} if (c->>'system') IN ({_in(_ROLE_CODE_SYSTEMS)}) "
+        f"AND (c->>'code') IN ({_in(_INTENSIVE_CARE_ROLE_CODES)})]) > 0 THEN true "
+        f"WHEN {words_match(names, re2(_INTENSIVE_CARE_WORDS))} THEN true "
+        f"WHEN len([c for c in {codings} if (c->>'code') IS NOT NULL]) > 0 "
+        f"OR len([n for n in {names} if n IS NOT NULL]) > 0 THEN false END"
+    )
+
+
+_MASS_MG = "CASE lower(trim({u})) WHEN 'mg' THEN 1.0 WHEN 'g' THEN 1000.0 WHEN 'kg' THEN 1000000.0 WHEN 'ug' THEN 0.001 WHEN 'mcg' THEN 0.001 WHEN 'µg' THEN 0.001 WHEN 'μg' THEN 0.001 END"
+_VOLUME_ML = "CASE lower(trim({u})) WHEN 'ml' THEN 1.0 WHEN 'l' THEN 1000.0 END"
+VOLUME_UNIT = (
+    r"(?i)^\s*(ml|l)\s*(/|$)"  # the head of the unit is a volume (as ``_units.parse_unit`` reads it)
+)
+MG_PER_ML = r"(?i)(\d+(?:\.\d+)?)\s*mg\s*/\s*ml\b"
+
+
+def _strength(ingredient: str) -> str:
+    """An ingredient's strength (a Ratio mass / volume) in mg per mL; NULL when it is not one."""
+    num, den = f"{ingredient}->'strength'->'numerator'", f"{ingredient}->'strength'->'denominator'"
+    return (
+        f"(TRY_CAST({num}->'value' AS DOUBLE) * ({_MASS_MG.format(u=_quantity_unit(num))}) / "
+        f"nullif(TRY_CAST({den}->'value' AS DOUBLE) * ({_VOLUME_ML.format(u=_quantity_unit(den))}), 0))"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The source
+
+
+def _dedup(reader: str, columns: Sequence[str]) -> str:
+    """One row per id (an export may repeat a resource): any one of them."""
+    picked = ", ".join(f'any_value("{c}") AS "{c}"' for c in columns)
+    return f"SELECT id, {picked} FROM ({reader}) WHERE id IS NOT NULL GROUP BY id"
+
+
+def _patient(reference_column: str) -> str:
+    return ref_id(f"({reference_column}->>'reference')", "Patient")
+
+
+def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
+    """A SELECT yielding canonical rows from a folder of FHIR Bulk Data NDJSON files."""
+    kb = kb or load_knowledge()
+    r = {t: _reader(Path(folder), t) for t in _READ}
+    q = '"'  # FHIR element names are camelCase: quoted in SQL
+
+    def ketamine(codings: str, names: str) -> str:
+        coded = f"len([c for c in {codings} if {system_is(CODING, 'rxnorm')} AND (c->>'code') IN ({_in(kb.ketamine_rxnorm)})]) > 0"
+        return f"({coded} OR {words_match(names, ketamine_words(kb))})"
+
+    # the drug an administration names: its CodeableConcept, or the referenced or contained Medication
+    drug_names = concat(
+        _names("mcc"),
+        _names("drug_code"),
+        "json_extract_string(drug_ing, '$[*].itemCodeableConcept.text')",
+        "json_extract_string(drug_ing, '$[*].itemCodeableConcept.coding[*].display')",
+        "[med_display]",
+    )
+    ingredient_codings = json_list("json_extract(drug_ing, '$[*].itemCodeableConcept.coding[*]')")
+    drug_codings = (
+        f"list_concat(list_concat({_codings('mcc')}, {_codings('drug_code')}), {ingredient_codings})"
+    )
+    ingredients = json_list("json_extract(drug_ing, '$[*]')")
+    ingredient_ketamine = ketamine(
+        json_list("json_extract(i, '$.itemCodeableConcept.coding[*]')"),
+        concat(
+            "[i->'itemCodeableConcept'->>'text']",
+            "json_extract_string(i, '$.itemCodeableConcept.coding[*].display')",
+        ),
+    )
+    strengths = f"[{_strength('i')} for i in {ingredients} if (i->'strength') IS NOT NULL]"
+    ketamine_strengths = (
+        f"[{_strength('i')} for i in {ingredients} if (i->'strength') IS NOT NULL AND {ingredient_ketamine}]"
+    )
+    named_strength = (
+        f"[TRY_CAST(regexp_extract(n, {lit(MG_PER_ML)}, 1) AS DOUBLE) for n in drug_names "
+        f"if n IS NOT NULL AND regexp_matches(n, {lit(MG_PER_ML)})][1]"
+    )
+    concentration = (
+        f"coalesce(CASE WHEN len({strengths}) = 1 THEN {strengths}[1] "
+        f"WHEN len({ketamine_strengths}) = 1 THEN {ketamine_strengths}[1] END, {named_strength})"
+    )
+    # route, dose
+    route_concept = "coalesce(dosage->'route', json_extract(di, '$[0].route'))"
+    route_text = (
+        f"coalesce({route_concept}->>'text', json_extract_string({route_concept}, '$.coding[0].display'), "
+        f"json_extract_string({route_concept}, '$.coding[0].code'))"
+    )
+    den_unit = "lower(" + _quantity_unit("dosage->'rateRatio'->'denominator'") + ")"
+    # a rate as a Ratio (20 mg / 1 h, 100 mg / 60 min) per hour, dividing last so that whole numbers stay whole
+    num, den = "TRY_CAST(value_json AS DOUBLE)", "den_value"
+    ratio_per_hour = (
+        f"CASE WHEN {den_unit} IN ('h', 'hr', 'hour') THEN {num} / {den} WHEN {den_unit} = 'min' THEN {num} * 60 / {den} "
+        f"WHEN {den_unit} IN ('s', 'sec') THEN {num} * 3600 / {den} "
+        f"WHEN {den_unit} IN ('d', 'day') THEN {num} / ({den} * 24) END"
+    )
+    rate_unit = _quantity_unit("dosage->'rateQuantity'")
+    ratio_unit = _quantity_unit("dosage->'rateRatio'->'numerator'")
+    bolus_unit = _quantity_unit("dosage->'dose'")
+    dose_unit = (
+        f"CASE dose_form WHEN 'rateQuantity' THEN {rate_unit} WHEN 'rateRatio' THEN {ratio_unit} || '/h' "
+        f"WHEN 'dose' THEN {bolus_unit} END"
+    )
+    pca = words_match(_names("dosage->'method'"), PCA_WORDS)
+    # times
+    administered = timestamp_sql(f"coalesce(m.{q}effectiveDateTime{q}, m.{q}effectivePeriod{q}->>'start')")
+    observed = timestamp_sql(
+        f"coalesce({q}effectiveDateTime{q}, {q}effectiveInstant{q}, {q}effectivePeriod{q}->>'start', "
+        f"{q}effectivePeriod{q}->>'end', issued)"
+    )
+    onset = timestamp_sql(f"coalesce({q}onsetDateTime{q}, {q}onsetPeriod{q}->>'start', {q}recordedDate{q})")
+    abated = timestamp_sql(
+        f"coalesce({q}abatementDateTime{q}, {q}abatementPeriod{q}->>'end')", end_of_day=True
+    )
+    performed = timestamp_sql(f"coalesce({q}performedDateTime{q}, {q}performedPeriod{q}->>'start')")
+    stated = timestamp_sql(f"coalesce(s.{q}effectiveDateTime{q}, s.{q}effectivePeriod{q}->>'start')")
+    period_start = timestamp_sql("(e.entry->'period'->>'start')")
+    period_end = timestamp_sql("(e.entry->'period'->>'end')", end_of_day=True)
+    value_concept = f"{q}valueCodeableConcept{q}"
+    pregnancy_answer = (
+        f"CASE WHEN {_has_code(value_concept, 'snomed', [PREGNANT])} THEN 'pregnant' "
+        f"WHEN {_has_code(value_concept, 'snomed', [NOT_PREGNANT])} THEN 'not-pregnant' ELSE 'other' END"
+    )
+    is_weight = _has_code("code", "loinc", [BODY_WEIGHT])
+    is_pregnancy = _has_code("code", "loinc", [PREGNANCY_STATUS])
+    coding_short = short_system("coding->>'system'")
+    coding_norm = norm_code(coding_short, "coding->>'code'")
+    ms_drug = ketamine(
+        f"list_concat({_codings(q + 'medicationCodeableConcept' + q)}, {_codings('med.code')})",
+        concat(_names(q + "medicationCodeableConcept" + q), _names("med.code")),
+    )
+    not_given = _in(_NOT_GIVEN_ADMINISTRATION_STATUSES)
+    medication_key = ref_id(f"(m.{q}medicationReference{q}->>'reference')", "Medication")
+    part_of = ref_id(f"({q}partOf{q}->>'reference')", "Encounter")
+    ms_medication = ref_id(f"(s.{q}medicationReference{q}->>'reference')", "Medication")
+    a = "'MedicationAdministration/' || admin_id || ': '"
+    return f"""
+    WITH vs AS ({value_sets_sql(kb)}),
+    pclasses AS ({procedure_classes_sql(kb)}),
+    {uses_sql(kb)},
+    med AS ({_dedup(r["Medication"], ["code", "ingredient"])}),
+    mr AS ({_dedup(r["MedicationRequest"], ["encounter", "reasonCode", "reasonReference", "dosageInstruction"])}),
+    enc AS (
+      SELECT id, "class" AS cls, location, {part_of} AS parent
+      FROM ({_dedup(r["Encounter"], ["class", "location", "partOf"])})
+    ),
+    loc AS (SELECT id, name, {_location_icu("type")} AS icu FROM ({_dedup(r["Location"], ["name", "type"])})),
+    ma AS (
+      SELECT m.id AS admin_id, m.status, m.filename, m."resourceType" IS NULL AS unreadable,
+        {_patient("m.subject")} AS patient_id,
+        coalesce(m."effectiveDateTime", m."effectivePeriod"->>'start') AS t_text,
+        {administered} AS administered_at,
+        {ref_id("(m.context->>'reference')", "Encounter")} AS ctx_encounter,
+        {ref_id("(m.request->>'reference')", "MedicationRequest")} AS request_id,
+        m.dosage,
+        json_extract_string(m."supportingInformation", '$[*].reference') AS support_refs,
+        m."medicationCodeableConcept" AS mcc,
+        CASE WHEN m."medicationCodeableConcept" IS NULL AND NOT starts_with(m."medicationReference"->>'reference', '#')
+          THEN {medication_key} END AS med_key,
+        m."medicationReference"->>'reference' AS med_ref,
+        m."medicationReference"->>'display' AS med_display,
+        CASE WHEN starts_with(m."medicationReference"->>'reference', '#') THEN
+          [x for x in {json_list("json_extract(m.contained, '$[*]')")}
+           if (x->>'id') = substr(m."medicationReference"->>'reference', 2)][1] END AS contained_med
+      FROM ({r["MedicationAdministration"]}) m
+    ),
+    ma_drug AS (
+      SELECT a.*, coalesce(a.contained_med->'code', med.code) AS drug_code,
+        coalesce(a.contained_med->'ingredient', med.ingredient) AS drug_ing,
+        (a.contained_med IS NOT NULL OR med.id IS NOT NULL) AS drug_found
+      FROM ma a LEFT JOIN med ON med.id = a.med_key
+    ),
+    ket AS (
+      SELECT *, {drug_names} AS drug_names,
+        (mcc IS NULL AND NOT drug_found AND med_display IS NULL) AS unidentified
+      FROM ma_drug
+      WHERE unreadable OR (mcc IS NULL AND NOT drug_found AND med_display IS NULL)
+         OR {ketamine(drug_codings, drug_names)}
+    ),
+    core0 AS (
+      SELECT k.*, mr."dosageInstruction" AS di,
+        coalesce(k.ctx_encounter, {ref_id("(mr.encounter->>'reference')", "Encounter")}) AS encounter_id,
+        {_routes(route_concept)} AS routes, {route_text} AS route_text,
+        CASE WHEN (dosage->'rateQuantity') IS NOT NULL THEN 'rateQuantity'
+             WHEN (dosage->'rateRatio') IS NOT NULL THEN 'rateRatio'
+             WHEN (dosage->'dose') IS NOT NULL THEN 'dose' END AS dose_form
+      FROM ket k LEFT JOIN mr ON mr.id = k.request_id
+    ),
+    core1 AS (
+      SELECT *,
+        CASE len(routes) WHEN 1 THEN routes[1] WHEN 0 THEN route_text END AS route,
+        CASE dose_form WHEN 'rateQuantity' THEN dosage->'rateQuantity'->'value'
+          WHEN 'rateRatio' THEN dosage->'rateRatio'->'numerator'->'value'
+          WHEN 'dose' THEN dosage->'dose'->'value' END AS value_json,
+        {dose_unit} AS dose_unit,
+        CASE WHEN dose_form = 'rateRatio' THEN {den_unit} IN ('h', 'hr', 'hour', 'min', 's', 'sec', 'd', 'day') END
+          AS per_hour,
+        CASE WHEN dose_form = 'rateRatio' THEN TRY_CAST(dosage->'rateRatio'->'denominator'->'value' AS DOUBLE) END
+          AS den_value
+      FROM core0
+    ),
+    core AS (
+      SELECT *,
+        CASE WHEN route = 'intravenous' THEN CASE dose_form WHEN 'dose' THEN 'bolus'
+          WHEN 'rateQuantity' THEN 'infusion' WHEN 'rateRatio' THEN 'infusion' END END AS kind,
+        CASE WHEN NOT {_is_number("value_json")} THEN NULL
+          WHEN dose_form = 'rateRatio' THEN {ratio_per_hour}
+          ELSE TRY_CAST(value_json AS DOUBLE) END AS dose_value,
+        CASE WHEN regexp_matches(dose_unit, {lit(VOLUME_UNIT)}) THEN {concentration} END AS concentration_mg_per_ml,
+        ({pca} AND len([i for i in {ingredients} if NOT {ingredient_ketamine}]) = 0) AS pca_sole_agent
+      FROM core1
+    ),
+    timed AS (SELECT DISTINCT admin_id, patient_id, administered_at FROM core WHERE administered_at IS NOT NULL),
+    -- body weight and pregnancy status
+    obs AS (
+      SELECT id, {_patient("subject")} AS patient, {observed} AS t,
+        {is_weight} AS is_weight, {is_pregnancy} AS is_pregnancy,
+        "valueQuantity"->'value' AS value_json, {_quantity_unit('"valueQuantity"')} AS unit,
+        {value_concept} IS NOT NULL AS answered, {pregnancy_answer} AS pregnancy
+      FROM ({r["Observation"]})
+      WHERE (CAST(code AS VARCHAR) LIKE '%{BODY_WEIGHT}%' OR CAST(code AS VARCHAR) LIKE '%{PREGNANCY_STATUS}%')
+        AND status IN ({_in(_FINAL_OBSERVATION)}) AND ({is_weight} OR {is_pregnancy})
+    ),
+    weights AS (
+      SELECT id, patient, t, coalesce(json_type(value_json) <> 'NULL', false) AS valued,
+        struct_pack(id := id, value := TRY_CAST(value_json AS DOUBLE), is_number := {_is_number("value_json")},
+                    unit := unit) AS w
+      FROM obs WHERE is_weight
+    ),
+    supports AS (
+      SELECT admin_id, administered_at, unnest(support_refs) AS ref FROM core WHERE support_refs IS NOT NULL
+    ),
+    cited_weight AS (
+      SELECT s.admin_id, arg_max(w.w, coalesce(w.t, TIMESTAMP '1900-01-01')) FILTER (WHERE w.valued) AS w,
+        bool_or(NOT w.valued) AS absent
+      FROM supports s JOIN weights w
+        ON w.id = {ref_id("s.ref", "Observation")} AND (w.t IS NULL OR w.t <= s.administered_at)
+      GROUP BY s.admin_id
+    ),
+    latest_weight AS (
+      SELECT c.admin_id, any_value(w.w) AS w FROM timed c
+      ASOF JOIN (SELECT * FROM weights WHERE valued AND t IS NOT NULL) w
+        ON c.patient_id = w.patient AND c.administered_at >= w.t
+      GROUP BY c.admin_id
+    ),
+    pregnancy_status AS (
+      SELECT c.admin_id, o.pregnancy FROM timed c
+      ASOF JOIN (SELECT * FROM obs WHERE is_pregnancy AND answered AND t IS NOT NULL) o
+        ON c.patient_id = o.patient AND c.administered_at >= o.t
+    ),
+    -- conditions active at the time
+    cond AS (
+      SELECT {_patient("subject")} AS patient, {onset} AS onset, {abated} AS abated,
+        {_any_code(q + "clinicalStatus" + q, _IGNORED_CLINICAL_STATUS)} AS inactive,
+        unnest({_codings("code")}) AS coding
+      FROM ({r["Condition"]})
+      WHERE NOT {_any_code(q + "verificationStatus" + q, _IGNORED_VERIFICATION_STATUS)}
+    ),
+    cond_codes AS (
+      SELECT patient, onset, abated, inactive, {coding_short} AS short, {coding_norm} AS norm
+      FROM cond WHERE (coding->>'code') IS NOT NULL
+    ),
+    cond_concepts AS (
+      SELECT * FROM ({coded_concepts("cond_codes", ["patient", "onset", "abated", "inactive"])})
+      WHERE concept IN ({_in(kb.concepts)})
+    ),
+    admin_concepts AS (
+      SELECT c.admin_id, cc.concept FROM timed c JOIN cond_concepts cc
+        ON cc.patient = c.patient_id AND (cc.onset IS NULL OR cc.onset <= c.administered_at)
+        AND CASE WHEN cc.abated IS NOT NULL THEN cc.abated > c.administered_at ELSE NOT cc.inactive END
+      UNION ALL
+      SELECT admin_id, 'pregnancy' FROM pregnancy_status WHERE pregnancy = 'pregnant'
+    ),
+    admin_conditions AS (
+      SELECT admin_id, string_agg(DISTINCT concept, ';' ORDER BY concept) AS conditions
+      FROM admin_concepts GROUP BY admin_id
+    ),
+    -- the surgery: a classified Procedure in the Encounter, or near in time
+    proc_codes AS (
+      SELECT patient, encounter_id, t, {coding_short} AS short, {coding_norm} AS norm
+      FROM (SELECT {_patient("subject")} AS patient,
+              {ref_id("(encounter->>'reference')", "Encounter")} AS encounter_id, {performed} AS t,
+              unnest({_codings("code")}) AS coding
+            FROM ({r["Procedure"]}) WHERE coalesce(status, '') NOT IN ('not-done', 'entered-in-error'))
+      WHERE (coding->>'code') IS NOT NULL
+    ),
+    procs AS (
+      SELECT p.patient, p.encounter_id, p.t, c.pclass, c.severity
+      FROM ({coded_concepts("proc_codes", ["patient", "encounter_id", "t"])}) p JOIN pclasses c ON c.concept = p.concept
+    ),
+    admin_procedure AS (
+      SELECT c.admin_id,
+        arg_min(p.pclass, p.severity * 1e12 + coalesce(abs(epoch(p.t) - epoch(c.administered_at)), 0)) AS pclass
+      FROM core c LEFT JOIN enc e ON e.id = c.encounter_id
+      JOIN procs p ON p.patient = c.patient_id AND (
+        (p.encounter_id IS NOT NULL AND (p.encounter_id = c.encounter_id OR p.encounter_id = e.parent))
+        OR (p.encounter_id IS NULL AND abs(epoch(p.t) - epoch(c.administered_at)) <= {PROCEDURE_WINDOW_SECONDS}))
+      GROUP BY c.admin_id
+    ),
+    -- the indication: the request's reasons
+    reasons AS (
+      SELECT id AS mr_id, unnest(json_extract(reason_code, '$[*]')) AS reason,
+        generate_subscripts(json_extract(reason_code, '$[*]'), 1) AS pos
+      FROM (SELECT id, "reasonCode" AS reason_code FROM mr WHERE "reasonCode" IS NOT NULL)
+      UNION ALL
+      SELECT m.mr_id, c.code, 1000 + m.pos FROM (
+        SELECT id AS mr_id, unnest(json_extract_string("reasonReference", '$[*].reference')) AS ref,
+          generate_subscripts(json_extract_string("reasonReference", '$[*].reference'), 1) AS pos
+        FROM mr WHERE "reasonReference" IS NOT NULL) m
+      JOIN ({_dedup(r["Condition"], ["code", "verificationStatus"])}) c
+        ON c.id = {ref_id("m.ref", "Condition")}
+        AND NOT {_any_code("c." + q + "verificationStatus" + q, _IGNORED_VERIFICATION_STATUS)}
+    ),
+    reason_codes AS (
+      SELECT mr_id, pos, {coding_short} AS short, {coding_norm} AS norm
+      FROM (SELECT mr_id, pos, unnest({_codings("reason")}) AS coding FROM reasons)
+      WHERE (coding->>'code') IS NOT NULL
+    ),
+    coded_use AS (
+      SELECT rc.mr_id, arg_min(u.use_id, rc.pos * 1e9 + rc.rank) AS use_id
+      FROM ({coded_concepts("reason_codes", ["mr_id", "pos"])}) rc JOIN use_concepts u ON u.concept = rc.concept
+      GROUP BY rc.mr_id
+    ),
+    worded_use AS (
+      SELECT r.mr_id, arg_min(u.use_id, r.pos) AS use_id
+      FROM (SELECT mr_id, pos, unnest({_names("reason")}) AS name FROM reasons) r
+      JOIN use_words u ON u.words = {normal_words_sql("r.name")}
+      GROUP BY r.mr_id
+    ),
+    -- setting and location: the Encounter's locations at the time
+    admin_locations AS (
+      SELECT e.admin_id, coalesce(l.name, e.entry->'location'->>'display') AS name,
+        l.icu,
+        CASE WHEN {period_start} <= e.administered_at AND coalesce({period_end} > e.administered_at, true) THEN 1
+             WHEN (e.entry->>'status') = 'active' THEN 2 ELSE 3 END AS loc_rank
+      FROM (SELECT c.admin_id, c.administered_at, unnest(json_extract(enc.location, '$[*]')) AS entry
+            FROM core c JOIN enc ON enc.id = c.encounter_id) e
+      LEFT JOIN loc l ON l.id = {ref_id("(e.entry->'location'->>'reference')", "Location")}
+      WHERE coalesce(e.entry->>'status', '') <> 'planned'
+    ),
+    admin_setting AS (
+      SELECT admin_id,
+        CASE WHEN bool_or(coalesce(icu, false)) THEN 'intensive-care'
+             WHEN bool_and(icu IS NOT NULL) THEN 'non-intensive-care' END AS setting,
+        coalesce(min(name) FILTER (WHERE icu), min(name)) AS location
+      FROM (SELECT *, min(loc_rank) OVER (PARTITION BY admin_id) AS best FROM admin_locations)
+      WHERE loc_rank = best GROUP BY admin_id
+    ),
+    -- a prior course of IV ketamine (for oral and intranasal use)
+    statements AS (
+      SELECT s.id, s.status, {_patient("s.subject")} AS patient, {stated} AS t,
+        list_contains({_routes("json_extract(s.dosage, '$[0].route')")}, 'intravenous') AS iv
+      FROM ({r["MedicationStatement"]}) s
+      LEFT JOIN med ON med.id = {ms_medication}
+      WHERE {ms_drug}
+    ),
+    cited_course AS (
+      SELECT s.admin_id,
+        bool_or(m.status IN ('active', 'completed') AND (m.t IS NULL OR m.t < s.administered_at)) AS yes,
+        bool_or(m.status = 'not-taken') AS no
+      FROM supports s JOIN statements m ON m.iv AND m.id = {ref_id("s.ref", "MedicationStatement")}
+      GROUP BY s.admin_id
+    ),
+    iv_courses AS (
+      SELECT patient_id AS patient, administered_at AS t FROM core
+      WHERE route = 'intravenous' AND kind = 'infusion' AND administered_at IS NOT NULL
+        AND coalesce(status, '') NOT IN ({not_given}) AND NOT unreadable
+      UNION ALL
+      SELECT patient, t FROM statements WHERE iv AND status IN ('active', 'completed') AND t IS NOT NULL
+    ),
+    first_course AS (SELECT patient, min(t) AS t FROM iv_courses GROUP BY patient),
+    answer AS (
+      SELECT c.*,
+        CASE WHEN cw.w IS NOT NULL THEN cw.w WHEN cw.absent THEN NULL ELSE lw.w END AS weight,
+        s.setting AS located_setting, s.location, e.cls, ap.pclass,
+        coalesce(cu.use_id, wu.use_id) AS reason_use, ac.conditions,
+        CASE WHEN cc.yes THEN true WHEN cc.no THEN false ELSE coalesce(fc.t < c.administered_at, false) END AS prior
+      FROM core c
+      LEFT JOIN cited_weight cw ON cw.admin_id = c.admin_id
+      LEFT JOIN latest_weight lw ON lw.admin_id = c.admin_id
+      LEFT JOIN admin_setting s ON s.admin_id = c.admin_id
+      LEFT JOIN enc e ON e.id = c.encounter_id
+      LEFT JOIN admin_procedure ap ON ap.admin_id = c.admin_id
+      LEFT JOIN coded_use cu ON cu.mr_id = c.request_id
+      LEFT JOIN worded_use wu ON wu.mr_id = c.request_id
+      LEFT JOIN admin_conditions ac ON ac.admin_id = c.admin_id
+      LEFT JOIN cited_course cc ON cc.admin_id = c.admin_id
+      LEFT JOIN first_course fc ON fc.patient = c.patient_id
+    )
+    SELECT
+      admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
+      weight.value AS weight_value, weight.unit AS weight_unit,
+      coalesce(located_setting, CASE WHEN (cls->>'code') IN ({_in(_NON_INTENSIVE_CLASSES)}) THEN 'non-intensive-care' END,
+               'unknown') AS setting,
+      location,
+      coalesce(reason_use, CASE WHEN pclass IS NOT NULL THEN 'perioperative' END) AS indication,
+      pclass AS procedure_class,
+      conditions,
+      CASE WHEN route IN ('oral', 'intranasal') THEN prior END AS prior_iv_ketamine,
+      coalesce(pca_sole_agent, false) AS pca_sole_agent,
+      CASE
+        WHEN unreadable THEN 'a line of ' || regexp_extract(filename, '[^/]+$') || ' is not a FHIR resource (not valid JSON, or no resourceType)'
+        WHEN admin_id IS NULL THEN 'a MedicationAdministration in ' || regexp_extract(filename, '[^/]+$')
+          || ' has no id'
+        WHEN unidentified THEN {a} || 'its medication ' || coalesce(med_ref, '(none)')
+          || ' is not in the export, so whether it is ketamine cannot be told'
+        WHEN status IN ({not_given}) THEN {a} || 'status ' || status || ', not given'
+        WHEN patient_id IS NULL THEN {a} || 'no subject (patient)'
+        WHEN t_text IS NULL THEN {a} || 'no effectiveDateTime or effectivePeriod.start'
+        WHEN administered_at IS NULL THEN {a} || 'the time is not a FHIR dateTime: ' || t_text
+        WHEN value_json IS NOT NULL AND NOT {_is_number("value_json")} THEN {a} || 'the dose is not a number: '
+          || CAST(value_json AS VARCHAR)
+        WHEN dose_form = 'rateRatio' AND NOT per_hour THEN {a}
+          || 'dosage.rateRatio.denominator needs a time unit (h, min), not ' || coalesce({den_unit}, 'none')
+        WHEN dose_form = 'rateRatio' AND NOT coalesce(den_value > 0, false) THEN {a}
+          || 'dosage.rateRatio.denominator must be a positive time'
+        WHEN len(routes) > 1 THEN {a} || 'the route ' || coalesce(route_text, '') || ' names more than one route'
+        WHEN weight IS NOT NULL AND NOT weight.is_number THEN 'Observation/' || weight.id
+          || ': the body weight is not a number'
+        WHEN weight IS NOT NULL AND weight.unit IS NULL THEN 'Observation/' || weight.id
+          || ': the body weight has no unit (kg, g, [lb_av])'
+      END AS input_problem
+    FROM answer
+    """
