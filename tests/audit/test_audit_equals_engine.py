@@ -178,3 +178,30 @@ def test_synthetic_data_is_deterministic() -> None:
     finally:
         con.close()
     assert first == again != other
+
+
+def test_each_bad_row_is_reported_with_its_own_value(tmp_path: Path) -> None:
+    con = duckdb.connect()
+    table = tmp_path / "bad.parquet"
+    try:
+        con.execute(
+            f"""COPY (SELECT * FROM (VALUES
+                ('A1', 'P1', TIMESTAMP '2025-01-01', 'intravenous', 'bolus', 20.0, 'mg', NULL, 600.0, 'kg'),
+                ('A2', 'P1', TIMESTAMP '2025-01-01', 'intravenous', 'bolus', 20.0, 'mg', NULL, 900.0, 'kg'),
+                ('A3', 'P1', TIMESTAMP '2025-01-01', 'intravenous', 'bolus', -5.0, 'mg', NULL, 70.0, 'kg'),
+                ('A4', 'P1', TIMESTAMP '2025-01-01', 'intravenous', 'bolus', -7.0, 'mg', NULL, 70.0, 'kg'))
+              t(admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
+                weight_value, weight_unit)) TO '{table}' (FORMAT parquet)"""
+        )
+    finally:
+        con.close()
+    run = run_duckdb(flat_source(table), tmp_path / "out")
+    con = duckdb.connect()
+    try:
+        problems = dict(
+            con.execute(f"SELECT admin_id, problem FROM read_parquet('{run.findings}')").fetchall()
+        )
+    finally:
+        con.close()
+    assert "600" in problems["A1"] and "900" in problems["A2"]
+    assert "-5" in problems["A3"] and "-7" in problems["A4"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -53,7 +54,7 @@ def _measured_sql(source: str, bolus: float, infusion: float) -> str:
       SELECT m.*,
         CASE WHEN m.per_kg THEN m.amount ELSE m.amount / m.weight_kg END AS dose_per_kg,
         CASE WHEN coalesce(m.kind, CASE WHEN m.is_rate THEN 'infusion' ELSE 'bolus' END) = 'infusion'
-             THEN {infusion} ELSE {bolus} END AS limit_per_kg,
+             THEN CAST({infusion} AS DOUBLE) ELSE CAST({bolus} AS DOUBLE) END AS limit_per_kg,
         m.weight_kg IS NOT NULL AS has_weight,
         m.concentration_mg_per_ml IS NOT NULL AS has_concentration,
         CASE WHEN NOT m.unit_ok THEN 'unknown:' || m.dose_unit WHEN m.dose_unit IS NULL THEN 'none'
@@ -79,7 +80,10 @@ _CLASS_KEY = """hash(route_n, kind, setting, indication, procedure_class, condit
     pca_sole_agent, has_weight, has_concentration, dose_shape, weight_range, dose_sign, comparison, input_problem,
     CASE WHEN comparison = 0 THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
                                    CASE WHEN NOT per_kg THEN weight_value END] END,
-    CASE WHEN comparison = 0 THEN [dose_unit, CASE WHEN NOT per_kg THEN weight_unit END] END)"""
+    CASE WHEN comparison = 0 THEN [dose_unit, CASE WHEN NOT per_kg THEN weight_unit END] END,
+    CASE WHEN weight_range = 'impossible' THEN weight_value END,
+    CASE WHEN dose_sign = 'not-positive' THEN dose_value END)"""
+# the last two: a bad row's reason quotes its own value (e.g. "got 900 kg"), not another row's
 
 
 def _prepare(con: duckdb.DuckDBPyConnection, source: str, kb: KnowledgeBase) -> None:
@@ -170,6 +174,8 @@ def run_duckdb(
         measured = _measured_sql(source, lim["bolus"], lim["infusion"])
         classes = _decide_classes(con, measured, kb, watch)
         findings = out_dir / "findings.parquet"
+        if findings.is_dir():  # a Spark run's folder of part files
+            shutil.rmtree(findings)
         watch("write")
         con.execute(f"""
             COPY (
