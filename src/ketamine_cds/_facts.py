@@ -28,6 +28,15 @@ class Route(StrEnum):
     INTRANASAL = "intranasal"
 
 
+ROUTE_WORDS = {
+    "intravenous": Route.INTRAVENOUS,
+    "iv": Route.INTRAVENOUS,
+    "oral": Route.ORAL,
+    "intranasal": Route.INTRANASAL,
+    "nasal": Route.INTRANASAL,
+}
+
+
 class DoseKind(StrEnum):
     BOLUS = "bolus"
     INFUSION = "infusion"

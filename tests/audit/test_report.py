@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from ketamine_cds import load_knowledge
 from ketamine_cds.audit.canonical import COLUMN_NAMES
 from ketamine_cds.audit.duck import run_duckdb, summary_rows
@@ -27,18 +28,7 @@ from ketamine_cds.audit.run import run_audit
 from ketamine_cds.audit.synth import write_flat
 
 PLOTS = {"dose-bolus", "dose-infusion", "time", "location", "indication", "findings"}
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+
 URL_ATTRIBUTES = {
     "src",
     "href",

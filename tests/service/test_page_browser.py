@@ -15,18 +15,7 @@ import pytest
 from conftest import Server
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 if not CHROMIUM.exists() and os.environ.get("KETAMINE_CDS_REQUIRE_CHROMIUM"):
     raise RuntimeError("KETAMINE_CDS_REQUIRE_CHROMIUM is set but /usr/bin/chromium is missing")

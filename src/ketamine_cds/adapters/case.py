@@ -13,6 +13,7 @@ from typing import Any
 
 from .._errors import InvalidCaseError, UnitError
 from .._facts import (
+    ROUTE_WORDS,
     Coded,
     ConditionFact,
     DoseKind,
@@ -20,7 +21,6 @@ from .._facts import (
     KetamineOrder,
     OpioidUse,
     PlannedProcedure,
-    Route,
     Setting,
     checked_weight,
     ketamine_order,
@@ -43,13 +43,6 @@ _PATIENT = {"weight", "age_years", "sex", "pregnant", "conditions", "opioids"}
 _ORDER = {"route", "kind", "dose", "concentration", "pca_sole_agent", "display"}
 _PROCEDURE = {"class", "display", "system", "code"}
 _OPIOID = {"ingredient", "mg_per_day", "mcg_per_h", "start", "end", "display"}
-_ROUTES = {
-    "intravenous": Route.INTRAVENOUS,
-    "iv": Route.INTRAVENOUS,
-    "oral": Route.ORAL,
-    "intranasal": Route.INTRANASAL,
-    "nasal": Route.INTRANASAL,
-}
 
 
 def is_case_document(data: Mapping[str, Any]) -> bool:
@@ -276,7 +269,7 @@ def _order(value: Any) -> KetamineOrder | None:
     route_text = data.get("route")
     if route_text is None:
         raise InvalidCaseError("order.route", "the route is missing (intravenous, oral or intranasal)")
-    route = _ROUTES.get(str(route_text).lower())
+    route = ROUTE_WORDS.get(str(route_text).lower())
     if route is None:
         raise InvalidCaseError(
             "order.route", f"unsupported route {route_text!r} (intravenous, oral or intranasal)"

@@ -14,12 +14,12 @@ from typing import Any
 
 from .._errors import InputError
 from .._facts import (
+    ROUTE_WORDS,
     Coded,
     ConditionFact,
     DoseKind,
     Facts,
     PlannedProcedure,
-    Route,
     Setting,
     checked_weight,
     ketamine_order,
@@ -53,13 +53,6 @@ COLUMNS: Sequence[tuple[str, str, str]] = (
     ),
 )
 COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
-_ROUTES = {
-    "intravenous": Route.INTRAVENOUS,
-    "iv": Route.INTRAVENOUS,
-    "oral": Route.ORAL,
-    "intranasal": Route.INTRANASAL,
-    "nasal": Route.INTRANASAL,
-}
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -78,7 +71,7 @@ def facts_from_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Facts:
         if isinstance(when, dt.datetime)
         else (when if isinstance(when, dt.date) else dt.date.today())
     )
-    route = _ROUTES.get(str(row.get("route") or "").strip().lower())
+    route = ROUTE_WORDS.get(str(row.get("route") or "").strip().lower())
     if route is None:
         raise InputError("route", f"unknown or missing route {row.get('route')!r}")
     kind = DoseKind(row["kind"]) if row.get("kind") in ("bolus", "infusion") else None

@@ -22,9 +22,10 @@ from .._kb import KnowledgeBase
 from .._units import parse_unit, weight_in_kg
 from .canonical import facts_from_row
 
-# columns that decide the verdict besides the dose comparison (see DECISION_SQL in duck.py)
-DECISION_COLUMNS = (
-    "route",
+# the per-row columns a decision class shares: everything the engine's decision depends on (duck.py and
+# spark.py add, at a limit, the exact dose, and for a bad row the value its reason quotes)
+CLASS_COLUMNS = (
+    "route_n",
     "kind",
     "setting",
     "indication",
@@ -35,7 +36,10 @@ DECISION_COLUMNS = (
     "has_weight",
     "has_concentration",
     "dose_shape",
+    "weight_range",
+    "dose_sign",
     "comparison",
+    "input_problem",
 )
 BOUNDARY = 1e-9  # relative band around a limit where a binary float could be wrong: decided exactly
 

@@ -21,7 +21,7 @@ import duckdb
 
 from .._kb import KnowledgeBase, load_knowledge
 from .canonical import COLUMN_NAMES
-from .decide import BOUNDARY, decide, limits, unit_rows, weight_unit_rows
+from .decide import BOUNDARY, CLASS_COLUMNS, decide, limits, unit_rows, weight_unit_rows
 
 Progress = Callable[[str, float, float], None]  # phase, fraction done (0..1), seconds elapsed
 
@@ -76,8 +76,7 @@ def _measured_sql(source: str, bolus: float, infusion: float) -> str:
 
 
 # everything the engine's decision depends on; at a limit, the exact dose too (decided exactly)
-_CLASS_KEY = """hash(route_n, kind, setting, indication, procedure_class, conditions, prior_iv_ketamine,
-    pca_sole_agent, has_weight, has_concentration, dose_shape, weight_range, dose_sign, comparison, input_problem,
+_CLASS_KEY = f"""hash({", ".join(CLASS_COLUMNS)},
     CASE WHEN comparison = 0 THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
                                    CASE WHEN NOT per_kg THEN weight_value END] END,
     CASE WHEN comparison = 0 THEN [dose_unit, CASE WHEN NOT per_kg THEN weight_unit END] END,

@@ -39,7 +39,7 @@ from typing import Any
 from .._errors import InputError
 from .._kb import KnowledgeBase, load_knowledge
 from .canonical import COLUMN_NAMES, COLUMNS
-from .decide import BOUNDARY, decide, limits, unit_rows, weight_unit_rows
+from .decide import BOUNDARY, CLASS_COLUMNS, decide, limits, unit_rows, weight_unit_rows
 from .duck import AuditRun
 
 try:  # the spark extra: pip install 'ketamine-cds[spark]'
@@ -450,26 +450,7 @@ def _class_key() -> Column:
     and ``(NULL, x)`` would otherwise collide)."""
     c = F.col
     at_limit = c("comparison") == 0
-    values: list[Column] = [
-        c(n)
-        for n in (
-            "route_n",
-            "kind",
-            "setting",
-            "indication",
-            "procedure_class",
-            "conditions",
-            "prior_iv_ketamine",
-            "pca_sole_agent",
-            "has_weight",
-            "has_concentration",
-            "dose_shape",
-            "weight_range",
-            "dose_sign",
-            "comparison",
-            "input_problem",
-        )
-    ]
+    values: list[Column] = [c(n) for n in CLASS_COLUMNS]
     values += [
         F.when(at_limit, c("dose_value")),
         F.when(at_limit & c("is_volume"), c("concentration_mg_per_ml")),
