@@ -34,11 +34,11 @@ def source_sql(path: Path, form: Form) -> str:
 
         return flat_source(path)
     if form == "fhir":
-        from .fhir_ndjson import fhir_source  # type: ignore[import-not-found,unused-ignore]
+        from .fhir_ndjson import fhir_source
 
         result: str = fhir_source(path)
         return result
-    from .omop import omop_source  # type: ignore[import-not-found,unused-ignore]
+    from .omop import omop_source
 
     omop: str = omop_source(path)
     return omop
@@ -87,7 +87,12 @@ def run_audit(
     reporter = _Reporter(_count(source))
     reporter.event("audit.start", input=str(path), form=form, engine=engine, rows=reporter.total)
     if engine == "spark":
-        from .spark import run_spark  # type: ignore[import-not-found,unused-ignore]
+        try:
+            from .spark import run_spark
+        except ImportError as exc:
+            raise InputError(
+                "--engine", f"Spark is not installed ({exc}): pip install 'ketamine-cds[spark]'"
+            ) from None
 
         run = run_spark(path, form, out_dir)
     else:
@@ -111,12 +116,9 @@ def run_audit(
         }
     )
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    try:
-        from .report import write_report  # type: ignore[import-not-found,unused-ignore]
+    from .report import write_report
 
-        write_report(run.findings, summary, out_dir / "report.html")
-    except ImportError:
-        pass
+    write_report(run.findings, summary, out_dir / "report.html")
     seconds = max(time.monotonic() - started, 1e-9)
     reporter.event(
         "audit.done",

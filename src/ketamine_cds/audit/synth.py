@@ -158,11 +158,9 @@ def canonical_sql(rows: int, seed: int = 20261124, patients: int | None = None) 
 
 def write_all(rows: int, out_dir: Path, seed: int = 20261124) -> dict[str, Path]:
     """Every input form the audit reads, from the same synthetic administrations."""
+    from .synth_forms import write_fhir, write_omop
+
     written = {"flat": write_flat(rows, out_dir, seed)}
-    try:
-        from .synth_forms import write_fhir, write_omop  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return written
     written["fhir"] = write_fhir(rows, out_dir, seed)
     written["omop"] = write_omop(rows, out_dir, seed)
     return written
