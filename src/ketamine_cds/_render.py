@@ -193,7 +193,7 @@ def assessment_json(assessment: Assessment, kb: KnowledgeBase | None = None) -> 
 
 # --- the readable report ----------------------------------------------------------------------------
 
-_SCREENING_WORDS: Mapping[str, str] = {
+SCREENING_WORDS: Mapping[str, str] = {
     "present": "PRESENT",
     "absent": "ruled out in the record",
     "not-recorded": "not found in the record (not the same as ruled out)",
@@ -242,7 +242,7 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
     lines += ["", "Contraindication and caution screening (from the record):"]
     for s in data["screening"]:
         evidence = f" ({'; '.join(s['evidence'])})" if s["evidence"] else ""
-        lines.append(f"  {s['statement']:30} {_SCREENING_WORDS[s['status']]}{evidence}")
+        lines.append(f"  {s['statement']:30} {SCREENING_WORDS[s['status']]}{evidence}")
     opioid = data["opioid_use"]
     mme = f", {opioid['mme_per_day']:g} MME/day" if opioid["mme_per_day"] is not None else ""
     lines += ["", f"Opioid tolerance: {opioid['tolerant']}; dependence: {opioid['dependent']}{mme}"]

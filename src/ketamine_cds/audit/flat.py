@@ -6,8 +6,8 @@ from pathlib import Path
 
 from .canonical import COLUMNS
 
-_NUMERIC = {"dose_value", "concentration_mg_per_ml", "weight_value"}
-_BOOLEAN = {"prior_iv_ketamine", "pca_sole_agent"}
+NUMERIC = {"dose_value", "concentration_mg_per_ml", "weight_value"}
+BOOLEAN = {"prior_iv_ketamine", "pca_sole_agent"}
 
 
 def _quote(path: Path) -> str:
@@ -29,7 +29,7 @@ _TYPED = {
     "BOOLEAN": {"BOOLEAN"},
     "TIMESTAMP": {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"},
 }
-_COMPARED = {
+COMPARED = {
     "route",
     "kind",
     "dose_unit",
@@ -76,17 +76,17 @@ def flat_source(path: Path) -> str:
         raw = f"CAST({name} AS VARCHAR)"
         if typed:
             selects.append(f"CAST({name} AS {kind}) AS {name}")
-        elif name in _NUMERIC:
+        elif name in NUMERIC:
             selects.append(f"TRY_CAST({raw} AS DOUBLE) AS {name}")
             problems.append(
                 f"WHEN nullif(trim({raw}), '') IS NOT NULL AND TRY_CAST({raw} AS DOUBLE) IS NULL "
                 f"THEN '{name} is not a number: ' || {raw}"
             )
-        elif name in _BOOLEAN:
+        elif name in BOOLEAN:
             selects.append(f"TRY_CAST({raw} AS BOOLEAN) AS {name}")
         elif kind == "TIMESTAMP":
             selects.append(f"TRY_CAST({raw} AS TIMESTAMP) AS {name}")
-        elif name in _COMPARED:
+        elif name in COMPARED:
             selects.append(f"nullif(trim({raw}), '') AS {name}")
         else:
             selects.append(f"nullif({raw}, '') AS {name}")

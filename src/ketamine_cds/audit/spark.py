@@ -41,6 +41,7 @@ from .._kb import KnowledgeBase, load_knowledge
 from .canonical import COLUMN_NAMES, COLUMNS
 from .decide import BOUNDARY, CLASS_COLUMNS, decide, limits, unit_rows, weight_unit_rows
 from .duck import AuditRun
+from .flat import BOOLEAN, COMPARED, NUMERIC
 
 try:  # the spark extra: pip install 'ketamine-cds[spark]'
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -49,19 +50,6 @@ try:  # the spark extra: pip install 'ketamine-cds[spark]'
 except ImportError as exc:  # pragma: no cover - exercised only without pyspark
     raise ImportError("the Spark engine needs pyspark: pip install 'ketamine-cds[spark]'") from exc
 
-_NUMERIC = {"dose_value", "concentration_mg_per_ml", "weight_value"}
-_BOOLEAN = {"prior_iv_ketamine", "pca_sole_agent"}
-# text columns the decision compares are trimmed; identifiers and the location are kept as written
-_COMPARED = {
-    "route",
-    "kind",
-    "dose_unit",
-    "weight_unit",
-    "setting",
-    "indication",
-    "procedure_class",
-    "conditions",
-}
 _SPARK_TYPES = {"VARCHAR": "string", "DOUBLE": "double", "BOOLEAN": "boolean", "TIMESTAMP": "timestamp_ntz"}
 
 # DuckDB's trim removes Unicode space separators (category Zs) and nothing else (not tabs)
@@ -295,7 +283,7 @@ def _flat_column(name: str, kind: str, field: T.StructField) -> tuple[Column, Co
     """
     column, data = F.col(f"`{field.name}`"), field.dataType
     text = column if isinstance(data, T.StringType) else column.cast("string")
-    if name in _NUMERIC:
+    if name in NUMERIC:
         if isinstance(data, T.NumericType) and not isinstance(data, T.DecimalType):
             return column.cast("double"), None
         value = _double(text)
@@ -303,7 +291,7 @@ def _flat_column(name: str, kind: str, field: T.StructField) -> tuple[Column, Co
             _text(text).isNotNull() & value.isNull(), F.concat(F.lit(f"{name} is not a number: "), text)
         )
         return value, problem
-    if name in _BOOLEAN:
+    if name in BOOLEAN:
         return (column if isinstance(data, T.BooleanType) else _boolean(text)), None
     if kind == "TIMESTAMP":
         if isinstance(data, T.TimestampNTZType | T.DateType):
@@ -318,7 +306,7 @@ def _flat_column(name: str, kind: str, field: T.StructField) -> tuple[Column, Co
             value.isNull(), F.concat(F.lit(f"{name} is not a time: "), F.coalesce(text, F.lit("missing")))
         )
         return value, problem
-    if name in _COMPARED:
+    if name in COMPARED:
         return _text(text), None
     return F.nullif(text, F.lit("")), None
 

@@ -290,7 +290,7 @@ class _KeySetCache:
 
 
 class _FetchError(Exception):
-    pass
+    """An issuer's JWKS could not be fetched or read."""
 
 
 _UNREACHABLE = "the issuer's key set (JWKS) cannot be fetched; try again later"

@@ -175,7 +175,7 @@ Issuer = Annotated[str | None, Depends(authenticate)]
 
 
 class BadRequest(ValueError):
-    pass
+    """A hook request that does not follow CDS Hooks 2.0: answered with 400 and this message."""
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:

@@ -26,6 +26,7 @@ from markupsafe import Markup, escape
 from .._engine import assess
 from .._errors import InputError
 from .._kb import KnowledgeBase, Statement, load_knowledge
+from .._render import SCREENING_WORDS as report_screening_words
 from .._render import assessment_json
 from ..adapters.case import facts_from_case
 
@@ -75,12 +76,7 @@ VERDICT_TONE: Mapping[str, str] = {
     "consider": "go",
     "may-consider": "go",
 }
-SCREENING_WORDS: Mapping[str, str] = {
-    "present": "present in the record",
-    "absent": "ruled out in the record",
-    "not-recorded": "not found in the record (not the same as ruled out)",
-    "unknown": "unknown: verify",
-}
+SCREENING_WORDS: Mapping[str, str] = {**report_screening_words, "present": "present in the record"}
 DOSE_STATUS_WORDS: Mapping[str, str] = {
     "within": "within the limit",
     "exceeds": "exceeds the limit",
