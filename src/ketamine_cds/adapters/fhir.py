@@ -38,6 +38,9 @@ from .._facts import (
 from .._kb import KnowledgeBase, load_knowledge, short_system
 from .._units import Quantity, Unit, bounded, concentration_mg_per_ml, parse_unit, weight_in_kg
 
+# dict first: parsed JSON is always a dict, and the exact-type check is far cheaper than the Mapping ABC's
+_OBJECT = (dict, Mapping)
+
 Json = Mapping[str, Any]
 
 __all__ = ["R4_RESOURCE_TYPES", "facts_from_bundle", "validate_r4"]
@@ -260,7 +263,7 @@ class _Resource:
 
     def contained(self, local_id: str) -> _Resource | None:
         for item in _list(self.data, "contained"):
-            if isinstance(item, Mapping) and item.get("id") == local_id:
+            if isinstance(item, _OBJECT) and item.get("id") == local_id:
                 return _Resource(item, f"{self.label}#{local_id}")
         return None
 
@@ -272,7 +275,7 @@ class _Record:
 
     @classmethod
     def of_bundle(cls, bundle: Any) -> _Record:
-        if not isinstance(bundle, Mapping):
+        if not isinstance(bundle, _OBJECT):
             raise NotFHIRError("", "expected a JSON object holding a FHIR R4 Bundle")
         if bundle.get("resourceType") != "Bundle":
             raise NotFHIRError(
@@ -316,13 +319,13 @@ class _Record:
 
 
 def _entry_resource(entry: Any, index: int) -> _Resource | None:
-    if not isinstance(entry, Mapping):
+    if not isinstance(entry, _OBJECT):
         raise NotFHIRError(f"entry[{index}]", "must be a JSON object")
     resource = entry.get("resource")
     if resource is None:
         return None
     where = f"entry[{index}].resource"
-    if not isinstance(resource, Mapping):
+    if not isinstance(resource, _OBJECT):
         raise NotFHIRError(where, "must be a JSON object")
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
@@ -710,7 +713,7 @@ def _ingredient_strength(medication: _Resource, kb: KnowledgeBase) -> Fraction |
     ingredients = [
         (i, item)
         for i, item in enumerate(_list(medication.data, "ingredient"))
-        if isinstance(item, Mapping) and _mapping(item, "strength")
+        if isinstance(item, _OBJECT) and _mapping(item, "strength")
     ]
     if len(ingredients) > 1:
         pattern = _word_pattern(kb.ketamine_words)
@@ -735,7 +738,7 @@ def _ingredient_strength(medication: _Resource, kb: KnowledgeBase) -> Fraction |
 def _indication(request: _Resource, record: _Record, kb: KnowledgeBase) -> tuple[str | None, Coded | None]:
     """The intended use named by the order's reasonCode (or a reasonReference to a Condition)."""
     use_of_concept = {use.concept: use.id for use in kb.uses.values() if use.concept}
-    reasons = [r for r in _list(request.data, "reasonCode") if isinstance(r, Mapping)]
+    reasons = [r for r in _list(request.data, "reasonCode") if isinstance(r, _OBJECT)]
     for reference in _list(request.data, "reasonReference"):
         condition = record.resolve(reference, within=request)
         if condition is not None and condition.type == "Condition" and not _refuted(condition.data):
@@ -784,7 +787,7 @@ def _do_not_perform(request: _Resource) -> bool:
 
 
 def _is_surgical_category(request: _Resource) -> bool:
-    categories = (c for c in _list(request.data, "category") if isinstance(c, Mapping))
+    categories = (c for c in _list(request.data, "category") if isinstance(c, _OBJECT))
     return any(_has_code(c, "snomed", SURGICAL_PROCEDURE) for c in categories)
 
 
@@ -829,7 +832,7 @@ def _opioid_use(resource: _Resource, dosage_key: str, record: _Record, kb: Knowl
     ingredient = _opioid_ingredient(drug, kb)
     if ingredient is None:
         return None
-    dosages = [d for d in _list(resource.data, dosage_key) if isinstance(d, Mapping)]
+    dosages = [d for d in _list(resource.data, dosage_key) if isinstance(d, _OBJECT)]
     if kb.opioids[ingredient].unit == "ug/h":
         amount = _patch_mcg_per_h(drug, dosages) if _is_transdermal(drug, dosages) else None
     else:
@@ -864,7 +867,7 @@ def _patch_mcg_per_h(drug: _Drug, dosages: list[Json]) -> Fraction | None:
     if len(dosages) != 1:
         return None
     raw = _first(dosages[0], "doseAndRate").get("doseQuantity")
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, _OBJECT):
         return None
     dose = _readable_dose(raw)
     if dose is None:
@@ -894,7 +897,7 @@ def _mg_per_day(drug: _Drug, dosages: list[Json], ingredient: str) -> Fraction |
 
 def _mg_per_dose(drug: _Drug, dosage: Json, ingredient: str) -> Fraction | None:
     raw = _first(dosage, "doseAndRate").get("doseQuantity")
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, _OBJECT):
         return None
     dose = _readable_dose(raw)
     if dose is None:
@@ -1033,7 +1036,7 @@ def _current_encounter(record: _Record, order: _Resource | None) -> _Resource | 
 
 def _current_locations(encounter: _Resource, record: _Record) -> list[_Resource | None]:
     """The Encounter's locations (None where a reference cannot be resolved); the active ones when marked."""
-    entries = [e for e in _list(encounter.data, "location") if isinstance(e, Mapping)]
+    entries = [e for e in _list(encounter.data, "location") if isinstance(e, _OBJECT)]
     active = [e for e in entries if e.get("status") == "active"]
     chosen = active or [e for e in entries if e.get("status") != "planned"]
     return [record.resolve(_mapping(e, "location"), within=encounter) for e in chosen]
@@ -1043,7 +1046,7 @@ def _is_intensive_care(location: _Resource | None) -> bool | None:
     """True for a Location typed ICU (or below it), False for one typed otherwise, None when unknown."""
     if location is None or location.type != "Location":
         return None
-    types = [t for t in _list(location.data, "type") if isinstance(t, Mapping)]
+    types = [t for t in _list(location.data, "type") if isinstance(t, _OBJECT)]
     codings = [c for t in types for c in _codings(t)]
     if any(s in _ROLE_CODE_SYSTEMS and c in _INTENSIVE_CARE_ROLE_CODES for s, c, _ in codings):
         return True
@@ -1083,24 +1086,24 @@ def _prior_iv_ketamine(
 
 
 def _text(data: Any, key: str) -> str | None:
-    value = data.get(key) if isinstance(data, Mapping) else None
+    value = data.get(key) if isinstance(data, _OBJECT) else None
     return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _mapping(data: Any, key: str) -> Json:
-    value = data.get(key) if isinstance(data, Mapping) else None
-    return value if isinstance(value, Mapping) else {}
+    value = data.get(key) if isinstance(data, _OBJECT) else None
+    return value if isinstance(value, _OBJECT) else {}
 
 
 def _list(data: Any, key: str) -> list[Any]:
-    value = data.get(key) if isinstance(data, Mapping) else None
+    value = data.get(key) if isinstance(data, _OBJECT) else None
     return value if isinstance(value, list) else []
 
 
 def _first(data: Any, key: str) -> Json:
     items = _list(data, key)
     head = items[0] if items else None
-    return head if isinstance(head, Mapping) else {}
+    return head if isinstance(head, _OBJECT) else {}
 
 
 def _codings(concept: Json) -> list[tuple[str | None, str, str | None]]:
@@ -1166,7 +1169,7 @@ def _unit_label(quantity: Json) -> str:
 
 
 def _quantity(raw: Any, field: str) -> Quantity:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, _OBJECT):
         raise InputError(field, "must be a Quantity with a value and a unit")
     value = _number(raw.get("value"), f"{field}.value")
     if value is None:
