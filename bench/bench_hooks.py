@@ -13,7 +13,7 @@ benchmark, ``POST /bench/floor``, that reads the body, parses it as the hook rou
 ``json.loads`` with exact numbers) and returns a fixed one-card response (order-sign's own card for this
 request). Both routes share the server, its uvicorn settings and its middleware, so
 p50(order-sign)/p50(floor) is the cost of the CDS work itself: request checks, prefetch, FHIR reading, the
-engine, the cards, the audit-trail write and the hop of the plain-def handler to a pool thread and back.
+engine, the cards, and the audit-trail write (on the audit writer's thread, awaited before answering).
 
 The request is a typical order-sign call, not a Synthea-size record: Patient, 3 body weights (80 kg),
 5 Conditions (obstructive sleep apnea among them), 2 active opioid prescriptions, an appendectomy in
@@ -69,7 +69,7 @@ PID, EID, ORDER_ID = "bench-p1", "bench-e1", "bench-ketamine-1"
 # interpreter. Two diagnostics, each off unless its variable is set (the timed runs set neither):
 # BENCH_HOOKS_SECTIONS=1 wraps the steps of a hook call in perf_counter timers (GET /bench/sections);
 # BENCH_HOOKS_PROFILE=<prefix> runs cProfile in the event-loop thread (HTTP, body, parsing, responses) and in
-# every thread-pool thread (the plain-def hook handler), dumped by POST /bench/profile-dump.
+# every other thread (the audit writer, pool threads), dumped by POST /bench/profile-dump.
 SERVER_PROGRAM = """\
 import collections
 import contextvars
@@ -137,13 +137,25 @@ if os.environ.get("BENCH_HOOKS_SECTIONS"):
 
         return wrapper
 
-    for name in ("parse_hook_request", "_ketamine_orders", "_gather", "_assess_order", "facts_from_bundle",
-                 "assess", "cards_for", "_services", "pseudonym"):
+    def timed_async(function, label):
+        @functools.wraps(function)
+        async def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return await function(*args, **kwargs)
+            finally:
+                note(label, time.perf_counter() - start)
+
+        return wrapper
+
+    for name in ("parse_hook_request", "_ketamine_orders", "_assess_order", "facts_from_bundle",
+                 "assess", "cards_for", "_services", "_audit_records"):
         setattr(hooks, name, timed(getattr(hooks, name), name))
+    hooks._gather = timed_async(hooks._gather, "_gather")
     hooks.parse_json = timed(hooks.parse_json, "parse_json")
     parse_json = timed(parse_json, "parse_json")
     prefetch.record_bundle = timed(prefetch.record_bundle, "record_bundle")
-    app.state.store.record_assessment = timed(app.state.store.record_assessment, "record_assessment")
+    app.state.audit.write = timed_async(app.state.audit.write, "audit write")
 
     class TimedJSONResponse(JSONResponse):
         def __init__(self, *args, **kwargs):
@@ -172,6 +184,8 @@ if os.environ.get("BENCH_HOOKS_SECTIONS"):
             note("hop to a pool thread", marks["in"] - marks["start"])
             note("handler", marks["out"] - marks["in"])
             note("hop back to the loop", time.perf_counter() - marks["out"])
+        else:
+            note("handler", time.perf_counter() - marks["start"])
         return result
 
     fastapi.routing._run_sync_endpoint = timed_sync_endpoint
@@ -726,8 +740,7 @@ def _pct(values: Sequence[float], q: float) -> float:
 _SECTIONS = (
     ("inside the app (ASGI app, middleware included)", "app", 1),
     ("parse_json of the body (event loop)", "parse_json", 2),
-    ("hop to a pool thread (anyio)", "hop to a pool thread", 2),
-    ("handler (call_service, plain def)", "handler", 2),
+    ("handler (call_service, on the event loop)", "handler", 2),
     ("_services (rebuilt per call)", "_services", 3),
     ("parse_hook_request", "parse_hook_request", 3),
     ("_ketamine_orders (is the draft ketamine?)", "_ketamine_orders", 3),
@@ -738,13 +751,13 @@ _SECTIONS = (
     ("facts_from_bundle on the record", "facts_from_bundle[1]", 4),
     ("assess (engine)", "assess", 4),
     ("cards_for", "cards_for", 4),
-    ("pseudonym (HMAC)", "pseudonym", 3),
-    ("record_assessment (audit write, commit)", "record_assessment", 3),
+    ("_audit_records (pseudonym, uuids)", "_audit_records", 3),
+    ("audit write (to the writer thread, committed, back)", "audit write", 3),
     ("JSONResponse (serialize the cards)", "JSONResponse", 3),
-    ("hop back to the loop", "hop back to the loop", 2),
 )
 _IDLE = (
     "<method 'acquire' of '_thread.lock' objects>",  # pool threads waiting for work
+    "<method 'get' of '_queue.SimpleQueue' objects>",  # the audit writer waiting for rows
     "<method 'poll' of 'select.epoll' objects>",  # the event loop waiting for the client
 )
 _CPROFILE_SECTIONS = (
@@ -752,8 +765,7 @@ _CPROFILE_SECTIONS = (
     ("facts_from_bundle (FHIR reader)", "adapters/fhir.py", "facts_from_bundle"),
     ("assess (engine)", "_engine.py", "assess"),
     ("cards_for", "service/cards.py", "cards_for"),
-    ("record_assessment (audit write)", "service/store.py", "record_assessment"),
-    ("sqlite3 commit (fsync, synchronous=FULL)", "~", "<method 'commit' of 'sqlite3.Connection' objects>"),
+    ("_audit_records (the rows: pseudonym, uuids)", "service/hooks.py", "_audit_records"),
 )
 
 
@@ -854,19 +866,26 @@ def profile_server(workdir: Path, body: bytes, requests: int, top: int) -> None:
         f"cProfile of the server, {calls} sequential order-sign calls, 1 client (cProfile inflates "
         "Python-heavy code more than C calls such as fsync: read the shares, not the milliseconds)"
     )
+    loop = pstats.Stats(prefix + ".loop")
+    _, whole = _find(loop, "service/hooks.py", "call_service")
+    print("  event loop (the hook handler runs here): cumulative ms/call and share of call_service")
+    for label, suffix, name in _CPROFILE_SECTIONS:
+        n, cum = _find(loop, suffix, name)
+        if n and whole:
+            print(f"    {label:52} {cum / calls * 1e3:>8.3f} {cum / whole:>6.0%}")
+    print(f"  event-loop thread (HTTP, body, JSON parse, the handler, responses), top {top} by own time:")
+    _top(loop, top)
     threads = Path(prefix + ".threads")
     if threads.exists():
         stats = pstats.Stats(str(threads))
-        _, whole = _find(stats, "service/hooks.py", "call_service")
-        print("  pool threads (the plain-def handler): cumulative ms/call and share of call_service")
-        for label, suffix, name in _CPROFILE_SECTIONS:
-            n, cum = _find(stats, suffix, name)
-            if n and whole:
-                print(f"    {label:52} {cum / calls * 1e3:>8.3f} {cum / whole:>6.0%}")
-        print(f"  pool threads, top {top} by own time:")
+        n, cum = _find(stats, "service/store.py", "record_assessments")
+        if n:
+            print(
+                f"  audit-writer thread: record_assessments, {n} commits for {calls} calls, "
+                f"{cum / n * 1e3:.3f} ms each"
+            )
+        print(f"  other threads (the audit writer; the pool for FHIR-server reads), top {top} by own time:")
         _top(stats, top)
-    print(f"  event-loop thread (HTTP, body, JSON parse, responses), top {top} by own time:")
-    _top(pstats.Stats(prefix + ".loop"), top)
 
 
 # --- main -------------------------------------------------------------------------------------------

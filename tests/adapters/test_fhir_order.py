@@ -37,8 +37,9 @@ from ketamine_cds import (
     UnitError,
     WrongDimensionError,
 )
+from ketamine_cds._errors import NotFHIRError
 from ketamine_cds._units import amount_per_dose
-from ketamine_cds.adapters.fhir import facts_from_bundle
+from ketamine_cds.adapters.fhir import facts_from_bundle, is_ketamine_order
 
 
 def order_of(*resources: dict[str, Any], order_id: str | None = None) -> KetamineOrder:
@@ -349,3 +350,50 @@ def test_a_rate_with_the_bag_content_is_an_infusion() -> None:
 def test_an_unresolvable_medication_reference_is_named_by_its_display() -> None:
     request = ketamine(medication={"reference": "Medication/elsewhere", "display": "Ketamine 10 mg/mL"})
     assert order_of(request).source.display == "Ketamine 10 mg/mL"
+
+
+# --- is_ketamine_order: the hook service's quick question, answered as the reader answers it ----------
+
+MIDAZOLAM = concept(RXNORM, "6960", "midazolam")
+
+
+@pytest.mark.parametrize(
+    ("request_", "medications", "expected"),
+    [
+        (ketamine(), [], True),
+        (ketamine(status="active"), [], True),
+        (ketamine(status="completed"), [], False),  # not an order to check
+        (ketamine(medication=MIDAZOLAM), [], False),
+        (ketamine(medication={"text": "Ketamine 10 mg/mL in saline"}), [], True),  # by name
+        (ketamine(medication={"text": "esketamine nasal spray"}), [], False),  # another drug
+        (ketamine(medication={"reference": "Medication/m1"}), [(None, medication("m1", "ketamine"))], True),
+        (ketamine(medication={"reference": "Medication/m1"}), [(None, medication("m1", "fentanyl"))], False),
+        (ketamine(medication={"reference": "#m1"}, contained=[medication("m1", "ketamine")]), [], True),
+    ],
+)
+def test_is_ketamine_order(request_: dict[str, Any], medications: Any, expected: bool) -> None:
+    assert is_ketamine_order(request_, medications) is expected
+
+
+def test_a_do_not_perform_ketamine_request_is_no_order() -> None:
+    assert is_ketamine_order({**ketamine(), "doNotPerform": True}) is False
+
+
+def test_unreadable_resources_raise_rather_than_answer() -> None:
+    with pytest.raises(NotFHIRError):
+        is_ketamine_order(ketamine(), [(None, {"resourceType": "NotAType"})])
+
+
+@given(
+    status=st.sampled_from(["draft", "active", "completed", "stopped", "on-hold"]),
+    text=st.sampled_from(["ketamine", "Ketamine HCl 50 mg/mL", "esketamine", "S-ketamine", "midazolam", ""]),
+    referenced=st.booleans(),
+)
+def test_is_ketamine_order_agrees_with_the_reader(status: str, text: str, referenced: bool) -> None:
+    if referenced:
+        request = ketamine(status=status, medication={"reference": "Medication/m1"})
+        medications = [(None, medication("m1", text))]
+    else:
+        request, medications = ketamine(status=status, medication={"text": text}), []
+    facts = read(request, *(m for _, m in medications))
+    assert is_ketamine_order(request, medications) is (facts.order is not None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
@@ -43,7 +43,7 @@ _OBJECT = (dict, Mapping)
 
 Json = Mapping[str, Any]
 
-__all__ = ["R4_RESOURCE_TYPES", "facts_from_bundle", "validate_r4"]
+__all__ = ["R4_RESOURCE_TYPES", "facts_from_bundle", "is_ketamine_order", "validate_r4"]
 
 # The 146 resource types of FHIR R4 (4.0.1), from the discriminator of the official R4 JSON Schema
 # (shared/external-test-data/fhir-r4-json-schema/fhir.schema.json). DSTU2/STU3-only types such as
@@ -221,6 +221,28 @@ def facts_from_bundle(
         age_years=_age_years(patient, as_of) if patient else None,
         sex=_sex(patient) if patient else None,
     )
+
+
+def is_ketamine_order(
+    request: Mapping[str, Any],
+    medications: Sequence[tuple[str | None, Mapping[str, Any]]] = (),
+    *,
+    kb: KnowledgeBase | None = None,
+) -> bool:
+    """Whether a MedicationRequest is a draft or active order for ketamine, as ``facts_from_bundle`` would
+    read it: by its RxNorm code or its name, through the Medication it references (contained, or among
+    ``medications``: (fullUrl, resource) pairs). Raises ``NotFHIRError`` when the resources cannot be read."""
+    kb = kb or load_knowledge()
+    entries: list[dict[str, Any]] = [{"resource": request}]
+    entries += [{"resource": r, "fullUrl": u} if u else {"resource": r} for u, r in medications]
+    record = _Record.of_bundle({"resourceType": "Bundle", "entry": entries})
+    order = record.all("MedicationRequest")
+    if len(order) != 1 or order[0].data is not request:
+        raise NotFHIRError("", "expected one MedicationRequest")
+    resource = order[0]
+    if resource.status not in _ORDER_STATUSES or _do_not_perform(resource):
+        return False
+    return _is_ketamine(_drug(resource, record), kb)
 
 
 def validate_r4(bundle: Mapping[str, Any]) -> None:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._kb import load_knowledge
 from .settings import Settings
-from .store import open_store
+from .store import AuditWriter, open_store
 
 log = logging.getLogger("ketamine_cds.service")
 DEV_WARNING = "AUTHENTICATION DISABLED (development flag): any caller is accepted"
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.allow_unauthenticated:
             log.warning("*** %s ***", DEV_WARNING)
         yield
+        app.state.audit.close()  # commits what is queued before the store closes
         app.state.store.close()
 
     kb = load_knowledge()
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.kb = kb
     app.state.store = open_store(settings)
+    app.state.audit = AuditWriter(app.state.store)
     _add_error_handlers(app)
     if settings.allow_unauthenticated:
         _announce_dev_mode(app)

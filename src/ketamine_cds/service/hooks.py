@@ -4,8 +4,12 @@ A hook call: parse and check the request (400 when malformed, 404 for an unknown
 MedicationRequests among ``context.draftOrders`` (at order-select only the selected ones); without one, answer
 ``{"cards": []}`` at once. Otherwise gather the record (prefetch, else the client's FHIR server, else 412),
 assess each ketamine order with the engine, turn the assessment into cards (``cards.py``) and record it in the
-audit trail before answering. Handlers are plain ``def`` (run in the thread pool): the engine and the FHIR
-reads are blocking work.
+audit trail before answering.
+
+The hook handler runs on the event loop: with a complete prefetch (the usual case) the work is a fraction of
+a millisecond of computing, and a hop to a pool thread and back would cost a third as much again. What can
+block goes elsewhere: reads from the client's FHIR server and the assessment of an unusually large record
+run in the thread pool, the audit write on the audit writer's thread (``store.AuditWriter``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._assessment import Assessment
@@ -29,13 +34,13 @@ from .._engine import assess
 from .._errors import InputError, NotJSONError
 from .._inputs import parse_json
 from .._kb import KnowledgeBase
-from ..adapters.fhir import facts_from_bundle
+from ..adapters.fhir import facts_from_bundle, is_ketamine_order
 from . import prefetch as pf
 from .auth import authenticate
 from .cards import BuiltCard, cards_for, not_checked_card
 from .fhir_client import FhirAccess, FhirUnavailable
 from .settings import Settings
-from .store import AssessmentRecord, CardRecord, FeedbackRecord, Store, pseudonym
+from .store import AssessmentRecord, AuditWriter, CardRecord, FeedbackRecord, Store, pseudonym
 
 log = logging.getLogger("ketamine_cds.service.hooks")
 Json = dict[str, Any]
@@ -330,50 +335,30 @@ def parse_hook_request(data: Mapping[str, Any], service: CdsService) -> HookRequ
 
 # --- which drafts are ketamine orders ----------------------------------------------------------------
 
-_IV = {"coding": [{"system": "http://snomed.info/sct", "code": "47625008", "display": "Intravenous route"}]}
-_PROBE_FIELDS = (
-    "resourceType",
-    "status",
-    "intent",
-    "doNotPerform",
-    "medicationCodeableConcept",
-    "medicationReference",
-    "contained",
-)
-
 
 def _is_ketamine_order(
-    order: DraftOrder, medications: list[tuple[str | None, Json]], kb: KnowledgeBase, as_of: dt.date
+    order: DraftOrder, medications: list[tuple[str | None, Json]], kb: KnowledgeBase
 ) -> bool:
-    """Whether the FHIR reader sees a draft or active ketamine order here. The reader alone decides what
-    ketamine is (RxNorm code or name, its Medication): it is asked about a copy with only the drug and a
-    route."""
-    probe: Json = {k: order.in_record[k] for k in _PROBE_FIELDS if k in order.in_record}
-    probe["id"] = "probe"
-    probe["dosageInstruction"] = [{"route": _IV}]
-    with_medications: list[Json] = [{"resource": probe}]
-    with_medications += [{"resource": r, **({"fullUrl": u} if u else {})} for u, r in medications]
-    for entries in (with_medications, with_medications[:1]):  # without them if one of them is unreadable
+    """The FHIR reader alone decides what ketamine is (RxNorm code or name, its Medication)."""
+    for known in (medications, []):  # without the Medications if one of them is unreadable
         try:
-            facts = facts_from_bundle(
-                {"resourceType": "Bundle", "type": "collection", "entry": entries}, as_of=as_of, kb=kb
-            )
+            return is_ketamine_order(order.in_record, known, kb=kb)
         except Exception:
             continue
-        return facts.order is not None
     return True  # cannot tell: assess it, so that a broken ketamine order is reported, not passed over
 
 
-def _ketamine_orders(req: HookRequest, kb: KnowledgeBase, as_of: dt.date) -> list[DraftOrder]:
-    medications = [(u, r) for u, r in req.drafts if r.get("resourceType") == "Medication"]
-    medications += pf.medications(req.prefetch or {})
-    chosen = []
-    for order in req.orders:
-        if req.selections is not None and f"MedicationRequest/{order.order_id}" not in req.selections:
-            continue
-        if _is_ketamine_order(order, medications, kb, as_of):
-            chosen.append(order)
-    return chosen
+def _ketamine_orders(req: HookRequest, kb: KnowledgeBase) -> list[DraftOrder]:
+    orders = [
+        order
+        for order in req.orders
+        if req.selections is None or f"MedicationRequest/{order.order_id}" in req.selections
+    ]
+    medications: list[tuple[str | None, Json]] = []
+    if any("medicationReference" in order.in_record for order in orders):  # else no Medication is read
+        medications = [(u, r) for u, r in req.drafts if r.get("resourceType") == "Medication"]
+        medications += pf.medications(req.prefetch or {})
+    return [order for order in orders if _is_ketamine_order(order, medications, kb)]
 
 
 # --- the record --------------------------------------------------------------------------------------
@@ -386,13 +371,23 @@ class PreconditionFailed(Exception):
         self.missing = missing
 
 
-def _gather(req: HookRequest, kb: KnowledgeBase, settings: Settings, received_at: float) -> dict[str, Any]:
+async def _gather(
+    req: HookRequest, kb: KnowledgeBase, settings: Settings, received_at: float
+) -> dict[str, Any]:
     """The data of every applicable prefetch template: as prefetched, else read from the FHIR server."""
     context = {**req.context, "patientId": req.patient_id}
     wanted = {key: q for key, t in pf.templates(kb).items() if (q := pf.render(t, context)) is not None}
     collected = pf.collect(req.prefetch, wanted)
     if not collected.missing:
         return collected.data
+    queries = {key: wanted[key] for key in collected.missing}
+    fetched = await run_in_threadpool(_fetch, req, queries, settings, received_at, collected.missing)
+    return {**collected.data, **fetched}
+
+
+def _fetch(
+    req: HookRequest, queries: dict[str, str], settings: Settings, received_at: float, missing: list[str]
+) -> dict[str, Any]:
     try:
         access = FhirAccess.from_request(
             req.fhir_server,
@@ -400,13 +395,13 @@ def _gather(req: HookRequest, kb: KnowledgeBase, settings: Settings, received_at
             received_at=received_at,
             timeout_s=settings.fhir_timeout_s,
         )
-        fetched = access.read_all({key: wanted[key] for key in collected.missing})
+        fetched = access.read_all(queries)
     except FhirUnavailable as exc:
-        raise PreconditionFailed(exc.reason, collected.missing) from None
+        raise PreconditionFailed(exc.reason, missing) from None
     for key, value in fetched.items():
         if value is not None and pf.failed(value):
-            raise PreconditionFailed(f"the FHIR server reported an error ({key})", collected.missing)
-    return {**collected.data, **fetched}
+            raise PreconditionFailed(f"the FHIR server reported an error ({key})", missing)
+    return fetched
 
 
 # --- assessing the orders ----------------------------------------------------------------------------
@@ -564,9 +559,9 @@ def preflight() -> Response:
     openapi_extra=_body_spec(_HOOK_REQUEST_SCHEMA),
     responses=_errors(400, 401, 404, 412, 503),
 )
-def call_service(service_id: ServiceId, request: Request, body: Body, issuer: Issuer) -> JSONResponse:
+async def call_service(service_id: ServiceId, request: Request, body: Body, issuer: Issuer) -> JSONResponse:
     started, received_at = time.perf_counter(), time.monotonic()
-    settings, kb, store = _app_state(request)
+    settings, kb, _ = _app_state(request)
     service = _services(kb).get(service_id)
     if service is None:
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
@@ -577,11 +572,11 @@ def call_service(service_id: ServiceId, request: Request, body: Body, issuer: Is
     except BadRequest as exc:
         return _error(400, str(exc))
     as_of = dt.date.today()
-    orders = _ketamine_orders(req, kb, as_of)
+    orders = _ketamine_orders(req, kb)
     if not orders:
         return JSONResponse({"cards": []})
     try:
-        data = _gather(req, kb, settings, received_at)
+        data = await _gather(req, kb, settings, received_at)
     except pf.PrefetchError as exc:
         return _error(400, str(exc))
     except PreconditionFailed as exc:
@@ -592,29 +587,14 @@ def call_service(service_id: ServiceId, request: Request, body: Body, issuer: Is
             missingPrefetch=exc.missing,
         )
     record = pf.record_bundle(data, req.drafts)
-    outcomes = [_assess_order(o, record, req, kb, as_of, settings.base_url) for o in orders]
+    if _entries(record) > LOOP_ENTRIES:  # would hold up every other call on the loop: a pool thread
+        outcomes = await run_in_threadpool(_assess_orders, orders, record, req, kb, as_of, settings.base_url)
+    else:
+        outcomes = _assess_orders(orders, record, req, kb, as_of, settings.base_url)
     cards = [c for outcome in outcomes for c in outcome.cards]
     latency_ms = (time.perf_counter() - started) * 1000
-    patient = pseudonym(settings.pseudonym_secret, req.patient_id)
-    now = dt.datetime.now(dt.UTC)
     try:
-        for outcome in outcomes:
-            store.record_assessment(
-                AssessmentRecord(
-                    id=str(uuid.uuid4()),
-                    created_at=now,
-                    service=service.id,
-                    hook=req.hook,
-                    hook_instance=req.hook_instance,
-                    client=issuer,
-                    kb_version=outcome.kb_version,
-                    verdict=outcome.verdict,
-                    statements=outcome.statements,
-                    patient=patient,
-                    latency_ms=latency_ms,
-                    cards=tuple(CardRecord(c.card["uuid"], c.statement, c.indicator) for c in outcome.cards),
-                )
-            )
+        await _audit(request).write(_audit_records(outcomes, req, service, issuer, settings, latency_ms))
     except Exception as exc:
         log.error("audit trail not written (%s): the cards are withheld", type(exc).__name__)
         return _error(503, "the audit trail could not be written; try again")
@@ -628,6 +608,54 @@ def call_service(service_id: ServiceId, request: Request, body: Body, issuer: Is
         latency_ms,
     )
     return JSONResponse({"cards": [c.card for c in cards]})
+
+
+LOOP_ENTRIES = 400  # a record with more entries is assessed in the thread pool (a few ms of reading)
+
+
+def _entries(record: Json) -> int:
+    entries = record.get("entry")
+    return len(entries) if isinstance(entries, list) else 0
+
+
+def _assess_orders(
+    orders: list[DraftOrder], record: Json, req: HookRequest, kb: KnowledgeBase, as_of: dt.date, base_url: str
+) -> list[_Outcome]:
+    return [_assess_order(o, record, req, kb, as_of, base_url) for o in orders]
+
+
+def _audit(request: Request) -> AuditWriter:
+    writer: AuditWriter = request.app.state.audit
+    return writer
+
+
+def _audit_records(
+    outcomes: list[_Outcome],
+    req: HookRequest,
+    service: CdsService,
+    issuer: str | None,
+    settings: Settings,
+    latency_ms: float,
+) -> list[AssessmentRecord]:
+    patient = pseudonym(settings.pseudonym_secret, req.patient_id)
+    now = dt.datetime.now(dt.UTC)
+    return [
+        AssessmentRecord(
+            id=str(uuid.uuid4()),
+            created_at=now,
+            service=service.id,
+            hook=req.hook,
+            hook_instance=req.hook_instance,
+            client=issuer,
+            kb_version=outcome.kb_version,
+            verdict=outcome.verdict,
+            statements=outcome.statements,
+            patient=patient,
+            latency_ms=latency_ms,
+            cards=tuple(CardRecord(c.card["uuid"], c.statement, c.indicator) for c in outcome.cards),
+        )
+        for outcome in outcomes
+    ]
 
 
 def _timestamp(value: Any, where: str) -> str:

@@ -11,10 +11,14 @@ loss in the last moments could lose them. Patient identifiers are stored only as
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .settings import Settings
+
+log = logging.getLogger("ketamine_cds.service.store")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS assessments (
@@ -84,6 +90,7 @@ class FeedbackRecord:
 
 class Store(Protocol):
     def record_assessment(self, record: AssessmentRecord) -> None: ...
+    def record_assessments(self, records: Sequence[AssessmentRecord]) -> None: ...
     def record_feedback(self, records: Sequence[FeedbackRecord]) -> None: ...
     def remember_token(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
@@ -136,28 +143,33 @@ class _SQLStore:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     def record_assessment(self, record: AssessmentRecord) -> None:
+        self.record_assessments((record,))
+
+    def record_assessments(self, records: Sequence[AssessmentRecord]) -> None:
+        """All of them in one transaction: every row is written, or none."""
         with self._transaction(relaxed=True) as cur:
-            cur.execute(
+            cur.executemany(
                 self._sql("INSERT INTO assessments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                (
-                    record.id,
-                    _iso(record.created_at),
-                    record.service,
-                    record.hook,
-                    record.hook_instance,
-                    record.client,
-                    record.kb_version,
-                    record.verdict,
-                    json.dumps(list(record.statements)),
-                    record.patient,
-                    record.latency_ms,
-                ),
+                [
+                    (
+                        r.id,
+                        _iso(r.created_at),
+                        r.service,
+                        r.hook,
+                        r.hook_instance,
+                        r.client,
+                        r.kb_version,
+                        r.verdict,
+                        json.dumps(list(r.statements)),
+                        r.patient,
+                        r.latency_ms,
+                    )
+                    for r in records
+                ],
             )
-            for card in record.cards:
-                cur.execute(
-                    self._sql("INSERT INTO cards VALUES (?, ?, ?, ?, ?)"),
-                    (card.uuid, record.id, record.service, card.statement, card.indicator),
-                )
+            cards = [(c.uuid, r.id, r.service, c.statement, c.indicator) for r in records for c in r.cards]
+            if cards:
+                cur.executemany(self._sql("INSERT INTO cards VALUES (?, ?, ?, ?, ?)"), cards)
 
     def record_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         with self._transaction() as cur:
@@ -233,3 +245,91 @@ def open_store(settings: Settings) -> Store:
         return PostgresStore(settings.database_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return SQLiteStore(str(settings.sqlite_path))
+
+
+_Waiting = tuple[Sequence[AssessmentRecord], asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+class AuditWriter:
+    """Writes the audit rows of hook calls on a thread of its own, so that the event loop never waits for the
+    database. Rows that arrive while a commit is under way go together into the next transaction (group
+    commit): under load, many calls share one commit. A caller's ``write`` returns once its rows are
+    committed, or raises what the store raised, so a hook answers its cards only when the assessment behind
+    them is on record."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+
+    async def write(self, records: Sequence[AssessmentRecord]) -> None:
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+        self._start()
+        self._queue.put((records, loop, committed))
+        await committed
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        with self._starting:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            with self._starting:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch, stop = ([first], False) if first is not None else ([], True)
+            while not stop:
+                try:
+                    waiting = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is None:
+                    stop = True
+                else:
+                    batch.append(waiting)
+            if batch:
+                self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Waiting]) -> None:
+        try:
+            self._store.record_assessments([r for records, _, _ in batch for r in records])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0], exc)
+                return
+            log.warning(
+                "audit batch of %d calls not written (%s): writing each alone", len(batch), type(exc).__name__
+            )
+            for waiting in batch:  # one unwritable call must not fail the others
+                self._commit([waiting])
+            return
+        for waiting in batch:
+            _settle(waiting, None)
+
+
+def _settle(waiting: _Waiting, error: BaseException | None) -> None:
+    _, loop, committed = waiting
+
+    def settle() -> None:
+        if committed.done():  # the caller went away (request cancelled)
+            return
+        if error is None:
+            committed.set_result(None)
+        else:
+            committed.set_exception(error)
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        loop.call_soon_threadsafe(settle)
