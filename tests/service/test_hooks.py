@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import sqlite3
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -457,6 +458,55 @@ def test_no_patient_data_in_the_logs(
     assert "ketamine-order-sign" in log  # the service does log its calls
     for secret in ("pid-should-not-be-logged", "Schizophrenia", "Testpatient", "furlongs", "1970-05-01"):
         assert secret not in log
+
+
+def test_cards_are_withheld_when_the_audit_trail_cannot_be_written(
+    tmp_path: Path, templates: dict[str, str]
+) -> None:
+    server = Server(tmp_path, {"KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1"}).start()
+    try:
+        body = surgery_case(ketamine(dose=quantity(1, "mg/kg"))).request("order-sign", templates)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.post(SIGN, json=body).status_code == 200
+            with _db(server) as db:  # the database refuses audit rows from now on
+                db.execute(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON assessments BEGIN SELECT RAISE(ABORT, 'no'); END"
+                )
+            refused = client.post(SIGN, json={**body, "hookInstance": str(uuid.uuid4())})
+            with _db(server) as db:
+                db.execute("DROP TRIGGER refuse")
+            again = client.post(SIGN, json={**body, "hookInstance": str(uuid.uuid4())})
+    finally:
+        server.stop()
+    assert refused.status_code == 503 and "cards" not in refused.json()
+    assert "audit trail" in refused.json()["error"]
+    assert again.status_code == 200 and again.json()["cards"]
+
+
+def test_concurrent_calls_are_each_recorded_before_their_answer(
+    dev_server: Server, templates: dict[str, str]
+) -> None:
+    bodies = [
+        surgery_case(ketamine(dose=quantity(1, "mg/kg"))).request("order-sign", templates) for _ in range(24)
+    ]
+
+    def sign(body: Json) -> tuple[str, bool]:
+        with httpx.Client(base_url=dev_server.url, timeout=30) as c:
+            response = c.post(SIGN, json=body)
+        assert response.status_code == 200
+        uuids = [card["uuid"] for card in response.json()["cards"]]
+        with _db(dev_server) as db:  # recorded by the time the answer arrived
+            stored = db.execute(
+                "SELECT c.uuid FROM cards c JOIN assessments a ON a.id = c.assessment_id "
+                "WHERE a.hook_instance = ?",
+                (body["hookInstance"],),
+            ).fetchall()
+        return body["hookInstance"], bool(uuids) and sorted(u for (u,) in stored) == sorted(uuids)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(sign, bodies))
+    assert all(ok for _, ok in results)
+    assert len({instance for instance, _ in results}) == 24
 
 
 # --- feedback ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from ketamine_cds.service.settings import Settings
 from ketamine_cds.service.store import (
     AssessmentRecord,
+    AuditWriter,
     CardRecord,
     FeedbackRecord,
     SQLiteStore,
@@ -152,3 +154,51 @@ def test_report_counts_verdicts_and_override_rates(store: Store) -> None:
     assert bolus["override_reasons"]["prior-ketamine-exposure"] >= 2
     assert "dose-bolus-limit" in report_text(report)
     assert build_report(store, dt.date(2026, 11, 25))["assessments"] == 0
+
+
+# --- the audit writer: rows committed before write() returns, many calls per commit -----------------
+
+
+def test_audit_writer_commits_concurrent_calls_before_they_return(store: Store) -> None:
+    writer = AuditWriter(store)
+    records = [_assessment(f"card-{uuid.uuid4()}") for _ in range(40)]
+
+    async def one(record: AssessmentRecord) -> int:
+        await writer.write([record])
+        # committed by now: visible to the store's own queries
+        return len(store.query("SELECT 1 FROM assessments WHERE id = ?", (record.id,)))
+
+    async def all_of_them() -> list[int]:
+        return list(await asyncio.gather(*(one(r) for r in records)))
+
+    try:
+        assert asyncio.run(all_of_them()) == [1] * len(records)
+    finally:
+        writer.close()
+    for record in records:  # the card rows went with their assessment
+        cards = store.query("SELECT uuid FROM cards WHERE assessment_id = ?", (record.id,))
+        assert cards == [(record.cards[0].uuid,)]
+
+
+def test_audit_writer_fails_only_the_call_whose_rows_cannot_be_written(store: Store) -> None:
+    writer = AuditWriter(store)
+    written = _assessment(f"card-{uuid.uuid4()}")
+    store.record_assessment(written)
+    good = [_assessment(f"card-{uuid.uuid4()}") for _ in range(10)]
+
+    async def outcomes() -> list[BaseException | None]:
+        calls = (
+            [writer.write([r]) for r in good[:5]]
+            + [writer.write([written])]
+            + [writer.write([r]) for r in good[5:]]
+        )
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    try:
+        results = asyncio.run(outcomes())
+    finally:
+        writer.close()
+    assert [r is None for r in results] == [True] * 5 + [False] + [True] * 5
+    assert isinstance(results[5], Exception)  # the same id twice: the database refused it
+    for record in [written, *good]:
+        assert store.query("SELECT count(*) FROM assessments WHERE id = ?", (record.id,)) == [(1,)]
