@@ -1,5 +1,6 @@
 """Property-based tests of dose arithmetic: units, monotonicity and weight scaling."""
 
+import math
 from decimal import Decimal
 from fractions import Fraction
 
@@ -94,3 +95,38 @@ def test_unknown_units_are_rejected(unit: str) -> None:
 @pytest.mark.parametrize("unit", ["MG", "Mcg/Kg/Min", "mg/hr", "µg/kg/min", "mL/h", "[lb_av]", "lbs"])
 def test_spellings_clinicians_write_are_accepted(unit: str) -> None:
     assert parse_unit(unit).text == unit
+
+
+@given(
+    numerator=st.integers(min_value=-(10**9), max_value=10**9),
+    denominator=st.integers(min_value=1, max_value=10**6),
+    places=st.integers(min_value=0, max_value=4),
+)
+def test_a_fraction_is_written_as_its_decimal_rounded_half_up(
+    numerator: int, denominator: int, places: int
+) -> None:
+    value = Fraction(numerator, denominator)
+    step = Fraction(1, 10**places)
+    rounded = math.floor(value / step + Fraction(1, 2)) * step  # the nearest multiple, halves upward
+    expected = Decimal(rounded.numerator) / Decimal(rounded.denominator)
+    text = format_number(value, places)
+    assert Decimal(text) == expected
+    assert "." not in text or (not text.endswith("0") and len(text.split(".")[1]) <= places)
+    assert format_number(expected, places) == text  # a Decimal and a Fraction of one value read alike
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (Fraction(28), "28"),
+        (Fraction(7, 20), "0.35"),
+        (Fraction(50, 3), "16.67"),
+        (Fraction(-1, 8), "-0.12"),
+        (Fraction(1, 1000), "0"),
+        (Fraction(-1, 1000), "0"),
+        (Fraction(5, 1000), "0.01"),
+        (Decimal("0.50"), "0.5"),
+    ],
+)
+def test_numbers_read_as_a_clinician_writes_them(value: Fraction | Decimal, text: str) -> None:
+    assert format_number(value) == text

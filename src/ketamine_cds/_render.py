@@ -68,25 +68,38 @@ def _coded(coded: Coded) -> str:
 
 
 class _Params(dict[str, str]):
+    """A finding's values, each written out only when the template names it (most name a few)."""
+
+    def __init__(self, values: Mapping[str, object], *, with_codes: bool) -> None:
+        super().__init__()
+        self._values = values
+        self._with_codes = with_codes
+
     def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
+        if key not in self._values:
+            return "{" + key + "}"
+        text = self[key] = display_value(self._values[key], with_codes=self._with_codes)
+        return text
+
+
+def finding_summary(finding: Finding) -> str:
+    """The one-line summary of a finding, filled in (codes left out), at most SUMMARY_MAX characters."""
+    summary = finding.message.summary.format_map(_Params(finding.params, with_codes=False))
+    if len(summary) > SUMMARY_MAX:
+        summary = summary[: SUMMARY_MAX - 1].rstrip() + "…"
+    return summary
 
 
 def finding_texts(finding: Finding) -> tuple[str, str]:
     """The summary and markdown detail of a finding, filled in."""
-    message = finding.message
-    short = _Params({k: display_value(v, with_codes=False) for k, v in finding.params.items()})
-    full = _Params({k: display_value(v) for k, v in finding.params.items()})
-    summary = message.summary.format_map(short)
-    if len(summary) > SUMMARY_MAX:
-        summary = summary[: SUMMARY_MAX - 1].rstrip() + "…"
-    return summary, message.detail.format_map(full)
+    detail = finding.message.detail.format_map(_Params(finding.params, with_codes=True))
+    return finding_summary(finding), detail
 
 
 def verdict_reason(assessment: Assessment) -> str:
     """One line on why: the decisive finding's summary, or the engine's reason when no finding decided."""
     if assessment.decisive is not None:
-        return finding_texts(assessment.decisive)[0]
+        return finding_summary(assessment.decisive)
     return assessment.reason
 
 

@@ -167,20 +167,29 @@ def concentration_mg_per_ml(numerator: Quantity, denominator: Quantity) -> Fract
 
 
 def format_number(value: Decimal | Fraction | int, places: int = 2) -> str:
-    """At most ``places`` decimals, no trailing zeros: 28, 0.35, 16.67."""
-    dec = value if isinstance(value, Decimal) else _fraction_to_decimal(Fraction(value), places)
-    exponent = dec.as_tuple().exponent
-    too_fine = isinstance(exponent, int) and exponent < -places
-    text = f"{dec.quantize(Decimal(1).scaleb(-places)):f}" if too_fine else f"{dec:f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+    """At most ``places`` decimals (half up), no trailing zeros: 28, 0.35, 16.67."""
+    if isinstance(value, Decimal):
+        exponent = value.as_tuple().exponent
+        too_fine = isinstance(exponent, int) and exponent < -places
+        text = f"{value.quantize(Decimal(1).scaleb(-places)):f}" if too_fine else f"{value:f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    numerator, denominator = value.numerator, value.denominator  # an int is its own numerator, over 1
+    if denominator == 1:
+        return str(numerator)
+    rounded = _scaled_half_up(numerator, denominator, places)
+    whole, decimals = divmod(abs(rounded), 10**places)
+    text = f"{whole}.{decimals:0{places}d}".rstrip("0").rstrip(".") if places else str(whole)
+    return f"-{text}" if rounded < 0 else text
+
+
+def _scaled_half_up(numerator: int, denominator: int, places: int) -> int:
+    """numerator/denominator times 10**places, rounded half up to an integer (integer arithmetic only)."""
+    scale: int = 10**places
+    return (numerator * scale * 2 + denominator) // (2 * denominator)
 
 
 def _fraction_to_decimal(value: Fraction, places: int) -> Decimal:
-    scaled = value * 10**places
-    rounded = (scaled.numerator * 2 + scaled.denominator) // (2 * scaled.denominator)  # half up
-    return Decimal(rounded).scaleb(-places)
+    return Decimal(_scaled_half_up(value.numerator, value.denominator, places)).scaleb(-places)
 
 
 def round_for_display(value: Fraction, places: int = 2) -> float:

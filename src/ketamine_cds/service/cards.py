@@ -232,7 +232,17 @@ def json_safe(value: Any) -> Any:
         return None
 
 
+_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
+    kind = type(value)
+    if kind in _AS_IS:  # most of an order: checked first, by exact type
+        return value
+    if kind is dict or isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if kind is list or isinstance(value, list):
+        return [_plain(v) for v in value]
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError("not finite")
@@ -242,10 +252,6 @@ def _plain(value: Any) -> Any:
         return number
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("not finite")
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
     return value
 
 
