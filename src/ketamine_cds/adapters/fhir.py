@@ -271,10 +271,7 @@ class _Resource:
 
     data: Json
     label: str
-
-    @property
-    def type(self) -> str:
-        return _text(self.data, "resourceType") or ""
+    type: str  # resourceType: read once, asked for often
 
     @property
     def status(self) -> str | None:
@@ -286,7 +283,7 @@ class _Resource:
     def contained(self, local_id: str) -> _Resource | None:
         for item in _list(self.data, "contained"):
             if isinstance(item, _OBJECT) and item.get("id") == local_id:
-                return _Resource(item, f"{self.label}#{local_id}")
+                return _Resource(item, f"{self.label}#{local_id}", _text(item, "resourceType") or "")
         return None
 
 
@@ -316,9 +313,8 @@ class _Record:
             full_url = _text(entry, "fullUrl")
             if full_url:
                 by_reference.setdefault(full_url, resource)
-            local_id = _text(resource.data, "id")
-            if local_id:
-                by_reference.setdefault(f"{resource.type}/{local_id}", resource)
+            if not resource.label.startswith("entry["):  # Type/id
+                by_reference.setdefault(resource.label, resource)
         return cls(by_type, by_reference)
 
     def all(self, resource_type: str) -> list[_Resource]:
@@ -355,7 +351,8 @@ def _entry_resource(entry: Any, index: int) -> _Resource | None:
     if resource_type not in R4_RESOURCE_TYPES:
         raise NotFHIRError(f"{where}.resourceType", f"{resource_type!r} is not a FHIR R4 resource type")
     local_id = _text(resource, "id")
-    return _Resource(resource, f"{resource_type}/{local_id}" if local_id else f"entry[{index}]")
+    label = f"{resource_type}/{local_id}" if local_id else f"entry[{index}]"
+    return _Resource(resource, label, resource_type.strip())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -446,16 +443,21 @@ def _has_value(observation: Json, value_key: str) -> bool:
     return value.get("value") is not None if value_key == "valueQuantity" else bool(value)
 
 
+_OBSERVATION_TIMES = (  # (path, in effectivePeriod, key), in order of preference
+    ("effectiveDateTime", False, "effectiveDateTime"),
+    ("effectiveInstant", False, "effectiveInstant"),
+    ("effectivePeriod.start", True, "start"),
+    ("effectivePeriod.end", True, "end"),
+    ("issued", False, "issued"),
+)
+
+
 def _observation_time(observation: _Resource, as_of: dt.date) -> tuple[bool, dt.datetime] | None:
     """(dated, moment) for ranking; None when taken after ``as_of``."""
     data = observation.data
-    for path, written in (
-        ("effectiveDateTime", _text(data, "effectiveDateTime")),
-        ("effectiveInstant", _text(data, "effectiveInstant")),
-        ("effectivePeriod.start", _text(_mapping(data, "effectivePeriod"), "start")),
-        ("effectivePeriod.end", _text(_mapping(data, "effectivePeriod"), "end")),
-        ("issued", _text(data, "issued")),
-    ):
+    period = _mapping(data, "effectivePeriod")
+    for path, where, key in _OBSERVATION_TIMES:
+        written = _text(period if where else data, key)
         if written:
             field = observation.at(path)
             if _date(written, field) > as_of:
@@ -1132,9 +1134,13 @@ def _codings(concept: Json) -> list[tuple[str | None, str, str | None]]:
     """(system, code, display) of every coding that has a code."""
     found: list[tuple[str | None, str, str | None]] = []
     for coding in _list(concept, "coding"):
-        code = _text(coding, "code")
-        if code:
-            found.append((_text(coding, "system"), code, _text(coding, "display")))
+        if isinstance(coding, _OBJECT):  # _text inlined: this runs for every coding, several times
+            code, system, display = coding.get("code"), coding.get("system"), coding.get("display")
+            code = code.strip() if isinstance(code, str) else None
+            if code:
+                system = (system.strip() or None) if isinstance(system, str) else None
+                display = (display.strip() or None) if isinstance(display, str) else None
+                found.append((system, code, display))
     return found
 
 

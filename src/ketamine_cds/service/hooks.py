@@ -87,7 +87,20 @@ class CdsService:
     description: str
 
 
+_BUILT: dict[int, tuple[KnowledgeBase, dict[str, CdsService]]] = {}
+
+
 def _services(kb: KnowledgeBase) -> dict[str, CdsService]:
+    """The services of this knowledge base, built once (every hook call looks its service up here)."""
+    built = _BUILT.get(id(kb))
+    if built is None or built[0] is not kb:
+        if len(_BUILT) >= 8:  # an app holds one knowledge base; tests make many apps
+            _BUILT.clear()
+        built = _BUILT[id(kb)] = (kb, _build_services(kb))
+    return built[1]
+
+
+def _build_services(kb: KnowledgeBase) -> dict[str, CdsService]:
     bolus = kb.threshold("dose-bolus-limit", "limit_mg_per_kg")
     infusion = kb.threshold("dose-infusion-limit", "limit_mg_per_kg_per_h")
     limits = (

@@ -12,12 +12,14 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .._kb import SYSTEMS, KnowledgeBase
 
 Json = dict[str, Any]
 
+_OBJECT = (dict, Mapping)  # dict first: an exact-type check, far cheaper than the Mapping ABC
 _TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z0-9_]+)\s*\}\}")
 _PATIENT = "{{context.patientId}}"
 _LATEST = "status=final,amended,corrected&_sort=-date&_count=5"
@@ -53,18 +55,26 @@ def templates(kb: KnowledgeBase) -> dict[str, str]:
 def render(template: str, context: Mapping[str, Any]) -> str | None:
     """The template with its context tokens replaced (URL-encoded); None when the context lacks a field, so
     the template does not apply to this call (e.g. no encounterId)."""
-    missing = False
+    literals, fields = _split(template)
+    pieces = [literals[0]]
+    for field, literal in zip(fields, literals[1:], strict=True):
+        value = context.get(field)
+        if not isinstance(value, str) or not value:
+            return None
+        pieces += (_quoted(value), literal)
+    return "".join(pieces)
 
-    def value(match: re.Match[str]) -> str:
-        nonlocal missing
-        field = context.get(match.group(1))
-        if not isinstance(field, str) or not field:
-            missing = True
-            return ""
-        return urllib.parse.quote(field, safe="")
 
-    rendered = _TOKEN.sub(value, template)
-    return None if missing else rendered
+@lru_cache(maxsize=64)
+def _split(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the text around the tokens, the context fields the tokens name): one more text than fields."""
+    parts = _TOKEN.split(template)
+    return tuple(parts[0::2]), tuple(parts[1::2])
+
+
+@lru_cache(maxsize=256)
+def _quoted(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
 
 
 class PrefetchError(ValueError):
@@ -98,7 +108,7 @@ def collect(prefetch: Mapping[str, Any] | None, wanted: Mapping[str, str]) -> Co
         value = given[key]
         if value is None:
             data[key] = None
-        elif not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
+        elif not isinstance(value, _OBJECT) or not isinstance(value.get("resourceType"), str):
             raise PrefetchError(f"prefetch.{key} must be a FHIR resource or null")
         elif failed(value):
             missing.append(key)
@@ -121,7 +131,7 @@ def _is_error_outcome(resource: Mapping[str, Any]) -> bool:
         return False
     issues = resource.get("issue")
     return any(
-        isinstance(issue, Mapping) and issue.get("severity") in ("error", "fatal")
+        isinstance(issue, _OBJECT) and issue.get("severity") in ("error", "fatal")
         for issue in (issues if isinstance(issues, list) else [])
     )
 
@@ -129,9 +139,13 @@ def _is_error_outcome(resource: Mapping[str, Any]) -> bool:
 def _bundle_resources(bundle: Mapping[str, Any]) -> Iterable[tuple[str | None, Json]]:
     entries = bundle.get("entry")
     for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, Mapping) and isinstance(entry.get("resource"), Mapping):
+        if isinstance(entry, _OBJECT) and isinstance(entry.get("resource"), _OBJECT):
             full_url = entry.get("fullUrl")
-            yield (full_url if isinstance(full_url, str) else None), dict(entry["resource"])
+            resource = entry["resource"]
+            yield (
+                (full_url if isinstance(full_url, str) else None),
+                (resource if type(resource) is dict else dict(resource)),
+            )
 
 
 def resources_of(value: Mapping[str, Any] | None) -> list[tuple[str | None, Json]]:
