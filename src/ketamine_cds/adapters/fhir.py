@@ -867,14 +867,16 @@ def _opioid_use(resource: _Resource, dosage_key: str, record: _Record, kb: Knowl
 
 def _opioid_ingredient(drug: _Drug, kb: KnowledgeBase) -> str | None:
     """The opioid a product contains: by RxNorm ingredient code, else by name (first named in its text)."""
-    by_code = {o.rxnorm: o.ingredient for o in kb.opioids.values()}
     for system, code, _ in drug.codings:
-        if short_system(system) == "rxnorm" and code in by_code:
-            return by_code[code]
-    for name in drug.names:
-        found = [(m.start(), i) for i in kb.opioids if (m := _word_pattern((i,)).search(name))]
+        if short_system(system) == "rxnorm":
+            ingredient = next((o.ingredient for o in kb.opioids.values() if o.rxnorm == code), None)
+            if ingredient is not None:
+                return ingredient
+    any_opioid = _word_pattern(tuple(kb.opioids))  # whole words: the leftmost match is the first named
+    for name in dict.fromkeys(drug.names):
+        found = any_opioid.search(name)
         if found:
-            return min(found)[1]
+            return found.group(0).lower()
     return None
 
 
@@ -969,8 +971,13 @@ def _strength(drug: _Drug, ingredient: str, per: str | None) -> Fraction | None:
 
     In a combination ("Acetaminophen 325 MG / oxyCODONE Hydrochloride 5 MG Oral Tablet") only the opioid's
     segment is read, and only the first strength after its name."""
+    return _strength_in_names(drug.names, ingredient, per)
+
+
+@lru_cache(maxsize=1024)  # product names are a small vocabulary: the same few come back in every record
+def _strength_in_names(names: tuple[str, ...], ingredient: str, per: str | None) -> Fraction | None:
     pattern = _word_pattern((ingredient,))
-    for name in drug.names:
+    for name in names:
         for segment in name.split(" / "):
             found = pattern.search(segment)
             if not found:
