@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,3 +205,68 @@ def test_audit_writer_fails_only_the_call_whose_rows_cannot_be_written(store: St
     assert isinstance(results[5], Exception)  # the same id twice: the database refused it
     for record in [written, *good]:
         assert store.query("SELECT count(*) FROM assessments WHERE id = ?", (record.id,)) == [(1,)]
+
+
+# --- SQLite: audit rows straight from the event loop, never waiting for a lock or a checkpoint --------
+
+
+def test_sqlite_audit_rows_are_written_at_once_when_nothing_holds_the_database(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "a.sqlite3"))
+    try:
+        record = _assessment(f"card-{uuid.uuid4()}")
+        assert store.record_assessments_now([record]) is True
+        assert store.query("SELECT verdict FROM assessments WHERE id = ?", (record.id,)) == [
+            ("dose-exceeds-limit",)
+        ]
+    finally:
+        store.close()
+
+
+def test_sqlite_audit_write_never_waits_on_the_event_loop_for_a_held_database(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    store = SQLiteStore(str(path))
+    writer = AuditWriter(store)
+    holder = sqlite3.connect(path, isolation_level=None)
+    record = _assessment(f"card-{uuid.uuid4()}")
+
+    async def scenario() -> tuple[bool, bool]:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        assert store.record_assessments_now([record]) is False  # refused at once, not waited for
+        write = asyncio.ensure_future(writer.write([record]))
+        started = time.perf_counter()
+        await asyncio.sleep(0.2)  # the loop keeps running meanwhile
+        loop_was_free = time.perf_counter() - started < 0.5
+        pending = not write.done()
+        holder.execute("COMMIT")
+        await write
+        return loop_was_free, pending
+
+    try:
+        assert asyncio.run(scenario()) == (True, True)
+        assert store.query("SELECT count(*) FROM assessments WHERE id = ?", (record.id,)) == [(1,)]
+    finally:
+        writer.close()
+        holder.close()
+        store.close()
+
+
+def test_sqlite_audit_rows_are_checkpointed_into_the_database_file_in_the_background(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    store = SQLiteStore(str(path))
+    records = [_assessment(f"card-{uuid.uuid4()}") for _ in range(20)]
+    try:
+        for record in records:
+            assert store.record_assessments_now([record])
+        deadline = time.monotonic() + 15.0  # the checkpointer runs every second
+        in_file = 0
+        while time.monotonic() < deadline and in_file < len(records):
+            time.sleep(0.1)
+            # the database file alone (immutable: the WAL is not read): rows there were checkpointed
+            with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as db:
+                try:
+                    in_file = db.execute("SELECT count(*) FROM assessments").fetchone()[0]
+                except sqlite3.OperationalError:  # not even the table is in the file yet
+                    in_file = 0
+        assert in_file == len(records)
+    finally:
+        store.close()
