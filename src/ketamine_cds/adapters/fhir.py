@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 from functools import lru_cache
@@ -291,6 +291,7 @@ class _Resource:
 class _Record:
     by_type: Mapping[str, list[_Resource]]
     by_reference: Mapping[str, _Resource]
+    drugs: dict[int, _Drug] = field(default_factory=dict)  # by id() of the resource: read once per record
 
     @classmethod
     def of_bundle(cls, bundle: Any) -> _Record:
@@ -529,6 +530,14 @@ class _Drug:
 
 
 def _drug(resource: _Resource, record: _Record) -> _Drug:
+    """The product a request, statement or administration names (its Medication when it references one)."""
+    drug = record.drugs.get(id(resource.data))
+    if drug is None:
+        drug = record.drugs[id(resource.data)] = _read_drug(resource, record)
+    return drug
+
+
+def _read_drug(resource: _Resource, record: _Record) -> _Drug:
     concept = _mapping(resource.data, "medicationCodeableConcept")
     medication: _Resource | None = None
     concepts: list[Json] = [concept]
