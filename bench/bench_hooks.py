@@ -910,7 +910,8 @@ def print_header(server: Server, body: bytes, unknown: Sequence[str], check: tup
     )
     print(
         f"server: one uvicorn process, one worker, on 127.0.0.1:{server.port}, log_level=warning, no access "
-        "log; authentication off (development flag); SQLite audit trail (WAL, synchronous=FULL) on "
+        "log; authentication off (development flag); SQLite audit trail (WAL; audit rows at "
+        "synchronous=NORMAL, committed before the answer) on "
         f"{_filesystem(server.workdir)}"
     )
     print(
