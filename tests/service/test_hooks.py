@@ -460,6 +460,16 @@ def test_no_patient_data_in_the_logs(
         assert secret not in log
 
 
+def test_a_large_record_is_assessed_as_a_small_one(client: httpx.Client, templates: dict[str, str]) -> None:
+    # over LOOP_ENTRIES entries the assessment runs in the thread pool: the same engine, the same cards
+    order = ketamine(dose=quantity(1, "mg/kg"))
+    history = [condition("38341003", "Hypertension", cid=f"old-{i}") for i in range(450)]
+    small = call(client, surgery_case(order), "order-sign", templates)
+    large = call(client, surgery_case(order, *history), "order-sign", templates)
+    assert [(c["summary"], c["indicator"]) for c in large] == [(c["summary"], c["indicator"]) for c in small]
+    assert statements(large) == ["dose-bolus-limit"]
+
+
 def test_cards_are_withheld_when_the_audit_trail_cannot_be_written(
     tmp_path: Path, templates: dict[str, str]
 ) -> None:
