@@ -700,3 +700,45 @@ def test_an_unreadable_medication_does_not_make_other_drugs_ketamine(
         ],
     }
     assert client.post(SIGN, json=body).json() == {"cards": []}
+
+
+# --- the same service on PostgreSQL -----------------------------------------------------------------
+
+
+def test_on_postgresql_hook_calls_are_audited_before_the_answer_and_feedback_is_kept(
+    tmp_path: Path, postgres_url: str, templates: dict[str, str]
+) -> None:
+    import psycopg
+
+    env = {"KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1", "KETAMINE_CDS_DATABASE_URL": postgres_url}
+    server = Server(tmp_path, env).start()
+    bodies = [
+        surgery_case(ketamine(dose=quantity(1, "mg/kg"))).request("order-sign", templates) for _ in range(12)
+    ]
+    try:
+
+        def sign(body: Json) -> tuple[str, list[str]]:
+            with httpx.Client(base_url=server.url, timeout=30) as c:
+                response = c.post(SIGN, json=body)
+            assert response.status_code == 200, response.text
+            return body["hookInstance"], [card["uuid"] for card in response.json()["cards"]]
+
+        with ThreadPoolExecutor(max_workers=6) as pool:  # concurrent: the writer thread groups commits
+            answered = list(pool.map(sign, bodies))
+        first_card = answered[0][1][0]
+        now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+        feedback = {"feedback": [{"card": first_card, "outcome": "accepted", "outcomeTimestamp": now}]}
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.post(SIGN + "/feedback", json=feedback).status_code == 200
+    finally:
+        server.stop()
+    with psycopg.connect(postgres_url) as db:
+        for instance, uuids in answered:
+            stored = db.execute(
+                "SELECT c.uuid FROM cards c JOIN assessments a ON a.id = c.assessment_id "
+                "WHERE a.hook_instance = %s",
+                (instance,),
+            ).fetchall()
+            assert uuids and sorted(u for (u,) in stored) == sorted(uuids)
+        outcome = db.execute("SELECT outcome FROM feedback WHERE card = %s", (first_card,)).fetchall()
+    assert outcome == [("accepted",)]
