@@ -122,7 +122,7 @@ def _card(finding: Finding, assessment: Assessment, order: Json, base_url: str) 
     summary, detail = finding_texts(finding)
     interruptive = is_interruptive(finding)
     indicator = finding.severity
-    reason = verdict_reason(assessment)
+    reason = summary if assessment.decisive is finding else verdict_reason(assessment)
     detail += (
         f"\n\n**Statement:** {statement.title} (`{statement.id}`); grade {statement.grade_text}, "
         f"certainty {statement.certainty_text}."
