@@ -9,7 +9,8 @@ audit trail before answering.
 The hook handler runs on the event loop: with a complete prefetch (the usual case) the work is a fraction of
 a millisecond of computing, and a hop to a pool thread and back would cost a third as much again. What can
 block goes elsewhere: reads from the client's FHIR server and the assessment of an unusually large record
-run in the thread pool, the audit write on the audit writer's thread (``store.AuditWriter``).
+run in the thread pool; the audit write goes through ``store.AuditWriter``, which commits SQLite rows from
+the loop only when nothing holds the database, and otherwise (and always on PostgreSQL) on its own thread.
 """
 
 from __future__ import annotations
