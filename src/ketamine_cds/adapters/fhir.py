@@ -314,8 +314,9 @@ class _Record:
             full_url = _text(entry, "fullUrl")
             if full_url:
                 by_reference.setdefault(full_url, resource)
-            if not resource.label.startswith("entry["):  # Type/id
-                by_reference.setdefault(resource.label, resource)
+            local_id = _text(resource.data, "id")
+            if local_id:
+                by_reference.setdefault(f"{resource.type}/{local_id}", resource)
         return cls(by_type, by_reference)
 
     def all(self, resource_type: str) -> list[_Resource]:
@@ -353,7 +354,7 @@ def _entry_resource(entry: Any, index: int) -> _Resource | None:
         raise NotFHIRError(f"{where}.resourceType", f"{resource_type!r} is not a FHIR R4 resource type")
     local_id = _text(resource, "id")
     label = f"{resource_type}/{local_id}" if local_id else f"entry[{index}]"
-    return _Resource(resource, label, resource_type.strip())
+    return _Resource(resource, label, resource_type)
 
 
 # ----------------------------------------------------------------------------------------------------

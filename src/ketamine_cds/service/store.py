@@ -257,7 +257,7 @@ class SQLiteStore(_SQLStore):
             return False
         try:
             try:
-                _insert_assessments(self._audit_db, _same, records)
+                _insert_assessments(self._audit_db, self._sql, records)
                 self._audit_db.commit()
             except sqlite3.OperationalError as exc:
                 self._audit_db.rollback()
@@ -305,14 +305,9 @@ def _connect(path: str, busy_timeout_s: float, *pragmas: str) -> sqlite3.Connect
     return db
 
 
-def _same(sql: str) -> str:
-    return sql
-
-
 def _busy(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
-        "locked" in str(exc)
-    )
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # extended codes (BUSY_SNAPSHOT...) in the low byte
+    return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class PostgresStore(_SQLStore):
@@ -339,9 +334,8 @@ class AuditWriter:
     """Writes the audit rows of hook calls: at once when the store can do so without waiting (SQLite, when
     no other write holds the database), else on a thread of its own, so that the event loop never waits for
     a lock, the disk or the network. Rows that reach the thread while it commits go together into its next
-    transaction (group commit). A caller's ``write`` returns once its rows are
-    committed, or raises what the store raised, so a hook answers its cards only when the assessment behind
-    them is on record."""
+    transaction (group commit). A caller's ``write`` returns once its rows are committed, or raises what the
+    store raised, so a hook answers its cards only when the assessment behind them is on record."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
