@@ -191,6 +191,13 @@ ServiceId = Annotated[
     str, Path(description="a service id from discovery", json_schema_extra={"enum": SERVICE_IDS})
 ]
 Issuer = Annotated[str | None, Depends(authenticate)]
+_SERVICE_ID_PARAMETER: Json = {
+    "name": "service_id",
+    "in": "path",
+    "required": True,
+    "description": "a service id from discovery",
+    "schema": {"type": "string", "title": "Service Id", "enum": SERVICE_IDS},
+}
 
 
 class BadRequest(ValueError):
@@ -570,15 +577,21 @@ def preflight() -> Response:
 @router.post(
     "/cds-services/{service_id}",
     summary="Call a CDS service (order-select or order-sign)",
-    openapi_extra=_body_spec(_HOOK_REQUEST_SCHEMA),
+    openapi_extra={**_body_spec(_HOOK_REQUEST_SCHEMA), "parameters": [_SERVICE_ID_PARAMETER]},
     responses=_errors(400, 401, 404, 412, 503),
 )
-async def call_service(service_id: ServiceId, request: Request, body: Body, issuer: Issuer) -> JSONResponse:
+async def call_service(request: Request) -> JSONResponse:
+    # The hot path: the caller, the path and the body are read here, not declared as dependencies (the
+    # feedback route's style), which spares every call FastAPI's dependency solving (tens of us). Same
+    # order of answers: 401, then 404, then 400.
     started, received_at = time.perf_counter(), time.monotonic()
+    issuer = await authenticate(request)
     settings, kb, _ = _app_state(request)
+    service_id = request.path_params["service_id"]
     service = _services(kb).get(service_id)
     if service is None:
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
+    body = await _json_body(request)
     if body.data is None:
         return _error(400, body.error or "a JSON object is required")
     try:
