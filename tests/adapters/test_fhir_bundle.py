@@ -8,7 +8,7 @@ import pytest
 from fhir_bundles import FIXTURES, TODAY, bundle, ketamine, load, patient, read, weight
 
 from ketamine_cds import InputError, NotFHIRError, Route, Setting
-from ketamine_cds.adapters.fhir import facts_from_bundle
+from ketamine_cds.adapters.fhir import facts_from_bundle, facts_from_resources
 
 
 @pytest.mark.parametrize(
@@ -104,3 +104,37 @@ def test_the_ward_fixture_reads_as_a_clinician_would() -> None:
 def test_any_bundle_type_is_read() -> None:
     for kind in ("transaction", "searchset", "document", "batch"):
         assert facts_from_bundle(bundle(patient(), ketamine(), kind=kind), as_of=TODAY).order is not None
+
+
+def pairs(document: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+    return [(e.get("fullUrl"), e["resource"]) for e in document["entry"] if "resource" in e]
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
+def test_resources_read_as_their_bundle_reads(path: Any) -> None:
+    """facts_from_resources is the reading of the Bundle the pairs would make: same facts, same errors."""
+    document = load(path)
+    try:
+        expected: Any = facts_from_bundle(document, as_of=TODAY)
+    except InputError as exc:
+        expected = (type(exc), exc.field, exc.message)
+    try:
+        got: Any = facts_from_resources(pairs(document), as_of=TODAY)
+    except InputError as exc:
+        got = (type(exc), exc.field, exc.message)
+    assert got == expected
+
+
+def test_resources_are_resolved_by_full_url_and_named_by_position() -> None:
+    order = ketamine(medication={"reference": "urn:uuid:med-1"})
+    product = {"resourceType": "Medication", "code": {"text": "ketamine 50 MG/ML Injectable Solution"}}
+    nameless = weight(-3)
+    del nameless["id"]
+    facts = facts_from_resources([(None, patient()), (None, order), ("urn:uuid:med-1", product)], as_of=TODAY)
+    assert facts.order is not None and facts.order.source.display.startswith("ketamine 50 MG/ML")
+    with pytest.raises(InputError) as caught:
+        facts_from_resources([(None, patient()), (None, nameless)], as_of=TODAY)
+    assert caught.value.field == "entry[1].valueQuantity.value"
+    with pytest.raises(NotFHIRError) as not_fhir:
+        facts_from_resources([(None, patient()), (None, {"id": "x"})], as_of=TODAY)
+    assert not_fhir.value.field == "entry[1].resource.resourceType"

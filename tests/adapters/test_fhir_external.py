@@ -16,7 +16,7 @@ from fhir_bundles import TODAY
 
 from external_bundles import BULK_BUNDLES, INFERNO, NAMES, SYNTHEA, bundle_named, load, with_ketamine_bolus
 from ketamine_cds import DoseKind, Facts, Route, Setting, load_knowledge
-from ketamine_cds.adapters.fhir import facts_from_bundle
+from ketamine_cds.adapters.fhir import facts_from_bundle, facts_from_resources
 
 
 def resources(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -112,3 +112,10 @@ def test_the_invalid_inferno_bundle_is_still_readable() -> None:
     [invalid] = [p for p in INFERNO if p.name == "uscore_bundle_patient_355.json"]
     facts = facts_from_bundle(load(invalid), as_of=TODAY)
     assert facts.weight_kg == Fraction("99.3")  # the latest weight is the one with an effectivePeriod
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_resources_read_as_their_bundle_reads(name: str) -> None:
+    document = with_ketamine_bolus(bundle_named(name))
+    pairs = [(e.get("fullUrl"), e["resource"]) for e in document["entry"] if "resource" in e]
+    assert facts_from_resources(pairs, as_of=TODAY) == facts_from_bundle(document, as_of=TODAY)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
@@ -43,7 +43,13 @@ _OBJECT = (dict, Mapping)
 
 Json = Mapping[str, Any]
 
-__all__ = ["R4_RESOURCE_TYPES", "facts_from_bundle", "is_ketamine_order", "validate_r4"]
+__all__ = [
+    "R4_RESOURCE_TYPES",
+    "facts_from_bundle",
+    "facts_from_resources",
+    "is_ketamine_order",
+    "validate_r4",
+]
 
 # The 146 resource types of FHIR R4 (4.0.1), from the discriminator of the official R4 JSON Schema
 # (shared/external-test-data/fhir-r4-json-schema/fhir.schema.json). DSTU2/STU3-only types such as
@@ -196,12 +202,29 @@ def facts_from_bundle(
     ``order_id`` picks the ketamine MedicationRequest to assess when the Bundle holds several; without it,
     more than one draft or active ketamine order is an error. A Bundle without one is an eligibility question.
     """
-    kb = kb or load_knowledge()
-    record = _Record.of_bundle(bundle)
+    return _facts(_Record.of_bundle(bundle), as_of, kb or load_knowledge(), order_id)
+
+
+def facts_from_resources(
+    resources: Iterable[tuple[str | None, Mapping[str, Any]]],
+    *,
+    as_of: dt.date,
+    kb: KnowledgeBase | None = None,
+    order_id: str | None = None,
+) -> Facts:
+    """``facts_from_bundle`` of the Bundle these (fullUrl, resource) pairs would make, without making it
+    (what a CDS Hooks service holds after prefetch). A resource without an id is named ``entry[i]``, i its
+    position."""
+    items = ((i, full_url, resource) for i, (full_url, resource) in enumerate(resources))
+    return _facts(_Record.of_items(items), as_of, kb or load_knowledge(), order_id)
+
+
+def _facts(record: _Record, as_of: dt.date, kb: KnowledgeBase, order_id: str | None) -> Facts:
     patient = _the_patient(record)
     ketamine = _ketamine_requests(record, kb)
     chosen = _chosen_order(ketamine, order_id)
-    conditions = _conditions(record, kb, as_of)
+    pregnancy = _pregnancy_status(record, as_of)
+    conditions = _conditions(record, kb, pregnancy)
     procedure = _planned_procedure(record, kb)
     use, use_source = _indication(chosen.request, record, kb) if chosen else (None, None)
     if use is None and procedure is not None:
@@ -213,7 +236,7 @@ def facts_from_bundle(
         weight_kg=_weight_kg(record, as_of),
         setting=_setting(record, chosen.request if chosen else None),
         conditions=conditions,
-        ruled_out=_ruled_out(record, as_of, conditions),
+        ruled_out=_ruled_out(pregnancy, conditions),
         procedure=procedure,
         opioids=_opioids(record, kb),
         order=_ketamine_order(chosen, kb) if chosen else None,
@@ -233,9 +256,8 @@ def is_ketamine_order(
     read it: by its RxNorm code or its name, through the Medication it references (contained, or among
     ``medications``: (fullUrl, resource) pairs). Raises ``NotFHIRError`` when the resources cannot be read."""
     kb = kb or load_knowledge()
-    entries: list[dict[str, Any]] = [{"resource": request}]
-    entries += [{"resource": r, "fullUrl": u} if u else {"resource": r} for u, r in medications]
-    record = _Record.of_bundle({"resourceType": "Bundle", "entry": entries})
+    items = [(0, None, request), *((i, u, r) for i, (u, r) in enumerate(medications, start=1))]
+    record = _Record.of_items(items)
     order = record.all("MedicationRequest")
     if len(order) != 1 or order[0].data is not request:
         raise NotFHIRError("", "expected one MedicationRequest")
@@ -271,11 +293,8 @@ class _Resource:
 
     data: Json
     label: str
-    type: str  # resourceType: read once, asked for often
-
-    @property
-    def status(self) -> str | None:
-        return _text(self.data, "status")
+    type: str  # resourceType and status: read once, asked for often
+    status: str | None
 
     def at(self, path: str) -> str:
         return f"{self.label}.{path}"
@@ -283,7 +302,8 @@ class _Resource:
     def contained(self, local_id: str) -> _Resource | None:
         for item in _list(self.data, "contained"):
             if isinstance(item, _OBJECT) and item.get("id") == local_id:
-                return _Resource(item, f"{self.label}#{local_id}", _text(item, "resourceType") or "")
+                label = f"{self.label}#{local_id}"
+                return _Resource(item, label, _text(item, "resourceType") or "", _text(item, "status"))
         return None
 
 
@@ -304,19 +324,21 @@ class _Record:
         entries = bundle.get("entry", [])
         if not isinstance(entries, list):
             raise NotFHIRError("entry", "must be a list of entries")
+        return cls.of_items(_entry_items(entries))
+
+    @classmethod
+    def of_items(cls, items: Iterable[tuple[int, Any, Any]]) -> _Record:
+        """From (entry index, fullUrl, resource) of the entries that hold a resource: indexed by type and by
+        every name a reference may use (the fullUrl, ``Type/id``)."""
         by_type: dict[str, list[_Resource]] = {}
         by_reference: dict[str, _Resource] = {}
-        for i, entry in enumerate(entries):
-            resource = _entry_resource(entry, i)
-            if resource is None:
-                continue
+        for index, full_url, data in items:
+            resource, local_id = _entry_resource(data, index)
             by_type.setdefault(resource.type, []).append(resource)
-            full_url = _text(entry, "fullUrl")
-            if full_url:
+            if isinstance(full_url, str) and (full_url := full_url.strip()):
                 by_reference.setdefault(full_url, resource)
-            local_id = _text(resource.data, "id")
             if local_id:
-                by_reference.setdefault(f"{resource.type}/{local_id}", resource)
+                by_reference.setdefault(resource.label, resource)
         return cls(by_type, by_reference)
 
     def all(self, resource_type: str) -> list[_Resource]:
@@ -338,12 +360,17 @@ class _Record:
         return found
 
 
-def _entry_resource(entry: Any, index: int) -> _Resource | None:
-    if not isinstance(entry, _OBJECT):
-        raise NotFHIRError(f"entry[{index}]", "must be a JSON object")
-    resource = entry.get("resource")
-    if resource is None:
-        return None
+def _entry_items(entries: list[Any]) -> Iterator[tuple[int, Any, Any]]:
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, _OBJECT):
+            raise NotFHIRError(f"entry[{index}]", "must be a JSON object")
+        resource = entry.get("resource")
+        if resource is not None:
+            yield index, entry.get("fullUrl"), resource
+
+
+def _entry_resource(resource: Any, index: int) -> tuple[_Resource, str | None]:
+    """The resource, and its id (None when it has none)."""
     where = f"entry[{index}].resource"
     if not isinstance(resource, _OBJECT):
         raise NotFHIRError(where, "must be a JSON object")
@@ -354,7 +381,7 @@ def _entry_resource(entry: Any, index: int) -> _Resource | None:
         raise NotFHIRError(f"{where}.resourceType", f"{resource_type!r} is not a FHIR R4 resource type")
     local_id = _text(resource, "id")
     label = f"{resource_type}/{local_id}" if local_id else f"entry[{index}]"
-    return _Resource(resource, label, resource_type)
+    return _Resource(resource, label, resource_type, _text(resource, "status")), local_id
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -468,24 +495,26 @@ def _observation_time(observation: _Resource, as_of: dt.date) -> tuple[bool, dt.
     return False, dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
-def _conditions(record: _Record, kb: KnowledgeBase, as_of: dt.date) -> tuple[ConditionFact, ...]:
+def _conditions(
+    record: _Record, kb: KnowledgeBase, pregnancy: tuple[str, Coded] | None
+) -> tuple[ConditionFact, ...]:
     found: list[ConditionFact] = []
     for condition in record.all("Condition"):
         if _condition_counts(condition.data):
             found.extend(_classified(_mapping(condition.data, "code"), kb))
-    pregnancy = _pregnancy_status(record, as_of)
     if pregnancy is not None and pregnancy[0] == PREGNANT:
         found.append(ConditionFact("pregnancy", pregnancy[1]))
     return tuple(dict.fromkeys(found))
 
 
 def _condition_counts(condition: Json) -> bool:
-    clinical = _codes(_mapping(condition, "clinicalStatus"))
-    return not (clinical & _IGNORED_CLINICAL_STATUS or _refuted(condition))
+    return not (
+        _has_code_in(condition.get("clinicalStatus"), _IGNORED_CLINICAL_STATUS) or _refuted(condition)
+    )
 
 
 def _refuted(condition: Json) -> bool:
-    return bool(_codes(_mapping(condition, "verificationStatus")) & _IGNORED_VERIFICATION_STATUS)
+    return _has_code_in(condition.get("verificationStatus"), _IGNORED_VERIFICATION_STATUS)
 
 
 def _classified(concept: Json, kb: KnowledgeBase) -> list[ConditionFact]:
@@ -510,9 +539,8 @@ def _pregnancy_status(record: _Record, as_of: dt.date) -> tuple[str, Coded] | No
     return None
 
 
-def _ruled_out(record: _Record, as_of: dt.date, conditions: tuple[ConditionFact, ...]) -> frozenset[str]:
+def _ruled_out(status: tuple[str, Coded] | None, conditions: tuple[ConditionFact, ...]) -> frozenset[str]:
     """A latest pregnancy status of "not pregnant" rules pregnancy out, unless a pregnancy is recorded."""
-    status = _pregnancy_status(record, as_of)
     if status is None or status[0] != NOT_PREGNANT or any(c.concept == "pregnancy" for c in conditions):
         return frozenset()
     return frozenset({"pregnancy"})
@@ -1167,12 +1195,27 @@ def _names(concept: Json) -> list[str]:
     return [n for n in names if n]
 
 
-def _codes(concept: Json) -> set[str]:
-    return {code for _, code, _ in _codings(concept)}
+def _has_code_in(concept: Any, codes: frozenset[str]) -> bool:
+    """Whether a coding of the concept has one of these codes (any system)."""
+    for coding in _list(concept, "coding"):
+        code = coding.get("code") if isinstance(coding, _OBJECT) else None
+        if isinstance(code, str) and code.strip() in codes:
+            return True
+    return False
 
 
-def _has_code(concept: Json, short: str, code: str) -> bool:
-    return any(c == code and short_system(s) == short for s, c, _ in _codings(concept))
+def _has_code(concept: Any, short: str, code: str) -> bool:
+    """Whether a coding of the concept has this code in this system (``loinc``, ``snomed``...)."""
+    for coding in _list(concept, "coding"):
+        if isinstance(coding, _OBJECT):
+            found, system = coding.get("code"), coding.get("system")
+            if (
+                isinstance(found, str)
+                and found.strip() == code
+                and short_system(system if isinstance(system, str) else None) == short
+            ):
+                return True
+    return False
 
 
 def _number(value: Any, field: str) -> Decimal | None:
