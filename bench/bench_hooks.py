@@ -148,13 +148,13 @@ if os.environ.get("BENCH_HOOKS_SECTIONS"):
 
         return wrapper
 
-    for name in ("parse_hook_request", "_ketamine_orders", "_assess_order", "facts_from_bundle",
+    for name in ("parse_hook_request", "_ketamine_orders", "_assess_order", "facts_from_resources",
                  "assess", "cards_for", "_services", "_audit_records"):
         setattr(hooks, name, timed(getattr(hooks, name), name))
     hooks._gather = timed_async(hooks._gather, "_gather")
     hooks.parse_json = timed(hooks.parse_json, "parse_json")
     parse_json = timed(parse_json, "parse_json")
-    prefetch.record_bundle = timed(prefetch.record_bundle, "record_bundle")
+    prefetch.record_resources = timed(prefetch.record_resources, "record_resources")
     app.state.audit.write = timed_async(app.state.audit.write, "audit write")
 
     class TimedJSONResponse(JSONResponse):
@@ -745,9 +745,9 @@ _SECTIONS = (
     ("parse_hook_request", "parse_hook_request", 3),
     ("_ketamine_orders (is the draft ketamine?)", "_ketamine_orders", 3),
     ("_gather (templates, collect prefetch)", "_gather", 3),
-    ("record_bundle (prefetch + drafts)", "record_bundle", 3),
+    ("record_resources (drafts + prefetch)", "record_resources", 3),
     ("_assess_order", "_assess_order", 3),
-    ("facts_from_bundle (the FHIR reader)", "facts_from_bundle", 4),
+    ("facts_from_resources (the FHIR reader)", "facts_from_resources", 4),
     ("assess (engine)", "assess", 4),
     ("cards_for", "cards_for", 4),
     ("_audit_records (pseudonym, uuids)", "_audit_records", 3),
@@ -761,7 +761,7 @@ _IDLE = (
 )
 _CPROFILE_SECTIONS = (
     ("call_service (the whole handler)", "service/hooks.py", "call_service"),
-    ("facts_from_bundle (FHIR reader)", "adapters/fhir.py", "facts_from_bundle"),
+    ("facts_from_resources (FHIR reader)", "adapters/fhir.py", "facts_from_resources"),
     ("assess (engine)", "_engine.py", "assess"),
     ("cards_for", "service/cards.py", "cards_for"),
     ("_audit_records (the rows: pseudonym, uuids)", "service/hooks.py", "_audit_records"),

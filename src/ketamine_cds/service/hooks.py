@@ -35,7 +35,7 @@ from .._engine import assess
 from .._errors import InputError, NotJSONError
 from .._inputs import parse_json
 from .._kb import KnowledgeBase
-from ..adapters.fhir import facts_from_bundle, is_ketamine_order
+from ..adapters.fhir import facts_from_resources, is_ketamine_order
 from . import prefetch as pf
 from .auth import authenticate
 from .cards import BuiltCard, cards_for, not_checked_card
@@ -45,6 +45,7 @@ from .store import AssessmentRecord, AuditWriter, CardRecord, FeedbackRecord, St
 
 log = logging.getLogger("ketamine_cds.service.hooks")
 Json = dict[str, Any]
+Record = list[tuple[str | None, Json]]  # (fullUrl, resource): the drafts and what was prefetched
 
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
 PREFLIGHT_HEADERS = {
@@ -397,11 +398,15 @@ async def _gather(
 ) -> dict[str, Any]:
     """The data of every applicable prefetch template: as prefetched, else read from the FHIR server."""
     context = {**req.context, "patientId": req.patient_id}
-    wanted = {key: q for key, t in pf.templates(kb).items() if (q := pf.render(t, context)) is not None}
-    collected = pf.collect(req.prefetch, wanted)
+    templates = pf.templates(kb)
+    collected = pf.collect(req.prefetch, [key for key, t in templates.items() if pf.applies(t, context)])
     if not collected.missing:
         return collected.data
-    queries = {key: wanted[key] for key in collected.missing}
+    queries: dict[str, str] = {}
+    for key in collected.missing:  # rendered only now: with a complete prefetch, no query is needed
+        query = pf.render(templates[key], context)
+        assert query is not None  # the template applies
+        queries[key] = query
     fetched = await run_in_threadpool(_fetch, req, queries, settings, received_at, collected.missing)
     return {**collected.data, **fetched}
 
@@ -437,7 +442,7 @@ class _Outcome:
 
 
 def _assess_order(
-    order: DraftOrder, record: Json, req: HookRequest, kb: KnowledgeBase, as_of: dt.date, base_url: str
+    order: DraftOrder, record: Record, req: HookRequest, kb: KnowledgeBase, as_of: dt.date, base_url: str
 ) -> _Outcome:
     """Input the engine rejects (bad units, an impossible weight, no route...) gets 200 and one warning
     card saying the order was not checked, and why. CDS Hooks 2.0 lets a service answer errors with 4xx, but
@@ -446,7 +451,7 @@ def _assess_order(
     clinically unreadable."""
     assessment: Assessment
     try:
-        facts = facts_from_bundle(record, as_of=as_of, kb=kb, order_id=order.order_id)
+        facts = facts_from_resources(record, as_of=as_of, kb=kb, order_id=order.order_id)
         assessment = assess(facts, kb)
         built = cards_for(assessment, hook=req.hook, order=order.original, base_url=base_url)
     except InputError as exc:
@@ -613,8 +618,8 @@ async def call_service(request: Request) -> JSONResponse:
             f"the data needed to check the ketamine order is not available: {exc.reason}",
             missingPrefetch=exc.missing,
         )
-    record = pf.record_bundle(data, req.drafts)
-    if _entries(record) > LOOP_ENTRIES:  # would hold up every other call on the loop: a pool thread
+    record = pf.record_resources(data, req.drafts)
+    if len(record) > LOOP_ENTRIES:  # would hold up every other call on the loop: a pool thread
         outcomes = await run_in_threadpool(_assess_orders, orders, record, req, kb, as_of, settings.base_url)
     else:
         outcomes = _assess_orders(orders, record, req, kb, as_of, settings.base_url)
@@ -640,13 +645,13 @@ async def call_service(request: Request) -> JSONResponse:
 LOOP_ENTRIES = 400  # a record with more entries is assessed in the thread pool (a few ms of reading)
 
 
-def _entries(record: Json) -> int:
-    entries = record.get("entry")
-    return len(entries) if isinstance(entries, list) else 0
-
-
 def _assess_orders(
-    orders: list[DraftOrder], record: Json, req: HookRequest, kb: KnowledgeBase, as_of: dt.date, base_url: str
+    orders: list[DraftOrder],
+    record: Record,
+    req: HookRequest,
+    kb: KnowledgeBase,
+    as_of: dt.date,
+    base_url: str,
 ) -> list[_Outcome]:
     return [_assess_order(o, record, req, kb, as_of, base_url) for o in orders]
 

@@ -65,6 +65,11 @@ def render(template: str, context: Mapping[str, Any]) -> str | None:
     return "".join(pieces)
 
 
+def applies(template: str, context: Mapping[str, Any]) -> bool:
+    """Whether the context has every field the template names (``render`` gives a query)."""
+    return all(isinstance(value := context.get(f), str) and value for f in _split(template)[1])
+
+
 @lru_cache(maxsize=64)
 def _split(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the text around the tokens, the context fields the tokens name): one more text than fields."""
@@ -89,8 +94,9 @@ class Collected:
     missing: list[str]  # keys not sent, or sent as an OperationOutcome (the client could not prefetch them)
 
 
-def collect(prefetch: Mapping[str, Any] | None, wanted: Mapping[str, str]) -> Collected:
-    """Sort the prefetch values of the wanted keys into usable data and missing keys.
+def collect(prefetch: Mapping[str, Any] | None, wanted: Iterable[str]) -> Collected:
+    """Sort the prefetch values of the wanted keys (those whose template applies) into usable data and
+    missing keys.
 
     ``null`` means the client has no data for the key (CDS Hooks 2.0: "If the CDS Client has no data to
     populate a template prefetch key, the prefetch template key MUST have a value of null"), so it counts as
@@ -164,24 +170,25 @@ def _identity(full_url: str | None, resource: Mapping[str, Any]) -> str | None:
     return full_url
 
 
-def record_bundle(data: Mapping[str, Any], draft_orders: list[tuple[str | None, Json]]) -> Json:
-    """One collection Bundle: the draft orders first, then every prefetched resource not already in it (the
-    same resource often comes from two searches; the draft order, as the clinician is writing it, wins)."""
+def record_resources(
+    data: Mapping[str, Any], draft_orders: list[tuple[str | None, Json]]
+) -> list[tuple[str | None, Json]]:
+    """The record, as (fullUrl, resource) pairs: the draft orders first, then every prefetched resource not
+    already in it (the same resource often comes from two searches; the draft order, as the clinician is
+    writing it, wins)."""
     seen: set[str] = set()
-    entries: list[Json] = []
+    record: list[tuple[str | None, Json]] = []
     sources: list[list[tuple[str | None, Json]]] = [draft_orders]
     sources += [resources_of(value) for value in data.values()]
-    for full_url, resource in (item for source in sources for item in source):
-        identity = _identity(full_url, resource)
-        if identity is not None:
-            if identity in seen:
-                continue
-            seen.add(identity)
-        entry: Json = {"resource": resource}
-        if full_url:
-            entry["fullUrl"] = full_url
-        entries.append(entry)
-    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    for source in sources:
+        for full_url, resource in source:
+            identity = _identity(full_url, resource)
+            if identity is not None:
+                if identity in seen:
+                    continue
+                seen.add(identity)
+            record.append((full_url, resource))
+    return record
 
 
 def medications(data: Mapping[str, Any]) -> list[tuple[str | None, Json]]:
