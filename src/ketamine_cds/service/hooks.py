@@ -188,15 +188,14 @@ async def _json_body(request: Request) -> _Body:
 
 Body = Annotated[_Body, Depends(_json_body)]
 # The OpenAPI document lists the service ids; any other id is answered 404 by the handler (not 422).
-ServiceId = Annotated[
-    str, Path(description="a service id from discovery", json_schema_extra={"enum": SERVICE_IDS})
-]
+_SERVICE_ID = "a service id from discovery"
+ServiceId = Annotated[str, Path(description=_SERVICE_ID, json_schema_extra={"enum": SERVICE_IDS})]
 Issuer = Annotated[str | None, Depends(authenticate)]
 _SERVICE_ID_PARAMETER: Json = {
     "name": "service_id",
     "in": "path",
     "required": True,
-    "description": "a service id from discovery",
+    "description": _SERVICE_ID,
     "schema": {"type": "string", "title": "Service Id", "enum": SERVICE_IDS},
 }
 

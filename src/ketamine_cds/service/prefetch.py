@@ -55,13 +55,12 @@ def templates(kb: KnowledgeBase) -> dict[str, str]:
 def render(template: str, context: Mapping[str, Any]) -> str | None:
     """The template with its context tokens replaced (URL-encoded); None when the context lacks a field, so
     the template does not apply to this call (e.g. no encounterId)."""
+    if not applies(template, context):
+        return None
     literals, fields = _split(template)
     pieces = [literals[0]]
     for field, literal in zip(fields, literals[1:], strict=True):
-        value = context.get(field)
-        if not isinstance(value, str) or not value:
-            return None
-        pieces += (_quoted(value), literal)
+        pieces += (_quoted(context[field]), literal)
     return "".join(pieces)
 
 
