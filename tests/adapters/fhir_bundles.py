@@ -252,5 +252,10 @@ def read(*resources: Json, as_of: dt.date = TODAY, order_id: str | None = None) 
     return facts_from_bundle(bundle(*resources), as_of=as_of, order_id=order_id)
 
 
+def pairs(document: Json) -> list[tuple[str | None, Json]]:
+    """The (fullUrl, resource) pairs of a Bundle's entries that hold a resource (facts_from_resources)."""
+    return [(e.get("fullUrl"), e["resource"]) for e in document["entry"] if "resource" in e]
+
+
 def load(path: Path) -> Any:
     return json.loads(path.read_text(), parse_float=Decimal)

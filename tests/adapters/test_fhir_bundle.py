@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fhir_bundles import FIXTURES, TODAY, bundle, ketamine, load, patient, read, weight
+from fhir_bundles import FIXTURES, TODAY, bundle, ketamine, load, pairs, patient, read, weight
 
 from ketamine_cds import InputError, NotFHIRError, Route, Setting
 from ketamine_cds.adapters.fhir import facts_from_bundle, facts_from_resources
@@ -104,10 +104,6 @@ def test_the_ward_fixture_reads_as_a_clinician_would() -> None:
 def test_any_bundle_type_is_read() -> None:
     for kind in ("transaction", "searchset", "document", "batch"):
         assert facts_from_bundle(bundle(patient(), ketamine(), kind=kind), as_of=TODAY).order is not None
-
-
-def pairs(document: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
-    return [(e.get("fullUrl"), e["resource"]) for e in document["entry"] if "resource" in e]
 
 
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)

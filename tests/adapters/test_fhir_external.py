@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from fhir_bundles import TODAY
+from fhir_bundles import TODAY, pairs
 
 from external_bundles import BULK_BUNDLES, INFERNO, NAMES, SYNTHEA, bundle_named, load, with_ketamine_bolus
 from ketamine_cds import DoseKind, Facts, Route, Setting, load_knowledge
@@ -117,5 +117,4 @@ def test_the_invalid_inferno_bundle_is_still_readable() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_resources_read_as_their_bundle_reads(name: str) -> None:
     document = with_ketamine_bolus(bundle_named(name))
-    pairs = [(e.get("fullUrl"), e["resource"]) for e in document["entry"] if "resource" in e]
-    assert facts_from_resources(pairs, as_of=TODAY) == facts_from_bundle(document, as_of=TODAY)
+    assert facts_from_resources(pairs(document), as_of=TODAY) == facts_from_bundle(document, as_of=TODAY)

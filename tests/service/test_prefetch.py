@@ -49,8 +49,8 @@ _FIELD_VALUES = st.one_of(st.none(), st.just(""), st.integers(), st.text(min_siz
 
 @given(patient=_FIELD_VALUES, encounter=_FIELD_VALUES, user=_FIELD_VALUES)
 def test_a_template_applies_exactly_when_it_renders(patient: Any, encounter: Any, user: Any) -> None:
-    context = {k: v for k, v in (("patientId", patient), ("encounterId", encounter), ("userId", user)) if v}
-    context.update({"encounterId": encounter} if encounter == "" else {})
+    fields = (("patientId", patient), ("encounterId", encounter), ("userId", user))
+    context = {key: value for key, value in fields if value is not None}  # None: the field is absent
     for template in templates(load_knowledge()).values():
         assert applies(template, context) == (render(template, context) is not None)
     assert applies("Encounter?_id={{context.encounterId}}", context) == (

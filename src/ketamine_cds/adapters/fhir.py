@@ -508,13 +508,12 @@ def _conditions(
 
 
 def _condition_counts(condition: Json) -> bool:
-    return not (
-        _has_code_in(condition.get("clinicalStatus"), _IGNORED_CLINICAL_STATUS) or _refuted(condition)
-    )
+    clinical = _codes(_mapping(condition, "clinicalStatus"))
+    return not (clinical & _IGNORED_CLINICAL_STATUS or _refuted(condition))
 
 
 def _refuted(condition: Json) -> bool:
-    return _has_code_in(condition.get("verificationStatus"), _IGNORED_VERIFICATION_STATUS)
+    return bool(_codes(_mapping(condition, "verificationStatus")) & _IGNORED_VERIFICATION_STATUS)
 
 
 def _classified(concept: Json, kb: KnowledgeBase) -> list[ConditionFact]:
@@ -1195,27 +1194,12 @@ def _names(concept: Json) -> list[str]:
     return [n for n in names if n]
 
 
-def _has_code_in(concept: Any, codes: frozenset[str]) -> bool:
-    """Whether a coding of the concept has one of these codes (any system)."""
-    for coding in _list(concept, "coding"):
-        code = coding.get("code") if isinstance(coding, _OBJECT) else None
-        if isinstance(code, str) and code.strip() in codes:
-            return True
-    return False
+def _codes(concept: Json) -> set[str]:
+    return {code for _, code, _ in _codings(concept)}
 
 
-def _has_code(concept: Any, short: str, code: str) -> bool:
-    """Whether a coding of the concept has this code in this system (``loinc``, ``snomed``...)."""
-    for coding in _list(concept, "coding"):
-        if isinstance(coding, _OBJECT):
-            found, system = coding.get("code"), coding.get("system")
-            if (
-                isinstance(found, str)
-                and found.strip() == code
-                and short_system(system if isinstance(system, str) else None) == short
-            ):
-                return True
-    return False
+def _has_code(concept: Json, short: str, code: str) -> bool:
+    return any(c == code and short_system(s) == short for s, c, _ in _codings(concept))
 
 
 def _number(value: Any, field: str) -> Decimal | None:
