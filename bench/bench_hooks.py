@@ -960,6 +960,7 @@ def print_levels(levels: Sequence[Level], audit: dict[int, list[float]]) -> tupl
             failures += len(samples.failures)
             for failure in samples.failures[:3]:
                 print(f"{'':9}FAILED: {failure}")
+        print(f"{'':21}{_budget(lv)}")
         own = audit.get(lv.clients, [])
         if own:
             print(
@@ -975,6 +976,22 @@ def print_levels(levels: Sequence[Level], audit: dict[int, list[float]]) -> tupl
             f"({_met(p99 <= FAR_UNDER_MS)}), {lv.hook.per_s:.0f} req/s"
         )
     return summary, failures
+
+
+def _budget(lv: Level) -> str:
+    """What order-sign adds to the floor, against what the 1.5x target leaves for it: in p50 latency, and in
+    server CPU per call (what the ratio follows once the server is CPU-bound, at 16 clients)."""
+    allowed = TARGET_RATIO - 1
+    floor_p50, hook_p50 = lv.floor.percentile_ms(0.5), lv.hook.percentile_ms(0.5)
+    text = (
+        f"order-sign over the floor: p50 +{hook_p50 - floor_p50:.2f} ms "
+        f"({TARGET_RATIO}x allows +{allowed * floor_p50:.2f})"
+    )
+    if lv.floor.count and lv.hook.count and lv.floor.server_cpu_s >= 0 and lv.hook.server_cpu_s >= 0:
+        floor_cpu = lv.floor.server_cpu_s / lv.floor.count * 1e3
+        hook_cpu = lv.hook.server_cpu_s / lv.hook.count * 1e3
+        text += f"; server CPU +{hook_cpu - floor_cpu:.2f} ms/call (allows +{allowed * floor_cpu:.2f})"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
