@@ -593,8 +593,12 @@ class Samples:
     def per_s(self) -> float:
         return self.count / self.wall_s if self.wall_s else 0.0
 
+    def cpu_per_call_ms(self, seconds: float) -> float | None:
+        return seconds / self.count * 1e3 if self.count and seconds >= 0 else None
+
     def cpu_ms(self, seconds: float) -> str:
-        return f"{seconds / self.count * 1e3:.2f}" if self.count and seconds >= 0 else "?"
+        per_call = self.cpu_per_call_ms(seconds)
+        return f"{per_call:.2f}" if per_call is not None else "?"
 
 
 def _client(base_url: str) -> httpx.Client:
@@ -987,9 +991,9 @@ def _budget(lv: Level) -> str:
         f"order-sign over the floor: p50 +{hook_p50 - floor_p50:.2f} ms "
         f"({TARGET_RATIO}x allows +{allowed * floor_p50:.2f})"
     )
-    if lv.floor.count and lv.hook.count and lv.floor.server_cpu_s >= 0 and lv.hook.server_cpu_s >= 0:
-        floor_cpu = lv.floor.server_cpu_s / lv.floor.count * 1e3
-        hook_cpu = lv.hook.server_cpu_s / lv.hook.count * 1e3
+    floor_cpu = lv.floor.cpu_per_call_ms(lv.floor.server_cpu_s)
+    hook_cpu = lv.hook.cpu_per_call_ms(lv.hook.server_cpu_s)
+    if floor_cpu is not None and hook_cpu is not None:
         text += f"; server CPU +{hook_cpu - floor_cpu:.2f} ms/call (allows +{allowed * floor_cpu:.2f})"
     return text
 
