@@ -13,7 +13,8 @@ benchmark, ``POST /bench/floor``, that reads the body, parses it as the hook rou
 ``json.loads`` with exact numbers) and returns a fixed one-card response (order-sign's own card for this
 request). Both routes share the server, its uvicorn settings and its middleware, so
 p50(order-sign)/p50(floor) is the cost of the CDS work itself: request checks, prefetch, FHIR reading, the
-engine, the cards, and the audit-trail write (on the audit writer's thread, awaited before answering).
+engine, the cards, and the audit-trail write (committed before answering: with SQLite from the event loop,
+or on the audit writer's thread when another write holds the database).
 
 The request is a typical order-sign call, not a Synthea-size record: Patient, 3 body weights (80 kg),
 5 Conditions (obstructive sleep apnea among them), 2 active opioid prescriptions, an appendectomy in
@@ -164,31 +165,15 @@ if os.environ.get("BENCH_HOOKS_SECTIONS"):
             note("JSONResponse", time.perf_counter() - start)
 
     hooks.JSONResponse = TimedJSONResponse
-    run_sync_endpoint = fastapi.routing._run_sync_endpoint
     run_endpoint_function = fastapi.routing.run_endpoint_function
-    MARKS = contextvars.ContextVar("bench_marks")
-
-    def timed_sync_endpoint(*, function, arguments):
-        marks = MARKS.get()
-        marks["in"] = time.perf_counter()
-        try:
-            return run_sync_endpoint(function=function, arguments=arguments)
-        finally:
-            marks["out"] = time.perf_counter()
 
     async def timed_endpoint_function(*, dependant, values, is_coroutine):
-        marks = {"start": time.perf_counter()}
-        MARKS.set(marks)
-        result = await run_endpoint_function(dependant=dependant, values=values, is_coroutine=is_coroutine)
-        if "in" in marks:
-            note("hop to a pool thread", marks["in"] - marks["start"])
-            note("handler", marks["out"] - marks["in"])
-            note("hop back to the loop", time.perf_counter() - marks["out"])
-        else:
-            note("handler", time.perf_counter() - marks["start"])
-        return result
+        start = time.perf_counter()
+        try:
+            return await run_endpoint_function(dependant=dependant, values=values, is_coroutine=is_coroutine)
+        finally:
+            note("handler", time.perf_counter() - start)
 
-    fastapi.routing._run_sync_endpoint = timed_sync_endpoint
     fastapi.routing.run_endpoint_function = timed_endpoint_function
 
     class AppTimer:
