@@ -4,7 +4,7 @@ import dataclasses
 from fractions import Fraction
 
 from builders import COLONOSCOPY, condition, facts, iv, opioid, oral, run
-from ketamine_cds import Verdict, assess
+from ketamine_cds import Route, Verdict, assess, ketamine_order
 
 
 def test_out_of_scope_beats_contraindication() -> None:
@@ -63,3 +63,17 @@ def test_out_of_scope_gives_no_dose_limits_in_mg() -> None:
 def test_follow_up_order_has_no_iv_dose_findings() -> None:
     a = run(use="crps", procedure=None, order=oral(), prior_iv_ketamine=True)
     assert not {"dose-bolus-limit", "dose-infusion-limit"} & set(a.statement_ids)
+
+
+def test_a_dose_that_could_not_be_read_needs_information_and_keeps_the_limits() -> None:
+    unread = "dosage instruction 1 of the ketamine order has no coded dose or rate"
+    a = run(order=ketamine_order(route=Route.INTRAVENOUS, dose=None, dose_unreadable=unread))
+    assert a.verdict is Verdict.NEEDS_INFORMATION
+    assert [(m.datum, m.reason, m.decisive) for m in a.missing] == [("dose", unread, True)]
+    assert a.dose_checks == () and a.dose_limits.max_bolus_mg == 28
+
+
+def test_a_contraindication_still_beats_an_unreadable_dose() -> None:
+    order = ketamine_order(route=Route.INTRAVENOUS, dose=None, dose_unreadable="text only")
+    a = run(order=order, conditions=(condition("psychosis"),))
+    assert a.verdict is Verdict.CONTRAINDICATED

@@ -93,6 +93,8 @@ class MissingDatum:
 
 @dataclass(frozen=True, slots=True)
 class DoseCheck:
+    """One dose of the order against its limit; ``index`` is its place in ``KetamineOrder.doses``."""
+
     statement: str
     kind: DoseKind
     ordered: Quantity
@@ -101,6 +103,18 @@ class DoseCheck:
     limit_per_kg: Fraction
     limit_amount: Fraction | None  # the limit for this weight, mg or mg/h
     status: DoseStatus
+    index: int = 0
+
+
+# Which dose check an assessment leads with when an order gives several doses: the one that matters most.
+_STATUS_RANK = {
+    DoseStatus.EXCEEDS: 0,
+    DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE: 1,
+    DoseStatus.NO_WEIGHT: 2,
+    DoseStatus.NO_CONCENTRATION: 3,
+    DoseStatus.WITHIN: 4,
+    DoseStatus.LIMIT_NOT_APPLICABLE: 5,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +142,7 @@ class Assessment:
     decisive: Finding | None  # the finding that decided the verdict, if one did
     findings: tuple[Finding, ...]
     dose_limits: DoseLimits
-    dose_check: DoseCheck | None
+    dose_checks: tuple[DoseCheck, ...]  # one per dose of the order, in the order's sequence
     missing: tuple[MissingDatum, ...]
     screening: tuple[ScreeningResult, ...]
     opioid: OpioidStatus
@@ -138,6 +152,14 @@ class Assessment:
     as_of: date
     knowledge_base_version: str
     knowledge_base_digest: str
+
+    @property
+    def dose_check(self) -> DoseCheck | None:
+        """The check that matters most: a dose over its limit first, then one that could not be checked;
+        the order's first dose among equals. None when no dose was checked."""
+        if not self.dose_checks:
+            return None
+        return min(self.dose_checks, key=lambda c: _STATUS_RANK[c.status])
 
     @property
     def statement_ids(self) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from ._assessment import (
     ScreeningResult,
     Verdict,
 )
-from ._facts import Coded, DoseKind, Facts, KetamineOrder, Pain, Route, Setting
+from ._facts import Coded, DoseKind, Facts, OrderDose, Pain, Route, Setting
 from ._kb import KnowledgeBase, Use, load_knowledge
 from ._opioids import OpioidStatus, Presence, opioid_status
 from ._units import amount_per_dose
@@ -67,7 +67,9 @@ class _Context:
             self.flags.add("dose-exceeds")
 
     def need(self, datum: str, reason: str, statement: str | None = None, decisive: bool = True) -> None:
-        self.missing.append(MissingDatum(datum, reason, statement, decisive))
+        missing = MissingDatum(datum, reason, statement, decisive)
+        if missing not in self.missing:  # two doses of one order may lack the same datum
+            self.missing.append(missing)
 
 
 def assess(facts: Facts, kb: KnowledgeBase | None = None) -> Assessment:
@@ -80,13 +82,13 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None) -> Assessment:
     in_scope = use is None or use.kind != "out-of-scope"
     limits = _dose_limits(facts, kb, in_scope)
     screening = _screen(ctx)
-    dose_check = None
+    dose_checks: tuple[DoseCheck, ...] = ()
     if use is None and in_scope:
         ctx.need("indication", "the intended use of ketamine (the indication) is not stated")
     if in_scope and route is Route.INTRAVENOUS:
         if use is not None:
             _intravenous_use(ctx, use, opioid)
-        dose_check = _dose(ctx, limits)
+        dose_checks = _dose(ctx, limits)
     elif in_scope:
         _follow_up(ctx, route)
     verdict = _verdict(ctx, use)
@@ -96,7 +98,7 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None) -> Assessment:
         decisive=_decisive(verdict, ctx),
         findings=tuple(ctx.findings),
         dose_limits=limits,
-        dose_check=dose_check,
+        dose_checks=dose_checks,
         missing=tuple(ctx.missing) + tuple(ctx.support_missing),
         screening=screening,
         opioid=opioid,
@@ -277,13 +279,19 @@ def _dose_limits(facts: Facts, kb: KnowledgeBase, in_scope: bool) -> DoseLimits:
     )
 
 
-def _dose(ctx: _Context, limits: DoseLimits) -> DoseCheck | None:
-    """dose-bolus-limit and dose-infusion-limit: the limits for this weight, or the order checked."""
+def _dose(ctx: _Context, limits: DoseLimits) -> tuple[DoseCheck, ...]:
+    """dose-bolus-limit and dose-infusion-limit: the limits for this weight, or each dose of the order
+    checked. A dose the order writes down but the record does not give in a form that can be read is
+    missing information: it is not checked, and that decides the verdict unless something else does."""
     order = ctx.facts.order
-    if order is None or order.dose is None or order.kind is None:
+    doses = [d for d in order.doses if d.kind is not None] if order is not None else []
+    concentration = order.concentration_mg_per_ml if order is not None else None
+    checks = tuple(_check_dose(ctx, dose, i, concentration, limits) for i, dose in enumerate(doses))
+    if not checks:
         _dose_limit_findings(ctx, limits)
-        return None
-    return _check_order(ctx, order, limits)
+    if order is not None and order.dose_unreadable is not None:
+        ctx.need("dose", order.dose_unreadable)
+    return checks
 
 
 def _dose_limit_findings(ctx: _Context, limits: DoseLimits) -> None:
@@ -306,15 +314,17 @@ def _dose_limit_findings(ctx: _Context, limits: DoseLimits) -> None:
         ctx.need("weight", "no body weight: the maximum dose in mg cannot be worked out", decisive=False)
 
 
-def _check_order(ctx: _Context, order: KetamineOrder, limits: DoseLimits) -> DoseCheck:
-    assert order.dose is not None and order.kind is not None
+def _check_dose(
+    ctx: _Context, order: OrderDose, index: int, concentration: Fraction | None, limits: DoseLimits
+) -> DoseCheck:
+    assert order.kind is not None
     bolus = order.kind is DoseKind.BOLUS
     statement = _BOLUS if bolus else _INFUSION
     unit = "mg" if bolus else "mg/h"
     limit = limits.bolus_limit_mg_per_kg if bolus else limits.infusion_limit_mg_per_kg_per_h
     weight = ctx.facts.weight_kg
     limit_amount = limit * weight if weight is not None else None
-    raw = amount_per_dose(order.dose, order.concentration_mg_per_ml)
+    raw = amount_per_dose(order.dose, concentration)
     per_kg: Fraction | None
     amount: Fraction | None
     if order.dose.unit.per_kg:
@@ -331,6 +341,7 @@ def _check_order(ctx: _Context, order: KetamineOrder, limits: DoseLimits) -> Dos
         "max": Clause(": max ", limit_amount, unit),
         "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)"),
         "setting": ctx.facts.setting.value,
+        "dose_index": index,
     }
     ctx.add(statement, _DOSE_MESSAGES[status], **params)
     if status is DoseStatus.NO_WEIGHT:
@@ -351,11 +362,11 @@ def _check_order(ctx: _Context, order: KetamineOrder, limits: DoseLimits) -> Dos
             "the infusion is above the limit outside intensive care; the setting is unknown",
             statement,
         )
-    return DoseCheck(statement, order.kind, order.dose, amount, per_kg, limit, limit_amount, status)
+    return DoseCheck(statement, order.kind, order.dose, amount, per_kg, limit, limit_amount, status, index)
 
 
 def _dose_status(
-    order: KetamineOrder, raw: Fraction | None, per_kg: Fraction | None, limit: Fraction, setting: Setting
+    order: OrderDose, raw: Fraction | None, per_kg: Fraction | None, limit: Fraction, setting: Setting
 ) -> DoseStatus:
     if raw is None:
         return DoseStatus.NO_CONCENTRATION

@@ -88,13 +88,35 @@ class OpioidUse:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderDose:
+    """One dose an order gives: an IV bolus or infusion rate, or an oral or intranasal dose (kind None)."""
+
+    kind: DoseKind | None
+    dose: Quantity
+
+
+@dataclass(frozen=True, slots=True)
 class KetamineOrder:
+    """A ketamine order. Most give one dose; some give more (a loading bolus, then an infusion), and the
+    ones after the first are in ``then``: every one of them is checked.
+
+    ``dose_unreadable`` says why a dose the order writes down could not be read (a dosage given only as
+    text): that dose is not checked, and the assessment says so.
+    """
+
     route: Route
     kind: DoseKind | None  # None for oral and intranasal orders
     dose: Quantity | None  # None when the order carries no dose (an eligibility question with a route)
     concentration_mg_per_ml: Fraction | None = None
     pca_sole_agent: bool = False
     source: Coded = Coded("ketamine")
+    then: tuple[OrderDose, ...] = ()
+    dose_unreadable: str | None = None
+
+    @property
+    def doses(self) -> tuple[OrderDose, ...]:
+        first = (OrderDose(self.kind, self.dose),) if self.dose is not None else ()
+        return first + self.then
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,28 +152,18 @@ def ketamine_order(
     pca_sole_agent: bool = False,
     source: Coded = Coded("ketamine"),
     field: str = "order",
+    then: tuple[OrderDose, ...] = (),
+    dose_unreadable: str | None = None,
 ) -> KetamineOrder:
     """Build a checked order: every adapter goes through here, so the same input errors everywhere.
 
     An IV dose in a mass unit is a bolus and a rate unit is an infusion; a stated ``kind`` must agree.
+    The doses in ``then`` must already be checked (``checked_dose``).
     """
-    if route is Route.INTRAVENOUS and dose is not None:
-        implied = DoseKind.INFUSION if dose.unit.is_rate else DoseKind.BOLUS
-        if kind is not None and kind is not implied:
-            wanted = (
-                "a rate (e.g. mg/h, mg/kg/h, mcg/kg/min, mL/h)"
-                if kind is DoseKind.INFUSION
-                else "an amount (mg, mg/kg)"
-            )
-            raise WrongDimensionError(
-                f"{field}.dose.unit", f"an IV {kind.value} needs {wanted}, not {dose.unit.text!r}"
-            )
-        kind = implied
-        _check_dose_value(dose, field)
+    if dose is not None:
+        kind = checked_dose(route, dose, kind, field).kind
     elif route is not Route.INTRAVENOUS:
         kind = None
-        if dose is not None:
-            _check_dose_value(dose, field)
     return KetamineOrder(
         route=route,
         kind=kind,
@@ -159,7 +171,28 @@ def ketamine_order(
         concentration_mg_per_ml=concentration_mg_per_ml,
         pca_sole_agent=pca_sole_agent,
         source=source,
+        then=then,
+        dose_unreadable=dose_unreadable,
     )
+
+
+def checked_dose(route: Route, dose: Quantity, kind: DoseKind | None, field: str) -> OrderDose:
+    """One dose of an order, its kind implied by its unit for IV (a stated kind must agree)."""
+    if route is not Route.INTRAVENOUS:
+        _check_dose_value(dose, field)
+        return OrderDose(None, dose)
+    implied = DoseKind.INFUSION if dose.unit.is_rate else DoseKind.BOLUS
+    if kind is not None and kind is not implied:
+        wanted = (
+            "a rate (e.g. mg/h, mg/kg/h, mcg/kg/min, mL/h)"
+            if kind is DoseKind.INFUSION
+            else "an amount (mg, mg/kg)"
+        )
+        raise WrongDimensionError(
+            f"{field}.dose.unit", f"an IV {kind.value} needs {wanted}, not {dose.unit.text!r}"
+        )
+    _check_dose_value(dose, field)
+    return OrderDose(implied, dose)
 
 
 def _check_dose_value(dose: Quantity, field: str) -> None:

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
-from ._assessment import Assessment, Clause, DoseLimits, DoseMath, Finding
-from ._facts import Coded
+from ._assessment import Assessment, Clause, DoseCheck, DoseLimits, DoseMath, Finding
+from ._facts import Coded, DoseKind
 from ._kb import SYSTEM_LABELS, KnowledgeBase, Statement, load_knowledge, short_system
 from ._units import Quantity, format_number, round_for_display
 
@@ -146,6 +146,23 @@ def limits_json(limits: DoseLimits, setting: str) -> dict[str, Any]:
     }
 
 
+def _dose_check_json(check: DoseCheck) -> dict[str, Any]:
+    bolus = check.kind is DoseKind.BOLUS
+    return {
+        "statement": check.statement,
+        "kind": check.kind.value,
+        "ordered": str(check.ordered),
+        "amount": _number(check.amount),
+        "amount_unit": "mg" if bolus else "mg/h",
+        "per_kg": _number(check.per_kg),
+        "per_kg_unit": "mg/kg" if bolus else "mg/kg/h",
+        "limit_per_kg": _number(check.limit_per_kg),
+        "limit_amount": _number(check.limit_amount),
+        "status": check.status.value,
+        "dose_index": check.index,
+    }
+
+
 def assessment_json(assessment: Assessment, kb: KnowledgeBase | None = None) -> dict[str, Any]:
     """The assessment as the contract's JSON object (plus documented extra fields)."""
     kb = kb or load_knowledge()
@@ -156,20 +173,8 @@ def assessment_json(assessment: Assessment, kb: KnowledgeBase | None = None) -> 
         "verdict_reason": verdict_reason(assessment),
         "findings": [finding_json(f) for f in sorted_findings(assessment)],
         "dose_limits": limits_json(assessment.dose_limits, assessment.setting.value),
-        "dose_check": None
-        if check is None
-        else {
-            "statement": check.statement,
-            "kind": check.kind.value,
-            "ordered": str(check.ordered),
-            "amount": _number(check.amount),
-            "amount_unit": "mg" if check.kind.value == "bolus" else "mg/h",
-            "per_kg": _number(check.per_kg),
-            "per_kg_unit": "mg/kg" if check.kind.value == "bolus" else "mg/kg/h",
-            "limit_per_kg": _number(check.limit_per_kg),
-            "limit_amount": _number(check.limit_amount),
-            "status": check.status.value,
-        },
+        "dose_check": None if check is None else _dose_check_json(check),
+        "dose_checks": [_dose_check_json(c) for c in assessment.dose_checks],
         "missing_information": [
             {"datum": m.datum, "reason": m.reason, "statement": m.statement, "decisive": m.decisive}
             for m in assessment.missing
@@ -242,10 +247,7 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
         lines.append(_wrap(_plain(detail), "    "))
         lines.append(_wrap(f"Source: {st.source.label}. {st.source.url}", "    "))
     lines += ["", *_limits_lines(data["dose_limits"])]
-    if data["dose_check"]:
-        c = data["dose_check"]
-        check = assessment.dose_check
-        assert check is not None
+    for check, c in zip(assessment.dose_checks, data["dose_checks"], strict=True):
         per_kg_order = check.ordered.unit.per_kg
         also = (check.amount, c["amount_unit"]) if per_kg_order else (check.per_kg, c["per_kg_unit"])
         lines.append(f"  Ordered {c['kind']}: {c['ordered']} ({display_value(also)}) -> {c['status']}")

@@ -39,7 +39,7 @@ from ketamine_cds import (
 )
 from ketamine_cds._errors import NotFHIRError
 from ketamine_cds._units import amount_per_dose
-from ketamine_cds.adapters.fhir import facts_from_bundle, is_ketamine_order
+from ketamine_cds.adapters.fhir import facts_from_bundle, is_ketamine_order, order_dose_positions
 
 
 def order_of(*resources: dict[str, Any], order_id: str | None = None) -> KetamineOrder:
@@ -397,3 +397,75 @@ def test_is_ketamine_order_agrees_with_the_reader(status: str, text: str, refere
         request, medications = ketamine(status=status, medication={"text": text}), []
     facts = read(request, *(m for _, m in medications))
     assert is_ketamine_order(request, medications) is (facts.order is not None)
+
+
+# --- orders that give more than one dose, and doses written as text ---------------------------------
+
+
+def two_doses(first: dict[str, Any], second: dict[str, Any], *, second_route: Any = IV) -> dict[str, Any]:
+    """A loading dose, then a second dosage instruction (a maintenance infusion)."""
+    request = ketamine(id="k2", dose=first)
+    later: dict[str, Any] = {"sequence": 2, "doseAndRate": [second]}
+    if second_route is not None:
+        later["route"] = second_route
+    request["dosageInstruction"].append(later)
+    return request
+
+
+def test_a_bolus_then_an_infusion_are_both_read() -> None:
+    order = order_of(two_doses(quantity("0.3", "mg/kg"), {"rateQuantity": quantity(3, "mg/kg/h")}))
+    assert [(d.kind, str(d.dose)) for d in order.doses] == [
+        (DoseKind.BOLUS, "0.3 mg/kg"),
+        (DoseKind.INFUSION, "3 mg/kg/h"),
+    ]
+
+
+def test_two_dose_and_rate_entries_of_one_instruction_are_both_read() -> None:
+    request = ketamine(id="k2", dose=quantity(20, "mg"))
+    request["dosageInstruction"][0]["doseAndRate"].append({"rateQuantity": quantity(40, "mg/h")})
+    assert [d.kind for d in order_of(request).doses] == [DoseKind.BOLUS, DoseKind.INFUSION]
+    assert order_dose_positions(request) == [(0, 0), (0, 1)]
+
+
+def test_a_later_instruction_without_route_takes_the_orders_route() -> None:
+    order = order_of(two_doses(quantity(20, "mg"), {"rateQuantity": quantity(40, "mg/h")}, second_route=None))
+    assert order.route is Route.INTRAVENOUS and len(order.doses) == 2
+
+
+def test_two_routes_in_one_order_are_an_error_naming_the_second() -> None:
+    with pytest.raises(InputError) as caught:
+        read(
+            patient(),
+            two_doses(quantity(20, "mg"), {"doseQuantity": quantity(1, "mg/kg")}, second_route=ORAL),
+        )
+    assert caught.value.field == "MedicationRequest/k2.dosageInstruction[1].route"
+    assert "two routes" in caught.value.message
+
+
+def test_an_error_in_the_second_dose_names_its_own_field() -> None:
+    with pytest.raises(WrongDimensionError) as caught:
+        read(patient(), two_doses(quantity(20, "mg"), {"rateQuantity": quantity(40, "mg")}))
+    assert caught.value.field == "MedicationRequest/k2.dosageInstruction[1].doseAndRate[0].rateQuantity.unit"
+
+
+def test_a_dose_written_only_as_text_is_reported_unreadable() -> None:
+    request = ketamine(id="k3")
+    request["dosageInstruction"][0]["text"] = "ketamine 1 mg/kg IV push now"
+    order = order_of(request)
+    assert order.dose is None and order.doses == ()
+    assert order.dose_unreadable is not None and "1 mg/kg IV push now" in order.dose_unreadable
+
+
+def test_a_text_instruction_beside_a_coded_dose_is_still_reported() -> None:
+    request = ketamine(id="k3", dose=quantity(20, "mg"))
+    request["dosageInstruction"].append({"text": "then 0.5 mg/kg/h until the morning"})
+    order = order_of(request)
+    assert len(order.doses) == 1
+    assert order.dose_unreadable is not None and order.dose_unreadable.startswith("dosage instruction 2")
+
+
+def test_a_coded_dose_with_its_text_is_readable() -> None:
+    request = ketamine(id="k3", dose=quantity(20, "mg"))
+    request["dosageInstruction"][0]["text"] = "20 mg IV once"
+    assert order_of(request).dose_unreadable is None
+    assert order_of(ketamine()).dose_unreadable is None  # a route and no dose: an eligibility question

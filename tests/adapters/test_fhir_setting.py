@@ -131,3 +131,27 @@ def test_an_iv_ketamine_administration_is_prior_iv_ketamine() -> None:
     assert read(patient(), administration(ORAL)).prior_iv_ketamine is False
     assert read(patient(), administration(IV, status="not-done")).prior_iv_ketamine is False
     assert read(patient(), administration(None)).prior_iv_ketamine is None
+
+
+@pytest.mark.parametrize("words", ["Surgical ICU", "Intensive care overflow"])
+def test_a_coded_type_decides_over_the_words_beside_it(words: str) -> None:
+    ward = location("unit", "HU")
+    ward["type"][0]["text"] = words
+    assert read(encounter(locations=("Location/unit",)), ward).setting is Setting.NON_INTENSIVE_CARE
+
+
+@pytest.mark.parametrize(
+    "words",
+    ["Surgical step-down (non-ICU)", "Non ICU ward", "Post-ICU recovery", "Step-down from intensive care"],
+)
+def test_words_that_deny_intensive_care_are_not_intensive_care(words: str) -> None:
+    unit = location("unit", None)
+    unit["type"] = [{"text": words}]
+    assert read(encounter(locations=("Location/unit",)), unit).setting is Setting.NON_INTENSIVE_CARE
+
+
+@pytest.mark.parametrize("words", ["Medical ICU", "Neuro intensive-care unit"])
+def test_words_that_name_intensive_care_are_intensive_care(words: str) -> None:
+    unit = location("unit", None)
+    unit["type"] = [{"text": words}]
+    assert read(encounter(locations=("Location/unit",)), unit).setting is Setting.INTENSIVE_CARE

@@ -280,6 +280,25 @@ def test_suggestion_keeps_the_rest_of_the_order(client: httpx.Client, templates:
     assert updated["dosageInstruction"][0]["route"] == order["dosageInstruction"][0]["route"]
 
 
+def test_an_infusion_after_a_loading_bolus_is_checked_and_its_own_entry_suggested(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    order = ketamine(dose=quantity("0.3", "mg/kg"))
+    order["dosageInstruction"].append(
+        {
+            "sequence": 2,
+            "route": order["dosageInstruction"][0]["route"],
+            "doseAndRate": [{"rateQuantity": quantity(3, "mg/kg/h")}],
+        }
+    )
+    (card,) = call(client, surgery_case(order, icu=False), "order-sign", templates)
+    assert statements([card]) == ["dose-infusion-limit"] and card["indicator"] == "critical"
+    updated = card["suggestions"][0]["actions"][0]["resource"]
+    assert updated["dosageInstruction"][0] == order["dosageInstruction"][0]  # the bolus stays as ordered
+    assert updated["dosageInstruction"][1]["doseAndRate"][0]["rateQuantity"]["value"] == 1
+    assert call(client, surgery_case(updated, icu=False), "order-sign", templates) == []
+
+
 # --- input the engine cannot read: a warning card, never a 500 ---------------------------------------
 
 

@@ -4,8 +4,9 @@ from fractions import Fraction
 
 import pytest
 
-from builders import ids, iv, messages, run
-from ketamine_cds import DoseStatus, Setting, Verdict
+from builders import ids, iv, messages, qty, run
+from ketamine_cds import DoseStatus, OrderDose, Route, Setting, Verdict
+from ketamine_cds._facts import checked_dose
 
 S = "dose-bolus-limit"
 
@@ -72,3 +73,26 @@ def test_eligibility_question_reports_max_bolus_for_weight() -> None:
 
 def test_infusion_order_does_not_cite_the_bolus_statement() -> None:
     assert S not in ids(run(order=iv("0.5", "mg/kg/h")))
+
+
+def then(value: str | int, unit: str) -> tuple[OrderDose, ...]:
+    """A further dose of the same IV order (a maintenance infusion after the loading bolus)."""
+    return (checked_dose(Route.INTRAVENOUS, qty(value, unit), None, "order"),)
+
+
+@pytest.mark.parametrize(
+    ("bolus", "status"),
+    [("0.36", DoseStatus.EXCEEDS), ("0.35", DoseStatus.WITHIN), ("0.34", DoseStatus.WITHIN)],
+)
+def test_a_loading_bolus_is_checked_when_an_infusion_follows(bolus: str, status: DoseStatus) -> None:
+    a = run(order=iv(bolus, "mg/kg", then=then("0.5", "mg/kg/h")))
+    assert [c.status for c in a.dose_checks] == [status, DoseStatus.WITHIN]
+    assert messages(a, S) == [status.value] and messages(a, "dose-infusion-limit") == ["within"]
+    assert (a.verdict is Verdict.DOSE_EXCEEDS_LIMIT) is (status is DoseStatus.EXCEEDS)
+
+
+def test_two_boluses_over_the_limit_are_two_findings() -> None:
+    a = run(order=iv(40, "mg", then=then(30, "mg")))  # 80 kg: max 28 mg
+    assert messages(a, S) == ["exceeds", "exceeds"]
+    assert [c.index for c in a.dose_checks] == [0, 1]
+    assert [m.datum for m in a.missing] == []

@@ -4,8 +4,9 @@ from fractions import Fraction
 
 import pytest
 
-from builders import ids, iv, messages, run
-from ketamine_cds import DoseStatus, Setting, Verdict
+from builders import ids, iv, messages, qty, run
+from ketamine_cds import DoseStatus, Route, Setting, Verdict
+from ketamine_cds._facts import checked_dose
 
 S = "dose-infusion-limit"
 
@@ -73,3 +74,27 @@ def test_eligibility_question_reports_max_rate_for_weight() -> None:
 
 def test_bolus_order_does_not_cite_the_infusion_statement() -> None:
     assert S not in ids(run(order=iv(20, "mg")))
+
+
+@pytest.mark.parametrize(
+    ("rate", "status"),
+    [("1.01", DoseStatus.EXCEEDS), ("1", DoseStatus.WITHIN), ("0.99", DoseStatus.WITHIN)],
+)
+def test_an_infusion_after_a_loading_bolus_is_checked(rate: str, status: DoseStatus) -> None:
+    follow = (checked_dose(Route.INTRAVENOUS, qty(rate, "mg/kg/h"), None, "order"),)
+    a = run(order=iv("0.3", "mg/kg", then=follow))
+    assert messages(a, "dose-bolus-limit") == ["within"] and messages(a, S) == [status.value]
+    assert (a.verdict is Verdict.DOSE_EXCEEDS_LIMIT) is (status is DoseStatus.EXCEEDS)
+    assert a.dose_check is not None
+    assert a.dose_check.statement == (S if status is DoseStatus.EXCEEDS else "dose-bolus-limit")
+
+
+def test_an_absolute_bolus_and_rate_without_weight_need_the_weight_once() -> None:
+    follow = (checked_dose(Route.INTRAVENOUS, qty(40, "mg/h"), None, "order"),)
+    a = run(order=iv(20, "mg", then=follow), weight_kg=None)
+    assert [c.status for c in a.dose_checks] == [DoseStatus.NO_WEIGHT, DoseStatus.NO_WEIGHT]
+    assert [(m.datum, m.statement) for m in a.missing] == [
+        ("weight", "dose-bolus-limit"),
+        ("weight", S),
+    ]
+    assert a.verdict is Verdict.NEEDS_INFORMATION

@@ -29,9 +29,11 @@ from .._facts import (
     Facts,
     KetamineOrder,
     OpioidUse,
+    OrderDose,
     PlannedProcedure,
     Route,
     Setting,
+    checked_dose,
     checked_weight,
     ketamine_order,
 )
@@ -48,6 +50,7 @@ __all__ = [
     "facts_from_bundle",
     "facts_from_resources",
     "is_ketamine_order",
+    "order_dose_positions",
     "validate_r4",
 ]
 
@@ -135,7 +138,13 @@ _ROLE_CODE_SYSTEMS = frozenset(
     }
 )
 _INTENSIVE_CARE_ROLE_CODES = frozenset({"ICU", "PEDICU", "PEDNICU"})
-_INTENSIVE_CARE_WORDS = re.compile(r"\b(?:icu|intensive care)\b", re.IGNORECASE)
+_INTENSIVE_CARE_WORDS = re.compile(r"\b(?:icu|intensive[ -]care)\b", re.IGNORECASE)
+# Words that name intensive care only to deny or qualify it ("non-ICU", "post-ICU", "step-down from ICU"):
+# a type written so is not intensive care. Reading it as intensive care would switch the infusion limit off.
+_HEDGED_INTENSIVE_CARE = re.compile(
+    r"\b(?:non|not|no|post|pre|ex)\b[\s()-]*(?:icu|intensive)\b|\bstep[ -]?down\b|\bintermediate\b",
+    re.IGNORECASE,
+)
 # v3 ActCode encounter classes that are never intensive care: ambulatory, emergency, virtual, home health.
 _NON_INTENSIVE_CLASSES = frozenset({"AMB", "EMER", "VR", "HH"})
 
@@ -651,33 +660,95 @@ class _Dose:
 
 
 def _ketamine_order(chosen: _Request, kb: KnowledgeBase) -> KetamineOrder:
+    """The order with every dose it gives: each doseAndRate of each dosage instruction (a loading bolus
+    and then an infusion are two doses), all by the one route the order names."""
     request = chosen.request
-    dosage = _first(request.data, "dosageInstruction")
-    route = _order_route(dosage, request.at("dosageInstruction[0].route"))
-    dose = _order_dose(dosage, request.at("dosageInstruction[0].doseAndRate[0]"))
+    route = _order_route(request)
+    doses = [_order_dose(request, i, j) for i, j in order_dose_positions(request.data)]
     concentration = None
-    if dose is not None and dose.quantity.unit.amount == "volume":
+    if any(d.quantity.unit.amount == "volume" for d in doses):
         concentration = _concentration(chosen.drug, kb)
+    checked = [_checked_dose(route, dose) for dose in doses]
+    first = checked[0] if checked else None
+    return ketamine_order(
+        route=route,
+        dose=first.dose if first else None,
+        kind=first.kind if first else None,
+        concentration_mg_per_ml=concentration,
+        source=_drug_source(chosen.drug, "ketamine"),
+        field=request.label,
+        then=tuple(checked[1:]),
+        dose_unreadable=_unreadable_dose(request),
+    )
+
+
+def _checked_dose(route: Route, dose: _Dose) -> OrderDose:
     try:
-        return ketamine_order(
-            route=route,
-            dose=dose.quantity if dose else None,
-            kind=dose.kind if dose else None,
-            concentration_mg_per_ml=concentration,
-            source=_drug_source(chosen.drug, "ketamine"),
-            field=request.label,
-        )
+        return checked_dose(route, dose.quantity, dose.kind, dose.value_field.rsplit(".", 1)[0])
     except InputError as exc:
-        if dose is None:
-            raise
         field = dose.value_field if exc.field.endswith(".value") else dose.unit_field
         raise type(exc)(field, exc.message) from None
 
 
-def _order_route(dosage: Json, field: str) -> Route:
-    concept = _mapping(dosage, "route")
-    if not _codings(concept) and not _text(concept, "text"):
-        raise InputError(field, "the ketamine order has no route (intravenous, oral or intranasal)")
+_DOSE_KEYS = ("rateQuantity", "rateRatio", "rateRange", "doseQuantity", "doseRange")
+
+
+def order_dose_positions(order: Any) -> list[tuple[int, int]]:
+    """Where a MedicationRequest's doses are: (dosageInstruction, doseAndRate) indexes of every entry that
+    gives a dose or a rate, in the sequence the reader checks them (a suggestion updates the same entry)."""
+    positions = []
+    for i, dosage in enumerate(_list(order, "dosageInstruction")):
+        for j, entry in enumerate(_list(dosage, "doseAndRate")):
+            if isinstance(entry, _OBJECT) and any(key in entry for key in _DOSE_KEYS):
+                positions.append((i, j))
+    return positions
+
+
+def _unreadable_dose(request: _Resource) -> str | None:
+    """Why a dose the order writes down is not checked: a dosage instruction with words but no dose."""
+    with_dose = {i for i, _ in order_dose_positions(request.data)}
+    for i, dosage in enumerate(_list(request.data, "dosageInstruction")):
+        if i in with_dose or not isinstance(dosage, _OBJECT):
+            continue
+        text = _text(dosage, "text")
+        if text or _list(dosage, "doseAndRate"):
+            words = f' ("{_short_text(text)}")' if text else ""
+            return (
+                f"dosage instruction {i + 1} of the ketamine order has no coded dose or rate{words}: "
+                "a dose written that way is not checked against the limits"
+            )
+    return None
+
+
+def _short_text(text: str, room: int = 60) -> str:
+    return text if len(text) <= room else text[: room - 1].rstrip() + "…"
+
+
+def _order_route(request: _Resource) -> Route:
+    """The one route of the order: every dosage instruction that names a route must name the same one."""
+    found: list[tuple[Route, str]] = []
+    for i, dosage in enumerate(_list(request.data, "dosageInstruction")):
+        concept = _mapping(dosage, "route")
+        if _codings(concept) or _text(concept, "text"):
+            field = request.at(f"dosageInstruction[{i}].route")
+            found.append((_route(concept, field), field))
+    if not found:
+        raise InputError(
+            request.at("dosageInstruction[0].route"),
+            "the ketamine order has no route (intravenous, oral or intranasal)",
+        )
+    route = found[0][0]
+    for other, field in found[1:]:
+        if other is not route:
+            raise InputError(
+                field,
+                f"the order's dosage instructions give two routes ({route.value}, {other.value}); "
+                "assess one route at a time",
+            )
+    return route
+
+
+def _route(concept: Json, field: str) -> Route:
     routes = _routes(concept)
     if len(routes) == 1:
         return next(iter(routes))
@@ -697,11 +768,12 @@ def _routes(concept: Json) -> set[Route]:
     return {route for pattern, route in _ROUTE_WORDS for name in names if pattern.search(name)}
 
 
-def _order_dose(dosage: Json, field: str) -> _Dose | None:
-    """The first doseAndRate: a rate (quantity, ratio, or the high end of a range) is an infusion, else a
+def _order_dose(request: _Resource, i: int, j: int) -> _Dose:
+    """One doseAndRate entry: a rate (quantity, ratio, or the high end of a range) is an infusion, else a
     dose (quantity, or the high end of a range) is a bolus. When both are written, the rate is the order:
     the dose is then the bag's content, not a bolus."""
-    dose_and_rate = _first(dosage, "doseAndRate")
+    dose_and_rate = _list(_list(request.data, "dosageInstruction")[i], "doseAndRate")[j]
+    field = request.at(f"dosageInstruction[{i}].doseAndRate[{j}]")
     if "rateQuantity" in dose_and_rate:
         return _quantity_dose(dose_and_rate["rateQuantity"], DoseKind.INFUSION, f"{field}.rateQuantity")
     if "rateRatio" in dose_and_rate:
@@ -711,10 +783,8 @@ def _order_dose(dosage: Json, field: str) -> _Dose | None:
         return _quantity_dose(high, DoseKind.INFUSION, f"{field}.rateRange.high")
     if "doseQuantity" in dose_and_rate:
         return _quantity_dose(dose_and_rate["doseQuantity"], DoseKind.BOLUS, f"{field}.doseQuantity")
-    if "doseRange" in dose_and_rate:
-        high = _mapping(dose_and_rate, "doseRange").get("high")
-        return _quantity_dose(high, DoseKind.BOLUS, f"{field}.doseRange.high")
-    return None
+    high = _mapping(dose_and_rate, "doseRange").get("high")
+    return _quantity_dose(high, DoseKind.BOLUS, f"{field}.doseRange.high")
 
 
 def _quantity_dose(raw: Any, kind: DoseKind, field: str) -> _Dose:
@@ -1116,11 +1186,13 @@ def _is_intensive_care(location: _Resource | None) -> bool | None:
         return None
     types = [t for t in _list(location.data, "type") if isinstance(t, _OBJECT)]
     codings = [c for t in types for c in _codings(t)]
-    if any(s in _ROLE_CODE_SYSTEMS and c in _INTENSIVE_CARE_ROLE_CODES for s, c, _ in codings):
+    role_codes = [c for s, c, _ in codings if s in _ROLE_CODE_SYSTEMS]
+    if role_codes:  # a coded v3 RoleCode type decides; words beside it do not override it
+        return any(c in _INTENSIVE_CARE_ROLE_CODES for c in role_codes)
+    names = [n for t in types for n in _names(t)]
+    if any(_INTENSIVE_CARE_WORDS.search(n) and not _HEDGED_INTENSIVE_CARE.search(n) for n in names):
         return True
-    if any(_INTENSIVE_CARE_WORDS.search(n) for t in types for n in _names(t)):
-        return True
-    return False if codings or any(_names(t) for t in types) else None
+    return False if codings or names else None
 
 
 def _prior_iv_ketamine(

@@ -27,6 +27,7 @@ from .._facts import DoseKind
 from .._kb import Statement
 from .._render import SUMMARY_MAX, finding_texts, sorted_findings, verdict_reason
 from .._units import format_number
+from ..adapters.fhir import order_dose_positions
 
 Json = dict[str, Any]
 
@@ -149,7 +150,7 @@ def _card(finding: Finding, assessment: Assessment, order: Json, base_url: str) 
         ],
     }
     if finding.message_key in _OVER_LIMIT:
-        suggestion = dose_suggestion(assessment, order)
+        suggestion = dose_suggestion(assessment, order, _dose_index(finding))
         if suggestion is not None:
             card["suggestions"] = [suggestion]
             card["selectionBehavior"] = "at-most-one"
@@ -171,10 +172,16 @@ def _plain_number(value: Decimal | Fraction) -> int | float:
     return int(dec) if dec == dec.to_integral_value() else float(dec)
 
 
-def dose_suggestion(assessment: Assessment, order: Json) -> Json | None:
+def _dose_index(finding: Finding) -> int:
+    index = finding.params.get("dose_index", 0)
+    return index if isinstance(index, int) else 0
+
+
+def dose_suggestion(assessment: Assessment, order: Json, dose_index: int = 0) -> Json | None:
     """Update the draft MedicationRequest to the limit, in the unit system it was written in: a per-kg order
-    to 0.35 mg/kg or 1 mg/kg/h, an absolute one to the largest dose in mg or rate in mg/h for this weight."""
-    check = assessment.dose_check
+    to 0.35 mg/kg or 1 mg/kg/h, an absolute one to the largest dose in mg or rate in mg/h for this weight.
+    ``dose_index`` is the dose of the order the suggestion changes (the others stay as ordered)."""
+    check = next((c for c in assessment.dose_checks if c.index == dose_index), None)
     if check is None or check.status not in (DoseStatus.EXCEEDS, DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE):
         return None
     bolus = check.kind is DoseKind.BOLUS
@@ -189,13 +196,11 @@ def dose_suggestion(assessment: Assessment, order: Json) -> Json | None:
     resource = json_safe(order)
     if resource is None:
         return None
-    dosages = resource.get("dosageInstruction")
-    if not isinstance(dosages, list) or not dosages or not isinstance(dosages[0], dict):
+    positions = order_dose_positions(resource)
+    if dose_index >= len(positions):
         return None
-    rates = dosages[0].get("doseAndRate")
-    if not isinstance(rates, list) or not rates or not isinstance(rates[0], dict):
-        return None
-    dose_and_rate: Json = rates[0]
+    i, j = positions[dose_index]
+    dose_and_rate: Json = resource["dosageInstruction"][i]["doseAndRate"][j]
     quantity = {"value": _plain_number(value), "unit": unit, "system": UCUM, "code": unit}
     if bolus:
         dose_and_rate.pop("doseRange", None)
