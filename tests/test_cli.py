@@ -176,3 +176,15 @@ def test_limits_rejects_impossible_weights(weight: str) -> None:
 def test_enormous_exponents_are_refused_at_once_not_computed(text: str) -> None:
     done = cli("assess", "-", stdin=text)
     assert done.returncode == 2 and "out of range" in done.stderr
+
+
+def test_an_unpaired_surrogate_escape_is_not_text_and_exits_2() -> None:
+    done = cli("assess", "-", "--json", stdin='{"indication": "perioperative", "note": "x\\ud800"}')
+    assert done.returncode == 2 and "surrogate" in done.stderr and "Traceback" not in done.stderr
+    paired = cli(
+        "assess",
+        "-",
+        "--json",
+        stdin='{"indication": "perioperative", "procedure": {"display": "\\ud83d\\ude00"}}',
+    )
+    assert "surrogate" not in paired.stderr

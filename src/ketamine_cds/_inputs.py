@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -15,13 +16,43 @@ from ._units import bounded
 
 
 def parse_json(text: str | bytes) -> Any:
-    """JSON with every number read exactly (``Decimal``), never through a binary float."""
+    """JSON with every number read exactly (``Decimal``), never through a binary float, and every string
+    valid Unicode text."""
     try:
-        return json.loads(text, parse_float=_decimal, parse_constant=Decimal)
+        data = json.loads(text, parse_float=_decimal, parse_constant=Decimal)
     except InputError:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise NotJSONError("", f"not JSON ({exc})") from None
+    escape = _SURROGATE_ESCAPE_BYTES if isinstance(text, bytes) else _SURROGATE_ESCAPE
+    if escape.search(text) and _has_lone_surrogate(data):  # type: ignore[arg-type]
+        raise NotJSONError(
+            "", r"a string holds an unpaired UTF-16 surrogate escape (\ud800-\udfff), which is not text"
+        )
+    return data
+
+
+# JSON may escape half of a UTF-16 pair alone ("\ud800"); json.loads then returns a str that cannot be
+# encoded, stored or answered. Paired escapes (an emoji) decode to one character and pass. The regex is a
+# cheap pre-check on the raw text; only when it matches is the parsed value walked.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _decimal(text: str) -> Decimal:

@@ -211,6 +211,13 @@ def test_feedback_endpoint_needs_a_token_for_its_own_url(secured: Secured) -> No
     assert_passes(secured.call(secured.rsa.sign(claims(EHR, secured.server.url + path)), path=path))
 
 
+def test_feedback_is_authenticated_before_its_body_is_read(secured: Secured) -> None:
+    """401 first, as on the hook route: an unauthenticated caller learns nothing about the body."""
+    url = secured.server.url + secured.path + "/feedback"
+    response = httpx.post(url, content=b"[1.5, 2.5", headers={"Content-Type": "application/json"}, timeout=30)
+    assert_refused(response, "Authorization header")
+
+
 # --- refused -------------------------------------------------------------------------------------------
 
 TokenMaker = Callable[[Secured], str]

@@ -761,3 +761,78 @@ def test_on_postgresql_hook_calls_are_audited_before_the_answer_and_feedback_is_
             assert uuids and sorted(u for (u,) in stored) == sorted(uuids)
         outcome = db.execute("SELECT outcome FROM feedback WHERE card = %s", (first_card,)).fetchall()
     assert outcome == [("accepted",)]
+
+
+# --- review findings: input that must be refused or reported, never a 500 or a silent pass -----------
+
+
+def test_an_unpaired_surrogate_is_400_and_nothing_is_recorded(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    instance = str(uuid.uuid4())
+    case = surgery_case(ketamine(dose=quantity(10, "mg")), condition("58214004", "Schizo\ud800phrenia"))
+    text = json.dumps(case.request("order-sign", templates, hookInstance=instance))  # ASCII, "\ud800" escaped
+    response = client.post(SIGN, content=text, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "surrogate" in response.json()["error"]
+    hook = json.dumps(case.request("order-sign", templates)).replace('"order-sign"', '"x\\ud800"', 1)
+    assert client.post(SIGN, content=hook, headers={"Content-Type": "application/json"}).status_code == 400
+    with _db(dev_server) as db:
+        assert db.execute(
+            "SELECT count(*) FROM assessments WHERE hook_instance = ?", (instance,)
+        ).fetchone() == (0,)
+
+
+def test_a_nul_in_a_stored_string_is_400(client: httpx.Client, templates: dict[str, str]) -> None:
+    case = surgery_case(ketamine(dose=quantity(10, "mg")))
+    response = client.post(SIGN, json=case.request("order-sign", templates, hookInstance="abc\x00def"))
+    assert response.status_code == 400 and "hookInstance" in response.json()["error"]
+    item = {"card": str(uuid.uuid4()), "outcome": "overridden", "overrideReason": {"userComment": "a\x00b"}}
+    response = client.post(SIGN + "/feedback", json={"feedback": [item]})
+    assert response.status_code == 400 and "userComment" in response.json()["error"]
+
+
+def test_two_draft_orders_with_one_id_are_400(client: httpx.Client, templates: dict[str, str]) -> None:
+    case = Case(
+        [patient(), weight(70), planned_procedure()],
+        [ketamine(dose=quantity(10, "mg")), ketamine(dose=quantity(500, "mg"))],  # both "k1"
+    )
+    response = client.post(SIGN, json=case.request("order-sign", templates))
+    assert response.status_code == 400 and "'k1'" in response.json()["error"]
+
+
+def test_a_draft_without_an_id_gets_its_card_but_no_update_it_cannot_address(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    order = ketamine(dose=quantity(500, "mg"))
+    del order["id"]
+    (card,) = call(client, surgery_case(order), "order-sign", templates)
+    assert card["indicator"] == "critical" and "suggestions" not in card
+
+
+@pytest.mark.parametrize("stamp", ["2026-11-24", "2026-11-24T10:00:00", "yesterday"])
+def test_an_outcome_timestamp_must_be_a_utc_date_and_time(client: httpx.Client, stamp: str) -> None:
+    item = {"card": str(uuid.uuid4()), "outcome": "accepted", "outcomeTimestamp": stamp}
+    response = client.post(SIGN + "/feedback", json={"feedback": [item]})
+    assert response.status_code == 400 and "outcomeTimestamp" in response.json()["error"]
+    item["outcomeTimestamp"] = "2026-11-24T10:00:00Z"
+    assert client.post(SIGN + "/feedback", json={"feedback": [item]}).status_code == 200
+
+
+def test_an_absolute_dose_without_a_weight_warns_at_signing(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = Case([patient(), planned_procedure()], [ketamine(dose=quantity(5000, "mg"))])
+    (card,) = call(client, case, "order-sign", templates)
+    assert card["indicator"] == "warning" and "no body weight" in card["summary"]
+    assert "overrideReasons" not in card
+
+
+def test_a_dose_given_only_in_words_warns_at_signing_with_the_limits(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    order = ketamine()
+    order["dosageInstruction"][0]["text"] = "ketamine 1 mg/kg IV push now"
+    cards = call(client, surgery_case(order), "order-sign", templates)
+    (card,) = [c for c in cards if c["summary"].startswith("Ketamine dose not checked")]
+    assert card["indicator"] == "warning"
+    assert "1 mg/kg IV push now" in card["detail"] and "max 24.5 mg for 70 kg" in card["detail"]

@@ -127,6 +127,48 @@ def test_the_latest_weight_is_used_from_a_fetched_search(client: httpx.Client) -
     assert "Bolus 30 mg (0.43 mg/kg) is over the 0.35 mg/kg limit: max 24.5 mg" in cards
 
 
+def test_a_prefetch_bundle_with_a_next_page_is_read_whole_from_the_fhir_server(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = Case(record(), [ORDER], encounter_id="e1")
+    prefetch = prefetch_for(templates, case.record, case.context)
+    with running(FhirStub(record())) as stub:
+        prefetch["conditions"] = {  # page 1 of 2, empty; the schizophrenia is on page 2
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "link": [{"relation": "next", "url": f"{stub.base}/Condition?patient=p1&_page=2"}],
+            "entry": [],
+        }
+        body = hook_request(
+            "order-sign",
+            [ORDER],
+            prefetch=prefetch,
+            encounter_id="e1",
+            fhirServer=stub.base,
+            fhirAuthorization=authorization(),
+        )
+        assert "Contraindicated: Schizophrenia" in summaries(client.post(SIGN, json=body))
+    assert [p.split("?")[0] for p in stub.paths()] == ["/fhir/Condition"]
+
+
+def test_a_paginated_prefetch_without_a_fhir_server_is_412(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = Case(record(), [ORDER], encounter_id="e1")
+    prefetch = prefetch_for(templates, case.record, case.context)
+    prefetch["conditions"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": [{"relation": "next", "url": "https://ehr.example/fhir/Condition?page=2"}],
+        "entry": [],
+    }
+    response = client.post(
+        SIGN, json=hook_request("order-sign", [ORDER], prefetch=prefetch, encounter_id="e1")
+    )
+    _precondition_failed(response, "no fhirServer")
+    assert response.json()["missingPrefetch"] == ["conditions"]
+
+
 # --- 412 --------------------------------------------------------------------------------------------
 
 
@@ -230,3 +272,22 @@ def test_no_fetch_and_no_412_when_no_ketamine_is_ordered(client: httpx.Client) -
         response = client.post(SIGN, json=body)
     assert response.status_code == 200 and response.json() == {"cards": []}
     assert stub.requests == []
+
+
+@pytest.mark.parametrize(
+    "server", ["http://[::1", "http://127.0.0.1:abc", "https://a..b/fhir", "https://xn--a.com/fhir"]
+)
+def test_412_when_the_fhir_server_url_is_malformed(client: httpx.Client, server: str) -> None:
+    body = hook_request("order-sign", [ORDER], fhirServer=server, fhirAuthorization=authorization())
+    _precondition_failed(client.post(SIGN, json=body), "")
+
+
+def test_a_token_lifetime_beyond_any_clock_is_read_not_crashed_on(client: httpx.Client) -> None:
+    port = free_port()  # nothing listens here
+    body = hook_request(
+        "order-sign",
+        [ORDER],
+        fhirServer=f"http://127.0.0.1:{port}/fhir",
+        fhirAuthorization=authorization(expires_in=10**400),
+    )
+    _precondition_failed(client.post(SIGN, json=body), "could not be reached")

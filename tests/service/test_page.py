@@ -294,6 +294,7 @@ def test_the_stylesheet_and_script_are_served(dev_server: Server) -> None:
         ({"dose_value": "1e400"}, "dose_value", "plain number"),
         ({"dose_kind": "infusion"}, "dose_unit", "an IV infusion needs a rate"),
         ({"age_years": "200"}, "age_years", "from 0 to 130"),
+        ({"age_years": "²"}, "age_years", "whole number"),  # a digit to str.isdigit, not to int()
         ({"as_of": "yesterday"}, "as_of", "must be a date"),
         ({"indication": "hangover"}, "indication", "unknown indication"),
         ({"opioid_ingredient_1": "oxycodone", "opioid_amount_1": "-5"}, "opioid_amount_1", "not be negative"),

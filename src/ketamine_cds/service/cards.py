@@ -36,6 +36,7 @@ _GUIDELINE_SOURCES = frozenset({"acute", "chronic"})
 UCUM = "http://unitsofmeasure.org"
 INPUT_ERROR = "input-error"  # the "statement" recorded for a card saying an order could not be checked
 INTERNAL_ERROR = "internal-error"
+DOSE_NOT_CHECKED = "dose-not-checked"  # recorded for a card saying a dose given only in words was not checked
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def statement_system(base_url: str) -> str:
 
 
 _OVER_LIMIT = ("exceeds", "exceeds-setting-unknown")
+_CANNOT_CHECK = ("no-weight", "no-concentration")  # a dose finding that could not be checked
 
 
 def is_interruptive(finding: Finding) -> bool:
@@ -111,11 +113,45 @@ class BuiltCard:
 
 
 def cards_for(assessment: Assessment, *, hook: str, order: Json, base_url: str) -> list[BuiltCard]:
-    """The cards for one assessed order: interruptive ones only at order-sign, all at order-select."""
+    """The cards for one assessed order: at order-sign the interruptive ones and a warning for each dose that
+    could not be checked (signing it unchecked would look checked); at order-select all of them."""
     findings = sorted_findings(assessment)
     if hook == "order-sign":
-        findings = [f for f in findings if is_interruptive(f)]
-    return [_card(f, assessment, order, base_url) for f in findings]
+        findings = [f for f in findings if is_interruptive(f) or f.message_key in _CANNOT_CHECK]
+    cards = [_card(f, assessment, order, base_url) for f in findings]
+    unread = [m for m in assessment.missing if m.datum == "dose"]
+    return cards + [_dose_not_checked_card(m.reason, assessment, base_url) for m in unread]
+
+
+def _dose_not_checked_card(reason: str, assessment: Assessment, base_url: str) -> BuiltCard:
+    """A dose the order gives only in words: not checked, with the limits it must be checked against."""
+    limits = assessment.dose_limits
+    weight = limits.weight_kg
+    bolus = f"{format_number(limits.bolus_limit_mg_per_kg)} mg/kg"
+    rate = f"{format_number(limits.infusion_limit_mg_per_kg_per_h)} mg/kg/h"
+    if weight is not None and limits.max_bolus_mg is not None:
+        bolus += f" (max {format_number(limits.max_bolus_mg)} mg for {format_number(weight)} kg)"
+    if limits.max_infusion_mg_per_h is not None:
+        rate += f" (max {format_number(limits.max_infusion_mg_per_h)} mg/h)"
+    card: Json = {
+        "uuid": str(uuid.uuid4()),
+        "summary": "Ketamine dose not checked: the order gives it only in words, not as a coded dose",
+        "detail": (
+            f"Not checked: {reason}.\n\nCheck it by hand against the {GUIDELINE}: an IV bolus "
+            f"should not exceed {bolus}, in every setting; an IV infusion should not exceed {rate} outside "
+            "intensive care. Entering the dose as a coded quantity lets the service check it."
+        ),
+        "indicator": "warning",
+        "source": {"label": f"ketamine-cds dose check ({GUIDELINE})"},
+        "links": [
+            {
+                "label": "Guideline statement: IV bolus limit",
+                "url": f"{base_url}/statements/dose-bolus-limit",
+                "type": "absolute",
+            }
+        ],
+    }
+    return BuiltCard(card, DOSE_NOT_CHECKED, "warning")
 
 
 def _card(finding: Finding, assessment: Assessment, order: Json, base_url: str) -> BuiltCard:
@@ -194,8 +230,8 @@ def dose_suggestion(assessment: Assessment, order: Json, dose_index: int = 0) ->
     else:
         return None
     resource = json_safe(order)
-    if resource is None:
-        return None
+    if resource is None or not isinstance(resource.get("id"), str) or not resource["id"]:
+        return None  # an update names its resource by id: a draft without one cannot be updated
     positions = order_dose_positions(resource)
     if dose_index >= len(positions):
         return None

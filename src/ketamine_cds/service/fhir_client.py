@@ -47,7 +47,12 @@ def _is_loopback(host: str) -> bool:
 def checked_base_url(fhir_server: str) -> str:
     """The FHIR base URL without a trailing slash. HTTPS is required (CDS Hooks 2.0: "The scheme MUST be
     https when production data is exchanged"), except on loopback, where nothing leaves the machine."""
-    parsed = urllib.parse.urlsplit(fhir_server)
+    try:
+        parsed = urllib.parse.urlsplit(fhir_server)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+        httpx.URL(fhir_server)
+    except (ValueError, httpx.InvalidURL):
+        raise FhirUnavailable("fhirServer is not a valid URL") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise FhirUnavailable("fhirServer is not an absolute http(s) URL")
     if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
@@ -55,6 +60,10 @@ def checked_base_url(fhir_server: str) -> str:
     if parsed.query or parsed.fragment:
         raise FhirUnavailable("fhirServer must be a base URL without query or fragment")
     return fhir_server.rstrip("/")
+
+
+# A year: longer than any access token lives, short enough to add to a clock reading.
+_LONGEST_TOKEN_LIFETIME_S = 365 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,8 @@ class FhirAccess:
         expires_in = authorization["expires_in"]
         if expires_in <= 0:
             raise FhirUnavailable("the fhirAuthorization access token has expired")
-        return cls(base, authorization["access_token"], received_at + expires_in, timeout_s)
+        lifetime = min(expires_in, _LONGEST_TOKEN_LIFETIME_S)  # any int is valid JSON; a float is not
+        return cls(base, authorization["access_token"], received_at + lifetime, timeout_s)
 
     def remaining(self, deadline: float) -> float:
         """Seconds left before the token expires or the overall deadline passes."""
@@ -156,7 +166,8 @@ class FhirAccess:
                     f"the access token expired while reading from the FHIR server ({key})"
                 ) from None
             raise FhirUnavailable(f"the FHIR server did not answer in time ({key})") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
+            # UnicodeError: a host name IDNA cannot encode (e.g. an empty label), raised only when connecting
             raise FhirUnavailable(
                 f"the FHIR server could not be reached ({key}: {type(exc).__name__})"
             ) from None

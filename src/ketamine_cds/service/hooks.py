@@ -214,7 +214,14 @@ def _string(data: Mapping[str, Any], key: str, where: str, *, required: bool = T
         return None  # absent (a null optional field is read as absent)
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"{where}{key} must be a non-empty string")
+    _storable(value, f"{where}{key}")
     return value
+
+
+def _storable(value: str, field: str) -> None:
+    """Strings the service stores must be storable everywhere: PostgreSQL text cannot hold NUL."""
+    if "\x00" in value:
+        raise BadRequest(f"{field} must not contain a NUL character")
 
 
 def _object(
@@ -320,6 +327,7 @@ def parse_hook_request(data: Mapping[str, Any], service: CdsService) -> HookRequ
         raise BadRequest("context.draftOrders.entry must be an array")
     drafts: list[tuple[str | None, Json]] = []
     orders: list[DraftOrder] = []
+    seen_ids: set[tuple[str, str]] = set()
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise BadRequest(f"context.draftOrders.entry[{i}] must be a JSON object")
@@ -332,6 +340,13 @@ def parse_hook_request(data: Mapping[str, Any], service: CdsService) -> HookRequ
         if not isinstance(rid, str) or not rid:
             rid = f"ketamine-cds-draft-{i}"  # internal only: suggestions carry the order as sent
             in_record["id"] = rid
+        elif (resource["resourceType"], rid) in seen_ids:
+            # The record keeps one resource per id, so the other order would go unchecked.
+            raise BadRequest(
+                f"context.draftOrders.entry[{i}].resource: two draft {resource['resourceType']}s have the "
+                f"id {rid!r}; each draft order needs its own id"
+            )
+        seen_ids.add((resource["resourceType"], rid))
         if resource["resourceType"] == "MedicationRequest" and "status" not in resource:
             in_record["status"] = "draft"  # a draft order by definition (status is required in FHIR anyway)
         drafts.append((full_url, in_record))
@@ -690,12 +705,17 @@ def _audit_records(
 
 
 def _timestamp(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise BadRequest(f"{where}outcomeTimestamp must be an ISO 8601 date and time")
+    """CDS Hooks 2.0: "ISO8601 representation of the date and time in UTC", so a date and time with its
+    offset (Z or +00:00); a bare date or a local time could not be placed on the timeline."""
+    message = f"{where}outcomeTimestamp must be a date and time in UTC, e.g. 2026-11-24T10:15:00Z"
+    if not isinstance(value, str) or "T" not in value.upper():
+        raise BadRequest(message)
     try:
-        dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"{where}outcomeTimestamp must be an ISO 8601 date and time") from None
+        raise BadRequest(message) from None
+    if moment.utcoffset() is None:
+        raise BadRequest(message)
     return value
 
 
@@ -737,6 +757,7 @@ def feedback_records(data: Mapping[str, Any], service: str, issuer: str | None) 
                 if not isinstance(override["userComment"], str):
                     raise BadRequest(f"{where}overrideReason.userComment must be a string")
                 comment = override["userComment"]
+                _storable(comment, f"{where}overrideReason.userComment")
         timestamp = _timestamp(item["outcomeTimestamp"], where) if "outcomeTimestamp" in item else None
         assert card is not None
         records.append(
@@ -764,7 +785,7 @@ def feedback_records(data: Mapping[str, Any], service: str, issuer: str | None) 
     openapi_extra=_body_spec(_FEEDBACK_SCHEMA),
     responses=_errors(400, 401, 404, 503),
 )
-def feedback(service_id: ServiceId, request: Request, body: Body, issuer: Issuer) -> JSONResponse:
+def feedback(service_id: ServiceId, request: Request, issuer: Issuer, body: Body) -> JSONResponse:
     _, kb, store = _app_state(request)
     if service_id not in _services(kb):
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")

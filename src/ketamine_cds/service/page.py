@@ -336,7 +336,7 @@ def build_case(form: FormValues, kb: KnowledgeBase) -> Built:
     if _text(form, "weight_value"):
         patient["weight"] = {"value": _number_value(form, "weight_value"), "unit": _text(form, "weight_unit")}
     if age := _text(form, "age_years"):
-        patient["age_years"] = int(age) if age.isdigit() and len(age) <= 3 else age
+        patient["age_years"] = int(age) if age.isascii() and age.isdigit() and len(age) <= 3 else age
     if sex := _text(form, "sex"):
         patient["sex"] = sex
     pregnant = _text(form, "pregnant")

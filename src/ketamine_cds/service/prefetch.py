@@ -101,7 +101,9 @@ def collect(prefetch: Mapping[str, Any] | None, wanted: Iterable[str]) -> Collec
     populate a template prefetch key, the prefetch template key MUST have a value of null"), so it counts as
     an empty result and is not fetched again. An OperationOutcome, or a Bundle carrying an error
     OperationOutcome, means the client failed to prefetch: the key is missing ("CDS Services SHOULD check any
-    prefetched data for the existence of OperationOutcomes").
+    prefetched data for the existence of OperationOutcomes"). So is a Bundle with a next page ("CDS Client MAY
+    paginate prefetch results"): read alone it would hide what is on the later pages, so the search is run
+    again on the FHIR server, which follows every page.
     """
     given = prefetch or {}
     data: dict[str, Any] = {}
@@ -115,11 +117,18 @@ def collect(prefetch: Mapping[str, Any] | None, wanted: Iterable[str]) -> Collec
             data[key] = None
         elif not isinstance(value, _OBJECT) or not isinstance(value.get("resourceType"), str):
             raise PrefetchError(f"prefetch.{key} must be a FHIR resource or null")
-        elif failed(value):
+        elif failed(value) or has_next_page(value):
             missing.append(key)
         else:
             data[key] = value
     return Collected(data, missing)
+
+
+def has_next_page(value: Mapping[str, Any]) -> bool:
+    links = value.get("link") if value.get("resourceType") == "Bundle" else None
+    return isinstance(links, list) and any(
+        isinstance(k, _OBJECT) and k.get("relation") == "next" for k in links
+    )
 
 
 def failed(value: Mapping[str, Any]) -> bool:
