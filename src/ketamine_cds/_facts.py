@@ -77,7 +77,9 @@ class PlannedProcedure:
 class OpioidUse:
     """One opioid prescription or statement, reduced to what tolerance needs.
 
-    ``daily_amount`` is mg/day, or mcg/h for transdermal fentanyl; None when the dosage could not be read.
+    ``daily_amount`` is mg/day, or mcg/h for transdermal fentanyl; None when the dosage could not be read,
+    and None for an opioid taken as needed (``as_needed``): the dosage then gives at most the largest amount
+    allowed, not the amount actually taken.
     """
 
     ingredient: str
@@ -85,6 +87,11 @@ class OpioidUse:
     start: date | None
     end: date | None
     source: Coded
+    as_needed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.as_needed and self.daily_amount is not None:
+            raise ValueError("an opioid taken as needed has no known daily amount: give daily_amount=None")
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ class Presence(StrEnum):
 class OpioidStatus:
     tolerant: Presence
     dependent: Presence
-    mme_per_day: Fraction | None  # current total, None when no opioid is active or a dose is unreadable
+    mme_per_day: Fraction | None  # current total, None when no opioid is active or a daily amount is unknown
     basis: str  # plain words: why tolerant, dependent or not
 
     @property
@@ -51,11 +51,26 @@ def mme_per_day(use: OpioidUse, kb: KnowledgeBase) -> Fraction | None:
 def _describe(use: OpioidUse, kb: KnowledgeBase, days: int | None) -> str:
     opioid = kb.opioids[use.ingredient]
     unit = "mcg/h" if opioid.unit == "ug/h" else "mg/day"
-    amount = format_number(use.daily_amount) if use.daily_amount is not None else "an unreadable dose of"
+    if use.as_needed:
+        amount = "as needed"
+    elif use.daily_amount is not None:
+        amount = f"{format_number(use.daily_amount)} {unit}"
+    else:
+        amount = f"an unreadable dose of {unit}"
     duration = f" for {days} days" if days is not None else ", start date unknown"
     mme = mme_per_day(use, kb)
     mme_text = f" ({format_number(mme)} MME/day)" if mme is not None else ""
-    return f"{use.ingredient} {amount} {unit}{duration}{mme_text}"
+    return f"{use.ingredient} {amount}{duration}{mme_text}"
+
+
+def _unknown_because(uses: list[OpioidUse]) -> str:
+    """Why the opioid uses that could not be counted leave tolerance unknown."""
+    reasons = []
+    if any(u.as_needed for u in uses):
+        reasons.append("an opioid is taken as needed, so the amount taken is not known")
+    if any(not u.as_needed or u.start is None for u in uses):
+        reasons.append("an opioid prescription's dose or start date could not be read")
+    return " and ".join(reasons)
 
 
 def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
@@ -70,7 +85,7 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
         return OpioidStatus(Presence.NOT_RECORDED, dependent, None, basis)
 
     tolerant_because: list[str] = []
-    unknown = False
+    unknown: list[OpioidUse] = []  # not counted: amount (as needed, unreadable) or start date not known
     long_mme = Fraction(0)
     total_mme: Fraction | None = Fraction(0)
     long_enough: list[str] = []
@@ -80,7 +95,7 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
         total_mme = None if mme is None or total_mme is None else total_mme + mme
         days = (facts.as_of - use.start).days if use.start is not None else None
         if mme is None or use.daily_amount is None or days is None:
-            unknown = True
+            unknown.append(use)
             continue
         if days < kb.tolerance_days:
             continue
@@ -98,7 +113,7 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
         basis = f"{'; '.join(long_enough)}: {format_number(long_mme)} MME/day in total"
         tolerant = Presence.PRESENT
     elif unknown:
-        basis = "an opioid prescription's dose or start date could not be read: " + "; ".join(
+        basis = f"{_unknown_because(unknown)}: " + "; ".join(
             _describe(u, kb, (facts.as_of - u.start).days if u.start else None) for u in active
         )
         tolerant = Presence.UNKNOWN

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fhir_bundles import EXTERNAL, SNOMED, bundle, ketamine, opioid, patient, quantity, read
+from fhir_bundles import EXTERNAL, SNOMED, bundle, concept, ketamine, opioid, patient, quantity, read
 
-from ketamine_cds import OpioidUse, load_knowledge
-from ketamine_cds._opioids import mme_per_day
+from ketamine_cds import OpioidUse, Presence, assess, load_knowledge
+from ketamine_cds._opioids import OpioidStatus, mme_per_day
 from ketamine_cds.adapters.fhir import facts_from_bundle
 
 MME_TESTS = EXTERNAL / "opioid-mme-r4-tests" / "MMECalculatorTests"
@@ -222,6 +222,80 @@ def test_an_unreadable_dosage_is_unknown_not_guessed(change: dict[str, Any]) -> 
 
 def test_tablets_of_a_product_without_strength_are_unknown() -> None:
     assert one(opioid("Acetaminophen/Hydrocodone", dose={"value": 1})).daily_amount is None
+
+
+# --- as needed (PRN) -----------------------------------------------------------------------------
+
+OXYCODONE_5 = "oxycodone hydrochloride 5 MG Oral Tablet"
+
+
+def every_4_hours(**dosage: Any) -> dict[str, Any]:
+    """One oxycodone 5 mg tablet every 4 hours (30 mg/day if taken at every time allowed), from 2026-10-01."""
+    request = opioid(OXYCODONE_5, dose={"value": 1}, period=4, period_unit="h")
+    request["dosageInstruction"][0].update(dosage)
+    return request
+
+
+def tolerance(*resources: dict[str, Any]) -> OpioidStatus:
+    return assess(read(patient(), *resources)).opioid
+
+
+@pytest.mark.parametrize(
+    "as_needed",
+    [
+        {"asNeededBoolean": True},
+        {"asNeededCodeableConcept": {"text": "pain"}},
+        {"asNeededCodeableConcept": concept(SNOMED, "22253000", "Pain")},
+    ],
+)
+def test_an_opioid_taken_as_needed_has_no_known_daily_amount(as_needed: dict[str, Any]) -> None:
+    # the regular timing is the most that may be taken, not what is taken: as needed wins
+    use = one(every_4_hours(**as_needed))
+    assert (use.ingredient, use.daily_amount, use.as_needed) == ("oxycodone", None, True)
+    assert use.start == dt.date(2026, 10, 1)
+
+
+def test_as_needed_false_is_a_scheduled_dose() -> None:
+    use = one(every_4_hours(asNeededBoolean=False))
+    assert (use.daily_amount, use.as_needed) == (Fraction(30), False)
+    assert one(every_4_hours()).daily_amount == 30
+
+
+def test_an_as_needed_part_of_doses_given_together_makes_the_whole_unknown() -> None:
+    request = every_4_hours()
+    extra = json.loads(json.dumps(request["dosageInstruction"][0]))
+    extra["asNeededBoolean"] = True
+    request["dosageInstruction"].append(extra)
+    assert (one(request).daily_amount, one(request).as_needed) == (None, True)
+
+
+def test_a_statement_taken_as_needed_has_no_known_daily_amount() -> None:
+    taken = statement("active", effectiveDateTime="2026-10-01")
+    taken["dosage"][0]["asNeededBoolean"] = True
+    use = one(taken)
+    assert (use.daily_amount, use.as_needed) == (None, True)
+
+
+def test_an_opioid_taken_as_needed_is_unknown_use_not_tolerance() -> None:
+    prn = tolerance(every_4_hours(asNeededBoolean=True))
+    assert prn.tolerant is Presence.UNKNOWN and prn.mme_per_day is None
+    assert prn.basis == (
+        "an opioid is taken as needed, so the amount taken is not known: oxycodone as needed for 54 days"
+    )
+    scheduled = tolerance(every_4_hours())
+    assert scheduled.tolerant is Presence.PRESENT
+    assert scheduled.basis == "oxycodone 30 mg/day for 54 days (45 MME/day)"
+
+
+def test_a_scheduled_opioid_beside_an_as_needed_one_still_counts() -> None:
+    prn = every_4_hours(asNeededBoolean=True)
+    at = tolerance(prn, opioid(OXYCODONE_5, id="o2", dose={"value": 2}, frequency=3))  # 30 mg/day
+    assert at.tolerant is Presence.PRESENT and at.basis == "oxycodone 30 mg/day for 54 days (45 MME/day)"
+    below = tolerance(prn, opioid(OXYCODONE_5, id="o2", dose={"value": 1}, frequency=4))  # 20 mg/day
+    assert below.tolerant is Presence.UNKNOWN  # what is taken as needed could make up the rest
+    assert below.basis.endswith(
+        "oxycodone as needed for 54 days; oxycodone 20 mg/day for 54 days (30 MME/day)"
+    )
 
 
 FENTANYL_PATCH = "72 HR Fentanyl 0.025 MG/HR Transdermal System"

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+from fractions import Fraction
 
 import pytest
 
@@ -69,6 +70,34 @@ def test_unreadable_dose_is_unknown_not_absent() -> None:
     assert a.opioid.tolerant is Presence.UNKNOWN
     assert S not in ids(a)
     assert "opioid-use" in {m.datum for m in a.missing}
+
+
+def as_needed(ingredient: str, days: int = 30) -> OpioidUse:
+    return OpioidUse(
+        ingredient, None, TODAY - dt.timedelta(days=days), None, Coded(ingredient), as_needed=True
+    )
+
+
+def test_an_opioid_taken_as_needed_is_unknown_use_not_tolerance() -> None:
+    a = run(procedure=COLONOSCOPY, opioids=(as_needed("oxycodone"),))
+    assert a.opioid.tolerant is Presence.UNKNOWN and S not in ids(a)
+    assert a.opioid.basis == (
+        "an opioid is taken as needed, so the amount taken is not known: oxycodone as needed for 30 days"
+    )
+    assert "opioid-use" in {m.datum for m in a.missing}
+
+
+def test_a_scheduled_opioid_beside_an_as_needed_one_is_judged_as_before() -> None:
+    at = run(procedure=COLONOSCOPY, opioids=(as_needed("oxycodone"), opioid("oxycodone", 30)))
+    assert at.opioid.tolerant is Presence.PRESENT and S in ids(at)
+    assert at.opioid.basis == "oxycodone 30 mg/day for 30 days (45 MME/day)"
+    below = run(procedure=COLONOSCOPY, opioids=(as_needed("oxycodone"), opioid("oxycodone", 29)))
+    assert below.opioid.tolerant is Presence.UNKNOWN  # unknown, never absent: the as-needed doses may add up
+
+
+def test_an_opioid_taken_as_needed_cannot_carry_a_daily_amount() -> None:
+    with pytest.raises(ValueError, match="as needed"):
+        OpioidUse("oxycodone", Fraction(30), TODAY, None, Coded("oxycodone"), as_needed=True)
 
 
 def test_unknown_opioid_record_cannot_add_support_outside_surgery_and_sickle_cell() -> None:

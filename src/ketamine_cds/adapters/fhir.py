@@ -7,7 +7,8 @@ Every error is an ``InputError`` whose ``field`` names the resource and element,
 ``Observation/w1.valueQuantity.unit`` (``entry[3]`` when the resource has no id).
 
 What the record does not say stays unknown: no weight gives ``weight_kg=None``, an unreadable opioid dose
-gives ``daily_amount=None``, a setting that cannot be told gives ``Setting.UNKNOWN``. Nothing is guessed.
+gives ``daily_amount=None`` (so does an opioid taken as needed: how much is taken is not in the order), a
+setting that cannot be told gives ``Setting.UNKNOWN``. Nothing is guessed.
 """
 
 from __future__ import annotations
@@ -964,12 +965,15 @@ def _opioid_use(resource: _Resource, dosage_key: str, record: _Record, kb: Knowl
     if ingredient is None:
         return None
     dosages = [d for d in _list(resource.data, dosage_key) if isinstance(d, _OBJECT)]
-    if kb.opioids[ingredient].unit == "ug/h":
+    as_needed = _as_needed(dosages)
+    if as_needed:
+        amount = None
+    elif kb.opioids[ingredient].unit == "ug/h":
         amount = _patch_mcg_per_h(drug, dosages) if _is_transdermal(drug, dosages) else None
     else:
         amount = _mg_per_day(drug, dosages, ingredient)
     start, end = _opioid_dates(resource, dosages)
-    return OpioidUse(ingredient, amount, start, end, _drug_source(drug, ingredient))
+    return OpioidUse(ingredient, amount, start, end, _drug_source(drug, ingredient), as_needed=as_needed)
 
 
 def _opioid_ingredient(drug: _Drug, kb: KnowledgeBase) -> str | None:
@@ -985,6 +989,16 @@ def _opioid_ingredient(drug: _Drug, kb: KnowledgeBase) -> str | None:
         if found:
             return found.group(0).lower()
     return None
+
+
+def _as_needed(dosages: list[Json]) -> bool:
+    """Taken as needed (PRN): ``asNeededBoolean`` true or an ``asNeededCodeableConcept`` (the reason to take
+    it) on any of the dosages. Its timing, however regular ("every 4 hours"), is then the most that may be
+    taken, not what is taken: as needed wins over the timing."""
+    return any(
+        d.get("asNeededBoolean") is True or isinstance(d.get("asNeededCodeableConcept"), _OBJECT)
+        for d in dosages
+    )
 
 
 def _is_transdermal(drug: _Drug, dosages: list[Json]) -> bool:
