@@ -367,9 +367,8 @@ def statement(status: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("status", ["active", "completed", "intended"])
-def test_medication_statements_are_opioid_use(status: str) -> None:
-    use = one(statement(status, effectivePeriod={"start": "2026-08-01", "end": "2026-12-01"}))
+def test_an_active_medication_statement_is_opioid_use() -> None:
+    use = one(statement("active", effectivePeriod={"start": "2026-08-01", "end": "2026-12-01"}))
     assert (use.ingredient, use.daily_amount) == ("oxycodone", Fraction(20))
     assert (use.start, use.end) == (dt.date(2026, 8, 1), dt.date(2026, 12, 1))
 
@@ -378,9 +377,52 @@ def test_a_statement_dated_by_effective_date_time() -> None:
     assert one(statement("active", effectiveDateTime="2026-07-04T10:00:00Z")).start == dt.date(2026, 7, 4)
 
 
-@pytest.mark.parametrize("status", ["stopped", "not-taken", "entered-in-error", "on-hold"])
-def test_other_statements_are_not_opioid_use(status: str) -> None:
-    assert uses(statement(status)) == ()
+# FHIR R4: only an active statement is "still being taken"; completed is "no longer being taken", intended
+# "may be taken at some time in the future", on-hold "temporarily halted"
+@pytest.mark.parametrize(
+    "status", ["completed", "intended", "stopped", "not-taken", "entered-in-error", "on-hold", "unknown"]
+)
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"effectiveDateTime": "2020-03-01"},
+        {"effectivePeriod": {"start": "2026-08-01", "end": "2026-11-01"}},
+        {"effectivePeriod": {"start": "2026-08-01", "end": "2026-12-01"}},
+    ],
+)
+def test_other_statements_are_not_opioid_use(status: str, dates: dict[str, Any]) -> None:
+    assert uses(statement(status, **dates)) == ()
+
+
+def forty_mg_a_day(status: str, **dates: Any) -> dict[str, Any]:
+    """Oxycodone 10 mg four times a day (40 mg/day, over the 30 mg/day threshold) as a MedicationStatement."""
+    taken = statement(status, **dates)
+    taken["dosage"][0]["timing"]["repeat"]["frequency"] = 4
+    return taken
+
+
+def test_a_completed_statement_is_not_current_use() -> None:
+    since_2020 = {"effectiveDateTime": "2020-03-01"}
+    completed = tolerance(forty_mg_a_day("completed", **since_2020))
+    assert completed.tolerant is Presence.NOT_RECORDED
+    assert completed.basis == "no current opioid prescription in the record"
+    active = tolerance(forty_mg_a_day("active", **since_2020))
+    assert active.tolerant is Presence.PRESENT
+    assert active.basis == "oxycodone 40 mg/day for 2459 days (60 MME/day)"
+
+
+@pytest.mark.parametrize(
+    ("end", "tolerant"),
+    [
+        ("2026-11-23", Presence.NOT_RECORDED),  # ended yesterday: no longer taken
+        ("2026-11-24", Presence.PRESENT),  # taken until today
+        ("2026-12-31", Presence.PRESENT),
+    ],
+)
+def test_a_statement_counts_until_its_period_ends(end: str, tolerant: Presence) -> None:
+    period = {"effectivePeriod": {"start": "2026-08-01", "end": end}}
+    assert tolerance(forty_mg_a_day("active", **period)).tolerant is tolerant
+    assert tolerance(forty_mg_a_day("completed", **period)).tolerant is Presence.NOT_RECORDED
 
 
 def test_the_source_is_the_product_as_recorded() -> None:

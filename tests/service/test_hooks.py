@@ -73,6 +73,7 @@ def test_discovery_lists_both_services_with_prefetch(client: httpx.Client) -> No
         assert prefetch["conditions"].startswith("Condition?patient={{context.patientId}}")
         assert "status=active" in prefetch["medicationRequests"]
         assert prefetch["medicationStatements"].startswith("MedicationStatement?")
+        assert "status=active&" in prefetch["medicationStatements"]  # only what is being taken
         assert "status=preparation,in-progress" in prefetch["procedures"]
         assert prefetch["encounter"] == "Encounter?_id={{context.encounterId}}&_include=Encounter:location"
 

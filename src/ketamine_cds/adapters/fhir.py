@@ -106,7 +106,9 @@ _IGNORED_VERIFICATION_STATUS = frozenset({"refuted", "entered-in-error"})
 _ORDER_STATUSES = frozenset({"draft", "active"})
 _NOT_GIVEN_REQUEST_STATUSES = frozenset({"entered-in-error", "draft", "cancelled"})
 _NOT_GIVEN_ADMINISTRATION_STATUSES = frozenset({"entered-in-error", "not-done"})
-_OPIOID_STATEMENT_STATUSES = frozenset({"active", "completed", "intended"})
+# FHIR R4 MedicationStatement.status: only "active" is "still being taken". "completed" is no longer taken,
+# "intended" may be taken in the future, "on-hold" is halted for now; none of them is current opioid use.
+_OPIOID_STATEMENT_STATUSES = frozenset({"active"})
 _PLANNED_PROCEDURE_STATUSES = frozenset({"preparation", "in-progress"})
 _ORDER_INTENTS = frozenset(
     {"order", "original-order", "reflex-order", "filler-order", "instance-order", "plan"}

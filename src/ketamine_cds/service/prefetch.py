@@ -39,8 +39,7 @@ def templates(kb: KnowledgeBase) -> dict[str, str]:
             f"MedicationRequest?patient={_PATIENT}&status=active&_include=MedicationRequest:medication"
         ),
         "medicationStatements": (
-            f"MedicationStatement?patient={_PATIENT}&status=active,completed,intended"
-            "&_include=MedicationStatement:medication"
+            f"MedicationStatement?patient={_PATIENT}&status=active&_include=MedicationStatement:medication"
         ),
         "ketamineRequests": (
             f"MedicationRequest?patient={_PATIENT}&code={ketamine_codes}&_include=MedicationRequest:medication"
