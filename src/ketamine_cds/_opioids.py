@@ -48,9 +48,22 @@ def mme_per_day(use: OpioidUse, kb: KnowledgeBase) -> Fraction | None:
     return use.daily_amount * opioid.mme_factor
 
 
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """An opioid use with a known daily amount, taken for at least the tolerance period."""
+
+    use: OpioidUse
+    amount: Fraction
+    mme: Fraction
+    days: int
+
+
+def _unit(ingredient: str, kb: KnowledgeBase) -> str:
+    return "mcg/h" if kb.opioids[ingredient].unit == "ug/h" else "mg/day"
+
+
 def _describe(use: OpioidUse, kb: KnowledgeBase, days: int | None) -> str:
-    opioid = kb.opioids[use.ingredient]
-    unit = "mcg/h" if opioid.unit == "ug/h" else "mg/day"
+    unit = _unit(use.ingredient, kb)
     if use.as_needed:
         amount = "as needed"
     elif use.daily_amount is not None:
@@ -61,6 +74,16 @@ def _describe(use: OpioidUse, kb: KnowledgeBase, days: int | None) -> str:
     mme = mme_per_day(use, kb)
     mme_text = f" ({format_number(mme)} MME/day)" if mme is not None else ""
     return f"{use.ingredient} {amount}{duration}{mme_text}"
+
+
+def _describe_together(ingredient: str, taken: list[_Taken], kb: KnowledgeBase) -> str:
+    """Uses of one opioid and, for more than one, their sum over the days they were all taken."""
+    described = "; ".join(_describe(t.use, kb, t.days) for t in taken)
+    if len(taken) == 1:
+        return described
+    amount = format_number(sum((t.amount for t in taken), Fraction(0)))
+    days = min(t.days for t in taken)
+    return f"{described}: {ingredient} {amount} {_unit(ingredient, kb)} together for {days} days"
 
 
 def _unknown_because(uses: list[OpioidUse]) -> str:
@@ -84,12 +107,12 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
             basis = _dependence_basis(facts)
         return OpioidStatus(Presence.NOT_RECORDED, dependent, None, basis)
 
-    tolerant_because: list[str] = []
     unknown: list[OpioidUse] = []  # not counted: amount (as needed, unreadable) or start date not known
-    long_mme = Fraction(0)
     total_mme: Fraction | None = Fraction(0)
-    long_enough: list[str] = []
-    own_threshold_only = True  # a single listed opioid is judged by its own FDA threshold, not by MME
+    # Every active use is taken today, so the uses taken for at least a week were all taken together for at
+    # least the last week: their daily amounts add up. A use started less than a week ago is left out of
+    # the sums (it adds to them for less than a week), as it is left out on its own.
+    sustained: dict[str, list[_Taken]] = {}  # by ingredient: one unit each (fentanyl: transdermal mcg/h)
     for use in active:
         mme = mme_per_day(use, kb)
         total_mme = None if mme is None or total_mme is None else total_mme + mme
@@ -97,19 +120,24 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
         if mme is None or use.daily_amount is None or days is None:
             unknown.append(use)
             continue
-        if days < kb.tolerance_days:
-            continue
-        long_enough.append(_describe(use, kb, days))
-        long_mme += mme
-        threshold = kb.opioids[use.ingredient].tolerance_threshold
-        own_threshold_only = own_threshold_only and threshold is not None
-        if threshold is not None and use.daily_amount >= threshold:
-            tolerant_because.append(_describe(use, kb, days))
+        if days >= kb.tolerance_days:
+            sustained.setdefault(use.ingredient, []).append(_Taken(use, use.daily_amount, mme, days))
+
+    # A listed opioid is judged by its own FDA threshold, all its uses together; other opioids, and
+    # combinations of different opioids, by their MME in total.
+    tolerant_because: list[str] = []
+    for ingredient, taken in sustained.items():
+        threshold = kb.opioids[ingredient].tolerance_threshold
+        if threshold is not None and sum(t.amount for t in taken) >= threshold:
+            tolerant_because.append(_describe_together(ingredient, taken, kb))
+    long_enough = [_describe(t.use, kb, t.days) for taken in sustained.values() for t in taken]
+    long_mme = sum((t.mme for taken in sustained.values() for t in taken), Fraction(0))
+    combination = len(sustained) > 1 or any(kb.opioids[i].tolerance_threshold is None for i in sustained)
 
     if tolerant_because:
         basis = "; ".join(tolerant_because)
         tolerant = Presence.PRESENT
-    elif long_mme >= kb.equianalgesic_mme_per_day and (len(long_enough) > 1 or not own_threshold_only):
+    elif long_mme >= kb.equianalgesic_mme_per_day and combination:
         basis = f"{'; '.join(long_enough)}: {format_number(long_mme)} MME/day in total"
         tolerant = Presence.PRESENT
     elif unknown:

@@ -298,6 +298,29 @@ def test_a_scheduled_opioid_beside_an_as_needed_one_still_counts() -> None:
     )
 
 
+# --- several prescriptions of one opioid -----------------------------------------------------------
+
+
+def test_two_oxycodone_prescriptions_are_added_up() -> None:
+    four_a_day = opioid(OXYCODONE_5, dose={"value": 1}, frequency=4)  # 20 mg/day
+    three_a_day = opioid(OXYCODONE_5, id="o2", dose={"value": 1}, frequency=3)  # 15 mg/day
+    both = tolerance(four_a_day, three_a_day)
+    assert both.tolerant is Presence.PRESENT and both.mme_per_day == Fraction("52.5")
+    assert both.basis == (
+        "oxycodone 20 mg/day for 54 days (30 MME/day); oxycodone 15 mg/day for 54 days (22.5 MME/day): "
+        "oxycodone 35 mg/day together for 54 days"
+    )
+
+
+@pytest.mark.parametrize(
+    ("second_mg", "tolerant"), [(16, Presence.PRESENT), (15, Presence.PRESENT), (14, Presence.ABSENT)]
+)
+def test_two_oxycodone_prescriptions_against_30_mg_a_day(second_mg: int, tolerant: Presence) -> None:
+    first = opioid(OXYCODONE_5, dose=quantity(15, "mg", code="mg"))
+    second = opioid(OXYCODONE_5, id="o2", dose=quantity(second_mg, "mg", code="mg"))
+    assert tolerance(first, second).tolerant is tolerant
+
+
 FENTANYL_PATCH = "72 HR Fentanyl 0.025 MG/HR Transdermal System"
 
 
@@ -320,6 +343,21 @@ def test_a_transdermal_route_marks_the_patch() -> None:
         route={"coding": [{"system": SNOMED, "code": "45890007", "display": "Transdermal route"}]},
     )
     assert one(request).daily_amount == 12
+
+
+def test_patches_add_up_but_not_with_other_fentanyl() -> None:
+    def patch(mcg_per_h: int, id: str) -> dict[str, Any]:
+        return opioid("fentanyl patch", id=id, dose=quantity(mcg_per_h, "mcg/h", code="ug/h"), period=3)
+
+    assert tolerance(patch(12, "o1"), patch(13, "o2")).tolerant is Presence.PRESENT  # 25 mcg/h
+    assert tolerance(patch(12, "o1"), patch(12, "o2")).tolerant is Presence.ABSENT  # 24 mcg/h, 57.6 MME/day
+    injection = opioid(
+        "Fentanyl Citrate 0.05 MG/ML Injectable Solution",
+        id="o3",
+        dose=quantity(2, "mL", code="mL"),
+        frequency=4,
+    )
+    assert tolerance(patch(12, "o1"), injection).tolerant is Presence.UNKNOWN  # not a dose in mcg/h
 
 
 def test_fentanyl_that_is_not_transdermal_is_unknown() -> None:

@@ -53,6 +53,68 @@ def test_combination_counts_in_mme() -> None:
     assert a.opioid.mme_per_day == 60
 
 
+@pytest.mark.parametrize(
+    ("ingredient", "threshold"),
+    [
+        ("morphine", 60),
+        ("oxycodone", 30),
+        ("hydromorphone", 8),
+        ("oxymorphone", 25),
+        ("hydrocodone", 60),
+        ("fentanyl", 25),
+    ],
+)
+def test_uses_of_one_opioid_add_up_against_its_threshold(ingredient: str, threshold: int) -> None:
+    def two(first: int | str, second: int | str) -> Presence:
+        return run(opioids=(opioid(ingredient, first), opioid(ingredient, second))).opioid.tolerant
+
+    assert two(threshold - 5, 5) is Presence.PRESENT
+    assert two(threshold - 5, 6) is Presence.PRESENT
+    assert two(threshold - 5, "4.5") is Presence.ABSENT
+
+
+def test_two_oxycodone_prescriptions_at_below_and_above_30_mg_a_day() -> None:
+    at = run(procedure=COLONOSCOPY, opioids=(opioid("oxycodone", 15), opioid("oxycodone", 15)))
+    assert at.opioid.tolerant is Presence.PRESENT and S in ids(at) and at.verdict is Verdict.MAY_CONSIDER
+    assert at.opioid.basis == (
+        "oxycodone 15 mg/day for 30 days (22.5 MME/day); oxycodone 15 mg/day for 30 days (22.5 MME/day): "
+        "oxycodone 30 mg/day together for 30 days"
+    )
+    below = run(procedure=COLONOSCOPY, opioids=(opioid("oxycodone", 15), opioid("oxycodone", 14)))
+    assert below.opioid.tolerant is Presence.ABSENT and S not in ids(below)
+    assert below.verdict is Verdict.NOT_INDICATED
+    above = run(procedure=COLONOSCOPY, opioids=(opioid("oxycodone", 20), opioid("oxycodone", 15)))
+    assert above.opioid.tolerant is Presence.PRESENT
+    assert above.opioid.mme_per_day == Fraction("52.5")  # under 60 MME/day: the oxycodone threshold decides
+
+
+def test_a_sum_counts_only_for_the_days_both_were_taken() -> None:
+    # 20 mg/day for 30 days, and another 15 mg/day for the last 6 or 7 days: 35 mg/day only since then
+    six = run(opioids=(opioid("oxycodone", 20), opioid("oxycodone", 15, days=6)))
+    assert six.opioid.tolerant is Presence.ABSENT
+    seven = run(opioids=(opioid("oxycodone", 20), opioid("oxycodone", 15, days=7)))
+    assert seven.opioid.tolerant is Presence.PRESENT
+    assert seven.opioid.basis.endswith(": oxycodone 35 mg/day together for 7 days")
+    ended = dataclasses.replace(opioid("oxycodone", 15, days=60), end=TODAY - dt.timedelta(days=1))
+    assert run(opioids=(opioid("oxycodone", 20), ended)).opioid.tolerant is Presence.ABSENT
+
+
+def test_one_opioid_in_several_uses_is_not_a_combination() -> None:
+    # oxymorphone 10 + 10 mg/day is 60 MME/day, but 20 mg/day is under its own 25 mg/day threshold, as for
+    # a single order of 20 mg/day; 60 MME/day is the rule for combinations of different opioids
+    two = run(opioids=(opioid("oxymorphone", 10), opioid("oxymorphone", 10)))
+    single = run(opioids=(opioid("oxymorphone", 20),))
+    assert two.opioid.tolerant is Presence.ABSENT and single.opioid.tolerant is Presence.ABSENT
+    mixed = run(opioids=(opioid("oxymorphone", 10), opioid("morphine", 30)))  # 30 + 30 MME/day
+    assert mixed.opioid.tolerant is Presence.PRESENT
+
+
+def test_an_unreadable_use_of_the_same_opioid_leaves_the_sum_unknown() -> None:
+    unreadable = OpioidUse("oxycodone", None, TODAY - dt.timedelta(days=30), None, Coded("oxycodone ?"))
+    assert run(opioids=(opioid("oxycodone", 20), unreadable)).opioid.tolerant is Presence.UNKNOWN
+    assert run(opioids=(opioid("oxycodone", 30), unreadable)).opioid.tolerant is Presence.PRESENT
+
+
 def test_ended_prescription_does_not_count() -> None:
     ended = dataclasses.replace(opioid("morphine", 90), end=TODAY - dt.timedelta(days=1))
     assert run(opioids=(ended,)).opioid.tolerant is Presence.NOT_RECORDED
