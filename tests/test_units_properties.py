@@ -126,7 +126,18 @@ def test_a_fraction_is_written_as_its_decimal_rounded_half_up(
         (Fraction(-1, 1000), "0"),
         (Fraction(5, 1000), "0.01"),
         (Decimal("0.50"), "0.5"),
+        (Decimal("0.125"), "0.13"),  # half up, as the docstring says: half even would give 0.12
+        (Decimal("2.665"), "2.67"),
+        (Decimal("-0.125"), "-0.12"),  # halves upward, as a Fraction is rounded
     ],
 )
 def test_numbers_read_as_a_clinician_writes_them(value: Fraction | Decimal, text: str) -> None:
     assert format_number(value) == text
+
+
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**6), max_value=10**6, places=6),
+    st.integers(min_value=0, max_value=4),
+)
+def test_a_decimal_reads_as_the_fraction_it_is(value: Decimal, places: int) -> None:
+    assert format_number(value, places) == format_number(Fraction(value), places)

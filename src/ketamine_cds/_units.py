@@ -167,12 +167,13 @@ def concentration_mg_per_ml(numerator: Quantity, denominator: Quantity) -> Fract
 
 
 def format_number(value: Decimal | Fraction | int, places: int = 2) -> str:
-    """At most ``places`` decimals (half up), no trailing zeros: 28, 0.35, 16.67."""
+    """At most ``places`` decimals (half up), no trailing zeros: 28, 0.35, 16.67.
+
+    Half up (0.125 -> 0.13, -0.125 -> -0.12) for every type: a Decimal is rounded as the exact Fraction it
+    is, so the same value reads the same whether it was read (Decimal) or computed (Fraction).
+    """
     if isinstance(value, Decimal):
-        exponent = value.as_tuple().exponent
-        too_fine = isinstance(exponent, int) and exponent < -places
-        text = f"{value.quantize(Decimal(1).scaleb(-places)):f}" if too_fine else f"{value:f}"
-        return text.rstrip("0").rstrip(".") if "." in text else text
+        value = Fraction(value)  # exact; Decimal.quantize would round half even by default
     numerator, denominator = value.numerator, value.denominator  # an int is its own numerator, over 1
     if denominator == 1:
         return str(numerator)
