@@ -85,6 +85,21 @@ def test_json_numbers_are_rounded_for_display() -> None:
     }
 
 
+def test_the_order_is_restated_as_ordered_and_json_numbers_stay_rounded() -> None:
+    case = json.loads((CASES / "appendectomy-bolus.json").read_text())
+    case["order"]["dose"] = {"value": 0.005, "unit": "g"}
+    result = assess_json(case)
+    assert result["dose_check"]["ordered"] == "0.005 g"  # was "0 g"
+    [dose] = [f["summary"] for f in result["findings"] if f["statement"] == "dose-bolus-limit"]
+    assert dose == "Bolus 0.005 g (0.06 mg/kg) is within the 0.35 mg/kg limit"
+    case["order"]["dose"] = {"value": 28.19, "unit": "mg"}  # 0.352375 mg/kg for 80 kg
+    result = assess_json(case)
+    assert result["verdict_reason"] == "Bolus 28.19 mg (0.352 mg/kg) is over the 0.35 mg/kg limit: max 28 mg"
+    assert result["dose_check"]["per_kg"] == 0.35  # a JSON number: at most 2 decimals, as the contract says
+    done = cli("assess", "-", stdin=json.dumps(case))
+    assert "  Ordered bolus: 28.19 mg (0.352 mg/kg) -> exceeds" in done.stdout
+
+
 BAD = [
     ("not json", "{nope", "not JSON"),
     ("not a bundle", '{"resourceType": "Patient"}', "resourceType"),

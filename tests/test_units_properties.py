@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from builders import facts
 from ketamine_cds import DoseStatus, Quantity, Route, Setting, UnitError, assess, ketamine_order, parse_unit
-from ketamine_cds._units import amount_per_dose, format_number, weight_in_kg
+from ketamine_cds._units import amount_per_dose, format_apart, format_exact, format_number, weight_in_kg
 
 # One dose written exactly in each unit: n steps of 0.003 mg/kg/h (= 0.05 mcg/kg/min), or of 0.001 mg/kg.
 RATE_STEPS = {
@@ -141,3 +141,57 @@ def test_numbers_read_as_a_clinician_writes_them(value: Fraction | Decimal, text
 )
 def test_a_decimal_reads_as_the_fraction_it_is(value: Decimal, places: int) -> None:
     assert format_number(value, places) == format_number(Fraction(value), places)
+
+
+@pytest.mark.parametrize(
+    ("written", "text"),
+    [
+        ("0.005", "0.005"),
+        ("0.352", "0.352"),
+        ("40", "40"),
+        ("4E+1", "40"),
+        ("0.0050", "0.005"),
+        ("25.000", "25"),
+        ("1E-7", "0.0000001"),
+        ("0.3500000001", "0.3500000001"),
+    ],
+)
+def test_an_ordered_dose_is_restated_exactly_as_ordered(written: str, text: str) -> None:
+    assert format_exact(Decimal(written)) == text
+    assert str(Quantity(Decimal(written), parse_unit("mg/kg"))) == f"{text} mg/kg"
+
+
+fractions = st.fractions(min_value=0, max_value=1000, max_denominator=10**7)
+
+
+@given(fractions, fractions)
+def test_a_rounded_value_never_reads_as_the_number_it_is_compared_with(
+    value: Fraction, other: Fraction
+) -> None:
+    shown = Fraction(Decimal(format_apart(value, other)))
+    if value == other:
+        assert format_apart(value, other) == format_number(value)
+    else:  # on its own side of the other number, whether that is shown exactly or also kept apart
+        assert (shown > other) is (value > other) and shown != other
+        assert (shown > Fraction(Decimal(format_apart(other, value)))) is (value > other)
+    if format_number(value) != format_number(other):
+        assert format_apart(value, other) == format_number(value)  # two decimals when they already differ
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "text"),
+    [
+        (Fraction("28.19") / 80, Fraction("0.35"), "0.352"),  # 0.352375 mg/kg: not "0.35 ... over 0.35"
+        (Fraction("24.45") / Fraction("69.85"), Fraction("0.35"), "0.35004"),
+        (Fraction("0.3499"), Fraction("0.35"), "0.3499"),  # below the limit, it reads below it
+        (Fraction("0.35") + Fraction(1, 10**9), Fraction("0.35"), "0.350001"),  # past 6 decimals: away
+        (Fraction("0.35") - Fraction(1, 10**9), Fraction("0.35"), "0.349999"),
+        (Fraction("0.36"), Fraction("0.35"), "0.36"),
+        (Fraction("0.35"), Fraction("0.35"), "0.35"),
+        (Fraction(50, 3), None, "16.67"),
+    ],
+)
+def test_a_value_beside_a_limit_gets_the_decimals_that_tell_them_apart(
+    value: Fraction, limit: Fraction | None, text: str
+) -> None:
+    assert format_apart(value, limit) == text

@@ -57,13 +57,16 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class DoseMath:
-    """An ordered dose with its conversions, for the wording of dose findings."""
+    """An ordered dose with its conversions, for the wording of dose findings. The limits it is compared
+    with are here so that a rounded conversion is never written as if it were the limit."""
 
     ordered: Quantity
     amount: Fraction | None  # mg or mg/h
     per_kg: Fraction | None  # mg/kg or mg/kg/h
     weight_kg: Fraction | None
     amount_unit: str  # "mg" or "mg/h"
+    limit_per_kg: Fraction | None = None
+    limit_amount: Fraction | None = None  # the limit for this weight, mg or mg/h
 
     @property
     def per_kg_unit(self) -> str:
@@ -72,12 +75,16 @@ class DoseMath:
 
 @dataclass(frozen=True, slots=True)
 class Clause:
-    """Words around a value that vanish when the value is unknown: ": max 28 mg" or nothing."""
+    """Words around a value that vanish when the value is unknown: ": max 28 mg" or nothing.
+
+    ``apart_from`` is the number the value is compared with (the ordered amount, for a maximum): the value is
+    never rounded to read the same as it."""
 
     prefix: str
     value: Fraction | None
     unit: str
     suffix: str = ""
+    apart_from: Fraction | None = None
 
 
 @dataclass(frozen=True, slots=True)

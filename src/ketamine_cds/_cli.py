@@ -263,13 +263,14 @@ def _limits(args: argparse.Namespace) -> int:
         raise InputError("--weight", f"not a number: {match.group(1)!r}") from None
     weight = checked_weight(weight_in_kg(value, match.group(2), "--weight"), "--weight")
     facts = Facts(as_of=dt.date.today(), weight_kg=weight, setting=Setting(args.setting), use="perioperative")
-    limits = limits_json(assess(facts).dose_limits, args.setting)
+    assessment = assess(facts)
+    limits = limits_json(assessment.dose_limits, args.setting)
     if args.json:
         print(json.dumps(limits))
         return 0
-    from ._render import _limits_lines
+    from ._render import _limits_lines, dose_display
 
-    print("\n".join(_limits_lines(limits)))
+    print("\n".join(_limits_lines(limits, dose_display(assessment))))
     return 0
 
 

@@ -336,10 +336,10 @@ def _check_dose(
     status = _dose_status(order, raw, per_kg, limit, ctx.facts.setting)
     params = {
         "ordered": order.dose,
-        "dose": DoseMath(order.dose, amount, per_kg, weight, unit),
+        "dose": DoseMath(order.dose, amount, per_kg, weight, unit, limit, limit_amount),
         "limit": (limit, f"mg/kg{unit[2:]}"),
-        "max": Clause(": max ", limit_amount, unit),
-        "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)"),
+        "max": Clause(": max ", limit_amount, unit, apart_from=amount),
+        "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)", apart_from=amount),
         "setting": ctx.facts.setting.value,
         "dose_index": index,
     }

@@ -8,13 +8,14 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 from ._assessment import Assessment, Clause, DoseCheck, DoseLimits, DoseMath, Finding
 from ._facts import Coded, DoseKind
 from ._kb import SYSTEM_LABELS, KnowledgeBase, Statement, load_knowledge, short_system
-from ._units import Quantity, format_number, round_for_display
+from ._units import Quantity, format_apart, format_number, round_for_display
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -31,7 +32,7 @@ def display_value(value: object, *, with_codes: bool = True) -> str:
     if isinstance(value, Clause):
         if value.value is None:
             return ""
-        return f"{value.prefix}{format_number(value.value)} {value.unit}{value.suffix}"
+        return f"{value.prefix}{format_apart(value.value, value.apart_from)} {value.unit}{value.suffix}"
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
         number, unit = value
         return "unknown" if number is None else f"{format_number(number)} {unit}"
@@ -44,17 +45,79 @@ def display_value(value: object, *, with_codes: bool = True) -> str:
     return "unknown" if value is None else str(value)
 
 
+@dataclass(frozen=True, slots=True)
+class DoseTexts:
+    """An ordered dose as a clinician reads it: the order exactly as written; its conversions rounded for
+    display, but never so that one reads the same as the limit it is compared with (``format_apart``)."""
+
+    ordered: str  # "0.005 g": as ordered, never rounded
+    amount: str | None  # "5 mg", "50 mg/h" (beside the maximum for this weight)
+    per_kg: str | None  # "0.352 mg/kg" (0.352375 beside the 0.35 limit)
+
+
+def dose_texts(
+    ordered: Quantity,
+    amount: Fraction | None,
+    per_kg: Fraction | None,
+    limit_per_kg: Fraction | None,
+    limit_amount: Fraction | None,
+    amount_unit: str,
+) -> DoseTexts:
+    per_kg_unit = "mg/kg" if amount_unit == "mg" else "mg/kg/h"
+    return DoseTexts(
+        ordered=str(ordered),
+        amount=None if amount is None else f"{format_apart(amount, limit_amount)} {amount_unit}",
+        per_kg=None if per_kg is None else f"{format_apart(per_kg, limit_per_kg)} {per_kg_unit}",
+    )
+
+
+def check_texts(check: DoseCheck) -> DoseTexts:
+    unit = "mg" if check.kind is DoseKind.BOLUS else "mg/h"
+    return dose_texts(check.ordered, check.amount, check.per_kg, check.limit_per_kg, check.limit_amount, unit)
+
+
+@dataclass(frozen=True, slots=True)
+class DoseDisplay:
+    """The dose table of an assessment as text, for the readable report and the web page."""
+
+    max_bolus: str | None  # "24.45 mg"; None without a weight
+    max_infusion: str | None  # "62.5 mg/h"; None without a weight or where the limit does not apply
+    check: DoseTexts | None  # the order, when there is one to check
+
+
+def dose_display(assessment: Assessment) -> DoseDisplay:
+    """The maximum for this weight is kept apart from the ordered amount of the same kind, as in findings
+    (of the order's doses of that kind, the one that matters most)."""
+    limits, check = assessment.dose_limits, assessment.dose_check
+    ranked = ([check] if check is not None else []) + list(assessment.dose_checks)
+
+    def maximum(value: Fraction | None, kind: DoseKind, unit: str) -> str | None:
+        if value is None:
+            return None
+        near = next((c.amount for c in ranked if c.kind is kind), None)
+        return f"{format_apart(value, near)} {unit}"
+
+    return DoseDisplay(
+        max_bolus=maximum(limits.max_bolus_mg, DoseKind.BOLUS, "mg"),
+        max_infusion=maximum(limits.max_infusion_mg_per_h, DoseKind.INFUSION, "mg/h"),
+        check=None if check is None else check_texts(check),
+    )
+
+
 def _dose_math(dose: DoseMath, *, short: bool) -> str:
     """Summary: "25 mg (0.31 mg/kg)"; detail: "**25 mg**, that is **0.31 mg/kg** for a weight of 80 kg"."""
+    texts = dose_texts(
+        dose.ordered, dose.amount, dose.per_kg, dose.limit_per_kg, dose.limit_amount, dose.amount_unit
+    )
     per_kg_order = dose.ordered.unit.per_kg
-    other, unit = (dose.amount, dose.amount_unit) if per_kg_order else (dose.per_kg, dose.per_kg_unit)
+    other = texts.amount if per_kg_order else texts.per_kg
     if short:
-        return str(dose.ordered) if other is None else f"{dose.ordered} ({format_number(other)} {unit})"
-    parts = [f"**{dose.ordered}**"]
-    if dose.amount is not None and dose.ordered.unit.text != dose.amount_unit:
-        parts.append(f"{format_number(dose.amount)} {dose.amount_unit}")
-    if dose.per_kg is not None and not per_kg_order:
-        parts.append(f"**{format_number(dose.per_kg)} {dose.per_kg_unit}**")
+        return texts.ordered if other is None else f"{texts.ordered} ({other})"
+    parts = [f"**{texts.ordered}**"]
+    if texts.amount is not None and dose.ordered.unit.text != dose.amount_unit:
+        parts.append(texts.amount)
+    if texts.per_kg is not None and not per_kg_order:
+        parts.append(f"**{texts.per_kg}**")
     if dose.weight_kg is None:
         return " = ".join(parts) + " (no body weight is recorded, so it is not converted to mg)"
     return " = ".join(parts) + f" for a weight of {format_number(dose.weight_kg)} kg"
@@ -246,11 +309,12 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
         lines.append(f"    {st.id}: grade {st.grade_text}, certainty {st.certainty_text}")
         lines.append(_wrap(_plain(detail), "    "))
         lines.append(_wrap(f"Source: {st.source.label}. {st.source.url}", "    "))
-    lines += ["", *_limits_lines(data["dose_limits"])]
-    for check, c in zip(assessment.dose_checks, data["dose_checks"], strict=True):
-        per_kg_order = check.ordered.unit.per_kg
-        also = (check.amount, c["amount_unit"]) if per_kg_order else (check.per_kg, c["per_kg_unit"])
-        lines.append(f"  Ordered {c['kind']}: {c['ordered']} ({display_value(also)}) -> {c['status']}")
+    doses = dose_display(assessment)
+    lines += ["", *_limits_lines(data["dose_limits"], doses)]
+    for check in assessment.dose_checks:
+        texts = check_texts(check)
+        also = (texts.amount if check.ordered.unit.per_kg else texts.per_kg) or "unknown"
+        lines.append(f"  Ordered {check.kind.value}: {texts.ordered} ({also}) -> {check.status.value}")
     if assessment.missing:
         lines += ["", "Missing information:"]
         lines += [_wrap(f"- {m.datum}: {m.reason}", "  ") for m in assessment.missing]
@@ -270,21 +334,18 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _limits_lines(limits: Mapping[str, Any]) -> list[str]:
+def _limits_lines(limits: Mapping[str, Any], doses: DoseDisplay) -> list[str]:
     weight = limits["weight_kg"]
     head = (
         f"Dose limits for {weight:g} kg:" if weight is not None else "Dose limits (no body weight recorded):"
     )
     per_kg_bolus = f"{limits['bolus_limit_mg_per_kg']:g} mg/kg"
     per_kg_rate = f"{limits['infusion_limit_mg_per_kg_per_h']:g} mg/kg/h"
-    bolus = (
-        f"max {limits['max_bolus_mg']:g} mg" if limits["max_bolus_mg"] is not None else f"max {per_kg_bolus}"
-    )
+    bolus = f"max {doses.max_bolus or per_kg_bolus}"
     if limits["infusion_limit_applies"] is False:
         infusion = f"no limit in intensive care ({per_kg_rate} applies outside it)"
     else:
-        rate = limits["max_infusion_mg_per_h"]
-        infusion = f"max {rate:g} mg/h" if rate is not None else f"max {per_kg_rate}"
+        infusion = f"max {doses.max_infusion or per_kg_rate}"
         infusion += f" ({per_kg_rate} outside intensive care"
         infusion += "; setting unknown)" if limits["infusion_limit_applies"] is None else ")"
     return [

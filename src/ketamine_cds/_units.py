@@ -7,6 +7,7 @@ as read; conversion factors are ``Fraction`` so that every conversion and compar
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -72,7 +73,8 @@ class Quantity:
     unit: Unit
 
     def __str__(self) -> str:
-        return f"{format_number(self.value)} {self.unit.text}"
+        """The quantity exactly as written (an order is restated as ordered, never rounded): 0.005 g."""
+        return f"{format_exact(self.value)} {self.unit.text}"
 
 
 MAX_MAGNITUDE = 12  # |exponent| of any clinical number we accept: 1e-12 .. 1e12
@@ -181,6 +183,40 @@ def format_number(value: Decimal | Fraction | int, places: int = 2) -> str:
     whole, decimals = divmod(abs(rounded), 10**places)
     text = f"{whole}.{decimals:0{places}d}".rstrip("0").rstrip(".") if places else str(whole)
     return f"-{text}" if rounded < 0 else text
+
+
+def format_exact(value: Decimal) -> str:
+    """A decimal exactly as its value, without exponent or needless zeros: 40, 0.005, 0.352 (4E+1 -> 40)."""
+    if not value.is_finite():
+        return str(value)
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+MOST_PLACES = 6  # the most decimals format_apart shows; past them it rounds away from the other number
+
+
+def format_apart(
+    value: Fraction, other: Fraction | Decimal | None, places: int = 2, most: int = MOST_PLACES
+) -> str:
+    """``value`` rounded for display, never reading the same as ``other``, the number it is compared with.
+
+    ``places`` decimals (half up) as a rule; where that would make a value that differs from ``other`` read
+    like it, as many more decimals as tell them apart: 28.19 mg for 80 kg is 0.352375 mg/kg, which reads
+    0.352 beside the 0.35 mg/kg limit, not "0.35 mg/kg is over the 0.35 mg/kg limit". Half-up rounding keeps
+    order, so the digits that tell the two apart also put the value on its true side of ``other``. Should
+    ``most`` decimals not be enough, the value is rounded away from ``other`` (up when above it) at ``most``.
+    """
+    if other is None or value == other:
+        return format_number(value, places)
+    near = Fraction(other)
+    for digits in range(places, most + 1):
+        mine = _scaled_half_up(value.numerator, value.denominator, digits)
+        if mine != _scaled_half_up(near.numerator, near.denominator, digits):
+            return format_number(value, digits)
+    scaled = value * 10**most
+    away = math.ceil(scaled) if value > near else math.floor(scaled)
+    return format_number(Fraction(away, 10**most), most)
 
 
 def _scaled_half_up(numerator: int, denominator: int, places: int) -> int:

@@ -5,8 +5,9 @@ from fractions import Fraction
 import pytest
 
 from builders import ids, iv, messages, qty, run
-from ketamine_cds import DoseStatus, OrderDose, Route, Setting, Verdict
+from ketamine_cds import Assessment, DoseStatus, OrderDose, Route, Setting, Verdict
 from ketamine_cds._facts import checked_dose
+from ketamine_cds._render import finding_texts
 
 S = "dose-bolus-limit"
 
@@ -96,3 +97,40 @@ def test_two_boluses_over_the_limit_are_two_findings() -> None:
     assert messages(a, S) == ["exceeds", "exceeds"]
     assert [c.index for c in a.dose_checks] == [0, 1]
     assert [m.datum for m in a.missing] == []
+
+
+def _texts(a: Assessment) -> tuple[str, str]:
+    return finding_texts(next(f for f in a.findings if f.statement.id == S))
+
+
+@pytest.mark.parametrize(
+    ("dose", "unit", "summary"),
+    [
+        ("0.005", "g", "Bolus 0.005 g (0.06 mg/kg) is within the 0.35 mg/kg limit"),  # was "0 g"
+        ("0.352", "mg/kg", "Bolus 0.352 mg/kg (28.16 mg) is over the 0.35 mg/kg limit: max 28 mg"),
+        ("40", "mg", "Bolus 40 mg (0.5 mg/kg) is over the 0.35 mg/kg limit: max 28 mg"),
+        ("40.000", "mg", "Bolus 40 mg (0.5 mg/kg) is over the 0.35 mg/kg limit: max 28 mg"),
+    ],
+)
+def test_the_order_is_restated_exactly_as_ordered(dose: str, unit: str, summary: str) -> None:
+    assert _texts(run(order=iv(dose, unit)))[0] == summary
+
+
+def test_a_converted_dose_over_the_limit_never_reads_as_the_limit() -> None:
+    # 28.19 mg for 80 kg is 0.352375 mg/kg: two decimals would say "0.35 mg/kg is over the 0.35 mg/kg limit"
+    summary, detail = _texts(run(order=iv("28.19", "mg")))
+    assert summary == "Bolus 28.19 mg (0.352 mg/kg) is over the 0.35 mg/kg limit: max 28 mg"
+    assert "**0.352 mg/kg**" in detail
+
+
+def test_the_maximum_for_the_weight_never_reads_as_an_ordered_dose_above_it() -> None:
+    # 69.85 kg x 0.35 = 24.4475 mg, which two decimals round up to the ordered 24.45 mg
+    over = run(order=iv("24.45", "mg"), weight_kg=Fraction("69.85"))
+    assert _texts(over)[0] == "Bolus 24.45 mg (0.35004 mg/kg) is over the 0.35 mg/kg limit: max 24.448 mg"
+    within = run(order=iv("24.447", "mg"), weight_kg=Fraction("69.85"))
+    summary, detail = _texts(within)
+    assert summary == "Bolus 24.447 mg (0.34999 mg/kg) is within the 0.35 mg/kg limit"
+    assert "(max 24.448 mg for this weight)" in detail
+    # without an order to compare with, the maximum is rounded to two decimals as usual
+    limits = _texts(run(weight_kg=Fraction("69.85")))[0]
+    assert limits == "Maximum IV bolus: 24.45 mg (0.35 mg/kg for 69.85 kg)"

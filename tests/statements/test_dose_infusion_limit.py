@@ -7,6 +7,7 @@ import pytest
 from builders import ids, iv, messages, qty, run
 from ketamine_cds import DoseStatus, Route, Setting, Verdict
 from ketamine_cds._facts import checked_dose
+from ketamine_cds._render import finding_summary
 
 S = "dose-infusion-limit"
 
@@ -98,3 +99,12 @@ def test_an_absolute_bolus_and_rate_without_weight_need_the_weight_once() -> Non
         ("weight", S),
     ]
     assert a.verdict is Verdict.NEEDS_INFORMATION
+
+
+def test_a_rate_over_the_limit_never_reads_as_the_limit() -> None:
+    # 8.03 mL/h of 10 mg/mL for 80 kg: 1.00375 mg/kg/h, not "1 mg/kg/h ... over the 1 mg/kg/h limit"
+    a = run(order=iv("8.03", "mL/h", concentration_mg_per_ml=Fraction(10)))
+    finding = next(f for f in a.findings if f.statement.id == S)
+    assert finding_summary(finding) == (
+        "Infusion 8.03 mL/h (1.004 mg/kg/h) is over the 1 mg/kg/h limit outside ICU: max 80 mg/h"
+    )

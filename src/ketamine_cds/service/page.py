@@ -27,7 +27,7 @@ from .._engine import assess
 from .._errors import InputError
 from .._kb import KnowledgeBase, Statement, load_knowledge
 from .._render import SCREENING_WORDS as report_screening_words
-from .._render import assessment_json
+from .._render import DoseDisplay, assessment_json, dose_display
 from ..adapters.case import facts_from_case
 
 router = APIRouter(include_in_schema=False)
@@ -465,6 +465,7 @@ def _form_page(
     status_code: int = 200,
     errors: Mapping[str, str] | None = None,
     result: Mapping[str, Any] | None = None,
+    doses: DoseDisplay | None = None,
     case: str | None = None,
 ) -> HTMLResponse:
     kb = _kb(request)
@@ -479,6 +480,7 @@ def _form_page(
         errors=dict(errors or {}),
         error_anchors={name: name + "-group" if name in GROUPS else name for name in errors or {}},
         result=result,
+        doses=doses,
         case=case,
         today=dt.date.today().isoformat(),
     )
@@ -518,7 +520,8 @@ async def assess_page(request: Request) -> HTMLResponse:
         return _form_page(request, form, status_code=400, errors={name: message})
     assessment = assess(facts, kb)
     result = assessment_json(assessment, kb)
-    return _form_page(request, form, result=result, case=case_json(built.case))
+    doses = dose_display(assessment)
+    return _form_page(request, form, result=result, doses=doses, case=case_json(built.case))
 
 
 @router.get("/statements", response_class=HTMLResponse)
