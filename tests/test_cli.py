@@ -107,6 +107,8 @@ BAD = [
     ("zero weight", '{"patient": {"weight": {"value": 0, "unit": "kg"}}}', "patient.weight"),
     ("NaN weight", '{"patient": {"weight": {"value": NaN, "unit": "kg"}}}', "patient.weight"),
     ("absurd weight", '{"patient": {"weight": {"value": 600, "unit": "kg"}}}', "patient.weight"),
+    ("weight in mg", '{"patient": {"weight": {"value": 70, "unit": "mg"}}}', "patient.weight"),
+    ("tiny weight in g", '{"patient": {"weight": {"value": 70, "unit": "g"}}}', "patient.weight"),
     ("weight in a rate", '{"patient": {"weight": {"value": 60, "unit": "mg/h"}}}', "patient.weight"),
     (
         "unknown unit",
@@ -156,7 +158,13 @@ def test_statements_lists_every_statement_with_grade_and_source() -> None:
 
 @pytest.mark.parametrize(
     ("weight", "bolus", "infusion"),
-    [("80kg", 28, 80), ("80 kg", 28, 80), ("176lb", 27.94, 79.83), ("43000g", 15.05, 43)],
+    [
+        ("80kg", 28, 80),
+        ("80 kg", 28, 80),
+        ("176lb", 27.94, 79.83),
+        ("43000g", 15.05, 43),
+        ("200g", 0.07, 0.2),
+    ],
 )
 def test_limits_for_a_weight(weight: str, bolus: float, infusion: float) -> None:
     done = cli("limits", "--weight", weight, "--json")
@@ -170,7 +178,9 @@ def test_limits_in_intensive_care_has_no_infusion_maximum() -> None:
     assert data["max_infusion_mg_per_h"] is None and data["max_bolus_mg"] == 28
 
 
-@pytest.mark.parametrize("weight", ["-80kg", "0kg", "600kg", "80", "eighty kg", "80 furlongs"])
+@pytest.mark.parametrize(
+    "weight", ["-80kg", "0kg", "600kg", "70g", "70mg", "0.19kg", "80", "eighty kg", "80 furlongs"]
+)
 def test_limits_rejects_impossible_weights(weight: str) -> None:
     done = cli("limits", "--weight", weight)
     assert done.returncode == 2 and "--weight" in done.stderr

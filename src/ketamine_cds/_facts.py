@@ -210,12 +210,25 @@ def _check_dose_value(dose: Quantity, field: str) -> None:
 
 
 MAX_WEIGHT_KG = Fraction(500)
+# Not a guideline figure: a plausibility floor. The lightest newborns known to have survived weighed about
+# 0.21-0.25 kg (212 g, Singapore 2020; 245 g, San Diego 2018; the University of Iowa's "Tiniest Babies"
+# registry), so a body weight under 0.2 kg is a wrong unit or a typing error (70 g, 70 mg), not a patient.
+# Any mass unit is read (the contract's FHIR weight is "any mass unit"); mg and mcg weights fail here.
+MIN_WEIGHT_KG = Fraction(1, 5)
 
 
 def checked_weight(weight_kg: Fraction, field: str = "weight") -> Fraction:
-    """A body weight that a patient can have: above zero and at most 500 kg."""
+    """A body weight that a patient can have: at least 0.2 kg and at most 500 kg.
+
+    Every adapter (case document, FHIR, web form, audit rows, ``limits --weight``) comes through here.
+    """
     if weight_kg <= 0:
         raise ImpossibleValueError(field, f"a body weight must be above zero (got {float(weight_kg):g} kg)")
+    if weight_kg < MIN_WEIGHT_KG:
+        raise ImpossibleValueError(
+            field,
+            f"a body weight under 0.2 kg is not plausible (got {float(weight_kg):g} kg); check the unit",
+        )
     if weight_kg > MAX_WEIGHT_KG:
         raise ImpossibleValueError(
             field, f"a body weight over 500 kg is not plausible (got {float(weight_kg):g} kg)"

@@ -92,11 +92,25 @@ def test_the_lb_fixture_is_converted() -> None:
     assert facts.weight_kg == Fraction(154) * Fraction("0.45359237")
 
 
-@pytest.mark.parametrize("value", [-70, 0, 0.0, 501, 70000])
+@pytest.mark.parametrize("value", [-70, 0, 0.0, 501, 70000, 0.19])
 def test_impossible_weights_are_errors_naming_the_observation(value: object) -> None:
     with pytest.raises(ImpossibleValueError) as caught:
         read(patient(), weight(value, id="w9"))
     assert caught.value.field == "Observation/w9.valueQuantity.value"
+
+
+@pytest.mark.parametrize(("value", "unit"), [(70, "g"), (199, "g"), (70, "mg"), (70000, "mg"), (70, "ug")])
+def test_a_weight_too_small_for_a_patient_in_any_mass_unit_is_impossible(value: int, unit: str) -> None:
+    # 70 g or 70 mg is a wrong unit, not a 0.07 kg patient: the same error as a weight over 500 kg
+    with pytest.raises(ImpossibleValueError) as caught:
+        read(patient(), weight(value, unit, code=unit, id="w9"))
+    assert caught.value.field == "Observation/w9.valueQuantity.value"
+    assert "under 0.2 kg" in caught.value.message
+
+
+def test_the_smallest_plausible_weight_is_assessed() -> None:
+    assert read(weight(200, "g", code="g")).weight_kg == Fraction(1, 5)
+    assert read(weight(70_000_000, "mg", code="mg")).weight_kg == 70  # any mass unit, read exactly
 
 
 @pytest.mark.parametrize("value", [Decimal("NaN"), float("nan"), Decimal("Infinity")])

@@ -104,8 +104,8 @@ ROWS = st.fixed_dictionaries(
         "dose_value": st.one_of(st.none(), DOSES),
         "dose_unit": UNITS,
         "concentration_mg_per_ml": st.sampled_from([None, 10.0, 50.0]),
-        "weight_value": st.sampled_from([None, 40.0, 70.0, 100.0, 154.32, 0.0, 900.0]),
-        "weight_unit": st.sampled_from(["kg", "[lb_av]", "g", "stone"]),
+        "weight_value": st.sampled_from([None, 40.0, 70.0, 100.0, 154.32, 0.0, 900.0, 200.0, 0.2, 500.0]),
+        "weight_unit": st.sampled_from(["kg", "[lb_av]", "g", "mg", "stone"]),
         "setting": st.sampled_from(["intensive-care", "non-intensive-care", "unknown"]),
         "indication": st.sampled_from(
             [
@@ -205,3 +205,38 @@ def test_each_bad_row_is_reported_with_its_own_value(tmp_path: Path) -> None:
         con.close()
     assert "600" in problems["A1"] and "900" in problems["A2"]
     assert "-5" in problems["A3"] and "-7" in problems["A4"]
+
+
+def test_a_weight_too_small_for_a_patient_is_a_row_reason_like_one_over_500_kg(tmp_path: Path) -> None:
+    con = duckdb.connect()
+    table = tmp_path / "small.parquet"
+    try:
+        con.execute(
+            f"""COPY (SELECT * FROM (VALUES
+                ('S1', 'P1', TIMESTAMP '2025-01-01', 'intravenous', 'bolus', 20.0, 'mg', NULL, 70.0, 'g'),
+                ('S2', 'P1', TIMESTAMP '2025-01-01', 'intravenous', 'bolus', 20.0, 'mg', NULL, 70.0, 'mg'),
+                ('S3', 'P1', TIMESTAMP '2025-01-01', 'intravenous', 'bolus', 20.0, 'mg', NULL, 200.0, 'mg'),
+                ('S4', 'P1', TIMESTAMP '2025-01-01', 'intravenous', 'bolus', 20.0, 'mg', NULL, 200.0, 'g'),
+                ('S5', 'P1', TIMESTAMP '2025-01-01', 'intravenous', 'bolus', 20.0, 'mg', NULL, 80.0, 'kg'))
+              t(admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
+                weight_value, weight_unit)) TO '{table}' (FORMAT parquet)"""
+        )
+    finally:
+        con.close()
+    run = run_duckdb(flat_source(table), tmp_path / "out")
+    con = duckdb.connect()
+    try:
+        found = {
+            row[0]: row[1:]
+            for row in con.execute(
+                f"SELECT admin_id, verdict, problem FROM read_parquet('{run.findings}')"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+    for bad, quoted in (("S1", "0.07 kg"), ("S2", "7e-05 kg"), ("S3", "0.0002 kg")):
+        verdict, problem = found[bad]
+        assert verdict is None and "under 0.2 kg" in problem and quoted in problem, (bad, problem)
+    assert found["S4"] == ("dose-exceeds-limit", None)  # 200 g, the smallest plausible weight: 100 mg/kg
+    assert found["S5"][1] is None
+    assert _engine_answers(run.findings, flat_source(table)) == []

@@ -167,6 +167,10 @@ BAD_ROWS = [
     ["B24", "P8", "2025-05-05", "intravenous", "bolus", "20", "", "", "0", "kg", "non-intensive-care", "Ward", "acute-pain", "", "", "", "false"],
     ["B25", "P9", "2025-05-06", "intravenous", "", "", "", "", "", "", "non-intensive-care", "", "perioperative", "spine", "", "", ""],
     ["B26", "P9", "2025-05-06", "oral", "", "1e400", "mg", "", "70", "kg", "non-intensive-care", "Ward", "chronic-pain", "", "", "t", "false"],
+    # too small for a patient in g and in mg (the same but for the unit: each quotes its own), and 200 g, the floor
+    ["B27", "P9", "2025-05-07", "intravenous", "bolus", "20", "mg", "", "70", "g", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
+    ["B28", "P9", "2025-05-07", "intravenous", "bolus", "20", "mg", "", "70", "mg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
+    ["B29", "P9", "2025-05-07", "intravenous", "bolus", "20", "mg", "", "200", "g", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
 ]
 # fmt: on
 
@@ -207,6 +211,9 @@ def test_bad_rows_findings_equal_duckdbs(spark: SparkSession, tmp_path: Path) ->
     assert problems["B03"] == "row: dose_value is not a number: 12,5"
     assert problems["B05"] == "row: administered_at is not a time: yesterday"
     assert problems["B15"] is None and problems["B22"] is None
+    assert "under 0.2 kg" in problems["B27"] and "0.07 kg" in problems["B27"]
+    assert "under 0.2 kg" in problems["B28"] and "7e-05 kg" in problems["B28"]
+    assert problems["B29"] is None
     dose_per_kg = {r[0]: r[11] for r in rows}
     assert dose_per_kg["B20"] == -math.inf and math.isnan(dose_per_kg["B23"])  # IEEE, as DuckDB divides
 

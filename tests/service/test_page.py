@@ -297,6 +297,7 @@ def test_the_stylesheet_and_script_are_served(dev_server: Server) -> None:
         ({"weight_value": "-80"}, "weight_value", "above zero"),
         ({"weight_value": "0"}, "weight_value", "above zero"),
         ({"weight_value": "900"}, "weight_value", "over 500 kg"),
+        ({"weight_value": "70", "weight_unit": "g"}, "weight_value", "under 0.2 kg"),
         ({"weight_value": "eighty"}, "weight_value", "must be a number"),
         ({"weight_value": "1e99999999"}, "weight_value", "plain number"),
         ({"weight_unit": "stone"}, "weight_unit", "unknown unit"),

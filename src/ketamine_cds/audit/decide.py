@@ -17,7 +17,7 @@ from typing import Any
 
 from .._engine import assess
 from .._errors import InputError, UnitError
-from .._facts import MAX_WEIGHT_KG
+from .._facts import MAX_WEIGHT_KG, MIN_WEIGHT_KG
 from .._kb import KnowledgeBase
 from .._units import parse_unit, weight_in_kg
 from .canonical import facts_from_row
@@ -86,6 +86,7 @@ def limits(kb: KnowledgeBase) -> dict[str, float]:
     return {
         "bolus": float(kb.threshold("dose-bolus-limit", "limit_mg_per_kg")),
         "infusion": float(kb.threshold("dose-infusion-limit", "limit_mg_per_kg_per_h")),
+        "min_weight_kg": float(MIN_WEIGHT_KG),
         "max_weight_kg": float(MAX_WEIGHT_KG),
     }
 

@@ -397,7 +397,9 @@ def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase) -> DataFra
         F.when(c("weight_value").isNull(), "none")
         .when(c("weight_kg").isNull(), "unknown-unit")
         .when(
-            F.isnan("weight_kg") | (c("weight_kg") <= 0) | (c("weight_kg") > F.lit(lim["max_weight_kg"])),
+            F.isnan("weight_kg")
+            | (c("weight_kg") < F.lit(lim["min_weight_kg"] * (1 + BOUNDARY)))
+            | (c("weight_kg") > F.lit(lim["max_weight_kg"] * (1 - BOUNDARY))),
             "impossible",
         )
         .otherwise("ok")
@@ -446,6 +448,7 @@ def _class_key() -> Column:
         F.when(at_limit, c("dose_unit")),
         F.when(at_limit & ~c("per_kg"), c("weight_unit")),
         F.when(c("weight_range") == "impossible", c("weight_value")),
+        F.when(c("weight_range") == "impossible", c("weight_unit")),
         F.when(c("dose_sign") == "not-positive", c("dose_value")),
     ]
     return F.xxhash64(*(x for v in values for x in (v.isNull(), v)))
