@@ -33,6 +33,12 @@ def test_icd10cm_codes_match_by_hierarchy() -> None:
     assert concepts(condition(ICD10CM, "O09.90")) == {"pregnancy"}
 
 
+def test_unstable_angina_is_severe_cardiovascular_disease_in_either_code_system() -> None:
+    assert concepts(condition(ICD10CM, "I20.0", "Unstable angina")) == {"cardiovascular-severe"}
+    assert concepts(condition(SNOMED, "4557003", "Preinfarction syndrome")) == {"cardiovascular-severe"}
+    assert concepts(condition(ICD10CM, "I20.9", "Angina pectoris, unspecified")) == set()
+
+
 def test_unclassified_codes_are_not_conditions() -> None:
     assert concepts(condition(SNOMED, "444814009", "Viral sinusitis")) == set()
 
