@@ -8,7 +8,7 @@ from fractions import Fraction
 
 from ._facts import Facts, OpioidUse
 from ._kb import KnowledgeBase
-from ._units import format_number
+from ._units import format_apart
 
 
 class Presence(StrEnum):
@@ -67,12 +67,13 @@ def _describe(use: OpioidUse, kb: KnowledgeBase, days: int | None) -> str:
     if use.as_needed:
         amount = "as needed"
     elif use.daily_amount is not None:
-        amount = f"{format_number(use.daily_amount)} {unit}"
+        threshold = kb.opioids[use.ingredient].tolerance_threshold
+        amount = f"{format_apart(use.daily_amount, threshold)} {unit}"
     else:
-        amount = f"an unreadable dose of {unit}"
+        amount = "dose not readable"
     duration = f" for {days} days" if days is not None else ", start date unknown"
     mme = mme_per_day(use, kb)
-    mme_text = f" ({format_number(mme)} MME/day)" if mme is not None else ""
+    mme_text = f" ({format_apart(mme, kb.equianalgesic_mme_per_day)} MME/day)" if mme is not None else ""
     return f"{use.ingredient} {amount}{duration}{mme_text}"
 
 
@@ -81,7 +82,9 @@ def _describe_together(ingredient: str, taken: list[_Taken], kb: KnowledgeBase) 
     described = "; ".join(_describe(t.use, kb, t.days) for t in taken)
     if len(taken) == 1:
         return described
-    amount = format_number(sum((t.amount for t in taken), Fraction(0)))
+    amount = format_apart(
+        sum((t.amount for t in taken), Fraction(0)), kb.opioids[ingredient].tolerance_threshold
+    )
     days = min(t.days for t in taken)
     return f"{described}: {ingredient} {amount} {_unit(ingredient, kb)} together for {days} days"
 
@@ -138,7 +141,8 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
         basis = "; ".join(tolerant_because)
         tolerant = Presence.PRESENT
     elif long_mme >= kb.equianalgesic_mme_per_day and combination:
-        basis = f"{'; '.join(long_enough)}: {format_number(long_mme)} MME/day in total"
+        total = format_apart(long_mme, kb.equianalgesic_mme_per_day)
+        basis = f"{'; '.join(long_enough)}: {total} MME/day in total"
         tolerant = Presence.PRESENT
     elif unknown:
         basis = f"{_unknown_because(unknown)}: " + "; ".join(

@@ -166,3 +166,20 @@ def test_unknown_opioid_record_cannot_add_support_outside_surgery_and_sickle_cel
     a = run(opioids=None, use="acute-pain", procedure=None)
     assert a.opioid.tolerant is Presence.UNKNOWN
     assert a.verdict is Verdict.INSUFFICIENT_EVIDENCE  # no sickle cell: no statement could support
+
+
+@pytest.mark.parametrize(
+    ("daily", "tolerant", "mme_text"),
+    [("299.98", Presence.ABSENT, "59.996 MME/day"), ("300", Presence.PRESENT, "(60 MME/day)")],
+)
+def test_an_mme_just_under_the_threshold_never_reads_as_the_threshold(
+    daily: str, tolerant: Presence, mme_text: str
+) -> None:
+    status = run(opioids=(opioid("tramadol", daily),)).opioid  # tramadol: 0.2 MME per mg, no own threshold
+    assert status.tolerant is tolerant and mme_text in status.basis
+
+
+def test_an_unreadable_opioid_dose_is_worded_plainly() -> None:
+    use = OpioidUse("oxycodone", None, TODAY - dt.timedelta(days=30), None, Coded("oxycodone"))
+    status = run(opioids=(use,)).opioid
+    assert status.tolerant is Presence.UNKNOWN and "oxycodone dose not readable for 30 days" in status.basis
