@@ -133,7 +133,6 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
         threshold = kb.opioids[ingredient].tolerance_threshold
         if threshold is not None and sum(t.amount for t in taken) >= threshold:
             tolerant_because.append(_describe_together(ingredient, taken, kb))
-    long_enough = [_describe(t.use, kb, t.days) for taken in sustained.values() for t in taken]
     long_mme = sum((t.mme for taken in sustained.values() for t in taken), Fraction(0))
     combination = len(sustained) > 1 or any(kb.opioids[i].tolerance_threshold is None for i in sustained)
 
@@ -141,6 +140,7 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
         basis = "; ".join(tolerant_because)
         tolerant = Presence.PRESENT
     elif long_mme >= kb.equianalgesic_mme_per_day and combination:
+        long_enough = [_describe(t.use, kb, t.days) for taken in sustained.values() for t in taken]
         total = format_apart(long_mme, kb.equianalgesic_mme_per_day)
         basis = f"{'; '.join(long_enough)}: {total} MME/day in total"
         tolerant = Presence.PRESENT
