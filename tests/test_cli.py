@@ -69,18 +69,18 @@ def test_readable_report_puts_the_verdict_first_with_numbers() -> None:
     assert done.returncode == 0
     lines = done.stdout.splitlines()
     assert lines[0] == "Verdict: DOSE-EXCEEDS-LIMIT"
-    assert "max 24.45 mg" in done.stdout  # 154 lb = 69.85 kg x 0.35
+    assert "max 24.44 mg" in done.stdout  # 154 lb = 69.85 kg x 0.35 = 24.4475, rounded down
     assert "dose-bolus-limit: grade C, certainty moderate" in done.stdout
 
 
-def test_json_numbers_are_rounded_for_display() -> None:
+def test_json_numbers_are_rounded_for_display_and_maxima_rounded_down() -> None:
     result = assess_json(
         {"patient": {"weight": {"value": 71.3, "unit": "kg"}, "conditions": []}, "indication": "crps"}
     )
     assert result["dose_limits"] == {
         **result["dose_limits"],
         "weight_kg": 71.3,
-        "max_bolus_mg": 24.96,
+        "max_bolus_mg": 24.95,  # 24.955: 24.96 mg would be over the limit
         "max_infusion_mg_per_h": 71.3,
     }
 

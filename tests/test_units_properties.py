@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from builders import facts
 from ketamine_cds import DoseStatus, Quantity, Route, Setting, UnitError, assess, ketamine_order, parse_unit
-from ketamine_cds._units import amount_per_dose, format_apart, format_exact, format_number, weight_in_kg
+from ketamine_cds._units import (
+    amount_per_dose,
+    format_apart,
+    format_exact,
+    format_max,
+    format_number,
+    round_max_for_display,
+    weight_in_kg,
+)
 
 # One dose written exactly in each unit: n steps of 0.003 mg/kg/h (= 0.05 mcg/kg/min), or of 0.001 mg/kg.
 RATE_STEPS = {
@@ -195,3 +203,20 @@ def test_a_value_beside_a_limit_gets_the_decimals_that_tell_them_apart(
     value: Fraction, limit: Fraction | None, text: str
 ) -> None:
     assert format_apart(value, limit) == text
+
+
+maxima = st.fractions(min_value=Fraction(1, 100), max_value=Fraction(2000), max_denominator=10**6)
+ordered = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("2000"), places=4)
+
+
+@given(maxima, ordered)
+def test_a_maximum_shown_is_never_above_it_nor_under_a_dose_within_it(
+    maximum: Fraction, dose: Decimal
+) -> None:
+    shown = Fraction(Decimal(format_max(maximum, Fraction(dose))))
+    assert shown <= maximum  # ordering the amount shown is within the limit
+    if Fraction(dose) <= maximum:
+        assert Fraction(dose) <= shown  # a dose within the limit never reads as over the maximum shown
+    alone = Fraction(Decimal(format_max(maximum)))
+    assert alone <= maximum and maximum - alone < Fraction(1, 100)
+    assert Fraction(str(round_max_for_display(maximum))) == alone

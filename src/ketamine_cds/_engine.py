@@ -298,7 +298,7 @@ def _dose_limit_findings(ctx: _Context, limits: DoseLimits) -> None:
     weight = ctx.facts.weight_kg
     key = "limits" if weight is not None else "limits-no-weight"
     bolus_limit = (limits.bolus_limit_mg_per_kg, "mg/kg")
-    ctx.add(_BOLUS, key, weight=(weight, "kg"), max=(limits.max_bolus_mg, "mg"), limit=bolus_limit)
+    ctx.add(_BOLUS, key, weight=(weight, "kg"), max=Clause("", limits.max_bolus_mg, "mg"), limit=bolus_limit)
     infusion_limit = (limits.infusion_limit_mg_per_kg_per_h, "mg/kg/h")
     if limits.infusion_limit_applies is False:
         ctx.add(_INFUSION, "limits-icu", limit=infusion_limit)
@@ -307,7 +307,7 @@ def _dose_limit_findings(ctx: _Context, limits: DoseLimits) -> None:
             _INFUSION,
             key,
             weight=(weight, "kg"),
-            max=(limits.max_infusion_mg_per_h, "mg/h"),
+            max=Clause("", limits.max_infusion_mg_per_h, "mg/h"),
             limit=infusion_limit,
         )
     if weight is None:

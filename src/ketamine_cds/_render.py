@@ -15,7 +15,14 @@ from typing import Any
 from ._assessment import Assessment, Clause, DoseCheck, DoseLimits, DoseMath, Finding
 from ._facts import Coded, DoseKind
 from ._kb import SYSTEM_LABELS, KnowledgeBase, Statement, load_knowledge, short_system
-from ._units import Quantity, format_apart, format_number, round_for_display
+from ._units import (
+    Quantity,
+    format_apart,
+    format_max,
+    format_number,
+    round_for_display,
+    round_max_for_display,
+)
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -32,7 +39,7 @@ def display_value(value: object, *, with_codes: bool = True) -> str:
     if isinstance(value, Clause):
         if value.value is None:
             return ""
-        return f"{value.prefix}{format_apart(value.value, value.apart_from)} {value.unit}{value.suffix}"
+        return f"{value.prefix}{format_max(value.value, value.apart_from)} {value.unit}{value.suffix}"
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
         number, unit = value
         return "unknown" if number is None else f"{format_number(number)} {unit}"
@@ -95,7 +102,7 @@ def dose_display(assessment: Assessment) -> DoseDisplay:
         if value is None:
             return None
         near = next((c.amount for c in ranked if c.kind is kind), None)
-        return f"{format_apart(value, near)} {unit}"
+        return f"{format_max(value, near)} {unit}"
 
     return DoseDisplay(
         max_bolus=maximum(limits.max_bolus_mg, DoseKind.BOLUS, "mg"),
@@ -170,6 +177,10 @@ def sorted_findings(assessment: Assessment) -> list[Finding]:
     return sorted(assessment.findings, key=lambda f: _SEVERITY_ORDER[f.severity])
 
 
+def _max_number(value: Fraction | None) -> float | None:
+    return None if value is None else round_max_for_display(value)
+
+
 def _number(value: Fraction | None) -> float | None:
     return None if value is None else round_for_display(value)
 
@@ -200,8 +211,8 @@ def finding_json(finding: Finding) -> dict[str, Any]:
 def limits_json(limits: DoseLimits, setting: str) -> dict[str, Any]:
     return {
         "weight_kg": _number(limits.weight_kg),
-        "max_bolus_mg": _number(limits.max_bolus_mg),
-        "max_infusion_mg_per_h": _number(limits.max_infusion_mg_per_h),
+        "max_bolus_mg": _max_number(limits.max_bolus_mg),
+        "max_infusion_mg_per_h": _max_number(limits.max_infusion_mg_per_h),
         "bolus_limit_mg_per_kg": _number(limits.bolus_limit_mg_per_kg),
         "infusion_limit_mg_per_kg_per_h": _number(limits.infusion_limit_mg_per_kg_per_h),
         "infusion_limit_applies": limits.infusion_limit_applies,
@@ -220,7 +231,7 @@ def _dose_check_json(check: DoseCheck) -> dict[str, Any]:
         "per_kg": _number(check.per_kg),
         "per_kg_unit": "mg/kg" if bolus else "mg/kg/h",
         "limit_per_kg": _number(check.limit_per_kg),
-        "limit_amount": _number(check.limit_amount),
+        "limit_amount": _max_number(check.limit_amount),
         "status": check.status.value,
         "dose_index": check.index,
     }

@@ -225,6 +225,26 @@ def _scaled_half_up(numerator: int, denominator: int, places: int) -> int:
     return (numerator * scale * 2 + denominator) // (2 * denominator)
 
 
+def format_max(
+    value: Fraction, other: Fraction | None = None, places: int = 2, most: int = MOST_PLACES
+) -> str:
+    """A maximum dose for display, rounded down so that a dose of the amount shown is within it: 0.35 mg/kg
+    for 62.5 kg is 21.875 mg and reads 21.87, since 21.88 mg would be over. ``other`` is the ordered amount it
+    is compared with: where two decimals rounded down would put a dose at or under the maximum above it
+    (24.447 mg ordered, max 24.4475 mg, "max 24.44"), as many more decimals are shown as keep it under
+    ("max 24.447"). A dose over the maximum stays over any maximum rounded down."""
+    for digits in range(places, most + 1):
+        shown = Fraction(math.floor(value * 10**digits), 10**digits)
+        if other is None or other > value or shown >= other:
+            return format_number(shown, digits)
+    return format_number(value, most)
+
+
+def round_max_for_display(value: Fraction, places: int = 2) -> float:
+    """A maximum as a JSON number: rounded down (see ``format_max``); comparisons never use it."""
+    return float(Fraction(math.floor(value * 10**places), 10**places))
+
+
 def _fraction_to_decimal(value: Fraction, places: int) -> Decimal:
     return Decimal(_scaled_half_up(value.numerator, value.denominator, places)).scaleb(-places)
 

@@ -175,11 +175,11 @@ def test_a_bolus_over_the_limit_shows_the_verdict_first(dev_server: Server) -> N
 
 
 def test_the_dose_table_restates_the_order_and_never_rounds_onto_the_limit(dev_server: Server) -> None:
-    # 24.45 mg for 69.85 kg is 0.35004 mg/kg; the maximum, 24.4475 mg, would round up to the order
+    # 24.45 mg for 69.85 kg is 0.35004 mg/kg; the maximum, 24.4475 mg, is shown rounded down
     data = {**APPENDECTOMY_40MG, "weight_value": "69.85", "dose_value": "24.45"}
     result = _result_text(_post(dev_server, data))
-    assert "Bolus 24.45 mg (0.35004 mg/kg) is over the 0.35 mg/kg limit: max 24.448 mg" in result
-    assert "IV bolus max 24.448 mg" in result
+    assert "Bolus 24.45 mg (0.35004 mg/kg) is over the 0.35 mg/kg limit: max 24.44 mg" in result
+    assert "IV bolus max 24.44 mg" in result
     assert "Ordered bolus 24.45 mg (24.45 mg, 0.35004 mg/kg): exceeds the limit" in result
     per_kg = {**APPENDECTOMY_40MG, "dose_value": "0.352", "dose_unit": "mg/kg"}
     result = _result_text(_post(dev_server, per_kg))

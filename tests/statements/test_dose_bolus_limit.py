@@ -123,14 +123,16 @@ def test_a_converted_dose_over_the_limit_never_reads_as_the_limit() -> None:
     assert "**0.352 mg/kg**" in detail
 
 
-def test_the_maximum_for_the_weight_never_reads_as_an_ordered_dose_above_it() -> None:
-    # 69.85 kg x 0.35 = 24.4475 mg, which two decimals round up to the ordered 24.45 mg
+def test_the_maximum_for_the_weight_is_rounded_down_and_never_reads_under_a_dose_within_it() -> None:
+    # 69.85 kg x 0.35 = 24.4475 mg: shown as 24.44 (24.45 mg would be over), with more decimals only where
+    # 24.44 would put an ordered dose that is within the limit above the maximum shown
     over = run(order=iv("24.45", "mg"), weight_kg=Fraction("69.85"))
-    assert _texts(over)[0] == "Bolus 24.45 mg (0.35004 mg/kg) is over the 0.35 mg/kg limit: max 24.448 mg"
+    assert _texts(over)[0] == "Bolus 24.45 mg (0.35004 mg/kg) is over the 0.35 mg/kg limit: max 24.44 mg"
     within = run(order=iv("24.447", "mg"), weight_kg=Fraction("69.85"))
     summary, detail = _texts(within)
     assert summary == "Bolus 24.447 mg (0.34999 mg/kg) is within the 0.35 mg/kg limit"
-    assert "(max 24.448 mg for this weight)" in detail
-    # without an order to compare with, the maximum is rounded to two decimals as usual
+    assert "(max 24.447 mg for this weight)" in detail
+    at_limit = _texts(run(order=iv("24.4475", "mg"), weight_kg=Fraction("69.85")))[1]
+    assert "(max 24.4475 mg for this weight)" in at_limit
     limits = _texts(run(weight_kg=Fraction("69.85")))[0]
-    assert limits == "Maximum IV bolus: 24.45 mg (0.35 mg/kg for 69.85 kg)"
+    assert limits == "Maximum IV bolus: 24.44 mg (0.35 mg/kg for 69.85 kg)"

@@ -26,7 +26,7 @@ from .._errors import InputError
 from .._facts import DoseKind
 from .._kb import Statement
 from .._render import SUMMARY_MAX, finding_texts, sorted_findings, verdict_reason
-from .._units import format_number
+from .._units import format_max, format_number
 from ..adapters.fhir import order_dose_positions
 
 Json = dict[str, Any]
@@ -130,9 +130,9 @@ def _dose_not_checked_card(reason: str, assessment: Assessment, base_url: str) -
     bolus = f"{format_number(limits.bolus_limit_mg_per_kg)} mg/kg"
     rate = f"{format_number(limits.infusion_limit_mg_per_kg_per_h)} mg/kg/h"
     if weight is not None and limits.max_bolus_mg is not None:
-        bolus += f" (max {format_number(limits.max_bolus_mg)} mg for {format_number(weight)} kg)"
+        bolus += f" (max {format_max(limits.max_bolus_mg)} mg for {format_number(weight)} kg)"
     if limits.max_infusion_mg_per_h is not None:
-        rate += f" (max {format_number(limits.max_infusion_mg_per_h)} mg/h)"
+        rate += f" (max {format_max(limits.max_infusion_mg_per_h)} mg/h)"
     card: Json = {
         "uuid": str(uuid.uuid4()),
         "summary": "Ketamine dose not checked: the order gives it only in words, not as a coded dose",
