@@ -95,7 +95,8 @@ def test_the_order_is_restated_as_ordered_and_json_numbers_stay_rounded() -> Non
     case["order"]["dose"] = {"value": 28.19, "unit": "mg"}  # 0.352375 mg/kg for 80 kg
     result = assess_json(case)
     assert result["verdict_reason"] == "Bolus 28.19 mg (0.352 mg/kg) is over the 0.35 mg/kg limit: max 28 mg"
-    assert result["dose_check"]["per_kg"] == 0.35  # a JSON number: at most 2 decimals, as the contract says
+    # a JSON number has at most 2 decimals (the contract); over the limit it is rounded up, never onto 0.35
+    assert result["dose_check"]["per_kg"] == 0.36
     done = cli("assess", "-", stdin=json.dumps(case))
     assert "  Ordered bolus: 28.19 mg (0.352 mg/kg) -> exceeds" in done.stdout
 
@@ -213,3 +214,64 @@ def test_an_unpaired_surrogate_escape_is_not_text_and_exits_2() -> None:
         stdin='{"indication": "perioperative", "procedure": {"display": "\\ud83d\\ude00"}}',
     )
     assert "surrogate" not in paired.stderr
+
+
+# --- from a review of the case document, the CLI and the page ------------------------------------------
+
+MALFORMED = [
+    ('{"indication": ["crps"]}', "indication"),
+    ('{"procedure": {"class": ["spine"]}}', "procedure.class"),
+    ('{"patient": {"conditions": [{"concept": ["x"]}]}}', "patient.conditions[0].concept"),
+    ('{"patient": {"conditions": [{"system": "snomed", "code": 5}]}}', "patient.conditions[0].code"),
+    ('{"indication": "perioperative", "procedure": {"system": 5, "code": "1"}}', "procedure.system"),
+    ('{"patient": {"conditions": [{"code": "F20.9"}]}}', "patient.conditions[0]"),
+    ('{"patient": {"conditions": [{"display": "schizophrenia"}]}}', "patient.conditions[0]"),
+    ('{"case_version": 2}', "case_version"),
+    ('{"as_of": "2026-11-24xyz"}', "as_of"),
+    ('{"order": {"route": "iv", "display": {"a": 1}}}', "order.display"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize(("text", "field"), MALFORMED, ids=[m[1] + str(i) for i, m in enumerate(MALFORMED)])
+def test_malformed_case_documents_exit_2_not_an_internal_error(text: str, field: str) -> None:
+    done = cli("assess", "-", "--json", stdin=text)
+    assert done.returncode == 2, done.stderr
+    assert field in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_weight_beyond_any_float_is_refused_by_limits() -> None:
+    done = cli("limits", "--weight", "1" + "0" * 400 + "kg")
+    assert done.returncode == 2 and "--weight" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_stated_pregnancy_counts_when_the_conditions_are_unknown() -> None:
+    patient = {"weight": {"value": 80, "unit": "kg"}, "pregnant": True, "opioids": []}
+    result = assess_json({"patient": patient, "indication": "crps"})
+    assert result["verdict"] == "contraindicated"
+    screening = {s["statement"]: s["status"] for s in result["screening"]}
+    assert screening["contra-pregnancy"] == "present" and screening["contra-psychosis"] == "unknown"
+    ruled_out = assess_json({"patient": {**patient, "pregnant": False}, "indication": "crps"})
+    screening = {s["statement"]: s["status"] for s in ruled_out["screening"]}
+    assert screening["contra-pregnancy"] == "absent" and screening["contra-psychosis"] == "unknown"
+    assert ruled_out["verdict"] == "needs-information"
+
+
+@pytest.mark.parametrize(
+    ("mg", "amount", "status"), [("21.875", 21.87, "within"), ("21.876", 21.88, "exceeds")]
+)
+def test_json_dose_numbers_stay_on_their_side_of_the_maximum(mg: str, amount: float, status: str) -> None:
+    document = {
+        "patient": {"weight": {"value": 62.5, "unit": "kg"}, "conditions": [], "opioids": []},
+        "indication": "perioperative",
+        "procedure": {"class": "abdominal"},
+        "setting": "non-intensive-care",
+        "order": {"route": "intravenous", "dose": {"value": float(mg), "unit": "mg"}},
+    }
+    check = assess_json(document)["dose_check"]
+    assert (check["amount"], check["limit_amount"], check["status"]) == (amount, 21.87, status)
+
+
+def test_an_integral_age_written_with_a_decimal_point_is_read() -> None:
+    result = assess_json({"patient": {"age_years": 30.0, "conditions": []}, "indication": "crps"})
+    assert result["verdict"]

@@ -252,13 +252,13 @@ def _limits(args: argparse.Namespace) -> int:
     from ._engine import assess
     from ._facts import Facts, Setting, checked_weight
     from ._render import limits_json
-    from ._units import weight_in_kg
+    from ._units import bounded, weight_in_kg
 
     match = _WEIGHT.match(args.weight)
     if not match:
         raise InputError("--weight", f"expected a number and a unit such as 80kg, not {args.weight!r}")
     try:
-        value = Decimal(match.group(1))
+        value = bounded(Decimal(match.group(1)), "--weight")
     except InvalidOperation:
         raise InputError("--weight", f"not a number: {match.group(1)!r}") from None
     weight = checked_weight(weight_in_kg(value, match.group(2), "--weight"), "--weight")

@@ -49,7 +49,7 @@ class _Context:
         self.facts = facts
         self.kb = kb
         self.by_concept: dict[str, list[Coded]] = {}
-        for condition in facts.conditions or ():
+        for condition in (*(facts.conditions or ()), *facts.stated):
             sources = self.by_concept.setdefault(condition.concept, [])
             if condition.source not in sources:
                 sources.append(condition.source)
@@ -231,12 +231,11 @@ def _follow_up(ctx: _Context, route: Route) -> None:
 
 
 def _screen(ctx: _Context) -> tuple[ScreeningResult, ...]:
-    conditions = ctx.facts.conditions
-    if conditions is None:
+    unread = ctx.facts.conditions is None
+    if unread:
         ctx.need(
             "conditions", "the patient's conditions could not be read, so contraindications were not screened"
         )
-        return tuple(ScreeningResult(s, c, Presence.UNKNOWN) for s, c in _CONTRA_CONCEPTS)
     results = []
     for statement, concept in _CONTRA_CONCEPTS:
         evidence = _evidence(ctx, concept)
@@ -249,7 +248,9 @@ def _screen(ctx: _Context) -> tuple[ScreeningResult, ...]:
         elif concept in ctx.facts.ruled_out:
             results.append(ScreeningResult(statement, concept, Presence.ABSENT))
         else:
-            results.append(ScreeningResult(statement, concept, Presence.NOT_RECORDED))
+            results.append(
+                ScreeningResult(statement, concept, Presence.UNKNOWN if unread else Presence.NOT_RECORDED)
+            )
     return tuple(results)
 
 

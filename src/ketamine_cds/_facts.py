@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 
@@ -132,7 +133,9 @@ class Facts:
 
     ``conditions`` is None when the patient's conditions could not be read at all (unknown), and an empty
     tuple when they were read and none matched (absent from the record). ``opioids`` likewise.
-    ``ruled_out`` holds concepts the record explicitly excludes (e.g. a negative pregnancy status).
+    ``ruled_out`` holds concepts the record explicitly excludes (e.g. a negative pregnancy status), and
+    ``stated`` conditions known from a direct answer (a pregnancy stated on the form) even where the
+    condition list itself is unknown: they are present either way.
     """
 
     as_of: date
@@ -142,6 +145,7 @@ class Facts:
     setting: Setting = Setting.UNKNOWN
     conditions: tuple[ConditionFact, ...] | None = ()
     ruled_out: frozenset[str] = frozenset()
+    stated: tuple[ConditionFact, ...] = ()
     procedure: PlannedProcedure | None = None
     opioids: tuple[OpioidUse, ...] | None = ()
     order: KetamineOrder | None = None
@@ -223,14 +227,22 @@ def checked_weight(weight_kg: Fraction, field: str = "weight") -> Fraction:
     Every adapter (case document, FHIR, web form, audit rows, ``limits --weight``) comes through here.
     """
     if weight_kg <= 0:
-        raise ImpossibleValueError(field, f"a body weight must be above zero (got {float(weight_kg):g} kg)")
+        raise ImpossibleValueError(field, f"a body weight must be above zero (got {_kg(weight_kg)} kg)")
     if weight_kg < MIN_WEIGHT_KG:
         raise ImpossibleValueError(
             field,
-            f"a body weight under 0.2 kg is not plausible (got {float(weight_kg):g} kg); check the unit",
+            f"a body weight under 0.2 kg is not plausible (got {_kg(weight_kg)} kg); check the unit",
         )
     if weight_kg > MAX_WEIGHT_KG:
         raise ImpossibleValueError(
-            field, f"a body weight over 500 kg is not plausible (got {float(weight_kg):g} kg)"
+            field, f"a body weight over 500 kg is not plausible (got {_kg(weight_kg)} kg)"
         )
     return weight_kg
+
+
+def _kg(weight_kg: Fraction) -> str:
+    """A weight for an error message (as the batch audit writes it too), safe beyond a float's range."""
+    try:
+        return f"{float(weight_kg):g}"
+    except OverflowError:
+        return f"{Decimal(weight_kg.numerator) / Decimal(weight_kg.denominator):.6g}"

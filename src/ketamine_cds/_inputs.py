@@ -24,6 +24,8 @@ def parse_json(text: str | bytes) -> Any:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise NotJSONError("", f"not JSON ({exc})") from None
+    except RecursionError:
+        raise NotJSONError("", "the JSON is nested too deeply to read") from None
     escape = _SURROGATE_ESCAPE_BYTES if isinstance(text, bytes) else _SURROGATE_ESCAPE
     if escape.search(text) and _has_lone_surrogate(data):  # type: ignore[arg-type]
         raise NotJSONError(

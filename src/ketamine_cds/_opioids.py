@@ -150,7 +150,13 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
         )
         tolerant = Presence.UNKNOWN
     else:
-        basis = "current opioids below the opioid-tolerance thresholds: " + "; ".join(
+        recent = any(u.start is not None and (facts.as_of - u.start).days < kb.tolerance_days for u in active)
+        why = (
+            f"current opioids not at a tolerance dose for {kb.tolerance_days} days or longer: "
+            if recent
+            else "current opioids below the opioid-tolerance thresholds: "
+        )
+        basis = why + "; ".join(
             _describe(u, kb, (facts.as_of - u.start).days if u.start else None) for u in active
         )
         tolerant = Presence.ABSENT

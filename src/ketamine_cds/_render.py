@@ -5,6 +5,7 @@ The wording of each finding comes from its statement's file; this module only fi
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from collections.abc import Mapping
@@ -177,6 +178,16 @@ def sorted_findings(assessment: Assessment) -> list[Finding]:
     return sorted(assessment.findings, key=lambda f: _SEVERITY_ORDER[f.severity])
 
 
+def _beside(value: Fraction | None, limit: Fraction | None) -> float | None:
+    """A dose as a JSON number beside its limit (a maximum, rounded down): rounded down when within the limit
+    and up when over it, so two decimals never put it on the other side of the limit shown."""
+    if value is None or limit is None:
+        return _number(value)
+    if value <= limit:
+        return round_max_for_display(value)
+    return float(Fraction(math.ceil(value * 100), 100))
+
+
 def _max_number(value: Fraction | None) -> float | None:
     return None if value is None else round_max_for_display(value)
 
@@ -226,9 +237,9 @@ def _dose_check_json(check: DoseCheck) -> dict[str, Any]:
         "statement": check.statement,
         "kind": check.kind.value,
         "ordered": str(check.ordered),
-        "amount": _number(check.amount),
+        "amount": _beside(check.amount, check.limit_amount),
         "amount_unit": "mg" if bolus else "mg/h",
-        "per_kg": _number(check.per_kg),
+        "per_kg": _beside(check.per_kg, check.limit_per_kg),
         "per_kg_unit": "mg/kg" if bolus else "mg/kg/h",
         "limit_per_kg": _number(check.limit_per_kg),
         "limit_amount": _max_number(check.limit_amount),

@@ -78,7 +78,7 @@ def test_an_empty_bundle_is_an_eligibility_question_with_nothing_known() -> None
     facts = read()
     assert facts.order is None and facts.use is None and facts.weight_kg is None
     assert facts.conditions == () and facts.opioids == ()
-    assert facts.setting is Setting.UNKNOWN and facts.prior_iv_ketamine is False
+    assert facts.setting is Setting.UNKNOWN and facts.prior_iv_ketamine is None
 
 
 def test_an_error_in_a_resource_without_id_names_its_entry() -> None:

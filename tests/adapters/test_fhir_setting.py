@@ -93,8 +93,8 @@ def administration(
     return given
 
 
-def test_no_other_ketamine_is_no_prior_iv_ketamine() -> None:
-    assert read(patient(), ketamine()).prior_iv_ketamine is False
+def test_no_other_ketamine_leaves_prior_iv_ketamine_unknown_not_ruled_out() -> None:
+    assert read(patient(), ketamine()).prior_iv_ketamine is None
 
 
 @pytest.mark.parametrize("status", ["completed", "stopped", "active", "on-hold"])
@@ -109,13 +109,13 @@ def test_requests_never_given_are_not_prior_iv_ketamine(status: str) -> None:
     facts = read(
         patient(), ketamine(id="other", status=status), ketamine(id="now", status="active"), order_id="now"
     )
-    assert facts.prior_iv_ketamine is False
+    assert facts.prior_iv_ketamine is None
 
 
 def test_earlier_oral_ketamine_is_not_iv() -> None:
     assert (
         read(patient(), ketamine(id="earlier", status="completed", route=ORAL), ketamine()).prior_iv_ketamine
-        is False
+        is None
     )
 
 
@@ -128,8 +128,8 @@ def test_an_earlier_request_without_route_leaves_prior_iv_ketamine_unknown() -> 
 
 def test_an_iv_ketamine_administration_is_prior_iv_ketamine() -> None:
     assert read(patient(), administration(IV), ketamine(route=NASAL)).prior_iv_ketamine is True
-    assert read(patient(), administration(ORAL)).prior_iv_ketamine is False
-    assert read(patient(), administration(IV, status="not-done")).prior_iv_ketamine is False
+    assert read(patient(), administration(ORAL)).prior_iv_ketamine is None
+    assert read(patient(), administration(IV, status="not-done")).prior_iv_ketamine is None
     assert read(patient(), administration(None)).prior_iv_ketamine is None
 
 

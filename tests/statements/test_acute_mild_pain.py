@@ -2,6 +2,7 @@
 
 from builders import COLONOSCOPY, condition, ids, opioid, run
 from ketamine_cds import Verdict
+from ketamine_cds._render import finding_summary
 
 S = "acute-mild-pain"
 
@@ -30,3 +31,10 @@ def test_severe_procedure_does_not_fire() -> None:
 
 def test_contraindication_outranks_not_indicated() -> None:
     assert run(procedure=COLONOSCOPY, conditions=(condition("psychosis"),)).verdict is Verdict.CONTRAINDICATED
+
+
+def test_the_mild_pain_finding_does_not_say_not_indicated_when_other_support_wins() -> None:
+    a = run(procedure=COLONOSCOPY, conditions=(condition("sleep-apnea"),))
+    assert a.verdict is Verdict.MAY_CONSIDER
+    finding = next(f for f in a.findings if f.statement.id == S)
+    assert "Not indicated" not in finding_summary(finding)

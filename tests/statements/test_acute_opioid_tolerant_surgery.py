@@ -183,3 +183,9 @@ def test_an_unreadable_opioid_dose_is_worded_plainly() -> None:
     use = OpioidUse("oxycodone", None, TODAY - dt.timedelta(days=30), None, Coded("oxycodone"))
     status = run(opioids=(use,)).opioid
     assert status.tolerant is Presence.UNKNOWN and "oxycodone dose not readable for 30 days" in status.basis
+
+
+def test_a_threshold_dose_taken_under_a_week_is_not_called_below_the_threshold() -> None:
+    status = run(opioids=(opioid("oxycodone", 100, days=3),)).opioid
+    assert status.tolerant is Presence.ABSENT
+    assert "not at a tolerance dose for 7 days or longer" in status.basis and "below" not in status.basis

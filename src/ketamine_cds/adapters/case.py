@@ -52,17 +52,21 @@ def is_case_document(data: Mapping[str, Any]) -> bool:
 def facts_from_case(data: Mapping[str, Any], *, today: dt.date, kb: KnowledgeBase | None = None) -> Facts:
     kb = kb or load_knowledge()
     _only(data, _TOP, "")
+    if data.get("case_version", 1) != 1 or isinstance(data.get("case_version"), bool):
+        raise InvalidCaseError("case_version", "this program reads case_version 1")
     patient = _mapping(data.get("patient", {}), "patient")
     _only(patient, _PATIENT, "patient.")
     as_of = _date(data["as_of"], "as_of") if data.get("as_of") is not None else today
     conditions = _conditions(patient, kb)
+    pregnant = _optional_bool(patient.get("pregnant"), "patient.pregnant")
     return Facts(
         as_of=as_of,
         use=_use(data.get("indication"), kb),
         weight_kg=_weight(patient.get("weight")),
         setting=_setting(data.get("setting")),
         conditions=conditions,
-        ruled_out=frozenset({"pregnancy"}) if patient.get("pregnant") is False else frozenset(),
+        ruled_out=frozenset({"pregnancy"}) if pregnant is False else frozenset(),
+        stated=_stated_pregnancy(pregnant, conditions),
         procedure=_procedure(data.get("procedure"), kb),
         opioids=_opioids(patient.get("opioids"), kb),
         order=_order(data.get("order")),
@@ -104,7 +108,7 @@ def _decimal(value: Any, field: str) -> Decimal:
 
 def _date(value: Any, field: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(_text(value, field)[:10])
+        return dt.date.fromisoformat(_text(value, field))
     except ValueError:
         raise InvalidCaseError(field, f"must be a date like 2026-11-24, not {value!r}") from None
 
@@ -140,9 +144,10 @@ def _weight(value: Any) -> Fraction | None:
 def _age(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 130:
+    whole = isinstance(value, int | Decimal) and not isinstance(value, bool) and value == int(value)
+    if not whole or not 0 <= value <= 130:
         raise InvalidCaseError("patient.age_years", "must be a whole number of years from 0 to 130")
-    return value
+    return int(value)
 
 
 def _sex(value: Any) -> str | None:
@@ -156,7 +161,7 @@ def _sex(value: Any) -> str | None:
 def _use(value: Any, kb: KnowledgeBase) -> str | None:
     if value is None:
         return None
-    if value not in kb.uses:
+    if not isinstance(value, str) or value not in kb.uses:
         raise InvalidCaseError("indication", f"unknown indication {value!r}; one of: {', '.join(kb.uses)}")
     return str(value)
 
@@ -176,13 +181,23 @@ def _coded(value: Any, field: str) -> tuple[Coded, str | None]:
         return Coded(value), value
     data = _mapping(value, field)
     _only(data, {"system", "code", "display", "concept"}, field + ".")
-    display = str(data.get("display") or data.get("code") or data.get("concept") or "")
-    system = data.get("system")
-    if system is not None and short_system(str(system)) is None:
+    system, code, display, concept = (
+        _optional_text(data, k, field) for k in ("system", "code", "display", "concept")
+    )
+    if system is not None and short_system(system) is None:
         raise InvalidCaseError(
             field + ".system", f"unknown code system {system!r} (snomed, icd10cm, rxnorm, loinc)"
         )
-    return Coded(display, system, data.get("code")), data.get("concept")
+    if concept is None and (code is None or system is None):
+        raise InvalidCaseError(
+            field,
+            "needs a concept, or a system and a code (a condition given only in words cannot be screened)",
+        )
+    return Coded(display or code or concept or "", system, code), concept
+
+
+def _optional_text(data: Mapping[str, Any], key: str, field: str) -> str | None:
+    return None if data.get(key) is None else _text(data[key], f"{field}.{key}")
 
 
 def _conditions(patient: Mapping[str, Any], kb: KnowledgeBase) -> tuple[ConditionFact, ...] | None:
@@ -204,9 +219,16 @@ def _conditions(patient: Mapping[str, Any], kb: KnowledgeBase) -> tuple[Conditio
             facts.append(ConditionFact(concept, Coded(label, coded.system, coded.code)))
         elif coded.code:
             facts.extend(ConditionFact(c, coded) for c in kb.value_sets.concepts(coded.system, coded.code))
-    if patient.get("pregnant") is True and not any(f.concept == "pregnancy" for f in facts):
-        facts.append(ConditionFact("pregnancy", Coded("pregnant (stated in the case)")))
     return tuple(facts)
+
+
+def _stated_pregnancy(
+    pregnant: bool | None, conditions: tuple[ConditionFact, ...] | None
+) -> tuple[ConditionFact, ...]:
+    """A pregnancy the case states, unless its conditions already show one (read whether or not they are)."""
+    if pregnant is not True or any(c.concept == "pregnancy" for c in conditions or ()):
+        return ()
+    return (ConditionFact("pregnancy", Coded("pregnant (stated in the case)")),)
 
 
 def _procedure(value: Any, kb: KnowledgeBase) -> PlannedProcedure | None:
@@ -214,23 +236,24 @@ def _procedure(value: Any, kb: KnowledgeBase) -> PlannedProcedure | None:
         return None
     data = _mapping(value, "procedure")
     _only(data, _PROCEDURE, "procedure.")
-    pclass = data.get("class")
+    pclass, system, code, display = (
+        _optional_text(data, k, "procedure") for k in ("class", "system", "code", "display")
+    )
     if pclass is not None and pclass not in kb.procedure_classes:
         raise InvalidCaseError(
             "procedure.class", f"unknown class {pclass!r}; one of: {', '.join(kb.procedure_classes)}"
         )
-    system, code = data.get("system"), data.get("code")
+    if system is not None and short_system(system) is None:
+        raise InvalidCaseError(
+            "procedure.system", f"unknown code system {system!r} (snomed, icd10cm, rxnorm, loinc)"
+        )
     if pclass is None and code:
         classes = [
-            c.split(":", 1)[1]
-            for c in kb.value_sets.concepts(system, str(code))
-            if c.startswith("procedure:")
+            c.split(":", 1)[1] for c in kb.value_sets.concepts(system, code) if c.startswith("procedure:")
         ]
         pclass = classes[0] if classes else None
-    display = str(
-        data.get("display") or (kb.procedure_classes[pclass].label if pclass else code or "procedure")
-    )
-    return PlannedProcedure(Coded(display, system, code), pclass)
+    shown = display or (kb.procedure_classes[pclass].label if pclass else code or "procedure")
+    return PlannedProcedure(Coded(shown, system, code), pclass)
 
 
 def _opioids(value: Any, kb: KnowledgeBase) -> tuple[OpioidUse, ...] | None:
@@ -258,7 +281,9 @@ def _opioid(value: Any, field: str, kb: KnowledgeBase) -> OpioidUse:
         raise InvalidCaseError(f"{field}.{key}", "must not be negative")
     start = _date(data["start"], field + ".start") if data.get("start") else None
     end = _date(data["end"], field + ".end") if data.get("end") else None
-    return OpioidUse(ingredient, amount, start, end, Coded(str(data.get("display") or ingredient)))
+    return OpioidUse(
+        ingredient, amount, start, end, Coded(_optional_text(data, "display", field) or ingredient)
+    )
 
 
 def _order(value: Any) -> KetamineOrder | None:
@@ -296,5 +321,5 @@ def _order(value: Any) -> KetamineOrder | None:
         kind=kind,
         concentration_mg_per_ml=concentration,
         pca_sole_agent=pca,
-        source=Coded(str(data.get("display") or "ketamine")),
+        source=Coded(_optional_text(data, "display", "order") or "ketamine"),
     )

@@ -1214,27 +1214,25 @@ def _is_intensive_care(location: _Resource | None) -> bool | None:
 def _prior_iv_ketamine(
     record: _Record, kb: KnowledgeBase, requests: list[_Request], chosen: _Request | None
 ) -> bool | None:
-    """Whether the record shows IV ketamine other than this order: another ketamine MedicationRequest that may
-    have been given (not draft, cancelled or entered in error) or a MedicationAdministration, by the IV route.
-    None when such a record exists but its route cannot be read."""
-    unknown = False
+    """True when the record shows IV ketamine other than this order: another ketamine MedicationRequest that
+    may have been given (not draft, cancelled or entered in error) or a MedicationAdministration, by the IV
+    route. Otherwise None, never False: an IV course not found in the record is not ruled out by it (a record
+    has no way to say "never had IV ketamine"), so follow-up use then needs the answer."""
     for request in requests:
         if (chosen is not None and request.request is chosen.request) or (
             request.request.status in _NOT_GIVEN_REQUEST_STATUSES
         ):
             continue
-        routes = _routes(_mapping(_first(request.request.data, "dosageInstruction"), "route"))
-        if routes == {Route.INTRAVENOUS}:
+        if _routes(_mapping(_first(request.request.data, "dosageInstruction"), "route")) == {
+            Route.INTRAVENOUS
+        }:
             return True
-        unknown = unknown or not routes or len(routes) > 1
     for given in record.all("MedicationAdministration"):
         if given.status in _NOT_GIVEN_ADMINISTRATION_STATUSES or not _is_ketamine(_drug(given, record), kb):
             continue
-        routes = _routes(_mapping(_mapping(given.data, "dosage"), "route"))
-        if routes == {Route.INTRAVENOUS}:
+        if _routes(_mapping(_mapping(given.data, "dosage"), "route")) == {Route.INTRAVENOUS}:
             return True
-        unknown = unknown or not routes or len(routes) > 1
-    return None if unknown else False
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------
