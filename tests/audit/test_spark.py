@@ -171,6 +171,15 @@ BAD_ROWS = [
     ["B27", "P9", "2025-05-07", "intravenous", "bolus", "20", "mg", "", "70", "g", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
     ["B28", "P9", "2025-05-07", "intravenous", "bolus", "20", "mg", "", "70", "mg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
     ["B29", "P9", "2025-05-07", "intravenous", "bolus", "20", "mg", "", "200", "g", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
+    # a kind in capitals; a strength of zero, below zero or not finite; a weight not finite; a dose without a
+    # unit; an unknown weight unit beside another (each quoted from its own row)
+    ["B30", "P10", "2025-05-08", "intravenous", "Infusion", "1.5", "mg/kg/h", "", "70", "kg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
+    ["B31", "P10", "2025-05-08", "intravenous", "INFUSION", "0.5", "mg/kg/h", "", "70", "kg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
+    ["B32", "P10", "2025-05-08", "intravenous", "bolus", "2.5", "mL", "0", "70", "kg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
+    ["B33", "P10", "2025-05-08", "intravenous", "bolus", "2.5", "mL", "-10", "70", "kg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
+    ["B34", "P10", "2025-05-08", "intravenous", "bolus", "2.5", "mL", "inf", "nan", "kg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
+    ["B35", "P10", "2025-05-08", "intravenous", "bolus", "20", "", "", "70", "kg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
+    ["B36", "P10", "2025-05-08", "intravenous", "bolus", "20", "mg", "", "11", "tonnes", "non-intensive-care", "Ward", "perioperative", "mild", "", "", "false"],
 ]
 # fmt: on
 
@@ -214,6 +223,11 @@ def test_bad_rows_findings_equal_duckdbs(spark: SparkSession, tmp_path: Path) ->
     assert "under 0.2 kg" in problems["B27"] and "0.07 kg" in problems["B27"]
     assert "under 0.2 kg" in problems["B28"] and "7e-05 kg" in problems["B28"]
     assert problems["B29"] is None
+    verdicts = {r[0]: r[-3] for r in rows}
+    assert verdicts["B30"] == "dose-exceeds-limit" and problems["B30"] is None and problems["B31"] is None
+    assert "strength must be positive" in problems["B32"] and "strength must be positive" in problems["B33"]
+    assert "finite number" in problems["B34"] and "a dose without a unit" in problems["B35"]
+    assert "stone" in problems["B12"] and "tonnes" in problems["B36"]
     dose_per_kg = {r[0]: r[11] for r in rows}
     assert dose_per_kg["B20"] == -math.inf and math.isnan(dose_per_kg["B23"])  # IEEE, as DuckDB divides
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from fractions import Fraction
 from typing import Any
 
 from .._errors import InputError
@@ -25,7 +24,7 @@ from .._facts import (
     ketamine_order,
 )
 from .._kb import KnowledgeBase
-from .._units import Quantity, parse_unit, weight_in_kg
+from .._units import Quantity, parse_concentration, parse_unit, weight_in_kg
 
 # name, DuckDB type, meaning (the flat-table form uses the same names; see README "Audit")
 COLUMNS: Sequence[tuple[str, str, str]] = (
@@ -55,10 +54,31 @@ COLUMNS: Sequence[tuple[str, str, str]] = (
 COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
 
 
+# DuckDB's ``trim`` removes the Unicode space separators (category Zs), not tabs; words are compared after it
+ZS = " \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+KINDS = ("bolus", "infusion")
+SETTINGS = tuple(s.value for s in Setting)
+
+
+def word(value: Any) -> str | None:
+    """A coded word as the audit compares it (SQL ``lower(trim(x))``): case and space separators ignored."""
+    if value is None:
+        return None
+    return str(value).strip(ZS).lower() or None
+
+
 def _decimal(value: Any) -> Decimal | None:
     if value is None:
         return None
     return value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+
+
+def _finite(row: Mapping[str, Any], name: str, what: str) -> Decimal | None:
+    """A number that must be finite (NaN and infinity are a row's reason, never a crash)."""
+    number = _decimal(row.get(name))
+    if number is not None and not number.is_finite():
+        raise InputError(name, f"{what} must be a finite number, not {row.get(name)}")
+    return number
 
 
 def facts_from_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Facts:
@@ -74,24 +94,32 @@ def facts_from_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Facts:
     route = ROUTE_WORDS.get(str(row.get("route") or "").strip().lower())
     if route is None:
         raise InputError("route", f"unknown or missing route {row.get('route')!r}")
-    kind = DoseKind(row["kind"]) if row.get("kind") in ("bolus", "infusion") else None
+    kind_word = word(row.get("kind"))
+    if kind_word is not None and kind_word not in KINDS:
+        raise InputError("kind", f"unknown kind {row.get('kind')!r} (bolus or infusion)")
+    kind = DoseKind(kind_word) if kind_word is not None else None
     dose_value, unit_text = _decimal(row.get("dose_value")), row.get("dose_unit")
-    dose = Quantity(dose_value, parse_unit(str(unit_text))) if dose_value is not None and unit_text else None
-    concentration = _decimal(row.get("concentration_mg_per_ml"))
+    if dose_value is not None and unit_text is None:
+        raise InputError("dose_unit", "a dose without a unit is not guessed")
+    dose = Quantity(dose_value, parse_unit(str(unit_text))) if dose_value is not None else None
+    concentration = _finite(row, "concentration_mg_per_ml", "the concentration")
     order = ketamine_order(
         route=route,
         dose=dose,
         kind=kind,
         pca_sole_agent=bool(row.get("pca_sole_agent")),
-        concentration_mg_per_ml=Fraction(concentration) if concentration else None,
+        concentration_mg_per_ml=(
+            parse_concentration(concentration, "mg/mL", "concentration_mg_per_ml")
+            if concentration is not None
+            else None
+        ),
     )
     weight = None
-    if row.get("weight_value") is not None:
+    weight_value = _finite(row, "weight_value", "a body weight")
+    if weight_value is not None:
         if not row.get("weight_unit"):
             raise InputError("weight_unit", "a weight without a unit (kg, g, [lb_av]) is not guessed")
-        weight = checked_weight(
-            weight_in_kg(_decimal(row["weight_value"]) or Decimal(0), str(row["weight_unit"]))
-        )
+        weight = checked_weight(weight_in_kg(weight_value, str(row["weight_unit"])))
     use = row.get("indication") or None
     if use is not None and use not in kb.uses:
         raise InputError("indication", f"unknown indication {use!r}")
@@ -102,12 +130,17 @@ def facts_from_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Facts:
     unknown = [c for c in concepts if c not in kb.concepts]
     if unknown:
         raise InputError("conditions", f"unknown condition {unknown[0]!r}")
-    setting = row.get("setting") or "unknown"
+    setting = word(row.get("setting")) or "unknown"
+    if setting not in SETTINGS:
+        raise InputError(
+            "setting",
+            f"unknown setting {row.get('setting')!r} (intensive-care, non-intensive-care or unknown)",
+        )
     return Facts(
         as_of=as_of,
         use=use,
         weight_kg=weight,
-        setting=Setting(setting) if setting in {s.value for s in Setting} else Setting.UNKNOWN,
+        setting=Setting(setting),
         conditions=tuple(ConditionFact(c, Coded(kb.concepts[c].label)) for c in concepts),
         procedure=PlannedProcedure(Coded(kb.procedure_classes[pclass].label), pclass) if pclass else None,
         opioids=None,

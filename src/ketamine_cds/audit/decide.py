@@ -35,6 +35,7 @@ CLASS_COLUMNS = (
     "pca_sole_agent",
     "has_weight",
     "has_concentration",
+    "concentration_sign",
     "dose_shape",
     "weight_range",
     "dose_sign",

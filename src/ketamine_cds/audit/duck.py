@@ -53,10 +53,14 @@ def _measured_sql(source: str, bolus: float, infusion: float) -> str:
     k AS (
       SELECT m.*,
         CASE WHEN m.per_kg THEN m.amount ELSE m.amount / m.weight_kg END AS dose_per_kg,
-        CASE WHEN coalesce(m.kind, CASE WHEN m.is_rate THEN 'infusion' ELSE 'bolus' END) = 'infusion'
+        CASE WHEN coalesce(nullif(lower(trim(m.kind)), ''), CASE WHEN m.is_rate THEN 'infusion' ELSE 'bolus' END)
+                  = 'infusion'
              THEN CAST({infusion} AS DOUBLE) ELSE CAST({bolus} AS DOUBLE) END AS limit_per_kg,
         m.weight_kg IS NOT NULL AS has_weight,
         m.concentration_mg_per_ml IS NOT NULL AS has_concentration,
+        CASE WHEN m.concentration_mg_per_ml IS NULL THEN 'none'
+             WHEN NOT isfinite(m.concentration_mg_per_ml) OR m.concentration_mg_per_ml <= 0 THEN 'not-usable'
+             ELSE 'positive' END AS concentration_sign,
         CASE WHEN NOT m.unit_ok THEN 'unknown:' || m.dose_unit WHEN m.dose_unit IS NULL THEN 'none'
              ELSE concat(CASE WHEN m.per_kg THEN 'per-kg' WHEN m.is_volume THEN 'volume' ELSE 'mass' END,
                          CASE WHEN m.is_rate THEN '-rate' ELSE '' END) END AS dose_shape,
@@ -65,7 +69,7 @@ def _measured_sql(source: str, bolus: float, infusion: float) -> str:
                   OR m.weight_kg > max_weight_kg * (1 - {BOUNDARY}) THEN 'impossible'
              ELSE 'ok' END AS weight_range,
         CASE WHEN m.dose_value IS NULL THEN 'none' WHEN isnan(m.dose_value) OR m.dose_value <= 0
-             THEN 'not-positive' ELSE 'positive' END AS dose_sign
+             THEN 'not-positive' WHEN isinf(m.dose_value) THEN 'not-finite' ELSE 'positive' END AS dose_sign
       FROM m, (SELECT min_weight_kg, max_weight_kg FROM audit_limits)
     )
     SELECT k.*,
@@ -81,10 +85,12 @@ _CLASS_KEY = f"""hash({", ".join(CLASS_COLUMNS)},
     CASE WHEN comparison = 0 THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
                                    CASE WHEN NOT per_kg THEN weight_value END] END,
     CASE WHEN comparison = 0 THEN [dose_unit, CASE WHEN NOT per_kg THEN weight_unit END] END,
-    CASE WHEN weight_range = 'impossible' THEN weight_value END,
-    CASE WHEN weight_range = 'impossible' THEN weight_unit END,
-    CASE WHEN dose_sign = 'not-positive' THEN dose_value END)"""
-# the last three: a bad row's reason quotes its own value (e.g. "got 900 kg"), not another row's; and a weight
+    CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_value END,
+    CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_unit END,
+    CASE WHEN dose_sign IN ('not-positive', 'not-finite') THEN dose_value END,
+    CASE WHEN concentration_sign = 'not-usable' THEN concentration_mg_per_ml END)"""
+# the last four: a bad row's reason quotes its own value (e.g. "got 900 kg", "unknown unit 'stone'"), not
+# another row's; and a weight
 # within a hair of a bound (0.2 kg, 500 kg) is decided exactly by the engine, never with a neighbour's verdict
 # (200 g is a patient, 200 mg is not)
 

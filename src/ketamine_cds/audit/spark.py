@@ -376,7 +376,9 @@ def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase) -> DataFra
             .alias("amount"),
         )
     )
-    infusion = F.coalesce(c("kind"), F.when(c("is_rate"), "infusion").otherwise("bolus")) == "infusion"
+    kind = F.nullif(F.lower(_zs_trim(c("kind"))), F.lit(""))
+    infusion = F.coalesce(kind, F.when(c("is_rate"), "infusion").otherwise("bolus")) == "infusion"
+    concentration = c("concentration_mg_per_ml")
     k = m.select(
         "*",
         F.when(c("per_kg"), c("amount"))
@@ -384,7 +386,14 @@ def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase) -> DataFra
         .alias("dose_per_kg"),
         F.when(infusion, F.lit(lim["infusion"])).otherwise(F.lit(lim["bolus"])).alias("limit_per_kg"),
         c("weight_kg").isNotNull().alias("has_weight"),
-        c("concentration_mg_per_ml").isNotNull().alias("has_concentration"),
+        concentration.isNotNull().alias("has_concentration"),
+        F.when(concentration.isNull(), "none")
+        .when(
+            F.isnan(concentration) | (F.abs(concentration) == float("inf")) | (concentration <= 0),
+            "not-usable",
+        )
+        .otherwise("positive")
+        .alias("concentration_sign"),
         F.when(~c("unit_ok"), F.concat(F.lit("unknown:"), c("dose_unit")))
         .when(c("dose_unit").isNull(), "none")
         .otherwise(
@@ -406,6 +415,7 @@ def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase) -> DataFra
         .alias("weight_range"),
         F.when(c("dose_value").isNull(), "none")
         .when(F.isnan("dose_value") | (c("dose_value") <= 0), "not-positive")
+        .when(c("dose_value") == float("inf"), "not-finite")
         .otherwise("positive")
         .alias("dose_sign"),
     )
@@ -447,9 +457,10 @@ def _class_key() -> Column:
         F.when(at_limit & ~c("per_kg"), c("weight_value")),
         F.when(at_limit, c("dose_unit")),
         F.when(at_limit & ~c("per_kg"), c("weight_unit")),
-        F.when(c("weight_range") == "impossible", c("weight_value")),
-        F.when(c("weight_range") == "impossible", c("weight_unit")),
-        F.when(c("dose_sign") == "not-positive", c("dose_value")),
+        F.when(c("weight_range").isin("impossible", "unknown-unit"), c("weight_value")),
+        F.when(c("weight_range").isin("impossible", "unknown-unit"), c("weight_unit")),
+        F.when(c("dose_sign").isin("not-positive", "not-finite"), c("dose_value")),
+        F.when(c("concentration_sign") == "not-usable", c("concentration_mg_per_ml")),
     ]
     return F.xxhash64(*(x for v in values for x in (v.isNull(), v)))
 

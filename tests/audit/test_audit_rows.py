@@ -1,0 +1,181 @@
+"""Rows the reviewer found misread by the batch audit: each gets the engine's answer for the same facts, or a
+reason of its own, never a neighbour's verdict and never a crash."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ketamine_cds import assess, facts_from_document, load_knowledge
+from ketamine_cds.audit.duck import run_duckdb
+from ketamine_cds.audit.flat import flat_source
+
+KB = load_knowledge()
+HEADER = [
+    "admin_id", "patient_id", "administered_at", "route", "kind", "dose_value", "dose_unit",
+    "concentration_mg_per_ml", "weight_value", "weight_unit", "indication", "procedure_class", "setting",
+    "conditions",
+]  # fmt: skip
+
+
+def row(admin_id: str, kind: str, dose: str, unit: str, weight: str = "70", **more: str) -> dict[str, str]:
+    values = {
+        "admin_id": admin_id,
+        "patient_id": "P1",
+        "administered_at": "2025-05-01 08:00:00",
+        "route": "intravenous",
+        "kind": kind,
+        "dose_value": dose,
+        "dose_unit": unit,
+        "concentration_mg_per_ml": "",
+        "weight_value": weight,
+        "weight_unit": "kg",
+        "indication": "perioperative",
+        "procedure_class": "abdominal",
+        "setting": "non-intensive-care",
+        "conditions": "",
+    }
+    values.update(more)
+    return values
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], header: list[str] = HEADER) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def audit(table: Path, out: Path) -> dict[str, tuple[Any, ...]]:
+    """admin_id -> (verdict, statements, dose_status, problem), as the DuckDB audit wrote them."""
+    run = run_duckdb(flat_source(table), out)
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            f"SELECT admin_id, verdict, statements, dose_status, problem FROM read_parquet('{run.findings}')"
+        ).fetchall()
+    finally:
+        con.close()
+    return {r[0]: (r[1], list(r[2] or []), r[3], r[4]) for r in rows}
+
+
+def engine(
+    order: dict[str, Any], weight: float | None = 70, setting: str = "non-intensive-care"
+) -> tuple[Any, ...]:
+    """assess() on the case document with the same facts: (verdict, statements, dose_status)."""
+    patient: dict[str, Any] = {"conditions": []}
+    if weight is not None:
+        patient["weight"] = {"value": weight, "unit": "kg"}
+    document = {
+        "as_of": "2025-05-01",
+        "indication": "perioperative",
+        "procedure": {"class": "abdominal"},
+        "setting": setting,
+        "patient": patient,
+        "order": {"route": "intravenous", **order},
+    }
+    result = assess(facts_from_document(document, today=dt.date(2025, 5, 1)), KB)
+    status = result.dose_check.status.value if result.dose_check is not None else None
+    return result.verdict.value, list(result.statement_ids), status
+
+
+def test_kind_in_capitals_is_read_as_the_engine_reads_it(tmp_path: Path) -> None:
+    table = write_csv(
+        tmp_path / "kinds.csv",
+        [
+            row("k1", "Infusion", "0.5", "mg/kg/h"),
+            row("k2", "Infusion", "1.5", "mg/kg/h"),
+            row("k3", " BOLUS ", "0.5", "mg/kg"),
+            row("k4", "continuous", "1.5", "mg/kg/h"),
+        ],
+    )
+    found = audit(table, tmp_path / "out")
+    for admin_id, dose, kind, unit in (
+        ("k1", 0.5, "infusion", "mg/kg/h"),
+        ("k2", 1.5, "infusion", "mg/kg/h"),
+    ):
+        want = engine({"kind": kind, "dose": {"value": dose, "unit": unit}})
+        assert found[admin_id][:3] == want and found[admin_id][3] is None, admin_id
+    assert found["k2"][2] == "exceeds" and found["k1"][2] == "within"
+    assert found["k3"][:3] == engine({"kind": "bolus", "dose": {"value": 0.5, "unit": "mg/kg"}})
+    assert found["k4"][0] is None and "unknown kind 'continuous'" in found["k4"][3]
+
+
+def test_a_concentration_of_zero_or_below_is_a_row_reason_whatever_the_order(tmp_path: Path) -> None:
+    good = row("c1", "bolus", "2.5", "mL", concentration_mg_per_ml="10")
+    bad = [
+        row("c2", "bolus", "2.5", "mL", concentration_mg_per_ml="0"),
+        row("c3", "bolus", "2.5", "mL", concentration_mg_per_ml="-10"),
+        row("c4", "bolus", "20", "mg", concentration_mg_per_ml="0"),
+    ]
+    for order, rows in enumerate(([good, *bad], [*bad, good])):
+        found = audit(write_csv(tmp_path / f"c{order}.csv", rows), tmp_path / f"out{order}")
+        assert found["c1"][:3] == engine(
+            {
+                "kind": "bolus",
+                "dose": {"value": 2.5, "unit": "mL"},
+                "concentration": {"value": 10, "unit": "mg/mL"},
+            }
+        )
+        assert found["c1"][3] is None
+        for admin_id in ("c2", "c3", "c4"):
+            verdict, _, _, problem = found[admin_id]
+            assert verdict is None and "the strength must be positive" in problem, (order, admin_id, problem)
+
+
+def test_an_infinite_dose_is_a_row_reason_never_an_over_limit_class(tmp_path: Path) -> None:
+    table = write_csv(
+        tmp_path / "inf.csv",
+        [row("d1", "bolus", "50", "mg"), row("d2", "bolus", "inf", "mg"), row("d3", "bolus", "1e400", "mg")],
+    )
+    for first in (True, False):
+        found = audit(table, tmp_path / f"out{first}")
+        assert found["d1"][:3] == engine({"kind": "bolus", "dose": {"value": 50, "unit": "mg"}})
+        assert found["d1"][2] == "exceeds" and found["d1"][3] is None
+        for admin_id in ("d2", "d3"):
+            assert found[admin_id][0] is None and "positive number" in found[admin_id][3]
+        table = write_csv(tmp_path / "inf2.csv", [row("d3", "bolus", "1e400", "mg"), row("d1", "bolus", "50", "mg"),
+                                                   row("d2", "bolus", "inf", "mg")])  # fmt: skip
+
+
+def test_a_nan_or_infinite_weight_or_concentration_is_a_row_reason_not_a_crash(tmp_path: Path) -> None:
+    table = write_csv(
+        tmp_path / "nan.csv",
+        [
+            row("n1", "bolus", "20", "mg", weight="nan"),
+            row("n2", "bolus", "20", "mg", weight="inf"),
+            row("n3", "bolus", "2", "mL", concentration_mg_per_ml="nan"),
+            row("n4", "bolus", "2", "mL", concentration_mg_per_ml="inf"),
+            row("n5", "bolus", "20", "mg"),
+        ],
+    )
+    found = audit(table, tmp_path / "out")
+    for admin_id in ("n1", "n2", "n3", "n4"):
+        assert found[admin_id][0] is None and "finite number" in found[admin_id][3], admin_id
+    assert found["n5"][:3] == engine({"kind": "bolus", "dose": {"value": 20, "unit": "mg"}})
+
+
+def test_a_dose_without_a_unit_is_a_row_reason(tmp_path: Path) -> None:
+    found = audit(
+        write_csv(tmp_path / "u.csv", [row("u1", "bolus", "20", ""), row("u2", "", "", "")]), tmp_path / "o"
+    )
+    assert found["u1"][0] is None and "a dose without a unit" in found["u1"][3]
+    assert found["u2"][3] is None and found["u2"][:3] == engine({})
+
+
+def test_each_unknown_weight_unit_is_quoted_from_its_own_row(tmp_path: Path) -> None:
+    rows = [
+        row("w1", "bolus", "20", "mg", weight_unit="stone"),
+        row("w2", "bolus", "20", "mg", weight_unit="tonnes"),
+        row("w3", "bolus", "20", "mg", weight_unit=""),
+    ]
+    found = audit(write_csv(tmp_path / "w.csv", rows), tmp_path / "out")
+    assert "stone" in found["w1"][3] and "tonnes" in found["w2"][3]
+    assert "without a unit" in found["w3"][3]
+
