@@ -4,6 +4,7 @@ reason of its own, never a neighbour's verdict and never a crash."""
 from __future__ import annotations
 
 import csv
+import json
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,78 @@ def test_each_unknown_weight_unit_is_quoted_from_its_own_row(tmp_path: Path) -> 
     assert "stone" in found["w1"][3] and "tonnes" in found["w2"][3]
     assert "without a unit" in found["w3"][3]
 
+
+def _fhir(folder: Path, doses: dict[str, dict[str, Any]], weight_kg: float = 83) -> Path:
+    """One patient weighing ``weight_kg`` and an IV ketamine administration per dosage."""
+    folder.mkdir(parents=True, exist_ok=True)
+    route = {"coding": [{"system": "http://snomed.info/sct", "code": "47625008"}]}
+    given = [
+        {
+            "resourceType": "MedicationAdministration",
+            "id": admin_id,
+            "status": "completed",
+            "medicationCodeableConcept": {
+                "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "6130"}]
+            },
+            "subject": {"reference": "Patient/P1"},
+            "effectiveDateTime": "2025-05-01T08:00:00Z",
+            "dosage": {"route": route, **dosage},
+        }
+        for admin_id, dosage in doses.items()
+    ]
+    weight = {
+        "resourceType": "Observation",
+        "id": "w1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+        "subject": {"reference": "Patient/P1"},
+        "effectiveDateTime": "2025-05-01T07:00:00Z",
+        "valueQuantity": {
+            "value": weight_kg,
+            "unit": "kg",
+            "system": "http://unitsofmeasure.org",
+            "code": "kg",
+        },
+    }
+    (folder / "MedicationAdministration.ndjson").write_text("\n".join(json.dumps(r) for r in given) + "\n")
+    (folder / "Observation.ndjson").write_text(json.dumps(weight) + "\n")
+    (folder / "Patient.ndjson").write_text(json.dumps({"resourceType": "Patient", "id": "P1"}) + "\n")
+    return folder
+
+
+def _ratio(value: Any, per: Any, unit: str) -> dict[str, Any]:
+    return {
+        "rateRatio": {
+            "numerator": {"value": value, "unit": "mg", "code": "mg"},
+            "denominator": {"value": per, "unit": unit, "code": unit},
+        }
+    }
+
+
+def test_a_fhir_rate_ratio_is_converted_to_per_hour_exactly(tmp_path: Path) -> None:
+    from ketamine_cds.audit.fhir_ndjson import fhir_source
+
+    folder = _fhir(
+        tmp_path / "fhir",
+        {
+            "r1": _ratio(8.3, 6, "min"),
+            "r2": _ratio(83, 1, "h"),
+            "r3": _ratio(1992, 1, "d"),
+            "r4": _ratio(10, 3, "h"),
+        },
+    )
+    con = duckdb.connect()
+    try:
+        rows = dict(con.execute(f"SELECT admin_id, dose_value FROM ({fhir_source(folder)})").fetchall())
+    finally:
+        con.close()
+    assert rows == {"r1": 83.0, "r2": 83.0, "r3": 83.0, "r4": 10 / 3}
+    run = run_duckdb(fhir_source(folder), tmp_path / "out")
+    con = duckdb.connect()
+    try:
+        found = dict(
+            con.execute(f"SELECT admin_id, dose_status FROM read_parquet('{run.findings}')").fetchall()
+        )
+    finally:
+        con.close()
+    assert found["r1"] == found["r2"] == found["r3"] == "within"  # 83 mg/h for 83 kg: 1 mg/kg/h, the limit

@@ -407,6 +407,25 @@ def _quantity_unit(quantity: str) -> str:
     return f"coalesce(nullif(trim({quantity}->>'code'), ''), nullif(trim({quantity}->>'unit'), ''))"
 
 
+def _plain_decimal(value: str) -> str:
+    """A JSON number written with at most 9 decimals and no exponent, exactly as a DECIMAL; else NULL."""
+    text = f"CAST({value} AS VARCHAR)"
+    return (
+        f"CASE WHEN regexp_full_match({text}, '-?[0-9]{{1,20}}(\\.[0-9]{{0,9}})?') "
+        f"THEN TRY_CAST({text} AS DECIMAL(38, 9)) END"
+    )
+
+
+def _ratio_double(den_unit: str) -> str:
+    """A Ratio per hour in binary arithmetic (for numbers that are not plain decimals)."""
+    num, den = "TRY_CAST(value_json AS DOUBLE)", "den_value"
+    return (
+        f"CASE WHEN {den_unit} IN ('h', 'hr', 'hour') THEN {num} / {den} WHEN {den_unit} = 'min' THEN {num} * 60 / {den} "
+        f"WHEN {den_unit} IN ('s', 'sec') THEN {num} * 3600 / {den} "
+        f"WHEN {den_unit} IN ('d', 'day') THEN {num} / ({den} * 24) END"
+    )
+
+
 def _is_number(value: str) -> str:
     """Whether a JSON value is a number (FHIR decimals are JSON numbers, never strings)."""
     return f"coalesce(json_type({value}) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT'), false)"
@@ -509,12 +528,20 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         f"json_extract_string({route_concept}, '$.coding[0].code'))"
     )
     den_unit = "lower(" + _quantity_unit("dosage->'rateRatio'->'denominator'") + ")"
-    # a rate as a Ratio (20 mg / 1 h, 100 mg / 60 min) per hour, dividing last so that whole numbers stay whole
-    num, den = "TRY_CAST(value_json AS DOUBLE)", "den_value"
+    # a rate as a Ratio (20 mg / 1 h, 100 mg / 60 min) per hour: numerator and denominator scaled to one hour
+    # exactly (DECIMAL), then divided; a quotient that is a decimal of up to 9 places is taken exactly (8.3 mg /
+    # 6 min is 83 mg/h, not the 83.00000000000001 of binary arithmetic), any other is the nearest double
+    per_hour_num = (
+        f"CASE WHEN {den_unit} = 'min' THEN num_dec * 60 WHEN {den_unit} IN ('s', 'sec') THEN num_dec * 3600 "
+        f"WHEN {den_unit} IN ('h', 'hr', 'hour', 'd', 'day') THEN num_dec END"
+    )
+    per_hour_den = f"CASE WHEN {den_unit} IN ('d', 'day') THEN den_dec * 24 ELSE den_dec END"
+    approx = f"(CAST({per_hour_num} AS DOUBLE) / CAST({per_hour_den} AS DOUBLE))"
+    snapped = f"TRY_CAST(round({approx}, 9) AS DECIMAL(38, 9))"
     ratio_per_hour = (
-        f"CASE WHEN {den_unit} IN ('h', 'hr', 'hour') THEN {num} / {den} WHEN {den_unit} = 'min' THEN {num} * 60 / {den} "
-        f"WHEN {den_unit} IN ('s', 'sec') THEN {num} * 3600 / {den} "
-        f"WHEN {den_unit} IN ('d', 'day') THEN {num} / ({den} * 24) END"
+        f"CASE WHEN coalesce(TRY({snapped} * {per_hour_den} = {per_hour_num}), false) "
+        f"THEN CAST(CAST({snapped} AS VARCHAR) AS DOUBLE) "
+        f"ELSE {_ratio_double(den_unit)} END"
     )
     rate_unit = _quantity_unit("dosage->'rateQuantity'")
     ratio_unit = _quantity_unit("dosage->'rateRatio'->'numerator'")
@@ -618,7 +645,9 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         CASE WHEN dose_form = 'rateRatio' THEN {den_unit} IN ('h', 'hr', 'hour', 'min', 's', 'sec', 'd', 'day') END
           AS per_hour,
         CASE WHEN dose_form = 'rateRatio' THEN TRY_CAST(dosage->'rateRatio'->'denominator'->'value' AS DOUBLE) END
-          AS den_value
+          AS den_value,
+        {_plain_decimal("dosage->'rateRatio'->'numerator'->'value'")} AS num_dec,
+        {_plain_decimal("dosage->'rateRatio'->'denominator'->'value'")} AS den_dec
       FROM core0
     ),
     core AS (
