@@ -4,8 +4,8 @@ reason of its own, never a neighbour's verdict and never a crash."""
 from __future__ import annotations
 
 import csv
-import json
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +255,30 @@ def test_a_fhir_rate_ratio_is_converted_to_per_hour_exactly(tmp_path: Path) -> N
     finally:
         con.close()
     assert found["r1"] == found["r2"] == found["r3"] == "within"  # 83 mg/h for 83 kg: 1 mg/kg/h, the limit
+
+
+def test_a_parquet_float_or_double_dose_is_read_as_written(tmp_path: Path) -> None:
+    """15.05 mg for 43 kg is exactly 0.35 mg/kg: within, as a float32 and as a double."""
+    table = tmp_path / "typed.parquet"
+    con = duckdb.connect()
+    try:
+        con.execute(
+            f"""COPY (SELECT * FROM (VALUES
+                ('f1', 'P1', TIMESTAMP '2025-05-01', 'intravenous', 'bolus', CAST(15.05 AS FLOAT),
+                 CAST(15.05 AS DOUBLE), 'mg', CAST(43 AS FLOAT), 'kg', 'perioperative', 'abdominal',
+                 'non-intensive-care', ''))
+              t(admin_id, patient_id, administered_at, route, kind, dose_value, dose_double, dose_unit,
+                weight_value, weight_unit, indication, procedure_class, setting, conditions))
+              TO '{table}' (FORMAT parquet)"""
+        )
+        con.execute(
+            f"COPY (SELECT 'f2' AS admin_id, patient_id, administered_at, route, kind, dose_double AS dose_value, "
+            "dose_unit, weight_value, weight_unit, indication, procedure_class, setting, conditions "
+            f"FROM read_parquet('{table}')) TO '{tmp_path / 'double.parquet'}' (FORMAT parquet)"
+        )
+    finally:
+        con.close()
+    want = engine({"kind": "bolus", "dose": {"value": 15.05, "unit": "mg"}}, weight=43)
+    assert want[2] == "within"
+    assert audit(table, tmp_path / "out")["f1"] == (*want, None)
+    assert audit(tmp_path / "double.parquet", tmp_path / "out2")["f2"] == (*want, None)

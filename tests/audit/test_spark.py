@@ -299,7 +299,7 @@ def test_flat_values_read_as_duckdb_reads_them(spark: SparkSession, tmp_path: Pa
 
 
 def test_typed_parquet_read_as_duckdb_reads_it(spark: SparkSession, tmp_path: Path) -> None:
-    """Typed columns pass through (a float widened, not re-read from its text), a missing column is empty,
+    """Typed columns pass through (a float32 read through its shortest text), a missing column is empty,
     identifiers keep their spaces, other types are read from their text."""
     flat = tmp_path / "typed.parquet"
     con = duckdb.connect()

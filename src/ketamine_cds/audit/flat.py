@@ -74,7 +74,9 @@ def flat_source(path: Path) -> str:
             continue
         typed = kind in _TYPED and types[name] in _TYPED[kind]
         raw = f"CAST({name} AS VARCHAR)"
-        if typed:
+        if typed and types[name] == "FLOAT":  # a float32 is read as its shortest text: 15.05 stays 15.05
+            selects.append(f"CAST({raw} AS DOUBLE) AS {name}")
+        elif typed:
             selects.append(f"CAST({name} AS {kind}) AS {name}")
         elif name in NUMERIC:
             selects.append(f"TRY_CAST({raw} AS DOUBLE) AS {name}")

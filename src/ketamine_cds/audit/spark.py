@@ -284,6 +284,8 @@ def _flat_column(name: str, kind: str, field: T.StructField) -> tuple[Column, Co
     column, data = F.col(f"`{field.name}`"), field.dataType
     text = column if isinstance(data, T.StringType) else column.cast("string")
     if name in NUMERIC:
+        if isinstance(data, T.FloatType):  # its shortest text, as flat.py reads a float32: 15.05 stays 15.05
+            return text.cast("double"), None
         if isinstance(data, T.NumericType) and not isinstance(data, T.DecimalType):
             return column.cast("double"), None
         value = _double(text)
