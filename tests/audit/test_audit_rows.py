@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from ketamine_cds import assess, facts_from_document, load_knowledge
 from ketamine_cds.audit.duck import run_duckdb
@@ -282,3 +283,48 @@ def test_a_parquet_float_or_double_dose_is_read_as_written(tmp_path: Path) -> No
     assert want[2] == "within"
     assert audit(table, tmp_path / "out")["f1"] == (*want, None)
     assert audit(tmp_path / "double.parquet", tmp_path / "out2")["f2"] == (*want, None)
+
+
+def test_booleans_are_true_or_false_and_settings_known_words_else_a_row_reason(tmp_path: Path) -> None:
+    header = [*HEADER, "pca_sole_agent"]
+    rows = [
+        row("b1", "bolus", "20", "mg", pca_sole_agent=" TRUE "),
+        row("b2", "bolus", "20", "mg", pca_sole_agent="false"),
+        row("b3", "bolus", "20", "mg", pca_sole_agent="ja"),
+        row("b4", "bolus", "20", "mg", pca_sole_agent="yes"),
+        row("s1", "infusion", "1.5", "mg/kg/h", setting="Intensive-Care"),
+        row("s2", "infusion", "1.5", "mg/kg/h", setting="ICU"),
+        row("s3", "infusion", "1.5", "mg/kg/h", setting="intensive-care\t"),
+    ]
+    found = audit(write_csv(tmp_path / "b.csv", rows, header), tmp_path / "out")
+    dose = {"kind": "bolus", "dose": {"value": 20, "unit": "mg"}}
+    assert found["b1"] == (*engine({**dose, "pca_sole_agent": True}), None)
+    assert found["b2"] == (*engine({**dose, "pca_sole_agent": False}), None)
+    assert found["b3"][3] == "row: pca_sole_agent is not true or false: ja"
+    assert found["b4"][3] == "row: pca_sole_agent is not true or false: yes"
+    infusion = {"kind": "infusion", "dose": {"value": 1.5, "unit": "mg/kg/h"}}
+    assert found["s1"] == (*engine(infusion, setting="intensive-care"), None)
+    for admin_id in ("s2", "s3"):
+        assert found[admin_id][0] is None and "unknown setting" in found[admin_id][3], admin_id
+
+
+def test_unreadable_input_exits_2_with_one_line_and_a_quote_in_out_is_a_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ketamine_cds._cli import main
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(
+        ",".join(HEADER).encode() + b"\nA1,P1,2025-05-01,intravenous,bolus,20,mg,,70,kg,caf\xe9,,,\n"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for bad in (latin, empty):
+        with pytest.raises(SystemExit) as exited:
+            main(["audit", str(bad), "--out", str(tmp_path / "o1")])
+        assert exited.value.code == 2, bad
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "internal error" not in err, err
+    good = write_csv(tmp_path / "good.csv", [row("g1", "bolus", "20", "mg")])
+    assert main(["audit", str(good), "--out", str(tmp_path / "o'brien")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "o'brien" / "findings.parquet").is_file()

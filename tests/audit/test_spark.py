@@ -162,7 +162,7 @@ BAD_ROWS = [
     ["B19", "P7", "2025-05-04 12:00:00+02:00", "intranasal", "", "50", "mg", "", "70", "kg", "non-intensive-care", "Ward", "depression", "", "unknown-thing;", "no", "0"],
     ["B20", "P7", "2025-05-05", "intravenous", "bolus", "20", "mg", "", "-0", "kg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
     ["B21", "P7", "2025-05-05", "intravenous", "bolus", "1_000", "mcg", "", "70", "kg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
-    ["B22", "P8", "2025-05-05", "\u00a0intravenous ", "infusion", " 35 ", "mL/h", "10", "70", "kg", "intensive-care", "SICU", "perioperative", "thoracic", "", "", "f"],
+    ["B22", "P8", "2025-05-05", "\u00a0intravenous ", "infusion", " 35 ", "mL/h", "10", "70", "kg", "intensive-care", "SICU", "perioperative", "thoracic", "", "", "FALSE "],
     ["B23", "P8", "2025-05-05", "intravenous", "bolus", "0", "mg", "", "0", "kg", "unknown", "Ward", "perioperative", "abdominal", "", "", "false"],
     ["B24", "P8", "2025-05-05", "intravenous", "bolus", "20", "", "", "0", "kg", "non-intensive-care", "Ward", "acute-pain", "", "", "", "false"],
     ["B25", "P9", "2025-05-06", "intravenous", "", "", "", "", "", "", "non-intensive-care", "", "perioperative", "spine", "", "", ""],
@@ -228,6 +228,8 @@ def test_bad_rows_findings_equal_duckdbs(spark: SparkSession, tmp_path: Path) ->
     assert "strength must be positive" in problems["B32"] and "strength must be positive" in problems["B33"]
     assert "finite number" in problems["B34"] and "a dose without a unit" in problems["B35"]
     assert "stone" in problems["B12"] and "tonnes" in problems["B36"]
+    assert problems["B18"] == "row: prior_iv_ketamine is not true or false: yes"  # neither yes/no nor 1/0
+    assert problems["B26"] == "row: prior_iv_ketamine is not true or false: t"
     dose_per_kg = {r[0]: r[11] for r in rows}
     assert dose_per_kg["B20"] == -math.inf and math.isnan(dose_per_kg["B23"])  # IEEE, as DuckDB divides
 

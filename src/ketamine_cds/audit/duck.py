@@ -34,6 +34,11 @@ class AuditRun:
     findings: Path
 
 
+def sql_path(path: Path) -> str:
+    """A path inside an SQL string literal (a folder named o'brien is a folder, not an SQL error)."""
+    return str(path).replace("'", "''")
+
+
 def _measured_sql(source: str, bolus: float, infusion: float) -> str:
     """Per-row arithmetic: weight in kg, dose per kg, and how it compares with its limit. No decisions."""
     return f"""
@@ -174,7 +179,7 @@ def run_duckdb(
     # progress is tracked for our own progress line, and never printed by DuckDB itself
     con.execute("SET enable_progress_bar = true")
     con.execute("SET enable_progress_bar_print = false")
-    con.execute(f"SET temp_directory = '{out_dir / '.duckdb-tmp'}'")
+    con.execute(f"SET temp_directory = '{sql_path(out_dir / '.duckdb-tmp')}'")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     watch = _watcher(con, progress, started)
@@ -194,9 +199,9 @@ def run_duckdb(
                      m.limit_per_kg * m.weight_kg AS max_for_weight, d.dose_status, d.verdict, d.statements,
                      d.problem
               FROM ({measured}) m JOIN decisions d ON d.class_key = {_CLASS_KEY}
-            ) TO '{findings}' (FORMAT parquet, COMPRESSION zstd)
+            ) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)
         """)
-        rows = con.execute(f"SELECT count(*) FROM read_parquet('{findings}')").fetchone()
+        rows = con.execute(f"SELECT count(*) FROM read_parquet('{sql_path(findings)}')").fetchone()
         watch("")
         return AuditRun(int(rows[0]) if rows else 0, classes, time.monotonic() - started, findings)
     finally:
@@ -234,7 +239,7 @@ def summary_rows(findings: Path) -> dict[str, Any]:
     """Counts for the summary and the report, read back from the findings."""
     con = duckdb.connect()
     try:
-        f = f"read_parquet('{findings}')"
+        f = f"read_parquet('{sql_path(findings)}')"
         one = con.execute(f"SELECT count(*), count(problem) FROM {f}").fetchone() or (0, 0)
         return {
             "administrations": int(one[0]),

@@ -84,8 +84,13 @@ def flat_source(path: Path) -> str:
                 f"WHEN nullif(trim({raw}), '') IS NOT NULL AND TRY_CAST({raw} AS DOUBLE) IS NULL "
                 f"THEN '{name} is not a number: ' || {raw}"
             )
-        elif name in BOOLEAN:
-            selects.append(f"TRY_CAST({raw} AS BOOLEAN) AS {name}")
+        elif name in BOOLEAN:  # true or false (any case, trimmed); anything else is not guessed
+            word = f"lower(trim({raw}))"
+            selects.append(f"CASE {word} WHEN 'true' THEN true WHEN 'false' THEN false END AS {name}")
+            problems.append(
+                f"WHEN nullif(trim({raw}), '') IS NOT NULL AND {word} NOT IN ('true', 'false') "
+                f"THEN '{name} is not true or false: ' || {raw}"
+            )
         elif kind == "TIMESTAMP":
             selects.append(f"TRY_CAST({raw} AS TIMESTAMP) AS {name}")
         elif name in COMPARED:

@@ -80,6 +80,24 @@ def run_audit(
     threads: int | None = None,
     on_event: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
+    import duckdb
+
+    try:
+        return _run_audit(path, out_dir, engine, form, memory_limit, threads)
+    except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+        # the input cannot be read at all (no files, not UTF-8, not CSV or Parquet): one line, exit 2
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError("INPUT", f"cannot be read: {first}") from None
+
+
+def _run_audit(
+    path: Path,
+    out_dir: Path,
+    engine: str,
+    form: Form | None,
+    memory_limit: str,
+    threads: int | None,
+) -> dict[str, Any]:
     form = form or detect_form(path)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

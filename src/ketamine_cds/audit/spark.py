@@ -11,7 +11,7 @@ Input:
 * ``flat``: read natively, CSV (every column a string; delimiter and quoting from DuckDB's CSV sniffer) or
   Parquet, with the rules of ``flat.py``: typed Parquet columns pass through, a missing column is empty, text
   is converted and what does not convert sets ``input_problem``. DuckDB's ``TRY_CAST`` is mirrored: numbers
-  in DuckDB's syntax (``1_000``, ``inf``, ``nan``, surrounding ASCII white space), its boolean words, its
+  in DuckDB's syntax (``1_000``, ``inf``, ``nan``, surrounding ASCII white space), ``true``/``false`` in any case, its
   ``trim`` (Unicode space separators). Times: ``YYYY-MM-DD`` or ``YYYY/MM/DD`` with an optional ``[T ]HH:MM
   [:SS[.fraction]]`` and an optional offset (``Z``, ``+HH[:MM]``, `` UTC``), which DuckDB ignores and so do we;
   DuckDB's rarer forms (years before 1 or after 9999, ``epoch``, ``infinity``) are "not a time" here.
@@ -40,7 +40,7 @@ from .._errors import InputError
 from .._kb import KnowledgeBase, load_knowledge
 from .canonical import COLUMN_NAMES, COLUMNS
 from .decide import BOUNDARY, CLASS_COLUMNS, decide, limits, unit_rows, weight_unit_rows
-from .duck import AuditRun
+from .duck import AuditRun, sql_path
 from .flat import BOOLEAN, COMPARED, NUMERIC
 
 try:  # the spark extra: pip install 'ketamine-cds[spark]'
@@ -60,7 +60,6 @@ _DIGITS = r"[0-9]+(?:_[0-9]+)*"
 _NUMBER = rf"^{_WS}[+-]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][+-]?{_DIGITS})?{_WS}$"
 _INFINITY = rf"^{_WS}[+-]?(?i:inf|infinity){_WS}$"
 _NAN = rf"^{_WS}[+-]?(?i:nan){_WS}$"
-_TRUE, _FALSE = ["true", "t", "1", "yes", "y"], ["false", "f", "0", "no", "n"]
 # DuckDB's TRY_CAST(... AS TIMESTAMP) for ISO-like times; the offset is accepted and ignored, as DuckDB does
 _TIME = (
     r"^[ \t\n\r\x0B\f]*([0-9]{4})([-/])([0-9]{1,2})\2([0-9]{1,2})"
@@ -187,8 +186,8 @@ def _double(raw: Column) -> Column:
 
 
 def _boolean(raw: Column) -> Column:
-    word = F.lower(raw)
-    return F.when(word.isin(_TRUE), F.lit(True)).when(word.isin(_FALSE), F.lit(False))
+    word = F.lower(_zs_trim(raw))
+    return F.when(word == "true", F.lit(True)).when(word == "false", F.lit(False))
 
 
 def _timestamp(raw: Column) -> Column:
@@ -294,7 +293,13 @@ def _flat_column(name: str, kind: str, field: T.StructField) -> tuple[Column, Co
         )
         return value, problem
     if name in BOOLEAN:
-        return (column if isinstance(data, T.BooleanType) else _boolean(text)), None
+        if isinstance(data, T.BooleanType):
+            return column, None
+        value = _boolean(text)
+        problem = F.when(
+            _text(text).isNotNull() & value.isNull(), F.concat(F.lit(f"{name} is not true or false: "), text)
+        )
+        return value, problem
     if kind == "TIMESTAMP":
         if isinstance(data, T.TimestampNTZType | T.DateType):
             value = column.cast("timestamp_ntz")
@@ -336,8 +341,8 @@ def _canonical_parquet(path: Path, form: str, out_dir: Path) -> Path:
     con = duckdb.connect()
     try:
         con.execute("SET preserve_insertion_order = false")
-        con.execute(f"SET temp_directory = '{out_dir / '.duckdb-tmp'}'")
-        con.execute(f"COPY ({source}) TO '{parquet}' (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"SET temp_directory = '{sql_path(out_dir / '.duckdb-tmp')}'")
+        con.execute(f"COPY ({source}) TO '{sql_path(parquet)}' (FORMAT parquet, COMPRESSION zstd)")
     finally:
         con.close()
     return parquet
@@ -512,7 +517,9 @@ def _findings_types(kb: KnowledgeBase) -> list[tuple[str, str]]:
             run = run_duckdb(empty, Path(tmp), kb=kb)
             con = duckdb.connect()
             try:
-                described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{run.findings}')").fetchall()
+                described = con.execute(
+                    f"DESCRIBE SELECT * FROM read_parquet('{sql_path(run.findings)}')"
+                ).fetchall()
             finally:
                 con.close()
         _FINDINGS_TYPES[key] = [(str(r[0]), _spark_type(str(r[1]))) for r in described]
