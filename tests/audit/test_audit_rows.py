@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +330,28 @@ def test_unreadable_input_exits_2_with_one_line_and_a_quote_in_out_is_a_name(
     good = write_csv(tmp_path / "good.csv", [row("g1", "bolus", "20", "mg")])
     assert main(["audit", str(good), "--out", str(tmp_path / "o'brien")]) == 0, capsys.readouterr().err
     assert (tmp_path / "o'brien" / "findings.parquet").is_file()
+
+
+def test_times_outside_the_calendar_are_row_reasons_and_the_report_is_written(tmp_path: Path) -> None:
+    """DuckDB reads 10000-01-01 and infinity as times; Python and Spark do not. Such a row has no time, and
+    data reaching December 9999 still make a report."""
+    table = write_csv(
+        tmp_path / "flat.csv",
+        [
+            row("t1", "bolus", "20", "mg", administered_at="2026-01-01 08:00:00"),
+            row("t2", "bolus", "20", "mg", administered_at="9999-12-01 08:00:00"),
+            row("t3", "bolus", "20", "mg", administered_at="10000-01-01 08:00:00"),
+            row("t4", "bolus", "20", "mg", administered_at="infinity"),
+        ],
+    )
+    found = audit(table, tmp_path / "out")
+    assert found["t1"][0] == found["t2"][0] == "consider"
+    for bad in ("t3", "t4"):
+        verdict, _, _, problem = found[bad]
+        assert verdict is None and "administered_at is not a time" in problem
+    done = subprocess.run(
+        [sys.executable, "-m", "ketamine_cds", "audit", str(table), "--out", str(tmp_path / "cli")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cli" / "report.html").read_text().count("9999") >= 1

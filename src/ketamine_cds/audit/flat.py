@@ -92,13 +92,13 @@ def flat_source(path: Path) -> str:
                 f"THEN '{name} is not true or false: ' || {raw}"
             )
         elif kind == "TIMESTAMP":
-            selects.append(f"TRY_CAST({raw} AS TIMESTAMP) AS {name}")
+            selects.append(f"{_calendar_time(f'TRY_CAST({raw} AS TIMESTAMP)')} AS {name}")
         elif name in COMPARED:
             selects.append(f"nullif(trim({raw}), '') AS {name}")
         else:
             selects.append(f"nullif({raw}, '') AS {name}")
         if kind == "TIMESTAMP":
-            value = name if typed else f"TRY_CAST({raw} AS TIMESTAMP)"
+            value = _calendar_time(name if typed else f"TRY_CAST({raw} AS TIMESTAMP)")
             problems.append(
                 f"WHEN {value} IS NULL THEN 'administered_at is not a time: ' || coalesce({raw}, 'missing')"
             )
@@ -106,3 +106,9 @@ def flat_source(path: Path) -> str:
         "CASE " + " ".join(problems) + " END" if problems else "CAST(NULL AS VARCHAR)"
     ) + " AS input_problem"
     return f"SELECT {', '.join(selects)}, {problem} FROM {reader}"
+
+
+def _calendar_time(value: str) -> str:
+    """A time of the calendar Python and Spark know (years 1 to 9999), else NULL: DuckDB also reads
+    10000-01-01, infinity and epoch-like words, which would then fail the report or disagree with Spark."""
+    return f"CASE WHEN isfinite({value}) AND year({value}) BETWEEN 1 AND 9999 THEN {value} END"

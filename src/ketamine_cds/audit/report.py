@@ -278,8 +278,8 @@ def _float(value: Any) -> float | None:
 
 def _over_time(con: duckdb.DuckDBPyConnection, agg: Aggregates) -> None:
     """Per month; per quarter or year when the data span more than six years or a stray date stretches them."""
-    if agg.first is None or agg.last is None:
-        return
+    if not isinstance(agg.first, dt.date) or not isinstance(agg.last, dt.date):
+        return  # no time, or one outside the calendar (read as text by the driver)
     first, last = agg.first, agg.last
     months = (last.year - first.year) * 12 + last.month - first.month + 1
     agg.period = "month" if months <= 72 else "quarter" if months <= 216 else "year"
@@ -298,6 +298,8 @@ def _over_time(con: duckdb.DuckDBPyConnection, agg: Aggregates) -> None:
     while current <= end:
         agg.periods.append((current, by.get(current, {})))
         index = current.year * 12 + current.month - 1 + step
+        if index // 12 > dt.MAXYEAR:
+            break
         current = dt.date(index // 12, index % 12 + 1, 1)
 
 
