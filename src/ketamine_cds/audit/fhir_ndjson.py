@@ -50,7 +50,8 @@ Conventions (each documented where it is read below):
   care). ``location`` is the chosen Location's ``name`` (else the reference's display).
 - Prior IV ketamine (oral and intranasal only): a ketamine MedicationStatement with an IV route cited in
   ``supportingInformation``: status active/completed (and begun before) means yes, ``not-taken`` means no; else
-  whether the record shows an IV ketamine infusion (administration, or an active/completed statement) before.
+  yes when the record shows an IV ketamine infusion (administration, or an active/completed statement) before,
+  and unknown when it does not (not found is not ruled out, as in ``assess``).
 - PCA as sole agent: ``dosage.method`` names patient-controlled analgesia (PCA) and every ingredient of the
   Medication is ketamine.
 """
@@ -825,7 +826,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         CASE WHEN cw.w IS NOT NULL THEN cw.w WHEN cw.absent THEN NULL ELSE lw.w END AS weight,
         s.setting AS located_setting, s.location, e.cls, ap.pclass,
         coalesce(cu.use_id, wu.use_id) AS reason_use, ac.conditions,
-        CASE WHEN cc.yes THEN true WHEN cc.no THEN false ELSE coalesce(fc.t < c.administered_at, false) END AS prior
+        CASE WHEN cc.yes THEN true WHEN cc.no THEN false WHEN fc.t < c.administered_at THEN true END AS prior
       FROM core c
       LEFT JOIN cited_weight cw ON cw.admin_id = c.admin_id
       LEFT JOIN latest_weight lw ON lw.admin_id = c.admin_id

@@ -58,8 +58,9 @@ Conventions:
   as not intensive care: the infusion limit then stays in force, the cautious side (as the FHIR adapter does for
   CCU). ``location``: the care site name.
 - Prior IV ketamine (oral and intranasal): an ``observation`` linked to the exposure with source value
-  "prior-iv-ketamine" and value yes/no (``value_as_string`` or ``value_as_number`` 1/0); else whether the person
-  has an earlier ketamine exposure by the IV route in a rate unit (an infusion).
+  "prior-iv-ketamine" and value yes/no (``value_as_string`` or ``value_as_number`` 1/0); else yes when the person
+  has an earlier ketamine exposure by the IV route in a rate unit (an infusion), and unknown when not (not found
+  is not ruled out, as in ``assess``).
 - PCA as sole agent: ``sig`` names patient-controlled analgesia (PCA) and the drug's names name no second
   ingredient (RxNorm names combinations "A / B").
 """
@@ -460,7 +461,7 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         [vd.site, vd.concept_name] AS detail_names, v.concept_id AS visit_concept, [v.site, v.concept_name] AS visit_names,
         coalesce(vd.site, v.site) AS location,
         coalesce(ou.use_id, vu2.use_id) AS reason_use, ap.pclass, ac.conditions,
-        CASE WHEN oc.yes THEN true WHEN oc.no THEN false ELSE coalesce(fc.t < c.administered_at, false) END AS prior
+        CASE WHEN oc.yes THEN true WHEN oc.no THEN false WHEN fc.t < c.administered_at THEN true END AS prior
       FROM core c
       LEFT JOIN visit_weight vw ON vw.admin_id = c.admin_id
       LEFT JOIN visit_unweighed vu ON vu.visit_id = c.visit_id
