@@ -829,3 +829,14 @@ def test_omop_parquet_with_a_person_weighed_in_another_unit(tmp_path: Path) -> N
         "unknown",
         None,
     )
+
+
+def test_an_administration_repeated_across_files_counts_once(tmp_path: Path) -> None:
+    given = _given("R2", "p1", "2025-05-01T08:00:00Z", dosage={**IV, "dose": _quantity(20, "mg")})
+    _ndjson(tmp_path, [given])
+    (tmp_path / "MedicationAdministration.001.ndjson").write_text(json.dumps(given) + "\n")
+    unnamed = {k: v for k, v in given.items() if k != "id"}
+    with (tmp_path / "MedicationAdministration.001.ndjson").open("a") as handle:
+        handle.write(json.dumps(unnamed) + "\n" + json.dumps(unnamed) + "\n")  # no id: each a bad row
+    rows = _rows(fhir_source(tmp_path))
+    assert [r["admin_id"] for r in rows] == ["R2", None, None]

@@ -476,6 +476,15 @@ def _dedup(reader: str, columns: Sequence[str]) -> str:
     return f"SELECT id, {picked} FROM ({reader}) WHERE id IS NOT NULL GROUP BY id"
 
 
+def _one_per_id(reader: str) -> str:
+    """Administrations once each, as ``_dedup`` keeps other resources (an export may repeat a resource in two
+    files); a line without an id, or one that is not a resource, is kept as it is, a bad row of its own."""
+    return (
+        f"SELECT * FROM ({reader}) "
+        "QUALIFY id IS NULL OR row_number() OVER (PARTITION BY id ORDER BY filename) = 1"
+    )
+
+
 def _patient(reference_column: str) -> str:
     return ref_id(f"({reference_column}->>'reference')", "Patient")
 
@@ -612,7 +621,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         CASE WHEN starts_with(m."medicationReference"->>'reference', '#') THEN
           [x for x in {json_list("json_extract(m.contained, '$[*]')")}
            if (x->>'id') = substr(m."medicationReference"->>'reference', 2)][1] END AS contained_med
-      FROM ({r["MedicationAdministration"]}) m
+      FROM ({_one_per_id(r["MedicationAdministration"])}) m
     ),
     ma_drug AS (
       SELECT a.*, coalesce(a.contained_med->'code', med.code) AS drug_code,
