@@ -4,6 +4,7 @@ request's bearer token; when it cannot be had the service answers 412 (CDS Hooks
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -86,16 +87,15 @@ def test_only_the_missing_keys_are_fetched(client: httpx.Client, templates: dict
     assert sorted(p.split("?")[0] for p in stub.paths()) == ["/fhir/Condition", "/fhir/Encounter"]
 
 
-def test_an_operation_outcome_in_the_prefetch_is_fetched_again(
-    client: httpx.Client, templates: dict[str, str]
-) -> None:
+def _signed_with_conditions_from(
+    client: httpx.Client, templates: dict[str, str], conditions: Callable[[str], Json]
+) -> list[str]:
+    """Sign with everything prefetched except ``conditions`` (made from the stub's base URL): the cards, once
+    the service has read the Condition search, and only it, from the FHIR server."""
     case = Case(record(), [ORDER], encounter_id="e1")
     prefetch = prefetch_for(templates, case.record, case.context)
-    prefetch["conditions"] = {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": "timeout"}],
-    }
     with running(FhirStub(record())) as stub:
+        prefetch["conditions"] = conditions(stub.base)
         body = hook_request(
             "order-sign",
             [ORDER],
@@ -104,8 +104,28 @@ def test_an_operation_outcome_in_the_prefetch_is_fetched_again(
             fhirServer=stub.base,
             fhirAuthorization=authorization(),
         )
-        assert "Contraindicated: Schizophrenia" in summaries(client.post(SIGN, json=body))
+        cards = summaries(client.post(SIGN, json=body))
     assert [p.split("?")[0] for p in stub.paths()] == ["/fhir/Condition"]
+    return cards
+
+
+def _first_of_two_pages(next_url: str) -> Json:
+    """A searchset page with no entries and a link to the next page."""
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": [{"relation": "next", "url": next_url}],
+        "entry": [],
+    }
+
+
+def test_an_operation_outcome_in_the_prefetch_is_fetched_again(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    failed = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
+    assert "Contraindicated: Schizophrenia" in _signed_with_conditions_from(
+        client, templates, lambda _: failed
+    )
 
 
 def test_search_pages_are_followed(client: httpx.Client) -> None:
@@ -130,25 +150,11 @@ def test_the_latest_weight_is_used_from_a_fetched_search(client: httpx.Client) -
 def test_a_prefetch_bundle_with_a_next_page_is_read_whole_from_the_fhir_server(
     client: httpx.Client, templates: dict[str, str]
 ) -> None:
-    case = Case(record(), [ORDER], encounter_id="e1")
-    prefetch = prefetch_for(templates, case.record, case.context)
-    with running(FhirStub(record())) as stub:
-        prefetch["conditions"] = {  # page 1 of 2, empty; the schizophrenia is on page 2
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "link": [{"relation": "next", "url": f"{stub.base}/Condition?patient=p1&_page=2"}],
-            "entry": [],
-        }
-        body = hook_request(
-            "order-sign",
-            [ORDER],
-            prefetch=prefetch,
-            encounter_id="e1",
-            fhirServer=stub.base,
-            fhirAuthorization=authorization(),
-        )
-        assert "Contraindicated: Schizophrenia" in summaries(client.post(SIGN, json=body))
-    assert [p.split("?")[0] for p in stub.paths()] == ["/fhir/Condition"]
+    # page 1 of 2 is empty; the schizophrenia is on page 2
+    cards = _signed_with_conditions_from(
+        client, templates, lambda base: _first_of_two_pages(f"{base}/Condition?patient=p1&_page=2")
+    )
+    assert "Contraindicated: Schizophrenia" in cards
 
 
 def test_a_paginated_prefetch_without_a_fhir_server_is_412(
@@ -156,12 +162,7 @@ def test_a_paginated_prefetch_without_a_fhir_server_is_412(
 ) -> None:
     case = Case(record(), [ORDER], encounter_id="e1")
     prefetch = prefetch_for(templates, case.record, case.context)
-    prefetch["conditions"] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "link": [{"relation": "next", "url": "https://ehr.example/fhir/Condition?page=2"}],
-        "entry": [],
-    }
+    prefetch["conditions"] = _first_of_two_pages("https://ehr.example/fhir/Condition?page=2")
     response = client.post(
         SIGN, json=hook_request("order-sign", [ORDER], prefetch=prefetch, encounter_id="e1")
     )
