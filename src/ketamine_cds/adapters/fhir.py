@@ -667,7 +667,8 @@ def _ketamine_order(chosen: _Request, kb: KnowledgeBase) -> KetamineOrder:
     and then an infusion are two doses), all by the one route the order names."""
     request = chosen.request
     route = _order_route(request)
-    doses = [_order_dose(request, i, j) for i, j in order_dose_positions(request.data)]
+    positions = order_dose_positions(request.data)
+    doses = [_order_dose(request, i, j) for i, j in positions]
     concentration = None
     if any(d.quantity.unit.amount == "volume" for d in doses):
         concentration = _concentration(chosen.drug, kb)
@@ -681,7 +682,7 @@ def _ketamine_order(chosen: _Request, kb: KnowledgeBase) -> KetamineOrder:
         source=_drug_source(chosen.drug, "ketamine"),
         field=request.label,
         then=tuple(checked[1:]),
-        dose_unreadable=_unreadable_dose(request),
+        dose_unreadable=_unreadable_dose(request, {i for i, _ in positions}),
     )
 
 
@@ -707,9 +708,9 @@ def order_dose_positions(order: Any) -> list[tuple[int, int]]:
     return positions
 
 
-def _unreadable_dose(request: _Resource) -> str | None:
-    """Why a dose the order writes down is not checked: a dosage instruction with words but no dose."""
-    with_dose = {i for i, _ in order_dose_positions(request.data)}
+def _unreadable_dose(request: _Resource, with_dose: set[int]) -> str | None:
+    """Why a dose the order writes down is not checked: a dosage instruction (not among ``with_dose``) with
+    words but no dose."""
     for i, dosage in enumerate(_list(request.data, "dosageInstruction")):
         if i in with_dose or not isinstance(dosage, _OBJECT):
             continue
