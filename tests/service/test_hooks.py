@@ -726,11 +726,11 @@ def test_an_unreadable_medication_does_not_make_other_drugs_ketamine(
 
 
 def test_on_postgresql_hook_calls_are_audited_before_the_answer_and_feedback_is_kept(
-    tmp_path: Path, postgres_url: str, templates: dict[str, str]
+    tmp_path: Path, postgres_database: str, templates: dict[str, str]
 ) -> None:
     import psycopg
 
-    env = {"KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1", "KETAMINE_CDS_DATABASE_URL": postgres_url}
+    env = {"KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1", "KETAMINE_CDS_DATABASE_URL": postgres_database}
     server = Server(tmp_path, env).start()
     bodies = [
         surgery_case(ketamine(dose=quantity(1, "mg/kg"))).request("order-sign", templates) for _ in range(12)
@@ -752,7 +752,7 @@ def test_on_postgresql_hook_calls_are_audited_before_the_answer_and_feedback_is_
             assert c.post(SIGN + "/feedback", json=feedback).status_code == 200
     finally:
         server.stop()
-    with psycopg.connect(postgres_url) as db:
+    with psycopg.connect(postgres_database) as db:
         for instance, uuids in answered:
             stored = db.execute(
                 "SELECT c.uuid FROM cards c JOIN assessments a ON a.id = c.assessment_id "

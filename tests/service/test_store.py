@@ -33,7 +33,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         settings = Settings(data_dir=tmp_path)
     else:
-        settings = Settings(data_dir=tmp_path, database_url=request.getfixturevalue("postgres_url"))
+        settings = Settings(data_dir=tmp_path, database_url=request.getfixturevalue("postgres_database"))
     opened = open_store(settings)
     yield opened
     opened.close()
@@ -150,13 +150,16 @@ def test_report_counts_verdicts_and_override_rates(store: Store) -> None:
             for card, outcome in zip(cards, outcomes, strict=False)
         ]
     )
-    report = build_report(store, dt.date(2026, 11, 24), dt.date(2026, 11, 24))
-    assert report["verdicts"]["dose-exceeds-limit"] >= 4
+    day = NOW.date()
+    report = build_report(store, day, day)
+    assert report["assessments"] == 4 and report["verdicts"] == {"dose-exceeds-limit": 4}
     bolus = next(s for s in report["statements"] if s["statement"] == "dose-bolus-limit")
-    assert (bolus["accepted"], bolus["overridden"]) >= (1, 2)
-    assert bolus["override_reasons"]["prior-ketamine-exposure"] >= 2
+    assert (bolus["cards"], bolus["accepted"], bolus["overridden"]) == (4, 1, 2)
+    assert bolus["override_reasons"] == {"prior-ketamine-exposure": 2}
     assert "dose-bolus-limit" in report_text(report)
-    assert build_report(store, dt.date(2026, 11, 25))["assessments"] == 0
+    # a period counts only its own rows: the days on either side of NOW are empty
+    assert build_report(store, day + dt.timedelta(days=1))["assessments"] == 0
+    assert build_report(store, None, day - dt.timedelta(days=1))["assessments"] == 0
 
 
 # --- the audit writer: rows committed before write() returns, many calls per commit -----------------
