@@ -77,3 +77,23 @@ def ids(assessment: Assessment) -> set[str]:
 
 def messages(assessment: Assessment, statement: str) -> list[str]:
     return [f.message_key for f in assessment.findings if f.statement.id == statement]
+
+
+def rate_forms(limit: str) -> list[tuple[str, str, int]]:
+    """An infusion rate at, just above and just below ``limit`` mg/kg/h for the default 80 kg patient and a
+    10 mg/mL solution, written in mg/kg/h, mcg/kg/min, mg/h and mL/h: ``(value, unit, side)`` with side -1
+    below the limit, 0 exactly at it and 1 above it. A limit that is no finite decimal in mcg/kg/min
+    (1 mg/kg/h is 16.666... mcg/kg/min) has no "at" in that unit: its two roundings are below and above."""
+    per_kg = Decimal(limit)
+    step = Decimal("0.01")
+    forms: list[tuple[str, str, int]] = []
+    for value, unit in ((per_kg, "mg/kg/h"), (per_kg * 80, "mg/h"), (per_kg * 8, "mL/h")):
+        forms += [(str(value), unit, 0), (str(value + step), unit, 1), (str(value - step), unit, -1)]
+    mcg = Fraction(per_kg) * 1000 / 60
+    down = Decimal(mcg.numerator * 100 // mcg.denominator) / 100
+    if Fraction(down) == mcg:
+        forms += [(str(down), "mcg/kg/min", 0), (str(down + step), "mcg/kg/min", 1)]
+    else:
+        forms += [(str(down + step), "mcg/kg/min", 1)]
+    forms.append((str(down - step if Fraction(down) == mcg else down), "mcg/kg/min", -1))
+    return forms

@@ -81,7 +81,8 @@ def test_json_numbers_are_rounded_for_display_and_maxima_rounded_down() -> None:
         **result["dose_limits"],
         "weight_kg": 71.3,
         "max_bolus_mg": 24.95,  # 24.955: 24.96 mg would be over the limit
-        "max_infusion_mg_per_h": 71.3,
+        "max_infusion_mg_per_h": 142.6,  # CRPS: the chronic pain range, 2 mg/kg/h outside intensive care
+        "guideline": "chronic",
     }
 
 
@@ -147,14 +148,18 @@ def test_missing_file_is_a_clear_error() -> None:
 def test_statements_lists_every_statement_with_grade_and_source() -> None:
     done = cli("statements", "--json")
     data = json.loads(done.stdout)
-    assert len(data["statements"]) == 22
+    assert len(data["statements"]) == 30
     bolus = next(s for s in data["statements"] if s["id"] == "dose-bolus-limit")
-    assert (bolus["grade"], bolus["certainty"], bolus["thresholds"]) == (
+    assert (bolus["grade"], bolus["certainty"], bolus["thresholds"], bolus["verification"]) == (
         "C",
         "moderate",
         {"limit_mg_per_kg": "0.35"},
+        ["seed", "V2v"],
     )
-    assert "not stated" in cli("statements").stdout
+    text = cli("statements").stdout
+    assert "not stated" in text
+    assert "chronic-dose-range  [grade C; certainty low; V2 (2 sources)]" in text
+    assert "chronic-weak-evidence  [grade D; certainty low; seed V2 (1 source for the grade)]" in text
 
 
 @pytest.mark.parametrize(
@@ -174,9 +179,22 @@ def test_limits_for_a_weight(weight: str, bolus: float, infusion: float) -> None
     assert (data["max_bolus_mg"], data["max_infusion_mg_per_h"]) == (bolus, infusion)
 
 
-def test_limits_in_intensive_care_has_no_infusion_maximum() -> None:
+def test_limits_in_intensive_care_stop_at_the_highest_rate_the_guidelines_describe() -> None:
     data = json.loads(cli("limits", "--weight", "80kg", "--setting", "intensive-care", "--json").stdout)
-    assert data["max_infusion_mg_per_h"] is None and data["max_bolus_mg"] == 28
+    assert (data["max_infusion_mg_per_h"], data["infusion_statement"], data["max_bolus_mg"]) == (
+        560,
+        "dose-ceiling",
+        28,
+    )
+
+
+def test_limits_for_a_chronic_use_give_the_chronic_range() -> None:
+    data = json.loads(cli("limits", "--weight", "80kg", "--use", "crps", "--json").stdout)
+    assert (data["max_infusion_mg_per_h"], data["infusion_minimum_mg_per_kg_per_h"]) == (160, 0.5)
+    text = cli("limits", "--weight", "80kg", "--use", "crps", "--setting", "non-intensive-care").stdout
+    assert "chronic pain range" in text and "range used from 0.5 mg/kg/h" in text
+    done = cli("limits", "--weight", "80kg", "--use", "hangover")
+    assert done.returncode == 2 and "--use" in done.stderr
 
 
 @pytest.mark.parametrize(

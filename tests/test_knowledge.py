@@ -1,6 +1,7 @@
 """The knowledge base agrees with guideline/REFERENCE.md and every message renders cleanly."""
 
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 
 import pytest
@@ -14,16 +15,59 @@ REFERENCE = (SHARED / "guideline" / "REFERENCE.md").read_text()
 KB = load_knowledge()
 
 
-def _reference_rows() -> dict[str, list[str]]:
-    rows = {}
+@dataclass(frozen=True)
+class ReferenceRow:
+    """One statement row of the reference's tables, read by its table's header."""
+
+    grade: str | None
+    certainty: str | None
+    tags: list[str]
+    note: str | None
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _reference_rows() -> dict[str, ReferenceRow]:
+    """Every ``| `statement-id` | ...`` row, its grade and tag cells found by the column headers (tables
+    differ: the contraindications have a condition and a stance column, the evidence summary no grade)."""
+    rows: dict[str, ReferenceRow] = {}
+    header: list[str] = []
     for line in REFERENCE.splitlines():
-        m = re.match(r"^\| `([a-z0-9-]+)` \|(.*)\|\s*$", line)
-        if m:
-            rows[m.group(1)] = [c.strip() for c in m.group(2).split("|")]
+        if not line.startswith("|"):
+            header = []
+            continue
+        cells = _cells(line)
+        if not header:
+            header = cells
+            continue
+        m = re.fullmatch(r"`([a-z0-9-]+)`", cells[0])
+        if not m:
+            continue
+        by_column = dict(zip(header, cells, strict=True))
+        graded = re.fullmatch(
+            r"([ABCDI]) / (high|moderate|low)", by_column.get("grade / certainty", "not stated")
+        )
+        tag_cell = by_column["tag"]
+        note = re.search(r"\((.+)\)\s*$", tag_cell)
+        rows[m.group(1)] = ReferenceRow(
+            grade=graded.group(1) if graded else None,
+            certainty=graded.group(2) if graded else None,
+            tags=re.findall(r"\[(seed|V1|V2v|V2|U)\]", tag_cell),
+            note=note.group(1) if note else None,
+        )
     return rows
 
 
 ROWS = _reference_rows()
+
+
+def test_the_reference_tables_are_read() -> None:
+    assert len(ROWS) >= 30
+    assert ROWS["chronic-weak-evidence"] == ReferenceRow("D", "low", ["seed", "V2"], "1 source for the grade")
+    assert ROWS["dose-ceiling"] == ReferenceRow(None, None, ["V2"], "derived")
+    assert ROWS["evidence-2019-review"] == ReferenceRow(None, None, ["seed", "V1"], None)
 
 
 def test_every_reference_statement_is_in_the_knowledge_base_and_nothing_else() -> None:
@@ -32,31 +76,55 @@ def test_every_reference_statement_is_in_the_knowledge_base_and_nothing_else() -
 
 @pytest.mark.parametrize("statement_id", sorted(ROWS))
 def test_grade_and_certainty_match_the_reference(statement_id: str) -> None:
-    st = KB.statements[statement_id]
-    cells = " ".join(ROWS[statement_id])
-    grade_cell = re.search(r"\b([ABCDI]) / (high|moderate|low)\b", cells)
-    if grade_cell:
-        assert (st.grade, st.certainty) == (grade_cell.group(1), grade_cell.group(2))
-    elif re.search(r"\(grade ([ABCDI])\)", cells):
-        assert st.grade == re.search(r"\(grade ([ABCDI])\)", cells).group(1)  # type: ignore[union-attr]
-    else:
-        assert st.grade is None
-        certainty = re.search(
-            r"\| (high|moderate|low) certainty \|", "| " + " | ".join(ROWS[statement_id]) + " |"
-        )
-        assert st.certainty == (certainty.group(1) if certainty else None)
+    st, row = KB.statements[statement_id], ROWS[statement_id]
+    assert (st.grade, st.certainty) == (row.grade, row.certainty)
 
 
 @pytest.mark.parametrize("statement_id", sorted(ROWS))
 def test_verification_tags_match_and_nothing_unverified_is_a_rule(statement_id: str) -> None:
-    tags = re.findall(r"\[(seed|V1|V2|U)\]", " ".join(ROWS[statement_id]))
-    assert list(KB.statements[statement_id].tags) == tags
-    assert "U" not in tags
+    st, row = KB.statements[statement_id], ROWS[statement_id]
+    assert (list(st.tags), st.verification_note) == (row.tags, row.note)
+    assert "U" not in row.tags
+
+
+def _uses_of(heading: str) -> set[str]:
+    """The use ids of one bullet of the reference's "Uses" section (a bullet may wrap onto more lines)."""
+    bullet = re.search(rf"^- \*\*{heading}\*\*(.*?)(?=^- |^$)", REFERENCE, re.MULTILINE | re.DOTALL)
+    assert bullet is not None
+    return set(re.findall(r"`([a-z-]+)`", bullet.group(1)))
+
+
+def test_uses_belong_to_the_guideline_the_reference_gives() -> None:
+    by_guideline = {g: {u.id for u in KB.uses.values() if u.guideline == g} for g in ("acute", "chronic")}
+    assert by_guideline == {"acute": _uses_of("acute"), "chronic": _uses_of("chronic")}
+    assert {u.id for u in KB.uses.values() if u.guideline is None} == {
+        "anesthesia",
+        "procedural-sedation",
+        "depression",
+    }
 
 
 def test_dose_thresholds_are_the_reference_numbers() -> None:
     assert KB.threshold("dose-bolus-limit", "limit_mg_per_kg") == Fraction(35, 100)
     assert KB.threshold("dose-infusion-limit", "limit_mg_per_kg_per_h") == 1
+    assert KB.threshold("dose-ceiling", "limit_mg_per_kg_per_h") == 7
+    chronic = {
+        name: KB.threshold("chronic-dose-range", name)
+        for name in (
+            "bolus_limit_mg_per_kg",
+            "infusion_minimum_mg_per_kg_per_h",
+            "infusion_limit_mg_per_kg_per_h",
+            "intensive_care_limit_mg_per_kg_per_h",
+        )
+    }
+    assert chronic == {
+        "bolus_limit_mg_per_kg": Fraction(35, 100),
+        "infusion_minimum_mg_per_kg_per_h": Fraction(1, 2),
+        "infusion_limit_mg_per_kg_per_h": 2,
+        "intensive_care_limit_mg_per_kg_per_h": 7,
+    }
+    assert KB.threshold("chronic-dose-minimum", "minimum_total_mg") == 80
+    assert KB.threshold("chronic-dose-minimum", "minimum_duration_h") == 2
 
 
 def test_mme_factors_are_cdc_2022() -> None:
@@ -110,6 +178,7 @@ def test_every_message_fills_in_and_keeps_summary_under_140(statement_id: str, k
     params.update(
         {n: "x" * 60 for n in names & {"basis", "status", "indication", "procedure_class", "prior_course"}}
     )
+    params.update({n: "" for n in names & {"use_note", "why_unknown", "conditions_note"}})
     summary, detail = finding_texts(Finding(st, key, params))
     assert len(summary) < 140
     assert "{" not in summary + detail

@@ -24,10 +24,15 @@ def test_not_indicated_beats_insufficient_evidence() -> None:
     assert run(procedure=COLONOSCOPY, order=order).verdict is Verdict.NOT_INDICATED
 
 
-def test_insufficient_evidence_beats_needs_information() -> None:
+def test_not_indicated_beats_needs_information() -> None:
     assert run(use="fibromyalgia", procedure=None, weight_kg=None, order=iv(20, "mg")).verdict is (
-        Verdict.INSUFFICIENT_EVIDENCE
+        Verdict.NOT_INDICATED
     )
+
+
+def test_insufficient_evidence_beats_needs_information() -> None:
+    order = iv(20, "mg", pca_sole_agent=True)
+    assert run(weight_kg=None, order=order).verdict is Verdict.INSUFFICIENT_EVIDENCE
 
 
 def test_needs_information_beats_consider() -> None:

@@ -31,6 +31,7 @@ from ._facts import (
     PlannedProcedure,
     Route,
     Setting,
+    WeightBasis,
     ketamine_order,
 )
 from ._inputs import facts_from_document, parse_json
@@ -67,6 +68,7 @@ __all__ = [
     "Statement",
     "UnitError",
     "Verdict",
+    "WeightBasis",
     "WrongDimensionError",
     "assess",
     "assessment_json",

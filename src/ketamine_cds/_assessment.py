@@ -12,8 +12,8 @@ from datetime import date
 from enum import StrEnum
 from fractions import Fraction
 
-from ._facts import Coded, DoseKind, Route, Setting
-from ._kb import Message, Severity, Statement
+from ._facts import Coded, DoseKind, Route, Setting, WeightBasis
+from ._kb import Guideline, Message, Severity, Statement
 from ._opioids import OpioidStatus, Presence
 from ._units import Quantity
 
@@ -33,11 +33,21 @@ class Verdict(StrEnum):
 
 class DoseStatus(StrEnum):
     WITHIN = "within"
+    BELOW_RANGE = "below-range"  # a chronic pain infusion under the range used (information, not an error)
     EXCEEDS = "exceeds"
-    LIMIT_NOT_APPLICABLE = "limit-not-applicable"  # infusion in intensive care
-    EXCEEDS_UNLESS_INTENSIVE_CARE = "exceeds-unless-intensive-care"  # setting unknown
+    # over the limit that applies outside intensive care, and the setting is not recorded: over the limit
+    # (an unknown setting is never read as intensive care), unless the patient is in intensive care
+    EXCEEDS_UNLESS_INTENSIVE_CARE = "exceeds-unless-intensive-care"
     NO_WEIGHT = "cannot-check-no-weight"
     NO_CONCENTRATION = "cannot-check-no-concentration"
+
+    @property
+    def exceeds(self) -> bool:
+        return self in (DoseStatus.EXCEEDS, DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE)
+
+    @property
+    def checked(self) -> bool:
+        return self not in (DoseStatus.NO_WEIGHT, DoseStatus.NO_CONCENTRATION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,38 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
+class WeightUsed:
+    """The body weight a dose was worked out from, with when it was measured (every dose says which)."""
+
+    kg: Fraction
+    basis: WeightBasis
+    measured: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DoseRange:
+    """A range of rates per kg, and the same for this weight when known: "0.5-2 mg/kg/h (40-160 mg/h ...)"."""
+
+    low_per_kg: Fraction
+    high_per_kg: Fraction
+    weight: WeightUsed | None
+
+
+@dataclass(frozen=True, slots=True)
+class SettingScope:
+    """Where a limit applies, for a finding's wording: in or outside intensive care, or unless in it."""
+
+    setting: Setting
+
+
+@dataclass(frozen=True, slots=True)
+class Elapsed:
+    """A duration for a finding's wording: "2 h 30 min", "3 days"."""
+
+    hours: Fraction
+
+
+@dataclass(frozen=True, slots=True)
 class DoseMath:
     """An ordered dose with its conversions, for the wording of dose findings. The limits it is compared
     with are here so that a rounded conversion is never written as if it were the limit."""
@@ -63,10 +105,14 @@ class DoseMath:
     ordered: Quantity
     amount: Fraction | None  # mg or mg/h
     per_kg: Fraction | None  # mg/kg or mg/kg/h
-    weight_kg: Fraction | None
+    weight: WeightUsed | None
     amount_unit: str  # "mg" or "mg/h"
     limit_per_kg: Fraction | None = None
     limit_amount: Fraction | None = None  # the limit for this weight, mg or mg/h
+
+    @property
+    def weight_kg(self) -> Fraction | None:
+        return self.weight.kg if self.weight is not None else None
 
     @property
     def per_kg_unit(self) -> str:
@@ -119,19 +165,42 @@ _STATUS_RANK = {
     DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE: 1,
     DoseStatus.NO_WEIGHT: 2,
     DoseStatus.NO_CONCENTRATION: 3,
-    DoseStatus.WITHIN: 4,
-    DoseStatus.LIMIT_NOT_APPLICABLE: 5,
+    DoseStatus.BELOW_RANGE: 4,
+    DoseStatus.WITHIN: 5,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class DoseLimits:
+    """The IV dose limits for this use, setting and weight.
+
+    ``infusion_limit_mg_per_kg_per_h`` is the limit that applies in this setting: outside intensive care, and
+    where the setting is not known (the cautious side), the outside-ICU limit (1 mg/kg/h acute, 2 chronic); in
+    intensive care the highest rate the guidelines describe (7 mg/kg/h). ``infusion_limit_applies`` says
+    whether the outside-ICU limit is the one in force: True outside ICU, False in ICU, None when the setting
+    is unknown (it is then applied).
+    """
+
     weight_kg: Fraction | None
     max_bolus_mg: Fraction | None
     max_infusion_mg_per_h: Fraction | None
     bolus_limit_mg_per_kg: Fraction
     infusion_limit_mg_per_kg_per_h: Fraction
-    infusion_limit_applies: bool | None  # False in intensive care, None when the setting is unknown
+    infusion_limit_applies: bool | None
+    guideline: Guideline = "acute"
+    bolus_statement: str = "dose-bolus-limit"
+    infusion_statement: str = "dose-infusion-limit"
+    infusion_minimum_mg_per_kg_per_h: Fraction | None = None  # chronic: the bottom of the range used
+    weight: WeightUsed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A line about the reference itself (e.g. that it has no statement for children): not a finding, since
+    no statement says it. Its wording is in the knowledge base (``kb.toml``, [notes])."""
+
+    key: str
+    params: Mapping[str, object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +228,7 @@ class Assessment:
     as_of: date
     knowledge_base_version: str
     knowledge_base_digest: str
+    notes: tuple[Note, ...] = ()
 
     @property
     def dose_check(self) -> DoseCheck | None:

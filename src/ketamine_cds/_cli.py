@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--setting", choices=["intensive-care", "non-intensive-care", "unknown"], default="unknown"
     )
+    p.add_argument(
+        "--use",
+        default="perioperative",
+        help="intended use (default perioperative): acute uses get the acute pain limits, chronic uses "
+        "(crps, fibromyalgia, ...) the chronic pain range",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_limits)
     return parser
@@ -228,6 +234,8 @@ def _statements(args: argparse.Namespace) -> int:
                 "evidence": s.evidence,
                 "role": s.role,
                 "verification": list(s.tags),
+                "verification_note": s.verification_note,
+                "overridable": s.overridable,
                 "source": {"label": s.source.label, "url": s.source.url},
                 "thresholds": dict(s.thresholds),
             }
@@ -239,7 +247,8 @@ def _statements(args: argparse.Namespace) -> int:
         return 0
     print(f"Knowledge base {kb.version} ({kb.digest}): {kb.guideline}\n")
     for s in kb.statements.values():
-        print(f"{s.id}  [grade {s.grade_text}; certainty {s.certainty_text}; {' '.join(s.tags)}]")
+        note = f" ({s.verification_note})" if s.verification_note else ""
+        print(f"{s.id}  [grade {s.grade_text}; certainty {s.certainty_text}; {' '.join(s.tags)}{note}]")
         print(f"  {s.text}")
         print(f"  Source: {s.source.label}. {s.source.url}\n")
     return 0
@@ -251,6 +260,7 @@ _WEIGHT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z\[\]_]+)\s*$")
 def _limits(args: argparse.Namespace) -> int:
     from ._engine import assess
     from ._facts import Facts, Setting, checked_weight
+    from ._kb import load_knowledge
     from ._render import limits_json
     from ._units import bounded, weight_in_kg
 
@@ -262,7 +272,9 @@ def _limits(args: argparse.Namespace) -> int:
     except InvalidOperation:
         raise InputError("--weight", f"not a number: {match.group(1)!r}") from None
     weight = checked_weight(weight_in_kg(value, match.group(2), "--weight"), "--weight")
-    facts = Facts(as_of=dt.date.today(), weight_kg=weight, setting=Setting(args.setting), use="perioperative")
+    if args.use not in load_knowledge().uses:
+        raise InputError("--use", f"unknown use {args.use!r}; see the README's table of uses")
+    facts = Facts(as_of=dt.date.today(), weight_kg=weight, setting=Setting(args.setting), use=args.use)
     assessment = assess(facts)
     limits = limits_json(assessment.dose_limits, args.setting)
     if args.json:

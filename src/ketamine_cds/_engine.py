@@ -9,25 +9,30 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from . import _dose_policy as _dp
 from ._assessment import (
     Assessment,
     Clause,
     DoseCheck,
     DoseLimits,
     DoseMath,
+    DoseRange,
     DoseStatus,
+    Elapsed,
     Finding,
     MissingDatum,
+    Note,
     ScreeningResult,
+    SettingScope,
     Verdict,
+    WeightUsed,
 )
-from ._facts import Coded, DoseKind, Facts, OrderDose, Pain, Route, Setting
+from ._dose_policy import DosePolicy, KindPolicy, dose_policy
+from ._facts import Coded, DoseKind, Facts, OrderDose, Pain, Route, Setting, WeightBasis
 from ._kb import KnowledgeBase, Use, load_knowledge
 from ._opioids import OpioidStatus, Presence, opioid_status
 from ._units import amount_per_dose
 
-_BOLUS = "dose-bolus-limit"
-_INFUSION = "dose-infusion-limit"
 _CONTRA_CONCEPTS = (
     ("contra-cardiovascular", "cardiovascular-severe"),
     ("contra-hepatic", "liver-disease-severe"),
@@ -38,6 +43,8 @@ _CONTRA_CONCEPTS = (
     ("caution-hepatic-moderate", "liver-disease-moderate"),
     ("caution-substance-misuse", "substance-misuse"),
 )
+# the message keys of a dose over its limit: each makes the verdict dose-exceeds-limit
+EXCEEDING_MESSAGES = frozenset({"exceeds", "exceeds-setting-unknown", "exceeds-beside"})
 
 
 class _Context:
@@ -63,7 +70,7 @@ class _Context:
         self.findings.append(Finding(statement, message, params))
         if message in ("applies", "present"):
             self.flags.add(statement.role)
-        elif message == "exceeds":
+        elif message in EXCEEDING_MESSAGES:
             self.flags.add("dose-exceeds")
 
     def need(self, datum: str, reason: str, statement: str | None = None, decisive: bool = True) -> None:
@@ -79,8 +86,10 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None) -> Assessment:
     use = _use(facts, kb)
     route = facts.order.route if facts.order is not None else Route.INTRAVENOUS
     opioid = opioid_status(facts, kb)
-    in_scope = use is None or use.kind != "out-of-scope"
-    limits = _dose_limits(facts, kb, in_scope)
+    in_scope = use is None or use.guideline is not None
+    # an unknown use gets the acute guideline's limits: the stricter ones
+    policy = dose_policy(kb, use.guideline if use is not None and use.guideline else "acute", facts.setting)
+    limits = _dose_limits(facts, policy, in_scope)
     screening = _screen(ctx)
     dose_checks: tuple[DoseCheck, ...] = ()
     if use is None and in_scope:
@@ -88,7 +97,10 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None) -> Assessment:
     if in_scope and route is Route.INTRAVENOUS:
         if use is not None:
             _intravenous_use(ctx, use, opioid)
-        dose_checks = _dose(ctx, limits)
+        use_note = kb.notes["unknown-use-limits"].summary if use is None else ""
+        dose_checks = _dose(ctx, policy, limits, use_note)
+        if use is not None:
+            _beside_the_dose(ctx, use, dose_checks)
     elif in_scope:
         _follow_up(ctx, route)
     verdict = _verdict(ctx, use)
@@ -108,6 +120,7 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None) -> Assessment:
         as_of=facts.as_of,
         knowledge_base_version=kb.version,
         knowledge_base_digest=kb.digest,
+        notes=_notes(facts, kb),
     )
 
 
@@ -118,6 +131,13 @@ def _use(facts: Facts, kb: KnowledgeBase) -> Use | None:
         return kb.uses[facts.use]
     except KeyError:
         raise ValueError(f"unknown use {facts.use!r}; adapters must pass a knowledge-base use id") from None
+
+
+def _notes(facts: Facts, kb: KnowledgeBase) -> tuple[Note, ...]:
+    """No statement about children was found in the sources: a patient under 18 is told so."""
+    if facts.age_years is not None and facts.age_years < kb.adult_age_years:
+        return (Note("no-pediatric-statement", {"age": facts.age_years}),)
+    return ()
 
 
 def _intravenous_use(ctx: _Context, use: Use, opioid: OpioidStatus) -> None:
@@ -131,6 +151,23 @@ def _intravenous_use(ctx: _Context, use: Use, opioid: OpioidStatus) -> None:
     if use.kind in ("perioperative", "acute"):
         acute_sleep_apnea(ctx)
         acute_pca_sole_agent(ctx)
+
+
+def _beside_the_dose(ctx: _Context, use: Use, checks: tuple[DoseCheck, ...]) -> None:
+    """Information that goes with the dose: the opioid-adjunct range after surgery; for a chronic infusion
+    (or the question whether to give one) the first-infusion minimum and pre-infusion testing."""
+    if use.kind == "perioperative":
+        acute_opioid_adjunct(ctx, checks)
+        return
+    if use.guideline != "chronic":
+        return
+    order = ctx.facts.order
+    infusions = [d for d in order.doses if d.kind is DoseKind.INFUSION] if order is not None else []
+    if order is not None and order.doses and not infusions:
+        return  # a bolus only: not an infusion
+    concentration = order.concentration_mg_per_ml if order is not None else None
+    chronic_dose_minimum(ctx, infusions[0] if infusions else None, concentration)
+    pretest(ctx)
 
 
 # --- acute pain -------------------------------------------------------------------------------------
@@ -172,10 +209,16 @@ def acute_sickle_cell(ctx: _Context, use: Use, opioid: OpioidStatus) -> None:
     state = opioid.tolerant_or_dependent
     if state is Presence.PRESENT:
         ctx.add("acute-sickle-cell", "applies", status=opioid.label, basis=opioid.basis)
-    elif state is Presence.UNKNOWN:
-        ctx.support_missing.append(
-            MissingDatum("opioid-use", opioid.basis, "acute-sickle-cell", decisive=False)
+    elif state in (Presence.UNKNOWN, Presence.NOT_RECORDED):
+        # it decides the statement: neither shown nor ruled out is missing information, never "not tolerant"
+        ctx.need(
+            "opioid-use",
+            "whether the patient is opioid-tolerant or opioid-dependent, which decides the sickle cell "
+            f"statement ({opioid.basis.rstrip('.')})",
+            "acute-sickle-cell",
         )
+    else:
+        ctx.add("acute-sickle-cell", "not-tolerant", basis=opioid.basis)
 
 
 def acute_sleep_apnea(ctx: _Context) -> None:
@@ -194,17 +237,17 @@ def acute_pca_sole_agent(ctx: _Context) -> None:
 
 
 def chronic_evidence(ctx: _Context, use: Use) -> None:
-    """chronic-crps, chronic-weak-evidence, chronic-no-long-term and evidence-2019-review."""
+    """chronic-crps, chronic-sci, chronic-weak-evidence, chronic-no-long-term and evidence-2019-review."""
     if use.statement == "chronic-crps":
         ctx.add("chronic-crps", "applies")
     else:
-        if use.statement == "chronic-weak-evidence":
-            ctx.add("chronic-weak-evidence", "applies", indication=use.label)
-        else:
+        if use.statement in ("chronic-sci", "chronic-weak-evidence"):
+            ctx.add(use.statement, "applies", indication=use.label)
+        else:  # which condition it is decides between support (CRPS, SCI) and a recommendation against
             ctx.need(
                 "indication",
-                "the chronic pain condition is not specified (CRPS has moderate-certainty support)",
-                decisive=False,
+                "which chronic pain condition this is: CRPS has moderate evidence, spinal cord injury pain "
+                "weak evidence, and for the others the guideline recommends against infusions",
             )
         ctx.add("chronic-no-long-term", "applies", indication=use.label)
     ctx.add("evidence-2019-review", "applies")
@@ -225,6 +268,9 @@ def _follow_up(ctx: _Context, route: Route) -> None:
         ctx.add(statement, "applies", prior_course=described)
     if route is Route.ORAL:
         ctx.add("followup-oral", "abuse")
+    order = ctx.facts.order
+    if order is not None and order.dose is not None:
+        ctx.add(statement, "dose-not-checked", ordered=order.dose)
 
 
 # --- contraindications and cautions -----------------------------------------------------------------
@@ -265,86 +311,181 @@ def _present(ctx: _Context, concept: str) -> bool:
 # --- dose limits ------------------------------------------------------------------------------------
 
 
-def _dose_limits(facts: Facts, kb: KnowledgeBase, in_scope: bool) -> DoseLimits:
-    bolus = kb.threshold(_BOLUS, "limit_mg_per_kg")
-    infusion = kb.threshold(_INFUSION, "limit_mg_per_kg_per_h")
-    applies = {Setting.INTENSIVE_CARE: False, Setting.NON_INTENSIVE_CARE: True}.get(facts.setting)
+def _weight_used(facts: Facts) -> WeightUsed | None:
+    if facts.weight_kg is None:
+        return None
+    return WeightUsed(facts.weight_kg, facts.weight_basis, facts.weight_measured)
+
+
+def _dose_limits(facts: Facts, policy: DosePolicy, in_scope: bool) -> DoseLimits:
+    bolus, infusion = policy.bolus.limit.per_kg, policy.infusion.limit.per_kg
     weight = facts.weight_kg if in_scope else None
     return DoseLimits(
         weight_kg=facts.weight_kg,
         max_bolus_mg=bolus * weight if weight is not None else None,
-        max_infusion_mg_per_h=infusion * weight if weight is not None and applies is not False else None,
+        max_infusion_mg_per_h=infusion * weight if weight is not None else None,
         bolus_limit_mg_per_kg=bolus,
         infusion_limit_mg_per_kg_per_h=infusion,
-        infusion_limit_applies=applies,
+        infusion_limit_applies=policy.outside_icu_applies,
+        guideline=policy.guideline,
+        bolus_statement=policy.bolus.limit.statement,
+        infusion_statement=policy.infusion.limit.statement,
+        infusion_minimum_mg_per_kg_per_h=policy.infusion.minimum,
+        weight=_weight_used(facts) if in_scope else None,
     )
 
 
-def _dose(ctx: _Context, limits: DoseLimits) -> tuple[DoseCheck, ...]:
-    """dose-bolus-limit and dose-infusion-limit: the limits for this weight, or each dose of the order
-    checked. A dose the order writes down but the record does not give in a form that can be read is
-    missing information: it is not checked, and that decides the verdict unless something else does."""
+def _dose(ctx: _Context, policy: DosePolicy, limits: DoseLimits, use_note: str) -> tuple[DoseCheck, ...]:
+    """dose-bolus-limit, dose-infusion-limit, dose-ceiling and chronic-dose-range: the limits for this use,
+    setting and weight, or each dose of the order checked. A dose the order writes down but the record does
+    not give in a form that can be read is missing information: it is not checked, and that decides the
+    verdict unless something else does."""
     order = ctx.facts.order
     doses = [d for d in order.doses if d.kind is not None] if order is not None else []
     concentration = order.concentration_mg_per_ml if order is not None else None
-    checks = tuple(_check_dose(ctx, dose, i, concentration, limits) for i, dose in enumerate(doses))
+    checks = tuple(
+        _check_dose(ctx, policy.of(dose.kind), dose, i, concentration, use_note)
+        for i, dose in enumerate(doses)
+        if dose.kind is not None
+    )
     if not checks:
-        _dose_limit_findings(ctx, limits)
+        _dose_limit_findings(ctx, policy, limits, use_note)
     if order is not None and order.dose_unreadable is not None:
         ctx.need("dose", order.dose_unreadable)
+    if ctx.facts.weight_kg is not None:
+        _weight_age(ctx, checks[0].statement if checks else policy.bolus.limit.statement)
     return checks
 
 
-def _dose_limit_findings(ctx: _Context, limits: DoseLimits) -> None:
-    weight = ctx.facts.weight_kg
+def _dose_limit_findings(ctx: _Context, policy: DosePolicy, limits: DoseLimits, use_note: str) -> None:
+    weight = limits.weight
     key = "limits" if weight is not None else "limits-no-weight"
-    bolus_limit = (limits.bolus_limit_mg_per_kg, "mg/kg")
-    ctx.add(_BOLUS, key, weight=(weight, "kg"), max=Clause("", limits.max_bolus_mg, "mg"), limit=bolus_limit)
-    infusion_limit = (limits.infusion_limit_mg_per_kg_per_h, "mg/kg/h")
-    if limits.infusion_limit_applies is False:
-        ctx.add(_INFUSION, "limits-icu", limit=infusion_limit)
+    if policy.guideline == "chronic":
+        _chronic_range_limits(ctx, policy, limits, key)
     else:
-        ctx.add(
-            _INFUSION,
-            key,
-            weight=(weight, "kg"),
-            max=Clause("", limits.max_infusion_mg_per_h, "mg/h"),
-            limit=infusion_limit,
-        )
+        _acute_limits(ctx, policy, limits, key, use_note)
     if weight is None:
         ctx.need("weight", "no body weight: the maximum dose in mg cannot be worked out", decisive=False)
 
 
-def _check_dose(
-    ctx: _Context, order: OrderDose, index: int, concentration: Fraction | None, limits: DoseLimits
-) -> DoseCheck:
-    assert order.kind is not None
-    bolus = order.kind is DoseKind.BOLUS
-    statement = _BOLUS if bolus else _INFUSION
-    unit = "mg" if bolus else "mg/h"
-    limit = limits.bolus_limit_mg_per_kg if bolus else limits.infusion_limit_mg_per_kg_per_h
-    weight = ctx.facts.weight_kg
-    limit_amount = limit * weight if weight is not None else None
-    raw = amount_per_dose(order.dose, concentration)
-    per_kg: Fraction | None
-    amount: Fraction | None
-    if order.dose.unit.per_kg:
-        per_kg = raw
-        amount = raw * weight if raw is not None and weight is not None else None
+def _acute_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: str, use_note: str) -> None:
+    weight = limits.weight
+    bolus = policy.bolus.limit
+    ctx.add(
+        bolus.statement,
+        key,
+        weight=weight,
+        max=Clause("", limits.max_bolus_mg, "mg"),
+        limit=(bolus.per_kg, "mg/kg"),
+        use_note=use_note,
+    )
+    infusion = policy.infusion.limit
+    rate = (infusion.per_kg, "mg/kg/h")
+    maximum = Clause("", limits.max_infusion_mg_per_h, "mg/h")
+    if policy.outside_icu_applies is False:
+        outside = ctx.kb.threshold(_dp.INFUSION_LIMIT, "limit_mg_per_kg_per_h")
+        ctx.add(_dp.INFUSION_LIMIT, "limits-icu", limit=(outside, "mg/kg/h"))
+        ctx.add(infusion.statement, key, weight=weight, max=maximum, limit=rate, use_note=use_note)
     else:
-        amount = raw
-        per_kg = raw / weight if raw is not None and weight is not None else None
-    status = _dose_status(order, raw, per_kg, limit, ctx.facts.setting)
-    params = {
+        if policy.outside_icu_applies is None and weight is not None:
+            key = "limits-setting-unknown"
+        ctx.add(infusion.statement, key, weight=weight, max=maximum, limit=rate, use_note=use_note)
+
+
+def _chronic_range_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: str) -> None:
+    infusion = policy.infusion
+    ctx.add(
+        _dp.CHRONIC_RANGE,
+        key,
+        weight=limits.weight,
+        bolus_limit=(policy.bolus.limit.per_kg, "mg/kg"),
+        bolus_max=Clause("", limits.max_bolus_mg, "mg") if limits.max_bolus_mg is not None else None,
+        range=DoseRange(infusion.minimum or Fraction(0), infusion.limit.per_kg, limits.weight),
+        setting_words=SettingScope(policy.setting),
+    )
+
+
+def _check_dose(
+    ctx: _Context,
+    policy: KindPolicy,
+    order: OrderDose,
+    index: int,
+    concentration: Fraction | None,
+    use_note: str,
+) -> DoseCheck:
+    bolus = order.kind is DoseKind.BOLUS
+    statement = policy.limit.statement
+    unit = "mg" if bolus else "mg/h"
+    limit = policy.limit.per_kg
+    weight = _weight_used(ctx.facts)
+    weight_kg = weight.kg if weight is not None else None
+    limit_amount = limit * weight_kg if weight_kg is not None else None
+    amount, per_kg = _amounts(order, concentration, weight_kg)
+    status = _dose_status(policy, amount, per_kg, ctx.facts.setting)
+    params: dict[str, object] = {
         "ordered": order.dose,
         "dose": DoseMath(order.dose, amount, per_kg, weight, unit, limit, limit_amount),
         "limit": (limit, f"mg/kg{unit[2:]}"),
         "max": Clause(": max ", limit_amount, unit, apart_from=amount),
         "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)", apart_from=amount),
         "setting": ctx.facts.setting.value,
+        "setting_words": SettingScope(ctx.facts.setting),
+        "kind": order.kind,
         "dose_index": index,
+        "use_note": use_note,
     }
+    if policy.limit.statement == _dp.CEILING and policy.kind is DoseKind.INFUSION:
+        outside = ctx.kb.threshold(_dp.INFUSION_LIMIT, "limit_mg_per_kg_per_h")
+        ctx.add(_dp.INFUSION_LIMIT, "icu", **{**params, "limit": (outside, "mg/kg/h")})
     ctx.add(statement, _DOSE_MESSAGES[status], **params)
+    _also_exceeds(ctx, policy, per_kg, weight_kg, amount, params)
+    _need_for_dose(ctx, status, statement)
+    kind = order.kind or DoseKind.BOLUS
+    return DoseCheck(statement, kind, order.dose, amount, per_kg, limit, limit_amount, status, index)
+
+
+def _amounts(
+    order: OrderDose, concentration: Fraction | None, weight_kg: Fraction | None
+) -> tuple[Fraction | None, Fraction | None]:
+    """(mg or mg/h, per kg) of an ordered dose; None where the concentration or the weight is missing."""
+    raw = amount_per_dose(order.dose, concentration)
+    if raw is None:
+        return None, None
+    if order.dose.unit.per_kg:
+        return (raw * weight_kg if weight_kg is not None else None), raw
+    return raw, (raw / weight_kg if weight_kg is not None else None)
+
+
+def _also_exceeds(
+    ctx: _Context,
+    policy: KindPolicy,
+    per_kg: Fraction | None,
+    weight_kg: Fraction | None,
+    amount: Fraction | None,
+    params: dict[str, object],
+) -> None:
+    """dose-ceiling beside the acute infusion limit: an infusion above every rate the guidelines describe."""
+    also = policy.also
+    if also is None or per_kg is None or per_kg <= also.per_kg:
+        return
+    unit = "mg/h"
+    limit_amount = also.per_kg * weight_kg if weight_kg is not None else None
+    dose = params["dose"]
+    assert isinstance(dose, DoseMath)
+    ctx.add(
+        also.statement,
+        "exceeds-beside",
+        **{
+            **params,
+            "dose": DoseMath(dose.ordered, amount, per_kg, dose.weight, unit, also.per_kg, limit_amount),
+            "limit": (also.per_kg, "mg/kg/h"),
+            "max": Clause(": max ", limit_amount, unit, apart_from=amount),
+            "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)", apart_from=amount),
+        },
+    )
+
+
+def _need_for_dose(ctx: _Context, status: DoseStatus, statement: str) -> None:
     if status is DoseStatus.NO_WEIGHT:
         ctx.need(
             "weight",
@@ -360,36 +501,125 @@ def _check_dose(
     elif status is DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE:
         ctx.need(
             "setting",
-            "the infusion is above the limit outside intensive care; the setting is unknown",
+            "whether the patient is in intensive care: the infusion is over the limit outside it",
             statement,
+            decisive=False,
         )
-    return DoseCheck(statement, order.kind, order.dose, amount, per_kg, limit, limit_amount, status, index)
 
 
 def _dose_status(
-    order: OrderDose, raw: Fraction | None, per_kg: Fraction | None, limit: Fraction, setting: Setting
+    policy: KindPolicy, amount: Fraction | None, per_kg: Fraction | None, setting: Setting
 ) -> DoseStatus:
-    if raw is None:
+    if amount is None and per_kg is None:
         return DoseStatus.NO_CONCENTRATION
     if per_kg is None:
         return DoseStatus.NO_WEIGHT
-    if order.kind is DoseKind.INFUSION and setting is Setting.INTENSIVE_CARE:
-        return DoseStatus.LIMIT_NOT_APPLICABLE
-    if per_kg <= limit:
-        return DoseStatus.WITHIN
-    if order.kind is DoseKind.INFUSION and setting is Setting.UNKNOWN:
-        return DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE
-    return DoseStatus.EXCEEDS
+    if per_kg > policy.limit.per_kg:
+        icu = policy.icu_limit
+        if setting is Setting.UNKNOWN and icu is not None and per_kg <= icu.per_kg:
+            return DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE
+        return DoseStatus.EXCEEDS
+    if policy.minimum is not None and per_kg < policy.minimum:
+        return DoseStatus.BELOW_RANGE
+    return DoseStatus.WITHIN
 
 
 _DOSE_MESSAGES = {
     DoseStatus.WITHIN: "within",
+    DoseStatus.BELOW_RANGE: "below-range",
     DoseStatus.EXCEEDS: "exceeds",
-    DoseStatus.LIMIT_NOT_APPLICABLE: "icu",
     DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE: "exceeds-setting-unknown",
     DoseStatus.NO_WEIGHT: "no-weight",
     DoseStatus.NO_CONCENTRATION: "no-concentration",
 }
+
+
+def _weight_age(ctx: _Context, statement: str) -> None:
+    """A dose worked out from an old weight, or one whose date is not recorded, is said so (a product
+    default, not a guideline figure: the sources give no age for a weight)."""
+    facts = ctx.facts
+    weight = _weight_used(facts)
+    limit_days = ctx.kb.weight_max_age_days
+    if facts.weight_basis is WeightBasis.UNDATED:
+        ctx.add(statement, "weight-undated", weight=weight, max_age_days=limit_days)
+    elif facts.weight_measured is not None:
+        age = (facts.as_of - facts.weight_measured).days
+        if age > limit_days:
+            ctx.add(
+                statement,
+                "weight-old",
+                weight=weight,
+                weight_age=Elapsed(Fraction(age * 24)),
+                max_age_days=limit_days,
+            )
+
+
+# --- information beside the dose: opioid adjunct range, chronic first-infusion minimum, pre-infusion tests
+
+
+def acute_opioid_adjunct(ctx: _Context, checks: tuple[DoseCheck, ...]) -> None:
+    """Shown beside a perioperative order whose every IV dose is within the acute limits (0.35 mg/kg,
+    1 mg/kg/h), whatever the setting; it never changes the verdict."""
+    if not checks:
+        return
+    bolus = ctx.kb.threshold(_dp.BOLUS_LIMIT, "limit_mg_per_kg")
+    rate = ctx.kb.threshold(_dp.INFUSION_LIMIT, "limit_mg_per_kg_per_h")
+    for check in checks:
+        limit = bolus if check.kind is DoseKind.BOLUS else rate
+        if check.per_kg is None or check.per_kg > limit:
+            return
+    ctx.add("acute-opioid-adjunct", "applies")
+
+
+def chronic_dose_minimum(ctx: _Context, infusion: OrderDose | None, concentration: Fraction | None) -> None:
+    """A first chronic pain infusion should total at least 80 mg over more than 2 hours (information)."""
+    statement = "chronic-dose-minimum"
+    if infusion is None:
+        ctx.add(statement, "minimum")
+        return
+    weight_kg = ctx.facts.weight_kg
+    rate, _ = _amounts(infusion, concentration, weight_kg)
+    total = _delivered(infusion, concentration, weight_kg)
+    duration = infusion.duration_h
+    if duration is None and total is not None and rate:
+        duration = total / rate
+    if total is None and duration is not None and rate is not None:
+        total = rate * duration
+    if total is None or duration is None:
+        given = infusion.duration_h is not None or infusion.total is not None
+        ctx.add(statement, "amount-unknown" if given else "duration-unknown", ordered=infusion.dose)
+        return
+    least_mg = ctx.kb.threshold(statement, "minimum_total_mg")
+    least_h = ctx.kb.threshold(statement, "minimum_duration_h")
+    key = "meets" if total >= least_mg and duration > least_h else "below"
+    ctx.add(statement, key, total=(total, "mg"), duration=Elapsed(duration))
+
+
+def _delivered(
+    infusion: OrderDose, concentration: Fraction | None, weight_kg: Fraction | None
+) -> Fraction | None:
+    """The amount in mg an infusion delivers, where the order gives it."""
+    if infusion.total is None:
+        return None
+    amount = amount_per_dose(infusion.total, concentration)
+    if amount is None or not infusion.total.unit.per_kg:
+        return amount
+    return amount * weight_kg if weight_kg is not None else None
+
+
+def pretest(ctx: _Context) -> None:
+    """pretest-ecg and pretest-liver when the record shows what they name; otherwise pretest-none-routine.
+    Information for chronic IV infusions: they never change the verdict."""
+    shown = False
+    for statement in ("pretest-ecg", "pretest-liver"):
+        concepts = ctx.kb.statements[statement].concepts
+        evidence = tuple(e for concept in concepts for e in _evidence(ctx, concept))
+        if evidence:
+            ctx.add(statement, "applies", condition=evidence)
+            shown = True
+    if not shown:
+        reviewed = ctx.facts.conditions is not None
+        ctx.add("pretest-none-routine", "applies" if reviewed else "conditions-not-reviewed")
 
 
 # --- verdict ----------------------------------------------------------------------------------------
@@ -433,11 +663,12 @@ def _reason(verdict: Verdict, ctx: _Context, use: Use | None) -> str:
 def _decisive(verdict: Verdict, ctx: _Context) -> Finding | None:
     roles = _DECISIVE_ROLE.get(verdict, ())
     for finding in ctx.findings:
-        if finding.statement.role in roles and finding.message_key in ("applies", "present", "exceeds"):
+        if finding.statement.role in roles and finding.message_key in _DECIDING_MESSAGES:
             return finding
     return None
 
 
+_DECIDING_MESSAGES = frozenset({"applies", "present", *EXCEEDING_MESSAGES})
 _DECISIVE_ROLE: dict[Verdict, tuple[str, ...]] = {
     Verdict.CONTRAINDICATED: ("contraindication",),
     Verdict.DOSE_EXCEEDS_LIMIT: ("dose-limit",),

@@ -43,6 +43,14 @@ class DoseKind(StrEnum):
     INFUSION = "infusion"
 
 
+class WeightBasis(StrEnum):
+    """Where a body weight comes from, so that every dose worked out from it can say so."""
+
+    GIVEN = "given"  # stated in the question (case document, web form, an audit row's weight in effect)
+    MEASURED = "measured"  # a recorded measurement with its date
+    UNDATED = "undated"  # a recorded measurement without a date
+
+
 class Pain(StrEnum):
     """Expected postoperative pain of a planned procedure."""
 
@@ -97,10 +105,15 @@ class OpioidUse:
 
 @dataclass(frozen=True, slots=True)
 class OrderDose:
-    """One dose an order gives: an IV bolus or infusion rate, or an oral or intranasal dose (kind None)."""
+    """One dose an order gives: an IV bolus or infusion rate, or an oral or intranasal dose (kind None).
+
+    For an infusion, ``duration_h`` is how long it runs and ``total`` the amount it delivers, where the order
+    says (FHIR: a ``doseQuantity`` beside the rate, ``timing.repeat.duration``); either gives the other."""
 
     kind: DoseKind | None
     dose: Quantity
+    duration_h: Fraction | None = None
+    total: Quantity | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +133,14 @@ class KetamineOrder:
     source: Coded = Coded("ketamine")
     then: tuple[OrderDose, ...] = ()
     dose_unreadable: str | None = None
+    duration_h: Fraction | None = None  # of the first dose, an infusion
+    total: Quantity | None = None  # what the first dose, an infusion, delivers
 
     @property
     def doses(self) -> tuple[OrderDose, ...]:
-        first = (OrderDose(self.kind, self.dose),) if self.dose is not None else ()
+        first = (
+            (OrderDose(self.kind, self.dose, self.duration_h, self.total),) if self.dose is not None else ()
+        )
         return first + self.then
 
 
@@ -142,6 +159,8 @@ class Facts:
     use: str | None = None
     use_source: Coded | None = None
     weight_kg: Fraction | None = None
+    weight_basis: WeightBasis = WeightBasis.GIVEN
+    weight_measured: date | None = None  # when the weight was measured (WeightBasis.MEASURED)
     setting: Setting = Setting.UNKNOWN
     conditions: tuple[ConditionFact, ...] | None = ()
     ruled_out: frozenset[str] = frozenset()
@@ -165,6 +184,8 @@ def ketamine_order(
     field: str = "order",
     then: tuple[OrderDose, ...] = (),
     dose_unreadable: str | None = None,
+    duration_h: Fraction | None = None,
+    total: Quantity | None = None,
 ) -> KetamineOrder:
     """Build a checked order: every adapter goes through here, so the same input errors everywhere.
 
@@ -172,7 +193,8 @@ def ketamine_order(
     The doses in ``then`` must already be checked (``checked_dose``).
     """
     if dose is not None:
-        kind = checked_dose(route, dose, kind, field).kind
+        first = checked_dose(route, dose, kind, field, duration_h, total)
+        kind, duration_h, total = first.kind, first.duration_h, first.total
     elif route is not Route.INTRAVENOUS:
         kind = None
     return KetamineOrder(
@@ -184,11 +206,21 @@ def ketamine_order(
         source=source,
         then=then,
         dose_unreadable=dose_unreadable,
+        duration_h=duration_h,
+        total=total,
     )
 
 
-def checked_dose(route: Route, dose: Quantity, kind: DoseKind | None, field: str) -> OrderDose:
-    """One dose of an order, its kind implied by its unit for IV (a stated kind must agree)."""
+def checked_dose(
+    route: Route,
+    dose: Quantity,
+    kind: DoseKind | None,
+    field: str,
+    duration_h: Fraction | None = None,
+    total: Quantity | None = None,
+) -> OrderDose:
+    """One dose of an order, its kind implied by its unit for IV (a stated kind must agree). A duration or
+    total is kept for an IV infusion only (what it runs for and delivers), and must be above zero."""
     if route is not Route.INTRAVENOUS:
         _check_dose_value(dose, field)
         return OrderDose(None, dose)
@@ -203,7 +235,17 @@ def checked_dose(route: Route, dose: Quantity, kind: DoseKind | None, field: str
             f"{field}.dose.unit", f"an IV {kind.value} needs {wanted}, not {dose.unit.text!r}"
         )
     _check_dose_value(dose, field)
-    return OrderDose(implied, dose)
+    if implied is not DoseKind.INFUSION:
+        return OrderDose(implied, dose)
+    if duration_h is not None and duration_h <= 0:
+        raise ImpossibleValueError(f"{field}.duration", "an infusion's duration must be above zero")
+    if total is not None:
+        if total.unit.is_rate:
+            raise WrongDimensionError(
+                f"{field}.total.unit", f"the amount an infusion delivers is not a rate ({total.unit.text!r})"
+            )
+        _check_dose_value(total, f"{field}.total")
+    return OrderDose(implied, dose, duration_h, total)
 
 
 def _check_dose_value(dose: Quantity, field: str) -> None:

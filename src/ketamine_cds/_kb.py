@@ -93,6 +93,9 @@ class Statement:
     thresholds: Mapping[str, Any]
     messages: Mapping[str, Message]
     overridable: bool = False
+    verification_note: str | None = None  # the reference's note beside the tags, e.g. "2 sources"
+    stance: str | None = None  # for contraindications and cautions: "avoid", ...
+    concepts: tuple[str, ...] = ()  # record concepts that make the statement apply (pretest-*)
 
     @property
     def source(self) -> Source:
@@ -103,10 +106,21 @@ class Statement:
         return self.grade or "not stated"
 
     @property
+    def grade_phrase(self) -> str:
+        """ "grade B, low certainty", "grade C", "grade and certainty not stated": for a finding's wording."""
+        if self.grade is None and self.certainty is None:
+            return "grade and certainty not stated"
+        grade = f"grade {self.grade}" if self.grade else "grade not stated"
+        return f"{grade}, {self.certainty} certainty" if self.certainty else grade
+
+    @property
     def certainty_text(self) -> str:
         if self.certainty:
             return self.certainty
         return self.evidence or "not stated"
+
+
+Guideline = Literal["acute", "chronic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,13 @@ class Use:
     kind: Literal["perioperative", "acute", "chronic", "out-of-scope"]
     statement: str | None = None
     concept: str | None = None
+
+    @property
+    def guideline(self) -> Guideline | None:
+        """The guideline the use belongs to (its dose statements apply); None when out of scope."""
+        if self.kind == "out-of-scope":
+            return None
+        return "chronic" if self.kind == "chronic" else "acute"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +236,9 @@ class KnowledgeBase:
     ketamine_rxnorm: frozenset[str]
     ketamine_words: tuple[str, ...]
     value_sets: ValueSets
+    weight_max_age_days: int = 30
+    adult_age_years: int = 18
+    notes: Mapping[str, Message] = field(default_factory=dict)  # summary holds the text, detail is empty
 
     def statement(self, statement_id: str) -> Statement:
         return self.statements[statement_id]
@@ -234,13 +258,31 @@ def _stated(value: str) -> str | None:
     return None if value == "not stated" else value
 
 
-def _statement(data: Mapping[str, Any], sources: Mapping[str, Source]) -> Statement:
-    messages = {
+_STATEMENT_KEYS = frozenset(
+    {
+        "id", "title", "text", "grade", "certainty", "evidence", "tags", "verification_note", "sources",
+        "role", "thresholds", "messages", "overridable", "stance", "concepts", "include_messages",
+    }
+)  # fmt: skip
+
+
+def _messages(raw: Mapping[str, Any]) -> dict[str, Message]:
+    return {
         key: Message(
             severity=m["severity"], summary=m["summary"].strip(), detail=" ".join(m["detail"].split())
         )
-        for key, m in data.get("messages", {}).items()
+        for key, m in raw.items()
     }
+
+
+def _statement(
+    data: Mapping[str, Any], sources: Mapping[str, Source], shared: Mapping[str, Message]
+) -> Statement:
+    unknown = set(data) - _STATEMENT_KEYS
+    if unknown:  # a misspelt key must not silently drop what it holds
+        raise ValueError(f"statement {data.get('id')!r}: unknown keys {sorted(unknown)}")
+    messages = _messages(data.get("messages", {}))
+    messages.update({key: shared[key] for key in data.get("include_messages", ())})
     return Statement(
         id=data["id"],
         title=data["title"],
@@ -254,6 +296,9 @@ def _statement(data: Mapping[str, Any], sources: Mapping[str, Source]) -> Statem
         thresholds=dict(data.get("thresholds", {})),
         messages=messages,
         overridable=bool(data.get("overridable", False)),
+        verification_note=data.get("verification_note"),
+        stance=data.get("stance"),
+        concepts=tuple(data.get("concepts", ())),
     )
 
 
@@ -282,12 +327,13 @@ def load_knowledge() -> KnowledgeBase:
     digest.update(kb_bytes)
     kb = tomllib.loads(kb_bytes.decode())
     sources = {k: Source(key=k, label=v["label"], url=v["url"]) for k, v in kb["sources"].items()}
+    shared = _messages(kb["messages"])
     statements: dict[str, Statement] = {}
     for entry in sorted((root / "statements").iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".toml"):
             raw = entry.read_bytes()
             digest.update(raw)
-            st = _statement(tomllib.loads(raw.decode()), sources)
+            st = _statement(tomllib.loads(raw.decode()), sources, shared)
             statements[st.id] = st
     codes_text = (root / "valuesets.csv").read_text()
     digest.update(codes_text.encode())
@@ -317,4 +363,7 @@ def load_knowledge() -> KnowledgeBase:
         ketamine_rxnorm=frozenset(kb["ketamine"]["rxnorm"]),
         ketamine_words=tuple(kb["ketamine"]["words"]),
         value_sets=ValueSets(_read_codes(codes_text)),
+        weight_max_age_days=int(kb["defaults"]["weight_max_age_days"]),
+        adult_age_years=int(kb["defaults"]["adult_age_years"]),
+        notes={k: Message(v["severity"], v["text"], "") for k, v in kb["notes"].items()},
     )

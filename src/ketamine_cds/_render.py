@@ -13,8 +13,20 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ._assessment import Assessment, Clause, DoseCheck, DoseLimits, DoseMath, Finding
-from ._facts import Coded, DoseKind
+from ._assessment import (
+    Assessment,
+    Clause,
+    DoseCheck,
+    DoseLimits,
+    DoseMath,
+    DoseRange,
+    Elapsed,
+    Finding,
+    Note,
+    SettingScope,
+    WeightUsed,
+)
+from ._facts import Coded, DoseKind, Setting, WeightBasis
 from ._kb import SYSTEM_LABELS, KnowledgeBase, Statement, load_knowledge, short_system
 from ._units import (
     Quantity,
@@ -41,6 +53,14 @@ def display_value(value: object, *, with_codes: bool = True) -> str:
         if value.value is None:
             return ""
         return f"{value.prefix}{format_max(value.value, value.apart_from)} {value.unit}{value.suffix}"
+    if isinstance(value, WeightUsed):
+        return weight_text(value, with_date=with_codes)
+    if isinstance(value, DoseRange):
+        return _range_text(value)
+    if isinstance(value, SettingScope):
+        return SETTING_SCOPE_WORDS[value.setting]
+    if isinstance(value, Elapsed):
+        return elapsed_text(value.hours)
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
         number, unit = value
         return "unknown" if number is None else f"{format_number(number)} {unit}"
@@ -126,9 +146,48 @@ def _dose_math(dose: DoseMath, *, short: bool) -> str:
         parts.append(texts.amount)
     if texts.per_kg is not None and not per_kg_order:
         parts.append(f"**{texts.per_kg}**")
-    if dose.weight_kg is None:
+    if dose.weight is None:
         return " = ".join(parts) + " (no body weight is recorded, so it is not converted to mg)"
-    return " = ".join(parts) + f" for a weight of {format_number(dose.weight_kg)} kg"
+    return " = ".join(parts) + f" for a weight of {weight_text(dose.weight)}"
+
+
+SETTING_SCOPE_WORDS: Mapping[Setting, str] = {
+    Setting.INTENSIVE_CARE: "in intensive care",
+    Setting.NON_INTENSIVE_CARE: "outside intensive care",
+    Setting.UNKNOWN: "outside intensive care (the setting is not recorded, so the limit that applies "
+    "outside it applies unless the patient is in intensive care)",
+}
+
+
+def weight_text(weight: WeightUsed, *, with_date: bool = True) -> str:
+    """ "80 kg (measured 2026-11-20)", "80 kg (as given)": every dose worked out from a weight says which."""
+    kg = f"{format_number(weight.kg)} kg"
+    if not with_date:
+        return kg
+    if weight.basis is WeightBasis.MEASURED and weight.measured is not None:
+        return f"{kg} (measured {weight.measured.isoformat()})"
+    if weight.basis is WeightBasis.UNDATED:
+        return f"{kg} (date of measurement not recorded)"
+    return f"{kg} (as given)"
+
+
+def elapsed_text(hours: Fraction) -> str:
+    """A duration: "45 min", "2.5 h", "12 days" (days from 72 hours on, for the age of a weight)."""
+    if hours >= 72:
+        days = hours / 24
+        return f"{format_number(days, 0)} days"
+    if hours < 1:
+        return f"{format_number(hours * 60, 0)} min"
+    return f"{format_number(hours)} h"
+
+
+def _range_text(value: DoseRange) -> str:
+    text = f"{format_number(value.low_per_kg)}-{format_number(value.high_per_kg)} mg/kg/h"
+    if value.weight is None:
+        return text
+    low = format_number(value.low_per_kg * value.weight.kg)
+    high = format_max(value.high_per_kg * value.weight.kg)
+    return f"{text} ({low}-{high} mg/h for {format_number(value.weight.kg)} kg)"
 
 
 def _coded(coded: Coded) -> str:
@@ -139,14 +198,18 @@ def _coded(coded: Coded) -> str:
 
 
 class _Params(dict[str, str]):
-    """A finding's values, each written out only when the template names it (most name a few)."""
+    """A finding's values, each written out only when the template names it (most name a few).
+    ``{grade}`` is the statement's own grade and certainty, never written into a template by hand."""
 
-    def __init__(self, values: Mapping[str, object], *, with_codes: bool) -> None:
-        super().__init__()
-        self._values = values
+    def __init__(self, finding: Finding, *, with_codes: bool) -> None:
+        super().__init__(grade=finding.statement.grade_phrase)
+        self._values = finding.params
         self._with_codes = with_codes
 
     def __missing__(self, key: str) -> str:
+        if key == "Kind" and "kind" in self._values:
+            text = self[key] = str(self._values["kind"]).capitalize()
+            return text
         if key not in self._values:
             return "{" + key + "}"
         text = self[key] = display_value(self._values[key], with_codes=self._with_codes)
@@ -155,7 +218,7 @@ class _Params(dict[str, str]):
 
 def finding_summary(finding: Finding) -> str:
     """The one-line summary of a finding, filled in (codes left out), at most SUMMARY_MAX characters."""
-    summary = finding.message.summary.format_map(_Params(finding.params, with_codes=False))
+    summary = finding.message.summary.format_map(_Params(finding, with_codes=False))
     if len(summary) > SUMMARY_MAX:
         summary = summary[: SUMMARY_MAX - 1].rstrip() + "…"
     return summary
@@ -163,7 +226,7 @@ def finding_summary(finding: Finding) -> str:
 
 def finding_texts(finding: Finding) -> tuple[str, str]:
     """The summary and markdown detail of a finding, filled in."""
-    detail = finding.message.detail.format_map(_Params(finding.params, with_codes=True))
+    detail = finding.message.detail.format_map(_Params(finding, with_codes=True))
     return finding_summary(finding), detail
 
 
@@ -215,11 +278,13 @@ def finding_json(finding: Finding) -> dict[str, Any]:
         "evidence": st.evidence,
         "verification": list(st.tags),
         "sources": [{"label": s.label, "url": s.url} for s in st.sources],
+        "verification_note": st.verification_note,
         "overridable": st.overridable,
     }
 
 
 def limits_json(limits: DoseLimits, setting: str) -> dict[str, Any]:
+    weight = limits.weight
     return {
         "weight_kg": _number(limits.weight_kg),
         "max_bolus_mg": _max_number(limits.max_bolus_mg),
@@ -227,8 +292,18 @@ def limits_json(limits: DoseLimits, setting: str) -> dict[str, Any]:
         "bolus_limit_mg_per_kg": _number(limits.bolus_limit_mg_per_kg),
         "infusion_limit_mg_per_kg_per_h": _number(limits.infusion_limit_mg_per_kg_per_h),
         "infusion_limit_applies": limits.infusion_limit_applies,
+        "infusion_minimum_mg_per_kg_per_h": _number(limits.infusion_minimum_mg_per_kg_per_h),
+        "guideline": limits.guideline,
+        "bolus_statement": limits.bolus_statement,
+        "infusion_statement": limits.infusion_statement,
+        "weight_basis": weight.basis.value if weight is not None else None,
+        "weight_measured": weight.measured.isoformat() if weight and weight.measured else None,
         "setting": setting,
     }
+
+
+def note_text(note: Note, kb: KnowledgeBase) -> str:
+    return kb.notes[note.key].summary.format_map({k: display_value(v) for k, v in note.params.items()})
 
 
 def _dose_check_json(check: DoseCheck) -> dict[str, Any]:
@@ -260,6 +335,10 @@ def assessment_json(assessment: Assessment, kb: KnowledgeBase | None = None) -> 
         "dose_limits": limits_json(assessment.dose_limits, assessment.setting.value),
         "dose_check": None if check is None else _dose_check_json(check),
         "dose_checks": [_dose_check_json(c) for c in assessment.dose_checks],
+        "notes": [
+            {"note": n.key, "severity": kb.notes[n.key].severity, "text": note_text(n, kb)}
+            for n in assessment.notes
+        ],
         "missing_information": [
             {"datum": m.datum, "reason": m.reason, "statement": m.statement, "decisive": m.decisive}
             for m in assessment.missing
@@ -318,6 +397,8 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
     lines = [f"Verdict: {assessment.verdict.value.upper()}"]
     if data["verdict_reason"]:
         lines.append(_wrap(data["verdict_reason"], "  "))
+    for note in data["notes"]:
+        lines += ["", _wrap(f"Note: {note['text']}", "")]
     q = data["question"]
     lines += [
         "",
@@ -356,20 +437,29 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+INFUSION_SCOPE_WORDS: Mapping[bool | None, str] = {
+    True: "outside intensive care",
+    False: "in intensive care",
+    None: "unless the patient is in intensive care: setting not recorded",
+}
+
+
 def _limits_lines(limits: Mapping[str, Any], doses: DoseDisplay) -> list[str]:
     weight = limits["weight_kg"]
-    head = (
-        f"Dose limits for {weight:g} kg:" if weight is not None else "Dose limits (no body weight recorded):"
-    )
+    guideline = "chronic pain range" if limits["guideline"] == "chronic" else "acute pain limits"
+    if weight is not None:
+        head = f"Dose limits for {weight:g} kg ({guideline}; weight {limits['weight_basis']}"
+        head += f" {limits['weight_measured']}):" if limits["weight_measured"] else "):"
+    else:
+        head = f"Dose limits ({guideline}; no body weight recorded):"
     per_kg_bolus = f"{limits['bolus_limit_mg_per_kg']:g} mg/kg"
     per_kg_rate = f"{limits['infusion_limit_mg_per_kg_per_h']:g} mg/kg/h"
     bolus = f"max {doses.max_bolus or per_kg_bolus}"
-    if limits["infusion_limit_applies"] is False:
-        infusion = f"no limit in intensive care ({per_kg_rate} applies outside it)"
-    else:
-        infusion = f"max {doses.max_infusion or per_kg_rate}"
-        infusion += f" ({per_kg_rate} outside intensive care"
-        infusion += "; setting unknown)" if limits["infusion_limit_applies"] is None else ")"
+    infusion = f"max {doses.max_infusion or per_kg_rate}"
+    infusion += f" ({per_kg_rate} {INFUSION_SCOPE_WORDS[limits['infusion_limit_applies']]})"
+    minimum = limits["infusion_minimum_mg_per_kg_per_h"]
+    if minimum is not None:
+        infusion += f"; range used from {minimum:g} mg/kg/h"
     return [
         head,
         f"  IV bolus     {bolus} ({per_kg_bolus}, in every setting)",

@@ -140,6 +140,20 @@ def weight_in_kg(value: Decimal, unit_text: str, field: str = "weight") -> Fract
     return Fraction(value) * unit.factor / _MG_PER_KG
 
 
+_DURATION: dict[str, Fraction] = {**_TIME, "wk": Fraction(24 * 7), "week": Fraction(24 * 7)}
+
+
+def duration_in_hours(value: Decimal, unit_text: str, field: str = "duration") -> Fraction:
+    """How long something runs, in hours, exactly: ``4 h``, ``90 min``, ``2 d`` (UCUM s, min, h, d, wk).
+    Months and years have no fixed length and are refused."""
+    hours = _DURATION.get(_norm(unit_text))
+    if hours is None:
+        raise UnitError(field, f"a duration needs a time unit (min, h, d), not {unit_text!r}")
+    if not value.is_finite() or value <= 0:
+        raise ImpossibleValueError(field, f"a duration must be above zero, not {value}")
+    return Fraction(bounded(value, field)) * hours
+
+
 def amount_per_dose(quantity: Quantity, concentration_mg_per_ml: Fraction | None) -> Fraction | None:
     """The amount in mg (mg/kg when per kg; per hour when a rate); None for a volume without concentration."""
     unit = quantity.unit

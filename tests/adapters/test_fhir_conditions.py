@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fhir_bundles import ICD10CM, LOINC, SNOMED, TODAY, bundle, concept, condition, patient, read
 
-from ketamine_cds import Coded
+from ketamine_cds import Coded, Presence, Verdict, assess
 from ketamine_cds.adapters.fhir import facts_from_bundle
 
 
@@ -123,3 +123,41 @@ def test_conditions_of_a_transaction_bundle_are_read() -> None:
     document = bundle(patient(), condition(SNOMED, "128200000", "CRPS"), kind="transaction")
     facts = facts_from_bundle(document, as_of=TODAY)
     assert [c.concept for c in facts.conditions or ()] == ["crps"]
+
+
+@pytest.mark.parametrize(
+    ("code", "display"),
+    [
+        ("I10", "Essential (primary) hypertension"),
+        ("I11.9", "Hypertensive heart disease without heart failure"),
+        ("I12.9", "Hypertensive chronic kidney disease"),
+        ("I13.10", "Hypertensive heart and chronic kidney disease"),
+        ("I15.0", "Renovascular hypertension"),
+        ("I50.9", "Heart failure, unspecified"),
+    ],
+)
+def test_hypertension_without_severity_is_a_warning_to_verify_not_silence(code: str, display: str) -> None:
+    # the defect: I10 was "not found in the record" while SNOMED 38341003 was a warning
+    assessment = assess(read(patient(), condition(ICD10CM, code, display)))
+    screening = {s.statement: s for s in assessment.screening}["contra-cardiovascular"]
+    assert screening.status is Presence.UNKNOWN and screening.concept == "cardiovascular-disease"
+    assert [f.message_key for f in assessment.findings if f.statement.id == "contra-cardiovascular"] == [
+        "verify"
+    ]
+    assert assessment.verdict is not Verdict.CONTRAINDICATED
+
+
+@pytest.mark.parametrize("code", ["I16.0", "I16.1", "I16.9"])
+def test_a_hypertensive_crisis_is_uncontrolled_hypertension_the_contraindication(code: str) -> None:
+    assessment = assess(read(patient(), condition(ICD10CM, code, "Hypertensive crisis")))
+    assert assessment.verdict is Verdict.CONTRAINDICATED
+    assert [f.message_key for f in assessment.findings if f.statement.id == "contra-cardiovascular"] == [
+        "present"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "concept_id"), [("F10.20", "alcohol-misuse"), ("B18.2", "chronic-hepatitis")]
+)
+def test_risks_of_liver_toxicity_are_read(code: str, concept_id: str) -> None:
+    assert concept_id in concepts(condition(ICD10CM, code))

@@ -5,9 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fhir_bundles import ICD10CM, SNOMED, concept, condition, ketamine, patient, procedure, read
+from fhir_bundles import (
+    ICD10CM,
+    SNOMED,
+    concept,
+    condition,
+    ketamine,
+    patient,
+    procedure,
+    quantity,
+    read,
+    weight,
+)
 
-from ketamine_cds import Coded
+from ketamine_cds import Coded, Verdict, assess
 
 
 @pytest.mark.parametrize(
@@ -19,6 +30,29 @@ from ketamine_cds import Coded
         (concept(SNOMED, "370143000", "Major depressive disorder"), "depression"),
         (concept(SNOMED, "203082005", "Fibromyalgia"), "fibromyalgia"),
         (concept(ICD10CM, "G43.909", "Migraine, unspecified"), "migraine"),
+        # reason codes the value sets lacked before revision 2
+        (concept(SNOMED, "2177002", "Postherpetic neuralgia"), "postherpetic-neuralgia"),
+        (
+            concept(ICD10CM, "B02.29", "Other postherpetic nervous system involvement"),
+            "postherpetic-neuralgia",
+        ),
+        (concept(ICD10CM, "B02.23", "Postherpetic polyneuropathy"), "postherpetic-neuralgia"),
+        (concept(ICD10CM, "G54.6", "Phantom limb syndrome with pain"), "phantom-limb-pain"),
+        (concept(ICD10CM, "G54.7", "Phantom limb syndrome without pain"), "phantom-limb-pain"),
+        (concept(ICD10CM, "M79.2", "Neuralgia and neuritis, unspecified"), "neuropathic-pain"),
+        (concept(SNOMED, "72641008", "Administration of sedative"), "procedural-sedation"),
+        (concept(SNOMED, "35489007", "Depressive disorder"), "depression"),
+        (concept(ICD10CM, "F32.9", "Major depressive disorder, single episode, unspecified"), "depression"),
+        (concept(ICD10CM, "F33.1", "Major depressive disorder, recurrent, moderate"), "depression"),
+        (
+            concept(
+                ICD10CM,
+                "S14.109S",
+                "Unspecified injury at unspecified level of cervical spinal cord, sequela",
+            ),
+            "spinal-cord-injury-pain",
+        ),
+        (concept(ICD10CM, "G82.20", "Paraplegia, unspecified"), "spinal-cord-injury-pain"),
     ],
 )
 def test_the_reason_code_is_the_use(reason: dict[str, Any], use: str) -> None:
@@ -167,3 +201,22 @@ def test_a_resolved_condition_named_as_the_reason_is_still_the_reason() -> None:
     past = condition(SNOMED, "128200000", "CRPS", id="c9", clinical="resolved")
     facts = read(patient(), past, ketamine(reason_reference="Condition/c9"))
     assert facts.use == "crps" and facts.conditions == ()
+
+
+@pytest.mark.parametrize(
+    ("reason", "verdict"),
+    [
+        (concept(SNOMED, "72641008", "Administration of sedative"), Verdict.OUT_OF_SCOPE),
+        (concept(ICD10CM, "F33.1", "Major depressive disorder, recurrent, moderate"), Verdict.OUT_OF_SCOPE),
+        (concept(SNOMED, "2177002", "Postherpetic neuralgia"), Verdict.NOT_INDICATED),
+        (concept(ICD10CM, "S24.101D", "Injury of thoracic spinal cord"), Verdict.MAY_CONSIDER),
+    ],
+)
+def test_the_new_reason_codes_reach_their_verdicts_not_a_dose_check(
+    reason: dict[str, Any], verdict: Verdict
+) -> None:
+    order = ketamine(reason=reason, dose=quantity(0.3, "mg/kg", code="mg/kg"))
+    assessment = assess(read(patient(), weight(80), order))
+    assert assessment.verdict is verdict
+    if verdict is Verdict.OUT_OF_SCOPE:  # sedation is not analgesia: no dose check against pain limits
+        assert assessment.dose_checks == ()

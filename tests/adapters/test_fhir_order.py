@@ -23,6 +23,7 @@ from fhir_bundles import (
     patient,
     quantity,
     read,
+    weight,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -36,6 +37,7 @@ from ketamine_cds import (
     Route,
     UnitError,
     WrongDimensionError,
+    assess,
 )
 from ketamine_cds._errors import NotFHIRError
 from ketamine_cds._units import amount_per_dose
@@ -114,11 +116,25 @@ def test_no_ketamine_request_is_an_eligibility_question() -> None:
     assert read(patient()).order is None
 
 
-def test_two_ketamine_orders_must_be_assessed_one_at_a_time() -> None:
+def test_two_draft_ketamine_orders_must_be_assessed_one_at_a_time() -> None:
     with pytest.raises(InputError) as caught:
-        read(patient(), ketamine(id="a"), ketamine(id="b", status="active"))
+        read(patient(), ketamine(id="a"), ketamine(id="b"))
     assert caught.value.field == "MedicationRequest/b"
+    assert "2 draft ketamine orders" in caught.value.message
     assert "one ketamine order at a time" in caught.value.message
+
+
+def test_two_active_ketamine_orders_without_a_draft_must_be_assessed_one_at_a_time() -> None:
+    with pytest.raises(InputError) as caught:
+        read(patient(), ketamine(id="a", status="active"), ketamine(id="b", status="active"))
+    assert "2 active ketamine orders" in caught.value.message
+
+
+def test_an_active_iv_infusion_beside_the_draft_being_signed_is_history_not_a_second_order() -> None:
+    running = ketamine(id="running", status="active", rate=quantity(20, "mg/h", code="mg/h"))
+    facts = read(patient(), weight(80), running, ketamine(id="draft", dose=quantity(20, "mg", code="mg")))
+    assert facts.order is not None and facts.order.kind is DoseKind.BOLUS
+    assert facts.prior_iv_ketamine is True
 
 
 def test_order_id_picks_one_of_several() -> None:
@@ -469,3 +485,88 @@ def test_a_coded_dose_with_its_text_is_readable() -> None:
     request["dosageInstruction"][0]["text"] = "20 mg IV once"
     assert order_of(request).dose_unreadable is None
     assert order_of(ketamine()).dose_unreadable is None  # a route and no dose: an eligibility question
+
+
+# --- revision 2: PCA as the sole agent, an infusion's duration and total -------------------------------
+
+
+def pca(order: dict[str, Any], method: str = "Patient controlled analgesia (PCA)") -> dict[str, Any]:
+    order["dosageInstruction"][0]["method"] = {"text": method}
+    return order
+
+
+def test_an_iv_pca_of_ketamine_alone_is_read_from_the_dosage_method() -> None:
+    # the defect: the batch audit read PCA from FHIR, the live service never did
+    assert order_of(pca(ketamine(dose=quantity(1, "mg", code="mg")))).pca_sole_agent is True
+    assert order_of(pca(ketamine(dose=quantity(1, "mg", code="mg")), "PCA")).pca_sole_agent is True
+    assert order_of(ketamine(dose=quantity(1, "mg", code="mg"))).pca_sole_agent is False
+
+
+def test_a_pca_of_ketamine_with_an_opioid_is_not_ketamine_alone() -> None:
+    mixed = medication("mix", "ketamine 1 mg/mL with hydromorphone 0.2 mg/mL PCA syringe")
+    mixed["ingredient"] = [
+        {"itemCodeableConcept": {"text": "ketamine hydrochloride"}},
+        {"itemCodeableConcept": {"text": "hydromorphone hydrochloride"}},
+    ]
+    order = pca(ketamine(medication={"reference": "Medication/mix"}, dose=quantity(1, "mg", code="mg")))
+    assert order_of(mixed, order).pca_sole_agent is False
+    alone = medication("alone", "ketamine PCA syringe")
+    alone["ingredient"] = [{"itemCodeableConcept": {"text": "ketamine hydrochloride"}}]
+    order = pca(ketamine(medication={"reference": "Medication/alone"}, dose=quantity(1, "mg", code="mg")))
+    assert order_of(alone, order).pca_sole_agent is True
+
+
+def test_the_service_can_now_raise_the_pca_statement() -> None:
+    facts = read(
+        patient(), weight(80), pca(ketamine(dose=quantity(1, "mg", code="mg"))), procedure_resource()
+    )
+    assert "acute-pca-sole-agent" in assess(facts).statement_ids
+
+
+def procedure_resource() -> dict[str, Any]:
+    return {
+        "resourceType": "Procedure",
+        "id": "proc1",
+        "status": "preparation",
+        "code": concept(SNOMED, "80146002", "Appendectomy"),
+        "subject": {"reference": "Patient/p1"},
+    }
+
+
+def test_a_dose_beside_a_rate_is_what_the_infusion_delivers() -> None:
+    # 500 mg at 40 mg/h runs 12.5 h
+    order = ketamine(rate=quantity(40, "mg/h", code="mg/h"), dose=quantity(500, "mg", code="mg"))
+    read_order = order_of(order)
+    assert read_order.kind is DoseKind.INFUSION and read_order.total is not None
+    assert str(read_order.total) == "500 mg" and read_order.duration_h is None
+
+
+@pytest.mark.parametrize(
+    ("repeat", "hours"),
+    [
+        ({"duration": 4, "durationUnit": "h"}, Fraction(4)),
+        ({"duration": 90, "durationUnit": "min"}, Fraction(3, 2)),
+        ({"boundsDuration": {"value": 2, "unit": "days", "code": "d"}}, Fraction(48)),
+    ],
+)
+def test_an_infusions_duration_is_read_from_its_timing(repeat: dict[str, Any], hours: Fraction) -> None:
+    order = ketamine(rate=quantity(22, "mg/h", code="mg/h"))
+    order["dosageInstruction"][0]["timing"] = {"repeat": repeat}
+    assert order_of(order).duration_h == hours
+
+
+def test_a_duration_in_months_is_refused_not_guessed() -> None:
+    order = ketamine(rate=quantity(22, "mg/h", code="mg/h"))
+    order["dosageInstruction"][0]["timing"] = {"repeat": {"duration": 1, "durationUnit": "mo"}}
+    with pytest.raises(InputError) as caught:
+        read(patient(), order)
+    assert "durationUnit" in caught.value.field
+
+
+def test_a_crps_infusion_with_a_duration_is_checked_against_the_first_infusion_minimum() -> None:
+    order = ketamine(rate=quantity(40, "mg/h", code="mg/h"), reason=concept(SNOMED, "128200000", "CRPS"))
+    order["dosageInstruction"][0]["timing"] = {"repeat": {"duration": 4, "durationUnit": "h"}}
+    assessment = assess(read(patient(), weight(80), order))
+    assert [f.message_key for f in assessment.findings if f.statement.id == "chronic-dose-minimum"] == [
+        "meets"
+    ]

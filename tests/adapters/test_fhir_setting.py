@@ -5,7 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fhir_bundles import FIXTURES, IV, NASAL, ORAL, TODAY, encounter, ketamine, load, location, patient, read
+from fhir_bundles import (
+    FIXTURES,
+    IV,
+    NASAL,
+    ORAL,
+    TODAY,
+    encounter,
+    ketamine,
+    load,
+    location,
+    patient,
+    quantity,
+    read,
+)
 
 from ketamine_cds import Setting
 from ketamine_cds.adapters.fhir import facts_from_bundle
@@ -49,18 +62,50 @@ def test_no_encounter_is_unknown() -> None:
     assert read(patient(), ketamine()).setting is Setting.UNKNOWN
 
 
-def test_the_orders_encounter_is_preferred() -> None:
+def test_the_orders_encounter_is_preferred_when_it_is_going_on() -> None:
     ward = encounter("ward-stay", status="in-progress", locations=("Location/ward",))
-    icu = encounter("icu-stay", status="finished", locations=("Location/icu",))
+    icu = encounter("icu-stay", status="in-progress", locations=("Location/icu",))
     resources = (ward, icu, location("ward", "HU"), location("icu", "ICU"))
     assert read(*resources, ketamine(encounter="Encounter/icu-stay")).setting is Setting.INTENSIVE_CARE
-    assert read(*resources, ketamine()).setting is Setting.NON_INTENSIVE_CARE  # the one in progress
+    assert read(*resources, ketamine(encounter="Encounter/ward-stay")).setting is Setting.NON_INTENSIVE_CARE
+    assert read(*resources, ketamine()).setting is Setting.UNKNOWN  # two going on: which one is not known
 
 
-def test_without_an_in_progress_encounter_only_a_single_one_counts() -> None:
-    done = encounter("a", status="finished", klass="AMB")
-    assert read(done).setting is Setting.NON_INTENSIVE_CARE
-    assert read(done, encounter("b", status="finished", klass="AMB")).setting is Setting.UNKNOWN
+@pytest.mark.parametrize("status", ["finished", "cancelled", "planned", "entered-in-error"])
+def test_an_encounter_that_is_not_going_on_says_nothing_about_the_setting(status: str) -> None:
+    # the defect: a finished ICU stay switched the infusion limit off for a patient now on a ward
+    old_icu = encounter("icu-stay", status=status, locations=("Location/icu",))
+    resources = (patient(), old_icu, location("icu", "ICU"))
+    assert read(*resources, ketamine()).setting is Setting.UNKNOWN
+    assert read(*resources, ketamine(encounter="Encounter/icu-stay")).setting is Setting.UNKNOWN
+    assert read(encounter("a", status=status, klass="AMB")).setting is Setting.UNKNOWN
+
+
+@pytest.mark.parametrize("status", ["in-progress", "arrived", "triaged", "onleave"])
+def test_an_encounter_going_on_now_gives_the_setting(status: str) -> None:
+    stay = encounter("stay", status=status, locations=("Location/icu",))
+    assert read(stay, location("icu", "ICU")).setting is Setting.INTENSIVE_CARE
+
+
+def test_a_finished_icu_stay_beside_a_ward_stay_in_progress_is_the_ward() -> None:
+    old = encounter("old", status="finished", locations=("Location/icu",))
+    now = encounter("now", status="in-progress", locations=("Location/ward",))
+    assert (
+        read(old, now, location("icu", "ICU"), location("ward", "HU")).setting is Setting.NON_INTENSIVE_CARE
+    )
+
+
+@pytest.mark.parametrize("entry_status", ["planned", "reserved", "completed"])
+def test_a_location_the_patient_is_not_in_now_does_not_count(entry_status: str) -> None:
+    stay = encounter(locations=("Location/icu",))
+    stay["location"][0]["status"] = entry_status
+    assert read(stay, location("icu", "ICU")).setting is Setting.UNKNOWN
+
+
+def test_a_location_entry_without_a_status_counts() -> None:
+    stay = encounter(locations=("Location/icu",))
+    del stay["location"][0]["status"]
+    assert read(stay, location("icu", "ICU")).setting is Setting.INTENSIVE_CARE
 
 
 def test_the_active_location_of_a_transfer_is_the_current_one() -> None:
@@ -78,8 +123,9 @@ def test_a_contained_location() -> None:
 
 
 def administration(
-    route: dict[str, Any] | None, *, status: str = "completed", id: str = "ma1"
+    route: dict[str, Any] | None, *, status: str = "completed", id: str = "ma1", infusion: bool = True
 ) -> dict[str, Any]:
+    """A ketamine MedicationAdministration: an infusion (a rate) by default, else a single bolus."""
     given: dict[str, Any] = {
         "resourceType": "MedicationAdministration",
         "id": id,
@@ -90,7 +136,29 @@ def administration(
     }
     if route is not None:
         given["dosage"] = {"route": route}
+        if infusion:
+            given["dosage"]["rateQuantity"] = quantity(20, "mg/h", code="mg/h")
+        else:
+            given["dosage"]["dose"] = quantity(20, "mg", code="mg")
     return given
+
+
+def statement(route: dict[str, Any], *, status: str = "completed", rate: bool = True) -> dict[str, Any]:
+    """A ketamine MedicationStatement: an IV infusion course the patient had (or a bolus without ``rate``)."""
+    entry = (
+        {"rateQuantity": quantity(0.5, "mg/kg/h", code="mg/kg/h")}
+        if rate
+        else {"doseQuantity": quantity(20, "mg")}
+    )
+    return {
+        "resourceType": "MedicationStatement",
+        "id": "ms1",
+        "status": status,
+        "medicationCodeableConcept": {"text": "ketamine"},
+        "subject": {"reference": "Patient/p1"},
+        "effectivePeriod": {"start": "2026-06-01", "end": "2026-06-05"},
+        "dosage": [{"route": route, "doseAndRate": [entry]}],
+    }
 
 
 def test_no_other_ketamine_leaves_prior_iv_ketamine_unknown_not_ruled_out() -> None:
@@ -98,10 +166,31 @@ def test_no_other_ketamine_leaves_prior_iv_ketamine_unknown_not_ruled_out() -> N
 
 
 @pytest.mark.parametrize("status", ["completed", "stopped", "active", "on-hold"])
-def test_another_iv_ketamine_request_is_prior_iv_ketamine(status: str) -> None:
-    earlier = ketamine(id="earlier", status=status, route=IV)
+def test_another_iv_ketamine_infusion_request_is_prior_iv_ketamine(status: str) -> None:
+    earlier = ketamine(id="earlier", status=status, route=IV, rate=quantity(20, "mg/h", code="mg/h"))
     facts = read(patient(), earlier, ketamine(id="now", route=NASAL), order_id="now")
     assert facts.prior_iv_ketamine is True
+
+
+def test_a_single_earlier_iv_bolus_is_not_a_course() -> None:
+    # the defect: one IV bolus counted as a prior infusion course for oral follow-up
+    bolus = ketamine(id="earlier", status="completed", route=IV, dose=quantity(20, "mg", code="mg"))
+    assert read(patient(), bolus, ketamine(id="now", route=ORAL), order_id="now").prior_iv_ketamine is None
+    assert read(patient(), administration(IV, infusion=False), ketamine(route=ORAL)).prior_iv_ketamine is None
+
+
+def test_an_administration_over_time_is_an_infusion() -> None:
+    given = administration(IV, infusion=False)
+    del given["dosage"]["dose"], given["effectiveDateTime"]
+    given["effectivePeriod"] = {"start": "2026-10-01T10:00:00Z", "end": "2026-10-01T14:00:00Z"}
+    assert read(patient(), given, ketamine(route=ORAL)).prior_iv_ketamine is True
+
+
+@pytest.mark.parametrize(("status", "prior"), [("completed", True), ("active", True), ("not-taken", None)])
+def test_a_medication_statement_of_an_iv_infusion_course_counts(status: str, prior: bool | None) -> None:
+    assert read(patient(), statement(IV, status=status), ketamine(route=NASAL)).prior_iv_ketamine is prior
+    assert read(patient(), statement(IV, rate=False), ketamine(route=NASAL)).prior_iv_ketamine is None
+    assert read(patient(), statement(ORAL), ketamine(route=NASAL)).prior_iv_ketamine is None
 
 
 @pytest.mark.parametrize("status", ["entered-in-error", "cancelled", "draft"])
@@ -126,7 +215,7 @@ def test_an_earlier_request_without_route_leaves_prior_iv_ketamine_unknown() -> 
     )
 
 
-def test_an_iv_ketamine_administration_is_prior_iv_ketamine() -> None:
+def test_an_iv_ketamine_infusion_administration_is_prior_iv_ketamine() -> None:
     assert read(patient(), administration(IV), ketamine(route=NASAL)).prior_iv_ketamine is True
     assert read(patient(), administration(ORAL)).prior_iv_ketamine is None
     assert read(patient(), administration(IV, status="not-done")).prior_iv_ketamine is None

@@ -26,7 +26,7 @@ def _engine_answers(findings: Path, source: str) -> list[tuple[Any, ...]]:
     try:
         columns = ", ".join(f"s.{c}" for c in COLUMN_NAMES)
         rows = con.execute(
-            f"SELECT {columns}, f.verdict, f.statements, f.problem FROM ({source}) s "
+            f"SELECT {columns}, f.verdict, f.statements, f.problem, f.dose_status, f.limit_per_kg FROM ({source}) s "
             f"JOIN read_parquet('{findings}') f USING (admin_id) ORDER BY s.admin_id"
         ).fetchall()
     finally:
@@ -34,14 +34,16 @@ def _engine_answers(findings: Path, source: str) -> list[tuple[Any, ...]]:
     mismatches = []
     for row in rows:
         canonical = dict(zip(COLUMN_NAMES, row[: len(COLUMN_NAMES)], strict=True))
-        verdict, statements, problem = row[len(COLUMN_NAMES) :]
+        verdict, statements, problem, status, limit = row[len(COLUMN_NAMES) :]
         live = decide(canonical, KB)
-        if (live.verdict, live.statements, live.problem is None) != (
+        if (live.verdict, live.statements, live.problem is None, live.dose_status, live.limit_per_kg) != (
             verdict,
             list(statements or []),
             problem is None,
+            status,
+            limit,
         ):
-            mismatches.append((canonical, live, verdict, statements, problem))
+            mismatches.append((canonical, live, verdict, statements, problem, status, limit))
     return mismatches
 
 
@@ -70,9 +72,33 @@ UNITS = st.sampled_from(
         None,
     ]
 )
-# doses around the limits (0.35 mg/kg, 1 mg/kg/h) for 40, 70 and 100 kg, exact and off by a hair
+# doses around the limits (0.35 mg/kg; 0.5, 1, 2 and 7 mg/kg/h) for 40, 70 and 100 kg, exact and off by a hair
 DOSES = st.sampled_from(
     [
+        0.5,
+        0.4999,
+        0.5001,
+        2.0,
+        1.999,
+        2.001,
+        7.001,
+        6.999,
+        20.0,
+        80.0,
+        80.01,
+        140.0,
+        140.01,
+        280.0,
+        280.01,
+        490.0,
+        490.01,
+        700.0,
+        33.33,
+        33.34,
+        116.66,
+        116.67,
+        8.33,
+        8.34,
         0.35,
         0.3499,
         0.3501,
@@ -117,6 +143,10 @@ ROWS = st.fixed_dictionaries(
                 "depression",
                 "acute-pain",
                 "hangover",
+                "spinal-cord-injury-pain",
+                "chronic-pain",
+                "migraine",
+                "postherpetic-neuralgia",
             ]
         ),
         "procedure_class": st.sampled_from([None, "abdominal", "mild", "spine"]),
@@ -129,6 +159,8 @@ ROWS = st.fixed_dictionaries(
                 "pregnancy;sleep-apnea;",
                 "opioid-dependence;",
                 "unknown-thing;",
+                "alcohol-misuse;",
+                "chronic-hepatitis;cardiovascular-disease;",
             ]
         ),
         "prior_iv_ketamine": st.sampled_from([None, True, False]),
@@ -137,7 +169,7 @@ ROWS = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(ROWS, min_size=1, max_size=60))
 def test_generated_rows_get_the_live_engines_verdict(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     table = tmp_path / f"rows-{len(rows)}-{abs(hash(str(rows))) % 10**9}.parquet"

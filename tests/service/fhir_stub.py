@@ -8,6 +8,7 @@ checking the Bearer token), so prefetched and fetched data are the same by const
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import threading
@@ -65,14 +66,16 @@ def patient(pid: str = "p1", birth_date: str = "1970-05-01", gender: str = "fema
     }
 
 
-def weight(kg: float | str, pid: str = "p1", oid: str = "w1", when: str = "2026-11-01") -> Json:
+def weight(kg: float | str, pid: str = "p1", oid: str = "w1", when: str | None = None) -> Json:
+    """A body weight taken today (the service asks about today; an older weight gets a warning card), or
+    ``when``."""
     return {
         "resourceType": "Observation",
         "id": oid,
         "status": "final",
         "code": concept(LOINC, "29463-7", "Body weight"),
         "subject": {"reference": f"Patient/{pid}"},
-        "effectiveDateTime": when,
+        "effectiveDateTime": when or dt.date.today().isoformat(),  # the service's own "today"
         "valueQuantity": quantity(kg, "kg"),
     }
 

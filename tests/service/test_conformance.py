@@ -350,7 +350,7 @@ def test_req_hl7_cds_hooks_2_0_0_028(corpus: Corpus) -> None:
     service call."""
     assert all(e.request["prefetch"] and "fhirServer" not in e.request for e in corpus.exchanges)
     assert any(
-        c["summary"] == "Contraindicated: Schizophrenia" for c in corpus.cards
+        c["summary"] == "Relative contraindication: Schizophrenia" for c in corpus.cards
     )  # read from the prefetch
 
 
@@ -378,7 +378,7 @@ def test_req_hl7_cds_hooks_2_0_0_034(client: httpx.Client, templates: dict[str, 
     assert (
         [c["summary"] for c in prefetched["cards"]]
         == [c["summary"] for c in fetched["cards"]]
-        == ["Contraindicated: Schizophrenia"]
+        == ["Relative contraindication: Schizophrenia"]
     )
 
 
@@ -400,7 +400,7 @@ def test_req_hl7_cds_hooks_2_0_0_036(client: httpx.Client, templates: dict[str, 
     body = case.request("order-sign", templates)
     assert set(body["prefetch"]) <= set(templates)
     cards = client.post("/cds-services/ketamine-order-sign", json=body).json()["cards"]
-    assert [c["summary"] for c in cards] == ["Contraindicated: Schizophrenia"]
+    assert [c["summary"] for c in cards] == ["Relative contraindication: Schizophrenia"]
     body["prefetch"]["problems"] = body["prefetch"].pop(
         "conditions"
     )  # data under a key the service did not name
@@ -512,7 +512,7 @@ def test_req_hl7_cds_hooks_2_0_0_060(client: httpx.Client, templates: dict[str, 
             fhirAuthorization=authorization(),
         )
         cards = client.post("/cds-services/ketamine-order-sign", json=body).json()["cards"]
-    assert [c["summary"] for c in cards] == ["Contraindicated: Schizophrenia"]
+    assert [c["summary"] for c in cards] == ["Relative contraindication: Schizophrenia"]
     assert [p.split("?")[0] for p in stub.paths()] == ["/fhir/Condition"]
 
 

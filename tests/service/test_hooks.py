@@ -180,16 +180,51 @@ def test_infusion_over_1_mg_per_kg_per_hour_in_intensive_care_is_not_flagged(
     assert call(client, case, "order-sign", templates) == []
 
 
-def test_infusion_over_the_limit_with_the_setting_unknown_interrupts_as_a_warning(
+def test_infusion_over_the_limit_with_the_setting_unknown_interrupts_unless_in_intensive_care(
     client: httpx.Client, templates: dict[str, str]
 ) -> None:
+    # an unknown setting is never read as intensive care: the outside-ICU limit applies (the cautious side)
     case = surgery_case(ketamine(rate=quantity(2, "mg/kg/h")), icu=None)
     (card,) = call(client, case, "order-sign", templates)
-    assert card["indicator"] == "warning"
-    assert "setting unknown" in card["summary"]
+    assert card["indicator"] == "critical"
+    assert "unless in intensive care" in card["summary"]
     resource = card["suggestions"][0]["actions"][0]["resource"]
     assert resource["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"]["value"] == 1
-    assert card["overrideReasons"]
+    assert "intensive-care-monitoring" in {r["code"] for r in card["overrideReasons"]}
+
+
+def test_a_finished_icu_stay_does_not_switch_the_infusion_limit_off(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(rate=quantity(5, "mg/kg/h")), icu=True)
+    for resource in case.record:
+        if resource.get("resourceType") == "Encounter":
+            resource["status"] = "finished"
+    (card,) = call(client, case, "order-sign", templates)
+    assert card["indicator"] == "critical" and "5 mg/kg/h" in card["summary"]
+
+
+def test_an_icu_infusion_above_every_rate_the_guidelines_describe_interrupts(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(rate=quantity(4000, "mg/h")), icu=True)
+    (card,) = call(client, case, "order-sign", templates)
+    assert card["indicator"] == "critical" and card["source"]["topic"]["code"] == "dose-ceiling"
+    resource = card["suggestions"][0]["actions"][0]["resource"]
+    assert resource["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"]["value"] == 490  # 7 x 70 kg
+
+
+def test_a_chronic_infusion_is_checked_against_the_chronic_range_not_the_acute_limit(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    crps = {"coding": [{"system": "http://snomed.info/sct", "code": "128200000", "display": "CRPS"}]}
+    routine = ketamine(rate=quantity("1.5", "mg/kg/h"))
+    routine["reasonCode"] = [crps]
+    assert call(client, surgery_case(routine, icu=False), "order-sign", templates) == []
+    over = ketamine(rate=quantity("2.5", "mg/kg/h"))
+    over["reasonCode"] = [crps]
+    (card,) = call(client, surgery_case(over, icu=False), "order-sign", templates)
+    assert card["source"]["topic"]["code"] == "chronic-dose-range"
 
 
 def test_infusion_within_the_limit_with_the_setting_unknown_is_silent_at_signing(
@@ -210,8 +245,8 @@ def test_contraindication_gets_a_critical_card_without_a_dose_suggestion(
     (card,) = call(client, case, "order-sign", templates)
     assert card["source"]["topic"]["code"] == "contra-psychosis"
     assert card["indicator"] == "critical"
-    assert card["summary"] == "Contraindicated: Schizophrenia"
-    assert card["source"]["label"] == f"{GUIDELINE} (grade not stated)"
+    assert card["summary"] == "Relative contraindication: Schizophrenia"
+    assert card["source"]["label"] == f"{GUIDELINE} (grade B, low certainty)"
     assert "suggestions" not in card and "selectionBehavior" not in card
     assert {r["code"] for r in card["overrideReasons"]} == {"condition-not-current", "benefit-outweighs-risk"}
 

@@ -83,7 +83,7 @@ def test_only_the_missing_keys_are_fetched(client: httpx.Client, templates: dict
             fhirAuthorization=authorization(),
         )
         cards = summaries(client.post(SIGN, json=body))
-    assert "Contraindicated: Schizophrenia" in cards  # the Condition came from the FHIR server
+    assert "Relative contraindication: Schizophrenia" in cards  # the Condition came from the FHIR server
     assert sorted(p.split("?")[0] for p in stub.paths()) == ["/fhir/Condition", "/fhir/Encounter"]
 
 
@@ -123,7 +123,7 @@ def test_an_operation_outcome_in_the_prefetch_is_fetched_again(
     client: httpx.Client, templates: dict[str, str]
 ) -> None:
     failed = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
-    assert "Contraindicated: Schizophrenia" in _signed_with_conditions_from(
+    assert "Relative contraindication: Schizophrenia" in _signed_with_conditions_from(
         client, templates, lambda _: failed
     )
 
@@ -135,7 +135,7 @@ def test_search_pages_are_followed(client: httpx.Client) -> None:
         body = hook_request(
             "order-sign", [ORDER], encounter_id="e1", fhirServer=stub.base, fhirAuthorization=authorization()
         )
-        assert "Contraindicated: Schizophrenia" in summaries(client.post(SIGN, json=body))
+        assert "Relative contraindication: Schizophrenia" in summaries(client.post(SIGN, json=body))
     assert any("_page=2" in p for p in stub.paths())  # 6 conditions, 2 per page
 
 
@@ -154,7 +154,7 @@ def test_a_prefetch_bundle_with_a_next_page_is_read_whole_from_the_fhir_server(
     cards = _signed_with_conditions_from(
         client, templates, lambda base: _first_of_two_pages(f"{base}/Condition?patient=p1&_page=2")
     )
-    assert "Contraindicated: Schizophrenia" in cards
+    assert "Relative contraindication: Schizophrenia" in cards
 
 
 def test_a_paginated_prefetch_without_a_fhir_server_is_412(

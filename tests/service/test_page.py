@@ -168,7 +168,8 @@ def test_a_bolus_over_the_limit_shows_the_verdict_first(dev_server: Server) -> N
     assert text.index("dose-exceeds-limit") < text.index("Change the case")  # the form comes after
     assert "Critical Bolus 40 mg (0.5 mg/kg) is over the 0.35 mg/kg limit: max 28 mg" in result
     assert "Grade C Certainty moderate" in result
-    assert re.search(r"Dose limits for 80 kg IV bolus max 28 mg .*IV infusion max 80 mg/h", result)
+    limits = r"Dose limits for 80 kg The acute pain guideline's limits; weight as given\. "
+    assert re.search(limits + r"IV bolus max 28 mg .*IV infusion max 80 mg/h", result)
     assert "Ordered bolus 40 mg (40 mg, 0.5 mg/kg): exceeds the limit" in result
     assert 'href="https://doi.org/10.1097/AAP.0000000000000806"' in response.text
     assert 'href="/statements/dose-bolus-limit"' in response.text
@@ -203,12 +204,12 @@ def test_post_to_the_root_works_too(dev_server: Server) -> None:
 def test_pregnancy_is_a_contraindication_and_absence_is_not_ruled_out(dev_server: Server) -> None:
     data = {**APPENDECTOMY_40MG, "pregnant": "yes", "dose_value": "20", "weight_value": "68"}
     result = _result_text(_post(dev_server, data))
-    assert result.startswith("Verdict: Contraindicated contraindicated Contraindicated: pregnant")
+    assert result.startswith("Verdict: Contraindicated contraindicated Relative contraindication: pregnant")
     assert "Pregnancy : present in the record" in result
     assert (
         "Psychiatric disease with psychosis : not found in the record (not the same as ruled out)" in result
     )
-    assert "Grade not stated Certainty not stated" in result
+    assert "Grade B Certainty low" in result
 
 
 def test_pregnancy_ruled_out_is_shown_as_ruled_out(dev_server: Server) -> None:
@@ -216,7 +217,9 @@ def test_pregnancy_ruled_out_is_shown_as_ruled_out(dev_server: Server) -> None:
     assert "Pregnancy : ruled out in the record" in result
 
 
-def test_an_infusion_in_intensive_care_has_no_limit(dev_server: Server) -> None:
+def test_an_infusion_in_intensive_care_is_held_to_the_highest_rate_the_guidelines_describe(
+    dev_server: Server,
+) -> None:
     data = {
         **APPENDECTOMY_40MG,
         "setting": "intensive-care",
@@ -224,8 +227,32 @@ def test_an_infusion_in_intensive_care_has_no_limit(dev_server: Server) -> None:
         "dose_unit": "mg/kg/h",
     }
     result = _result_text(_post(dev_server, data))
-    assert "IV infusion no limit in intensive care" in result
-    assert "no limit applies in intensive care" in result
+    assert (
+        "IV infusion max 560 mg/h 7 mg/kg/h in intensive care (the highest rate the guidelines describe)"
+        in result
+    )
+    assert "Ordered infusion 1.5 mg/kg/h (120 mg/h, 1.5 mg/kg/h): within the limit" in result
+
+
+def test_a_crps_infusion_gets_the_chronic_range_and_its_duration_is_checked(dev_server: Server) -> None:
+    data = {
+        **APPENDECTOMY_40MG,
+        "indication": "crps",
+        "procedure_class": "",
+        "procedure_name": "",
+        "dose_value": "1.5",
+        "dose_unit": "mg/kg/h",
+        "duration_value": "4",
+    }
+    result = _result_text(_post(dev_server, data))
+    assert result.startswith("Verdict: Consider")
+    assert "The chronic pain guideline's range" in result
+    assert "meets the first-infusion minimum" in result
+
+
+def test_a_child_is_told_the_reference_has_no_statement_for_children(dev_server: Server) -> None:
+    result = _result_text(_post(dev_server, {**APPENDECTOMY_40MG, "age_years": "12"}))
+    assert "Note: The patient is 12 years old. This reference has no statement for children" in result
 
 
 def test_an_infusion_in_ml_per_hour_uses_the_concentration(dev_server: Server) -> None:
@@ -396,10 +423,13 @@ def test_a_statement_page_explains_tags_and_thresholds(dev_server: Server) -> No
     text = Page(httpx.get(dev_server.url + "/statements/dose-infusion-limit", timeout=10).text).text
     assert "limit 1 mg/kg/h" in text
     assert "tolerability range 0.1–0.5 mg/kg/h" in text
-    assert "V1 : checked against the guideline's own conclusion text" in text
+    assert "V2v : the conclusion and its grade, word for word" in text
     text = Page(httpx.get(dev_server.url + "/statements/contra-pregnancy", timeout=10).text).text
-    assert "Grade not stated" in text and "Certainty not stated" in text
-    assert "V2 : taken from secondary copies of the guideline only" in text
+    assert "Grade B" in text and "Certainty low" in text and "a relative contraindication" in text
+    assert "V2 : from secondary summaries of the recommendations" in text
+    assert "Noted beside the tags in the reference: 1." in text
+    text = Page(httpx.get(dev_server.url + "/statements/chronic-dose-minimum", timeout=10).text).text
+    assert "minimum total 80 mg" in text and "minimum duration 2 h" in text
 
 
 def test_every_statement_linked_from_an_answer_exists(dev_server: Server) -> None:

@@ -1,16 +1,27 @@
-"""chronic-no-long-term: apart from CRPS, no evidence for intermediate- or long-term relief."""
+"""chronic-no-long-term: apart from CRPS, no evidence for intermediate- or long-term relief (never the
+verdict)."""
 
-from builders import ids, run
+import pytest
+
+from builders import ids, messages, run
 from ketamine_cds import Verdict
 
 S = "chronic-no-long-term"
 
 
-def test_unspecified_chronic_pain_rests_on_absent_evidence() -> None:
+def test_unspecified_chronic_pain_needs_the_condition() -> None:
     a = run(use="chronic-pain", procedure=None)
     assert S in ids(a)
-    assert a.verdict is Verdict.INSUFFICIENT_EVIDENCE
-    assert "indication" in {m.datum for m in a.missing}  # naming the condition could change it (CRPS)
+    # which condition it is decides between consider (CRPS) and not-indicated: missing information
+    assert a.verdict is Verdict.NEEDS_INFORMATION
+    assert [(m.datum, m.decisive) for m in a.missing if m.datum == "indication"] == [("indication", True)]
+
+
+@pytest.mark.parametrize(("use", "verdict"), [("spinal-cord-injury-pain", Verdict.MAY_CONSIDER)])
+def test_it_is_information_and_never_decides_the_verdict(use: str, verdict: Verdict) -> None:
+    a = run(use=use, procedure=None)
+    assert messages(a, S) == ["applies"] and a.verdict is verdict
+    assert next(f for f in a.findings if f.statement.id == S).severity == "info"
 
 
 def test_not_for_crps_and_not_for_acute_uses() -> None:

@@ -1,13 +1,14 @@
-"""dose-infusion-limit: 1 mg/kg/h outside intensive care; no limit in intensive care; the limit is within."""
+"""dose-infusion-limit: 1 mg/kg/h outside intensive care and where the setting is unknown (acute and unknown
+uses); in intensive care the dose ceiling decides instead; the limit is within."""
 
 from fractions import Fraction
 
 import pytest
 
-from builders import ids, iv, messages, qty, run
+from builders import ids, iv, messages, qty, rate_forms, run
 from ketamine_cds import DoseStatus, Route, Setting, Verdict
 from ketamine_cds._facts import checked_dose
-from ketamine_cds._render import finding_summary
+from ketamine_cds._render import finding_summary, finding_texts
 
 S = "dose-infusion-limit"
 
@@ -36,18 +37,40 @@ def test_infusion_above_at_and_below_outside_icu(dose: str, unit: str, status: D
     assert (a.verdict is Verdict.DOSE_EXCEEDS_LIMIT) is (status is DoseStatus.EXCEEDS)
 
 
-def test_intensive_care_lifts_the_infusion_limit() -> None:
+@pytest.mark.parametrize(("dose", "unit", "side"), rate_forms("1"))
+@pytest.mark.parametrize("use", ["perioperative", "acute-pain", "sickle-cell-pain", None])
+def test_the_one_mg_per_kg_per_h_boundary_in_every_unit_for_acute_and_unknown_uses(
+    dose: str, unit: str, side: int, use: str | None
+) -> None:
+    a = run(use=use, order=iv(dose, unit, concentration_mg_per_ml=Fraction(10)))
+    assert a.dose_check is not None and a.dose_check.statement == S
+    assert a.dose_check.status is (DoseStatus.EXCEEDS if side > 0 else DoseStatus.WITHIN)
+    assert (a.verdict is Verdict.DOSE_EXCEEDS_LIMIT) is (side > 0)
+
+
+def test_a_chronic_use_is_not_held_to_the_acute_limit() -> None:
+    assert S not in ids(run(use="crps", procedure=None, order=iv("1.5", "mg/kg/h")))
+
+
+def test_intensive_care_lifts_the_infusion_limit_and_the_ceiling_decides() -> None:
     a = run(order=iv(2, "mg/kg/h"), setting=Setting.INTENSIVE_CARE)
     assert a.verdict is Verdict.CONSIDER
     assert messages(a, S) == ["icu"]
-    assert a.dose_limits.max_infusion_mg_per_h is None
+    assert a.dose_check is not None and a.dose_check.statement == "dose-ceiling"
+    assert a.dose_limits.max_infusion_mg_per_h == 560  # 7 mg/kg/h for 80 kg
+    assert a.dose_limits.infusion_limit_applies is False
 
 
-def test_unknown_setting_with_a_rate_over_the_limit_needs_the_setting() -> None:
+def test_unknown_setting_applies_the_outside_icu_limit_unless_in_intensive_care() -> None:
+    # the cautious side: an unknown setting is never read as intensive care
     a = run(order=iv(2, "mg/kg/h"), setting=Setting.UNKNOWN)
-    assert a.verdict is Verdict.NEEDS_INFORMATION
+    assert a.verdict is Verdict.DOSE_EXCEEDS_LIMIT
     assert messages(a, S) == ["exceeds-setting-unknown"]
-    assert [m.datum for m in a.missing] == ["setting"]
+    finding = next(f for f in a.findings if f.statement.id == S)
+    assert finding.severity == "critical" and "unless in intensive care" in finding_summary(finding)
+    assert a.dose_check is not None and a.dose_check.status is DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE
+    assert [(m.datum, m.decisive) for m in a.missing] == [("setting", False)]
+    assert a.dose_limits.max_infusion_mg_per_h == 80 and a.dose_limits.infusion_limit_applies is None
 
 
 def test_unknown_setting_does_not_matter_within_the_limit() -> None:
@@ -68,9 +91,18 @@ def test_absolute_rate_without_weight_needs_information() -> None:
 
 def test_eligibility_question_reports_max_rate_for_weight() -> None:
     a = run(weight_kg=Fraction("72.5"))
-    assert a.dose_limits.max_infusion_mg_per_h == Fraction("72.5")
+    assert a.dose_limits.max_infusion_mg_per_h == Fraction("72.5") and messages(a, S) == ["limits"]
     icu = run(weight_kg=Fraction("72.5"), setting=Setting.INTENSIVE_CARE)
-    assert icu.dose_limits.max_infusion_mg_per_h is None and messages(icu, S) == ["limits-icu"]
+    assert messages(icu, S) == ["limits-icu"] and messages(icu, "dose-ceiling") == ["limits"]
+    assert icu.dose_limits.max_infusion_mg_per_h == Fraction("507.5")
+    unknown = run(weight_kg=Fraction("72.5"), setting=Setting.UNKNOWN)
+    assert messages(unknown, S) == ["limits-setting-unknown"]
+
+
+def test_an_unknown_use_says_the_acute_limits_apply() -> None:
+    a = run(use=None, order=iv(20, "mg/h"))
+    finding = next(f for f in a.findings if f.statement.id == S)
+    assert "intended use is not stated" in finding_texts(finding)[1]
 
 
 def test_bolus_order_does_not_cite_the_infusion_statement() -> None:

@@ -22,11 +22,19 @@ from .._facts import (
     OpioidUse,
     PlannedProcedure,
     Setting,
+    WeightBasis,
     checked_weight,
     ketamine_order,
 )
 from .._kb import KnowledgeBase, load_knowledge, short_system
-from .._units import Quantity, bounded, parse_concentration, parse_unit, weight_in_kg
+from .._units import (
+    Quantity,
+    bounded,
+    duration_in_hours,
+    parse_concentration,
+    parse_unit,
+    weight_in_kg,
+)
 
 _TOP = {
     "$schema",
@@ -40,7 +48,7 @@ _TOP = {
     "prior_iv_ketamine",
 }
 _PATIENT = {"weight", "age_years", "sex", "pregnant", "conditions", "opioids"}
-_ORDER = {"route", "kind", "dose", "concentration", "pca_sole_agent", "display"}
+_ORDER = {"route", "kind", "dose", "concentration", "pca_sole_agent", "display", "duration", "total"}
 _PROCEDURE = {"class", "display", "system", "code"}
 _OPIOID = {"ingredient", "mg_per_day", "mcg_per_h", "start", "end", "display"}
 
@@ -59,10 +67,13 @@ def facts_from_case(data: Mapping[str, Any], *, today: dt.date, kb: KnowledgeBas
     as_of = _date(data["as_of"], "as_of") if data.get("as_of") is not None else today
     conditions = _conditions(patient, kb)
     pregnant = _optional_bool(patient.get("pregnant"), "patient.pregnant")
+    weight_kg, measured = _weight(patient.get("weight"), as_of)
     return Facts(
         as_of=as_of,
         use=_use(data.get("indication"), kb),
-        weight_kg=_weight(patient.get("weight")),
+        weight_kg=weight_kg,
+        weight_basis=WeightBasis.MEASURED if measured is not None else WeightBasis.GIVEN,
+        weight_measured=measured,
         setting=_setting(data.get("setting")),
         conditions=conditions,
         ruled_out=frozenset({"pregnancy"}) if pregnant is False else frozenset(),
@@ -131,14 +142,18 @@ def _quantity(value: Any, field: str) -> Quantity:
         raise UnitError(field + ".unit", exc.message) from None
 
 
-def _weight(value: Any) -> Fraction | None:
+def _weight(value: Any, as_of: dt.date) -> tuple[Fraction | None, dt.date | None]:
+    """The weight in kg and, when the case gives it, the date it was measured (not after ``as_of``)."""
     if value is None:
-        return None
+        return None, None
     data = _mapping(value, "patient.weight")
     number = _decimal(data.get("value"), "patient.weight.value")
-    _only(data, {"value", "unit"}, "patient.weight.")
+    _only(data, {"value", "unit", "date"}, "patient.weight.")
     kg = weight_in_kg(number, _text(data.get("unit"), "patient.weight.unit"), "patient.weight.unit")
-    return checked_weight(kg, "patient.weight")
+    measured = _date(data["date"], "patient.weight.date") if data.get("date") is not None else None
+    if measured is not None and measured > as_of:
+        raise InvalidCaseError("patient.weight.date", f"is after the date of the question ({as_of})")
+    return checked_weight(kg, "patient.weight"), measured
 
 
 def _age(value: Any) -> int | None:
@@ -322,4 +337,20 @@ def _order(value: Any) -> KetamineOrder | None:
         concentration_mg_per_ml=concentration,
         pca_sole_agent=pca,
         source=Coded(_optional_text(data, "display", "order") or "ketamine"),
+        duration_h=_duration(data.get("duration")),
+        total=_quantity(data["total"], "order.total") if data.get("total") is not None else None,
     )
+
+
+def _duration(value: Any) -> Fraction | None:
+    """How long an infusion runs: {"value": 4, "unit": "h"} (min, h, d)."""
+    if value is None:
+        return None
+    data = _mapping(value, "order.duration")
+    _only(data, {"value", "unit"}, "order.duration.")
+    number = _decimal(data.get("value"), "order.duration.value")
+    unit = _text(data.get("unit"), "order.duration.unit")
+    try:
+        return duration_in_hours(number, unit, "order.duration")
+    except UnitError as exc:
+        raise UnitError("order.duration.unit", exc.message) from None

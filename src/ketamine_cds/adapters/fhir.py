@@ -34,12 +34,21 @@ from .._facts import (
     PlannedProcedure,
     Route,
     Setting,
+    WeightBasis,
     checked_dose,
     checked_weight,
     ketamine_order,
 )
 from .._kb import KnowledgeBase, load_knowledge, short_system
-from .._units import Quantity, Unit, bounded, concentration_mg_per_ml, parse_unit, weight_in_kg
+from .._units import (
+    Quantity,
+    Unit,
+    bounded,
+    concentration_mg_per_ml,
+    duration_in_hours,
+    parse_unit,
+    weight_in_kg,
+)
 
 # dict first: parsed JSON is always a dict, and the exact-type check is far cheaper than the Mapping ABC's
 _OBJECT = (dict, Mapping)
@@ -104,6 +113,7 @@ _FINAL_OBSERVATION = frozenset({"final", "amended", "corrected"})
 _IGNORED_CLINICAL_STATUS = frozenset({"resolved", "inactive", "remission"})
 _IGNORED_VERIFICATION_STATUS = frozenset({"refuted", "entered-in-error"})
 _ORDER_STATUSES = frozenset({"draft", "active"})
+_CURRENT_ENCOUNTER_STATUSES = frozenset({"in-progress", "arrived", "triaged", "onleave"})
 _NOT_GIVEN_REQUEST_STATUSES = frozenset({"entered-in-error", "draft", "cancelled"})
 _NOT_GIVEN_ADMINISTRATION_STATUSES = frozenset({"entered-in-error", "not-done"})
 # FHIR R4 MedicationStatement.status: only "active" is "still being taken". "completed" is no longer taken,
@@ -241,11 +251,14 @@ def _facts(record: _Record, as_of: dt.date, kb: KnowledgeBase, order_id: str | N
     use, use_source = _indication(chosen.request, record, kb) if chosen else (None, None)
     if use is None and procedure is not None:
         use = "perioperative"
+    weight_kg, measured = _weight(record, as_of)
     return Facts(
         as_of=as_of,
         use=use,
         use_source=use_source,
-        weight_kg=_weight_kg(record, as_of),
+        weight_kg=weight_kg,
+        weight_basis=WeightBasis.MEASURED if measured is not None else WeightBasis.UNDATED,
+        weight_measured=measured,
         setting=_setting(record, chosen.request if chosen else None),
         conditions=conditions,
         ruled_out=_ruled_out(pregnancy, conditions),
@@ -429,11 +442,17 @@ def _sex(patient: _Resource) -> str | None:
     return gender
 
 
-def _weight_kg(record: _Record, as_of: dt.date) -> Fraction | None:
-    """The latest final body weight (LOINC 29463-7) taken on or before ``as_of``, in kg, checked."""
+def _weight(record: _Record, as_of: dt.date) -> tuple[Fraction | None, dt.date | None]:
+    """The latest final body weight (LOINC 29463-7) taken on or before ``as_of``, in kg, checked, with the
+    date it was taken (None when the Observation gives no time)."""
     observation = _latest_observation(record, BODY_WEIGHT, "valueQuantity", as_of)
     if observation is None:
-        return None
+        return None, None
+    dated, moment = _observation_time(observation, as_of) or (False, None)
+    return _weight_kg(observation), moment.date() if dated and moment is not None else None
+
+
+def _weight_kg(observation: _Resource) -> Fraction:
     quantity = _mapping(observation.data, "valueQuantity")
     value = _weight_value(quantity, observation.at("valueQuantity.value"))
     unit_field = observation.at("valueQuantity.unit")
@@ -637,6 +656,8 @@ def _ketamine_requests(record: _Record, kb: KnowledgeBase) -> list[_Request]:
 
 
 def _chosen_order(requests: list[_Request], order_id: str | None) -> _Request | None:
+    """The order to assess: the one named, else the draft (an active ketamine request beside a draft being
+    signed is history, e.g. the infusion running now), else the one active request."""
     orders = [r for r in requests if r.request.status in _ORDER_STATUSES and not _do_not_perform(r.request)]
     if order_id is not None:
         for order in orders:
@@ -645,13 +666,16 @@ def _chosen_order(requests: list[_Request], order_id: str | None) -> _Request | 
         raise InputError(
             f"MedicationRequest/{order_id}", "no draft or active ketamine MedicationRequest has this id"
         )
-    if len(orders) > 1:
-        labels = ", ".join(o.request.label for o in orders)
+    drafts = [o for o in orders if o.request.status == "draft"]
+    candidates = drafts or orders
+    if len(candidates) > 1:
+        labels = ", ".join(o.request.label for o in candidates)
+        which = "draft" if drafts else "active"
         raise InputError(
-            orders[1].request.label,
-            f"{len(orders)} draft or active ketamine orders ({labels}); assess one ketamine order at a time",
+            candidates[1].request.label,
+            f"{len(candidates)} {which} ketamine orders ({labels}); assess one ketamine order at a time",
         )
-    return orders[0] if orders else None
+    return candidates[0] if candidates else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -660,6 +684,8 @@ class _Dose:
     kind: DoseKind
     value_field: str
     unit_field: str
+    duration_h: Fraction | None = None  # an infusion's: timing.repeat.duration or boundsDuration
+    total: Quantity | None = None  # an infusion's: the doseQuantity beside its rate
 
 
 def _ketamine_order(chosen: _Request, kb: KnowledgeBase) -> KetamineOrder:
@@ -679,16 +705,42 @@ def _ketamine_order(chosen: _Request, kb: KnowledgeBase) -> KetamineOrder:
         dose=first.dose if first else None,
         kind=first.kind if first else None,
         concentration_mg_per_ml=concentration,
+        pca_sole_agent=route is Route.INTRAVENOUS and is_pca_sole_agent(request.data, chosen.drug, kb),
         source=_drug_source(chosen.drug, "ketamine"),
         field=request.label,
         then=tuple(checked[1:]),
         dose_unreadable=_unreadable_dose(request, {i for i, _ in positions}),
+        duration_h=first.duration_h if first else None,
+        total=first.total if first else None,
     )
+
+
+# The words that name patient-controlled analgesia in a dosage's method (also read by the batch audit).
+PCA_WORDS = r"(?i)\b(?:pca|patient[- ]controlled analgesia)\b"
+_PCA = re.compile(PCA_WORDS)
+
+
+def is_pca_sole_agent(order: Json, drug: _Drug, kb: KnowledgeBase) -> bool:
+    """IV patient-controlled analgesia with ketamine as the only analgesic: a dosage method that names PCA,
+    and a product whose every ingredient is ketamine (a ketamine-with-opioid PCA is not ketamine alone)."""
+    methods = (_mapping(d, "method") for d in _list(order, "dosageInstruction") if isinstance(d, _OBJECT))
+    if not any(_PCA.search(name) for method in methods for name in _names(method)):
+        return False
+    if drug.medication is None:
+        return True
+    pattern = _word_pattern(kb.ketamine_words)
+    for item in _list(drug.medication.data, "ingredient"):
+        concept = _mapping(item, "itemCodeableConcept")
+        rxnorm = {c for s, c, _ in _codings(concept) if short_system(s) == "rxnorm"}
+        if not (rxnorm & kb.ketamine_rxnorm or any(pattern.search(n) for n in _names(concept))):
+            return False
+    return True
 
 
 def _checked_dose(route: Route, dose: _Dose) -> OrderDose:
     try:
-        return checked_dose(route, dose.quantity, dose.kind, dose.value_field.rsplit(".", 1)[0])
+        field = dose.value_field.rsplit(".", 1)[0]
+        return checked_dose(route, dose.quantity, dose.kind, field, dose.duration_h, dose.total)
     except InputError as exc:
         field = dose.value_field if exc.field.endswith(".value") else dose.unit_field
         raise type(exc)(field, exc.message) from None
@@ -773,9 +825,40 @@ def _routes(concept: Json) -> set[Route]:
 
 
 def _order_dose(request: _Resource, i: int, j: int) -> _Dose:
-    """One doseAndRate entry: a rate (quantity, ratio, or the high end of a range) is an infusion, else a
-    dose (quantity, or the high end of a range) is a bolus. When both are written, the rate is the order:
-    the dose is then the bag's content, not a bolus."""
+    """One doseAndRate entry: a rate is an infusion (with how long it runs and what it delivers, where the
+    order says), else a dose is a bolus."""
+    dosage = _list(request.data, "dosageInstruction")[i]
+    dose = _rate_or_dose(request, i, j)
+    if dose.kind is not DoseKind.INFUSION:
+        return dose
+    dose_and_rate = _list(dosage, "doseAndRate")[j]
+    field = request.at(f"dosageInstruction[{i}]")
+    total = None
+    if "doseQuantity" in dose_and_rate:
+        total = _quantity(dose_and_rate["doseQuantity"], f"{field}.doseAndRate[{j}].doseQuantity")
+    duration = _timing_duration(_mapping(_mapping(dosage, "timing"), "repeat"), f"{field}.timing.repeat")
+    return _Dose(dose.quantity, dose.kind, dose.value_field, dose.unit_field, duration, total)
+
+
+def _timing_duration(repeat: Json, field: str) -> Fraction | None:
+    """How long each administration lasts (``duration`` with ``durationUnit``), else the whole course's
+    ``boundsDuration``: for an infusion, how long it runs."""
+    if repeat.get("duration") is not None:
+        value = _number(repeat.get("duration"), f"{field}.duration")
+        unit = _text(repeat, "durationUnit") or ""
+        return duration_in_hours(value or Decimal(0), unit, f"{field}.durationUnit")
+    bounds = _mapping(repeat, "boundsDuration")
+    if bounds.get("value") is not None:
+        value = _number(bounds.get("value"), f"{field}.boundsDuration.value")
+        unit = _text(bounds, "code") or _text(bounds, "unit") or ""
+        return duration_in_hours(value or Decimal(0), unit, f"{field}.boundsDuration")
+    return None
+
+
+def _rate_or_dose(request: _Resource, i: int, j: int) -> _Dose:
+    """A rate (quantity, ratio, or the high end of a range) is an infusion, else a dose (quantity, or the
+    high end of a range) is a bolus. When both are written, the rate is the order: the dose is then what the
+    infusion delivers, not a bolus."""
     dose_and_rate = _list(_list(request.data, "dosageInstruction")[i], "doseAndRate")[j]
     field = request.at(f"dosageInstruction[{i}].doseAndRate[{j}]")
     if "rateQuantity" in dose_and_rate:
@@ -1177,23 +1260,23 @@ def _setting(record: _Record, order: _Resource | None) -> Setting:
 
 
 def _current_encounter(record: _Record, order: _Resource | None) -> _Resource | None:
-    """The order's Encounter, else the one in progress, else the only one."""
+    """The Encounter going on now: the order's own, else the one Encounter in progress (or arrived, triaged,
+    on leave). A finished, cancelled, entered-in-error or planned Encounter says nothing about where the
+    patient is now, so it gives no setting, even when the order names it."""
     if order is not None:
         found = record.resolve(_mapping(order.data, "encounter"), within=order)
         if found is not None and found.type == "Encounter":
-            return found
-    encounters = record.all("Encounter")
-    in_progress = [e for e in encounters if e.status == "in-progress"]
-    if len(in_progress) == 1:
-        return in_progress[0]
-    return encounters[0] if len(encounters) == 1 else None
+            return found if found.status in _CURRENT_ENCOUNTER_STATUSES else None
+    current = [e for e in record.all("Encounter") if e.status in _CURRENT_ENCOUNTER_STATUSES]
+    return current[0] if len(current) == 1 else None
 
 
 def _current_locations(encounter: _Resource, record: _Record) -> list[_Resource | None]:
-    """The Encounter's locations (None where a reference cannot be resolved); the active ones when marked."""
+    """The Encounter's current locations (None where a reference cannot be resolved): the active entries,
+    else those without a status; never planned, reserved or completed ones."""
     entries = [e for e in _list(encounter.data, "location") if isinstance(e, _OBJECT)]
     active = [e for e in entries if e.get("status") == "active"]
-    chosen = active or [e for e in entries if e.get("status") != "planned"]
+    chosen = active or [e for e in entries if e.get("status") is None]
     return [record.resolve(_mapping(e, "location"), within=encounter) for e in chosen]
 
 
@@ -1215,25 +1298,71 @@ def _is_intensive_care(location: _Resource | None) -> bool | None:
 def _prior_iv_ketamine(
     record: _Record, kb: KnowledgeBase, requests: list[_Request], chosen: _Request | None
 ) -> bool | None:
-    """True when the record shows IV ketamine other than this order: another ketamine MedicationRequest that
-    may have been given (not draft, cancelled or entered in error) or a MedicationAdministration, by the IV
-    route. Otherwise None, never False: an IV course not found in the record is not ruled out by it (a record
-    has no way to say "never had IV ketamine"), so follow-up use then needs the answer."""
+    """True when the record shows an earlier IV ketamine infusion (a course: a rate, or an administration
+    over time; a single IV bolus is not one): another ketamine MedicationRequest that may have been given
+    (not draft, cancelled or entered in error), a MedicationAdministration, or a MedicationStatement being
+    or having been taken. Otherwise None, never False: a course not found in the record is not ruled out by
+    it (a record has no way to say "never had IV ketamine"), so follow-up use then needs the answer."""
     for request in requests:
         if (chosen is not None and request.request is chosen.request) or (
             request.request.status in _NOT_GIVEN_REQUEST_STATUSES
         ):
             continue
-        if _routes(_mapping(_first(request.request.data, "dosageInstruction"), "route")) == {
-            Route.INTRAVENOUS
-        }:
+        dosages = [d for d in _list(request.request.data, "dosageInstruction") if isinstance(d, _OBJECT)]
+        if _iv_infusion(dosages, request.request.data):
             return True
     for given in record.all("MedicationAdministration"):
         if given.status in _NOT_GIVEN_ADMINISTRATION_STATUSES or not _is_ketamine(_drug(given, record), kb):
             continue
-        if _routes(_mapping(_mapping(given.data, "dosage"), "route")) == {Route.INTRAVENOUS}:
+        if _iv_infusion_given(given):
+            return True
+    for statement in record.all("MedicationStatement"):
+        if statement.status not in _TAKEN_STATEMENT_STATUSES or not _is_ketamine(
+            _drug(statement, record), kb
+        ):
+            continue
+        dosages = [d for d in _list(statement.data, "dosage") if isinstance(d, _OBJECT)]
+        if _iv_infusion(dosages, statement.data):
             return True
     return None
+
+
+_TAKEN_STATEMENT_STATUSES = frozenset({"active", "completed"})
+_INFUSION_WORDS = re.compile(r"\binfus(?:ion|ions|ed)\b", re.IGNORECASE)
+
+
+def _iv_infusion(dosages: list[Json], resource: Json) -> bool:
+    """Dosages (of a request or a statement) for an IV infusion: by the IV route, with a rate, or named an
+    infusion in words where no dose is coded."""
+    if not dosages or not all(_routes(_mapping(d, "route")) == {Route.INTRAVENOUS} for d in dosages):
+        return False
+    entries = [e for d in dosages for e in _list(d, "doseAndRate") if isinstance(e, _OBJECT)]
+    if any(key in e for e in entries for key in ("rateQuantity", "rateRatio", "rateRange")):
+        return True
+    if any(key in e for e in entries for key in ("doseQuantity", "doseRange")):
+        return False  # an amount alone: a bolus
+    notes = [_text(n, "text") or "" for n in _list(resource, "note") if isinstance(n, _OBJECT)]
+    texts = [_text(d, "text") or "" for d in dosages] + notes
+    return any(_INFUSION_WORDS.search(t) for t in texts)
+
+
+def _iv_infusion_given(given: _Resource) -> bool:
+    """An IV administration that ran over time: a rate, or an effective period with an end after its start."""
+    dosage = _mapping(given.data, "dosage")
+    if _routes(_mapping(dosage, "route")) != {Route.INTRAVENOUS}:
+        return False
+    if "rateQuantity" in dosage or "rateRatio" in dosage:
+        return True
+    period = _mapping(given.data, "effectivePeriod")
+    start, end = _text(period, "start"), _text(period, "end")
+    if not start or not end:
+        return False
+    try:
+        return _moment(end, given.at("effectivePeriod.end")) > _moment(
+            start, given.at("effectivePeriod.start")
+        )
+    except InputError:
+        return False
 
 
 # ----------------------------------------------------------------------------------------------------

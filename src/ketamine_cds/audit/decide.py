@@ -1,10 +1,12 @@
 """Verdicts for millions of rows from the one engine.
 
-The database does arithmetic only: each row's dose per kg (unit factors from ``parse_unit``, limits from the
-knowledge base) and how it compares with the limit: below, above, or within a hair of it. Rows that agree on
-everything the engine's decision depends on form a decision class; the engine assesses one real row of each
-class and its verdict and statement ids are joined back to every row of that class. Rows within a hair of a
-limit get a class of their own per exact dose, so the engine's exact arithmetic decides them.
+The database does arithmetic only: each row's dose per kg (unit factors from ``parse_unit``) and its band
+among every limit a dose of its kind is compared with in any use and setting (``dose_thresholds``: 0.35 mg/kg
+for a bolus; 0.5, 1, 2 and 7 mg/kg/h for an infusion), or that it is within a hair of one of them. Which limit
+applies to a row (its use and setting) is not decided in SQL: rows that agree on everything the engine's
+decision depends on (use, setting, kind and band among them) form a decision class; the engine assesses one real
+row of each class and its verdict, statement ids and limit are joined back to every row of that class. Rows
+within a hair of a limit get a class of their own per exact dose, so the engine's exact arithmetic decides them.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from .._dose_policy import dose_thresholds
 from .._engine import assess
 from .._errors import InputError, UnitError
-from .._facts import MAX_WEIGHT_KG, MIN_WEIGHT_KG
+from .._facts import MAX_WEIGHT_KG, MIN_WEIGHT_KG, DoseKind, Route
 from .._kb import KnowledgeBase
 from .._units import parse_unit, weight_in_kg
 from .canonical import facts_from_row
@@ -39,7 +42,8 @@ CLASS_COLUMNS = (
     "dose_shape",
     "weight_range",
     "dose_sign",
-    "comparison",
+    "dose_band",
+    "at_threshold",
     "input_problem",
 )
 BOUNDARY = 1e-9  # relative band around a limit where a binary float could be wrong: decided exactly
@@ -84,6 +88,7 @@ def weight_unit_rows(units: Iterable[str | None]) -> list[tuple[str, float | Non
 
 
 def limits(kb: KnowledgeBase) -> dict[str, float]:
+    """The acute limits (for plots: the scale most doses are read on) and the weight bounds."""
     return {
         "bolus": float(kb.threshold("dose-bolus-limit", "limit_mg_per_kg")),
         "infusion": float(kb.threshold("dose-infusion-limit", "limit_mg_per_kg_per_h")),
@@ -92,12 +97,18 @@ def limits(kb: KnowledgeBase) -> dict[str, float]:
     }
 
 
+def thresholds(kb: KnowledgeBase) -> dict[str, list[float]]:
+    """Every limit a bolus (per kg) and an infusion (per kg and hour) is compared with, in any use and setting."""
+    return {kind.value: [float(t) for t in dose_thresholds(kb, kind)] for kind in DoseKind}
+
+
 @dataclass(frozen=True)
 class Decision:
     verdict: str | None
     statements: list[str]
     dose_status: str | None
     problem: str | None
+    limit_per_kg: float | None = None  # the limit that applies to the row's dose (use, setting, kind)
 
 
 def decide(representative: Mapping[str, Any], kb: KnowledgeBase) -> Decision:
@@ -106,8 +117,18 @@ def decide(representative: Mapping[str, Any], kb: KnowledgeBase) -> Decision:
         assessment = assess(facts_from_row(representative, kb), kb)
     except InputError as exc:
         return Decision(None, [], None, str(exc))
-    status = assessment.dose_check.status.value if assessment.dose_check is not None else None
-    return Decision(assessment.verdict.value, list(assessment.statement_ids), status, None)
+    check = assessment.dose_check
+    limit: float | None = None
+    if check is not None:
+        limit = float(check.limit_per_kg)
+    elif (
+        assessment.route is Route.INTRAVENOUS
+    ):  # no dose to check: the limit of the kind recorded (a bolus unless the row says infusion)
+        infusion = str(representative.get("kind") or "").strip().lower() == "infusion"
+        limits_ = assessment.dose_limits
+        limit = float(limits_.infusion_limit_mg_per_kg_per_h if infusion else limits_.bolus_limit_mg_per_kg)
+    status = check.status.value if check is not None else None
+    return Decision(assessment.verdict.value, list(assessment.statement_ids), status, None, limit)
 
 
 def exact_fraction(value: float) -> Fraction:

@@ -21,7 +21,7 @@ import duckdb
 
 from .._kb import KnowledgeBase, load_knowledge
 from .canonical import COLUMN_NAMES
-from .decide import BOUNDARY, CLASS_COLUMNS, decide, limits, unit_rows, weight_unit_rows
+from .decide import BOUNDARY, CLASS_COLUMNS, decide, limits, thresholds, unit_rows, weight_unit_rows
 
 Progress = Callable[[str, float, float], None]  # phase, fraction done (0..1), seconds elapsed
 
@@ -39,8 +39,21 @@ def sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _measured_sql(source: str, bolus: float, infusion: float) -> str:
-    """Per-row arithmetic: weight in kg, dose per kg, and how it compares with its limit. No decisions."""
+def _band_sql(dose: str, limits: list[float]) -> str:
+    """How many of ``limits`` the dose is above (NULL without a dose per kg)."""
+    terms = " + ".join(f"CAST({dose} > CAST({t!r} AS DOUBLE) AS INTEGER)" for t in limits) or "0"
+    return f"CASE WHEN {dose} IS NULL OR isnan({dose}) THEN NULL ELSE {terms} END"
+
+
+def _at_threshold_sql(dose: str, limits: list[float]) -> str:
+    """The dose is within a hair of one of ``limits``: binary floats cannot be trusted to say which side."""
+    near = " OR ".join(f"abs({dose} - CAST({t!r} AS DOUBLE)) <= {BOUNDARY * t!r}" for t in limits) or "false"
+    return f"coalesce({dose} IS NOT NULL AND NOT isnan({dose}) AND ({near}), false)"
+
+
+def _measured_sql(source: str, kinds: dict[str, list[float]]) -> str:
+    """Per-row arithmetic: weight in kg, dose per kg, and its band among the limits of its kind. No decisions."""
+    bolus, infusion = kinds["bolus"], kinds["infusion"]
     return f"""
     WITH src AS ({source}),
     m AS (
@@ -58,9 +71,8 @@ def _measured_sql(source: str, bolus: float, infusion: float) -> str:
     k AS (
       SELECT m.*,
         CASE WHEN m.per_kg THEN m.amount ELSE m.amount / m.weight_kg END AS dose_per_kg,
-        CASE WHEN coalesce(nullif(lower(trim(m.kind)), ''), CASE WHEN m.is_rate THEN 'infusion' ELSE 'bolus' END)
-                  = 'infusion'
-             THEN CAST({infusion} AS DOUBLE) ELSE CAST({bolus} AS DOUBLE) END AS limit_per_kg,
+        coalesce(nullif(lower(trim(m.kind)), ''), CASE WHEN m.is_rate THEN 'infusion' ELSE 'bolus' END)
+          = 'infusion' AS is_infusion,
         m.weight_kg IS NOT NULL AS has_weight,
         m.concentration_mg_per_ml IS NOT NULL AS has_concentration,
         CASE WHEN m.concentration_mg_per_ml IS NULL THEN 'none'
@@ -78,18 +90,19 @@ def _measured_sql(source: str, bolus: float, infusion: float) -> str:
       FROM m, (SELECT min_weight_kg, max_weight_kg FROM audit_limits)
     )
     SELECT k.*,
-      CASE WHEN k.dose_per_kg IS NULL OR isnan(k.dose_per_kg) THEN NULL
-           WHEN abs(k.dose_per_kg - k.limit_per_kg) <= {BOUNDARY} * k.limit_per_kg THEN 0
-           WHEN k.dose_per_kg < k.limit_per_kg THEN -1 ELSE 1 END AS comparison
+      CASE WHEN k.is_infusion THEN {_band_sql("k.dose_per_kg", infusion)}
+           ELSE {_band_sql("k.dose_per_kg", bolus)} END AS dose_band,
+      CASE WHEN k.is_infusion THEN {_at_threshold_sql("k.dose_per_kg", infusion)}
+           ELSE {_at_threshold_sql("k.dose_per_kg", bolus)} END AS at_threshold
     FROM k
     """
 
 
 # everything the engine's decision depends on; at a limit, the exact dose too (decided exactly)
 _CLASS_KEY = f"""hash({", ".join(CLASS_COLUMNS)},
-    CASE WHEN comparison = 0 THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
-                                   CASE WHEN NOT per_kg THEN weight_value END] END,
-    CASE WHEN comparison = 0 THEN [dose_unit, CASE WHEN NOT per_kg THEN weight_unit END] END,
+    CASE WHEN at_threshold THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
+                                 CASE WHEN NOT per_kg THEN weight_value END] END,
+    CASE WHEN at_threshold THEN [dose_unit, CASE WHEN NOT per_kg THEN weight_unit END] END,
     CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_value END,
     CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_unit END,
     CASE WHEN dose_sign IN ('not-positive', 'not-finite') THEN dose_value END,
@@ -130,13 +143,13 @@ def _decide_classes(
     ).fetchall()
     con.execute(
         "CREATE OR REPLACE TEMP TABLE decisions (class_key UBIGINT, verdict VARCHAR, statements VARCHAR[], "
-        "dose_status VARCHAR, problem VARCHAR)"
+        "dose_status VARCHAR, problem VARCHAR, limit_per_kg DOUBLE)"
     )
     decided = []
     for class_key, row, _n in classes:
         d = decide(row, kb)
-        decided.append((class_key, d.verdict, d.statements, d.dose_status, d.problem))
-    _insert(con, "decisions", decided, 5)
+        decided.append((class_key, d.verdict, d.statements, d.dose_status, d.problem, d.limit_per_kg))
+    _insert(con, "decisions", decided, 6)
     return len(classes)
 
 
@@ -185,8 +198,7 @@ def run_duckdb(
     watch = _watcher(con, progress, started)
     try:
         _prepare(con, source, kb)
-        lim = limits(kb)
-        measured = _measured_sql(source, lim["bolus"], lim["infusion"])
+        measured = _measured_sql(source, thresholds(kb))
         classes = _decide_classes(con, measured, kb, watch)
         findings = out_dir / "findings.parquet"
         if findings.is_dir():  # a Spark run's folder of part files
@@ -195,8 +207,8 @@ def run_duckdb(
         con.execute(f"""
             COPY (
               SELECT m.admin_id, m.patient_id, m.administered_at, m.location, m.indication, m.setting, m.route,
-                     m.kind, m.dose_value, m.dose_unit, m.weight_kg, m.dose_per_kg, m.limit_per_kg,
-                     m.limit_per_kg * m.weight_kg AS max_for_weight, d.dose_status, d.verdict, d.statements,
+                     m.kind, m.dose_value, m.dose_unit, m.weight_kg, m.dose_per_kg, d.limit_per_kg,
+                     d.limit_per_kg * m.weight_kg AS max_for_weight, d.dose_status, d.verdict, d.statements,
                      d.problem
               FROM ({measured}) m JOIN decisions d ON d.class_key = {_CLASS_KEY}
             ) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)

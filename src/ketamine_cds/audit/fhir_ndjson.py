@@ -43,7 +43,8 @@ Conventions (each documented where it is read below):
 - Procedure class: a Procedure (not not-done or entered-in-error) whose code is in a ``procedure:<class>`` value
   set, in the administration's Encounter (or the Encounter it is part of), or without an Encounter and performed
   within 24 hours of the administration; the more painful class first, then the nearest in time.
-- Setting and location: the Encounter (``context``, else the request's ``encounter``) and its locations: those
+- Setting and location: the Encounter (``context``, else the request's ``encounter``), unless it is cancelled,
+  entered in error or planned (an Encounter that did not take place says nothing), and its locations: those
   whose ``period`` covers the time, else the active ones, else all but planned. A Location typed v3 RoleCode
   ICU/PEDICU/PEDNICU or named intensive care/ICU in its type is intensive care; typed otherwise, not; untyped or
   unresolved, unknown (then an ambulatory, emergency, virtual or home-health Encounter class is not intensive
@@ -76,6 +77,7 @@ from ..adapters.fhir import (
     _ROUTE_WORDS,
     BODY_WEIGHT,
     NOT_PREGNANT,
+    PCA_WORDS,
     PREGNANCY_STATUS,
     PREGNANT,
     R4_RESOURCE_TYPES,
@@ -83,9 +85,11 @@ from ..adapters.fhir import (
 
 __all__ = ["fhir_source"]
 
+# An Encounter that never took place says nothing about where a dose was given (the exported history of a
+# real stay is "finished", which is how it should be; the live adapter, asked about now, wants one in progress).
+_NO_SETTING_ENCOUNTER_STATUSES = ("cancelled", "entered-in-error", "planned")
 # a Procedure without an Encounter counts when performed within this of the administration
 PROCEDURE_WINDOW_SECONDS = 24 * 3600
-PCA_WORDS = r"(?i)\b(?:pca|patient[- ]controlled analgesia)\b"
 
 # ----------------------------------------------------------------------------------------------------
 # SQL helpers (shared with omop.py)
@@ -291,7 +295,13 @@ _READ: Mapping[str, Mapping[str, str]] = {
         "abatementDateTime": "VARCHAR",
         "abatementPeriod": "JSON",
     },
-    "Encounter": {"id": "VARCHAR", "class": "JSON", "location": "JSON", "partOf": "JSON"},
+    "Encounter": {
+        "id": "VARCHAR",
+        "status": "VARCHAR",
+        "class": "JSON",
+        "location": "JSON",
+        "partOf": "JSON",
+    },
     "Location": {"id": "VARCHAR", "name": "VARCHAR", "type": "JSON"},
     "Procedure": {
         "id": "VARCHAR",
@@ -600,8 +610,9 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     med AS ({_dedup(r["Medication"], ["code", "ingredient"])}),
     mr AS ({_dedup(r["MedicationRequest"], ["encounter", "reasonCode", "reasonReference", "dosageInstruction"])}),
     enc AS (
-      SELECT id, "class" AS cls, location, {part_of} AS parent
-      FROM ({_dedup(r["Encounter"], ["class", "location", "partOf"])})
+      SELECT id, "class" AS cls, location, {part_of} AS parent,
+        coalesce(status, '') IN ({_in(_NO_SETTING_ENCOUNTER_STATUSES)}) AS says_nothing
+      FROM ({_dedup(r["Encounter"], ["status", "class", "location", "partOf"])})
     ),
     loc AS (SELECT id, name, {_location_icu("type")} AS icu FROM ({_dedup(r["Location"], ["name", "type"])})),
     ma AS (
@@ -795,7 +806,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         CASE WHEN {period_start} <= e.administered_at AND coalesce({period_end} > e.administered_at, true) THEN 1
              WHEN (e.entry->>'status') = 'active' THEN 2 ELSE 3 END AS loc_rank
       FROM (SELECT c.admin_id, c.administered_at, unnest(json_extract(enc.location, '$[*]')) AS entry
-            FROM core c JOIN enc ON enc.id = c.encounter_id) e
+            FROM core c JOIN enc ON enc.id = c.encounter_id AND NOT enc.says_nothing) e
       LEFT JOIN loc l ON l.id = {ref_id("(e.entry->'location'->>'reference')", "Location")}
       WHERE coalesce(e.entry->>'status', '') <> 'planned'
     ),
@@ -833,7 +844,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     answer AS (
       SELECT c.*,
         CASE WHEN cw.w IS NOT NULL THEN cw.w WHEN cw.absent THEN NULL ELSE lw.w END AS weight,
-        s.setting AS located_setting, s.location, e.cls, ap.pclass,
+        s.setting AS located_setting, s.location, e.cls, coalesce(e.says_nothing, false) AS says_nothing, ap.pclass,
         coalesce(cu.use_id, wu.use_id) AS reason_use, ac.conditions,
         CASE WHEN cc.yes THEN true WHEN cc.no THEN false WHEN fc.t < c.administered_at THEN true END AS prior
       FROM core c
@@ -851,7 +862,8 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     SELECT
       admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
       weight.value AS weight_value, weight.unit AS weight_unit,
-      coalesce(located_setting, CASE WHEN (cls->>'code') IN ({_in(_NON_INTENSIVE_CLASSES)}) THEN 'non-intensive-care' END,
+      coalesce(located_setting, CASE WHEN (cls->>'code') IN ({_in(_NON_INTENSIVE_CLASSES)}) AND NOT says_nothing
+                                     THEN 'non-intensive-care' END,
                'unknown') AS setting,
       location,
       coalesce(reason_use, CASE WHEN pclass IS NOT NULL THEN 'perioperative' END) AS indication,

@@ -74,11 +74,10 @@ import duckdb
 
 from .._errors import InputError
 from .._kb import KnowledgeBase, load_knowledge
-from ..adapters.fhir import _INTENSIVE_CARE_WORDS, _ROUTE_CODES, _ROUTE_WORDS, BODY_WEIGHT
+from ..adapters.fhir import _INTENSIVE_CARE_WORDS, _ROUTE_CODES, _ROUTE_WORDS, BODY_WEIGHT, PCA_WORDS
 from .decide import unit_rows
 from .fhir_ndjson import (
     MG_PER_ML,
-    PCA_WORDS,
     PROCEDURE_WINDOW_SECONDS,
     coded_concepts,
     concat,

@@ -39,7 +39,7 @@ from typing import Any
 from .._errors import InputError
 from .._kb import KnowledgeBase, load_knowledge
 from .canonical import COLUMN_NAMES, COLUMNS
-from .decide import BOUNDARY, CLASS_COLUMNS, decide, limits, unit_rows, weight_unit_rows
+from .decide import BOUNDARY, CLASS_COLUMNS, decide, limits, thresholds, unit_rows, weight_unit_rows
 from .duck import AuditRun, sql_path
 from .flat import BOOLEAN, COMPARED, NUMERIC
 
@@ -356,7 +356,7 @@ def _lookup_frame(spark: SparkSession, rows: list[tuple[Any, ...]], schema: str)
 
 
 def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase) -> DataFrame:
-    """``duck._measured_sql`` in Spark: weight in kg, dose per kg and its comparison with the limit."""
+    """``duck._measured_sql`` in Spark: weight in kg, dose per kg and its band among the limits of its kind."""
     found = src.agg(F.collect_set("dose_unit").alias("d"), F.collect_set("weight_unit").alias("w")).first()
     doses, weights = (list(found["d"]), list(found["w"])) if found is not None else ([], [])
     units = _lookup_frame(
@@ -391,7 +391,7 @@ def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase) -> DataFra
         F.when(c("per_kg"), c("amount"))
         .otherwise(_ieee_divide(c("amount"), c("weight_kg")))
         .alias("dose_per_kg"),
-        F.when(infusion, F.lit(lim["infusion"])).otherwise(F.lit(lim["bolus"])).alias("limit_per_kg"),
+        infusion.alias("is_infusion"),
         c("weight_kg").isNotNull().alias("has_weight"),
         concentration.isNotNull().alias("has_concentration"),
         F.when(concentration.isNull(), "none")
@@ -426,14 +426,32 @@ def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase) -> DataFra
         .otherwise("positive")
         .alias("dose_sign"),
     )
-    comparison = (
-        F.when(c("dose_per_kg").isNull() | F.isnan("dose_per_kg"), F.lit(None).cast("int"))
-        .when(F.abs(c("dose_per_kg") - c("limit_per_kg")) <= F.lit(BOUNDARY) * c("limit_per_kg"), 0)
-        .when(c("dose_per_kg") < c("limit_per_kg"), -1)
-        .otherwise(1)
+    kinds = thresholds(kb)
+    band = F.when(c("is_infusion"), _band(kinds["infusion"])).otherwise(_band(kinds["bolus"]))
+    near = F.when(c("is_infusion"), _at_threshold(kinds["infusion"])).otherwise(_at_threshold(kinds["bolus"]))
+    keyed = (
+        k.withColumn("dose_band", band).withColumn("at_threshold", near).withColumn("class_key", _class_key())
     )
-    keyed = k.withColumn("comparison", comparison).withColumn("class_key", _class_key())
-    return keyed.select(*COLUMN_NAMES, "weight_kg", "dose_per_kg", "limit_per_kg", "class_key")
+    return keyed.select(*COLUMN_NAMES, "weight_kg", "dose_per_kg", "class_key")
+
+
+def _no_dose_per_kg() -> Column:
+    return F.col("dose_per_kg").isNull() | F.isnan("dose_per_kg")
+
+
+def _band(limits: list[float]) -> Column:
+    """``duck._band_sql``: how many of ``limits`` the dose per kg is above."""
+    above = [(F.col("dose_per_kg") > F.lit(t)).cast("int") for t in limits]
+    total = sum(above[1:], above[0]) if above else F.lit(0)
+    return F.when(_no_dose_per_kg(), F.lit(None).cast("int")).otherwise(total)
+
+
+def _at_threshold(limits: list[float]) -> Column:
+    """``duck._at_threshold_sql``: within a hair of one of ``limits``."""
+    near = F.lit(False)
+    for t in limits:
+        near = near | (F.abs(F.col("dose_per_kg") - F.lit(t)) <= F.lit(BOUNDARY * t))
+    return F.when(_no_dose_per_kg(), F.lit(False)).otherwise(F.coalesce(near, F.lit(False)))
 
 
 def _ieee_divide(numerator: Column, denominator: Column) -> Column:
@@ -456,7 +474,7 @@ def _class_key() -> Column:
     """``duck._CLASS_KEY``'s values, hashed with a null flag each (Spark's hash skips nulls, so ``(x, NULL)``
     and ``(NULL, x)`` would otherwise collide)."""
     c = F.col
-    at_limit = c("comparison") == 0
+    at_limit = c("at_threshold")
     values: list[Column] = [c(n) for n in CLASS_COLUMNS]
     values += [
         F.when(at_limit, c("dose_value")),
@@ -487,30 +505,27 @@ def _decisions(spark: SparkSession, measured: DataFrame, kb: KnowledgeBase) -> t
     rows = 0
     for cls in classes:
         d = decide(cls["row"].asDict(), kb)
-        decided.append((cls["class_key"], d.verdict, d.statements, d.dose_status, d.problem))
+        decided.append((cls["class_key"], d.verdict, d.statements, d.dose_status, d.problem, d.limit_per_kg))
         rows += int(cls["n"])
     frame = spark.createDataFrame(
         decided,
-        "class_key bigint, verdict string, statements array<string>, dose_status string, problem string",
+        "class_key bigint, verdict string, statements array<string>, dose_status string, problem string, "
+        "limit_per_kg double",
     )
     return F.broadcast(frame), len(classes), rows
 
 
-_FINDINGS_TYPES: dict[tuple[float, float], list[tuple[str, str]]] = {}
+_FINDINGS_TYPES: dict[str, list[tuple[str, str]]] = {}
 
 
 def _findings_types(kb: KnowledgeBase) -> list[tuple[str, str]]:
-    """The findings columns and their Spark types, read from DuckDB's own output on no rows (the reference).
-
-    ``limit_per_kg`` takes its type from the literals in DuckDB's SQL (DECIMAL(3,2) for 0.35 and 1.0), so the
-    types are asked of DuckDB rather than written down here, once per pair of limits.
-    """
+    """The findings columns and their Spark types, read from DuckDB's own output on no rows (the reference),
+    so that the two engines write the same schema; asked once per knowledge base."""
     import duckdb
 
     from .duck import run_duckdb
 
-    lim = limits(kb)
-    key = (lim["bolus"], lim["infusion"])
+    key = kb.digest
     if key not in _FINDINGS_TYPES:
         empty = "SELECT " + ", ".join(f"CAST(NULL AS {kind}) AS {n}" for n, kind, _ in COLUMNS) + " LIMIT 0"
         with tempfile.TemporaryDirectory() as tmp:

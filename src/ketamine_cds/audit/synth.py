@@ -46,7 +46,8 @@ def canonical_sql(rows: int, seed: int = 20261124, patients: int | None = None) 
             ("'neuropathic-pain'", 3),
             ("'cancer-pain'", 3),
             ("'chronic-pain'", 3),
-            ("'procedural-sedation'", 4),
+            ("'spinal-cord-injury-pain'", 1),
+            ("'procedural-sedation'", 3),
             ("'depression'", 2),
             ("NULL", 3),
         ],
@@ -110,7 +111,16 @@ def canonical_sql(rows: int, seed: int = 20261124, patients: int | None = None) 
             ("'ml/hr'", 1),
         ],
     )
-    per_kg_dose = f"(CASE WHEN kind = 'bolus' THEN 0.05 + 0.45 * {_u(s, 'dose')} ELSE 0.05 + 1.3 * pow({_u(s, 'dose')}, 2) END)"
+    # chronic pain infusions run higher (0.5-2 mg/kg/h, up to 7 in intensive care): a few are above 2, rarer ones
+    # above 7; acute ones mostly under 1 mg/kg/h
+    chronic = (
+        "indication IN ('crps', 'fibromyalgia', 'neuropathic-pain', 'cancer-pain', 'chronic-pain', "
+        "'spinal-cord-injury-pain')"
+    )
+    per_kg_dose = f"""(CASE WHEN kind = 'bolus' THEN 0.05 + 0.45 * {_u(s, "dose")}
+                        WHEN {chronic} AND {_u(s, "high")} < 0.03 THEN 5 + 4 * {_u(s, "dose")}
+                        WHEN {chronic} THEN 0.2 + 2.3 * pow({_u(s, "dose")}, 2)
+                        ELSE 0.05 + 1.3 * pow({_u(s, "dose")}, 2) END)"""
     return f"""
     WITH base AS (
       SELECT i, 1 + hash(i, {s}, 'patient') % {patients} AS patient,
@@ -125,7 +135,9 @@ def canonical_sql(rows: int, seed: int = 20261124, patients: int | None = None) 
       FROM base
     ), dosed AS (
       SELECT *, CASE WHEN kind = 'bolus' THEN {bolus_unit} WHEN kind = 'infusion' THEN {rate_unit} END AS dose_unit,
-             CASE WHEN u_exact < 0.04 THEN (CASE WHEN kind = 'bolus' THEN 0.35 ELSE 1.0 END)
+             CASE WHEN u_exact < 0.04 AND kind = 'bolus' THEN 0.35
+                  WHEN u_exact < 0.04 AND {chronic} THEN (CASE WHEN u_exact < 0.02 THEN 2.0 ELSE 0.5 END)
+                  WHEN u_exact < 0.04 THEN (CASE WHEN setting = 'intensive-care' THEN 7.0 ELSE 1.0 END)
                   ELSE {per_kg_dose} END AS per_kg
       FROM shaped
     )

@@ -25,7 +25,7 @@ from .._assessment import Assessment, DoseStatus, Finding
 from .._errors import InputError
 from .._facts import DoseKind
 from .._kb import Statement
-from .._render import SUMMARY_MAX, finding_texts, sorted_findings, verdict_reason
+from .._render import INFUSION_SCOPE_WORDS, SUMMARY_MAX, finding_texts, sorted_findings, verdict_reason
 from .._units import format_max, format_number
 from ..adapters.fhir import order_dose_positions
 
@@ -49,9 +49,7 @@ class OverrideReason:
 PRIOR_EXPOSURE = OverrideReason(
     "prior-ketamine-exposure", "Prior ketamine exposure or other individual factors justify this rate"
 )
-MONITORED = OverrideReason(
-    "intensive-care-monitoring", "Patient is in intensive care or continuously monitored (not in the record)"
-)
+MONITORED = OverrideReason("intensive-care-monitoring", "Patient is in intensive care (not in the record)")
 WEIGHT = OverrideReason("weight-not-current", "Recorded body weight is wrong or out of date")
 NOT_ANALGESIA = OverrideReason(
     "not-for-analgesia", "Ketamine is for anesthesia or sedation here, not for pain"
@@ -65,10 +63,13 @@ BENEFIT = OverrideReason(
 OVERRIDE_REASONS = (PRIOR_EXPOSURE, MONITORED, WEIGHT, NOT_ANALGESIA, NOT_CURRENT, BENEFIT)
 
 _REASONS_BY_STATEMENT: dict[str, tuple[OverrideReason, ...]] = {
-    # The reference names prior ketamine exposure as an individual factor for going outside the infusion
-    # range, and the infusion limit does not apply in intensive care.
+    # The reference names individual differences and prior ketamine exposure as reasons for dosing outside
+    # the range (both acute limits and the chronic range); a limit that applies outside intensive care is
+    # overridden by a patient who is in intensive care where the record does not say so.
     "dose-infusion-limit": (PRIOR_EXPOSURE, MONITORED, WEIGHT, NOT_ANALGESIA),
-    "dose-bolus-limit": (WEIGHT, NOT_ANALGESIA),
+    "dose-bolus-limit": (PRIOR_EXPOSURE, WEIGHT, NOT_ANALGESIA),
+    "chronic-dose-range": (PRIOR_EXPOSURE, MONITORED, WEIGHT),
+    "dose-ceiling": (PRIOR_EXPOSURE, WEIGHT, NOT_ANALGESIA),
 }
 _CONTRAINDICATION_REASONS = (NOT_CURRENT, BENEFIT)
 
@@ -81,15 +82,17 @@ def statement_system(base_url: str) -> str:
     return f"{base_url}/CodeSystem/statement"
 
 
-_OVER_LIMIT = ("exceeds", "exceeds-setting-unknown")
-_CANNOT_CHECK = ("no-weight", "no-concentration")  # a dose finding that could not be checked
+_OVER_LIMIT = ("exceeds", "exceeds-setting-unknown")  # one card per dose: "exceeds-beside" rides with it
+# a dose finding that could not be checked, or was checked against a weight that may not be current
+_CANNOT_CHECK = ("no-weight", "no-concentration", "weight-old", "weight-undated")
 
 
 def is_interruptive(finding: Finding) -> bool:
     """A contraindication the record shows, or a dose over its limit: the only cards at order-sign.
 
-    An infusion over 1 mg/kg/h where the record does not say whether the patient is in intensive care is
-    over the limit unless they are: it interrupts too (as a warning), since signing it may be an overdose.
+    An infusion over the limit outside intensive care where the record does not say whether the patient is
+    in intensive care is over the limit (the cautious side): it interrupts too, and "patient is in intensive
+    care" is among its override reasons.
     """
     present_contraindication = (
         finding.statement.role == "contraindication" and finding.message_key == "present"
@@ -133,20 +136,21 @@ def _dose_not_checked_card(reason: str, assessment: Assessment, base_url: str) -
         bolus += f" (max {format_max(limits.max_bolus_mg)} mg for {format_number(weight)} kg)"
     if limits.max_infusion_mg_per_h is not None:
         rate += f" (max {format_max(limits.max_infusion_mg_per_h)} mg/h)"
+    where = INFUSION_SCOPE_WORDS[limits.infusion_limit_applies]
     card: Json = {
         "uuid": str(uuid.uuid4()),
         "summary": "Ketamine dose not checked: the order gives it only in words, not as a coded dose",
         "detail": (
             f"Not checked: {reason}.\n\nCheck it by hand against the {GUIDELINE}: an IV bolus "
-            f"should not exceed {bolus}, in every setting; an IV infusion should not exceed {rate} outside "
-            "intensive care. Entering the dose as a coded quantity lets the service check it."
+            f"should not exceed {bolus}, in every setting; an IV infusion should not exceed {rate} "
+            f"({where}). Entering the dose as a coded quantity lets the service check it."
         ),
         "indicator": "warning",
         "source": {"label": f"ketamine-cds dose check ({GUIDELINE})"},
         "links": [
             {
                 "label": "Guideline statement: IV bolus limit",
-                "url": f"{base_url}/statements/dose-bolus-limit",
+                "url": f"{base_url}/statements/{limits.bolus_statement}",
                 "type": "absolute",
             }
         ],
@@ -215,7 +219,8 @@ def _dose_index(finding: Finding) -> int:
 
 def dose_suggestion(assessment: Assessment, order: Json, dose_index: int = 0) -> Json | None:
     """Update the draft MedicationRequest to the limit, in the unit system it was written in: a per-kg order
-    to 0.35 mg/kg or 1 mg/kg/h, an absolute one to the largest dose in mg or rate in mg/h for this weight.
+    to the limit per kg (0.35 mg/kg, 1 mg/kg/h, ...), an absolute one to the largest dose in mg or rate in
+    mg/h for this weight.
     ``dose_index`` is the dose of the order the suggestion changes (the others stay as ordered)."""
     check = next((c for c in assessment.dose_checks if c.index == dose_index), None)
     if check is None or check.status not in (DoseStatus.EXCEEDS, DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE):

@@ -79,8 +79,8 @@ VERDICT_TONE: Mapping[str, str] = {
 SCREENING_WORDS: Mapping[str, str] = {**report_screening_words, "present": "present in the record"}
 DOSE_STATUS_WORDS: Mapping[str, str] = {
     "within": "within the limit",
+    "below-range": "below the range used for chronic pain (information, not an error)",
     "exceeds": "exceeds the limit",
-    "limit-not-applicable": "no limit applies in intensive care",
     "exceeds-unless-intensive-care": (
         "exceeds the limit unless the patient is in intensive care (setting unknown)"
     ),
@@ -88,9 +88,9 @@ DOSE_STATUS_WORDS: Mapping[str, str] = {
     "cannot-check-no-concentration": "cannot be checked: the concentration (mg/mL) is not given",
 }
 ROLE_WORDS: Mapping[str, str] = {
-    "support-strong": "supports ketamine (grade B or moderate certainty)",
-    "support-weak": "supports ketamine weakly (low certainty)",
-    "against": "advises against ketamine",
+    "support-strong": "supports ketamine (should be considered, or moderate certainty)",
+    "support-weak": "supports ketamine weakly (may be considered, low certainty)",
+    "against": "advises against ketamine (no benefit, or recommended against)",
     "insufficient": "evidence insufficient",
     "contraindication": "contraindication",
     "caution": "caution",
@@ -99,8 +99,12 @@ ROLE_WORDS: Mapping[str, str] = {
 }
 TAG_WORDS: Mapping[str, str] = {
     "seed": "stated in the seed summary the project was started from",
-    "V1": "checked against the guideline's own conclusion text",
-    "V2": "taken from secondary copies of the guideline only",
+    "V1": "checked against the guideline's own text (abstract or conclusions)",
+    "V2v": (
+        "the conclusion and its grade, word for word, in two independent copies of the guideline's "
+        "conclusions"
+    ),
+    "V2": "from secondary summaries of the recommendations (the number of sources is noted)",
     "U": "not verified (never used as a rule)",
 }
 PRESENCE_WORDS: Mapping[str, str] = {
@@ -327,6 +331,7 @@ def build_case(form: FormValues, kb: KnowledgeBase) -> Built:
         ("order.dose.unit", "dose_unit"),
         ("order.dose", "dose_value"),
         ("order.concentration", "concentration_value"),
+        ("order.duration", "duration_value"),
         ("order.pca_sole_agent", "pca_sole_agent"),
         ("order", "route"),
     ]
@@ -415,6 +420,8 @@ def build_case(form: FormValues, kb: KnowledgeBase) -> Built:
         order["kind"] = kind
     if _text(form, "concentration_value"):
         order["concentration"] = {"value": _number_value(form, "concentration_value"), "unit": "mg/mL"}
+    if _text(form, "duration_value"):
+        order["duration"] = {"value": _number_value(form, "duration_value"), "unit": "h"}
     if _text(form, "pca_sole_agent"):
         order["pca_sole_agent"] = True
     route = _text(form, "route")
@@ -553,7 +560,9 @@ async def statement_page(request: Request, statement_id: str) -> HTMLResponse:
         title=f"{statement.title} - ketamine decision support",
         st=statement,
         thresholds=_thresholds(statement),
-        concepts=[c for c in kb.concepts.values() if c.statement == statement.id],
+        concepts=[
+            c for c in kb.concepts.values() if c.statement == statement.id or c.id in statement.concepts
+        ],
         uses=[u for u in kb.uses.values() if u.statement == statement.id],
     )
 
@@ -564,6 +573,9 @@ def _thresholds(statement: Statement) -> list[tuple[str, str]]:
     for key, value in statement.thresholds.items():
         name, _, unit = str(key).partition("_mg_")
         unit_text = ("mg_" + unit).replace("_per_", "/") if unit else ""
+        for suffix, word in (("_mg", "mg"), ("_h", "h")):
+            if not unit and name.endswith(suffix):
+                name, unit_text = name[: -len(suffix)], word
         shown = "–".join(str(v) for v in value) if isinstance(value, list) else str(value)
         rows.append((name.replace("_", " "), f"{shown} {unit_text}".strip()))
     return rows
