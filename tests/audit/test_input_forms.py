@@ -840,3 +840,43 @@ def test_an_administration_repeated_across_files_counts_once(tmp_path: Path) -> 
         handle.write(json.dumps(unnamed) + "\n" + json.dumps(unnamed) + "\n")  # no id: each a bad row
     rows = _rows(fhir_source(tmp_path))
     assert [r["admin_id"] for r in rows] == ["R2", None, None]
+
+
+@pytest.mark.parametrize(
+    ("status", "setting"),
+    [
+        ("finished", "intensive-care"),  # an exported stay that took place: the location at the time counts
+        ("in-progress", "intensive-care"),
+        ("cancelled", "unknown"),  # an Encounter that did not take place says nothing (revision 2)
+        ("planned", "unknown"),
+        ("entered-in-error", "unknown"),
+    ],
+)
+def test_fhir_setting_comes_only_from_an_encounter_that_took_place(
+    status: str, setting: str, tmp_path: Path
+) -> None:
+    icu = {
+        "resourceType": "Location",
+        "id": "icu",
+        "name": "MICU",
+        "type": [_coded("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "ICU")],
+    }
+    stay = {
+        "resourceType": "Encounter",
+        "id": "E9",
+        "status": status,
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "location": [
+            {"location": {"reference": "Location/icu"}, "period": {"start": "2025-01-01T00:00:00Z"}}
+        ],
+    }
+    given = _given(
+        "g9",
+        "P9",
+        "2025-01-02T10:00:00Z",
+        context={"reference": "Encounter/E9"},
+        dosage={**IV, "rateQuantity": {**_quantity(5, "mg/kg/h"), "code": "mg/kg/h"}},
+    )
+    _ndjson(tmp_path / "fhir", [{"resourceType": "Patient", "id": "P9"}, icu, stay, given])
+    [row] = _rows(fhir_source(tmp_path / "fhir"))
+    assert row["setting"] == setting

@@ -872,3 +872,14 @@ def test_a_dose_given_only_in_words_warns_at_signing_with_the_limits(
     (card,) = [c for c in cards if c["summary"].startswith("Ketamine dose not checked")]
     assert card["indicator"] == "warning"
     assert "1 mg/kg IV push now" in card["detail"] and "max 24.5 mg for 70 kg" in card["detail"]
+
+
+def test_a_child_gets_a_note_at_selection_that_the_reference_has_no_statement_for_children(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    case = surgery_case(ketamine(dose=quantity(10, "mg")), kg=30)
+    case.record[0]["birthDate"] = (dt.date.today() - dt.timedelta(days=365 * 10)).isoformat()
+    selected = call(client, case, "order-select", templates)
+    notes = [c for c in selected if "no statement for children" in c["summary"]]
+    assert [c["indicator"] for c in notes] == ["info"]
+    assert call(client, case, "order-sign", templates) == []  # information: never at signing

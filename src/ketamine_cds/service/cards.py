@@ -21,11 +21,18 @@ from decimal import ROUND_FLOOR, Decimal
 from fractions import Fraction
 from typing import Any
 
-from .._assessment import Assessment, DoseStatus, Finding
+from .._assessment import Assessment, DoseStatus, Finding, Note
 from .._errors import InputError
 from .._facts import DoseKind
-from .._kb import Statement
-from .._render import INFUSION_SCOPE_WORDS, SUMMARY_MAX, finding_texts, sorted_findings, verdict_reason
+from .._kb import Statement, load_knowledge
+from .._render import (
+    INFUSION_SCOPE_WORDS,
+    SUMMARY_MAX,
+    finding_texts,
+    note_text,
+    sorted_findings,
+    verdict_reason,
+)
 from .._units import format_max, format_number
 from ..adapters.fhir import order_dose_positions
 
@@ -123,7 +130,24 @@ def cards_for(assessment: Assessment, *, hook: str, order: Json, base_url: str) 
         findings = [f for f in findings if is_interruptive(f) or f.message_key in _CANNOT_CHECK]
     cards = [_card(f, assessment, order, base_url) for f in findings]
     unread = [m for m in assessment.missing if m.datum == "dose"]
-    return cards + [_dose_not_checked_card(m.reason, assessment, base_url) for m in unread]
+    cards += [_dose_not_checked_card(m.reason, assessment, base_url) for m in unread]
+    if hook != "order-sign":
+        cards += [_note_card(n) for n in assessment.notes]
+    return cards
+
+
+def _note_card(note: Note) -> BuiltCard:
+    """A line about the reference itself (no statement for children): information, never at signing."""
+    kb = load_knowledge()
+    text = note_text(note, kb)
+    card: Json = {
+        "uuid": str(uuid.uuid4()),
+        "summary": _short(text, SUMMARY_MAX),
+        "detail": text,
+        "indicator": kb.notes[note.key].severity,
+        "source": {"label": f"ketamine-cds: about the reference ({GUIDELINE})"},
+    }
+    return BuiltCard(card, f"note:{note.key}", card["indicator"])
 
 
 def _dose_not_checked_card(reason: str, assessment: Assessment, base_url: str) -> BuiltCard:
