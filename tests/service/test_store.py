@@ -154,7 +154,12 @@ def test_report_counts_verdicts_and_override_rates(store: Store) -> None:
     report = build_report(store, day, day)
     assert report["assessments"] == 4 and report["verdicts"] == {"dose-exceeds-limit": 4}
     bolus = next(s for s in report["statements"] if s["statement"] == "dose-bolus-limit")
-    assert (bolus["cards"], bolus["accepted"], bolus["overridden"]) == (4, 1, 2)
+    assert (bolus["cards_shown"], bolus["cards_with_feedback"], bolus["accepted"], bolus["overridden"]) == (
+        4,
+        3,
+        1,
+        2,
+    )
     assert bolus["override_reasons"] == {"prior-ketamine-exposure": 2}
     assert "dose-bolus-limit" in report_text(report)
     # a period counts only its own rows: the days on either side of NOW are empty
