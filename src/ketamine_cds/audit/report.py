@@ -22,7 +22,9 @@ from typing import Any
 import duckdb
 import jinja2
 
+from .._errors import UnitError
 from .._kb import KnowledgeBase, load_knowledge
+from .._units import parse_unit
 from . import charts, fmt
 from .charts import Group, Histogram
 from .decide import limits
@@ -88,7 +90,7 @@ class Example:
     administered_at: Any
     location: str | None
     indication: str | None
-    kind: str | None
+    route: str | None
     dose_value: float | None
     dose_unit: str | None
     dose_per_kg: float | None
@@ -99,8 +101,23 @@ class Example:
     statements: list[str]
 
     @property
+    def rate(self) -> bool | None:
+        """Whether the dose is a rate (an infusion), read from its unit by the engine's parser."""
+        try:
+            return parse_unit(self.dose_unit).is_rate if self.dose_unit else None
+        except UnitError:
+            return None
+
+    @property
     def per_kg_unit(self) -> str:
-        return "mg/kg/h" if self.kind == "infusion" else "mg/kg"
+        return "mg/kg/h" if self.rate else "mg/kg"
+
+    @property
+    def what(self) -> str:
+        route = (self.route or "route not recorded").strip()
+        if self.rate is None:
+            return route
+        return f"{route}, {'infusion' if self.rate else 'bolus'}"
 
     @property
     def check(self) -> str:
@@ -434,46 +451,44 @@ def _groups(
 
 
 def _departures(con: duckdb.DuckDBPyConnection, agg: Aggregates) -> None:
-    """Departures by reason: which contraindication, which dose statement, how many times the limit."""
+    """Departures by reason: which contraindication, which dose statement, how many times the limit (one scan)."""
+    rows = con.execute("""
+        SELECT contraindicated, over, documentation_error, contra_statements, dose_statements, multiple_bin, cause,
+               count(*)
+        FROM f WHERE category = 'departs' GROUP BY ALL
+    """).fetchall()
     d = agg.departures
-    row = con.execute("""
-        SELECT count(*), count(*) FILTER (WHERE contraindicated), count(*) FILTER (WHERE over),
-               count(*) FILTER (WHERE over AND NOT documentation_error), count(*) FILTER (WHERE documentation_error),
-               count(*) FILTER (WHERE contraindicated AND over)
-        FROM f WHERE category = 'departs'
-    """).fetchone()
-    if row:
-        d.administrations, d.contraindicated, d.over, d.clinical, d.documentation_errors, d.both = map(
-            int, row
-        )
-    d.by_contraindication = [
-        (str(s), int(n))
-        for s, n in con.execute(
-            "SELECT s, count(*) FROM (SELECT unnest(CASE WHEN len(contra_statements) > 0 THEN contra_statements "
-            "ELSE [NULL] END) AS s FROM f WHERE contraindicated) GROUP BY 1 ORDER BY 2 DESC, 1 NULLS LAST"
-        ).fetchall()
-        if s is not None or n
-    ]
-    d.by_dose_statement = [
-        (tuple(str(x) for x in (s or [])), int(a), int(b))
-        for s, a, b in con.execute(
-            "SELECT dose_statements, count(*) FILTER (WHERE NOT documentation_error), "
-            "count(*) FILTER (WHERE documentation_error) FROM f WHERE over GROUP BY 1 ORDER BY 2 + 3 DESC, 1"
-        ).fetchall()
-    ]
-    d.multiples = [
-        (None if b is None else int(b), int(x), int(y))
-        for b, x, y in con.execute(
-            "SELECT multiple_bin, count(*) FILTER (WHERE NOT documentation_error), "
-            "count(*) FILTER (WHERE documentation_error) FROM f WHERE over GROUP BY 1 ORDER BY 1 NULLS LAST"
-        ).fetchall()
-    ]
-    d.causes = [
-        (str(c), int(n))
-        for c, n in con.execute(
-            "SELECT cause, count(*) FROM f WHERE documentation_error GROUP BY 1 ORDER BY 2 DESC, 1"
-        ).fetchall()
-    ]
+    contra: dict[str, int] = {}
+    dose: dict[tuple[str, ...], tuple[int, int]] = {}
+    bins: dict[int | None, tuple[int, int]] = {}
+    causes: dict[str, int] = {}
+    for contraindicated, over, error, contra_ids, dose_ids, bin_, cause, count in rows:
+        n = int(count)
+        d.administrations += n
+        if contraindicated:
+            d.contraindicated += n
+            d.both += n if over else 0
+            for sid in contra_ids or [""]:  # "": no contraindication statement cited (never expected)
+                contra[str(sid)] = contra.get(str(sid), 0) + n
+        if not over:
+            continue
+        d.over += n
+        d.documentation_errors += n if error else 0
+        d.clinical += 0 if error else n
+        key = tuple(str(x) for x in (dose_ids or []))
+        a, b = dose.get(key, (0, 0))
+        dose[key] = (a, b + n) if error else (a + n, b)
+        index = None if bin_ is None else int(bin_)
+        a, b = bins.get(index, (0, 0))
+        bins[index] = (a, b + n) if error else (a + n, b)
+        if error:
+            causes[str(cause)] = causes.get(str(cause), 0) + n
+    d.by_contraindication = sorted(contra.items(), key=lambda kv: (-kv[1], kv[0] == "", kv[0]))
+    d.by_dose_statement = sorted(
+        ((k, a, b) for k, (a, b) in dose.items()), key=lambda r: (-(r[1] + r[2]), r[0])
+    )
+    d.multiples = sorted(((k, a, b) for k, (a, b) in bins.items()), key=lambda r: (r[0] is None, r[0] or 0))
+    d.causes = sorted(causes.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _units(con: duckdb.DuckDBPyConnection, agg: Aggregates) -> None:
@@ -504,7 +519,7 @@ def _units(con: duckdb.DuckDBPyConnection, agg: Aggregates) -> None:
 
 
 _EXAMPLE_COLUMNS = (
-    "admin_id, administered_at, location, indication, dose_kind, dose_value, dose_unit, dose_per_kg, multiple, "
+    "admin_id, administered_at, location, indication, route, dose_value, dose_unit, dose_per_kg, multiple, "
     "cause, dose_status, verdict, statements"
 )
 
@@ -527,7 +542,7 @@ def _example(r: Sequence[Any]) -> Example:
         administered_at=r[1],
         location=r[2],
         indication=r[3],
-        kind=r[4],
+        route=r[4],
         dose_value=_float(r[5]),
         dose_unit=r[6],
         dose_per_kg=_float(r[7]),
