@@ -22,7 +22,7 @@ from ketamine_cds._assessment import DoseStatus, Verdict
 from ketamine_cds.audit.canonical import COLUMN_NAMES
 from ketamine_cds.audit.departures import export_name, swappable_units
 from ketamine_cds.audit.measures import CATEGORIES, classify
-from ketamine_cds.audit.run import run_audit
+from ketamine_cds.audit.run import run_audit, write_outputs
 from report_html import Page
 
 COLUMNS = [c for c in COLUMN_NAMES if c != "input_problem"]
@@ -425,3 +425,26 @@ def test_duckdb_reads_the_exports_back(known: tuple[dict[str, Any], Path]) -> No
     finally:
         con.close()
     assert n == (8,)
+
+
+def test_a_verdict_the_report_does_not_know_is_flagged_not_counted_as_following(
+    known: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    """Findings from a newer engine: W1 carries a verdict no rule here places. It is in the denominators,
+    in no numerator, and the page says so."""
+    _, out = known
+    findings = tmp_path / "findings.parquet"
+    con = duckdb.connect()
+    try:
+        con.execute(
+            f"COPY (SELECT * REPLACE (CASE WHEN admin_id = 'W1' THEN 'a-newer-verdict' ELSE verdict END AS verdict) "
+            f"FROM read_parquet('{out / 'findings.parquet'}')) TO '{findings}' (FORMAT parquet)"
+        )
+    finally:
+        con.close()
+    summary = write_outputs(findings, tmp_path, {})
+    assert summary["unclassified"] == {"verdict a-newer-verdict, dose status within": 1}
+    assert summary["categories"]["follows the guideline"] == 2  # W1 no longer
+    assert summary["measures"]["cannot-tell"]["denominator"] == 16
+    text = (tmp_path / "report.html").read_text()
+    assert "verdict a-newer-verdict, dose status within (1)" in Page(text).by_id["unclassified"]
