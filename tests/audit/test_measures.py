@@ -234,11 +234,17 @@ def test_departures_by_reason_and_the_documentation_error_rule(known: tuple[dict
     assert d["by_dose_statement"] == [
         {"statements": ["dose-bolus-limit"], "clinical": 3, "documentation_errors": 4}
     ]
-    assert d["times_the_limit"] == [
-        {"bin": "1.25× to 1.5×", "clinical": 2, "documentation_errors": 0},  # O1, C2 (1.43x)
-        {"bin": "5× to 10×", "clinical": 1, "documentation_errors": 0},  # B9 (9.96x)
-        {"bin": "10× to 100×", "clinical": 0, "documentation_errors": 2},  # B10 (10x), M1 (10.7x)
-        {"bin": "100× to 1,000×", "clinical": 0, "documentation_errors": 2},  # E2 (357x), E1 (714x)
+    assert [(b["bin"], b["clinical"], b["documentation_errors"]) for b in d["times_the_limit"]] == [
+        ("1× to 1.1×", 0, 0),
+        ("1.1× to 1.25×", 0, 0),
+        ("1.25× to 1.5×", 2, 0),  # O1, C2 (1.43x)
+        ("1.5× to 2×", 0, 0),
+        ("2× to 3×", 0, 0),
+        ("3× to 5×", 0, 0),
+        ("5× to 10×", 1, 0),  # B9 (9.96x)
+        ("10× to 100×", 0, 2),  # B10 (10x), M1 (10.7x)
+        ("100× to 1,000×", 0, 2),  # E2 (357x), E1 (714x)
+        ("1,000× or more", 0, 0),
     ]
     causes = d["documentation_error_causes"]
     assert list(causes.values()) == [2, 2] and any("thousand times too large" in c for c in causes)
@@ -302,11 +308,11 @@ def test_the_page_shows_the_measures_with_their_definitions(known: tuple[dict[st
         in page.by_id["departures-summary"]
     )
     multiples = page.table_after("Doses over the limit by multiple of the limit", text)
-    assert multiples[1:] == [
-        ["1.25× to 1.5×", "2", "0"],
-        ["5× to 10×", "1", "0"],
+    assert len(multiples) == 12 and multiples[3] == ["1.25× to 1.5×", "2", "0"]  # header, 10 bins, total
+    assert multiples[8:] == [
         ["10× to 100×", "0", "2"],
         ["100× to 1,000×", "0", "2"],
+        ["1,000× or more", "0", "0"],
         ["Doses over the limit", "3", "4"],
     ]
     errors = page.table_after("Likely documentation errors to review", text)[1:]

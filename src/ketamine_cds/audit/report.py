@@ -487,7 +487,10 @@ def _departures(con: duckdb.DuckDBPyConnection, agg: Aggregates) -> None:
     d.by_dose_statement = sorted(
         ((k, a, b) for k, (a, b) in dose.items()), key=lambda r: (-(r[1] + r[2]), r[0])
     )
-    d.multiples = sorted(((k, a, b) for k, (a, b) in bins.items()), key=lambda r: (r[0] is None, r[0] or 0))
+    # every bin, empty ones too (the shape of the distribution), and "not known" only when there is one
+    d.multiples = [(i, *bins.get(i, (0, 0))) for i in range(len(MULTIPLE_EDGES))]
+    if None in bins:
+        d.multiples.append((None, *bins[None]))
     d.causes = sorted(causes.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
