@@ -43,7 +43,6 @@ from .departures import (
 )
 from .measures import (
     CATEGORIES,
-    CATEGORY_LABELS,
     Cell,
     Measure,
     Partition,
@@ -625,65 +624,72 @@ def _bin_label(index: int | None) -> str:
     return "not known" if index is None else multiple_bin_label(index)
 
 
+# what the templates name: the definitions, never data
+_DEFINITIONS: dict[str, Any] = {
+    "categories": CATEGORIES,
+    "verdict_meanings": VERDICT_MEANINGS,
+    "causes": CAUSES,
+    "many_times": MANY_TIMES,
+    "bin_label": lambda index: _bin_label(index),
+    "rules": RULES,
+    "min_points": MIN_POINTS,
+    "run_chart_units": RUN_CHART_UNITS,
+    "export_dir": EXPORT_DIR,
+    "examples": EXAMPLES,
+    "top_groups": TOP_GROUPS,
+    "signal_lines": lambda series, period: _signal_lines(series, period),
+}
+
+
+def _meta(summary: Mapping[str, Any], kb: KnowledgeBase, written: dt.datetime) -> list[tuple[str, str]]:
+    seconds = summary.get("seconds")
+    return [
+        ("Knowledge base", _kb_text(summary, kb)),
+        ("Guideline", kb.guideline),
+        ("Engine", _summary_value(summary, "engine")),
+        ("Input", _summary_value(summary, "input")),
+        ("Input form", _summary_value(summary, "form")),
+        ("Decision classes", _summary_value(summary, "decision_classes")),
+        ("Audit run time", f"{seconds} s" if seconds is not None else "not recorded"),
+        ("Report written", written.strftime("%Y-%m-%d %H:%M %Z").strip()),
+    ]
+
+
+def _legend_categories(agg: Aggregates) -> list[tuple[str, str]]:
+    """The categories' legend: "not classified" only when some administration is."""
+    return [(label, c) for key, label, c in CATEGORIES if key != "unclassified" or agg.partition.unknown]
+
+
+def _statement_lookups(kb: KnowledgeBase) -> dict[str, Any]:
+    statements = kb.statements
+    return {
+        "title": lambda sid: statements[sid].title if sid in statements else "",
+        "role": lambda sid: statements[sid].role if sid in statements else "",
+        "sources": _sources(kb),
+    }
+
+
 def render(agg: Aggregates, summary: Mapping[str, Any], kb: KnowledgeBase, written: dt.datetime) -> str:
     lim = limits(kb)
-    statements = kb.statements
     per_period = [sum(v.values()) for _, v in agg.periods]
-    return (
-        _environment()
-        .get_template("report.html")
-        .render(
-            agg=agg,
-            kb=kb,
-            summary=summary,
-            kb_text=_kb_text(summary, kb),
-            meta=[
-                ("Knowledge base", _kb_text(summary, kb)),
-                ("Guideline", kb.guideline),
-                ("Engine", _summary_value(summary, "engine")),
-                ("Input", _summary_value(summary, "input")),
-                ("Input form", _summary_value(summary, "form")),
-                ("Decision classes", _summary_value(summary, "decision_classes")),
-                (
-                    "Audit run time",
-                    f"{summary['seconds']} s" if summary.get("seconds") is not None else "not recorded",
-                ),
-                ("Report written", written.strftime("%Y-%m-%d %H:%M %Z").strip()),
-            ],
-            written=written.strftime("%Y-%m-%d %H:%M"),
-            input_name=_summary_value(summary, "input"),
-            bolus_limit=lim["bolus"],
-            infusion_limit=lim["infusion"],
-            charts=_charts(agg, kb),
-            categories=CATEGORIES,
-            categories_shown=[(label, colour) for key, label, colour in CATEGORIES if key != "unclassified"]
-            + [
-                (label, colour)
-                for key, label, colour in CATEGORIES
-                if key == "unclassified" and agg.partition.unknown
-            ],
-            time_total=sum(per_period),
-            time_min=min(per_period, default=0),
-            time_max=max(per_period, default=0),
-            category_labels=CATEGORY_LABELS,
-            verdict_meanings=VERDICT_MEANINGS,
-            causes=CAUSES,
-            many_times=MANY_TIMES,
-            edges=MULTIPLE_EDGES,
-            bin_label=_bin_label,
-            rules=RULES,
-            min_points=MIN_POINTS,
-            run_chart_units=RUN_CHART_UNITS,
-            export_dir=EXPORT_DIR,
-            examples=EXAMPLES,
-            top_groups=TOP_GROUPS,
-            title=lambda sid: statements[sid].title if sid in statements else "",
-            role=lambda sid: statements[sid].role if sid in statements else "",
-            sources=_sources(kb),
-            signal_lines=_signal_lines,
-            period_rows=lambda series: _period_rows(series, agg),
-        )
-    )
+    page = {
+        "agg": agg,
+        "kb": kb,
+        "kb_text": _kb_text(summary, kb),
+        "meta": _meta(summary, kb, written),
+        "written": written.strftime("%Y-%m-%d %H:%M"),
+        "input_name": _summary_value(summary, "input"),
+        "bolus_limit": lim["bolus"],
+        "infusion_limit": lim["infusion"],
+        "charts": _charts(agg, kb),
+        "categories_shown": _legend_categories(agg),
+        "time_total": sum(per_period),
+        "time_min": min(per_period, default=0),
+        "time_max": max(per_period, default=0),
+        "period_rows": lambda series: _period_rows(series, agg),
+    }
+    template = _environment().get_template("report.html")
+    return template.render(**_DEFINITIONS, **_statement_lookups(kb), **page)
 
 
 def _period_rows(series: Series, agg: Aggregates) -> list[tuple[str, int, int, list[str]]]:
