@@ -66,6 +66,13 @@ def _series(series: Series, agg: Aggregates) -> dict[str, Any]:
     }
 
 
+def _all_units(agg: Aggregates) -> dict[str, Any]:
+    """The whole hospital's series: no unit name (``unit: null`` is a unit whose location is not recorded)."""
+    entry = _series(agg.overall, agg)
+    del entry["unit"], entry["departures_file"]
+    return entry
+
+
 def quality_summary(agg: Aggregates) -> dict[str, Any]:
     """The measures a committee quotes, with numerators, denominators and exclusions, and where and when."""
     d = agg.departures
@@ -103,7 +110,7 @@ def quality_summary(agg: Aggregates) -> dict[str, Any]:
             "first": _day(agg.first),
             "last": _day(agg.last),
             "run_chart_rules": {**RULES, "minimum_points": f"rules are applied from {MIN_POINTS} points"},
-            "all_units": _series(agg.overall, agg),
+            "all_units": _all_units(agg),
             "units": [_series(s, agg) for s in agg.units],
         },
         "departures_folder": EXPORT_DIR if any(s.export for s in agg.units) else None,
