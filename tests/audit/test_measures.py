@@ -260,6 +260,9 @@ def test_each_unit_gets_its_departures_with_the_reason_in_a_csv(known: tuple[dic
         "ICU": (1, 0),  # OS is outside the scope
         "Pain clinic": (1, 0),
     }
+    everyone = summary["departure_rate"]["all_units"]
+    assert (everyone["assessed"], everyone["departed"], everyone["departure_rate"]) == (16, 8, 0.5)
+    assert "unit" not in everyone and everyone["rules_applied"] is False  # one month: no rule applies
     ward_a = units["Ward A"]
     assert (ward_a["contraindicated"], ward_a["over_limit_clinical"], ward_a["documentation_errors"]) == (
         1,
