@@ -93,7 +93,7 @@ def swappable_units(units: Iterable[str | None]) -> list[str]:
 # --- per-unit exports ---------------------------------------------------------------------------------
 
 EXPORT_DIR = "departures"
-_FORMULA = r"^[=+\-@\t\r]"  # a cell a spreadsheet would run as a formula
+_FORMULA = "'=', '+', '-', '@', chr(9), chr(13)"  # first characters a spreadsheet would run as a formula
 
 
 def export_name(location: str | None) -> str:
@@ -108,7 +108,7 @@ def export_name(location: str | None) -> str:
 
 def _text(column: str) -> str:
     """A text column as a CSV cell no spreadsheet would run as a formula (a leading ' is added then)."""
-    return f"CASE WHEN regexp_matches({column}, '{_FORMULA}') THEN '''' || {column} ELSE {column} END"
+    return f"CASE WHEN left({column}, 1) IN ({_FORMULA}) THEN '''' || {column} ELSE {column} END"
 
 
 def _titled(con: duckdb.DuckDBPyConnection, titles: dict[str, str]) -> None:
@@ -169,10 +169,28 @@ def write_exports(
     """
     for old in out_dir.glob("*.csv") if out_dir.is_dir() else ():
         old.unlink()
-    _titled(con, titles)
+    try:
+        _titled(con, titles)
+        _departed(con)
+        units = con.execute("SELECT unit_no, unit FROM export_units ORDER BY unit_no").fetchall()
+        if units:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        return {unit: _copy_unit(con, out_dir, int(unit_no), unit) for unit_no, unit in units}
+    finally:
+        for table in ("departed", "titled", "export_units"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _departed(con: duckdb.DuckDBPyConnection) -> None:
+    """The departed administrations with their export columns, numbered by unit (a small join, no window)."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE export_units AS SELECT location AS unit, "
+        "row_number() OVER (ORDER BY location NULLS LAST) AS unit_no "
+        "FROM (SELECT DISTINCT location FROM f WHERE category = 'departs')"
+    )
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE departed AS
-        SELECT dense_rank() OVER (ORDER BY location NULLS LAST) AS unit_no, location AS unit,
+        SELECT u.unit_no, f.location AS unit,
                {_text("admin_id")} AS admin_id, administered_at, {_text("location")} AS location,
                {_text("indication")} AS indication, {_text("setting")} AS setting, {_text("route")} AS route,
                {_text("kind")} AS kind, dose_value, {_text("dose_unit")} AS dose_unit,
@@ -185,24 +203,19 @@ def write_exports(
                {_REASON_SQL} AS reason,
                array_to_string(statements, ' ') AS statements
         FROM f
+        JOIN export_units u ON u.unit IS NOT DISTINCT FROM f.location
         LEFT JOIN titled tc ON tc.key = array_to_string(f.contra_statements, ' ')
         LEFT JOIN titled td ON td.key = array_to_string(f.dose_statements, ' ')
         WHERE category = 'departs'
+        ORDER BY u.unit_no  -- each unit's COPY then reads its own row groups only
     """)
-    units = con.execute("SELECT DISTINCT unit_no, unit FROM departed ORDER BY unit_no").fetchall()
-    if not units:
-        return {}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str | None, str] = {}
-    columns = ", ".join(EXPORT_COLUMNS)
-    for unit_no, unit in units:
-        name = export_name(unit)
-        target = str(out_dir / name).replace("'", "''")
-        con.execute(
-            f"COPY (SELECT {columns} FROM departed WHERE unit_no = {int(unit_no)} "
-            f"ORDER BY administered_at NULLS LAST, admin_id) TO '{target}' (HEADER, DELIMITER ',')"
-        )
-        files[unit] = f"{EXPORT_DIR}/{name}"
-    con.execute("DROP TABLE departed")
-    con.execute("DROP TABLE titled")
-    return files
+
+
+def _copy_unit(con: duckdb.DuckDBPyConnection, out_dir: Path, unit_no: int, unit: str | None) -> str:
+    name = export_name(unit)
+    target = str(out_dir / name).replace("'", "''")
+    con.execute(
+        f"COPY (SELECT {', '.join(EXPORT_COLUMNS)} FROM departed WHERE unit_no = {unit_no} "
+        f"ORDER BY administered_at NULLS LAST, admin_id) TO '{target}' (HEADER, DELIMITER ',')"
+    )
+    return f"{EXPORT_DIR}/{name}"
