@@ -72,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_date, help="last day (YYYY-MM-DD)")
     p.add_argument("--data-dir", help="the service's data directory (default ./data)")
     p.add_argument("--database-url", help="postgresql://... when the service uses PostgreSQL")
-    p.add_argument("--json", action="store_true")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object")
+    output.add_argument("--csv", action="store_true", help="one CSV row per statement and one for all")
     p.set_defaults(run=_report)
 
     p = sub.add_parser("audit", help="audit recorded administrations against the guideline")
@@ -172,7 +174,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .service.report import build_report, report_text
+    from .service.report import build_report, report_csv, report_text
     from .service.settings import Settings
     from .service.store import open_store
 
@@ -186,7 +188,14 @@ def _report(args: argparse.Namespace) -> int:
         report = build_report(store, args.since, args.until)
     finally:
         store.close()
-    print(json.dumps(report) if args.json else report_text(report), end="\n" if args.json else "")
+    if args.json:
+        print(json.dumps(report))
+    elif args.csv:
+        sys.stdout.write(report_csv(report))
+        if report["note"]:  # the rows say nothing about an empty period; the sentence goes to the reader
+            print(report["note"], file=sys.stderr)
+    else:
+        sys.stdout.write(report_text(report))
     return 0
 
 

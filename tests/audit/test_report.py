@@ -1,22 +1,24 @@
 """The audit's HTML report: self-contained, complete, honest about bad rows, and drawn in a real browser.
 
 The browser test renders the report in headless Chromium with the network cut off and saves a full-page
-screenshot to ``artifacts/audit-report.png`` (and a phone-width one beside it) for a person to look at.
+screenshot to ``artifacts/audit-report.png`` (and a phone-width one beside it) for a person to look at, and
+one of each new section (measures, departures, where and when) at both widths.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from markupsafe import escape
 
 from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from ketamine_cds import load_knowledge
@@ -24,155 +26,17 @@ from ketamine_cds.audit.canonical import COLUMN_NAMES
 from ketamine_cds.audit.duck import run_duckdb, summary_rows
 from ketamine_cds.audit.flat import flat_source
 from ketamine_cds.audit.report import aggregate, write_report
-from ketamine_cds.audit.run import run_audit
+from ketamine_cds.audit.run import run_audit, write_outputs
 from ketamine_cds.audit.synth import write_flat
+from report_html import FORBIDDEN_TAGS, Page
 
-PLOTS = {"dose-bolus", "dose-infusion", "time", "location", "indication", "findings"}
-
-URL_ATTRIBUTES = {
-    "src",
-    "href",
-    "xlink:href",
-    "srcset",
-    "action",
-    "poster",
-    "data",
-    "formaction",
-    "background",
-}
-FORBIDDEN_TAGS = {"script", "link", "img", "iframe", "object", "embed", "base", "audio", "video", "source"}
+MEASURES = ("dose-within-limit", "contraindicated", "unsupported", "cannot-tell")
+PLOTS = {"dose-bolus", "dose-infusion", "time", "location", "indication", "multiples", "run-all"}
 
 
-# --- reading the HTML ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Svg:
-    attrs: dict[str, str]
-    title: str | None = None
-    first_child: str | None = None
-    marks: int = 0
-    texts: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Figure:
-    plot: str
-    svgs: list[Svg] = field(default_factory=list)
-    caption: str = ""
-
-
-class Page(HTMLParser):
-    """The parts of the report the tests look at: plots, URLs, tags, text by element id, tables."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.figures: list[Figure] = []
-        self.urls: list[tuple[str, str, str]] = []  # tag, attribute, value
-        self.tags: set[str] = set()
-        self.by_id: dict[str, str] = {}
-        self.styles: list[str] = []
-        self.tables: list[list[list[str]]] = []
-        self._stack: list[tuple[str, dict[str, str]]] = []
-        self._svg: Svg | None = None
-        self._in_title = self._in_caption = self._in_text = self._in_style = False
-        self._ids: list[tuple[str, int, list[str]]] = []  # id, depth, text parts
-        self._row: list[str] | None = None
-        self._cell: list[str] | None = None
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        self.tags.add(tag)
-        for key, value in a.items():
-            if key in URL_ATTRIBUTES:
-                self.urls.append((tag, key, value))
-        if tag == "figure" and "data-plot" in a:
-            self.figures.append(Figure(a["data-plot"]))
-        elif tag == "svg":
-            self._svg = Svg(a)
-            if self.figures:
-                self.figures[-1].svgs.append(self._svg)
-        elif self._svg is not None:
-            if self._svg.first_child is None:
-                self._svg.first_child = tag
-            if tag in ("rect", "path") and "mark" in a.get("class", "").split():
-                self._svg.marks += 1
-            if tag == "title" and self._stack and self._stack[-1][0] == "svg":
-                self._in_title = True
-            if tag == "text":
-                self._in_text = True
-                self._svg.texts.append("")
-        if tag == "figcaption":
-            self._in_caption = True
-        if tag == "style":
-            self._in_style = True
-        if tag == "table":
-            self.tables.append([])
-        if tag == "tr":
-            self._row = []
-        if tag in ("td", "th"):
-            self._cell = []
-        if tag == "br" and self._cell is not None:
-            self._cell.append(" ")
-        if "id" in a:
-            self._ids.append((a["id"], len(self._stack), []))
-        if tag not in ("br", "meta", "line", "input", "hr"):
-            self._stack.append((tag, a))
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag not in ("br", "meta", "line", "input", "hr"):
-            self.handle_endtag(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "svg":
-            self._svg = None
-        if tag == "title":
-            self._in_title = False
-        if tag == "text":
-            self._in_text = False
-        if tag == "figcaption":
-            self._in_caption = False
-        if tag == "style":
-            self._in_style = False
-        if tag in ("td", "th") and self._cell is not None and self._row is not None:
-            self._row.append(" ".join("".join(self._cell).split()))
-            self._cell = None
-        if tag == "tr" and self._row is not None and self.tables:
-            self.tables[-1].append(self._row)
-            self._row = None
-        if self._stack and self._stack[-1][0] == tag:
-            self._stack.pop()
-            while self._ids and self._ids[-1][1] >= len(self._stack):
-                ident, _, parts = self._ids.pop()
-                self.by_id[ident] = " ".join("".join(parts).split())
-
-    def handle_data(self, data: str) -> None:
-        for _, _, parts in self._ids:
-            parts.append(data)
-        if self._cell is not None:
-            self._cell.append(data)
-        if self._in_style:
-            self.styles.append(data)
-        if self._svg is not None:
-            if self._in_title:
-                self._svg.title = (self._svg.title or "") + data
-            if self._in_text:
-                self._svg.texts[-1] += data
-        if self._in_caption and self.figures:
-            self.figures[-1].caption += data
-
-    def table_after(self, heading_fragment: str, text: str) -> list[list[str]]:
-        """The first table whose region label contains ``heading_fragment`` (our tables are labelled)."""
-        index = [m.start() for m in re.finditer(r'<div class="table-wrap"[^>]*aria-label="([^"]*)"', text)]
-        labels = re.findall(r'<div class="table-wrap"[^>]*aria-label="([^"]*)"', text)
-        for i, label in enumerate(labels):
-            if heading_fragment in label:
-                assert len(index) == len(self.tables)
-                return self.tables[i]
-        raise AssertionError(f"no table labelled {heading_fragment!r}")
+def _plots(page: Page) -> set[str]:
+    """The fixed plots; a run chart per unit (run-unit-N) comes on top, as many as there are busy units."""
+    return {f.plot for f in page.figures if not f.plot.startswith("run-unit-")}
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -187,20 +51,19 @@ class Audited:
 
 
 def _audit(flat: Path, out: Path, summary_extra: Mapping[str, Any] | None = None) -> Audited:
+    """As ``ketamine-cds audit`` does: findings, then the exports, summary.json and report.html from them."""
     run = run_duckdb(flat_source(flat), out)
-    summary = summary_rows(run.findings)
-    summary.update(
-        {
-            "engine": "duckdb",
-            "form": "flat",
-            "input": str(flat),
-            "decision_classes": run.classes,
-            "seconds": round(run.seconds, 2),
-            **(summary_extra or {}),
-        }
-    )
+    about = {
+        "engine": "duckdb",
+        "form": "flat",
+        "input": str(flat),
+        "decision_classes": run.classes,
+        "seconds": round(run.seconds, 2),
+        **(summary_extra or {}),
+    }
+    summary = write_outputs(run.findings, out, about)
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary, default=str))
     report = out / "report.html"
-    write_report(run.findings, summary, report)
     return Audited(run.findings, summary, report, report.read_text(encoding="utf-8"))
 
 
@@ -247,7 +110,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def test_every_plot_is_inline_svg_with_title_label_axes_and_caption(synthetic: Audited) -> None:
     page = Page(synthetic.text)
-    assert {f.plot for f in page.figures} == PLOTS
+    assert _plots(page) == PLOTS
+    assert {f.plot for f in page.figures} - PLOTS == {f"run-unit-{i}" for i in range(1, 10)}  # 9 units
     for figure in page.figures:
         assert len(figure.svgs) == 1, figure.plot
         svg = figure.svgs[0]
@@ -262,15 +126,18 @@ def test_every_plot_is_inline_svg_with_title_label_axes_and_caption(synthetic: A
     assert "Time of administration (per month)" in texts["time"] and "100%" in texts["time"]
     assert "Share of the location's assessed administrations" in texts["location"]
     assert "Share of the indication's assessed administrations" in texts["indication"]
-    assert "Administrations citing the statement" in texts["findings"]
+    assert "Doses over the limit" in texts["multiples"] and "10× to 100×" in texts["multiples"]
+    run_all = next(f for f in page.figures if f.plot == "run-all").svgs[0].texts
+    assert "Departure rate" in texts["run-all"] and any(t.startswith("median ") for t in run_all)
     assert "intensive care" in next(f.caption for f in page.figures if f.plot == "dose-infusion").lower()
 
 
 def test_nothing_is_loaded_from_anywhere(synthetic: Audited) -> None:
     page = Page(synthetic.text)
     assert not (page.tags & FORBIDDEN_TAGS), page.tags & FORBIDDEN_TAGS
-    for tag, attribute, value in page.urls:
-        assert value.startswith("#") or value.startswith("https://doi.org/"), (tag, attribute, value)
+    for tag, attribute, value in page.urls:  # a link to a unit's export beside the report loads nothing
+        local = re.fullmatch(r"departures/[a-z0-9-]+\.csv", value) and tag == "a"
+        assert value.startswith("#") or value.startswith("https://doi.org/") or local, (tag, attribute, value)
     assert any(v.startswith("https://doi.org/10.1097/AAP.0000000000000806") for _, _, v in page.urls)
     style = "".join(page.styles)
     assert "url(" not in style and "@import" not in style and "@font-face" not in style
@@ -285,13 +152,15 @@ def test_headline_numbers_are_the_findings_counts(synthetic: Audited) -> None:
     assert page.by_id["n-administrations"].startswith(f"{s['administrations']:,}")
     assert page.by_id["n-bad-rows"].startswith(f"{s['bad_rows']:,}")
     assert page.by_id["n-assessed"].startswith(f"{s['administrations'] - s['bad_rows']:,}")
-    shares = [page.by_id[f"n-{k}"] for k in ("follows", "unclear", "scope", "departs")]
-    counts = [int(re.search(r"([\d,]+) of assessed", t).group(1).replace(",", "")) for t in shares]  # type: ignore[union-attr]
-    assert sum(counts) == s["administrations"] - s["bad_rows"]
+    for key, measure in s["measures"].items():  # each card is the summary's numerator over its denominator
+        card = page.by_id[f"m-{key}"]
+        assert card.endswith(f"{measure['numerator']:,} of {measure['denominator']:,}"), (key, card)
+        assert measure["denominator"] + sum(measure["excluded"].values()) == s["administrations"], key
+    categories = page.table_after("Assessed administrations by category", synthetic.text)
     assert (
-        "nothing the record shows contraindicates it" in page.by_id["definition"]
-        and "0.35 mg/kg" in page.by_id["definition"]
+        sum(int(row[1].replace(",", "")) for row in categories[1:-1]) == s["administrations"] - s["bad_rows"]
     )
+    assert "0.35 mg/kg" in page.by_id["definition"] and "never within the limit" in page.by_id["definition"]
 
     verdicts = page.table_after("Verdict counts", synthetic.text)
     shown = {row[0].split()[0]: int(row[1].replace(",", "")) for row in verdicts[1:]}
@@ -305,15 +174,22 @@ def test_headline_numbers_are_the_findings_counts(synthetic: Audited) -> None:
 
 def test_examples_are_the_worst_doses_and_the_contraindicated(synthetic: Audited) -> None:
     page = Page(synthetic.text)
-    over = page.table_after("Highest doses over the limit", synthetic.text)[1:]
-    contra = page.table_after("Contraindicated administrations", synthetic.text)[1:]
-    assert len(over) == 20 and len(contra) == 20
+    over = page.table_after("Highest clinical over-limit doses", synthetic.text)[1:]
+    errors = page.table_after("Likely documentation errors to review", synthetic.text)[1:]
+    contra = page.table_after("Contraindicated administrations to review", synthetic.text)[1:]
+    assert len(over) == 20 and len(errors) == 20 and len(contra) == 20
     con = duckdb.connect()
     try:
         f = f"read_parquet('{synthetic.findings}')"
+        ranked = (
+            f"SELECT admin_id, dose_per_kg / CAST(limit_per_kg AS DOUBLE) AS m FROM {f} "
+            "WHERE dose_status = 'exceeds' AND problem IS NULL AND verdict <> 'out-of-scope'"
+        )
         worst = con.execute(
-            f"SELECT admin_id FROM {f} WHERE dose_status = 'exceeds' AND problem IS NULL "
-            "ORDER BY dose_per_kg / CAST(limit_per_kg AS DOUBLE) DESC, admin_id LIMIT 20"
+            f"SELECT admin_id FROM ({ranked}) WHERE m < 10 ORDER BY m DESC, admin_id LIMIT 20"
+        ).fetchall()
+        largest = con.execute(
+            f"SELECT admin_id FROM ({ranked}) WHERE m >= 10 ORDER BY m DESC, admin_id LIMIT 20"
         ).fetchall()
         contraindicated = {
             r[0]
@@ -322,6 +198,7 @@ def test_examples_are_the_worst_doses_and_the_contraindicated(synthetic: Audited
     finally:
         con.close()
     assert [row[0].split()[0] for row in over] == [w[0] for w in worst]
+    assert [row[0].split()[0] for row in errors] == [w[0] for w in largest]
     assert all(row[0].split()[0] in contraindicated for row in contra)
     assert all(re.search(r"\bcontra-[a-z-]+", row[5]) for row in contra)
 
@@ -381,13 +258,14 @@ def test_three_rows_one_bad(tmp_path: Path) -> None:
     )
     audited = _audit(flat, tmp_path / "out")
     page = Page(audited.text)
-    assert {f.plot for f in page.figures} == PLOTS
+    assert _plots(page) == PLOTS
     assert page.by_id["n-administrations"].startswith("3")
     assert page.by_id["n-assessed"].startswith("2")
     assert page.by_id["n-bad-rows"].startswith("1")
     assert "unknown unit 'mgs'" in page.by_id["bad-rows"]
-    assert page.by_id["n-follows"].startswith("50.0%") and page.by_id["n-departs"].startswith("50.0%")
-    over = page.table_after("Highest doses over the limit", audited.text)[1:]
+    assert page.by_id["m-dose-within-limit"] == "50.0%1 of 2"
+    assert page.by_id["m-contraindicated"] == "0.0%0 of 2"
+    over = page.table_after("Highest clinical over-limit doses", audited.text)[1:]
     assert [row[0].split()[0] for row in over] == ["X2"]
     assert "No IV infusion dose per kg to show" in " ".join(
         t for f in page.figures if f.plot == "dose-infusion" for t in f.svgs[0].texts
@@ -419,14 +297,14 @@ def test_three_rows_one_bad(tmp_path: Path) -> None:
 def test_tiny_inputs_render_every_section(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     audited = _audit(_write_csv(tmp_path / "in" / "rows.csv", rows), tmp_path / "out")
     page = Page(audited.text)
-    assert {f.plot for f in page.figures} == PLOTS
+    assert _plots(page) == PLOTS
     for figure in page.figures:
         assert figure.svgs and figure.svgs[0].title, figure.plot
     assert page.by_id["n-administrations"].startswith(str(len(rows)))
     assert not re.search(r"\b(nan|inf)\b", audited.text, re.IGNORECASE)  # no NaN or infinite numbers
     reasons = audited.summary["problems"]
     for reason in reasons:
-        assert reason.replace("'", "&#x27;") in audited.text
+        assert str(escape(reason)) in audited.text
 
 
 def test_no_rows_at_all(tmp_path: Path) -> None:
@@ -443,9 +321,12 @@ def test_no_rows_at_all(tmp_path: Path) -> None:
         con.close()
     write_report(empty, summary_rows(empty), tmp_path / "empty.html")
     page = Page((tmp_path / "empty.html").read_text())
-    assert {f.plot for f in page.figures} == PLOTS
+    assert _plots(page) == PLOTS
     assert page.by_id["n-administrations"].startswith("0")
-    assert page.by_id["n-follows"].startswith("–")
+    assert all(page.by_id[f"m-{key}"] == "–0 of 0" for key in MEASURES)
+    assert (
+        "No assessed administration within the guideline's scope departs" in page.by_id["departures-summary"]
+    )
 
 
 def test_text_from_the_data_is_escaped(tmp_path: Path) -> None:
@@ -461,7 +342,7 @@ def test_text_from_the_data_is_escaped(tmp_path: Path) -> None:
     page = Page(audited.text)
     assert "script" not in page.tags and "img" not in page.tags
     assert hostile not in audited.text and "<img src=x>" not in audited.text
-    assert "&lt;script&gt;" in audited.text and "A&amp;&lt;b&gt;1&quot;" in audited.text
+    assert "&lt;script&gt;" in audited.text and "A&amp;&lt;b&gt;1&#34;" in audited.text
 
 
 def test_the_audit_command_writes_the_report(tmp_path: Path) -> None:
@@ -515,12 +396,12 @@ def _open(browser: Any, report: Path, width: int) -> tuple[Any, Any, list[str]]:
 def test_the_report_draws_in_chromium_offline(chromium: Any, synthetic: Audited) -> None:
     context, page, problems = _open(chromium, synthetic.report, 1100)
     try:
-        for plot in sorted(PLOTS):
+        for plot in sorted(_plots(Page(synthetic.text))):
             svg = page.locator(f'figure[data-plot="{plot}"] svg')
             assert svg.count() == 1, plot
             box = svg.bounding_box()
             assert box is not None and box["width"] > 200 and box["height"] > 100, (plot, box)
-            marks = svg.locator("rect.mark, path.mark")
+            marks = svg.locator("rect.mark, path.mark, circle.mark")
             assert marks.count() > 0, plot
             sizes = page.evaluate(
                 "(plot) => Array.from(document.querySelectorAll(`figure[data-plot='${plot}'] .mark`))"
@@ -531,9 +412,21 @@ def test_the_report_draws_in_chromium_offline(chromium: Any, synthetic: Audited)
             assert svg.locator("title").first.text_content(), plot
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "audit-report.png"), full_page=True)
+        _section_screenshots(page, "desktop")
         assert problems == [], problems
     finally:
         context.close()
+
+
+SECTIONS = ("summary", "departures", "where")
+
+
+def _section_screenshots(page: Any, width: str) -> None:
+    """The measures, the departures by reason and the where-and-when section, each on its own."""
+    for section in SECTIONS:
+        page.locator(f"section#{section}").screenshot(
+            path=str(ARTIFACTS / f"audit-report-{section}-{width}.png")
+        )
 
 
 def test_the_report_fits_a_phone(chromium: Any, synthetic: Audited) -> None:
@@ -541,13 +434,17 @@ def test_the_report_fits_a_phone(chromium: Any, synthetic: Audited) -> None:
     try:
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"the page is {overflow} px wider than a phone"
-        for plot in sorted(PLOTS):
-            box = page.locator(f'figure[data-plot="{plot}"] svg').bounding_box()
-            assert box is not None and 300 <= box["width"] <= 375, (plot, box)
+        for figure in Page(synthetic.text).figures:
+            box = page.locator(f'figure[data-plot="{figure.plot}"] svg').bounding_box()
+            assert box is not None and 300 <= box["width"] <= 375, (figure.plot, box)
+        for section in SECTIONS:  # no section is wider than the screen (tables scroll inside their region)
+            box = page.locator(f"section#{section}").bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, (section, box)
         font = page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
         assert font >= 16
+        ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "audit-report-phone.png"), full_page=True)
+        _section_screenshots(page, "phone")
         assert problems == [], problems
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
         context.close()

@@ -23,7 +23,9 @@ import pytest
 from ketamine_cds.audit.canonical import COLUMN_NAMES
 from ketamine_cds.audit.duck import AuditRun, run_duckdb, summary_rows
 from ketamine_cds.audit.flat import flat_source
+from ketamine_cds.audit.report import aggregate
 from ketamine_cds.audit.run import Form, source_sql
+from ketamine_cds.audit.summary import quality_summary
 from ketamine_cds.audit.synth import canonical_sql, write_flat
 
 
@@ -128,6 +130,8 @@ def test_synthetic_findings_equal_duckdbs(
     _assert_same_findings(duck, ran)
     # the summary and the report read the folder of part files as they read DuckDB's single file
     assert summary_rows(ran.findings) == summary_rows(duck.findings)
+    # and the same report code gives the same measures, departures and run charts from either engine
+    assert quality_summary(aggregate(ran.findings)) == quality_summary(aggregate(duck.findings))
 
 
 # --- a hand-made table with bad rows -----------------------------------------------------------------------

@@ -119,24 +119,12 @@ def _run_audit(
         run = run_duckdb(
             source, out_dir, memory_limit=memory_limit, threads=threads, progress=reporter.progress
         )
-    from .duck import write_summary
-
-    summary = write_summary(run.findings, out_dir)
-    kb = load_knowledge()
-    summary.update(
-        {
-            "engine": engine,
-            "form": form,
-            "input": str(path),
-            "decision_classes": run.classes,
-            "seconds": round(time.monotonic() - started, 2),
-            "knowledge_base": {"version": kb.version, "digest": kb.digest},
-        }
+    summary = write_outputs(
+        run.findings,
+        out_dir,
+        {"engine": engine, "form": form, "input": str(path), "decision_classes": run.classes},
+        started,
     )
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    from .report import write_report
-
-    write_report(run.findings, summary, out_dir / "report.html")
     seconds = max(time.monotonic() - started, 1e-9)
     reporter.event(
         "audit.done",
@@ -146,6 +134,32 @@ def _run_audit(
         rows_per_second=round(run.rows / seconds),
         out=str(out_dir),
     )
+    return summary
+
+
+def write_outputs(
+    findings: Path, out_dir: Path, about: dict[str, Any], started: float | None = None
+) -> dict[str, Any]:
+    """From the findings: the unit exports (``departures/``), ``summary.json`` and ``report.html``.
+
+    The summary holds ``duck.summary_rows``'s counts, the report's measures, departures and run charts
+    (``summary.quality_summary``, the same numbers as the page) and ``about`` (engine, input...).
+    """
+    from .departures import EXPORT_DIR
+    from .duck import summary_rows
+    from .report import aggregate, write_html
+    from .summary import quality_summary
+
+    kb = load_knowledge()
+    agg = aggregate(findings, kb, exports_to=out_dir / EXPORT_DIR)
+    summary = summary_rows(findings)
+    summary.update(quality_summary(agg))
+    summary.update(about)
+    if started is not None:
+        summary["seconds"] = round(time.monotonic() - started, 2)
+    summary["knowledge_base"] = {"version": kb.version, "digest": kb.digest}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_html(agg, summary, kb, out_dir / "report.html")
     return summary
 
 
