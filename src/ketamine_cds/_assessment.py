@@ -12,9 +12,11 @@ from datetime import date
 from enum import StrEnum
 from fractions import Fraction
 
+from ._dose_policy import Limit
 from ._facts import Coded, DoseKind, Route, Setting, WeightBasis
 from ._kb import Guideline, Message, Severity, Statement
 from ._opioids import OpioidStatus, Presence
+from ._site import Site
 from ._units import Quantity
 
 
@@ -91,6 +93,30 @@ class SettingScope:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitText:
+    """How a finding names the limit a dose is held to: "0.35 mg/kg", or "site protocol's 20 mg" where the
+    site's cap decides (``amount`` is then the site's absolute cap, the tighter for this weight)."""
+
+    per_kg: Fraction
+    per_kg_unit: str
+    amount: Fraction | None
+    amount_unit: str
+    per_kg_from_site: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SiteNote:
+    """Said on every finding whose limit a site's protocol set: which protocol, and the guideline's limit."""
+
+    site: str
+    guideline_per_kg: Fraction
+    per_kg_unit: str
+    guideline_amount: Fraction | None
+    amount_unit: str
+    above_guideline: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Elapsed:
     """A duration for a finding's wording: "2 h 30 min", "3 days"."""
 
@@ -157,6 +183,9 @@ class DoseCheck:
     limit_amount: Fraction | None  # the limit for this weight, mg or mg/h
     status: DoseStatus
     index: int = 0
+    limit_source: str = "guideline"  # "site" when a site's protocol set the limit that applies
+    guideline_limit_per_kg: Fraction | None = None  # the guideline's own limit, beside a site's
+    guideline_limit_amount: Fraction | None = None
 
 
 # Which dose check an assessment leads with when an order gives several doses: the one that matters most.
@@ -192,6 +221,8 @@ class DoseLimits:
     infusion_statement: str = "dose-infusion-limit"
     infusion_minimum_mg_per_kg_per_h: Fraction | None = None  # chronic: the bottom of the range used
     weight: WeightUsed | None = None
+    bolus_limit: Limit | None = None  # as a site may have tightened them (the guideline's own beside)
+    infusion_limit: Limit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +260,7 @@ class Assessment:
     knowledge_base_version: str
     knowledge_base_digest: str
     notes: tuple[Note, ...] = ()
+    site: Site | None = None
 
     @property
     def dose_check(self) -> DoseCheck | None:

@@ -9,9 +9,12 @@ import re
 import sys
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ._errors import InputError
+
+if TYPE_CHECKING:
+    from ._site import Site
 
 EXIT_INPUT = 2
 EXIT_INTERNAL = 70
@@ -50,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the assessment as one JSON object")
     p.add_argument("--as-of", type=_date, help="assess as of this date (default: today)")
     p.add_argument("--validate", action="store_true", help="also validate a Bundle strictly against FHIR R4")
+    _site_option(p)
     p.set_defaults(run=_assess)
 
     p = sub.add_parser("serve", help="start the HTTP service (CDS Hooks and the clinician page)")
@@ -58,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the SQLite database lives (default ./data)")
     p.add_argument("--database-url", help="postgresql://... to use PostgreSQL instead of SQLite")
     p.add_argument("--trust-list", help="JSON file of trusted EHR issuers and their JWKS")
+    _site_option(p)
     p.add_argument("--public-url", help="the service's own base URL (the JWT audience)")
     p.add_argument(
         "--allow-unauthenticated",
@@ -84,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--form", choices=["flat", "fhir", "omop"], help="input form (default: detected)")
     p.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit (default 1GB)")
     p.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
+    _site_option(p)
     p.set_defaults(run=_audit)
 
     p = sub.add_parser("synth", help="write a synthetic data set in all three input forms")
@@ -108,8 +114,27 @@ def _parser() -> argparse.ArgumentParser:
         "(crps, fibromyalgia, ...) the chronic pain range",
     )
     p.add_argument("--json", action="store_true")
+    _site_option(p)
     p.set_defaults(run=_limits)
     return parser
+
+
+def _site_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--site",
+        help="a site protocol (TOML, README 'Site protocols'); default: the file named by KETAMINE_CDS_SITE",
+    )
+
+
+def load_site_option(args: argparse.Namespace) -> Site | None:
+    """The site file of ``--site``, else of KETAMINE_CDS_SITE, checked; None without either."""
+    import os
+
+    from ._kb import load_knowledge
+    from ._site import load_site
+
+    path = args.site or os.environ.get("KETAMINE_CDS_SITE") or None
+    return load_site(path, load_knowledge()) if path else None
 
 
 def _date(text: str) -> dt.date:
@@ -131,10 +156,11 @@ def _assess(args: argparse.Namespace) -> int:
     from ._inputs import facts_from_document, parse_json
     from ._render import assessment_json, text_report
 
+    site = load_site_option(args)
     facts = facts_from_document(
-        parse_json(_read(args.path)), today=args.as_of or dt.date.today(), validate=args.validate
+        parse_json(_read(args.path)), today=args.as_of or dt.date.today(), validate=args.validate, site=site
     )
-    assessment = assess(facts)
+    assessment = assess(facts, site=site)
     if args.json:
         print(json.dumps(assessment_json(assessment), ensure_ascii=False))
     else:
@@ -211,6 +237,7 @@ def _audit(args: argparse.Namespace) -> int:
         form=args.form,
         memory_limit=args.memory_limit,
         threads=args.threads,
+        site=load_site_option(args),
     )
     print(json.dumps({k: summary[k] for k in ("administrations", "bad_rows", "verdicts", "seconds")}))
     return 0
@@ -284,7 +311,7 @@ def _limits(args: argparse.Namespace) -> int:
     if args.use not in load_knowledge().uses:
         raise InputError("--use", f"unknown use {args.use!r}; see the README's table of uses")
     facts = Facts(as_of=dt.date.today(), weight_kg=weight, setting=Setting(args.setting), use=args.use)
-    assessment = assess(facts)
+    assessment = assess(facts, site=load_site_option(args))
     limits = limits_json(assessment.dose_limits, args.setting)
     if args.json:
         print(json.dumps(limits))

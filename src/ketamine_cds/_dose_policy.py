@@ -11,11 +11,15 @@ Data in, data out: the limits are the knowledge base's thresholds; this module o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from ._facts import DoseKind, Setting
 from ._kb import Guideline, KnowledgeBase
+
+if TYPE_CHECKING:
+    from ._site import Site
 
 BOLUS_LIMIT = "dose-bolus-limit"
 INFUSION_LIMIT = "dose-infusion-limit"
@@ -26,10 +30,24 @@ DOSE_STATEMENTS = (BOLUS_LIMIT, INFUSION_LIMIT, CHRONIC_RANGE, CEILING)
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """A dose statement's limit per kg (per kg and hour for an infusion)."""
+    """A dose statement's limit per kg (per kg and hour for an infusion), as a site may have tightened it:
+    ``guideline_per_kg`` is then the guideline's own, and ``max_amount`` a site's cap in mg (mg/h) whatever
+    the weight. ``above_guideline``: the site raised the limit above the guideline's, which it allowed."""
 
     statement: str
     per_kg: Fraction
+    guideline_per_kg: Fraction | None = None
+    max_amount: Fraction | None = None
+    above_guideline: bool = False
+
+    @property
+    def from_site(self) -> bool:
+        return self.guideline_per_kg is not None or self.max_amount is not None
+
+    @property
+    def guideline(self) -> Fraction:
+        """The guideline's own limit per kg."""
+        return self.per_kg if self.guideline_per_kg is None else self.guideline_per_kg
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +82,36 @@ class DosePolicy:
         return {Setting.INTENSIVE_CARE: False, Setting.NON_INTENSIVE_CARE: True}.get(self.setting)
 
 
-def dose_policy(kb: KnowledgeBase, guideline: Guideline, setting: Setting) -> DosePolicy:
-    """The dose statements that apply to a use of this guideline in this setting."""
-    if guideline == "chronic":
-        return _chronic(kb, setting)
-    return _acute(kb, setting)
+def dose_policy(
+    kb: KnowledgeBase, guideline: Guideline, setting: Setting, site: Site | None = None
+) -> DosePolicy:
+    """The dose statements that apply to a use of this guideline in this setting, with a site's caps."""
+    policy = _chronic(kb, setting) if guideline == "chronic" else _acute(kb, setting)
+    if site is None or not site.caps:
+        return policy
+    return replace(policy, bolus=_capped(policy.bolus, site), infusion=_capped(policy.infusion, site))
+
+
+def _capped(policy: KindPolicy, site: Site) -> KindPolicy:
+    def cap(limit: Limit | None) -> Limit | None:
+        found = site.cap(limit.statement, policy.kind) if limit is not None else None
+        if limit is None or found is None:
+            return limit
+        per_kg = limit.per_kg
+        if found.max_per_kg is not None:
+            per_kg = found.max_per_kg if found.allow_above_guideline else min(per_kg, found.max_per_kg)
+        changed = per_kg != limit.per_kg
+        return Limit(
+            limit.statement,
+            per_kg,
+            limit.per_kg if changed else None,
+            found.max_amount,
+            above_guideline=per_kg > limit.per_kg,
+        )
+
+    main = cap(policy.limit)
+    assert main is not None
+    return replace(policy, limit=main, icu_limit=cap(policy.icu_limit), also=cap(policy.also))
 
 
 def _acute(kb: KnowledgeBase, setting: Setting) -> DosePolicy:
@@ -101,16 +144,24 @@ def _chronic(kb: KnowledgeBase, setting: Setting) -> DosePolicy:
     return DosePolicy("chronic", setting, bolus, infusion)
 
 
-def dose_thresholds(kb: KnowledgeBase, kind: DoseKind) -> tuple[Fraction, ...]:
-    """Every limit a dose of this kind is compared with, in any use and setting, sorted: between two of them
-    the engine's answer cannot change with the dose (the batch audit groups rows by these bands)."""
+def dose_thresholds(kb: KnowledgeBase, kind: DoseKind, site: Site | None = None) -> tuple[Fraction, ...]:
+    """Every limit per kg a dose of this kind is compared with, in any use and setting, sorted: between two of
+    them the engine's answer cannot change with the dose per kg (the batch audit groups rows by these bands).
+    A site's absolute caps are in ``amount_thresholds``."""
     found: set[Fraction] = set()
     for guideline in ("acute", "chronic"):
         for setting in Setting:
-            policy = dose_policy(kb, guideline, setting).of(kind)
+            policy = dose_policy(kb, guideline, setting, site).of(kind)
             found.update(
                 limit.per_kg for limit in (policy.limit, policy.icu_limit, policy.also) if limit is not None
             )
             if policy.minimum is not None:
                 found.add(policy.minimum)
     return tuple(sorted(found))
+
+
+def amount_thresholds(site: Site | None, kind: DoseKind) -> tuple[Fraction, ...]:
+    """A site's absolute caps (mg for a bolus, mg/h for an infusion) of this kind, sorted."""
+    if site is None:
+        return ()
+    return tuple(sorted({c.max_amount for c in site.caps.values() if c.kind is kind and c.max_amount}))

@@ -7,6 +7,7 @@ network: the knowledge base and ``facts.as_of`` are its only other inputs.
 
 from __future__ import annotations
 
+import hashlib
 from fractions import Fraction
 
 from . import _dose_policy as _dp
@@ -20,17 +21,20 @@ from ._assessment import (
     DoseStatus,
     Elapsed,
     Finding,
+    LimitText,
     MissingDatum,
     Note,
     ScreeningResult,
     SettingScope,
+    SiteNote,
     Verdict,
     WeightUsed,
 )
-from ._dose_policy import DosePolicy, KindPolicy, dose_policy
+from ._dose_policy import DosePolicy, KindPolicy, Limit, dose_policy
 from ._facts import Coded, DoseKind, Facts, OrderDose, Pain, Route, Setting, WeightBasis
 from ._kb import KnowledgeBase, Use, load_knowledge
 from ._opioids import OpioidStatus, Presence, opioid_status
+from ._site import Site
 from ._units import amount_per_dose
 
 _CONTRA_CONCEPTS = (
@@ -50,11 +54,12 @@ EXCEEDING_MESSAGES = frozenset({"exceeds", "exceeds-setting-unknown", "exceeds-b
 class _Context:
     """Collects findings and missing data while the statement rules run."""
 
-    __slots__ = ("by_concept", "facts", "findings", "flags", "kb", "missing", "support_missing")
+    __slots__ = ("by_concept", "facts", "findings", "flags", "kb", "missing", "site", "support_missing")
 
-    def __init__(self, facts: Facts, kb: KnowledgeBase) -> None:
+    def __init__(self, facts: Facts, kb: KnowledgeBase, site: Site | None = None) -> None:
         self.facts = facts
         self.kb = kb
+        self.site = site
         self.by_concept: dict[str, list[Coded]] = {}
         for condition in (*(facts.conditions or ()), *facts.stated):
             sources = self.by_concept.setdefault(condition.concept, [])
@@ -79,16 +84,18 @@ class _Context:
             self.missing.append(missing)
 
 
-def assess(facts: Facts, kb: KnowledgeBase | None = None) -> Assessment:
-    """Assess one clinical question. Pure: the same facts always give the same assessment."""
+def assess(facts: Facts, kb: KnowledgeBase | None = None, site: Site | None = None) -> Assessment:
+    """Assess one clinical question, against a site's protocol when given (README, "Site protocols").
+    Pure: the same facts (and site) always give the same assessment."""
     kb = kb or load_knowledge()
-    ctx = _Context(facts, kb)
+    ctx = _Context(facts, kb, site)
     use = _use(facts, kb)
     route = facts.order.route if facts.order is not None else Route.INTRAVENOUS
     opioid = opioid_status(facts, kb)
     in_scope = use is None or use.guideline is not None
     # an unknown use gets the acute guideline's limits: the stricter ones
-    policy = dose_policy(kb, use.guideline if use is not None and use.guideline else "acute", facts.setting)
+    guideline = use.guideline if use is not None and use.guideline else "acute"
+    policy = dose_policy(kb, guideline, facts.setting, site)
     limits = _dose_limits(facts, policy, in_scope)
     screening = _screen(ctx)
     dose_checks: tuple[DoseCheck, ...] = ()
@@ -104,11 +111,12 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None) -> Assessment:
     elif in_scope:
         _follow_up(ctx, route)
     verdict = _verdict(ctx, use)
+    hidden = site.hidden if site is not None else frozenset()
     return Assessment(
         verdict=verdict,
         reason=_reason(verdict, ctx, use),
         decisive=_decisive(verdict, ctx),
-        findings=tuple(ctx.findings),
+        findings=tuple(f for f in ctx.findings if f.statement.id not in hidden),
         dose_limits=limits,
         dose_checks=dose_checks,
         missing=tuple(ctx.missing) + tuple(ctx.support_missing),
@@ -119,9 +127,17 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None) -> Assessment:
         setting=facts.setting,
         as_of=facts.as_of,
         knowledge_base_version=kb.version,
-        knowledge_base_digest=kb.digest,
+        knowledge_base_digest=_digest(kb, site),
         notes=_notes(facts, kb),
+        site=site,
     )
+
+
+def _digest(kb: KnowledgeBase, site: Site | None) -> str:
+    """The knowledge base's digest, covering the site file when one is in force."""
+    if site is None:
+        return kb.digest
+    return "sha256:" + hashlib.sha256(f"{kb.digest} {site.digest}".encode()).hexdigest()[:16]
 
 
 def _use(facts: Facts, kb: KnowledgeBase) -> Use | None:
@@ -318,21 +334,56 @@ def _weight_used(facts: Facts) -> WeightUsed | None:
 
 
 def _dose_limits(facts: Facts, policy: DosePolicy, in_scope: bool) -> DoseLimits:
-    bolus, infusion = policy.bolus.limit.per_kg, policy.infusion.limit.per_kg
     weight = facts.weight_kg if in_scope else None
+    bolus, infusion = policy.bolus.limit, policy.infusion.limit
     return DoseLimits(
         weight_kg=facts.weight_kg,
-        max_bolus_mg=bolus * weight if weight is not None else None,
-        max_infusion_mg_per_h=infusion * weight if weight is not None else None,
-        bolus_limit_mg_per_kg=bolus,
-        infusion_limit_mg_per_kg_per_h=infusion,
+        max_bolus_mg=_effective(bolus, weight)[1] if in_scope else None,
+        max_infusion_mg_per_h=_effective(infusion, weight)[1] if in_scope else None,
+        bolus_limit_mg_per_kg=bolus.per_kg,
+        infusion_limit_mg_per_kg_per_h=infusion.per_kg,
         infusion_limit_applies=policy.outside_icu_applies,
         guideline=policy.guideline,
-        bolus_statement=policy.bolus.limit.statement,
-        infusion_statement=policy.infusion.limit.statement,
+        bolus_statement=bolus.statement,
+        infusion_statement=infusion.statement,
         infusion_minimum_mg_per_kg_per_h=policy.infusion.minimum,
         weight=_weight_used(facts) if in_scope else None,
+        bolus_limit=bolus,
+        infusion_limit=infusion,
     )
+
+
+def _effective(limit: Limit, weight_kg: Fraction | None) -> tuple[Fraction, Fraction | None, bool]:
+    """(limit per kg, limit in mg or mg/h, whether the site's absolute cap is the tighter) for this weight.
+    Without a weight only an absolute cap gives an amount."""
+    by_weight = limit.per_kg * weight_kg if weight_kg is not None else None
+    cap = limit.max_amount
+    if cap is not None and (by_weight is None or cap < by_weight):
+        return (cap / weight_kg if weight_kg is not None else limit.per_kg), cap, True
+    return limit.per_kg, by_weight, False
+
+
+def _over(limit: Limit, amount: Fraction | None, per_kg: Fraction | None) -> bool | None:
+    """Whether a dose is over a limit; None when it cannot be told (a per-kg limit and no weight)."""
+    if limit.max_amount is not None and amount is not None and amount > limit.max_amount:
+        return True
+    if per_kg is None:
+        return None
+    return per_kg > limit.per_kg
+
+
+def _limit_params(ctx: _Context, limit: Limit, weight_kg: Fraction | None, unit: str) -> dict[str, object]:
+    """How a finding names its limit: the guideline's, or the site protocol's with the guideline's beside."""
+    per_kg, amount, absolute = _effective(limit, weight_kg)
+    per_kg_unit = f"mg/kg{unit[2:]}"
+    text = LimitText(limit.per_kg, per_kg_unit, limit.max_amount if absolute else None, unit, limit.from_site)
+    note = None
+    if ctx.site is not None and limit.from_site:
+        guideline_amount = limit.guideline * weight_kg if weight_kg is not None else None
+        note = SiteNote(
+            ctx.site.label, limit.guideline, per_kg_unit, guideline_amount, unit, limit.above_guideline
+        )
+    return {"limit": text, "site_note": note, "limit_amount": amount, "effective_per_kg": per_kg}
 
 
 def _dose(ctx: _Context, policy: DosePolicy, limits: DoseLimits, use_note: str) -> tuple[DoseCheck, ...]:
@@ -370,38 +421,50 @@ def _dose_limit_findings(ctx: _Context, policy: DosePolicy, limits: DoseLimits, 
 
 def _acute_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: str, use_note: str) -> None:
     weight = limits.weight
-    bolus = policy.bolus.limit
+    kg = weight.kg if weight is not None else None
+    bolus = _limit_params(ctx, policy.bolus.limit, kg, "mg")
     ctx.add(
-        bolus.statement,
+        policy.bolus.limit.statement,
         key,
         weight=weight,
         max=Clause("", limits.max_bolus_mg, "mg"),
-        limit=(bolus.per_kg, "mg/kg"),
+        limit=bolus["limit"],
+        site_note=bolus["site_note"],
         use_note=use_note,
     )
     infusion = policy.infusion.limit
-    rate = (infusion.per_kg, "mg/kg/h")
+    rate = _limit_params(ctx, infusion, kg, "mg/h")
     maximum = Clause("", limits.max_infusion_mg_per_h, "mg/h")
     if policy.outside_icu_applies is False:
         outside = ctx.kb.threshold(_dp.INFUSION_LIMIT, "limit_mg_per_kg_per_h")
         ctx.add(_dp.INFUSION_LIMIT, "limits-icu", limit=(outside, "mg/kg/h"))
-        ctx.add(infusion.statement, key, weight=weight, max=maximum, limit=rate, use_note=use_note)
-    else:
-        if policy.outside_icu_applies is None and weight is not None:
-            key = "limits-setting-unknown"
-        ctx.add(infusion.statement, key, weight=weight, max=maximum, limit=rate, use_note=use_note)
+    elif policy.outside_icu_applies is None and weight is not None:
+        key = "limits-setting-unknown"
+    ctx.add(
+        infusion.statement,
+        key,
+        weight=weight,
+        max=maximum,
+        limit=rate["limit"],
+        site_note=rate["site_note"],
+        use_note=use_note,
+    )
 
 
 def _chronic_range_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: str) -> None:
     infusion = policy.infusion
+    kg = limits.weight.kg if limits.weight is not None else None
+    bolus = _limit_params(ctx, policy.bolus.limit, kg, "mg")
+    rate = _limit_params(ctx, infusion.limit, kg, "mg/h")
     ctx.add(
         _dp.CHRONIC_RANGE,
         key,
         weight=limits.weight,
-        bolus_limit=(policy.bolus.limit.per_kg, "mg/kg"),
+        bolus_limit=bolus["limit"],
         bolus_max=Clause("", limits.max_bolus_mg, "mg") if limits.max_bolus_mg is not None else None,
         range=DoseRange(infusion.minimum or Fraction(0), infusion.limit.per_kg, limits.weight),
         setting_words=SettingScope(policy.setting),
+        site_note=bolus["site_note"] or rate["site_note"],
     )
 
 
@@ -413,19 +476,22 @@ def _check_dose(
     concentration: Fraction | None,
     use_note: str,
 ) -> DoseCheck:
-    bolus = order.kind is DoseKind.BOLUS
+    unit = "mg" if order.kind is DoseKind.BOLUS else "mg/h"
     statement = policy.limit.statement
-    unit = "mg" if bolus else "mg/h"
-    limit = policy.limit.per_kg
     weight = _weight_used(ctx.facts)
     weight_kg = weight.kg if weight is not None else None
-    limit_amount = limit * weight_kg if weight_kg is not None else None
     amount, per_kg = _amounts(order, concentration, weight_kg)
+    shown = _limit_params(ctx, policy.limit, weight_kg, unit)
+    limit_amount = shown["limit_amount"]
+    assert isinstance(limit_amount, Fraction | None)
+    limit = shown["effective_per_kg"]
+    assert isinstance(limit, Fraction)
     status = _dose_status(policy, amount, per_kg, ctx.facts.setting)
     params: dict[str, object] = {
         "ordered": order.dose,
         "dose": DoseMath(order.dose, amount, per_kg, weight, unit, limit, limit_amount),
-        "limit": (limit, f"mg/kg{unit[2:]}"),
+        "limit": shown["limit"],
+        "site_note": shown["site_note"],
         "max": Clause(": max ", limit_amount, unit, apart_from=amount),
         "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)", apart_from=amount),
         "setting": ctx.facts.setting.value,
@@ -436,12 +502,40 @@ def _check_dose(
     }
     if policy.limit.statement == _dp.CEILING and policy.kind is DoseKind.INFUSION:
         outside = ctx.kb.threshold(_dp.INFUSION_LIMIT, "limit_mg_per_kg_per_h")
-        ctx.add(_dp.INFUSION_LIMIT, "icu", **{**params, "limit": (outside, "mg/kg/h")})
+        ctx.add(_dp.INFUSION_LIMIT, "icu", **{**params, "limit": (outside, "mg/kg/h"), "site_note": None})
     ctx.add(statement, _DOSE_MESSAGES[status], **params)
     _also_exceeds(ctx, policy, per_kg, weight_kg, amount, params)
     _need_for_dose(ctx, status, statement)
+    if policy.limit.max_amount is not None and amount is None and status.checked:
+        ctx.need(
+            "weight",
+            "the site protocol's cap in mg cannot be checked without a body weight",
+            statement,
+            False,
+        )
     kind = order.kind or DoseKind.BOLUS
-    return DoseCheck(statement, kind, order.dose, amount, per_kg, limit, limit_amount, status, index)
+    guideline_amount = policy.limit.guideline * weight_kg if weight_kg is not None else None
+    return DoseCheck(
+        statement,
+        kind,
+        order.dose,
+        amount,
+        per_kg,
+        limit,
+        limit_amount,
+        status,
+        index,
+        limit_source=_limit_source(policy.limit, weight_kg),
+        guideline_limit_per_kg=policy.limit.guideline,
+        guideline_limit_amount=guideline_amount,
+    )
+
+
+def _limit_source(limit: Limit, weight_kg: Fraction | None) -> str:
+    """ "site" when the site's protocol sets the limit that applies to this dose, else "guideline"."""
+    if limit.guideline_per_kg is not None or _effective(limit, weight_kg)[2]:
+        return "site"
+    return "guideline"
 
 
 def _amounts(
@@ -466,10 +560,12 @@ def _also_exceeds(
 ) -> None:
     """dose-ceiling beside the acute infusion limit: an infusion above every rate the guidelines describe."""
     also = policy.also
-    if also is None or per_kg is None or per_kg <= also.per_kg:
+    if also is None or not _over(also, amount, per_kg):
         return
     unit = "mg/h"
-    limit_amount = also.per_kg * weight_kg if weight_kg is not None else None
+    shown = _limit_params(ctx, also, weight_kg, unit)
+    limit_amount = shown["limit_amount"]
+    assert isinstance(limit_amount, Fraction | None)
     dose = params["dose"]
     assert isinstance(dose, DoseMath)
     ctx.add(
@@ -478,7 +574,8 @@ def _also_exceeds(
         **{
             **params,
             "dose": DoseMath(dose.ordered, amount, per_kg, dose.weight, unit, also.per_kg, limit_amount),
-            "limit": (also.per_kg, "mg/kg/h"),
+            "limit": shown["limit"],
+            "site_note": shown["site_note"],
             "max": Clause(": max ", limit_amount, unit, apart_from=amount),
             "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)", apart_from=amount),
         },
@@ -512,14 +609,15 @@ def _dose_status(
 ) -> DoseStatus:
     if amount is None and per_kg is None:
         return DoseStatus.NO_CONCENTRATION
-    if per_kg is None:
+    over = _over(policy.limit, amount, per_kg)
+    if over is None:
         return DoseStatus.NO_WEIGHT
-    if per_kg > policy.limit.per_kg:
+    if over:
         icu = policy.icu_limit
-        if setting is Setting.UNKNOWN and icu is not None and per_kg <= icu.per_kg:
+        if setting is Setting.UNKNOWN and icu is not None and _over(icu, amount, per_kg) is False:
             return DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE
         return DoseStatus.EXCEEDS
-    if policy.minimum is not None and per_kg < policy.minimum:
+    if policy.minimum is not None and per_kg is not None and per_kg < policy.minimum:
         return DoseStatus.BELOW_RANGE
     return DoseStatus.WITHIN
 
@@ -539,7 +637,8 @@ def _weight_age(ctx: _Context, statement: str) -> None:
     default, not a guideline figure: the sources give no age for a weight)."""
     facts = ctx.facts
     weight = _weight_used(facts)
-    limit_days = ctx.kb.weight_max_age_days
+    site_days = ctx.site.weight_max_age_days if ctx.site is not None else None
+    limit_days = site_days or ctx.kb.weight_max_age_days
     if facts.weight_basis is WeightBasis.UNDATED:
         ctx.add(statement, "weight-undated", weight=weight, max_age_days=limit_days)
     elif facts.weight_measured is not None:

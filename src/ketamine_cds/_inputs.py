@@ -12,6 +12,7 @@ from typing import Any
 from ._errors import InputError, NotFHIRError, NotJSONError
 from ._facts import Facts
 from ._kb import KnowledgeBase, load_knowledge
+from ._site import Site
 from ._units import bounded
 
 
@@ -62,9 +63,15 @@ def _decimal(text: str) -> Decimal:
 
 
 def facts_from_document(
-    data: Any, *, today: dt.date, kb: KnowledgeBase | None = None, validate: bool = False
+    data: Any,
+    *,
+    today: dt.date,
+    kb: KnowledgeBase | None = None,
+    validate: bool = False,
+    site: Site | None = None,
 ) -> Facts:
-    """A parsed document as facts: a FHIR R4 Bundle (``resourceType``) or else a case document."""
+    """A parsed document as facts: a FHIR R4 Bundle (``resourceType``) or else a case document. A site's
+    protocol adds the locations it counts as intensive monitoring to a Bundle's reading."""
     kb = kb or load_knowledge()
     if not isinstance(data, Mapping):
         raise NotFHIRError("", "expected a JSON object: a FHIR R4 Bundle or a case document")
@@ -75,7 +82,7 @@ def facts_from_document(
 
         if validate:
             validate_r4(data)
-        bundle_facts: Facts = facts_from_bundle(data, as_of=today, kb=kb)
+        bundle_facts: Facts = facts_from_bundle(data, as_of=today, kb=kb, site=site)
         return bundle_facts
     from .adapters.case import facts_from_case
 

@@ -22,12 +22,16 @@ from ._assessment import (
     DoseRange,
     Elapsed,
     Finding,
+    LimitText,
     Note,
     SettingScope,
+    SiteNote,
     WeightUsed,
 )
+from ._dose_policy import Limit
 from ._facts import Coded, DoseKind, Setting, WeightBasis
 from ._kb import SYSTEM_LABELS, KnowledgeBase, Statement, load_knowledge, short_system
+from ._site import Site
 from ._units import (
     Quantity,
     format_apart,
@@ -61,6 +65,10 @@ def display_value(value: object, *, with_codes: bool = True) -> str:
         return SETTING_SCOPE_WORDS[value.setting]
     if isinstance(value, Elapsed):
         return elapsed_text(value.hours)
+    if isinstance(value, LimitText):
+        return limit_text(value)
+    if isinstance(value, SiteNote):
+        return site_note_text(value)
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
         number, unit = value
         return "unknown" if number is None else f"{format_number(number)} {unit}"
@@ -181,6 +189,22 @@ def elapsed_text(hours: Fraction) -> str:
     return f"{format_number(hours)} h"
 
 
+def limit_text(value: LimitText) -> str:
+    """ "0.35 mg/kg"; "site protocol's 20 mg" where a site's cap decides."""
+    if value.amount is not None:
+        return f"site protocol's {format_number(value.amount)} {value.amount_unit}"
+    shown = f"{format_number(value.per_kg)} {value.per_kg_unit}"
+    return f"site protocol's {shown}" if value.per_kg_from_site else shown
+
+
+def site_note_text(value: SiteNote) -> str:
+    guideline = f"{format_number(value.guideline_per_kg)} {value.per_kg_unit}"
+    if value.guideline_amount is not None:
+        guideline += f", {format_max(value.guideline_amount)} {value.amount_unit} for this weight"
+    key = "site-above-guideline" if value.above_guideline else "site-limit"
+    return load_knowledge().notes[key].summary.format(site=value.site, guideline=guideline)
+
+
 def _range_text(value: DoseRange) -> str:
     text = f"{format_number(value.low_per_kg)}-{format_number(value.high_per_kg)} mg/kg/h"
     if value.weight is None:
@@ -225,8 +249,12 @@ def finding_summary(finding: Finding) -> str:
 
 
 def finding_texts(finding: Finding) -> tuple[str, str]:
-    """The summary and markdown detail of a finding, filled in."""
+    """The summary and markdown detail of a finding, filled in; a finding whose limit a site's protocol set
+    ends with a line saying so (every one of them, whatever its wording)."""
     detail = finding.message.detail.format_map(_Params(finding, with_codes=True))
+    note = finding.params.get("site_note")
+    if isinstance(note, SiteNote):
+        detail += " " + site_note_text(note)
     return finding_summary(finding), detail
 
 
@@ -298,8 +326,29 @@ def limits_json(limits: DoseLimits, setting: str) -> dict[str, Any]:
         "infusion_statement": limits.infusion_statement,
         "weight_basis": weight.basis.value if weight is not None else None,
         "weight_measured": weight.measured.isoformat() if weight and weight.measured else None,
+        "bolus_limit_source": _source(limits.bolus_limit, limits.weight_kg),
+        "infusion_limit_source": _source(limits.infusion_limit, limits.weight_kg),
+        "guideline_bolus_limit_mg_per_kg": _guideline_number(limits.bolus_limit),
+        "guideline_infusion_limit_mg_per_kg_per_h": _guideline_number(limits.infusion_limit),
         "setting": setting,
     }
+
+
+def _source(limit: Limit | None, weight_kg: Fraction | None) -> str:
+    if limit is None or not limit.from_site:
+        return "guideline"
+    capped = limit.max_amount is not None and (
+        weight_kg is None or limit.max_amount < limit.per_kg * weight_kg
+    )
+    return "site" if limit.guideline_per_kg is not None or capped else "guideline"
+
+
+def _guideline_number(limit: Limit | None) -> float | None:
+    return None if limit is None else _number(limit.guideline)
+
+
+def site_json(site: Site | None) -> dict[str, str] | None:
+    return None if site is None else {"name": site.name, "version": site.version, "digest": site.digest}
 
 
 def note_text(note: Note, kb: KnowledgeBase) -> str:
@@ -318,6 +367,9 @@ def _dose_check_json(check: DoseCheck) -> dict[str, Any]:
         "per_kg_unit": "mg/kg" if bolus else "mg/kg/h",
         "limit_per_kg": _number(check.limit_per_kg),
         "limit_amount": _max_number(check.limit_amount),
+        "limit_source": check.limit_source,
+        "guideline_limit_per_kg": _number(check.guideline_limit_per_kg),
+        "guideline_limit_amount": _max_number(check.guideline_limit_amount),
         "status": check.status.value,
         "dose_index": check.index,
     }
@@ -365,6 +417,7 @@ def assessment_json(assessment: Assessment, kb: KnowledgeBase | None = None) -> 
             "setting": assessment.setting.value,
             "as_of": assessment.as_of.isoformat(),
         },
+        "site": site_json(assessment.site),
         "knowledge_base": {
             "version": assessment.knowledge_base_version,
             "digest": assessment.knowledge_base_digest,
@@ -433,6 +486,11 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
     lines += [
         "",
         f"Knowledge base {kbd['version']} ({kbd['digest']}), {kbd['guideline']}; as of {q['as_of']}.",
+        *(
+            [f"Site protocol: {data['site']['name']} ({data['site']['version']}, {data['site']['digest']})."]
+            if data["site"]
+            else []
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -460,6 +518,11 @@ def _limits_lines(limits: Mapping[str, Any], doses: DoseDisplay) -> list[str]:
     minimum = limits["infusion_minimum_mg_per_kg_per_h"]
     if minimum is not None:
         infusion += f"; range used from {minimum:g} mg/kg/h"
+    if limits["bolus_limit_source"] == "site":
+        bolus += f"; site protocol, the guideline's is {limits['guideline_bolus_limit_mg_per_kg']:g} mg/kg"
+    if limits["infusion_limit_source"] == "site":
+        guideline = limits["guideline_infusion_limit_mg_per_kg_per_h"]
+        infusion += f"; site protocol, the guideline's is {guideline:g} mg/kg/h"
     return [
         head,
         f"  IV bolus     {bolus} ({per_kg_bolus}, in every setting)",

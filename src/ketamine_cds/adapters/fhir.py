@@ -40,6 +40,7 @@ from .._facts import (
     ketamine_order,
 )
 from .._kb import KnowledgeBase, load_knowledge, short_system
+from .._site import Site
 from .._units import (
     Quantity,
     Unit,
@@ -218,13 +219,14 @@ def facts_from_bundle(
     as_of: dt.date,
     kb: KnowledgeBase | None = None,
     order_id: str | None = None,
+    site: Site | None = None,
 ) -> Facts:
     """Read one patient's FHIR R4 Bundle (any Bundle type) as the facts of one clinical question.
 
     ``order_id`` picks the ketamine MedicationRequest to assess when the Bundle holds several; without it,
     more than one draft or active ketamine order is an error. A Bundle without one is an eligibility question.
     """
-    return _facts(_Record.of_bundle(bundle), as_of, kb or load_knowledge(), order_id)
+    return _facts(_Record.of_bundle(bundle), as_of, kb or load_knowledge(), order_id, site)
 
 
 def facts_from_resources(
@@ -233,15 +235,18 @@ def facts_from_resources(
     as_of: dt.date,
     kb: KnowledgeBase | None = None,
     order_id: str | None = None,
+    site: Site | None = None,
 ) -> Facts:
     """``facts_from_bundle`` of the Bundle these (fullUrl, resource) pairs would make, without making it
     (what a CDS Hooks service holds after prefetch). A resource without an id is named ``entry[i]``, i its
     position."""
     items = ((i, full_url, resource) for i, (full_url, resource) in enumerate(resources))
-    return _facts(_Record.of_items(items), as_of, kb or load_knowledge(), order_id)
+    return _facts(_Record.of_items(items), as_of, kb or load_knowledge(), order_id, site)
 
 
-def _facts(record: _Record, as_of: dt.date, kb: KnowledgeBase, order_id: str | None) -> Facts:
+def _facts(
+    record: _Record, as_of: dt.date, kb: KnowledgeBase, order_id: str | None, site: Site | None = None
+) -> Facts:
     patient = _the_patient(record)
     ketamine = _ketamine_requests(record, kb)
     chosen = _chosen_order(ketamine, order_id)
@@ -259,7 +264,7 @@ def _facts(record: _Record, as_of: dt.date, kb: KnowledgeBase, order_id: str | N
         weight_kg=weight_kg,
         weight_basis=WeightBasis.MEASURED if measured is not None else WeightBasis.UNDATED,
         weight_measured=measured,
-        setting=_setting(record, chosen.request if chosen else None),
+        setting=_setting(record, chosen.request if chosen else None, site),
         conditions=conditions,
         ruled_out=_ruled_out(pregnancy, conditions),
         procedure=procedure,
@@ -1244,12 +1249,12 @@ def _opioid_dates(resource: _Resource, dosages: list[Json]) -> tuple[dt.date | N
 # Setting and prior ketamine
 
 
-def _setting(record: _Record, order: _Resource | None) -> Setting:
+def _setting(record: _Record, order: _Resource | None, site: Site | None = None) -> Setting:
     encounter = _current_encounter(record, order)
     if encounter is None:
         return Setting.UNKNOWN
     locations = _current_locations(encounter, record)
-    kinds = [_is_intensive_care(location) for location in locations]
+    kinds = [_is_intensive_care(location, site) for location in locations]
     if any(kind is True for kind in kinds):
         return Setting.INTENSIVE_CARE
     if kinds and all(kind is False for kind in kinds):
@@ -1280,10 +1285,13 @@ def _current_locations(encounter: _Resource, record: _Record) -> list[_Resource 
     return [record.resolve(_mapping(e, "location"), within=encounter) for e in chosen]
 
 
-def _is_intensive_care(location: _Resource | None) -> bool | None:
-    """True for a Location typed ICU (or below it), False for one typed otherwise, None when unknown."""
+def _is_intensive_care(location: _Resource | None, site: Site | None = None) -> bool | None:
+    """True for a Location typed ICU (or below it), or one a site's protocol counts as intensive monitoring
+    (by an identifier or type code, or by name); False for one typed otherwise; None when unknown."""
     if location is None or location.type != "Location":
         return None
+    if site is not None and _site_monitoring(location, site):
+        return True
     types = [t for t in _list(location.data, "type") if isinstance(t, _OBJECT)]
     codings = [c for t in types for c in _codings(t)]
     role_codes = [c for s, c, _ in codings if s in _ROLE_CODE_SYSTEMS]
@@ -1293,6 +1301,15 @@ def _is_intensive_care(location: _Resource | None) -> bool | None:
     if any(_INTENSIVE_CARE_WORDS.search(n) and not _HEDGED_INTENSIVE_CARE.search(n) for n in names):
         return True
     return False if codings or names else None
+
+
+def _site_monitoring(location: _Resource, site: Site) -> bool:
+    data = location.data
+    identifiers = [i for i in _list(data, "identifier") if isinstance(i, _OBJECT)]
+    codes = [(_text(i, "system"), _text(i, "value") or "") for i in identifiers]
+    codes += [(s, c) for t in _list(data, "type") for s, c, _ in _codings(t)]
+    names = [n for n in (_text(data, "name"), *[a for a in _list(data, "alias") if isinstance(a, str)]) if n]
+    return site.is_monitoring_location(codes, names)
 
 
 def _prior_iv_ketamine(

@@ -17,11 +17,12 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from .._dose_policy import dose_thresholds
+from .._dose_policy import amount_thresholds, dose_thresholds
 from .._engine import assess
 from .._errors import InputError, UnitError
 from .._facts import MAX_WEIGHT_KG, MIN_WEIGHT_KG, DoseKind, Route
 from .._kb import KnowledgeBase
+from .._site import Site
 from .._units import parse_unit, weight_in_kg
 from .canonical import facts_from_row
 
@@ -43,6 +44,7 @@ CLASS_COLUMNS = (
     "weight_range",
     "dose_sign",
     "dose_band",
+    "amount_band",
     "at_threshold",
     "input_problem",
 )
@@ -97,9 +99,13 @@ def limits(kb: KnowledgeBase) -> dict[str, float]:
     }
 
 
-def thresholds(kb: KnowledgeBase) -> dict[str, list[float]]:
-    """Every limit a bolus (per kg) and an infusion (per kg and hour) is compared with, in any use and setting."""
-    return {kind.value: [float(t) for t in dose_thresholds(kb, kind)] for kind in DoseKind}
+def thresholds(kb: KnowledgeBase, site: Site | None = None) -> dict[str, list[float]]:
+    """Every limit a bolus (per kg) and an infusion (per kg and hour) is compared with, in any use and setting
+    (``bolus``, ``infusion``), and a site's absolute caps (``bolus_amount`` in mg, ``infusion_amount`` in mg/h)."""
+    found = {kind.value: [float(t) for t in dose_thresholds(kb, kind, site)] for kind in DoseKind}
+    for kind in DoseKind:
+        found[f"{kind.value}_amount"] = [float(t) for t in amount_thresholds(site, kind)]
+    return found
 
 
 @dataclass(frozen=True)
@@ -109,12 +115,18 @@ class Decision:
     dose_status: str | None
     problem: str | None
     limit_per_kg: float | None = None  # the limit that applies to the row's dose (use, setting, kind)
+    limit_source: str | None = None  # "site" or "guideline"
+    guideline_verdict: str | None = None  # with a site: the guideline's own answer, for adherence to both
+    guideline_dose_status: str | None = None
 
 
-def decide(representative: Mapping[str, Any], kb: KnowledgeBase) -> Decision:
-    """The engine's answer for one real row of a decision class (or why the row cannot be assessed)."""
+def decide(representative: Mapping[str, Any], kb: KnowledgeBase, site: Site | None = None) -> Decision:
+    """The engine's answer for one real row of a decision class (or why the row cannot be assessed); with a
+    site's protocol, and the guideline's own answer beside it."""
     try:
-        assessment = assess(facts_from_row(representative, kb), kb)
+        facts = facts_from_row(representative, kb)
+        assessment = assess(facts, kb, site)
+        own = assess(facts, kb) if site is not None else assessment
     except InputError as exc:
         return Decision(None, [], None, str(exc))
     check = assessment.dose_check
@@ -128,8 +140,32 @@ def decide(representative: Mapping[str, Any], kb: KnowledgeBase) -> Decision:
         limits_ = assessment.dose_limits
         limit = float(limits_.infusion_limit_mg_per_kg_per_h if infusion else limits_.bolus_limit_mg_per_kg)
     status = check.status.value if check is not None else None
-    return Decision(assessment.verdict.value, list(assessment.statement_ids), status, None, limit)
+    own_status = own.dose_check.status.value if own.dose_check is not None else None
+    return Decision(
+        assessment.verdict.value,
+        list(assessment.statement_ids),
+        status,
+        None,
+        limit,
+        check.limit_source if check is not None else None,
+        own.verdict.value,
+        own_status,
+    )
 
 
 def exact_fraction(value: float) -> Fraction:
     return Fraction(Decimal(repr(value)))
+
+
+def decision_row(d: Decision) -> tuple[Any, ...]:
+    """A decision as the decisions table's columns after the class key (DuckDB and Spark)."""
+    return (
+        d.verdict,
+        d.statements,
+        d.dose_status,
+        d.problem,
+        d.limit_per_kg,
+        d.limit_source,
+        d.guideline_verdict,
+        d.guideline_dose_status,
+    )

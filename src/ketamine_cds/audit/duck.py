@@ -20,8 +20,18 @@ from typing import Any
 import duckdb
 
 from .._kb import KnowledgeBase, load_knowledge
+from .._site import Site
 from .canonical import COLUMN_NAMES
-from .decide import BOUNDARY, CLASS_COLUMNS, decide, limits, thresholds, unit_rows, weight_unit_rows
+from .decide import (
+    BOUNDARY,
+    CLASS_COLUMNS,
+    decide,
+    decision_row,
+    limits,
+    thresholds,
+    unit_rows,
+    weight_unit_rows,
+)
 
 Progress = Callable[[str, float, float], None]  # phase, fraction done (0..1), seconds elapsed
 
@@ -52,8 +62,10 @@ def _at_threshold_sql(dose: str, limits: list[float]) -> str:
 
 
 def _measured_sql(source: str, kinds: dict[str, list[float]]) -> str:
-    """Per-row arithmetic: weight in kg, dose per kg, and its band among the limits of its kind. No decisions."""
+    """Per-row arithmetic: weight in kg, dose per kg, and its band among the limits of its kind (and the dose
+    in mg or mg/h among a site's absolute caps). No decisions."""
     bolus, infusion = kinds["bolus"], kinds["infusion"]
+    bolus_mg, infusion_mg = kinds["bolus_amount"], kinds["infusion_amount"]
     return f"""
     WITH src AS ({source}),
     m AS (
@@ -71,6 +83,7 @@ def _measured_sql(source: str, kinds: dict[str, list[float]]) -> str:
     k AS (
       SELECT m.*,
         CASE WHEN m.per_kg THEN m.amount ELSE m.amount / m.weight_kg END AS dose_per_kg,
+        CASE WHEN m.per_kg THEN m.amount * m.weight_kg ELSE m.amount END AS dose_amount,
         coalesce(nullif(lower(trim(m.kind)), ''), CASE WHEN m.is_rate THEN 'infusion' ELSE 'bolus' END)
           = 'infusion' AS is_infusion,
         m.weight_kg IS NOT NULL AS has_weight,
@@ -92,8 +105,12 @@ def _measured_sql(source: str, kinds: dict[str, list[float]]) -> str:
     SELECT k.*,
       CASE WHEN k.is_infusion THEN {_band_sql("k.dose_per_kg", infusion)}
            ELSE {_band_sql("k.dose_per_kg", bolus)} END AS dose_band,
+      CASE WHEN k.is_infusion THEN {_band_sql("k.dose_amount", infusion_mg)}
+           ELSE {_band_sql("k.dose_amount", bolus_mg)} END AS amount_band,
       CASE WHEN k.is_infusion THEN {_at_threshold_sql("k.dose_per_kg", infusion)}
-           ELSE {_at_threshold_sql("k.dose_per_kg", bolus)} END AS at_threshold
+                                   OR {_at_threshold_sql("k.dose_amount", infusion_mg)}
+           ELSE {_at_threshold_sql("k.dose_per_kg", bolus)} OR {_at_threshold_sql("k.dose_amount", bolus_mg)}
+      END AS at_threshold
     FROM k
     """
 
@@ -101,8 +118,8 @@ def _measured_sql(source: str, kinds: dict[str, list[float]]) -> str:
 # everything the engine's decision depends on; at a limit, the exact dose too (decided exactly)
 _CLASS_KEY = f"""hash({", ".join(CLASS_COLUMNS)},
     CASE WHEN at_threshold THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
-                                 CASE WHEN NOT per_kg THEN weight_value END] END,
-    CASE WHEN at_threshold THEN [dose_unit, CASE WHEN NOT per_kg THEN weight_unit END] END,
+                                 weight_value] END,
+    CASE WHEN at_threshold THEN [dose_unit, weight_unit] END,
     CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_value END,
     CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_unit END,
     CASE WHEN dose_sign IN ('not-positive', 'not-finite') THEN dose_value END,
@@ -133,7 +150,11 @@ def _prepare(con: duckdb.DuckDBPyConnection, source: str, kb: KnowledgeBase) -> 
 
 
 def _decide_classes(
-    con: duckdb.DuckDBPyConnection, measured: str, kb: KnowledgeBase, watch: Callable[[str], None]
+    con: duckdb.DuckDBPyConnection,
+    measured: str,
+    kb: KnowledgeBase,
+    watch: Callable[[str], None],
+    site: Site | None = None,
 ) -> int:
     columns = ", ".join(COLUMN_NAMES)
     watch("classify")
@@ -143,13 +164,11 @@ def _decide_classes(
     ).fetchall()
     con.execute(
         "CREATE OR REPLACE TEMP TABLE decisions (class_key UBIGINT, verdict VARCHAR, statements VARCHAR[], "
-        "dose_status VARCHAR, problem VARCHAR, limit_per_kg DOUBLE)"
+        "dose_status VARCHAR, problem VARCHAR, limit_per_kg DOUBLE, limit_source VARCHAR, "
+        "guideline_verdict VARCHAR, guideline_dose_status VARCHAR)"
     )
-    decided = []
-    for class_key, row, _n in classes:
-        d = decide(row, kb)
-        decided.append((class_key, d.verdict, d.statements, d.dose_status, d.problem, d.limit_per_kg))
-    _insert(con, "decisions", decided, 6)
+    decided = [(class_key, *decision_row(decide(row, kb, site))) for class_key, row, _n in classes]
+    _insert(con, "decisions", decided, 9)
     return len(classes)
 
 
@@ -178,6 +197,7 @@ def run_duckdb(
     out_dir: Path,
     *,
     kb: KnowledgeBase | None = None,
+    site: Site | None = None,
     memory_limit: str = "1GB",
     threads: int | None = None,
     progress: Progress | None = None,
@@ -198,8 +218,8 @@ def run_duckdb(
     watch = _watcher(con, progress, started)
     try:
         _prepare(con, source, kb)
-        measured = _measured_sql(source, thresholds(kb))
-        classes = _decide_classes(con, measured, kb, watch)
+        measured = _measured_sql(source, thresholds(kb, site))
+        classes = _decide_classes(con, measured, kb, watch, site)
         findings = out_dir / "findings.parquet"
         if findings.is_dir():  # a Spark run's folder of part files
             shutil.rmtree(findings)
@@ -209,7 +229,7 @@ def run_duckdb(
               SELECT m.admin_id, m.patient_id, m.administered_at, m.location, m.indication, m.setting, m.route,
                      m.kind, m.dose_value, m.dose_unit, m.weight_kg, m.dose_per_kg, d.limit_per_kg,
                      d.limit_per_kg * m.weight_kg AS max_for_weight, d.dose_status, d.verdict, d.statements,
-                     d.problem
+                     d.problem, d.limit_source, d.guideline_verdict, d.guideline_dose_status
               FROM ({measured}) m JOIN decisions d ON d.class_key = {_CLASS_KEY}
             ) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)
         """)
@@ -270,6 +290,20 @@ def summary_rows(findings: Path) -> dict[str, Any]:
                 con.execute(
                     f"SELECT s, count(*) FROM (SELECT unnest(statements) AS s FROM {f}) GROUP BY 1 ORDER BY 2 DESC"
                 ).fetchall()
+            ),
+            # adherence to the guideline alone beside a site's protocol (the same as verdicts without a site)
+            "guideline_verdicts": dict(
+                con.execute(
+                    f"SELECT coalesce(guideline_verdict, 'not assessed'), count(*) FROM {f} GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+            ),
+            "differs_from_guideline": int(
+                (
+                    con.execute(
+                        f"SELECT count(*) FROM {f} WHERE verdict IS DISTINCT FROM guideline_verdict"
+                    ).fetchone()
+                    or (0,)
+                )[0]
             ),
         }
     finally:

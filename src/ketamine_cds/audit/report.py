@@ -653,6 +653,7 @@ def _meta(summary: Mapping[str, Any], kb: KnowledgeBase, written: dt.datetime) -
     return [
         ("Knowledge base", _kb_text(summary, kb)),
         ("Guideline", kb.guideline),
+        ("Checked against", _protocol_text(summary)),
         ("Engine", _summary_value(summary, "engine")),
         ("Input", _summary_value(summary, "input")),
         ("Input form", _summary_value(summary, "form")),
@@ -660,6 +661,19 @@ def _meta(summary: Mapping[str, Any], kb: KnowledgeBase, written: dt.datetime) -
         ("Audit run time", f"{seconds} s" if seconds is not None else "not recorded"),
         ("Report written", written.strftime("%Y-%m-%d %H:%M %Z").strip()),
     ]
+
+
+def _protocol_text(summary: Mapping[str, Any]) -> str:
+    """The site protocol the doses were checked against, and what the guideline alone would have said."""
+    site = summary.get("site")
+    if not site:
+        return "the guideline alone (no site protocol)"
+    own = summary.get("guideline_verdicts") or {}
+    differ = summary.get("differs_from_guideline", 0)
+    return (
+        f"site protocol {site['name']} ({site['version']}, {site['digest']}); against the guideline alone "
+        f"{differ} administration(s) would get another verdict ({', '.join(f'{v}: {n}' for v, n in own.items())})"
+    )
 
 
 def _legend_categories(agg: Aggregates) -> list[tuple[str, str]]:

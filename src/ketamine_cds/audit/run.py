@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from .._errors import InputError
 from .._kb import load_knowledge
+from .._render import site_json
+from .._site import Site
 
 Form = Literal["flat", "fhir", "omop"]
 
@@ -79,11 +81,12 @@ def run_audit(
     memory_limit: str = "1GB",
     threads: int | None = None,
     on_event: Callable[[str], None] | None = None,
+    site: Site | None = None,
 ) -> dict[str, Any]:
     import duckdb
 
     try:
-        return _run_audit(path, out_dir, engine, form, memory_limit, threads)
+        return _run_audit(path, out_dir, engine, form, memory_limit, threads, site)
     except (duckdb.IOException, duckdb.InvalidInputException) as exc:
         # the input cannot be read at all (no files, not UTF-8, not CSV or Parquet): one line, exit 2
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -97,6 +100,7 @@ def _run_audit(
     form: Form | None,
     memory_limit: str,
     threads: int | None,
+    site: Site | None = None,
 ) -> dict[str, Any]:
     form = form or detect_form(path)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,19 +116,15 @@ def _run_audit(
                 "--engine", f"Spark is not installed ({exc}): pip install 'ketamine-cds[spark]'"
             ) from None
 
-        run = run_spark(path, form, out_dir)
+        run = run_spark(path, form, out_dir, site=site)
     else:
         from .duck import run_duckdb
 
         run = run_duckdb(
-            source, out_dir, memory_limit=memory_limit, threads=threads, progress=reporter.progress
+            source, out_dir, memory_limit=memory_limit, threads=threads, progress=reporter.progress, site=site
         )
-    summary = write_outputs(
-        run.findings,
-        out_dir,
-        {"engine": engine, "form": form, "input": str(path), "decision_classes": run.classes},
-        started,
-    )
+    about = {"engine": engine, "form": form, "input": str(path), "decision_classes": run.classes}
+    summary = write_outputs(run.findings, out_dir, {**about, "site": site_json(site)}, started)
     seconds = max(time.monotonic() - started, 1e-9)
     reporter.event(
         "audit.done",

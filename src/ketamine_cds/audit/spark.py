@@ -32,14 +32,24 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .._errors import InputError
 from .._kb import KnowledgeBase, load_knowledge
+from .._site import Site
 from .canonical import COLUMN_NAMES, COLUMNS
-from .decide import BOUNDARY, CLASS_COLUMNS, decide, limits, thresholds, unit_rows, weight_unit_rows
+from .decide import (
+    BOUNDARY,
+    CLASS_COLUMNS,
+    decide,
+    decision_row,
+    limits,
+    thresholds,
+    unit_rows,
+    weight_unit_rows,
+)
 from .duck import AuditRun, sql_path
 from .flat import BOOLEAN, COMPARED, NUMERIC
 
@@ -355,7 +365,7 @@ def _lookup_frame(spark: SparkSession, rows: list[tuple[Any, ...]], schema: str)
     return F.broadcast(spark.createDataFrame(rows, schema))
 
 
-def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase) -> DataFrame:
+def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase, site: Site | None = None) -> DataFrame:
     """``duck._measured_sql`` in Spark: weight in kg, dose per kg and its band among the limits of its kind."""
     found = src.agg(F.collect_set("dose_unit").alias("d"), F.collect_set("weight_unit").alias("w")).first()
     doses, weights = (list(found["d"]), list(found["w"])) if found is not None else ([], [])
@@ -391,6 +401,7 @@ def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase) -> DataFra
         F.when(c("per_kg"), c("amount"))
         .otherwise(_ieee_divide(c("amount"), c("weight_kg")))
         .alias("dose_per_kg"),
+        F.when(c("per_kg"), c("amount") * c("weight_kg")).otherwise(c("amount")).alias("dose_amount"),
         infusion.alias("is_infusion"),
         c("weight_kg").isNotNull().alias("has_weight"),
         concentration.isNotNull().alias("has_concentration"),
@@ -426,32 +437,45 @@ def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase) -> DataFra
         .otherwise("positive")
         .alias("dose_sign"),
     )
-    kinds = thresholds(kb)
-    band = F.when(c("is_infusion"), _band(kinds["infusion"])).otherwise(_band(kinds["bolus"]))
-    near = F.when(c("is_infusion"), _at_threshold(kinds["infusion"])).otherwise(_at_threshold(kinds["bolus"]))
+    kinds = thresholds(kb, site)
+
+    def by_kind(make: Callable[[str, list[float]], Column], name: str) -> Column:
+        return F.when(c("is_infusion"), make(name, kinds[f"infusion{name}"])).otherwise(
+            make(name, kinds[f"bolus{name}"])
+        )
+
+    near = by_kind(_at_threshold, "") | by_kind(_at_threshold, "_amount")
     keyed = (
-        k.withColumn("dose_band", band).withColumn("at_threshold", near).withColumn("class_key", _class_key())
+        k.withColumn("dose_band", by_kind(_band, ""))
+        .withColumn("amount_band", by_kind(_band, "_amount"))
+        .withColumn("at_threshold", near)
+        .withColumn("class_key", _class_key())
     )
     return keyed.select(*COLUMN_NAMES, "weight_kg", "dose_per_kg", "class_key")
 
 
-def _no_dose_per_kg() -> Column:
-    return F.col("dose_per_kg").isNull() | F.isnan("dose_per_kg")
+_DOSE_COLUMN = {"": "dose_per_kg", "_amount": "dose_amount"}  # the dose per kg, or in mg (mg/h)
 
 
-def _band(limits: list[float]) -> Column:
-    """``duck._band_sql``: how many of ``limits`` the dose per kg is above."""
-    above = [(F.col("dose_per_kg") > F.lit(t)).cast("int") for t in limits]
+def _no_dose(column: str) -> Column:
+    return F.col(column).isNull() | F.isnan(column)
+
+
+def _band(name: str, limits: list[float]) -> Column:
+    """``duck._band_sql``: how many of ``limits`` the dose (per kg, or in mg) is above."""
+    column = _DOSE_COLUMN[name]
+    above = [(F.col(column) > F.lit(t)).cast("int") for t in limits]
     total = sum(above[1:], above[0]) if above else F.lit(0)
-    return F.when(_no_dose_per_kg(), F.lit(None).cast("int")).otherwise(total)
+    return F.when(_no_dose(column), F.lit(None).cast("int")).otherwise(total)
 
 
-def _at_threshold(limits: list[float]) -> Column:
+def _at_threshold(name: str, limits: list[float]) -> Column:
     """``duck._at_threshold_sql``: within a hair of one of ``limits``."""
+    column = _DOSE_COLUMN[name]
     near = F.lit(False)
     for t in limits:
-        near = near | (F.abs(F.col("dose_per_kg") - F.lit(t)) <= F.lit(BOUNDARY * t))
-    return F.when(_no_dose_per_kg(), F.lit(False)).otherwise(F.coalesce(near, F.lit(False)))
+        near = near | (F.abs(F.col(column) - F.lit(t)) <= F.lit(BOUNDARY * t))
+    return F.when(_no_dose(column), F.lit(False)).otherwise(F.coalesce(near, F.lit(False)))
 
 
 def _ieee_divide(numerator: Column, denominator: Column) -> Column:
@@ -479,9 +503,9 @@ def _class_key() -> Column:
     values += [
         F.when(at_limit, c("dose_value")),
         F.when(at_limit & c("is_volume"), c("concentration_mg_per_ml")),
-        F.when(at_limit & ~c("per_kg"), c("weight_value")),
+        F.when(at_limit, c("weight_value")),
         F.when(at_limit, c("dose_unit")),
-        F.when(at_limit & ~c("per_kg"), c("weight_unit")),
+        F.when(at_limit, c("weight_unit")),
         F.when(c("weight_range").isin("impossible", "unknown-unit"), c("weight_value")),
         F.when(c("weight_range").isin("impossible", "unknown-unit"), c("weight_unit")),
         F.when(c("dose_sign").isin("not-positive", "not-finite"), c("dose_value")),
@@ -490,7 +514,9 @@ def _class_key() -> Column:
     return F.xxhash64(*(x for v in values for x in (v.isNull(), v)))
 
 
-def _decisions(spark: SparkSession, measured: DataFrame, kb: KnowledgeBase) -> tuple[DataFrame, int, int]:
+def _decisions(
+    spark: SparkSession, measured: DataFrame, kb: KnowledgeBase, site: Site | None = None
+) -> tuple[DataFrame, int, int]:
     """One representative per class (the smallest admin_id, so reruns agree), decided by the engine."""
     representative = F.min_by(F.struct(*(F.col(n) for n in COLUMN_NAMES)), F.col("admin_id"))
     classes = (
@@ -504,13 +530,12 @@ def _decisions(spark: SparkSession, measured: DataFrame, kb: KnowledgeBase) -> t
     decided = []
     rows = 0
     for cls in classes:
-        d = decide(cls["row"].asDict(), kb)
-        decided.append((cls["class_key"], d.verdict, d.statements, d.dose_status, d.problem, d.limit_per_kg))
+        decided.append((cls["class_key"], *decision_row(decide(cls["row"].asDict(), kb, site))))
         rows += int(cls["n"])
     frame = spark.createDataFrame(
         decided,
         "class_key bigint, verdict string, statements array<string>, dose_status string, problem string, "
-        "limit_per_kg double",
+        "limit_per_kg double, limit_source string, guideline_verdict string, guideline_dose_status string",
     )
     return F.broadcast(frame), len(classes), rows
 
@@ -571,6 +596,7 @@ def run_spark(
     *,
     master: str | None = None,
     kb: KnowledgeBase | None = None,
+    site: Site | None = None,
 ) -> AuditRun:
     """Audit ``path`` (form ``flat``, ``fhir`` or ``omop``) on Spark; write ``out_dir/findings.parquet`` (a folder)."""
     kb = kb or load_knowledge()
@@ -583,9 +609,9 @@ def run_spark(
         src = read_canonical(spark, _canonical_parquet(path, form, out_dir))
     else:
         raise InputError("form", f"unknown input form {form!r} (flat, fhir or omop)")
-    measured = _measured(spark, src, kb).persist()  # read by the classes and again by the findings
+    measured = _measured(spark, src, kb, site).persist()  # read by the classes and again by the findings
     try:
-        decisions, classes, rows = _decisions(spark, measured, kb)
+        decisions, classes, rows = _decisions(spark, measured, kb, site)
         findings = out_dir / "findings.parquet"
         if findings.is_file():
             findings.unlink()  # a DuckDB run's single file
