@@ -134,6 +134,22 @@ def test_synthetic_findings_equal_duckdbs(
     assert quality_summary(aggregate(ran.findings)) == quality_summary(aggregate(duck.findings))
 
 
+def test_synthetic_findings_against_a_site_protocol_equal_duckdbs(
+    spark: SparkSession, synthetic: Path, tmp_path: Path
+) -> None:
+    from ketamine_cds import load_knowledge
+    from ketamine_cds._site import load_site
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "site" / "example-hospital.toml"
+    site = load_site(example, load_knowledge())
+    flat = synthetic / "administrations.parquet"
+    duck = run_duckdb(flat_source(flat), tmp_path / "duck", site=site)
+    ran = run_spark(flat, "flat", tmp_path / "spark", site=site)
+    _assert_same_findings(duck, ran)
+    summary = summary_rows(duck.findings)
+    assert summary == summary_rows(ran.findings) and summary["differs_from_guideline"] > 0
+
+
 # --- a hand-made table with bad rows -----------------------------------------------------------------------
 
 # fmt: off
@@ -217,8 +233,9 @@ def test_bad_rows_findings_equal_duckdbs(spark: SparkSession, tmp_path: Path) ->
         duck = run_duckdb(flat_source(flat), tmp_path / "duck")
         ran = run_spark(flat, "flat", tmp_path / "spark")
         _assert_same_findings(duck, ran)
-    _, rows = _table(ran.findings)
-    problems = {r[0]: r[-1] for r in rows}
+    described, rows = _table(ran.findings)
+    names = [name for name, _ in described]
+    problems = {r[0]: r[names.index("problem")] for r in rows}
     assert "unknown unit 'tablets'" in problems["B01"]
     assert "above zero" in problems["B02"]
     assert problems["B03"] == "row: dose_value is not a number: 12,5"
@@ -227,14 +244,14 @@ def test_bad_rows_findings_equal_duckdbs(spark: SparkSession, tmp_path: Path) ->
     assert "under 0.2 kg" in problems["B27"] and "0.07 kg" in problems["B27"]
     assert "under 0.2 kg" in problems["B28"] and "7e-05 kg" in problems["B28"]
     assert problems["B29"] is None
-    verdicts = {r[0]: r[-3] for r in rows}
+    verdicts = {r[0]: r[names.index("verdict")] for r in rows}
     assert verdicts["B30"] == "dose-exceeds-limit" and problems["B30"] is None and problems["B31"] is None
     assert "strength must be positive" in problems["B32"] and "strength must be positive" in problems["B33"]
     assert "finite number" in problems["B34"] and "a dose without a unit" in problems["B35"]
     assert "stone" in problems["B12"] and "tonnes" in problems["B36"]
     assert problems["B18"] == "row: prior_iv_ketamine is not true or false: yes"  # neither yes/no nor 1/0
     assert problems["B26"] == "row: prior_iv_ketamine is not true or false: t"
-    dose_per_kg = {r[0]: r[11] for r in rows}
+    dose_per_kg = {r[0]: r[names.index("dose_per_kg")] for r in rows}
     assert dose_per_kg["B20"] == -math.inf and math.isnan(dose_per_kg["B23"])  # IEEE, as DuckDB divides
 
 
