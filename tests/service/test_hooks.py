@@ -57,25 +57,30 @@ def statements(cards: list[Json]) -> list[str]:
 # --- discovery ---------------------------------------------------------------------------------------
 
 
-def test_discovery_lists_both_services_with_prefetch(client: httpx.Client) -> None:
+def test_discovery_lists_the_three_services_with_prefetch(client: httpx.Client) -> None:
     response = client.get("/cds-services")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     services = {s["id"]: s for s in response.json()["services"]}
-    assert set(services) == {"ketamine-order-select", "ketamine-order-sign"}
+    assert set(services) == {"ketamine-order-select", "ketamine-order-sign", "ketamine-patient-view"}
     assert services["ketamine-order-select"]["hook"] == "order-select"
     assert services["ketamine-order-sign"]["hook"] == "order-sign"
+    assert services["ketamine-patient-view"]["hook"] == "patient-view"
     for service in services.values():
         assert service["title"] and service["description"] and service["usageRequirements"]
         prefetch = service["prefetch"]
         assert prefetch["patient"] == "Patient/{{context.patientId}}"
         assert "29463-7" in prefetch["weights"] and "82810-3" in prefetch["pregnancyStatus"]
         assert prefetch["conditions"].startswith("Condition?patient={{context.patientId}}")
+        assert "status=preparation,in-progress" in prefetch["procedures"]
+        assert prefetch["encounter"] == "Encounter/{{context.encounterId}}"  # an instance read
+    for order_hook in ("ketamine-order-select", "ketamine-order-sign"):
+        prefetch = services[order_hook]["prefetch"]
         assert "status=active" in prefetch["medicationRequests"]
         assert prefetch["medicationStatements"].startswith("MedicationStatement?")
-        assert "status=active&" in prefetch["medicationStatements"]  # only what is being taken
-        assert "status=preparation,in-progress" in prefetch["procedures"]
-        assert prefetch["encounter"] == "Encounter?_id={{context.encounterId}}&_include=Encounter:location"
+        assert prefetch["medicationStatements"].endswith("status=active")  # only what is being taken
+    view = services["ketamine-patient-view"]["prefetch"]
+    assert "medicationRequests" not in view and view["ketamineRequests"].startswith("MedicationRequest?")
 
 
 # --- order-sign: only contraindications and doses over the limit -------------------------------------

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._kb import load_knowledge
+from .fhir_client import server_prefixes
 from .settings import Settings
 from .store import AuditWriter, open_store
 
@@ -45,6 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.kb = kb
+    app.state.fhir_servers = server_prefixes(settings.fhir_servers)  # FhirServerListError: stops start-up
+    if settings.fhir_servers:
+        log.info("FHIR servers this service may read (and no other): %s", ", ".join(settings.fhir_servers))
     app.state.store = open_store(settings)
     app.state.audit = AuditWriter(app.state.store)
     _add_error_handlers(app)
