@@ -350,6 +350,9 @@ def test_req_hl7_cds_hooks_2_0_0_012(corpus: Corpus) -> None:
     Human-friendly description of any preconditions for the use of this CDS Service."""
     for service in corpus.discovery["services"]:
         assert "prefetch" in service["usageRequirements"] and "412" in service["usageRequirements"]
+        # CDS Hooks 2.0 lets a client answer a search that finds nothing with null or an empty Bundle
+        assert "may be null or an empty Bundle" in service["usageRequirements"]
+        assert "must be null" not in service["usageRequirements"]
 
 
 def test_req_hl7_cds_hooks_2_0_0_013(client: httpx.Client) -> None:
