@@ -381,12 +381,14 @@ class FhirStub:
     fail_status: int | None = None  # answer every request with this status
     delay_s: float = 0.0
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path and query, Authorization)
+    methods: list[str] = field(default_factory=list)  # GET, or POST for a _search, one per request
 
     def __post_init__(self) -> None:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                stub.methods.append("GET")
                 self._answer(self.path)
 
             def do_POST(self) -> None:
@@ -396,6 +398,7 @@ class FhirStub:
                 if not path.endswith("/_search"):
                     self._send(405, _outcome("not-supported", "only _search is posted"))
                     return
+                stub.methods.append("POST")
                 self._answer(path.removesuffix("/_search") + "?" + "&".join(q for q in (query, form) if q))
 
             def _answer(self, path: str) -> None:
