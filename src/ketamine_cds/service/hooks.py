@@ -657,7 +657,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed request",
         401: "No valid JWT",
         404: "Unknown service",
-        412: "Required data neither prefetched nor readable from fhirServer",
+        412: "The patient (patient-view: the ketamine orders) not prefetched, nor readable from fhirServer",
         503: "The audit trail or feedback store is unavailable",
     }
     return {code: {"description": text[code]} for code in codes}

@@ -3,7 +3,8 @@
 CDS Hooks 2.0, "Prefetch Template": the service registers templates in discovery; the client sends, for each
 key, the resource (a search gives a searchset Bundle), ``null`` when it has no data for the key, an
 OperationOutcome when prefetching failed, or nothing at all when it chose not to satisfy the key. It is the
-service's task to check what was satisfied and to fetch the rest itself, or answer 412.
+service's task to check what was satisfied and to fetch the rest itself (``record.py``); what it cannot have
+is named, and only the patient (or, at patient-view, the ketamine orders) is worth a 412.
 """
 
 from __future__ import annotations
