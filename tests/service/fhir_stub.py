@@ -379,6 +379,7 @@ class FhirStub:
     token: str | None = TOKEN
     page_size: int | None = None  # page searchsets with next links
     fail_status: int | None = None  # answer every request with this status
+    fail_paths: dict[str, int] = field(default_factory=dict)  # a path holding the key is answered this status
     delay_s: float = 0.0
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path and query, Authorization)
     methods: list[str] = field(default_factory=list)  # GET, or POST for a _search, one per request
@@ -430,6 +431,9 @@ class FhirStub:
             return 401, _outcome("login", "a valid Bearer token is required")
         if self.fail_status is not None:
             return self.fail_status, _outcome("exception", "stub failure")
+        for fragment, status in self.fail_paths.items():
+            if fragment in path:
+                return status, _outcome("exception", "stub failure")
         query = path.removeprefix("/fhir/")
         page = 0
         if "_page=" in query:

@@ -426,3 +426,20 @@ def test_full_partial_and_refused_answers_are_each_recorded(
     (row,) = _audit_rows(dev_server, refused["hookInstance"])
     assert row[:2] == (None, "precondition-failed") and row[3] == 0
     assert "patient" in json.loads(row[2])
+
+
+def test_reads_from_the_fhir_server_log_no_identifier(client: httpx.Client, dev_server: Server) -> None:
+    """The log names the prefetch key or the type of a referenced resource, never an id or a URL."""
+    pid, eid = "pid-never-in-the-log", "enc-never-in-the-log"
+    resources = [patient(pid), weight(70, pid), *encounter(False, pid=pid, eid=eid, contained=False)]
+    order = ketamine(pid=pid, rate=quantity(2, "mg/kg/h"))
+    order["encounter"] = {"reference": f"Encounter/{eid}"}
+    with running(FhirStub(resources, fail_paths={"/Location/": 500})) as stub:
+        body = hook_request(
+            "order-sign", [order], pid=pid, fhirServer=stub.base, fhirAuthorization=authorization()
+        )
+        response = client.post(SIGN, json=body)
+    assert "Checked without part of the record: encounter location could not be read" in summaries(response)
+    log = dev_server.log_text()
+    assert "FHIR read Location (by reference) failed: HTTP 500" in log and "not read: location" in log
+    assert pid not in log and eid not in log and stub.base not in log

@@ -23,6 +23,10 @@ DEV_WARNING = "AUTHENTICATION DISABLED (development flag): any caller is accepte
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = (settings or Settings.from_env()).prepared()
+    # httpx logs every request's URL at INFO, and a FHIR read's URL holds the patient's id: no identifier may
+    # reach a log, so its request lines are kept out (its warnings and errors still show).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.WARNING))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

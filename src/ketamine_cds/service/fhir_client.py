@@ -235,17 +235,18 @@ class FhirAccess:
         return reads
 
     def _settle(self, reads: Reads, key: str, future: Future[Any]) -> None:
+        label = _label(key)
         if not future.done():
             future.cancel()
-            log.info("FHIR read %s: no answer in time", key)
+            log.info("FHIR read %s: no answer in time", label)
             reads.failed[key] = NOT_READ
             return
         error = future.exception()
         if isinstance(error, _ReadFailed):
-            log.info("FHIR read %s failed: %s", key, error.detail)
+            log.info("FHIR read %s failed: %s", label, error.detail)
             reads.failed[key] = error.reason
         elif error is not None:
-            log.warning("FHIR read %s failed unexpectedly: %s", key, type(error).__name__)
+            log.warning("FHIR read %s failed unexpectedly: %s", label, type(error).__name__)
             reads.failed[key] = NOT_READ
         else:
             reads.data[key] = future.result()
@@ -332,6 +333,11 @@ class FhirAccess:
                     raise _ReadFailed("a next page outside fhirServer")
                 return target
         return None
+
+
+def _label(key: str) -> str:
+    """A read as the log may name it: a prefetch key, or the type of a referenced resource (never its id)."""
+    return key if "/" not in key else f"{key.split('/', 1)[0]} (by reference)"
 
 
 def unavailable_for_all(queries: Iterable[str], reason: str) -> Reads:

@@ -88,7 +88,8 @@ async def answer_patient_view(call: Call) -> JSONResponse:
 
     rest = {key: t for key, t in call.service.prefetch.items() if key not in first}
     await gather(req.prefetch, rest, context, call.reader, into=gathered)
-    await resolve_references(gathered, [(None, r) for r in active], call.reader)
+    ordered: Pairs = [(None, r) for r in active]
+    await resolve_references(gathered, ordered, call.reader, failed_before=dict(gathered.reasons))
     precondition(gathered, ("patient",), call.service.prefetch)
     record = pf.record_resources(gathered.data, [])
     unread = gathered.unread_data

@@ -269,8 +269,8 @@ def _readable(reference: str, base: httpx.URL | None) -> str | None:
     elif "?" in reference:
         return None
     kind, _, rid = _type_and_id(reference).partition("/")
-    if kind not in _READABLE_TYPES or not _FHIR_ID.fullmatch(rid):
-        return None
+    if kind not in _READABLE_TYPES or not _FHIR_ID.fullmatch(rid) or not rid.strip("."):
+        return None  # not a FHIR id (and "." or "..", which a URL would read as a path step)
     return f"{kind}/{rid}"
 
 
