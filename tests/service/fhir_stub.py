@@ -485,6 +485,12 @@ def authorization(token: str = TOKEN, expires_in: int = 300) -> Json:
 
 # --- checking cards ----------------------------------------------------------------------------------
 
+
+def topics(cards: list[Json]) -> list[str]:
+    """The statement each card cites (its source topic), or "" for a card that cites none."""
+    return [c["source"].get("topic", {}).get("code", "") for c in cards]
+
+
 INDICATORS = ("info", "warning", "critical")
 
 
