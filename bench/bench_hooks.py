@@ -150,9 +150,11 @@ if os.environ.get("BENCH_HOOKS_SECTIONS"):
         return wrapper
 
     for name in ("parse_hook_request", "_ketamine_orders", "_assess_order", "facts_from_resources",
-                 "assess", "cards_for", "_services", "_audit_records"):
+                 "assess", "cards_for", "_services"):
         setattr(hooks, name, timed(getattr(hooks, name), name))
-    hooks._gather = timed_async(hooks._gather, "_gather")
+    hooks.Call.row = timed(hooks.Call.row, "audit rows")
+    hooks.gather = timed_async(hooks.gather, "gather")
+    hooks.resolve_references = timed_async(hooks.resolve_references, "resolve_references")
     hooks.parse_json = timed(hooks.parse_json, "parse_json")
     parse_json = timed(parse_json, "parse_json")
     prefetch.record_resources = timed(prefetch.record_resources, "record_resources")
@@ -406,7 +408,8 @@ def record_prefetch() -> dict[str, Json | None]:
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
         "subject": _subject(),
         "period": {"start": f"{today.isoformat()}T06:10:00Z"},
-        "location": [{"location": {"reference": "Location/bench-loc1"}, "status": "active"}],
+        "location": [{"location": {"reference": "#bench-loc1"}, "status": "active"}],
+        "contained": [location],  # the Encounter read (an instance read) brings its Location along
     }
     return {
         "patient": patient,
@@ -419,7 +422,7 @@ def record_prefetch() -> dict[str, Json | None]:
         "ketamineAdministrations": None,
         "procedures": _searchset([procedure]),
         "serviceRequests": None,
-        "encounter": _searchset([encounter], [location]),
+        "encounter": encounter,
     }
 
 
@@ -733,13 +736,14 @@ _SECTIONS = (
     ("_services (built once per knowledge base)", "_services", 3),
     ("parse_hook_request", "parse_hook_request", 3),
     ("_ketamine_orders (is the draft ketamine?)", "_ketamine_orders", 3),
-    ("_gather (templates, collect prefetch)", "_gather", 3),
+    ("gather (templates, collect prefetch)", "gather", 3),
+    ("resolve_references (what the record names)", "resolve_references", 3),
     ("record_resources (drafts + prefetch)", "record_resources", 3),
     ("_assess_order", "_assess_order", 3),
     ("facts_from_resources (the FHIR reader)", "facts_from_resources", 4),
     ("assess (engine)", "assess", 4),
     ("cards_for", "cards_for", 4),
-    ("_audit_records (pseudonym, uuids)", "_audit_records", 3),
+    ("audit rows (pseudonym, uuids)", "audit rows", 3),
     ("audit write (committed; SQLite: from the loop)", "audit write", 3),
     ("JSONResponse (serialize the cards)", "JSONResponse", 3),
 )
@@ -753,7 +757,7 @@ _CPROFILE_SECTIONS = (
     ("facts_from_resources (FHIR reader)", "adapters/fhir.py", "facts_from_resources"),
     ("assess (engine)", "_engine.py", "assess"),
     ("cards_for", "service/cards.py", "cards_for"),
-    ("_audit_records (the rows: pseudonym, uuids)", "service/hooks.py", "_audit_records"),
+    ("Call.row (the audit rows: pseudonym, uuids)", "service/hooks.py", "row"),
 )
 
 

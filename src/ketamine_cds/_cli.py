@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     _site_option(p)
     p.add_argument("--public-url", help="the service's own base URL (the JWT audience)")
     p.add_argument(
+        "--fhir-server",
+        action="append",
+        default=[],
+        metavar="URL-PREFIX",
+        help="a FHIR server the service may read (repeatable); listed servers may be read without an "
+        "access token, and once one is listed no other server is contacted",
+    )
+    p.add_argument(
         "--allow-unauthenticated",
         action="store_true",
         default=None,
@@ -186,13 +194,17 @@ def _serve(args: argparse.Namespace) -> int:
         trust_list=Path(args.trust_list) if args.trust_list else None,
         public_url=args.public_url,
         allow_unauthenticated=args.allow_unauthenticated,
+        fhir_servers=tuple(args.fhir_server),
     )
     from .service.auth import TrustListError
+    from .service.fhir_client import FhirServerListError
 
     try:
         app = create_app(settings)
     except TrustListError as exc:
         raise InputError("--trust-list", str(exc)) from None
+    except FhirServerListError as exc:
+        raise InputError("--fhir-server", str(exc)) from None
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 

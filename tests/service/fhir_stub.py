@@ -105,8 +105,14 @@ def planned_procedure(
     }
 
 
-def encounter(intensive_care: bool, pid: str = "p1", eid: str = "e1") -> list[Json]:
-    """An in-progress Encounter at a Location typed ICU, or at a general ward (v3 RoleCode HU)."""
+def encounter(
+    intensive_care: bool, pid: str = "p1", eid: str = "e1", *, contained: bool = True
+) -> list[Json]:
+    """An in-progress Encounter at a Location typed ICU, or at a general ward (v3 RoleCode HU).
+
+    ``contained``: the Location inside the Encounter (as an EHR may send it; an instance read of the Encounter
+    then brings it), else a separate resource the Encounter references (the service reads it afterwards from
+    the FHIR server: the recommended prefetch subset has no ``_include``)."""
     code, display = ("ICU", "Intensive care unit") if intensive_care else ("HU", "Hospital unit")
     location = {
         "resourceType": "Location",
@@ -114,7 +120,7 @@ def encounter(intensive_care: bool, pid: str = "p1", eid: str = "e1") -> list[Js
         "name": display,
         "type": [concept(ROLE_CODE, code, display)],
     }
-    enc = {
+    enc: Json = {
         "resourceType": "Encounter",
         "id": eid,
         "status": "in-progress",
@@ -122,6 +128,10 @@ def encounter(intensive_care: bool, pid: str = "p1", eid: str = "e1") -> list[Js
         "subject": {"reference": f"Patient/{pid}"},
         "location": [{"location": {"reference": f"Location/{eid}-loc"}, "status": "active"}],
     }
+    if contained:
+        enc["contained"] = [location]
+        enc["location"][0]["location"]["reference"] = f"#{eid}-loc"
+        return [enc]
     return [enc, location]
 
 
@@ -225,8 +235,6 @@ def _when(resource: Mapping[str, Any]) -> str:
 def _matches(resource: Mapping[str, Any], name: str, values: list[str]) -> bool:
     if name == "patient":
         return _refers_to_patient(resource, values[0])
-    if name == "_id":
-        return resource.get("id") in values
     if name == "status":
         return resource.get("status") in values
     if name == "code":
@@ -244,40 +252,19 @@ def _resolve(resources: list[Json], reference: str) -> Json | None:
     return None
 
 
-def _included(resources: list[Json], matched: list[Json], include: str) -> list[Json]:
-    source, _, element = include.partition(":")
-    found: list[Json] = []
-    for resource in matched:
-        if resource.get("resourceType") != source:
-            continue
-        if element == "location":
-            refs = [loc.get("location", {}).get("reference", "") for loc in resource.get("location", [])]
-        elif element == "medication":
-            refs = [resource.get("medicationReference", {}).get("reference", "")]
-        else:
-            raise ValueError(f"_include {include!r} is not supported by the stub")
-        for ref in refs:
-            target = _resolve(resources, ref) if ref and not ref.startswith("#") else None
-            if target is not None and target not in found:
-                found.append(target)
-    return found
-
-
 def search(resources: list[Json], query: str, *, base: str = "http://ehr.example/fhir") -> Json | None:
-    """A read (``Type/id``: the resource or None) or a search (``Type?...``: a searchset Bundle)."""
+    """A read (``Type/id``: the resource or None) or a search (``Type?...``: a searchset Bundle), in the
+    subset of FHIR search CDS Hooks 2.0 recommends for prefetch (anything else is a ValueError: 400)."""
     path, _, params = query.partition("?")
     parts = path.strip("/").split("/")
     if len(parts) == 2:
         return _resolve(resources, f"{parts[0]}/{parts[1]}")
     rtype = parts[0]
     matched = [r for r in resources if r.get("resourceType") == rtype]
-    includes: list[str] = []
     count: int | None = None
     descending = False
-    for name, value in urllib.parse.parse_qsl(params):
-        if name == "_include":
-            includes.append(value)
-        elif name == "_count":
+    for name, value in urllib.parse.parse_qsl(params, keep_blank_values=True):
+        if name == "_count":
             count = int(value)
         elif name == "_sort":
             descending = value.startswith("-")
@@ -291,11 +278,6 @@ def search(resources: list[Json], query: str, *, base: str = "http://ehr.example
         {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
         for r in matched
     ]
-    for inc in includes:
-        entries += [
-            {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "include"}}
-            for r in _included(resources, matched, inc)
-        ]
     return {"resourceType": "Bundle", "type": "searchset", "total": len(matched), "entry": entries}
 
 
@@ -338,15 +320,13 @@ def hook_request(
     selections: list[str] | None = None,
     **extra: Any,
 ) -> Json:
-    context: Json = {
-        "userId": "Practitioner/dr1",
-        "patientId": pid,
-        "draftOrders": {
+    context: Json = {"userId": "Practitioner/dr1", "patientId": pid}
+    if hook != "patient-view":
+        context["draftOrders"] = {
             "resourceType": "Bundle",
             "type": "collection",
             "entry": [{"resource": o} for o in orders],
-        },
-    }
+        }
     if encounter_id:
         context["encounterId"] = encounter_id
     if hook == "order-select":
@@ -380,10 +360,10 @@ class Case:
         )
 
 
-def templates_of(base_url: str) -> dict[str, str]:
-    """The running service's prefetch templates, from discovery (as a CDS Client reads them)."""
+def templates_of(base_url: str, hook: str = "order-select") -> dict[str, str]:
+    """The running service's prefetch templates for a hook, from discovery (as a CDS Client reads them)."""
     services = httpx.get(base_url + "/cds-services", timeout=10).json()["services"]
-    prefetch: dict[str, str] = services[0]["prefetch"]
+    prefetch: dict[str, str] = next(s for s in services if s["hook"] == hook)["prefetch"]
     return prefetch
 
 
@@ -392,24 +372,46 @@ def templates_of(base_url: str) -> dict[str, str]:
 
 @dataclass
 class FhirStub:
-    """A FHIR server on 127.0.0.1 serving reads and searches over ``resources``; records every request."""
+    """A FHIR server on 127.0.0.1 serving reads and searches over ``resources``; records every request.
+
+    ``token`` None: an open server (no token needed, as the CDS Hooks sandbox's default server). Searches
+    also come as ``POST {base}/{Type}/_search`` with a form body (FHIR R4 http.html#search; the sandbox tries
+    that first), recorded as the equivalent GET."""
 
     resources: list[Json]
-    token: str = TOKEN
+    token: str | None = TOKEN
     page_size: int | None = None  # page searchsets with next links
     fail_status: int | None = None  # answer every request with this status
+    fail_paths: dict[str, int] = field(default_factory=dict)  # a path holding the key is answered this status
     delay_s: float = 0.0
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path and query, Authorization)
+    methods: list[str] = field(default_factory=list)  # GET, or POST for a _search, one per request
 
     def __post_init__(self) -> None:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                stub.requests.append((self.path, self.headers.get("Authorization")))
+                stub.methods.append("GET")
+                self._answer(self.path)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = self.rfile.read(length).decode()
+                path, _, query = self.path.partition("?")
+                if not path.endswith("/_search"):
+                    self._send(405, _outcome("not-supported", "only _search is posted"))
+                    return
+                stub.methods.append("POST")
+                self._answer(path.removesuffix("/_search") + "?" + "&".join(q for q in (query, form) if q))
+
+            def _answer(self, path: str) -> None:
+                stub.requests.append((path, self.headers.get("Authorization")))
                 if stub.delay_s:
                     time.sleep(stub.delay_s)
-                status, body = stub.answer(self.path, self.headers.get("Authorization"))
+                self._send(*stub.answer(path, self.headers.get("Authorization")))
+
+            def _send(self, status: int, body: Json) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/fhir+json")
@@ -428,10 +430,13 @@ class FhirStub:
         return f"http://127.0.0.1:{self.server.server_address[1]}/fhir"
 
     def answer(self, path: str, authorization: str | None) -> tuple[int, Json]:
-        if authorization != f"Bearer {self.token}":
+        if self.token is not None and authorization != f"Bearer {self.token}":
             return 401, _outcome("login", "a valid Bearer token is required")
         if self.fail_status is not None:
             return self.fail_status, _outcome("exception", "stub failure")
+        for fragment, status in self.fail_paths.items():
+            if fragment in path:
+                return status, _outcome("exception", "stub failure")
         query = path.removeprefix("/fhir/")
         page = 0
         if "_page=" in query:
@@ -482,6 +487,12 @@ def authorization(token: str = TOKEN, expires_in: int = 300) -> Json:
 
 
 # --- checking cards ----------------------------------------------------------------------------------
+
+
+def topics(cards: list[Json]) -> list[str]:
+    """The statement each card cites (its source topic), or "" for a card that cites none."""
+    return [c["source"].get("topic", {}).get("code", "") for c in cards]
+
 
 INDICATORS = ("info", "warning", "critical")
 

@@ -27,6 +27,7 @@ INLINE = "https://inline.example"
 DOWN = "https://down.example"
 SLOW = "https://slow.example"
 ROTATING = "https://rotating.example"
+PINNED = "https://pinned.example"  # inline keys and a jku allowlist, as the CDS Hooks sandbox is trusted
 WARNING_HEADER = "X-Ketamine-CDS-Warning"
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # the weak-key case
 
@@ -48,6 +49,8 @@ class Secured:
     ec: SigningKey  # ES384, published at /ehr/jwks.json
     weak: SigningKey  # RS384, 1024 bits, published at /ehr/jwks.json
     inline: SigningKey  # ES384, given inline in the trust list
+    pinned: SigningKey  # ES384, inline for PINNED, whose tokens may name /pinned/jwks.json as jku
+    listed_only: SigningKey  # ES384, published only at /pinned/jwks.json (a PINNED key not yet inline)
     attacker: SigningKey  # RS384 with the same kid as rsa, never published
     rotating: list[SigningKey]
     jwks_url: str
@@ -106,6 +109,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     slow_url = stub.publish("/slow/jwks.json", rsa_key.public_jwk())
     stub.delays["/slow/jwks.json"] = 8.0
     rotating_url = stub.publish("/rotating/jwks.json", rotating[0].public_jwk())
+    pinned, listed_only = SigningKey.ec("pinned-1"), SigningKey.ec("pinned-2")
+    pinned_url = stub.publish("/pinned/jwks.json", pinned.public_jwk(), listed_only.public_jwk())
     trust_list = data_dir / "trust.json"
     trust_list.write_text(
         json.dumps(
@@ -116,6 +121,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
                     {"iss": DOWN, "jwks_url": f"http://127.0.0.1:{_closed_port()}/jwks.json"},
                     {"iss": SLOW, "jwks_url": slow_url},
                     {"iss": ROTATING, "jwks_url": rotating_url},
+                    {"iss": PINNED, "jwks": {"keys": [pinned.public_jwk()]}, "jku": [pinned_url]},
                 ]
             }
         )
@@ -132,6 +138,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             ec_key,
             weak,
             inline,
+            pinned,
+            listed_only,
             SigningKey.rsa("rsa-1"),
             rotating,
             jwks_url,
@@ -185,6 +193,38 @@ def test_inline_key_set_without_jku(secured: Secured) -> None:
 
 def test_jku_equal_to_the_trusted_url_is_accepted(secured: Secured) -> None:
     assert_passes(secured.call(secured.rsa.sign(claims(EHR, secured.aud), jku=secured.jwks_url)))
+
+
+def test_jku_beside_an_inline_key_set_is_a_hint_and_never_fetched(secured: Secured) -> None:
+    """Real clients always send jku (the CDS Hooks sandbox does): with the key pinned inline, the token's jku
+    is not fetched. Without a jku list for the issuer any jku is such a hint."""
+    evil = "/evil/jwks.json"
+    before = secured.stub.hits[evil]
+    assert_passes(secured.call(secured.inline.sign(claims(INLINE, secured.aud), jku=secured.stub.url(evil))))
+    assert secured.stub.hits[evil] == before
+
+
+def test_a_listed_jku_beside_the_pinned_key_is_not_fetched(secured: Secured) -> None:
+    """Requirement 195 (an allowlist of iss and jku urls): the jku is on the issuer's list, the kid inline."""
+    before = secured.stub.hits["/pinned/jwks.json"]
+    token = secured.pinned.sign(claims(PINNED, secured.aud), jku=secured.stub.url("/pinned/jwks.json"))
+    assert_passes(secured.call(token))
+    assert secured.stub.hits["/pinned/jwks.json"] == before
+
+
+def test_a_jku_outside_the_issuers_list_is_refused_and_never_fetched(secured: Secured) -> None:
+    evil = "/evil/jwks.json"
+    before = secured.stub.hits[evil]
+    for key in (secured.pinned, secured.listed_only):
+        token = key.sign(claims(PINNED, secured.aud), jku=secured.stub.url(evil))
+        assert_refused(secured.call(token), "'jku'")
+    assert secured.stub.hits[evil] == before
+
+
+def test_a_key_not_yet_inline_is_fetched_from_a_listed_jku_only(secured: Secured) -> None:
+    url = secured.stub.url("/pinned/jwks.json")
+    assert_refused(secured.call(secured.listed_only.sign(claims(PINNED, secured.aud))), "no key")
+    assert_passes(secured.call(secured.listed_only.sign(claims(PINNED, secured.aud), jku=url)))
 
 
 def test_aud_may_be_an_array_containing_the_endpoint(secured: Secured) -> None:
@@ -273,8 +313,8 @@ REFUSED: dict[str, tuple[TokenMaker, str]] = {
         lambda s: s.rsa.sign(claims(EHR, s.aud), jku=s.stub.url("/evil/jwks.json")),
         "'jku'",
     ),
-    "jku for an issuer with an inline key set": (
-        lambda s: s.inline.sign(claims(INLINE, s.aud), jku=s.stub.url("/evil/jwks.json")),
+    "jku outside the list of an issuer with an inline key set (195)": (
+        lambda s: s.pinned.sign(claims(PINNED, s.aud), jku=s.stub.url("/evil/jwks.json")),
         "'jku'",
     ),
     "missing kid (182)": (lambda s: s.rsa.sign(claims(EHR, s.aud), kid=""), "'kid'"),
@@ -433,6 +473,14 @@ MALFORMED: dict[str, tuple[object, str]] = {
         "exactly one",
     ),
     "url not http": ({"issuers": [{"iss": EHR, "jwks_url": "file:///etc/passwd"}]}, "http(s) URL"),
+    "jku not a list": (
+        {"issuers": [{"iss": EHR, "jwks_url": "https://e/j", "jku": "https://e/j"}]},
+        "'jku' must be a non-empty array",
+    ),
+    "jku not a URL": (
+        {"issuers": [{"iss": EHR, "jwks": {"keys": [GOOD_EC]}, "jku": ["file:///etc/passwd"]}]},
+        "jku[0]: must be an http(s) URL",
+    ),
     "duplicate iss": ({"issuers": [{"iss": EHR, "jwks_url": "https://e/j"}] * 2}, "listed twice"),
     "empty key set": ({"issuers": [{"iss": EHR, "jwks": {"keys": []}}]}, "at least one key"),
     "key without kid": ({"issuers": [{"iss": EHR, "jwks": {"keys": [{**GOOD_EC, "kid": ""}]}}]}, "'kid'"),
@@ -477,12 +525,14 @@ def test_good_trust_list_loads(tmp_path: Path) -> None:
                 "issuers": [
                     {"iss": EHR, "name": "EHR", "jwks_url": "https://ehr.example/jwks.json"},
                     {"iss": INLINE, "jwks": {"keys": [GOOD_EC, SigningKey.rsa("r1").public_jwk()]}},
+                    {"iss": PINNED, "jwks": {"keys": [GOOD_EC]}, "jku": ["https://pinned.example/jwks"]},
                 ]
             }
         )
     )
     trust = load_trust_list(path)
-    assert set(trust.issuers) == {EHR, INLINE}
+    assert set(trust.issuers) == {EHR, INLINE, PINNED}
+    assert trust.issuers[PINNED].jku == {"https://pinned.example/jwks"}
     assert trust.issuers[EHR].jwks_url == "https://ehr.example/jwks.json"
     inline = trust.issuers[INLINE].jwks
     assert inline is not None

@@ -10,6 +10,7 @@ server (the ``dev_server`` fixture) over a spread of cases, and each card requir
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import re
 import sqlite3
@@ -41,6 +42,7 @@ from fhir_stub import (
     prefetch_for,
     quantity,
     running,
+    templates_of,
     weight,
 )
 from markdown_it import MarkdownIt
@@ -53,8 +55,13 @@ REQUIREMENTS_CSV = (
     / "cds-hooks-2.0-requirements"
     / "cds-hooks_2.0_requirements.csv"
 )
-SERVICES = ("ketamine-order-select", "ketamine-order-sign")
-HOOK_OF = {"ketamine-order-select": "order-select", "ketamine-order-sign": "order-sign"}
+SERVICES = ("ketamine-order-select", "ketamine-order-sign", "ketamine-patient-view")
+ORDER_SERVICES = SERVICES[:2]
+HOOK_OF = {
+    "ketamine-order-select": "order-select",
+    "ketamine-order-sign": "order-sign",
+    "ketamine-patient-view": "patient-view",
+}
 
 # Service-side SHALL / SHALL NOT requirements that this module does not test, and why.
 NOT_APPLICABLE: dict[int, str] = {
@@ -158,21 +165,46 @@ def _cases() -> list[Case]:
     ]
 
 
+def _view_cases() -> list[Case]:
+    """Charts opened: an active infusion over the limit on a ward, one within it with a contraindication
+    recorded since, a recent IV course for CRPS, ketamine long ago, and no ketamine at all."""
+    ward = [patient(), weight("69.85"), planned_procedure(), *encounter(False)]
+    recent = (dt.date.today() - dt.timedelta(days=10)).isoformat()
+    crps = {"coding": [{"system": "http://snomed.info/sct", "code": "128200000", "display": "CRPS"}]}
+    course = ketamine(oid="course", rate=quantity("0.35", "mg/kg/h"), status="completed")
+    course.update(authoredOn=recent, reasonCode=[crps])
+    old = ketamine(oid="old", rate=quantity(1, "mg/kg/h"), status="completed")
+    schizophrenia = condition("58214004", "Schizophrenia")
+    over = ketamine(oid="run", rate=quantity(2, "mg/kg/h"), status="active")
+    within = ketamine(oid="run", rate=quantity("0.5", "mg/kg/h"), status="active")
+    return [
+        Case([*ward, over], [], encounter_id="e1"),
+        Case([*ward, schizophrenia, within], [], encounter_id="e1"),
+        Case([patient(), weight(70), course], []),
+        Case([patient(), weight(70), old], []),
+        Case([patient(), weight(70)], []),
+    ]
+
+
 @pytest.fixture(scope="module")
 def corpus(dev_server: Server, client: httpx.Client, templates: dict[str, str]) -> Corpus:
     exchanges = []
-    for case in _cases():
-        for service in SERVICES:
-            request = case.request(HOOK_OF[service], templates)
-            started = time.perf_counter()
-            response = client.post(f"/cds-services/{service}", json=request)
-            seconds = time.perf_counter() - started
-            assert response.status_code == 200, response.text
-            exchanges.append(Exchange(service, request, response.status_code, response.json(), seconds))
+    view_templates = templates_of(dev_server.url, "patient-view")
+    calls = [(s, c, templates) for c in _cases() for s in ORDER_SERVICES]
+    calls += [("ketamine-patient-view", c, view_templates) for c in _view_cases()]
+    for service, case, service_templates in calls:
+        request = case.request(HOOK_OF[service], service_templates)
+        started = time.perf_counter()
+        response = client.post(f"/cds-services/{service}", json=request)
+        seconds = time.perf_counter() - started
+        assert response.status_code == 200, response.text
+        exchanges.append(Exchange(service, request, response.status_code, response.json(), seconds))
     corpus = Corpus(dev_server.url, client.get("/cds-services").json(), exchanges)
     assert corpus.suggestions() and any(
         "overrideReasons" in c for c in corpus.cards
     )  # the corpus covers them
+    views = [e.body["cards"] for e in exchanges if e.service == "ketamine-patient-view"]
+    assert [len(cards) > 0 for cards in views] == [True, True, True, False, False]
     return corpus
 
 
@@ -259,7 +291,7 @@ def test_req_hl7_cds_hooks_2_0_0_005(tmp_path: Path) -> None:
     server = Server(tmp_path).start()
     try:
         response = httpx.get(server.url + "/cds-services", timeout=10)
-        assert response.status_code == 200 and len(response.json()["services"]) == 2
+        assert response.status_code == 200 and len(response.json()["services"]) == 3
     finally:
         server.stop()
 
@@ -298,6 +330,8 @@ def test_req_hl7_cds_hooks_2_0_0_010(corpus: Corpus, client: httpx.Client) -> No
     for service in corpus.discovery["services"]:
         assert isinstance(service["id"], str)
         body = hook_request(service["hook"], [oxycodone_order()])
+        if service["hook"] == "patient-view":  # a chart without ketamine
+            body["prefetch"] = {"ketamineRequests": None, "ketamineAdministrations": None}
         assert client.post(f"/cds-services/{service['id']}", json=body).json() == {"cards": []}
 
 
@@ -316,6 +350,9 @@ def test_req_hl7_cds_hooks_2_0_0_012(corpus: Corpus) -> None:
     Human-friendly description of any preconditions for the use of this CDS Service."""
     for service in corpus.discovery["services"]:
         assert "prefetch" in service["usageRequirements"] and "412" in service["usageRequirements"]
+        # CDS Hooks 2.0 lets a client answer a search that finds nothing with null or an empty Bundle
+        assert "may be null or an empty Bundle" in service["usageRequirements"]
+        assert "must be null" not in service["usageRequirements"]
 
 
 def test_req_hl7_cds_hooks_2_0_0_013(client: httpx.Client) -> None:
@@ -359,9 +396,10 @@ def test_req_hl7_cds_hooks_2_0_0_029(corpus: Corpus) -> None:
     prefetched, the CDS Service registers a set of "prefetch templates" with the CDS Client… [communicated] in
     the CDS Service discovery response."""
     for service in corpus.discovery["services"]:
-        assert {"patient", "weights", "conditions", "medicationRequests", "encounter"} <= set(
-            service["prefetch"]
-        )
+        keys = set(service["prefetch"])
+        assert {"patient", "weights", "conditions", "ketamineRequests", "encounter"} <= keys
+        if service["hook"] != "patient-view":
+            assert {"medicationRequests", "medicationStatements"} <= set(service["prefetch"])
 
 
 def test_req_hl7_cds_hooks_2_0_0_034(client: httpx.Client, templates: dict[str, str]) -> None:
@@ -403,9 +441,11 @@ def test_req_hl7_cds_hooks_2_0_0_036(client: httpx.Client, templates: dict[str, 
     assert [c["summary"] for c in cards] == ["Relative contraindication: Schizophrenia"]
     body["prefetch"]["problems"] = body["prefetch"].pop(
         "conditions"
-    )  # data under a key the service did not name
+    )  # data under a key the service did not name: not read, and the answer says the conditions were not
     response = client.post("/cds-services/ketamine-order-sign", json=body)
-    assert response.status_code == 412 and response.json()["missingPrefetch"] == ["conditions"]
+    assert [c["summary"] for c in response.json()["cards"]] == [
+        "Checked without part of the record: conditions could not be read"
+    ]
 
 
 def test_req_hl7_cds_hooks_2_0_0_052(client: httpx.Client, templates: dict[str, str]) -> None:
@@ -417,8 +457,9 @@ def test_req_hl7_cds_hooks_2_0_0_052(client: httpx.Client, templates: dict[str, 
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "exception"}],
     }
+    unread = "Checked without part of the record: conditions could not be read"
     response = client.post("/cds-services/ketamine-order-sign", json=body)
-    assert response.status_code == 412 and response.json()["missingPrefetch"] == ["conditions"]
+    assert [c["summary"] for c in response.json()["cards"]] == [unread]  # not read as "no conditions"
     body["prefetch"]["conditions"] = {
         "resourceType": "Bundle",
         "type": "searchset",
@@ -432,9 +473,10 @@ def test_req_hl7_cds_hooks_2_0_0_052(client: httpx.Client, templates: dict[str, 
             }
         ],
     }
-    assert client.post("/cds-services/ketamine-order-sign", json=body).status_code == 412
+    cards = client.post("/cds-services/ketamine-order-sign", json=body).json()["cards"]
+    assert [c["summary"] for c in cards] == [unread]
     body["prefetch"]["conditions"]["entry"][0]["resource"]["issue"][0]["severity"] = "information"
-    assert client.post("/cds-services/ketamine-order-sign", json=body).status_code == 200
+    assert client.post("/cds-services/ketamine-order-sign", json=body).json() == {"cards": []}
 
 
 def test_req_hl7_cds_hooks_2_0_0_054(client: httpx.Client) -> None:
@@ -450,6 +492,8 @@ def test_req_hl7_cds_hooks_2_0_0_054(client: httpx.Client) -> None:
         "order-select", [order], fhirServer="http://127.0.0.1:9/fhir", fhirAuthorization=authorization()
     )
     assert client.post("/cds-services/ketamine-order-select", json=body).status_code == 412
+    view = hook_request("patient-view", [])  # without its orders patient-view cannot say anything
+    assert client.post("/cds-services/ketamine-patient-view", json=view).status_code == 412
 
 
 def _tokens(corpus: Corpus) -> list[str]:
@@ -564,9 +608,12 @@ def test_req_hl7_cds_hooks_2_0_0_077(corpus: Corpus) -> None:
     no_ketamine = [
         e
         for e in corpus.exchanges
-        if all(entry["resource"]["id"] == "o1" for entry in e.request["context"]["draftOrders"]["entry"])
+        if e.service in ORDER_SERVICES
+        and all(entry["resource"]["id"] == "o1" for entry in e.request["context"]["draftOrders"]["entry"])
     ]
-    assert no_ketamine and all(e.status == 200 and e.body == {"cards": []} for e in no_ketamine)
+    no_ketamine += [e for e in corpus.exchanges if e.service == "ketamine-patient-view"][-2:]  # none active
+    assert len(no_ketamine) == 4
+    assert all(e.status == 200 and e.body == {"cards": []} for e in no_ketamine)
 
 
 def test_req_hl7_cds_hooks_2_0_0_080(corpus: Corpus) -> None:
@@ -635,7 +682,7 @@ def test_req_hl7_cds_hooks_2_0_0_089(corpus: Corpus) -> None:
     rank = {"critical": 0, "warning": 1, "info": 2}
     for exchange in corpus.exchanges:
         ranks = [rank[c["indicator"]] for c in exchange.body["cards"]]
-        if len(exchange.request["context"]["draftOrders"]["entry"]) == 1:
+        if len(exchange.request["context"].get("draftOrders", {"entry": [1]})["entry"]) == 1:
             assert ranks == sorted(ranks)
     for card in corpus.cards:
         if card["indicator"] == "critical":
@@ -857,7 +904,7 @@ def test_req_hl7_cds_hooks_2_0_0_132(corpus: Corpus) -> None:
     [of the Action object] is update, this holds the updated resource in its entirety and not just the changed
     fields."""
     checked = 0
-    for exchange in corpus.exchanges:
+    for exchange in (e for e in corpus.exchanges if e.service in ORDER_SERVICES):
         drafts = {
             e["resource"]["id"]: e["resource"] for e in exchange.request["context"]["draftOrders"]["entry"]
         }

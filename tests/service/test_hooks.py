@@ -57,25 +57,30 @@ def statements(cards: list[Json]) -> list[str]:
 # --- discovery ---------------------------------------------------------------------------------------
 
 
-def test_discovery_lists_both_services_with_prefetch(client: httpx.Client) -> None:
+def test_discovery_lists_the_three_services_with_prefetch(client: httpx.Client) -> None:
     response = client.get("/cds-services")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     services = {s["id"]: s for s in response.json()["services"]}
-    assert set(services) == {"ketamine-order-select", "ketamine-order-sign"}
+    assert set(services) == {"ketamine-order-select", "ketamine-order-sign", "ketamine-patient-view"}
     assert services["ketamine-order-select"]["hook"] == "order-select"
     assert services["ketamine-order-sign"]["hook"] == "order-sign"
+    assert services["ketamine-patient-view"]["hook"] == "patient-view"
     for service in services.values():
         assert service["title"] and service["description"] and service["usageRequirements"]
         prefetch = service["prefetch"]
         assert prefetch["patient"] == "Patient/{{context.patientId}}"
         assert "29463-7" in prefetch["weights"] and "82810-3" in prefetch["pregnancyStatus"]
         assert prefetch["conditions"].startswith("Condition?patient={{context.patientId}}")
+        assert "status=preparation,in-progress" in prefetch["procedures"]
+        assert prefetch["encounter"] == "Encounter/{{context.encounterId}}"  # an instance read
+    for order_hook in ("ketamine-order-select", "ketamine-order-sign"):
+        prefetch = services[order_hook]["prefetch"]
         assert "status=active" in prefetch["medicationRequests"]
         assert prefetch["medicationStatements"].startswith("MedicationStatement?")
-        assert "status=active&" in prefetch["medicationStatements"]  # only what is being taken
-        assert "status=preparation,in-progress" in prefetch["procedures"]
-        assert prefetch["encounter"] == "Encounter?_id={{context.encounterId}}&_include=Encounter:location"
+        assert prefetch["medicationStatements"].endswith("status=active")  # only what is being taken
+    view = services["ketamine-patient-view"]["prefetch"]
+    assert "medicationRequests" not in view and view["ketamineRequests"].startswith("MedicationRequest?")
 
 
 # --- order-sign: only contraindications and doses over the limit -------------------------------------
@@ -690,6 +695,32 @@ def test_cors_preflight_and_headers(client: httpx.Client) -> None:
     assert client.post("/cds-services/nope", content=b"{}").headers["access-control-allow-origin"] == "*"
 
 
+def test_a_browser_may_read_the_headers_that_matter_and_send_those_the_service_reads(
+    client: httpx.Client,
+) -> None:
+    """A browser shows a script only the response headers it is told it may: the authentication challenge,
+    Retry-After and the development warning are exposed, on answers and errors alike; a preflight allows
+    every request header the service reads, in any case and order."""
+    preflight = client.options(
+        SIGN + "/feedback",
+        headers={
+            "Origin": "https://sandbox.cds-hooks.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,accept,Authorization",
+        },
+    )
+    allowed = {h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type", "accept"} <= allowed
+    for response in (
+        client.get("/cds-services"),
+        client.post(SIGN, content=b"{"),
+        client.post(SIGN + "/feedback", json={"feedback": []}),
+        preflight,
+    ):
+        exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
+        assert {"www-authenticate", "retry-after", "x-ketamine-cds-warning"} <= exposed
+
+
 def test_card_links_open_the_statement_page(client: httpx.Client, templates: dict[str, str]) -> None:
     case = surgery_case(ketamine(dose=quantity(1, "mg/kg")), condition("58214004", "Schizophrenia"))
     cards = call(client, case, "order-select", templates)
@@ -845,13 +876,25 @@ def test_a_draft_without_an_id_gets_its_card_but_no_update_it_cannot_address(
     assert card["indicator"] == "critical" and "suggestions" not in card
 
 
-@pytest.mark.parametrize("stamp", ["2026-11-24", "2026-11-24T10:00:00", "yesterday"])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-11-24",
+        "2026-11-24T10:00:00",
+        "yesterday",
+        "2026-11-24T11:00:00+01:00",  # the same moment, but not written in UTC as the specification asks
+        "2026-11-24T10:00Z",  # RFC 3339 has seconds
+        "2026-13-24T10:00:00Z",
+    ],
+)
 def test_an_outcome_timestamp_must_be_a_utc_date_and_time(client: httpx.Client, stamp: str) -> None:
     item = {"card": str(uuid.uuid4()), "outcome": "accepted", "outcomeTimestamp": stamp}
     response = client.post(SIGN + "/feedback", json={"feedback": [item]})
     assert response.status_code == 400 and "outcomeTimestamp" in response.json()["error"]
-    item["outcomeTimestamp"] = "2026-11-24T10:00:00Z"
-    assert client.post(SIGN + "/feedback", json={"feedback": [item]}).status_code == 200
+    assert "UTC" in response.json()["error"]
+    for utc in ("2026-11-24T10:00:00Z", "2026-11-24T10:00:00.123Z", "2026-11-24T10:00:00+00:00"):
+        item["outcomeTimestamp"] = utc
+        assert client.post(SIGN + "/feedback", json={"feedback": [item]}).status_code == 200
 
 
 def test_an_absolute_dose_without_a_weight_warns_at_signing(

@@ -84,10 +84,16 @@ def _opioid_request(path: Path) -> Any:
 def test_opioid_cds_hook_requests(path: Path, client: httpx.Client) -> None:
     request = _opioid_request(path)
     service = SERVICE_OF_HOOK.get(request["hook"])
-    if service is None:  # patient-view requests: not a hook these services answer
+    if service is None:  # patient-view requests: for ketamine-patient-view, not the order services
         response = client.post("/cds-services/ketamine-order-sign", json=request)
         assert response.status_code == 400
         assert "answers the order-sign hook, not patient-view" in response.json()["error"]
+        # Their prefetch is the opioid IG's, their fhirServer comes without a token (and no server is listed):
+        # the ketamine orders cannot be had, and the service says so rather than answering "nothing".
+        response = client.post("/cds-services/ketamine-patient-view", json=request)
+        assert response.status_code == 412, response.text
+        assert "ketamine orders could not be read" in response.json()["error"]
+        assert response.json()["missingPrefetch"] == ["ketamineRequests", "ketamineAdministrations"]
         return
     response = client.post(f"/cds-services/{service}", json=request)
     assert response.status_code == 200, response.text

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ketamine_cds import load_knowledge
-from ketamine_cds.service.prefetch import applies, record_resources, render, templates
+from ketamine_cds.service.prefetch import (
+    applies,
+    patient_view_templates,
+    record_resources,
+    render,
+    templates,
+)
 
 
 def searchset(*resources: dict[str, Any], base: str = "https://ehr.example/fhir") -> dict[str, Any]:
@@ -56,3 +65,56 @@ def test_a_template_applies_exactly_when_it_renders(patient: Any, encounter: Any
     assert applies("Encounter?_id={{context.encounterId}}", context) == (
         isinstance(encounter, str) and encounter != ""
     )
+
+
+# CDS Hooks 2.0, "Prefetch query restrictions": instance reads; type searches by the patient reference;
+# token parameters with equality (a comma: any of the values); _count; _sort (for most recent and first).
+_READ = re.compile(r"[A-Z][A-Za-z]+/\{\{context\.[A-Za-z]+\}\}")
+_TOKEN_PARAMETERS = {"code", "status"}
+_TOKEN_VALUE = re.compile(r"(?:[^|,:]+|[a-z]+:[^|,]+\|[^|,]+)(?:,(?:[^|,:]+|[a-z]+:[^|,]+\|[^|,]+))*")
+
+
+def _in_subset(template: str) -> bool:
+    path, _, query = template.partition("?")
+    if not query:
+        return _READ.fullmatch(path) is not None
+    if not re.fullmatch(r"[A-Z][A-Za-z]+", path):
+        return False
+    seen: set[str] = set()
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=True):
+        if name in seen and name != "code":
+            return False
+        seen.add(name)
+        if name == "patient":
+            ok = value == "{{context.patientId}}"
+        elif name == "_count":
+            ok = value.isdigit()
+        elif name == "_sort":
+            ok = re.fullmatch(r"-?[a-z]+", value) is not None
+        else:  # no modifiers (name:missing), no chains (subject.name), no _include or _has
+            ok = name in _TOKEN_PARAMETERS and _TOKEN_VALUE.fullmatch(value) is not None
+        if not ok:
+            return False
+    return "patient" in seen
+
+
+@pytest.mark.parametrize("hook", ["order", "patient-view"])
+def test_every_prefetch_template_is_in_the_recommended_subset(hook: str) -> None:
+    kb = load_knowledge()
+    chosen = templates(kb) if hook == "order" else patient_view_templates(kb)
+    assert chosen and all(_in_subset(t) for t in chosen.values()), chosen
+    assert chosen["encounter"] == "Encounter/{{context.encounterId}}"
+
+
+@pytest.mark.parametrize(
+    "outside",
+    [
+        "Encounter?_id={{context.encounterId}}&_include=Encounter:location",
+        "MedicationRequest?patient={{context.patientId}}&_include=MedicationRequest:medication",
+        "Condition?patient={{context.patientId}}&code:not=1",
+        "Observation?subject.name=x&patient={{context.patientId}}",
+        "Observation?patient={{context.patientId}}&date=sa2020",
+    ],
+)
+def test_the_subset_check_knows_what_is_outside(outside: str) -> None:
+    assert not _in_subset(outside)

@@ -10,6 +10,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,108 @@ def test_no_patient_identifier_is_stored_in_clear(store: Store) -> None:
         "SELECT patient FROM assessments a JOIN cards c ON c.assessment_id = a.id WHERE c.uuid = ?", [card]
     )
     assert stored == [(pseudonym(b"k", "123"),)] and "123" not in str(stored)
+
+
+def test_completeness_and_unread_data_are_stored_with_each_row(store: Store) -> None:
+    """Answered fully, answered with data missing (which), or refused with 412 (no verdict, no cards)."""
+    full = _assessment(str(uuid.uuid4()))
+    partial = replace(
+        _assessment(str(uuid.uuid4())), completeness="partial", unread=("conditions", "location")
+    )
+    refused = replace(
+        _assessment(str(uuid.uuid4())),
+        verdict=None,
+        statements=(),
+        cards=(),
+        completeness="precondition-failed",
+        unread=("patient",),
+    )
+    store.record_assessments([full, partial, refused])
+    rows = store.query(
+        "SELECT id, verdict, completeness, unread FROM assessments WHERE id IN (?, ?, ?)",
+        [full.id, partial.id, refused.id],
+    )
+    assert sorted(rows) == sorted(
+        [
+            (full.id, "dose-exceeds-limit", "full", "[]"),
+            (partial.id, "dose-exceeds-limit", "partial", '["conditions", "location"]'),
+            (refused.id, None, "precondition-failed", '["patient"]'),
+        ]
+    )
+
+
+def test_a_row_has_no_verdict_exactly_when_it_was_refused() -> None:
+    with pytest.raises(ValueError, match="412"):
+        replace(_assessment("c"), verdict=None)
+    with pytest.raises(ValueError, match="412"):
+        replace(_assessment("c"), completeness="precondition-failed")
+    with pytest.raises(ValueError, match="completeness"):
+        replace(_assessment("c"), completeness="half")
+
+
+# The assessments table as versions before the completeness columns made it (verdict required).
+_OLD_ASSESSMENTS = """CREATE TABLE assessments (
+    id TEXT PRIMARY KEY, created_at TEXT NOT NULL, service TEXT NOT NULL, hook TEXT NOT NULL,
+    hook_instance TEXT, client TEXT, kb_version TEXT NOT NULL, verdict TEXT NOT NULL,
+    statements TEXT NOT NULL, patient TEXT, latency_ms DOUBLE PRECISION NOT NULL)"""
+_OLD_ROW = (
+    "INSERT INTO assessments VALUES ('old-1', '2026-11-01T10:00:00.000+00:00', 'ketamine-order-sign', "
+    "'order-sign', 'hi', NULL, '2026.11.1', 'consider', '[]', NULL, 2.5)"
+)
+
+
+def _check_migrated(store: Store) -> None:
+    assert store.query("SELECT verdict, completeness, unread FROM assessments WHERE id = 'old-1'") == [
+        ("consider", "full", "[]")
+    ]
+    refused = replace(
+        _assessment("c"), verdict=None, cards=(), completeness="precondition-failed", unread=("patient",)
+    )
+    store.record_assessment(refused)  # verdict may now be NULL
+    assert store.query("SELECT completeness FROM assessments WHERE id = ?", [refused.id]) == [
+        ("precondition-failed",)
+    ]
+
+
+def test_an_sqlite_audit_trail_from_before_is_migrated_with_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as old:
+        old.execute(_OLD_ASSESSMENTS)
+        old.execute(_OLD_ROW)
+        old.commit()
+    for _ in range(2):  # a second opening finds it migrated
+        store = SQLiteStore(str(path))
+        try:
+            assert store.integrity_ok()
+            assert store.query("SELECT count(*) FROM assessments WHERE id = 'old-1'") == [(1,)]
+        finally:
+            store.close()
+    store = SQLiteStore(str(path))
+    try:
+        _check_migrated(store)
+        names = [row[1] for row in store.query("PRAGMA table_info(assessments)")]
+        assert names[-2:] == ["completeness", "unread"]
+        indexes = store.query("SELECT name FROM sqlite_master WHERE tbl_name = 'assessments'")
+        assert ("assessments_created",) in indexes
+    finally:
+        store.close()
+
+
+def test_a_postgresql_audit_trail_from_before_is_migrated_with_its_rows(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_database) as old:
+        old.execute(_OLD_ASSESSMENTS)
+        old.execute(_OLD_ROW)
+    for _ in range(2):
+        open_store(Settings(data_dir=tmp_path, database_url=postgres_database)).close()
+    store = open_store(Settings(data_dir=tmp_path, database_url=postgres_database))
+    try:
+        _check_migrated(store)
+    finally:
+        store.close()
 
 
 def test_pseudonyms_are_stable_and_depend_on_the_secret() -> None:

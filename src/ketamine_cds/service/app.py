@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._kb import load_knowledge
+from .fhir_client import server_prefixes
 from .settings import Settings
 from .store import AuditWriter, open_store
 
@@ -22,6 +23,10 @@ DEV_WARNING = "AUTHENTICATION DISABLED (development flag): any caller is accepte
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = (settings or Settings.from_env()).prepared()
+    # httpx logs every request's URL at INFO, and a FHIR read's URL holds the patient's id: no identifier may
+    # reach a log, so its request lines are kept out (its warnings and errors still show).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.WARNING))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.kb = kb
+    app.state.fhir_servers = server_prefixes(settings.fhir_servers)  # FhirServerListError: stops start-up
+    if settings.fhir_servers:
+        log.info("FHIR servers this service may read (and no other): %s", ", ".join(settings.fhir_servers))
     app.state.store = open_store(settings)
     app.state.audit = AuditWriter(app.state.store)
     _add_error_handlers(app)

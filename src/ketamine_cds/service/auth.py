@@ -26,6 +26,8 @@ the application calls :func:`configure`::
   :data:`JWKS_TTL_S`, refetched once when a token names an unknown ``kid``) or ``jwks`` (the JWK Set itself,
   communicated out of band, requirement 199). Inline keys must be public, asymmetric and carry a unique
   ``kid``.
+* ``jku`` (optional): the JWK Set URLs the issuer's tokens may name in their ``jku`` header, the allowlist of
+  requirement 195 ("an allowlist of iss and jku urls"); ``jwks_url`` is always allowed.
 * ``name`` (optional): a label for the logs.
 
 Any other field, a duplicate ``iss``, an empty list or a file that is not such JSON is a
@@ -40,8 +42,12 @@ Verification (requirement ids from the CDS Hooks 2.0 requirement list)
   leaves other asymmetric algorithms to the service's risk tolerance (200, 206), so RS/PS/ES 256/384/512
   are accepted. ``kid`` is required (182) and selects the key (the JWK's own ``kty``/``crv``/``alg``/``use``
   must fit the header's ``alg``). ``typ``, when present, must be ``JWT`` (184). ``jku``, when present,
-  must be the ``jwks_url`` the trust list gives for the issuer (185, 195, 198); without ``jku`` the trust
-  list's JWK Set is used (199). ``crit`` is refused (no extensions are understood).
+  must be the issuer's ``jwks_url`` or on its ``jku`` list (185, 195, 198); a ``jku`` outside them is refused
+  and never fetched. For an issuer whose keys are inline, ``jku`` is a hint: the inline key with the token's
+  ``kid`` is used and nothing is fetched (any ``jku`` is accepted as a hint when the issuer lists none; real
+  clients such as the CDS Hooks sandbox always send one). Only when no inline key has the ``kid`` is the
+  set at a listed ``jku`` fetched, as a ``jwks_url`` would be. Without ``jku`` the trust list's JWK Set is
+  used (199). ``crit`` is refused (no extensions are understood).
 * payload: ``iss`` must be on the trust list (187, 195); ``aud`` (string or array) must contain the URL of
   the endpoint being invoked, ``settings.base_url`` + the request path (189, 196) — the spec's example gives
   the discovery URL as the audience for discovery and ``.../cds-services/some-service`` for that service,
@@ -107,6 +113,14 @@ class TrustedIssuer:
     name: str
     jwks_url: str | None = None
     jwks: Mapping[str, Mapping[str, Any]] | None = None  # kid -> public JWK, when given inline
+    jku: frozenset[str] = frozenset()  # the key set URLs a token's 'jku' may name (besides jwks_url)
+
+    def allows_jku(self, jku: str) -> bool:
+        """Whether a token may name this key set URL: the issuer's jwks_url or one on its jku list; any URL,
+        as a hint that is never fetched, for an inline key set whose issuer lists none."""
+        if jku == self.jwks_url or jku in self.jku:
+            return True
+        return self.jwks is not None and not self.jku
 
 
 @dataclass(frozen=True)
@@ -154,10 +168,10 @@ def _parse_trust_list(document: object) -> TrustList:
 def _parse_issuer(entry: object, where: str) -> TrustedIssuer:
     if not isinstance(entry, dict):
         raise TrustListError(f"{where}: expected an object")
-    unknown = set(entry) - {"iss", "name", "jwks_url", "jwks"}
+    unknown = set(entry) - {"iss", "name", "jwks_url", "jwks", "jku"}
     if unknown:
         raise TrustListError(
-            f"{where}: unknown field(s) {sorted(unknown)}; allowed: iss, name, jwks_url, jwks"
+            f"{where}: unknown field(s) {sorted(unknown)}; allowed: iss, name, jwks_url, jwks, jku"
         )
     iss = entry.get("iss")
     if not isinstance(iss, str) or not iss.strip():
@@ -169,17 +183,42 @@ def _parse_issuer(entry: object, where: str) -> TrustedIssuer:
     if has_url == has_set:
         raise TrustListError(f"{where}: give exactly one of 'jwks_url' and 'jwks'")
     if has_url:
-        url = entry["jwks_url"]
-        try:
-            parsed = httpx.URL(url) if isinstance(url, str) else None
-        except httpx.InvalidURL:
-            parsed = None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        url = _http_url(entry["jwks_url"])
+        if url is None:
             raise TrustListError(f"{where}: 'jwks_url' must be an http(s) URL")
-        if parsed.scheme != "https":
+        if not url.startswith("https:"):
             log.warning("trust list %s: jwks_url %s is not https; acceptable only for testing", where, url)
-        return TrustedIssuer(iss=iss, name=name, jwks_url=url)
-    return TrustedIssuer(iss=iss, name=name, jwks=_parse_inline_jwks(entry["jwks"], f"{where}.jwks"))
+        return TrustedIssuer(iss=iss, name=name, jwks_url=url, jku=_parse_jku(entry, where))
+    jwks = _parse_inline_jwks(entry["jwks"], f"{where}.jwks")
+    return TrustedIssuer(iss=iss, name=name, jwks=jwks, jku=_parse_jku(entry, where))
+
+
+def _http_url(value: object) -> str | None:
+    """The value when it is an absolute http(s) URL, else None."""
+    try:
+        parsed = httpx.URL(value) if isinstance(value, str) else None
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        return None
+    return str(value)
+
+
+def _parse_jku(entry: dict[str, Any], where: str) -> frozenset[str]:
+    if "jku" not in entry:
+        return frozenset()
+    value = entry["jku"]
+    if not isinstance(value, list) or not value:
+        raise TrustListError(f"{where}: 'jku' must be a non-empty array of key set URLs")
+    urls = []
+    for index, item in enumerate(value):
+        url = _http_url(item)
+        if url is None:
+            raise TrustListError(f"{where}.jku[{index}]: must be an http(s) URL")
+        if not url.startswith("https:"):
+            log.warning("trust list %s: jku %s is not https; acceptable only for testing", where, url)
+        urls.append(url)
+    return frozenset(urls)
 
 
 def _parse_inline_jwks(value: object, where: str) -> dict[str, Mapping[str, Any]]:
@@ -335,13 +374,17 @@ class Authenticator:
     async def _key(self, issuer: TrustedIssuer, header: Mapping[str, Any], algorithm: str) -> jwt.PyJWK:
         kid: str = header["kid"]
         jku = header.get("jku")
-        if jku is not None and (not isinstance(jku, str) or jku != issuer.jwks_url):
+        if jku is not None and (not isinstance(jku, str) or not issuer.allows_jku(jku)):
+            # refused before anything is fetched: a token never makes the service contact a URL of its choice
             raise AuthError("the JWT 'jku' is not a key set URL this service trusts for the issuer")
+        jwk: Mapping[str, Any] | None
         if issuer.jwks is not None:
-            jwk = issuer.jwks.get(kid)
+            jwk = issuer.jwks.get(kid)  # the pinned key: a jku beside it is only a hint, never fetched
+            if jwk is None and jku is not None and jku in issuer.jku:
+                jwk = await self.jwks.key(jku, kid)  # a listed key set URL, for a key not (yet) pinned
         else:
             assert issuer.jwks_url is not None
-            jwk = await self.jwks.key(issuer.jwks_url, kid)
+            jwk = await self.jwks.key(jku if jku is not None else issuer.jwks_url, kid)
         if jwk is None:
             raise AuthError("the issuer's key set has no key with the JWT's 'kid'")
         return _usable_key(jwk, algorithm)

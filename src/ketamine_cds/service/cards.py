@@ -10,6 +10,11 @@ limit, and coded override reasons.
   the cards that matter.
 - ``order-select`` is the informational moment: every finding of the assessment becomes a card (supportive
   evidence as ``info``, cautions and missing information as ``warning``), the interruptive ones included.
+- ``patient-view`` never interrupts: its cards (``advisory_card``) are ``info`` or ``warning``, without
+  suggestions or override reasons (no order is being written).
+
+A call answered without part of the record gets one more card, ``data_not_read_card``, naming what could not
+be read and what the answer lacks for it (at order-sign only the data the safety check depends on).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ UCUM = "http://unitsofmeasure.org"
 INPUT_ERROR = "input-error"  # the "statement" recorded for a card saying an order could not be checked
 INTERNAL_ERROR = "internal-error"
 DOSE_NOT_CHECKED = "dose-not-checked"  # recorded for a card saying a dose given only in words was not checked
+DATA_NOT_READ = "data-not-read"  # recorded for a card naming the data the answer was given without
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,14 @@ _REASONS_BY_STATEMENT: dict[str, tuple[OverrideReason, ...]] = {
     "dose-ceiling": (PRIOR_EXPOSURE, WEIGHT, NOT_ANALGESIA),
 }
 _CONTRAINDICATION_REASONS = (NOT_CURRENT, BENEFIT)
+
+
+_URGENCY = {"critical": 0, "warning": 1, "info": 2}
+
+
+def most_urgent_first(cards: list[BuiltCard]) -> list[BuiltCard]:
+    """Critical, then warning, then info; the order within each kept."""
+    return sorted(cards, key=lambda c: _URGENCY.get(c.indicator, 3))
 
 
 def override_reason_system(base_url: str) -> str:
@@ -129,8 +143,7 @@ def cards_for(assessment: Assessment, *, hook: str, order: Json, base_url: str) 
     if hook == "order-sign":
         findings = [f for f in findings if is_interruptive(f) or f.message_key in _CANNOT_CHECK]
     cards = [_card(f, assessment, order, base_url) for f in findings]
-    unread = [m for m in assessment.missing if m.datum == "dose"]
-    cards += [_dose_not_checked_card(m.reason, assessment, base_url) for m in unread]
+    cards += dose_not_checked_cards(assessment, base_url)
     if hook != "order-sign":
         cards += [_note_card(n) for n in assessment.notes]
     return cards
@@ -148,6 +161,12 @@ def _note_card(note: Note) -> BuiltCard:
         "source": {"label": f"ketamine-cds: about the reference ({GUIDELINE})"},
     }
     return BuiltCard(card, f"note:{note.key}", card["indicator"])
+
+
+def dose_not_checked_cards(assessment: Assessment, base_url: str) -> list[BuiltCard]:
+    """A warning for each dose the order gives only in words (not checked)."""
+    unread = [m for m in assessment.missing if m.datum == "dose"]
+    return [_dose_not_checked_card(m.reason, assessment, base_url) for m in unread]
 
 
 def _dose_not_checked_card(reason: str, assessment: Assessment, base_url: str) -> BuiltCard:
@@ -182,7 +201,9 @@ def _dose_not_checked_card(reason: str, assessment: Assessment, base_url: str) -
     return BuiltCard(card, DOSE_NOT_CHECKED, "warning")
 
 
-def _card(finding: Finding, assessment: Assessment, order: Json, base_url: str) -> BuiltCard:
+def _card(
+    finding: Finding, assessment: Assessment, order: Json, base_url: str, *, of_an_order: bool = True
+) -> BuiltCard:
     statement = finding.statement
     summary, detail = finding_texts(finding)
     interruptive = is_interruptive(finding)
@@ -191,10 +212,13 @@ def _card(finding: Finding, assessment: Assessment, order: Json, base_url: str) 
     detail += (
         f"\n\n**Statement:** {statement.title} (`{statement.id}`); grade {statement.grade_text}, "
         f"certainty {statement.certainty_text}."
-        f"\n\n**Assessment of this order:** {assessment.verdict.value}"
-        + (f" ({reason.rstrip('.')})" if reason and reason != summary else "")
-        + "."
     )
+    if of_an_order:
+        detail += (
+            f"\n\n**Assessment of this order:** {assessment.verdict.value}"
+            + (f" ({reason.rstrip('.')})" if reason and reason != summary else "")
+            + "."
+        )
     card: Json = {
         "uuid": str(uuid.uuid4()),
         "summary": summary,
@@ -357,3 +381,102 @@ def not_checked_card(error: InputError | None) -> BuiltCard:
         "source": {"label": f"ketamine-cds order check ({GUIDELINE} not applied)"},
     }
     return BuiltCard(card, statement, "warning")
+
+
+# --- answers given without part of the record ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnreadDatum:
+    label: str  # short, for the summary
+    effect: str  # what the answer lacks without it
+
+
+UNREAD_DATA: dict[str, UnreadDatum] = {
+    "conditions": UnreadDatum(
+        "conditions",
+        "contraindications and cautions were not screened: none found is not the same as none present",
+    ),
+    "pregnancy-status": UnreadDatum(
+        "pregnancy status", "a pregnancy recorded only as a pregnancy status observation was not seen"
+    ),
+    "weight": UnreadDatum(
+        "body weight", "a dose in mg, mg/h or mL could not be checked against the weight-based limits"
+    ),
+    "ketamine-product": UnreadDatum(
+        "ordered product",
+        "the Medication the order names could not be read: its strength is not known, so a dose in mL "
+        "could not be checked",
+    ),
+    "encounter": UnreadDatum(
+        "current encounter",
+        "whether the patient is in intensive care is not known, so the limits outside intensive care apply",
+    ),
+    "location": UnreadDatum(
+        "encounter location",
+        "whether the patient is in intensive care is not known, so the limits outside intensive care apply",
+    ),
+    "opioids": UnreadDatum("opioid prescriptions", "opioid tolerance is not known"),
+    "planned-procedure": UnreadDatum(
+        "planned procedures", "a planned surgery may be missing from the reading of the indication"
+    ),
+    "ketamine-history": UnreadDatum(
+        "earlier ketamine orders",
+        "whether the patient has had a course of IV ketamine is not known",
+    ),
+}
+# What the signing check depends on: contraindications, the dose against the weight, the product's strength;
+# the setting too when an infusion is ordered (the infusion limit depends on it, the bolus limit does not).
+_SIGNING_DATA = frozenset({"conditions", "pregnancy-status", "weight", "ketamine-product"})
+_SETTING_DATA = frozenset({"encounter", "location"})
+
+
+def _bears_on(datum: str, hook: str, assessment: Assessment | None) -> bool:
+    if hook != "order-sign":
+        return True
+    if datum in _SIGNING_DATA or datum not in UNREAD_DATA:
+        return True
+    if datum in _SETTING_DATA:
+        checks = assessment.dose_checks if assessment is not None else ()
+        return assessment is None or any(c.kind is DoseKind.INFUSION for c in checks)
+    return False
+
+
+def data_not_read_card(unread: list[str], *, hook: str, assessment: Assessment | None) -> BuiltCard | None:
+    """One warning card naming the data the answer was given without, and what that leaves unchecked; None
+    when none of it bears on what this hook shows (at order-sign: the safety check)."""
+    shown = [d for d in unread if _bears_on(d, hook, assessment)]
+    if not shown:
+        return None
+    data = [UNREAD_DATA.get(d, UnreadDatum(d, "it is not known")) for d in shown]
+    head = "Checked without part of the record: "
+    summary = head + _short(", ".join(d.label for d in data) + " could not be read", SUMMARY_MAX - len(head))
+    lines = "\n".join(f"- **{d.label}**: {d.effect}." for d in data)
+    card: Json = {
+        "uuid": str(uuid.uuid4()),
+        "summary": summary,
+        "detail": (
+            "These could be neither taken from the prefetch nor read from the EHR's FHIR server, so the "
+            f"check was made without them:\n\n{lines}\n\nEverything else was checked as usual; look these "
+            "up in the chart before relying on the absence of a warning."
+        ),
+        "indicator": "warning",
+        "source": {"label": f"ketamine-cds record check ({GUIDELINE})"},
+    }
+    return BuiltCard(card, DATA_NOT_READ, "warning")
+
+
+def advisory_card(
+    finding: Finding, assessment: Assessment, base_url: str, lead: str, *, of_an_order: bool = True
+) -> BuiltCard:
+    """A finding as a patient-view card: ``info`` or ``warning`` (a critical finding is a warning here), no
+    suggestion, no override reasons, its detail led by ``lead`` (which order, what is new); without the
+    line on the order's verdict when the finding is not about an order (``of_an_order`` False)."""
+    built = _card(finding, assessment, {}, base_url, of_an_order=of_an_order)
+    card = dict(built.card)
+    for key in ("suggestions", "selectionBehavior", "overrideReasons"):
+        card.pop(key, None)
+    indicator = "warning" if built.indicator == "critical" else built.indicator
+    card["indicator"] = indicator
+    card["detail"] = f"{lead}\n\n{card['detail']}"
+    return BuiltCard(card, built.statement, indicator)

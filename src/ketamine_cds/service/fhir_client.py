@@ -3,19 +3,32 @@
 CDS Hooks 2.0, "FHIR Resource Access": the request's ``fhirServer`` is the base URL and
 ``fhirAuthorization.access_token`` the bearer token, valid for ``expires_in`` seconds. The service presents
 the token with every call (and never to another host: paging links must stay under the same base URL), never
-uses it once its lifetime is over, and waits at most ``fhir_timeout_s`` for all reads together. Errors name
-the prefetch key, never an identifier, so they can be logged and returned without patient data.
+uses it once its lifetime is over, and waits at most ``fhir_timeout_s`` for all reads together.
+
+Which servers may be read is the operator's decision (``Settings.fhir_servers``, ``--fhir-server``):
+
+- a server on that list may be read without a token (an "open" FHIR server, as the CDS Hooks sandbox and
+  many test EHRs have: the client then sends no ``fhirAuthorization``);
+- once the list holds any server, no server outside it is contacted, with or without a token, so a request
+  cannot make the service read an arbitrary address (a loopback port, an internal host) through
+  ``fhirServer``;
+- with no list, a server is read only with the request's token, over https (plain http on loopback only).
+
+Every read is answered on its own: a key that could not be read is reported with the reason, the others are
+kept. Once the server has been contacted, every failure reads the same ("could not be read"), whether the
+connection was refused, timed out, redirected or answered something that is not FHIR JSON: a caller learns
+nothing about what listens at an address. The details go to the log, which names the prefetch key and never
+an identifier or a URL (URLs hold patient ids).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
-import urllib.parse
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -23,16 +36,23 @@ import httpx
 from .._errors import InputError, NotJSONError
 from .._inputs import parse_json
 
+log = logging.getLogger("ketamine_cds.service.fhir")
+
 MAX_PAGES = 20
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+NOT_READ = "the FHIR server could not be read"  # the one text for every failure once it was contacted
 
 
 class FhirUnavailable(Exception):
-    """The data cannot be had from the FHIR server (none given, token missing or expired, server failing)."""
+    """The data cannot be had from the FHIR server (none given, not allowed, token missing or expired)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class FhirServerListError(ValueError):
+    """A configured FHIR server prefix that is not an absolute http(s) base URL."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -44,36 +64,109 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def checked_base_url(fhir_server: str) -> str:
-    """The FHIR base URL without a trailing slash. HTTPS is required (CDS Hooks 2.0: "The scheme MUST be
-    https when production data is exchanged"), except on loopback, where nothing leaves the machine."""
+def _segments_prefix(prefix: bytes, path: bytes) -> bool:
+    """Whether ``path`` is ``prefix`` or below it, segment by segment (/fhir covers /fhir/x, not /fhirx)."""
+    prefix = prefix.rstrip(b"/")
+    return path.rstrip(b"/") == prefix or path.startswith(prefix + b"/")
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    # raw_host: the host as sent (IDNA-encoded); ``host`` would decode it, and can fail doing so
+    return a.scheme == b.scheme and a.raw_host.lower() == b.raw_host.lower() and a.port == b.port
+
+
+def _path(url: httpx.URL) -> bytes:
+    return url.raw_path.split(b"?", 1)[0]  # httpx's raw_path carries the query too
+
+
+def under(base: httpx.URL, url: httpx.URL) -> bool:
+    """Whether ``url`` is on ``base``'s server at or below its path (as httpx will request it: dot segments
+    and default ports normalized, the path compared percent-encoded)."""
+    return _same_origin(base, url) and not url.userinfo and _segments_prefix(_path(base), _path(url))
+
+
+@dataclass(frozen=True)
+class ServerPrefix:
+    """One FHIR server the operator lists: a base URL; the server's base may be it or below it."""
+
+    text: str
+    url: httpx.URL
+
+    def covers(self, base: httpx.URL) -> bool:
+        return under(self.url, base)
+
+
+def server_prefixes(values: Iterable[str]) -> tuple[ServerPrefix, ...]:
+    """The operator's FHIR server list, checked; ``FhirServerListError`` names the first bad entry."""
+    prefixes = []
+    for value in values:
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            url = None
+        if (
+            url is None
+            or url.scheme not in ("http", "https")
+            or not url.raw_host
+            or url.query
+            or url.fragment
+            or url.userinfo
+        ):
+            raise FhirServerListError(
+                f"{value!r} is not a FHIR server base URL (absolute http(s), no query, fragment or user info)"
+            )
+        prefixes.append(ServerPrefix(value, url))
+    return tuple(prefixes)
+
+
+def checked_base(fhir_server: str) -> httpx.URL:
+    """The request's ``fhirServer`` as a URL: absolute http(s), no query, fragment or user info."""
     try:
-        parsed = urllib.parse.urlsplit(fhir_server)
-        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
-        httpx.URL(fhir_server)
-    except (ValueError, httpx.InvalidURL):
+        url = httpx.URL(fhir_server)
+        url.port  # noqa: B018 - a port that is not a number raises here
+        url.host  # noqa: B018 - a host name IDNA cannot decode raises here (UnicodeError)
+    except (ValueError, httpx.InvalidURL, UnicodeError):
         raise FhirUnavailable("fhirServer is not a valid URL") from None
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    if url.scheme not in ("http", "https") or not url.raw_host:
         raise FhirUnavailable("fhirServer is not an absolute http(s) URL")
-    if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
-        raise FhirUnavailable("fhirServer must use https: the access token is never sent over plain http")
-    if parsed.query or parsed.fragment:
-        raise FhirUnavailable("fhirServer must be a base URL without query or fragment")
-    return fhir_server.rstrip("/")
+    if url.query or url.fragment or url.userinfo:
+        raise FhirUnavailable("fhirServer must be a base URL without query, fragment or user info")
+    return url
 
 
 # A year: longer than any access token lives, short enough to add to a clock reading.
 _LONGEST_TOKEN_LIFETIME_S = 365 * 24 * 3600
 
 
+@dataclass
+class Reads:
+    """What a batch of reads gave: each key's resource or Bundle (None: nothing there), or why not."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # key -> reason, no identifier in it
+
+
+class _ReadFailed(Exception):
+    """One read failed; ``detail`` is for the log only."""
+
+    def __init__(self, detail: str, reason: str = NOT_READ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class FhirAccess:
     """What the service may use to read from the client's FHIR server during one hook call."""
 
-    base_url: str
-    token: str
-    expires_at: float  # time.monotonic() value at which the token's lifetime ends
+    base: httpx.URL
+    token: str | None  # None: an open server the operator lists, read without a token
+    expires_at: float | None  # time.monotonic() value at which the token's lifetime ends
     timeout_s: float
+
+    @property
+    def base_url(self) -> str:
+        return str(self.base).rstrip("/")
 
     @classmethod
     def from_request(
@@ -83,55 +176,87 @@ class FhirAccess:
         *,
         received_at: float,
         timeout_s: float,
+        listed: tuple[ServerPrefix, ...] = (),
     ) -> FhirAccess:
-        """Raise ``FhirUnavailable`` when the request gives no usable server or token."""
+        """Raise ``FhirUnavailable`` when the request gives no server the service may read."""
         if not fhir_server:
             raise FhirUnavailable("the request has no fhirServer to read the missing data from")
+        base = checked_base(fhir_server)
+        on_list = any(prefix.covers(base) for prefix in listed)
+        if listed and not on_list:
+            raise FhirUnavailable("fhirServer is not one of the FHIR servers this service is set up to read")
         if authorization is None:
-            # CDS Hooks 2.0: services present a valid access token with each FHIR API call.
-            raise FhirUnavailable("the request has no fhirAuthorization (access token) for its fhirServer")
-        base = checked_base_url(fhir_server)
+            if not on_list:
+                # CDS Hooks 2.0: services present a valid access token with each FHIR API call.
+                raise FhirUnavailable(
+                    "the request has no fhirAuthorization (access token) for its fhirServer, and that server "
+                    "is not one this service may read without a token"
+                )
+            return cls(base, None, None, timeout_s)
+        if base.scheme == "http" and not _is_loopback(base.raw_host.decode("ascii", "replace")):
+            raise FhirUnavailable("fhirServer must use https: the access token is never sent over plain http")
         expires_in = authorization["expires_in"]
         if expires_in <= 0:
             raise FhirUnavailable("the fhirAuthorization access token has expired")
         lifetime = min(expires_in, _LONGEST_TOKEN_LIFETIME_S)  # any int is valid JSON; a float is not
         return cls(base, authorization["access_token"], received_at + lifetime, timeout_s)
 
-    def remaining(self, deadline: float) -> float:
-        """Seconds left before the token expires or the overall deadline passes."""
-        return min(self.expires_at, deadline) - time.monotonic()
+    def _ends(self, deadline: float) -> float:
+        return deadline if self.expires_at is None else min(self.expires_at, deadline)
 
-    def read_all(self, queries: Mapping[str, str]) -> dict[str, Any]:
-        """Run the queries (relative URLs) concurrently; each key maps to the resource or Bundle read, or None
-        when a read found nothing. Raise ``FhirUnavailable`` if any fails or time runs out."""
-        if time.monotonic() >= self.expires_at:
-            raise FhirUnavailable("the fhirAuthorization access token has expired")
+    def _expired(self) -> bool:
+        return self.expires_at is not None and time.monotonic() >= self.expires_at
+
+    def read_all(self, queries: Mapping[str, str]) -> Reads:
+        """Run the queries (relative URLs) concurrently. Each key gets the resource or Bundle read (None when
+        a read finds nothing), or a reason in ``failed``; all together take at most ``timeout_s``."""
+        reads = Reads()
+        if not queries:
+            return reads
+        if self._expired():
+            reads.failed = dict.fromkeys(queries, "the fhirAuthorization access token has expired")
+            return reads
         deadline = time.monotonic() + self.timeout_s
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/fhir+json"}
-        with (
-            httpx.Client(headers=headers, follow_redirects=False) as client,
-            ThreadPoolExecutor(max_workers=max(1, min(8, len(queries)))) as pool,
-        ):
-            futures = {
-                key: pool.submit(self._get, client, key, query, deadline) for key, query in queries.items()
-            }
-            results: dict[str, Any] = {}
-            try:
+        headers = {"Accept": "application/fhir+json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(queries))))
+        try:
+            with httpx.Client(headers=headers, follow_redirects=False) as client:
+                futures: dict[str, Future[Any]] = {
+                    key: pool.submit(self._get, client, key, query, deadline)
+                    for key, query in queries.items()
+                }
+                wait(futures.values(), timeout=max(0.0, self._ends(deadline) - time.monotonic()) + 0.5)
                 for key, future in futures.items():
-                    results[key] = future.result(timeout=max(0.0, self.remaining(deadline)) + 0.5)
-            except FutureTimeout:
-                raise FhirUnavailable("the FHIR server did not answer in time") from None
-            finally:
-                for future in futures.values():
-                    future.cancel()
-        return results
+                    self._settle(reads, key, future)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return reads
+
+    def _settle(self, reads: Reads, key: str, future: Future[Any]) -> None:
+        label = _label(key)
+        if not future.done():
+            future.cancel()
+            log.info("FHIR read %s: no answer in time", label)
+            reads.failed[key] = NOT_READ
+            return
+        error = future.exception()
+        if isinstance(error, _ReadFailed):
+            log.info("FHIR read %s failed: %s", label, error.detail)
+            reads.failed[key] = error.reason
+        elif error is not None:
+            log.warning("FHIR read %s failed unexpectedly: %s", label, type(error).__name__)
+            reads.failed[key] = NOT_READ
+        else:
+            reads.data[key] = future.result()
 
     def _get(self, client: httpx.Client, key: str, query: str, deadline: float) -> Any:
-        url: str | None = f"{self.base_url}/{query.lstrip('/')}"
+        url: httpx.URL | None = self._url(query)
         first: dict[str, Any] | None = None
         pages = 0
         while url is not None:
-            page = self._fetch(client, key, url, deadline)
+            page = self._fetch(client, url, deadline)
             if page is None:
                 return first
             if page.get("resourceType") != "Bundle":
@@ -139,55 +264,59 @@ class FhirAccess:
             pages += 1
             entries = page.get("entry", [])
             if not isinstance(entries, list):
-                raise FhirUnavailable(f"the FHIR server answered with a malformed Bundle ({key})")
+                raise _ReadFailed("a Bundle whose entry is not a list")
             if first is None:
                 first = {**page, "entry": list(entries)}
             else:
                 first["entry"].extend(entries)
-            url = self._next_link(page, key) if pages < MAX_PAGES else None
+            url = self._next_link(page) if pages < MAX_PAGES else None
         if first is not None:
             first.pop("link", None)  # the pages were followed
         return first
 
-    def _fetch(self, client: httpx.Client, key: str, url: str, deadline: float) -> dict[str, Any] | None:
-        left = self.remaining(deadline)
+    def _url(self, query: str) -> httpx.URL:
+        url = httpx.URL(f"{self.base_url}/{query.lstrip('/')}")
+        if not under(self.base, url):
+            raise _ReadFailed("a query outside fhirServer")
+        return url
+
+    def _fetch(self, client: httpx.Client, url: httpx.URL, deadline: float) -> dict[str, Any] | None:
+        left = self._ends(deadline) - time.monotonic()
         if left <= 0:
-            expired = time.monotonic() >= self.expires_at
-            raise FhirUnavailable(
-                "the fhirAuthorization access token expired while reading from the FHIR server"
-                if expired
-                else "the FHIR server did not answer in time"
-            )
+            if self._expired():
+                raise _ReadFailed("token expired", "the fhirAuthorization access token expired while reading")
+            raise _ReadFailed("no answer in time")
         try:
             response = client.get(url, timeout=left)
         except httpx.TimeoutException:
-            if time.monotonic() >= self.expires_at:
-                raise FhirUnavailable(
-                    f"the access token expired while reading from the FHIR server ({key})"
+            if self._expired():
+                raise _ReadFailed(
+                    "token expired", "the fhirAuthorization access token expired while reading"
                 ) from None
-            raise FhirUnavailable(f"the FHIR server did not answer in time ({key})") from None
+            raise _ReadFailed("no answer in time") from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
             # UnicodeError: a host name IDNA cannot encode (e.g. an empty label), raised only when connecting
-            raise FhirUnavailable(
-                f"the FHIR server could not be reached ({key}: {type(exc).__name__})"
-            ) from None
-        if response.status_code in (404, 410) and "?" not in url:
-            return None  # a read of a resource that does not exist: no data
-        if response.status_code != 200:
-            raise FhirUnavailable(f"the FHIR server answered {response.status_code} ({key})")
+            raise _ReadFailed(f"no connection ({type(exc).__name__})") from None
+        gone = response.status_code in (404, 410) and not url.query
+        if response.status_code != 200 and not gone:
+            raise _ReadFailed(f"HTTP {response.status_code}")
         try:
             data = parse_json(response.content)
         except NotJSONError:
-            raise FhirUnavailable(f"the FHIR server did not answer with JSON ({key})") from None
+            raise _ReadFailed(f"HTTP {response.status_code}, not JSON") from None
         except InputError:
-            raise FhirUnavailable(f"the FHIR server's answer holds a number out of range ({key})") from None
+            raise _ReadFailed("a number out of range") from None
+        except RecursionError:
+            raise _ReadFailed("JSON nested too deeply") from None
         if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-            raise FhirUnavailable(f"the FHIR server did not answer with a FHIR resource ({key})")
-        if data["resourceType"] == "OperationOutcome":
-            raise FhirUnavailable(f"the FHIR server answered with an OperationOutcome ({key})")
+            raise _ReadFailed(f"HTTP {response.status_code}, not a FHIR resource")
+        if gone and data["resourceType"] == "OperationOutcome":
+            return None  # a FHIR server's answer to the read of a resource it does not have: no data
+        if gone or data["resourceType"] == "OperationOutcome":
+            raise _ReadFailed(f"HTTP {response.status_code}, {data['resourceType']}")
         return data
 
-    def _next_link(self, bundle: Mapping[str, Any], key: str) -> str | None:
+    def _next_link(self, bundle: Mapping[str, Any]) -> httpx.URL | None:
         links = bundle.get("link")
         for link in links if isinstance(links, list) else []:
             if (
@@ -195,9 +324,36 @@ class FhirAccess:
                 and link.get("relation") == "next"
                 and isinstance(link.get("url"), str)
             ):
-                target: str = link["url"]
-                if not target.startswith(self.base_url + "/") and not target.startswith(self.base_url + "?"):
+                try:
+                    target = httpx.URL(link["url"])
+                except (httpx.InvalidURL, ValueError, UnicodeError):
+                    raise _ReadFailed("a next link that is not a URL") from None
+                if not under(self.base, target):
                     # Never present the token to another host or path.
-                    raise FhirUnavailable(f"the FHIR server's next page is outside fhirServer ({key})")
+                    raise _ReadFailed("a next page outside fhirServer")
                 return target
         return None
+
+
+def _label(key: str) -> str:
+    """A read as the log may name it: a prefetch key, or the type of a referenced resource (never its id)."""
+    return key if "/" not in key else f"{key.split('/', 1)[0]} (by reference)"
+
+
+def unavailable_for_all(queries: Iterable[str], reason: str) -> Reads:
+    """Every key failed for one reason (no server, not allowed, no token...)."""
+    return Reads(failed=dict.fromkeys(queries, reason))
+
+
+__all__ = [
+    "NOT_READ",
+    "FhirAccess",
+    "FhirServerListError",
+    "FhirUnavailable",
+    "Reads",
+    "ServerPrefix",
+    "checked_base",
+    "server_prefixes",
+    "unavailable_for_all",
+    "under",
+]

@@ -1,10 +1,13 @@
-"""CDS Hooks 2.0: discovery, the ketamine order-select and order-sign services, and their feedback endpoints.
+"""CDS Hooks 2.0: discovery, the ketamine order-select, order-sign and patient-view services, and their
+feedback endpoints.
 
-A hook call: parse and check the request (400 when malformed, 404 for an unknown service); find the ketamine
-MedicationRequests among ``context.draftOrders`` (at order-select only the selected ones); without one, answer
-``{"cards": []}`` at once. Otherwise gather the record (prefetch, else the client's FHIR server, else 412),
-assess each ketamine order with the engine, turn the assessment into cards (``cards.py``) and record it in the
-audit trail before answering.
+An order hook call: parse and check the request (400 when malformed, 404 for an unknown service); find the
+ketamine MedicationRequests among ``context.draftOrders`` (at order-select only the selected ones); without
+one, answer ``{"cards": []}`` at once. Otherwise gather the record (``record.py``: the prefetch, else the
+client's FHIR server, else named as not read), assess each ketamine order with the engine, turn the
+assessment into cards (``cards.py``) and record it in the audit trail before answering. Data that could not
+be had is passed to the engine as unknown, and a card names it; the call is answered 412 only when the patient
+cannot be read at all (the order is in the request). patient-view is ``patient_view.py``'s.
 
 The hook handler runs on the event loop: with a complete prefetch (the usual case) the work is a fraction of
 a millisecond of computing, and a hop to a pool thread and back would cost a third as much again. What can
@@ -17,11 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -33,13 +37,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .._assessment import Assessment
 from .._engine import assess
 from .._errors import InputError, NotJSONError
+from .._facts import Facts
 from .._inputs import parse_json
 from .._kb import KnowledgeBase
+from .._opioids import Presence, opioid_status
 from ..adapters.fhir import facts_from_resources, is_ketamine_order
 from . import prefetch as pf
 from .auth import authenticate
-from .cards import BuiltCard, cards_for, not_checked_card
-from .fhir_client import FhirAccess, FhirUnavailable
+from .cards import BuiltCard, cards_for, data_not_read_card, most_urgent_first, not_checked_card
+from .record import Gathered, Reader, gather, read_medications, resolve_references
 from .settings import Settings
 from .store import AssessmentRecord, AuditWriter, CardRecord, FeedbackRecord, Store, pseudonym
 
@@ -47,13 +53,22 @@ log = logging.getLogger("ketamine_cds.service.hooks")
 Json = dict[str, Any]
 Record = list[tuple[str | None, Json]]  # (fullUrl, resource): the drafts and what was prefetched
 
-CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
+# CORS (CDS Hooks 2.0: browser-based clients such as the CDS Hooks sandbox need it). A browser shows a script
+# only the response headers it is told it may read: the authentication challenge, when to try again, and the
+# development warning are exposed. A preflight allows the request headers the service reads.
+DEV_WARNING_HEADER = "X-Ketamine-CDS-Warning"
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": f"WWW-Authenticate, Retry-After, {DEV_WARNING_HEADER}",
+}
+READ_HEADERS = ("Authorization", "Content-Type", "Accept", "Accept-Language", "Content-Language")
 PREFLIGHT_HEADERS = {
     **CORS_HEADERS,
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Allow-Headers": ", ".join(READ_HEADERS),
     "Access-Control-Max-Age": "600",
 }
+RETRY_AFTER_S = "1"  # with a 503: the audit trail or feedback store was unavailable for a moment
 
 
 class _CORSRoute(APIRoute):
@@ -77,8 +92,9 @@ class _CORSRoute(APIRoute):
 router = APIRouter(route_class=_CORSRoute, tags=["CDS Hooks"])
 
 
-SELECT_ID, SIGN_ID = "ketamine-order-select", "ketamine-order-sign"
-SERVICE_IDS = [SELECT_ID, SIGN_ID]
+SELECT_ID, SIGN_ID, VIEW_ID = "ketamine-order-select", "ketamine-order-sign", "ketamine-patient-view"
+SERVICE_IDS = [SELECT_ID, SIGN_ID, VIEW_ID]
+ORDER_HOOKS = ("order-select", "order-sign")
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,7 @@ class CdsService:
     hook: str
     title: str
     description: str
+    prefetch: Mapping[str, str]
 
 
 _BUILT: dict[int, tuple[KnowledgeBase, dict[str, CdsService]]] = {}
@@ -108,6 +125,7 @@ def _build_services(kb: KnowledgeBase) -> dict[str, CdsService]:
     limits = (
         f"IV bolus {float(bolus):g} mg/kg; IV infusion {float(infusion):g} mg/kg/h outside intensive care"
     )
+    order_prefetch = pf.templates(kb)
     services = (
         CdsService(
             SELECT_ID,
@@ -116,6 +134,7 @@ def _build_services(kb: KnowledgeBase) -> dict[str, CdsService]:
             f"When a ketamine order is selected, shows what the {kb.guideline} say for this patient: the "
             "supporting statements with their grade and certainty, cautions, contraindications found in the "
             f"record, missing information, and the dose limits for the patient's weight ({limits}).",
+            order_prefetch,
         ),
         CdsService(
             SIGN_ID,
@@ -124,6 +143,18 @@ def _build_services(kb: KnowledgeBase) -> dict[str, CdsService]:
             "When a ketamine order is signed, interrupts only for a contraindication the record shows or an "
             f"IV dose over the limit of the {kb.guideline} ({limits}), with a suggestion that changes the "
             "dose to the limit and coded override reasons.",
+            order_prefetch,
+        ),
+        CdsService(
+            VIEW_ID,
+            "patient-view",
+            "Ketamine for pain: running infusion and new contraindications when a chart is opened",
+            "When the chart of a patient with an active ketamine order is opened, shows whether the running "
+            f"dose is within the limits of the {kb.guideline} for the current weight and setting ({limits}), "
+            "contraindications recorded since it was ordered, and, after a recent IV infusion course for "
+            "chronic pain, the follow-up the guideline supports. Information and warnings only; nothing when "
+            "the record holds no active or recent ketamine order.",
+            pf.patient_view_templates(kb),
         ),
     )
     return {s.id: s for s in services}
@@ -131,18 +162,21 @@ def _build_services(kb: KnowledgeBase) -> dict[str, CdsService]:
 
 USAGE_REQUIREMENTS = (
     "Call ketamine-order-sign on order-sign: it is the safety check (contraindications and dose limits); "
-    "ketamine-order-select adds the supporting evidence and cautions while ordering. Draft orders must be "
-    "FHIR R4 MedicationRequests (ketamine by RxNorm code or name, route and dose in dosageInstruction[0]). "
-    "Satisfy every "
-    "prefetch template, or send fhirServer (https) with fhirAuthorization so the service can read what is "
-    "missing; without the data the service answers 412. A prefetch key whose search finds nothing must be "
-    "null. Calls need a signed JWT (Authorization: Bearer) from a CDS Client on the service's trust list. "
-    "Decision support for clinicians, not a substitute for their judgement."
+    "ketamine-order-select adds the supporting evidence and cautions while ordering; ketamine-patient-view "
+    "checks a running ketamine infusion when a chart is opened (information and warnings only). Draft orders "
+    "must be FHIR R4 MedicationRequests (ketamine by RxNorm code or name, route and doses in "
+    "dosageInstruction). Every prefetch template is in the subset CDS Hooks recommends; a key whose search "
+    "finds nothing may be null or an empty Bundle. What is not prefetched, and the Medication and Location "
+    "that orders and the encounter reference, is read from fhirServer: with fhirAuthorization over https, "
+    "or without a token from a FHIR server the service's operator lists. Data that cannot be had is named "
+    "in a card and the check is made without it; the service answers 412 only when the patient (at "
+    "patient-view, the ketamine orders) cannot be read at all. Calls need a signed JWT (Authorization: "
+    "Bearer) from a CDS Client on the service's trust list. Decision support for clinicians, not a "
+    "substitute for their judgement."
 )
 
 
 def _discovery(kb: KnowledgeBase) -> Json:
-    templates = pf.templates(kb)
     return {
         "services": [
             {
@@ -150,7 +184,7 @@ def _discovery(kb: KnowledgeBase) -> Json:
                 "title": s.title,
                 "description": s.description,
                 "id": s.id,
-                "prefetch": dict(templates),
+                "prefetch": dict(s.prefetch),
                 "usageRequirements": USAGE_REQUIREMENTS,
             }
             for s in _services(kb).values()
@@ -204,8 +238,9 @@ class BadRequest(ValueError):
     """A hook request that does not follow CDS Hooks 2.0: answered with 400 and this message."""
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+def _error(status: int, message: str, *, retry: bool = False, **extra: Any) -> JSONResponse:
+    headers = {"Retry-After": RETRY_AFTER_S} if retry else None
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
 def _string(data: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
@@ -313,6 +348,27 @@ def parse_hook_request(data: Mapping[str, Any], service: CdsService) -> HookRequ
         if not isinstance(raw, list) or not all(isinstance(s, str) and s for s in raw):
             raise BadRequest("context.selections must be an array of references (e.g. MedicationRequest/1)")
         selections = frozenset(_reference_key(s) for s in raw)
+    drafts, orders = _draft_orders(context) if service.hook in ORDER_HOOKS else ([], [])
+    prefetch = data.get("prefetch")
+    if prefetch is not None and not isinstance(prefetch, Mapping):
+        raise BadRequest("prefetch must be a JSON object")
+    return HookRequest(
+        hook,
+        hook_instance,
+        fhir_server,
+        authorization,
+        dict(context),
+        prefetch,
+        _patient_id(patient),
+        drafts,
+        orders,
+        selections,
+    )
+
+
+def _draft_orders(context: Mapping[str, Any]) -> tuple[list[tuple[str | None, Json]], list[DraftOrder]]:
+    """Every ``context.draftOrders`` resource as put in the record (ids filled in), and the
+    MedicationRequests among them."""
     draft_bundle = _object(context, "draftOrders", "context.")
     assert draft_bundle is not None
     if draft_bundle.get("resourceType") == "Bundle":
@@ -352,21 +408,7 @@ def parse_hook_request(data: Mapping[str, Any], service: CdsService) -> HookRequ
         drafts.append((full_url, in_record))
         if resource["resourceType"] == "MedicationRequest":
             orders.append(DraftOrder(dict(resource), in_record, full_url, rid))
-    prefetch = data.get("prefetch")
-    if prefetch is not None and not isinstance(prefetch, Mapping):
-        raise BadRequest("prefetch must be a JSON object")
-    return HookRequest(
-        hook,
-        hook_instance,
-        fhir_server,
-        authorization,
-        dict(context),
-        prefetch,
-        _patient_id(patient),
-        drafts,
-        orders,
-        selections,
-    )
+    return drafts, orders
 
 
 # --- which drafts are ketamine orders ----------------------------------------------------------------
@@ -384,7 +426,10 @@ def _is_ketamine_order(
     return True  # cannot tell: assess it, so that a broken ketamine order is reported, not passed over
 
 
-def _ketamine_orders(req: HookRequest, kb: KnowledgeBase) -> list[DraftOrder]:
+def _ketamine_orders(
+    req: HookRequest, kb: KnowledgeBase, read: list[tuple[str | None, Json]]
+) -> list[DraftOrder]:
+    """The selected drafts that are ketamine orders; ``read``: Medications read from the FHIR server."""
     orders = [
         order
         for order in req.orders
@@ -393,55 +438,79 @@ def _ketamine_orders(req: HookRequest, kb: KnowledgeBase) -> list[DraftOrder]:
     medications: list[tuple[str | None, Json]] = []
     if any("medicationReference" in order.in_record for order in orders):  # else no Medication is read
         medications = [(u, r) for u, r in req.drafts if r.get("resourceType") == "Medication"]
-        medications += pf.medications(req.prefetch or {})
+        medications += pf.medications(req.prefetch or {}) + read
     return [order for order in orders if _is_ketamine_order(order, medications, kb)]
+
+
+async def _draft_medications(req: HookRequest, reader: Reader) -> Gathered:
+    """The Medications the draft orders reference and the request does not hold, read from the FHIR server
+    when the service may: without them a draft named only by its Medication could not be told apart."""
+    found = Gathered()
+    referencing = [(o.full_url, o.in_record) for o in req.orders if "medicationReference" in o.in_record]
+    if referencing:
+        known = [*req.drafts, *pf.medications(req.prefetch or {})]
+        await resolve_references(
+            found, referencing, reader, fields=("medicationReference",), rounds=1, held=known
+        )
+    return found
 
 
 # --- the record --------------------------------------------------------------------------------------
 
 
+def reader_for(req: HookRequest, request: Request, received_at: float) -> Reader:
+    settings: Settings = request.app.state.settings
+    return Reader(
+        req.fhir_server,
+        req.fhir_authorization,
+        received_at=received_at,
+        timeout_s=settings.fhir_timeout_s,
+        listed=request.app.state.fhir_servers,
+    )
+
+
+def context_of(req: HookRequest) -> Json:
+    return {**req.context, "patientId": req.patient_id}
+
+
+def with_unknowns(facts: Facts, unread: list[str], kb: KnowledgeBase) -> Facts:
+    """The facts with what could not be read passed on as unknown, never as absent: the conditions (what was
+    found elsewhere, e.g. a pregnancy status, stays present), and the opioids unless those read already show
+    tolerance. The rest already reads as unknown when missing (no weight, setting unknown, no concentration,
+    no IV course found)."""
+    if "conditions" in unread and facts.conditions is not None:
+        facts = replace(facts, conditions=None, stated=facts.stated + facts.conditions)
+    if (
+        "opioids" in unread
+        and facts.opioids is not None
+        and opioid_status(facts, kb).tolerant is not Presence.PRESENT
+    ):
+        facts = replace(facts, opioids=None)
+    return facts
+
+
 class PreconditionFailed(Exception):
-    def __init__(self, reason: str, missing: list[str]) -> None:
+    """The question cannot be answered at all: answered 412, and recorded as such."""
+
+    def __init__(self, reason: str, missing: list[str], unread: list[str]) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.missing = missing
+        self.missing = missing  # prefetch keys
+        self.unread = unread  # data names
 
 
-async def _gather(
-    req: HookRequest, kb: KnowledgeBase, settings: Settings, received_at: float
-) -> dict[str, Any]:
-    """The data of every applicable prefetch template: as prefetched, else read from the FHIR server."""
-    context = {**req.context, "patientId": req.patient_id}
-    templates = pf.templates(kb)
-    collected = pf.collect(req.prefetch, [key for key, t in templates.items() if pf.applies(t, context)])
-    if not collected.missing:
-        return collected.data
-    queries: dict[str, str] = {}
-    for key in collected.missing:  # rendered only now: with a complete prefetch, no query is needed
-        query = pf.render(templates[key], context)
-        assert query is not None  # the template applies
-        queries[key] = query
-    fetched = await run_in_threadpool(_fetch, req, queries, settings, received_at, collected.missing)
-    return {**collected.data, **fetched}
-
-
-def _fetch(
-    req: HookRequest, queries: dict[str, str], settings: Settings, received_at: float, missing: list[str]
-) -> dict[str, Any]:
-    try:
-        access = FhirAccess.from_request(
-            req.fhir_server,
-            req.fhir_authorization,
-            received_at=received_at,
-            timeout_s=settings.fhir_timeout_s,
-        )
-        fetched = access.read_all(queries)
-    except FhirUnavailable as exc:
-        raise PreconditionFailed(exc.reason, missing) from None
-    for key, value in fetched.items():
-        if value is not None and pf.failed(value):
-            raise PreconditionFailed(f"the FHIR server reported an error ({key})", missing)
-    return fetched
+def precondition(gathered: Gathered, needed: tuple[str, ...], templates: Mapping[str, str]) -> None:
+    """Raise ``PreconditionFailed`` when a datum without which nothing can be said was not read."""
+    for datum in needed:
+        if datum in gathered.unread:
+            keys = gathered.missing_keys(datum)
+            reason = "; ".join(dict.fromkeys(gathered.reasons[k] for k in keys))
+            missing = [k for k in dict.fromkeys(k for d in gathered.unread_data for k in gathered.unread[d])]
+            raise PreconditionFailed(
+                f"{'the patient' if datum == 'patient' else datum} could not be read: {reason}",
+                [k for k in missing if k in templates],
+                gathered.unread_data,
+            )
 
 
 # --- assessing the orders ----------------------------------------------------------------------------
@@ -456,7 +525,13 @@ class _Outcome:
 
 
 def _assess_order(
-    order: DraftOrder, record: Record, req: HookRequest, kb: KnowledgeBase, as_of: dt.date, base_url: str
+    order: DraftOrder,
+    record: Record,
+    req: HookRequest,
+    kb: KnowledgeBase,
+    as_of: dt.date,
+    base_url: str,
+    unread: list[str],
 ) -> _Outcome:
     """Input the engine rejects (bad units, an impossible weight, no route...) gets 200 and one warning
     card saying the order was not checked, and why. CDS Hooks 2.0 lets a service answer errors with 4xx, but
@@ -466,21 +541,25 @@ def _assess_order(
     assessment: Assessment
     try:
         facts = facts_from_resources(record, as_of=as_of, kb=kb, order_id=order.order_id)
-        assessment = assess(facts, kb)
+        assessment = assess(with_unknowns(facts, unread, kb), kb)
         built = cards_for(assessment, hook=req.hook, order=order.original, base_url=base_url)
     except InputError as exc:
         return _Outcome([not_checked_card(exc)], "input-error", (), kb.version)
     except Exception as exc:  # no input may turn into a 500: the clinician gets a card, the team the frames
-        frames = "".join(traceback.format_tb(exc.__traceback__))
-        log.error(
-            "unexpected %s while assessing a ketamine order (values withheld):\n%s",
-            type(exc).__name__,
-            frames,
-        )
+        log_unexpected(exc, "assessing a ketamine order")
         return _Outcome([not_checked_card(None)], "internal-error", (), kb.version)
+    not_read = data_not_read_card(unread, hook=req.hook, assessment=assessment) if unread else None
     return _Outcome(
-        built, assessment.verdict.value, assessment.statement_ids, assessment.knowledge_base_version
+        most_urgent_first(built + ([not_read] if not_read is not None else [])),
+        assessment.verdict.value,
+        assessment.statement_ids,
+        assessment.knowledge_base_version,
     )
+
+
+def log_unexpected(exc: Exception, doing: str) -> None:
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s while %s (values withheld):\n%s", type(exc).__name__, doing, frames)
 
 
 def _app_state(request: Request) -> tuple[Settings, KnowledgeBase, Store]:
@@ -494,7 +573,7 @@ _HOOK_REQUEST_SCHEMA: Json = {
     "type": "object",
     "required": ["hook", "hookInstance", "context"],
     "properties": {
-        "hook": {"type": "string", "enum": ["order-select", "order-sign"]},
+        "hook": {"type": "string", "enum": ["order-select", "order-sign", "patient-view"]},
         "hookInstance": {"type": "string"},
         "fhirServer": {"type": "string"},
         "fhirAuthorization": {
@@ -511,7 +590,10 @@ _HOOK_REQUEST_SCHEMA: Json = {
         },
         "context": {
             "type": "object",
-            "required": ["patientId", "draftOrders"],
+            "required": ["patientId"],
+            "description": (
+                "draftOrders is required at order-select and order-sign; selections too at order-select"
+            ),
             "properties": {
                 "userId": {"type": "string"},
                 "patientId": {"type": "string"},
@@ -575,7 +657,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed request",
         401: "No valid JWT",
         404: "Unknown service",
-        412: "Required data neither prefetched nor readable from fhirServer",
+        412: "The patient (patient-view: the ketamine orders) not prefetched, nor readable from fhirServer",
         503: "The audit trail or feedback store is unavailable",
     }
     return {code: {"description": text[code]} for code in codes}
@@ -589,13 +671,14 @@ def discovery(request: Request) -> JSONResponse:
 @router.options("/cds-services", include_in_schema=False)
 @router.options("/cds-services/{service_id}", include_in_schema=False)
 @router.options("/cds-services/{service_id}/feedback", include_in_schema=False)
-def preflight() -> Response:
+def preflight(request: Request) -> Response:
+    """A CORS preflight: every header the service reads is allowed, whichever the browser asks about."""
     return Response(status_code=204, headers=PREFLIGHT_HEADERS)
 
 
 @router.post(
     "/cds-services/{service_id}",
-    summary="Call a CDS service (order-select or order-sign)",
+    summary="Call a CDS service (order-select, order-sign or patient-view)",
     openapi_extra={**_body_spec(_HOOK_REQUEST_SCHEMA), "parameters": [_SERVICE_ID_PARAMETER]},
     responses=_errors(400, 401, 404, 412, 503),
 )
@@ -605,7 +688,7 @@ async def call_service(request: Request) -> JSONResponse:
     # order of answers: 401, then 404, then 400.
     started, received_at = time.perf_counter(), time.monotonic()
     issuer = await authenticate(request)
-    settings, kb, _ = _app_state(request)
+    kb: KnowledgeBase = request.app.state.kb
     service_id = request.path_params["service_id"]
     service = _services(kb).get(service_id)
     if service is None:
@@ -617,43 +700,130 @@ async def call_service(request: Request) -> JSONResponse:
         req = parse_hook_request(body.data, service)
     except BadRequest as exc:
         return _error(400, str(exc))
-    as_of = dt.date.today()
-    orders = _ketamine_orders(req, kb)
-    if not orders:
-        return JSONResponse({"cards": []})
+    call = Call(request, req, service, issuer, started, reader_for(req, request, received_at))
     try:
-        data = await _gather(req, kb, settings, received_at)
+        if service.hook == "patient-view":
+            from .patient_view import answer_patient_view
+
+            return await answer_patient_view(call)
+        return await _answer_orders(call)
     except pf.PrefetchError as exc:
         return _error(400, str(exc))
     except PreconditionFailed as exc:
-        log.info("%s %s: 412, %s", service.id, req.hook_instance, exc.reason)
-        return _error(
-            412,
-            f"the data needed to check the ketamine order is not available: {exc.reason}",
-            missingPrefetch=exc.missing,
+        return await _precondition_failed(call, exc)
+
+
+@dataclass
+class Call:
+    """One hook call being answered."""
+
+    request: Request
+    req: HookRequest
+    service: CdsService
+    issuer: str | None
+    started: float  # time.perf_counter() at arrival
+    reader: Reader
+
+    @property
+    def settings(self) -> Settings:
+        settings: Settings = self.request.app.state.settings
+        return settings
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        kb: KnowledgeBase = self.request.app.state.kb
+        return kb
+
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def row(
+        self,
+        verdict: str | None,
+        statements: tuple[str, ...],
+        cards: list[BuiltCard],
+        unread: list[str],
+        kb_version: str | None = None,
+    ) -> AssessmentRecord:
+        """One audit row of this call: an assessment made (with the data it lacked), or a 412 (no verdict)."""
+        completeness = "precondition-failed" if verdict is None else ("partial" if unread else "full")
+        return AssessmentRecord(
+            id=str(uuid.uuid4()),
+            created_at=dt.datetime.now(dt.UTC),
+            service=self.service.id,
+            hook=self.req.hook,
+            hook_instance=self.req.hook_instance,
+            client=self.issuer,
+            kb_version=kb_version or self.kb.version,
+            verdict=verdict,
+            statements=statements,
+            patient=pseudonym(self.settings.pseudonym_secret, self.req.patient_id),
+            latency_ms=self.latency_ms(),
+            cards=tuple(CardRecord(c.card["uuid"], c.statement, c.indicator) for c in cards),
+            completeness=completeness,
+            unread=tuple(unread),
         )
-    record = pf.record_resources(data, req.drafts)
-    if len(record) > LOOP_ENTRIES:  # would hold up every other call on the loop: a pool thread
-        outcomes = await run_in_threadpool(_assess_orders, orders, record, req, kb, as_of, settings.base_url)
-    else:
-        outcomes = _assess_orders(orders, record, req, kb, as_of, settings.base_url)
-    cards = [c for outcome in outcomes for c in outcome.cards]
-    latency_ms = (time.perf_counter() - started) * 1000
-    try:
-        await _audit(request).write(_audit_records(outcomes, req, service, issuer, settings, latency_ms))
-    except Exception as exc:
-        log.error("audit trail not written (%s): the cards are withheld", type(exc).__name__)
-        return _error(503, "the audit trail could not be written; try again")
-    log.info(
-        "%s %s: %d ketamine order(s), %d card(s), verdicts %s, %.0f ms",
-        service.id,
-        req.hook_instance,
-        len(orders),
-        len(cards),
-        ",".join(o.verdict for o in outcomes),
-        latency_ms,
+
+    async def answer(self, rows: list[AssessmentRecord], cards: list[BuiltCard], what: str) -> JSONResponse:
+        """The cards, once the rows are in the audit trail (503 and no cards if they cannot be written)."""
+        try:
+            await _audit(self.request).write(rows)
+        except Exception as exc:
+            log.error("audit trail not written (%s): the cards are withheld", type(exc).__name__)
+            return _error(503, "the audit trail could not be written; try again", retry=True)
+        log.info(
+            "%s %s: %s, %d card(s), verdicts %s%s, %.0f ms",
+            self.service.id,
+            self.req.hook_instance,
+            what,
+            len(cards),
+            ",".join(str(r.verdict) for r in rows),
+            f", not read: {','.join(rows[0].unread)}" if rows and rows[0].unread else "",
+            self.latency_ms(),
+        )
+        return JSONResponse({"cards": [c.card for c in cards]})
+
+
+async def _answer_orders(call: Call) -> JSONResponse:
+    req, kb, settings = call.req, call.kb, call.settings
+    as_of = dt.date.today()
+    from_drafts = await _draft_medications(req, call.reader)
+    orders = _ketamine_orders(req, kb, read_medications(from_drafts))
+    if not orders:
+        return JSONResponse({"cards": []})
+    gathered = await gather(req.prefetch, call.service.prefetch, context_of(req), call.reader)
+    gathered.data.update(from_drafts.data)
+    ordered = [(o.full_url, o.in_record) for o in orders]
+    await resolve_references(
+        gathered, ordered, call.reader, failed_before=from_drafts.reasons, held=req.drafts
     )
-    return JSONResponse({"cards": [c.card for c in cards]})
+    precondition(gathered, ("patient",), call.service.prefetch)
+    record = pf.record_resources(gathered.data, req.drafts)
+    unread = gathered.unread_data
+    args = (orders, record, req, kb, as_of, settings.base_url, unread)
+    if len(record) > LOOP_ENTRIES:  # would hold up every other call on the loop: a pool thread
+        outcomes = await run_in_threadpool(_assess_orders, *args)
+    else:
+        outcomes = _assess_orders(*args)
+    rows = [call.row(o.verdict, o.statements, o.cards, unread, o.kb_version) for o in outcomes]
+    cards = [c for outcome in outcomes for c in outcome.cards]
+    return await call.answer(rows, cards, f"{len(orders)} ketamine order(s)")
+
+
+async def _precondition_failed(call: Call, exc: PreconditionFailed) -> JSONResponse:
+    """412, recorded in the audit trail like every other answer (no verdict, no cards)."""
+    log.info("%s %s: 412, %s", call.service.id, call.req.hook_instance, exc.reason)
+    try:
+        await _audit(call.request).write([call.row(None, (), [], exc.unread)])
+    except Exception as error:
+        log.error("audit trail not written (%s): the 412 is withheld", type(error).__name__)
+        return _error(503, "the audit trail could not be written; try again", retry=True)
+    what = "the ketamine orders" if call.service.hook == "patient-view" else "the ketamine order"
+    return _error(
+        412,
+        f"the data needed to check {what} is not available: {exc.reason}",
+        missingPrefetch=exc.missing,
+    )
 
 
 LOOP_ENTRIES = 400  # a record with more entries is assessed in the thread pool (a few ms of reading)
@@ -666,8 +836,9 @@ def _assess_orders(
     kb: KnowledgeBase,
     as_of: dt.date,
     base_url: str,
+    unread: list[str],
 ) -> list[_Outcome]:
-    return [_assess_order(o, record, req, kb, as_of, base_url) for o in orders]
+    return [_assess_order(o, record, req, kb, as_of, base_url, unread) for o in orders]
 
 
 def _audit(request: Request) -> AuditWriter:
@@ -675,47 +846,24 @@ def _audit(request: Request) -> AuditWriter:
     return writer
 
 
-def _audit_records(
-    outcomes: list[_Outcome],
-    req: HookRequest,
-    service: CdsService,
-    issuer: str | None,
-    settings: Settings,
-    latency_ms: float,
-) -> list[AssessmentRecord]:
-    patient = pseudonym(settings.pseudonym_secret, req.patient_id)
-    now = dt.datetime.now(dt.UTC)
-    return [
-        AssessmentRecord(
-            id=str(uuid.uuid4()),
-            created_at=now,
-            service=service.id,
-            hook=req.hook,
-            hook_instance=req.hook_instance,
-            client=issuer,
-            kb_version=outcome.kb_version,
-            verdict=outcome.verdict,
-            statements=outcome.statements,
-            patient=patient,
-            latency_ms=latency_ms,
-            cards=tuple(CardRecord(c.card["uuid"], c.statement, c.indicator) for c in outcome.cards),
-        )
-        for outcome in outcomes
-    ]
+_UTC_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]00:00)", re.ASCII)
 
 
 def _timestamp(value: Any, where: str) -> str:
-    """CDS Hooks 2.0: "ISO8601 representation of the date and time in UTC", so a date and time with its
-    offset (Z or +00:00); a bare date or a local time could not be placed on the timeline."""
-    message = f"{where}outcomeTimestamp must be a date and time in UTC, e.g. 2026-11-24T10:15:00Z"
-    if not isinstance(value, str) or "T" not in value.upper():
+    """CDS Hooks 2.0: "ISO8601 representation of the date and time in Coordinated Universal Time (UTC) ...,
+    as profiled in section 5.6 of RFC3339": a full date and time with seconds and the offset of UTC (``Z``,
+    or ``+00:00`` / ``-00:00``). A local time, even with its offset (``+01:00``), is refused, as are a bare
+    date and a date and time without an offset: they are not UTC as the specification asks."""
+    message = (
+        f"{where}outcomeTimestamp must be a date and time in UTC (RFC 3339, offset Z), "
+        "e.g. 2026-11-24T10:15:00Z"
+    )
+    if not isinstance(value, str) or not _UTC_TIMESTAMP.fullmatch(value):
         raise BadRequest(message)
     try:
-        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:  # e.g. month 13, 25 o'clock
         raise BadRequest(message) from None
-    if moment.utcoffset() is None:
-        raise BadRequest(message)
     return value
 
 
@@ -799,5 +947,5 @@ def feedback(service_id: ServiceId, request: Request, issuer: Issuer, body: Body
         store.record_feedback(records)  # committed before it returns
     except Exception as exc:
         log.error("feedback not stored (%s)", type(exc).__name__)
-        return _error(503, "the feedback could not be stored; send it again")
+        return _error(503, "the feedback could not be stored; send it again", retry=True)
     return JSONResponse({"received": len(records)})

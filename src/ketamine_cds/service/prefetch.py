@@ -3,7 +3,8 @@
 CDS Hooks 2.0, "Prefetch Template": the service registers templates in discovery; the client sends, for each
 key, the resource (a search gives a searchset Bundle), ``null`` when it has no data for the key, an
 OperationOutcome when prefetching failed, or nothing at all when it chose not to satisfy the key. It is the
-service's task to check what was satisfied and to fetch the rest itself, or answer 412.
+service's task to check what was satisfied and to fetch the rest itself (``record.py``); what it cannot have
+is named, and only the patient (or, at patient-view, the ketamine orders) is worth a 412.
 """
 
 from __future__ import annotations
@@ -24,31 +25,73 @@ _TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z0-9_]+)\s*\}\}")
 _PATIENT = "{{context.patientId}}"
 _LATEST = "status=final,amended,corrected&_sort=-date&_count=5"
 
+# What each prefetch key brings, by the name the audit trail and the cards use for it ("data names").
+DATUM_OF_KEY: dict[str, str] = {
+    "patient": "patient",
+    "weights": "weight",
+    "pregnancyStatus": "pregnancy-status",
+    "conditions": "conditions",
+    "medicationRequests": "opioids",
+    "medicationStatements": "opioids",
+    "ketamineRequests": "ketamine-history",
+    "ketamineAdministrations": "ketamine-history",
+    "procedures": "planned-procedure",
+    "serviceRequests": "planned-procedure",
+    "encounter": "encounter",
+}
+
 
 def templates(kb: KnowledgeBase) -> dict[str, str]:
-    """The prefetch templates: everything the FHIR reader uses (CONTRACT.md, FHIR R4 input conventions)."""
-    rxnorm = SYSTEMS["rxnorm"]
-    ketamine_codes = ",".join(f"{rxnorm}|{code}" for code in sorted(kb.ketamine_rxnorm))
-    loinc = SYSTEMS["loinc"]
+    """The prefetch templates of the order hooks: everything the FHIR reader uses (CONTRACT.md, FHIR R4
+    input conventions), each in the subset CDS Hooks 2.0 recommends ("Prefetch query restrictions"):
+    instance reads, type searches by the patient reference and token parameters with equality (a comma is
+    "or"), ``_sort`` and ``_count``; no ``_include``, no chained or modified parameters. What that subset
+    cannot express (the encounter's Location, a Medication an order references) is read from the FHIR
+    server afterwards, when the service may (``record.py``)."""
+    ketamine_codes = _ketamine_codes(kb)
     return {
         "patient": f"Patient/{_PATIENT}",
-        "weights": f"Observation?patient={_PATIENT}&code={loinc}|29463-7&{_LATEST}",
-        "pregnancyStatus": f"Observation?patient={_PATIENT}&code={loinc}|82810-3&{_LATEST}",
+        "weights": _observations("29463-7"),
+        "pregnancyStatus": _observations("82810-3"),
         "conditions": f"Condition?patient={_PATIENT}",
-        "medicationRequests": (
-            f"MedicationRequest?patient={_PATIENT}&status=active&_include=MedicationRequest:medication"
-        ),
-        "medicationStatements": (
-            f"MedicationStatement?patient={_PATIENT}&status=active&_include=MedicationStatement:medication"
-        ),
-        "ketamineRequests": (
-            f"MedicationRequest?patient={_PATIENT}&code={ketamine_codes}&_include=MedicationRequest:medication"
-        ),
+        "medicationRequests": f"MedicationRequest?patient={_PATIENT}&status=active",
+        "medicationStatements": f"MedicationStatement?patient={_PATIENT}&status=active",
+        "ketamineRequests": f"MedicationRequest?patient={_PATIENT}&code={ketamine_codes}",
         "ketamineAdministrations": f"MedicationAdministration?patient={_PATIENT}&code={ketamine_codes}",
         "procedures": f"Procedure?patient={_PATIENT}&status=preparation,in-progress",
         "serviceRequests": f"ServiceRequest?patient={_PATIENT}&status=draft,active,on-hold",
-        "encounter": "Encounter?_id={{context.encounterId}}&_include=Encounter:location",
+        "encounter": "Encounter/{{context.encounterId}}",
     }
+
+
+# patient-view: the ketamine orders first (without them there is nothing to say), then what checking a running
+# infusion needs. Opioid prescriptions are left out: they bear on the supportive statements, not on a check of
+# the running dose or on a contraindication, and patient-view is called on every chart opened.
+PATIENT_VIEW_KEYS = (
+    "ketamineRequests",
+    "ketamineAdministrations",
+    "patient",
+    "weights",
+    "pregnancyStatus",
+    "conditions",
+    "procedures",
+    "serviceRequests",
+    "encounter",
+)
+
+
+def patient_view_templates(kb: KnowledgeBase) -> dict[str, str]:
+    every = templates(kb)
+    return {key: every[key] for key in PATIENT_VIEW_KEYS}
+
+
+def _ketamine_codes(kb: KnowledgeBase) -> str:
+    rxnorm = SYSTEMS["rxnorm"]
+    return ",".join(f"{rxnorm}|{code}" for code in sorted(kb.ketamine_rxnorm))
+
+
+def _observations(loinc_code: str) -> str:
+    return f"Observation?patient={_PATIENT}&code={SYSTEMS['loinc']}|{loinc_code}&{_LATEST}"
 
 
 def render(template: str, context: Mapping[str, Any]) -> str | None:

@@ -19,6 +19,10 @@ class Settings:
     allow_unauthenticated: bool = False  # development only; announced loudly
     public_url: str = ""  # the service's own base URL, the JWT audience; default http://host:port
     fhir_timeout_s: float = 5.0
+    # The FHIR servers (base URL prefixes) the operator lists: the only ones read without an access token,
+    # and, once any is listed, the only ones the service contacts at all. Empty: any https server that comes
+    # with fhirAuthorization (CDS Hooks 2.0, FHIR Resource Access), and no open server.
+    fhir_servers: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -44,8 +48,9 @@ class Settings:
             in ("1", "true", "yes"),
             "public_url": env.get("KETAMINE_CDS_PUBLIC_URL", ""),
             "fhir_timeout_s": float(env.get("KETAMINE_CDS_FHIR_TIMEOUT_S", cls.fhir_timeout_s)),
+            "fhir_servers": tuple(env.get("KETAMINE_CDS_FHIR_SERVERS", "").split()),
         }
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
         return cls(**values)  # type: ignore[arg-type]
 
     def prepared(self) -> Settings:

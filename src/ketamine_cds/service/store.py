@@ -8,6 +8,13 @@ acknowledged to no one and sit on the order-sign path, so they are committed wit
 loss in the last moments could lose them. A hook answers only after its audit rows are committed
 (``AuditWriter``). Patient identifiers are stored only as keyed pseudonyms
 (HMAC-SHA256 with the configured secret).
+
+Each row of ``assessments`` says how complete the record behind it was: ``completeness`` is ``full`` (every
+datum the service asked for was had), ``partial`` (answered with the data named in ``unread``, a JSON array
+of data names such as ``["conditions", "location"]``, unknown) or ``precondition-failed`` (answered 412: the
+patient or the order could not be read; ``verdict`` is NULL and there are no cards). Databases made before
+these columns existed are brought up to date when the store opens (``_migrate``): existing rows read
+``full`` and ``[]``.
 """
 
 from __future__ import annotations
@@ -31,11 +38,19 @@ from .settings import Settings
 
 log = logging.getLogger("ketamine_cds.service.store")
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS assessments (
+_ASSESSMENTS_COLUMNS = """
         id TEXT PRIMARY KEY, created_at TEXT NOT NULL, service TEXT NOT NULL, hook TEXT NOT NULL,
-        hook_instance TEXT, client TEXT, kb_version TEXT NOT NULL, verdict TEXT NOT NULL,
-        statements TEXT NOT NULL, patient TEXT, latency_ms DOUBLE PRECISION NOT NULL)""",
+        hook_instance TEXT, client TEXT, kb_version TEXT NOT NULL, verdict TEXT,
+        statements TEXT NOT NULL, patient TEXT, latency_ms DOUBLE PRECISION NOT NULL,
+        completeness TEXT NOT NULL DEFAULT 'full', unread TEXT NOT NULL DEFAULT '[]'"""
+_ASSESSMENTS_INSERT = (
+    "INSERT INTO assessments (id, created_at, service, hook, hook_instance, client, kb_version, verdict, "
+    "statements, patient, latency_ms, completeness, unread) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+COMPLETENESS = ("full", "partial", "precondition-failed")
+
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS assessments ({_ASSESSMENTS_COLUMNS})",
     "CREATE INDEX IF NOT EXISTS assessments_created ON assessments (created_at)",
     """CREATE TABLE IF NOT EXISTS cards (
         uuid TEXT PRIMARY KEY, assessment_id TEXT NOT NULL, service TEXT NOT NULL, statement TEXT NOT NULL,
@@ -66,11 +81,19 @@ class AssessmentRecord:
     hook_instance: str | None
     client: str | None
     kb_version: str
-    verdict: str
+    verdict: str | None  # None: no assessment was made (answered 412)
     statements: Sequence[str]
     patient: str | None  # already pseudonymized
     latency_ms: float
     cards: Sequence[CardRecord] = field(default_factory=tuple)
+    completeness: str = "full"  # one of COMPLETENESS
+    unread: Sequence[str] = ()  # the data names that could not be read
+
+    def __post_init__(self) -> None:
+        if self.completeness not in COMPLETENESS:
+            raise ValueError(f"completeness must be one of {COMPLETENESS}, not {self.completeness!r}")
+        if (self.verdict is None) != (self.completeness == "precondition-failed"):
+            raise ValueError("a row has no verdict exactly when the call was answered 412")
 
 
 @dataclass(frozen=True)
@@ -112,7 +135,7 @@ def _iso(moment: dt.datetime) -> str:
 
 def _insert_assessments(cur: Any, sql: Callable[[str], str], records: Sequence[AssessmentRecord]) -> None:
     cur.executemany(
-        sql("INSERT INTO assessments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        sql(_ASSESSMENTS_INSERT),
         [
             (
                 r.id,
@@ -126,6 +149,8 @@ def _insert_assessments(cur: Any, sql: Callable[[str], str], records: Sequence[A
                 json.dumps(list(r.statements)),
                 r.patient,
                 r.latency_ms,
+                r.completeness,
+                json.dumps(list(r.unread)),
             )
             for r in records
         ],
@@ -148,6 +173,11 @@ class _SQLStore:
         with self._transaction() as cur:
             for statement in _SCHEMA:
                 cur.execute(statement)
+            self._migrate(cur)
+
+    def _migrate(self, cur: Any) -> None:
+        """Bring a database made by an earlier version up to the current schema (in the open transaction)."""
+        raise NotImplementedError
 
     @contextmanager
     def _transaction(self, relaxed: bool = False) -> Iterator[Any]:
@@ -226,6 +256,33 @@ class _SQLStore:
             self._db.close()
 
 
+def _sqlite_migrate(cur: Any) -> None:
+    if not cur.connection.in_transaction:  # DDL runs outside a transaction unless one is open
+        cur.execute("BEGIN IMMEDIATE")  # one process migrates; another waits, then finds it done
+    columns = {row[1]: row for row in cur.execute("PRAGMA table_info(assessments)").fetchall()}
+    verdict_required = bool(columns["verdict"][3])  # (cid, name, type, notnull, default, pk)
+    if "completeness" in columns and not verdict_required:
+        return
+    # SQLite cannot drop a NOT NULL: the table is rebuilt, its rows copied (new columns 'full' and '[]').
+    log.info("audit trail: adding completeness and unread to the assessments table")
+    cur.execute("DROP TABLE IF EXISTS assessments_migrated")
+    cur.execute(f"CREATE TABLE assessments_migrated ({_ASSESSMENTS_COLUMNS})")
+    kept = [name for name in columns if name != "completeness" and name != "unread"]
+    extra = [name for name in ("completeness", "unread") if name in columns]
+    names = ", ".join(kept + extra)
+    cur.execute(f"INSERT INTO assessments_migrated ({names}) SELECT {names} FROM assessments")
+    cur.execute("DROP TABLE assessments")
+    cur.execute("ALTER TABLE assessments_migrated RENAME TO assessments")
+    cur.execute("CREATE INDEX IF NOT EXISTS assessments_created ON assessments (created_at)")
+
+
+_POSTGRES_MIGRATION = (
+    "ALTER TABLE assessments ADD COLUMN IF NOT EXISTS completeness TEXT NOT NULL DEFAULT 'full'",
+    "ALTER TABLE assessments ADD COLUMN IF NOT EXISTS unread TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE assessments ALTER COLUMN verdict DROP NOT NULL",
+)
+
+
 class SQLiteStore(_SQLStore):
     """Feedback and token ids through the main connection (synchronous=FULL); audit rows through a second
     connection of their own (synchronous=NORMAL), written straight from the event loop: a commit there is
@@ -251,6 +308,9 @@ class SQLiteStore(_SQLStore):
         self._unflushed = False
         self._checkpointer = threading.Thread(target=self._checkpoints, name="sqlite-checkpoint", daemon=True)
         self._checkpointer.start()
+
+    def _migrate(self, cur: Any) -> None:
+        _sqlite_migrate(cur)
 
     def record_assessments_now(self, records: Sequence[AssessmentRecord]) -> bool:
         if not self._audit_lock.acquire(blocking=False):  # another thread is writing through it
@@ -318,6 +378,10 @@ class PostgresStore(_SQLStore):
         import psycopg
 
         super().__init__(psycopg.connect(url))
+
+    def _migrate(self, cur: Any) -> None:
+        for statement in _POSTGRES_MIGRATION:
+            cur.execute(statement)
 
 
 def open_store(settings: Settings) -> Store:
