@@ -41,7 +41,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened.close()
 
 
-def _assess(store: Store, *cards: tuple[str, str], verdict: str = "dose-exceeds-limit") -> None:
+def _assess(
+    store: Store,
+    *cards: tuple[str, str],
+    verdict: str | None = "dose-exceeds-limit",
+    completeness: str = "full",
+    unread: tuple[str, ...] = (),
+) -> None:
     """One assessment at NOW with the given (card uuid, statement) cards."""
     store.record_assessment(
         AssessmentRecord(
@@ -57,6 +63,8 @@ def _assess(store: Store, *cards: tuple[str, str], verdict: str = "dose-exceeds-
             patient=pseudonym(b"k", "123"),
             latency_ms=3.0,
             cards=[CardRecord(card, statement, "critical") for card, statement in cards],
+            completeness=completeness,
+            unread=unread,
         )
     )
 
@@ -149,7 +157,7 @@ def test_rates_over_cards_with_feedback_and_over_cards_shown(store: Store) -> No
         3,
     )
     assert (total["override_rate_of_feedback"], total["override_rate_of_shown"]) == (0.75, round(3 / 11, 4))
-    assert "incomplete_hooks" not in report  # not recorded by the audit trail yet: never a made-up zero
+    assert report["incomplete_hooks"] == {"precondition-failed": 0, "partial": 0, "unread": {}}
 
 
 def test_the_text_report_shows_both_rates_and_coverage(store: Store) -> None:
@@ -207,13 +215,30 @@ def test_csv_has_a_row_per_statement_and_neutralises_formulas(store: Store) -> N
     assert psychosis["override_reasons"].startswith("'=HYPERLINK")  # a spreadsheet shows it, never runs it
 
 
-def test_the_line_for_hooks_that_could_not_run_fully_waits_for_the_audit_trail() -> None:
-    """Issue 14 records 412s and answers with data missing; until then the report has no such line."""
-    assert incomplete_hooks_lines({"assessments": 1}) == []
-    assert incomplete_hooks_lines({"incomplete_hooks": {"refused (412)": 2, "data missing": 1}}) == [
+def test_hooks_that_could_not_run_fully_are_counted_with_what_could_not_be_read(store: Store) -> None:
+    _assess(store, (str(uuid.uuid4()), "dose-bolus-limit"))
+    _assess(store, verdict="consider", completeness="partial", unread=("conditions", "location"))
+    _assess(store, verdict="dose-exceeds-limit", completeness="partial", unread=("location",))
+    _assess(store, verdict=None, completeness="precondition-failed", unread=("patient",))
+    report = build_report(store, DAY, DAY)
+    # a 412 is not an assessment: no verdict, no latency, but counted as a call that could not run
+    assert report["assessments"] == 3 and None not in report["verdicts"] and "None" not in report["verdicts"]
+    assert report["incomplete_hooks"] == {
+        "precondition-failed": 1,
+        "partial": 2,
+        "unread": {"location": 2, "conditions": 1, "patient": 1},
+    }
+    assert incomplete_hooks_lines(report) == [
         "",
-        "Hook calls that could not run fully: refused (412) 2, data missing 1",
+        "Hook calls that could not run fully: 1 refused (412: the patient or the orders could not be read), "
+        "2 answered with data missing.",
+        "  Not read: location 2, conditions 1, patient 1",
     ]
+    assert "Hook calls that could not run fully" in report_text(report)
+    assert build_report(store, DAY + dt.timedelta(days=1))["incomplete_hooks"]["partial"] == 0
+    _assess(store, (str(uuid.uuid4()), "dose-bolus-limit"))
+    only_412 = build_report(store, DAY - dt.timedelta(days=3), DAY - dt.timedelta(days=3))
+    assert incomplete_hooks_lines(only_412) == []  # nothing happened that day: no line at all
 
 
 # --- the command ----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,12 +120,21 @@ def _card_counts(store: Store, start: str, end: str, kb: KnowledgeBase) -> list[
     return sorted(counts.values(), key=lambda c: (-c.shown, c.statement))
 
 
-def incomplete_hooks(store: Store, start: str, end: str) -> dict[str, int] | None:
-    """Hook calls in the period that could not run fully: answered 412 (data could not be had) or answered
-    with data missing. The audit trail does not record that yet (issue 14 adds it to ``assessments``); until
-    then this is None and the report leaves the line out rather than print a zero it cannot know."""
-    del store, start, end
-    return None
+def incomplete_hooks(store: Store, start: str, end: str) -> dict[str, Any]:
+    """Hook calls in the period that could not run fully: refused with 412 (the patient or the orders could
+    not be read) or answered with data missing, and how often each datum was missing (``unread``)."""
+    rows = store.query(
+        f"SELECT a.completeness, a.unread, COUNT(*) FROM assessments a WHERE {_PERIOD} "
+        "AND a.completeness <> 'full' GROUP BY a.completeness, a.unread",
+        [start, end],
+    )
+    counts = {"precondition-failed": 0, "partial": 0}
+    unread: dict[str, int] = {}
+    for completeness, names, n in rows:
+        counts[str(completeness)] = counts.get(str(completeness), 0) + int(n)
+        for name in json.loads(names or "[]"):
+            unread[str(name)] = unread.get(str(name), 0) + int(n)
+    return {**counts, "unread": dict(sorted(unread.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
 def build_report(
@@ -132,12 +142,13 @@ def build_report(
 ) -> dict[str, Any]:
     kb = kb or load_knowledge()
     start, end = _bounds(since, until)
+    answered = f"{_PERIOD} AND a.verdict IS NOT NULL"  # a 412 is a row without a verdict: not an assessment
     verdicts = store.query(
-        f"SELECT a.verdict, COUNT(*) FROM assessments a WHERE {_PERIOD} GROUP BY a.verdict ORDER BY 2 DESC",
+        f"SELECT a.verdict, COUNT(*) FROM assessments a WHERE {answered} GROUP BY a.verdict ORDER BY 2 DESC",
         [start, end],
     )
     latency = store.query(
-        f"SELECT COUNT(*), AVG(a.latency_ms), MAX(a.latency_ms) FROM assessments a WHERE {_PERIOD}",
+        f"SELECT COUNT(*), AVG(a.latency_ms), MAX(a.latency_ms) FROM assessments a WHERE {answered}",
         [start, end],
     )[0]
     statements = _card_counts(store, start, end, kb)
@@ -154,9 +165,7 @@ def build_report(
         "cards": total.json(),
         "statements": [s.json() for s in statements],
     }
-    incomplete = incomplete_hooks(store, start, end)
-    if incomplete is not None:
-        report["incomplete_hooks"] = incomplete
+    report["incomplete_hooks"] = incomplete_hooks(store, start, end)
     report["note"] = empty_sentence(report)
     return report
 
@@ -172,6 +181,9 @@ def empty_sentence(report: dict[str, Any]) -> str | None:
     """What a period without anything to count means, in words; None when there is something to count."""
     period = _period_text(report)
     cards = report["cards"]
+    refused = report["incomplete_hooks"]["precondition-failed"]
+    if report["assessments"] == 0 and refused:
+        return f"No assessment was made {period}: {refused} hook call(s) were refused (412)."
     if report["assessments"] == 0:
         return f"No hook call was recorded {period}: there is nothing to report for this period."
     if cards["cards_shown"] == 0:
@@ -201,11 +213,18 @@ def _statement_line(s: dict[str, Any]) -> str:
 
 def incomplete_hooks_lines(report: dict[str, Any]) -> list[str]:
     """The text report's line on hook calls that could not run fully (see ``incomplete_hooks``)."""
-    incomplete = report.get("incomplete_hooks")
-    if incomplete is None:
-        return []
-    counts = ", ".join(f"{k} {v}" for k, v in incomplete.items())
-    return ["", f"Hook calls that could not run fully: {counts}"]
+    incomplete = report["incomplete_hooks"]
+    refused, partial = incomplete["precondition-failed"], incomplete["partial"]
+    if not refused and not partial:
+        return ["", "Every hook call could read what it needed."] if report["assessments"] else []
+    lines = [
+        "",
+        f"Hook calls that could not run fully: {refused} refused (412: the patient or the orders could not "
+        f"be read), {partial} answered with data missing.",
+    ]
+    if incomplete["unread"]:
+        lines.append("  Not read: " + ", ".join(f"{k} {v}" for k, v in incomplete["unread"].items()))
+    return lines
 
 
 def report_text(report: dict[str, Any]) -> str:
