@@ -195,6 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         allow_unauthenticated=args.allow_unauthenticated,
         fhir_servers=tuple(args.fhir_server),
+        site=Path(args.site) if args.site else None,
     )
     from .service.auth import TrustListError
     from .service.fhir_client import FhirServerListError

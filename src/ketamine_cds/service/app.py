@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._kb import load_knowledge
+from .._site import load_site
 from .fhir_client import server_prefixes
 from .settings import Settings
 from .store import AuditWriter, open_store
@@ -50,6 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.kb = kb
+    app.state.site = load_site(settings.site, kb) if settings.site else None  # SiteError: stops start-up
+    if app.state.site is not None:
+        log.info("site protocol in force: %s (%s)", app.state.site.label, app.state.site.digest)
     app.state.fhir_servers = server_prefixes(settings.fhir_servers)  # FhirServerListError: stops start-up
     if settings.fhir_servers:
         log.info("FHIR servers this service may read (and no other): %s", ", ".join(settings.fhir_servers))

@@ -38,6 +38,7 @@ from .._render import (
     sorted_findings,
     verdict_reason,
 )
+from .._site import Site
 from .._units import format_max, format_number
 from ..adapters.fhir import order_dose_positions
 
@@ -136,13 +137,15 @@ class BuiltCard:
     indicator: str
 
 
-def cards_for(assessment: Assessment, *, hook: str, order: Json, base_url: str) -> list[BuiltCard]:
+def cards_for(
+    assessment: Assessment, *, hook: str, order: Json, base_url: str, site: Site | None = None
+) -> list[BuiltCard]:
     """The cards for one assessed order: at order-sign the interruptive ones and a warning for each dose that
     could not be checked (signing it unchecked would look checked); at order-select all of them."""
     findings = sorted_findings(assessment)
     if hook == "order-sign":
         findings = [f for f in findings if is_interruptive(f) or f.message_key in _CANNOT_CHECK]
-    cards = [_card(f, assessment, order, base_url) for f in findings]
+    cards = [_card(f, assessment, order, base_url, site) for f in findings]
     cards += dose_not_checked_cards(assessment, base_url)
     if hook != "order-sign":
         cards += [_note_card(n) for n in assessment.notes]
@@ -202,7 +205,13 @@ def _dose_not_checked_card(reason: str, assessment: Assessment, base_url: str) -
 
 
 def _card(
-    finding: Finding, assessment: Assessment, order: Json, base_url: str, *, of_an_order: bool = True
+    finding: Finding,
+    assessment: Assessment,
+    order: Json,
+    base_url: str,
+    site: Site | None = None,
+    *,
+    of_an_order: bool = True,
 ) -> BuiltCard:
     statement = finding.statement
     summary, detail = finding_texts(finding)
@@ -238,12 +247,15 @@ def _card(
         ],
     }
     if finding.message_key in _OVER_LIMIT:
-        suggestion = dose_suggestion(assessment, order, _dose_index(finding))
+        step = site.bolus_step_mg if site is not None else None
+        suggestion = dose_suggestion(assessment, order, _dose_index(finding), bolus_step_mg=step)
         if suggestion is not None:
             card["suggestions"] = [suggestion]
             card["selectionBehavior"] = "at-most-one"
     if interruptive:
         reasons = _REASONS_BY_STATEMENT.get(statement.id, _CONTRAINDICATION_REASONS)
+        if site is not None:  # the site's own coded reasons, beside the service's
+            reasons += tuple(OverrideReason(r.code, r.display) for r in site.override_reasons)
         system = override_reason_system(base_url)
         card["overrideReasons"] = [{"system": system, "code": r.code, "display": r.display} for r in reasons]
     return BuiltCard(card, statement.id, indicator)
@@ -265,7 +277,9 @@ def _dose_index(finding: Finding) -> int:
     return index if isinstance(index, int) else 0
 
 
-def dose_suggestion(assessment: Assessment, order: Json, dose_index: int = 0) -> Json | None:
+def dose_suggestion(
+    assessment: Assessment, order: Json, dose_index: int = 0, *, bolus_step_mg: Fraction | None = None
+) -> Json | None:
     """Update the draft MedicationRequest to the limit, in the unit system it was written in: a per-kg order
     to the limit per kg (0.35 mg/kg, 1 mg/kg/h, ...), an absolute one to the largest dose in mg or rate in
     mg/h for this weight.
@@ -274,11 +288,13 @@ def dose_suggestion(assessment: Assessment, order: Json, dose_index: int = 0) ->
     if check is None or check.status not in (DoseStatus.EXCEEDS, DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE):
         return None
     bolus = check.kind is DoseKind.BOLUS
-    if check.ordered.unit.per_kg:
-        value: Decimal | Fraction = check.limit_per_kg
+    if check.ordered.unit.per_kg:  # a site's cap in mg for this weight may be no finite decimal per kg
+        value: Decimal | Fraction = _floor(check.limit_per_kg, 4)
         unit = "mg/kg" if bolus else "mg/kg/h"
     elif check.limit_amount is not None and _floor(check.limit_amount) > 0:
         value = _floor(check.limit_amount)
+        if bolus and bolus_step_mg is not None and check.limit_amount >= bolus_step_mg:
+            value = _floor(check.limit_amount // bolus_step_mg * bolus_step_mg)  # a dose one can draw up
         unit = "mg" if bolus else "mg/h"
     else:
         return None

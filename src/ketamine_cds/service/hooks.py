@@ -41,6 +41,7 @@ from .._facts import Facts
 from .._inputs import parse_json
 from .._kb import KnowledgeBase
 from .._opioids import Presence, opioid_status
+from .._site import Site
 from ..adapters.fhir import facts_from_resources, is_ketamine_order
 from . import prefetch as pf
 from .auth import authenticate
@@ -532,6 +533,7 @@ def _assess_order(
     as_of: dt.date,
     base_url: str,
     unread: list[str],
+    site: Site | None = None,
 ) -> _Outcome:
     """Input the engine rejects (bad units, an impossible weight, no route...) gets 200 and one warning
     card saying the order was not checked, and why. CDS Hooks 2.0 lets a service answer errors with 4xx, but
@@ -540,9 +542,9 @@ def _assess_order(
     clinically unreadable."""
     assessment: Assessment
     try:
-        facts = facts_from_resources(record, as_of=as_of, kb=kb, order_id=order.order_id)
-        assessment = assess(with_unknowns(facts, unread, kb), kb)
-        built = cards_for(assessment, hook=req.hook, order=order.original, base_url=base_url)
+        facts = facts_from_resources(record, as_of=as_of, kb=kb, order_id=order.order_id, site=site)
+        assessment = assess(with_unknowns(facts, unread, kb), kb, site)
+        built = cards_for(assessment, hook=req.hook, order=order.original, base_url=base_url, site=site)
     except InputError as exc:
         return _Outcome([not_checked_card(exc)], "input-error", (), kb.version)
     except Exception as exc:  # no input may turn into a 500: the clinician gets a card, the team the frames
@@ -734,6 +736,11 @@ class Call:
         kb: KnowledgeBase = self.request.app.state.kb
         return kb
 
+    @property
+    def site(self) -> Site | None:
+        site: Site | None = getattr(self.request.app.state, "site", None)
+        return site
+
     def latency_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
@@ -762,6 +769,7 @@ class Call:
             cards=tuple(CardRecord(c.card["uuid"], c.statement, c.indicator) for c in cards),
             completeness=completeness,
             unread=tuple(unread),
+            site=self.site.label if self.site is not None else None,
         )
 
     async def answer(self, rows: list[AssessmentRecord], cards: list[BuiltCard], what: str) -> JSONResponse:
@@ -800,7 +808,7 @@ async def _answer_orders(call: Call) -> JSONResponse:
     precondition(gathered, ("patient",), call.service.prefetch)
     record = pf.record_resources(gathered.data, req.drafts)
     unread = gathered.unread_data
-    args = (orders, record, req, kb, as_of, settings.base_url, unread)
+    args = (orders, record, req, kb, as_of, settings.base_url, unread, call.site)
     if len(record) > LOOP_ENTRIES:  # would hold up every other call on the loop: a pool thread
         outcomes = await run_in_threadpool(_assess_orders, *args)
     else:
@@ -837,8 +845,9 @@ def _assess_orders(
     as_of: dt.date,
     base_url: str,
     unread: list[str],
+    site: Site | None = None,
 ) -> list[_Outcome]:
-    return [_assess_order(o, record, req, kb, as_of, base_url, unread) for o in orders]
+    return [_assess_order(o, record, req, kb, as_of, base_url, unread, site) for o in orders]
 
 
 def _audit(request: Request) -> AuditWriter:

@@ -26,6 +26,7 @@ from markupsafe import Markup, escape
 from .._engine import assess
 from .._errors import InputError
 from .._kb import KnowledgeBase, Statement, load_knowledge
+from .._site import Site
 from .._render import SCREENING_WORDS as report_screening_words
 from .._render import DoseDisplay, assessment_json, dose_display
 from ..adapters.case import facts_from_case
@@ -191,6 +192,7 @@ _SECURITY_HEADERS = {
 
 def _html(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("kb", _kb(request))
+    context.setdefault("site", _site(request))
     body = _environment().get_template(template).render(**context)
     return HTMLResponse(body, status_code=status_code, headers=_SECURITY_HEADERS)
 
@@ -198,6 +200,11 @@ def _html(request: Request, template: str, status_code: int = 200, **context: An
 def _kb(request: Request) -> KnowledgeBase:
     kb = getattr(request.app.state, "kb", None)
     return kb if isinstance(kb, KnowledgeBase) else load_knowledge()
+
+
+def _site(request: Request) -> Site | None:
+    site = getattr(request.app.state, "site", None)
+    return site if isinstance(site, Site) else None
 
 
 # --- the form's choices, from the knowledge base ----------------------------------------------------
@@ -525,7 +532,7 @@ async def assess_page(request: Request) -> HTMLResponse:
         name = field_for(exc.field, fields)
         message = exc.message if name else str(exc)
         return _form_page(request, form, status_code=400, errors={name: message})
-    assessment = assess(facts, kb)
+    assessment = assess(facts, kb, _site(request))
     result = assessment_json(assessment, kb)
     doses = dose_display(assessment)
     return _form_page(request, form, result=result, doses=doses, case=case_json(built.case))

@@ -37,6 +37,7 @@ from .._engine import assess
 from .._errors import InputError
 from .._facts import DoseKind, Facts, Route, Setting, ketamine_order
 from .._kb import KnowledgeBase
+from .._site import Site
 from ..adapters.fhir import facts_from_resources, is_ketamine_order
 from . import prefetch as pf
 from .cards import (
@@ -98,7 +99,7 @@ async def answer_patient_view(call: Call) -> JSONResponse:
     cards: list[BuiltCard] = []
     last: Assessment | None = None
     for order in active:
-        built, assessment = _active_order(order, record, kb, as_of, call.settings.base_url, unread)
+        built, assessment = _active_order(order, record, kb, as_of, call.settings.base_url, unread, call.site)
         rows.append(_row(call, assessment, built, unread))
         cards += built
         last = assessment or last
@@ -169,14 +170,20 @@ def _recent_courses(
 
 
 def _active_order(
-    order: Json, record: Pairs, kb: KnowledgeBase, as_of: dt.date, base_url: str, unread: list[str]
+    order: Json,
+    record: Pairs,
+    kb: KnowledgeBase,
+    as_of: dt.date,
+    base_url: str,
+    unread: list[str],
+    site: Site | None = None,
 ) -> tuple[list[BuiltCard], Assessment | None]:
     order_id = order.get("id")
     try:
         if not isinstance(order_id, str):
             raise InputError("MedicationRequest", "an active ketamine order without an id cannot be checked")
-        facts = with_unknowns(facts_from_resources(record, as_of=as_of, kb=kb, order_id=order_id), unread, kb)
-        assessment = assess(facts, kb)
+        read = facts_from_resources(record, as_of=as_of, kb=kb, order_id=order_id, site=site)
+        assessment = assess(with_unknowns(read, unread, kb), kb, site)
         before = assess(
             with_unknowns(
                 facts_from_resources(_as_when_ordered(record, order), as_of=as_of, kb=kb, order_id=order_id),

@@ -23,6 +23,7 @@ class Settings:
     # and, once any is listed, the only ones the service contacts at all. Empty: any https server that comes
     # with fhirAuthorization (CDS Hooks 2.0, FHIR Resource Access), and no open server.
     fhir_servers: tuple[str, ...] = ()
+    site: Path | None = None  # a site protocol (TOML): checked at start, in force for every answer
 
     @property
     def base_url(self) -> str:
@@ -49,6 +50,7 @@ class Settings:
             "public_url": env.get("KETAMINE_CDS_PUBLIC_URL", ""),
             "fhir_timeout_s": float(env.get("KETAMINE_CDS_FHIR_TIMEOUT_S", cls.fhir_timeout_s)),
             "fhir_servers": tuple(env.get("KETAMINE_CDS_FHIR_SERVERS", "").split()),
+            "site": Path(env["KETAMINE_CDS_SITE"]) if env.get("KETAMINE_CDS_SITE") else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
         return cls(**values)  # type: ignore[arg-type]

@@ -13,7 +13,8 @@ Each row of ``assessments`` says how complete the record behind it was: ``comple
 datum the service asked for was had), ``partial`` (answered with the data named in ``unread``, a JSON array
 of data names such as ``["conditions", "location"]``, unknown) or ``precondition-failed`` (answered 412: the
 patient or the order could not be read; ``verdict`` is NULL and there are no cards). Databases made before
-these columns existed are brought up to date when the store opens (``_migrate``): existing rows read
+these columns existed are brought up to date when the store opens (``_migrate``), as is ``site`` (the site
+protocol in force, "name (version)", or NULL for the guideline alone): existing rows read
 ``full`` and ``[]``.
 """
 
@@ -42,10 +43,11 @@ _ASSESSMENTS_COLUMNS = """
         id TEXT PRIMARY KEY, created_at TEXT NOT NULL, service TEXT NOT NULL, hook TEXT NOT NULL,
         hook_instance TEXT, client TEXT, kb_version TEXT NOT NULL, verdict TEXT,
         statements TEXT NOT NULL, patient TEXT, latency_ms DOUBLE PRECISION NOT NULL,
-        completeness TEXT NOT NULL DEFAULT 'full', unread TEXT NOT NULL DEFAULT '[]'"""
+        completeness TEXT NOT NULL DEFAULT 'full', unread TEXT NOT NULL DEFAULT '[]', site TEXT"""
 _ASSESSMENTS_INSERT = (
     "INSERT INTO assessments (id, created_at, service, hook, hook_instance, client, kb_version, verdict, "
-    "statements, patient, latency_ms, completeness, unread) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "statements, patient, latency_ms, completeness, unread, site) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 COMPLETENESS = ("full", "partial", "precondition-failed")
 
@@ -88,6 +90,7 @@ class AssessmentRecord:
     cards: Sequence[CardRecord] = field(default_factory=tuple)
     completeness: str = "full"  # one of COMPLETENESS
     unread: Sequence[str] = ()  # the data names that could not be read
+    site: str | None = None  # the site protocol in force: "name (version)", or None for the guideline alone
 
     def __post_init__(self) -> None:
         if self.completeness not in COMPLETENESS:
@@ -151,6 +154,7 @@ def _insert_assessments(cur: Any, sql: Callable[[str], str], records: Sequence[A
                 r.latency_ms,
                 r.completeness,
                 json.dumps(list(r.unread)),
+                r.site,
             )
             for r in records
         ],
@@ -262,13 +266,15 @@ def _sqlite_migrate(cur: Any) -> None:
     columns = {row[1]: row for row in cur.execute("PRAGMA table_info(assessments)").fetchall()}
     verdict_required = bool(columns["verdict"][3])  # (cid, name, type, notnull, default, pk)
     if "completeness" in columns and not verdict_required:
+        if "site" not in columns:
+            cur.execute("ALTER TABLE assessments ADD COLUMN site TEXT")
         return
     # SQLite cannot drop a NOT NULL: the table is rebuilt, its rows copied (new columns 'full' and '[]').
     log.info("audit trail: adding completeness and unread to the assessments table")
     cur.execute("DROP TABLE IF EXISTS assessments_migrated")
     cur.execute(f"CREATE TABLE assessments_migrated ({_ASSESSMENTS_COLUMNS})")
-    kept = [name for name in columns if name != "completeness" and name != "unread"]
-    extra = [name for name in ("completeness", "unread") if name in columns]
+    kept = [name for name in columns if name not in ("completeness", "unread", "site")]
+    extra = [name for name in ("completeness", "unread", "site") if name in columns]
     names = ", ".join(kept + extra)
     cur.execute(f"INSERT INTO assessments_migrated ({names}) SELECT {names} FROM assessments")
     cur.execute("DROP TABLE assessments")
@@ -280,6 +286,7 @@ _POSTGRES_MIGRATION = (
     "ALTER TABLE assessments ADD COLUMN IF NOT EXISTS completeness TEXT NOT NULL DEFAULT 'full'",
     "ALTER TABLE assessments ADD COLUMN IF NOT EXISTS unread TEXT NOT NULL DEFAULT '[]'",
     "ALTER TABLE assessments ALTER COLUMN verdict DROP NOT NULL",
+    "ALTER TABLE assessments ADD COLUMN IF NOT EXISTS site TEXT",
 )
 
 
