@@ -153,8 +153,8 @@ _OLD_ROW = (
 
 
 def _check_migrated(store: Store) -> None:
-    assert store.query("SELECT verdict, completeness, unread FROM assessments WHERE id = 'old-1'") == [
-        ("consider", "full", "[]")
+    assert store.query("SELECT verdict, completeness, unread, site FROM assessments WHERE id = 'old-1'") == [
+        ("consider", "full", "[]", None)
     ]
     refused = replace(
         _assessment("c"), verdict=None, cards=(), completeness="precondition-failed", unread=("patient",)
@@ -182,7 +182,7 @@ def test_an_sqlite_audit_trail_from_before_is_migrated_with_its_rows(tmp_path: P
     try:
         _check_migrated(store)
         names = [row[1] for row in store.query("PRAGMA table_info(assessments)")]
-        assert names[-2:] == ["completeness", "unread"]
+        assert names[-3:] == ["completeness", "unread", "site"]
         indexes = store.query("SELECT name FROM sqlite_master WHERE tbl_name = 'assessments'")
         assert ("assessments_created",) in indexes
     finally:
@@ -387,3 +387,19 @@ def test_sqlite_audit_rows_are_checkpointed_into_the_database_file_in_the_backgr
         assert in_file == len(records)
     finally:
         store.close()
+
+
+def test_an_sqlite_audit_trail_with_completeness_but_no_site_column_gains_it(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    first = SQLiteStore(str(path))
+    first.record_assessment(_assessment("card-x"))
+    first.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as a store of the release before site protocols
+        db.execute("ALTER TABLE assessments DROP COLUMN site")
+        db.commit()
+    again = SQLiteStore(str(path))
+    try:
+        again.record_assessment(replace(_assessment("card-y"), site="Example (1)"))
+        assert set(again.query("SELECT site FROM assessments")) == {(None,), ("Example (1)",)}
+    finally:
+        again.close()
