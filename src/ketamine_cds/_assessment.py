@@ -117,6 +117,16 @@ class SiteNote:
 
 
 @dataclass(frozen=True, slots=True)
+class RoundedLimit:
+    """An order over its limit only because it writes the limit rounded (16.67 mcg/kg/min for 1 mg/kg/h,
+    which is 16.666... mcg/kg/min): said in the finding, with the exact excess."""
+
+    limit_in_ordered_unit: Fraction
+    unit: str
+    excess: Fraction  # over the limit, as a fraction of it (1/5000 for 0.02%)
+
+
+@dataclass(frozen=True, slots=True)
 class Elapsed:
     """A duration for a finding's wording: "2 h 30 min", "3 days"."""
 

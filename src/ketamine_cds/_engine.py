@@ -24,6 +24,7 @@ from ._assessment import (
     LimitText,
     MissingDatum,
     Note,
+    RoundedLimit,
     ScreeningResult,
     SettingScope,
     SiteNote,
@@ -503,6 +504,8 @@ def _check_dose(
     if policy.limit.statement == _dp.CEILING and policy.kind is DoseKind.INFUSION:
         outside = ctx.kb.threshold(_dp.INFUSION_LIMIT, "limit_mg_per_kg_per_h")
         ctx.add(_dp.INFUSION_LIMIT, "icu", **{**params, "limit": (outside, "mg/kg/h"), "site_note": None})
+    if status.exceeds:
+        params["rounding"] = _rounded_limit(order, per_kg, limit, amount, limit_amount)
     ctx.add(statement, _DOSE_MESSAGES[status], **params)
     _also_exceeds(ctx, policy, per_kg, weight_kg, amount, params)
     _need_for_dose(ctx, status, statement)
@@ -529,6 +532,32 @@ def _check_dose(
         guideline_limit_per_kg=policy.limit.guideline,
         guideline_limit_amount=guideline_amount,
     )
+
+
+def _rounded_limit(
+    order: OrderDose,
+    per_kg: Fraction | None,
+    limit: Fraction,
+    amount: Fraction | None,
+    limit_amount: Fraction | None,
+) -> RoundedLimit | None:
+    """The order writes the limit rounded to its own decimals (16.67 mcg/kg/min for 16.666...): it is over the
+    limit, by the exact excess, and the finding says it is a rounding of the limit."""
+    if per_kg is not None:
+        ratio = per_kg / limit
+    elif amount is not None and limit_amount:
+        ratio = amount / limit_amount
+    else:
+        return None
+    value = order.dose.value
+    exponent = value.as_tuple().exponent
+    places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    in_unit = Fraction(value) / ratio
+    scaled = in_unit * 10**places
+    rounded = Fraction(int(scaled + Fraction(1, 2)), 10**places)  # half up, as the order would be written
+    if rounded != Fraction(value) or ratio <= 1:
+        return None
+    return RoundedLimit(in_unit, order.dose.unit.text, ratio - 1)
 
 
 def _limit_source(limit: Limit, weight_kg: Fraction | None) -> str:

@@ -10,6 +10,7 @@ import re
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -24,6 +25,7 @@ from ._assessment import (
     Finding,
     LimitText,
     Note,
+    RoundedLimit,
     SettingScope,
     SiteNote,
     WeightUsed,
@@ -255,7 +257,28 @@ def finding_texts(finding: Finding) -> tuple[str, str]:
     note = finding.params.get("site_note")
     if isinstance(note, SiteNote):
         detail += " " + site_note_text(note)
+    rounding = finding.params.get("rounding")
+    if isinstance(rounding, RoundedLimit):
+        detail += " " + rounded_limit_text(rounding, finding.params.get("ordered"))
     return finding_summary(finding), detail
+
+
+def _decimal_digits(value: Fraction, places: int = 6) -> str:
+    """A number written out exactly when it ends, else its first digits and "…": 16.666666… (50/3)."""
+    scaled = value * 10**places
+    if scaled.denominator == 1:
+        return format_number(value, places)
+    whole = Decimal(int(scaled)) / Decimal(10**places)
+    return f"{whole:f}…"
+
+
+def rounded_limit_text(value: RoundedLimit, ordered: object) -> str:
+    """"The limit is 16.6667 mcg/kg/min exactly, so 16.67 mcg/kg/min is over it by 0.02%"."""
+    limit = f"{_decimal_digits(value.limit_in_ordered_unit)} {value.unit}"
+    excess = f"{format_apart(value.excess * 100, Fraction(0))}%"
+    return load_knowledge().notes["rounded-limit"].summary.format(
+        limit=limit, ordered=display_value(ordered), excess=excess
+    )
 
 
 def verdict_reason(assessment: Assessment) -> str:

@@ -140,3 +140,28 @@ def test_a_rate_over_the_limit_never_reads_as_the_limit() -> None:
     assert finding_summary(finding) == (
         "Infusion 8.03 mL/h (1.004 mg/kg/h) is over the 1 mg/kg/h limit outside ICU: max 80 mg/h"
     )
+
+
+@pytest.mark.parametrize(
+    ("dose", "unit", "said"),
+    [
+        (
+            "16.67",
+            "mcg/kg/min",
+            "the limit is 16.666666… mcg/kg/min, so 16.67 mcg/kg/min is over it by 0.02%",
+        ),
+        ("16.7", "mcg/kg/min", "so 16.7 mcg/kg/min is over it by 0.2%"),
+        ("16.68", "mcg/kg/min", None),  # not the limit rounded: a rate above it
+        ("80.01", "mg/h", None),  # the limit, 80 mg/h, is written exactly: 80.01 is not a rounding of it
+    ],
+)
+def test_an_order_that_writes_the_limit_rounded_is_over_it_and_the_finding_says_so(
+    dose: str, unit: str, said: str | None
+) -> None:
+    a = run(order=iv(dose, unit))
+    assert a.verdict is Verdict.DOSE_EXCEEDS_LIMIT  # exact arithmetic: a rounding up is over the limit
+    detail = finding_texts(next(f for f in a.findings if f.statement.id == S))[1]
+    if said is None:
+        assert "writes the limit rounded" not in detail
+    else:
+        assert "The order writes the limit rounded" in detail and said in detail

@@ -26,9 +26,9 @@ from markupsafe import Markup, escape
 from .._engine import assess
 from .._errors import InputError
 from .._kb import KnowledgeBase, Statement, load_knowledge
-from .._site import Site
 from .._render import SCREENING_WORDS as report_screening_words
 from .._render import DoseDisplay, assessment_json, dose_display
+from .._site import Site
 from ..adapters.case import facts_from_case
 
 router = APIRouter(include_in_schema=False)
