@@ -273,11 +273,14 @@ def _decimal_digits(value: Fraction, places: int = 6) -> str:
 
 
 def rounded_limit_text(value: RoundedLimit, ordered: object) -> str:
-    """"The limit is 16.6667 mcg/kg/min exactly, so 16.67 mcg/kg/min is over it by 0.02%"."""
+    """The finding's words for an order that writes the limit rounded: "the limit is 16.666666… mcg/kg/min,
+    so 16.67 mcg/kg/min is over it by 0.02%"."""
     limit = f"{_decimal_digits(value.limit_in_ordered_unit)} {value.unit}"
     excess = f"{format_apart(value.excess * 100, Fraction(0))}%"
-    return load_knowledge().notes["rounded-limit"].summary.format(
-        limit=limit, ordered=display_value(ordered), excess=excess
+    return (
+        load_knowledge()
+        .notes["rounded-limit"]
+        .summary.format(limit=limit, ordered=display_value(ordered), excess=excess)
     )
 
 
