@@ -168,3 +168,59 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- markers for the whole suite ------------------------------------------------------------------------
+# Here rather than in a tests/conftest.py, which mypy would take for this module (both are "conftest"):
+# the hook sees every collected item whichever conftest defines it.
+
+# fixture -> marker: the real parts a test needs
+_NEEDS = {
+    "spark": "spark",
+    "browser": "browser",
+    "page": "browser",
+    "chromium": "browser",
+    "postgres_url": "postgres",
+    "dev_server": "server",
+    "site_server": "server",
+}
+# modules whose tests start their own server processes (or Node) inside the test body
+_SERVER_MODULES = {
+    "test_app",
+    "test_auth",
+    "test_conformance",
+    "test_durability",
+    "test_fhir_servers",
+    "test_hooks",
+    "test_hooks_external",
+    "test_hooks_fhir",
+    "test_hooks_fuzz",
+    "test_patient_view",
+    "test_sandbox_e2e",
+    "test_schemathesis",
+    "test_site_service",
+    "test_page",
+    "test_page_browser",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers so that everyday runs can leave the slow parts out: ``scripts/test -m "not slow"`` runs the
+    engine, adapters, knowledge base, command line and in-process audit tests; ``.ci/run`` runs everything.
+    A test is ``slow`` when it needs a server process, a browser, Spark, PostgreSQL or Node, each of which
+    also has its own marker."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        marks = {marker for fixture, marker in _NEEDS.items() if fixture in fixtures}
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.id:  # a store parametrized over both databases
+            marks.add("postgres")
+        module = item.path.stem
+        if module in _SERVER_MODULES:
+            marks.add("server")
+        if module == "test_sandbox_e2e":
+            marks.add("node")
+        for marker in sorted(marks):
+            item.add_marker(getattr(pytest.mark, marker))
+        if marks:
+            item.add_marker(pytest.mark.slow)
