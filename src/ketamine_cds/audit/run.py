@@ -44,6 +44,32 @@ def source_sql(path: Path, form: Form) -> str:
     return omop
 
 
+def canonical_parquet(path: Path, form: Form, out_dir: Path, memory_limit: str = "1GB") -> Path:
+    """FHIR or OMOP input read once by its DuckDB reader into ``out_dir/canonical/administrations.parquet``.
+
+    The audit reads its input more than once (the units it holds, the decision classes, the findings): a
+    flat table can be read again at no cost, but a FHIR export is JSON to parse and join, so it is read
+    once, in bounded memory, and every later pass (DuckDB's or Spark's) reads the canonical Parquet."""
+    import duckdb
+
+    from .duck import sql_path, tune
+
+    source = source_sql(path, form)
+    target = out_dir / "canonical"
+    target.mkdir(parents=True, exist_ok=True)
+    parquet = target / "administrations.parquet"
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET temp_directory = '{sql_path(out_dir / '.duckdb-tmp')}'")
+        tune(con)
+        con.execute(f"COPY ({source}) TO '{sql_path(parquet)}' (FORMAT parquet, COMPRESSION zstd)")
+    finally:
+        con.close()
+    return parquet
+
+
 class _Reporter:
     """A progress bar with rows per second on a terminal; one JSON log line per event otherwise."""
 
@@ -98,10 +124,18 @@ def _run_audit(
     memory_limit: str,
     threads: int | None,
 ) -> dict[str, Any]:
+    from .duck import sql_path
+
     form = form or detect_form(path)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    source = source_sql(path, form)
+    spark_input: tuple[Path, str] = (path, form)
+    if form == "flat":
+        source = source_sql(path, form)
+    else:  # read once: every later pass reads the canonical rows
+        canonical = canonical_parquet(path, form, out_dir, memory_limit)
+        source = f"SELECT * FROM read_parquet('{sql_path(canonical)}')"
+        spark_input = (canonical, "canonical")
     reporter = _Reporter(_count(source))
     reporter.event("audit.start", input=str(path), form=form, engine=engine, rows=reporter.total)
     if engine == "spark":
@@ -112,7 +146,7 @@ def _run_audit(
                 "--engine", f"Spark is not installed ({exc}): pip install 'ketamine-cds[spark]'"
             ) from None
 
-        run = run_spark(path, form, out_dir)
+        run = run_spark(*spark_input, out_dir)
     else:
         from .duck import run_duckdb
 
