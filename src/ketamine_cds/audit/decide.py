@@ -5,7 +5,9 @@ among every limit a dose of its kind is compared with in any use and setting (``
 for a bolus; 0.5, 1, 2 and 7 mg/kg/h for an infusion), or that it is within a hair of one of them. Which limit
 applies to a row (its use and setting) is not decided in SQL: rows that agree on everything the engine's
 decision depends on (use, setting, kind and band among them) form a decision class; the engine assesses one real
-row of each class and its verdict, statement ids and limit are joined back to every row of that class. Rows
+row of each class and its verdict, statement ids and limit are joined back to every row of that class.
+Opioid tolerance is one of the class columns: the readers decide it once per patient and day with the
+engine's own rule (``tolerance.py``), and the engine takes it as decided. Rows
 within a hair of a limit get a class of their own per exact dose, so the engine's exact arithmetic decides them.
 """
 
@@ -22,6 +24,7 @@ from .._engine import assess
 from .._errors import InputError, UnitError
 from .._facts import MAX_WEIGHT_KG, MIN_WEIGHT_KG, DoseKind, Route
 from .._kb import KnowledgeBase
+from .._opioids import Presence
 from .._units import parse_unit, weight_in_kg
 from .canonical import facts_from_row
 
@@ -36,6 +39,8 @@ CLASS_COLUMNS = (
     "conditions",
     "prior_iv_ketamine",
     "pca_sole_agent",
+    "opioid_tolerance",
+    "opioid_unknown_reason",
     "has_weight",
     "has_concentration",
     "concentration_sign",
@@ -109,14 +114,21 @@ class Decision:
     dose_status: str | None
     problem: str | None
     limit_per_kg: float | None = None  # the limit that applies to the row's dose (use, setting, kind)
+    opioid_tolerance: str | None = (
+        None  # the tolerance the engine used (present, absent, not-recorded, unknown)
+    )
+    opioid_unknown_reason: str | None = None  # why it is unknown, in fixed words
 
 
 def decide(representative: Mapping[str, Any], kb: KnowledgeBase) -> Decision:
     """The engine's answer for one real row of a decision class (or why the row cannot be assessed)."""
     try:
-        assessment = assess(facts_from_row(representative, kb), kb)
+        facts = facts_from_row(representative, kb)
+        assessment = assess(facts, kb)
     except InputError as exc:
         return Decision(None, [], None, str(exc))
+    tolerance = assessment.opioid.tolerant
+    reason = facts.opioid_tolerance.unknown_because if facts.opioid_tolerance is not None else None
     check = assessment.dose_check
     limit: float | None = None
     if check is not None:
@@ -128,7 +140,15 @@ def decide(representative: Mapping[str, Any], kb: KnowledgeBase) -> Decision:
         limits_ = assessment.dose_limits
         limit = float(limits_.infusion_limit_mg_per_kg_per_h if infusion else limits_.bolus_limit_mg_per_kg)
     status = check.status.value if check is not None else None
-    return Decision(assessment.verdict.value, list(assessment.statement_ids), status, None, limit)
+    return Decision(
+        assessment.verdict.value,
+        list(assessment.statement_ids),
+        status,
+        None,
+        limit,
+        tolerance.value,
+        reason if tolerance is Presence.UNKNOWN else None,
+    )
 
 
 def exact_fraction(value: float) -> Fraction:

@@ -134,11 +134,11 @@ def _prepare(con: duckdb.DuckDBPyConnection, source: str, kb: KnowledgeBase) -> 
     )
     found = [r[0] for r in con.execute(f"SELECT DISTINCT dose_unit FROM ({source})").fetchall()]
     rows = [(u.text, u.ok, u.mg_factor, u.per_kg, u.is_rate, u.is_volume) for u in unit_rows(found)]
-    _insert(con, "units", rows, 6)
+    insert_rows(con, "units", rows, 6)
     con.execute("CREATE OR REPLACE TEMP TABLE weight_units (text VARCHAR, kg DOUBLE)")
     found = [r[0] for r in con.execute(f"SELECT DISTINCT weight_unit FROM ({source})").fetchall()]
     wrows = weight_unit_rows(found)
-    _insert(con, "weight_units", wrows, 2)
+    insert_rows(con, "weight_units", wrows, 2)
     lim = limits(kb)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE audit_limits AS SELECT ? AS min_weight_kg, ? AS max_weight_kg",
@@ -157,17 +157,29 @@ def _decide_classes(
     ).fetchall()
     con.execute(
         "CREATE OR REPLACE TEMP TABLE decisions (class_key UBIGINT, verdict VARCHAR, statements VARCHAR[], "
-        "dose_status VARCHAR, problem VARCHAR, limit_per_kg DOUBLE)"
+        "dose_status VARCHAR, problem VARCHAR, limit_per_kg DOUBLE, tolerance_used VARCHAR, "
+        "tolerance_unknown_reason VARCHAR)"
     )
     decided = []
     for class_key, row, _n in classes:
         d = decide(row, kb)
-        decided.append((class_key, d.verdict, d.statements, d.dose_status, d.problem, d.limit_per_kg))
-    _insert(con, "decisions", decided, 6)
+        decided.append(
+            (
+                class_key,
+                d.verdict,
+                d.statements,
+                d.dose_status,
+                d.problem,
+                d.limit_per_kg,
+                d.opioid_tolerance,
+                d.opioid_unknown_reason,
+            )
+        )
+    insert_rows(con, "decisions", decided, 8)
     return len(classes)
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[Any], width: int) -> None:
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[Any], width: int) -> None:
     """Rows handed over as an NDJSON file: binding parameters costs DuckDB a module look-up per value."""
     if not rows:
         return
@@ -224,7 +236,8 @@ def run_duckdb(
               SELECT m.admin_id, m.patient_id, m.administered_at, m.location, m.indication, m.setting, m.route,
                      m.kind, m.dose_value, m.dose_unit, m.weight_kg, m.dose_per_kg, d.limit_per_kg,
                      d.limit_per_kg * m.weight_kg AS max_for_weight, d.dose_status, d.verdict, d.statements,
-                     d.problem
+                     d.problem, d.tolerance_used AS opioid_tolerance,
+                     d.tolerance_unknown_reason AS opioid_unknown_reason, m.opioid_basis
               FROM ({measured}) m JOIN decisions d ON d.class_key = {_CLASS_KEY}
             ) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)
         """)

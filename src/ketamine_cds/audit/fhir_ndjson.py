@@ -59,10 +59,21 @@ Conventions (each documented where it is read below):
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
+import duckdb
+
+from .._errors import InputError
+from .._facts import Coded, OpioidUse
+from .._inputs import parse_json
 from .._kb import _SYSTEM_ALIASES, SYSTEMS, KnowledgeBase, load_knowledge
 from ..adapters.fhir import (
     _FINAL_OBSERVATION,
@@ -81,9 +92,11 @@ from ..adapters.fhir import (
     PREGNANCY_STATUS,
     PREGNANT,
     R4_RESOURCE_TYPES,
+    OpioidReader,
 )
+from .tolerance import Prescription
 
-__all__ = ["fhir_source"]
+__all__ = ["fhir_source", "opioid_prescriptions"]
 
 # An Encounter that never took place says nothing about where a dose was given (the exported history of a
 # real stay is "finished", which is how it should be; the live adapter, asked about now, wants one in progress).
@@ -871,6 +884,8 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       conditions,
       CASE WHEN route IN ('oral', 'intranasal') THEN prior END AS prior_iv_ketamine,
       coalesce(pca_sole_agent, false) AS pca_sole_agent,
+      CAST(NULL AS VARCHAR) AS opioid_tolerance, CAST(NULL AS VARCHAR) AS opioid_unknown_reason,
+      CAST(NULL AS VARCHAR) AS opioid_basis,
       CASE
         WHEN unreadable THEN 'a line of ' || regexp_extract(filename, '[^/]+$') || ' is not a FHIR resource (not valid JSON, or no resourceType)'
         WHEN admin_id IS NULL THEN 'a MedicationAdministration in ' || regexp_extract(filename, '[^/]+$')
@@ -895,3 +910,137 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       END AS input_problem
     FROM answer
     """
+
+
+# ----------------------------------------------------------------------------------------------------
+# Opioid prescriptions (for tolerance: ``tolerance.py``)
+
+# MedicationRequest statuses of a prescription that was in force at some time (so taken between its start and
+# its end); the live adapter, asking about now, counts "active" alone. MedicationStatement likewise.
+HISTORY_REQUEST_STATUSES = frozenset({"active", "completed", "stopped", "on-hold"})
+HISTORY_STATEMENT_STATUSES = frozenset({"active", "completed", "stopped", "on-hold"})
+NO_PRESCRIPTION_FILES = "the export holds no MedicationRequest or MedicationStatement file"
+_SUPPLY_DAYS: Mapping[str, Fraction] = {"d": Fraction(1), "wk": Fraction(7), "h": Fraction(1, 24)}
+
+
+def _opioid_pattern(kb: KnowledgeBase) -> str:
+    """RE2 over a resource's lower-cased JSON text: a superset of what the adapter reads as an opioid (an
+    ingredient's name anywhere, or its RxNorm code as a JSON string)."""
+    names = [re.escape(i.lower()) for i in kb.opioids]
+    codes = [re.escape(f'"{o.rxnorm}"') for o in kb.opioids.values()]
+    return "|".join(names + codes)
+
+
+def _prescription_files(folder: Path) -> list[Path]:
+    found: dict[Path, None] = {}
+    for kind in ("MedicationRequest", "MedicationStatement", "Medication"):
+        found.update(dict.fromkeys(_files_for(folder, kind)))
+    return list(found)
+
+
+def opioid_prescriptions(
+    con: duckdb.DuckDBPyConnection, folder: Path, administrations: str, kb: KnowledgeBase
+) -> tuple[dict[str, list[Prescription]] | None, str]:
+    """The opioid prescriptions of the patients in ``administrations`` (a table with ``patient_id``): every
+    MedicationRequest and MedicationStatement for an opioid, read by the FHIR adapter's ``OpioidReader``, by
+    patient id. (None, why) when the export holds neither resource type.
+
+    SQL picks the resources that may be for an opioid (a superset: the drug's name or RxNorm ingredient code
+    in the resource or its Medication) and of the patients given ketamine; Python reads each one as the live
+    service reads it. History: see ``tolerance.py`` (which statuses count, a past prescription without an
+    end)."""
+    folder = Path(folder)
+    named = [
+        p
+        for p in ndjson_files(folder)
+        if {"MedicationRequest", "MedicationStatement"} & set(_TOKEN.findall(p.name))
+    ]
+    if not named:
+        return None, NO_PRESCRIPTION_FILES
+    files = str_list(str(p) for p in _prescription_files(folder))
+    pattern = lit(_opioid_pattern(kb))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE fhir_drug_resources AS
+        SELECT json->>'resourceType' AS kind, json->>'id' AS id, json,
+          regexp_matches(lower(CAST(json AS VARCHAR)), {pattern}) AS opioid_words
+        FROM read_json_objects({files}, format = 'newline_delimited', ignore_errors = true)
+        WHERE (json->>'resourceType') IN ('MedicationRequest', 'MedicationStatement', 'Medication')
+    """)
+    medications = con.execute(
+        "SELECT id, CAST(json AS VARCHAR) FROM fhir_drug_resources WHERE kind = 'Medication' AND opioid_words"
+    ).fetchall()
+    patient = ref_id("(json->'subject'->>'reference')", "Patient")
+    medication = ref_id("(json->'medicationReference'->>'reference')", "Medication")
+    rows = con.execute(f"""
+        SELECT {patient} AS patient_id, CAST(json AS VARCHAR)
+        FROM fhir_drug_resources
+        WHERE kind IN ('MedicationRequest', 'MedicationStatement')
+          AND (opioid_words OR {medication} IN (SELECT id FROM fhir_drug_resources WHERE kind = 'Medication' AND opioid_words))
+          AND {patient} IN (SELECT patient_id FROM {administrations})
+    """).fetchall()
+    con.execute("DROP TABLE fhir_drug_resources")
+    reader = OpioidReader(((None, parse_json(text)) for _, text in medications), kb)
+    found: dict[str, list[Prescription]] = {}
+    for patient_id, text in rows:
+        try:
+            resource = parse_json(text)
+        except InputError:
+            continue  # not text (an unpaired surrogate): nothing to read a drug from
+        prescription = _history_prescription(resource, reader)
+        if prescription is not None:
+            found.setdefault(patient_id, []).append(prescription)
+    return found, ""
+
+
+def _history_prescription(resource: Mapping[str, Any], reader: OpioidReader) -> Prescription | None:
+    """One request or statement as a prescription in the patient's history (``tolerance.Prescription``), or
+    None: not for an opioid, or never in force (cancelled, draft, entered in error, intended, not taken)."""
+    statuses = (
+        HISTORY_STATEMENT_STATUSES
+        if resource.get("resourceType") == "MedicationStatement"
+        else HISTORY_REQUEST_STATUSES
+    )
+    if resource.get("status") not in statuses:
+        return None
+    try:
+        use = reader.use(resource)
+    except InputError as exc:  # a date the adapter cannot read: the prescription's dose and dates are unknown
+        ingredient = reader.ingredient(resource)
+        if ingredient is None:
+            return None
+        return Prescription(OpioidUse(ingredient, None, None, None, Coded(f"{ingredient} ({exc.message})")))
+    if use is None:
+        return None
+    if use.end is not None:
+        return Prescription(use)
+    supply_end = _supply_end(resource, use.start)
+    if supply_end is not None:
+        return Prescription(dataclasses.replace(use, end=supply_end))
+    # in force now (active): open-ended, as the live service reads it; a past one without an end: not known
+    return Prescription(use, end_known=resource.get("status") == "active")
+
+
+def _supply_end(resource: Mapping[str, Any], start: dt.date | None) -> dt.date | None:
+    """The last day a request's supply lasts: ``dispenseRequest.expectedSupplyDuration`` (days, weeks or hours)
+    for the first fill and each repeat allowed, from its start; None when it does not say."""
+    dispense = resource.get("dispenseRequest")
+    if start is None or not isinstance(dispense, dict):
+        return None
+    supply = dispense.get("expectedSupplyDuration")
+    if not isinstance(supply, dict):
+        return None
+    value, unit = supply.get("value"), supply.get("code") or supply.get("unit") or ""
+    repeats = dispense.get("numberOfRepeatsAllowed", 0)
+    if (
+        not isinstance(value, int | Decimal)
+        or isinstance(value, bool)
+        or not isinstance(unit, str)
+        or unit not in _SUPPLY_DAYS
+        or not isinstance(repeats, int)
+        or isinstance(repeats, bool)
+        or value <= 0
+        or repeats < 0
+    ):
+        return None
+    days = Fraction(value) * _SUPPLY_DAYS[unit] * (1 + repeats)
+    return start + dt.timedelta(days=max(1, math.ceil(days)) - 1)

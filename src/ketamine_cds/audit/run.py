@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import InputError
-from .._kb import load_knowledge
+from .._kb import KnowledgeBase, load_knowledge
+
+if TYPE_CHECKING:
+    from .tolerance import Prescription, Staged
 
 Form = Literal["flat", "fhir", "omop"]
 
@@ -44,8 +48,17 @@ def source_sql(path: Path, form: Form) -> str:
     return omop
 
 
-def canonical_parquet(path: Path, form: Form, out_dir: Path, memory_limit: str = "1GB") -> Path:
-    """FHIR or OMOP input read once by its DuckDB reader into ``out_dir/canonical/administrations.parquet``.
+@dataclass(frozen=True)
+class Canonical:
+    """The canonical rows of a FHIR or OMOP input, and what the tolerance step did."""
+
+    path: Path
+    tolerance: Staged
+
+
+def canonical_parquet(path: Path, form: Form, out_dir: Path, memory_limit: str = "1GB") -> Canonical:
+    """FHIR or OMOP input read once by its DuckDB reader into ``out_dir/canonical/administrations.parquet``,
+    with opioid tolerance decided once per patient and day (``tolerance.py``).
 
     The audit reads its input more than once (the units it holds, the decision classes, the findings): a
     flat table can be read again at no cost, but a FHIR export is JSON to parse and join, so it is read
@@ -53,7 +66,9 @@ def canonical_parquet(path: Path, form: Form, out_dir: Path, memory_limit: str =
     import duckdb
 
     from .duck import sql_path, tune
+    from .tolerance import with_tolerance
 
+    kb = load_knowledge()
     source = source_sql(path, form)
     target = out_dir / "canonical"
     target.mkdir(parents=True, exist_ok=True)
@@ -64,10 +79,25 @@ def canonical_parquet(path: Path, form: Form, out_dir: Path, memory_limit: str =
         con.execute("SET preserve_insertion_order = false")
         con.execute(f"SET temp_directory = '{sql_path(out_dir / '.duckdb-tmp')}'")
         tune(con)
-        con.execute(f"COPY ({source}) TO '{sql_path(parquet)}' (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"CREATE TEMP TABLE administrations AS {source}")
+        prescriptions, unread = _prescriptions(con, path, form, kb)
+        select, staged = with_tolerance(con, "administrations", prescriptions, kb, unread)
+        con.execute(f"COPY ({select}) TO '{sql_path(parquet)}' (FORMAT parquet, COMPRESSION zstd)")
     finally:
         con.close()
-    return parquet
+    return Canonical(parquet, staged)
+
+
+def _prescriptions(
+    con: Any, path: Path, form: Form, kb: KnowledgeBase
+) -> tuple[Mapping[str, Sequence[Prescription]] | None, str]:
+    if form == "fhir":
+        from .fhir_ndjson import opioid_prescriptions
+
+        return opioid_prescriptions(con, path, "administrations", kb)
+    from .omop import opioid_prescriptions as omop_prescriptions
+
+    return omop_prescriptions(con, path, "administrations", kb)
 
 
 class _Reporter:
@@ -130,12 +160,14 @@ def _run_audit(
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     spark_input: tuple[Path, str] = (path, form)
+    tolerance_step: dict[str, Any] | None = None  # the FHIR and OMOP readers decide tolerance (tolerance.py)
     if form == "flat":
         source = source_sql(path, form)
     else:  # read once: every later pass reads the canonical rows
         canonical = canonical_parquet(path, form, out_dir, memory_limit)
-        source = f"SELECT * FROM read_parquet('{sql_path(canonical)}')"
-        spark_input = (canonical, "canonical")
+        source = f"SELECT * FROM read_parquet('{sql_path(canonical.path)}')"
+        spark_input = (canonical.path, "canonical")
+        tolerance_step = canonical.tolerance.as_dict()
     reporter = _Reporter(_count(source))
     reporter.event("audit.start", input=str(path), form=form, engine=engine, rows=reporter.total)
     if engine == "spark":
@@ -163,6 +195,7 @@ def _run_audit(
             "form": form,
             "input": str(path),
             "decision_classes": run.classes,
+            **({"opioid_tolerance_step": tolerance_step} if tolerance_step is not None else {}),
             "seconds": round(time.monotonic() - started, 2),
             "knowledge_base": {"version": kb.version, "digest": kb.digest},
         }

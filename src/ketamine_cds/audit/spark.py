@@ -481,12 +481,23 @@ def _decisions(spark: SparkSession, measured: DataFrame, kb: KnowledgeBase) -> t
     rows = 0
     for cls in classes:
         d = decide(cls["row"].asDict(), kb)
-        decided.append((cls["class_key"], d.verdict, d.statements, d.dose_status, d.problem, d.limit_per_kg))
+        decided.append(
+            (
+                cls["class_key"],
+                d.verdict,
+                d.statements,
+                d.dose_status,
+                d.problem,
+                d.limit_per_kg,
+                d.opioid_tolerance,
+                d.opioid_unknown_reason,
+            )
+        )
         rows += int(cls["n"])
     frame = spark.createDataFrame(
         decided,
         "class_key bigint, verdict string, statements array<string>, dose_status string, problem string, "
-        "limit_per_kg double",
+        "limit_per_kg double, tolerance_used string, tolerance_unknown_reason string",
     )
     return F.broadcast(frame), len(classes), rows
 
@@ -529,7 +540,11 @@ def _spark_type(duck: str) -> str:
 
 
 def _findings_columns(kb: KnowledgeBase) -> list[Column]:
-    computed: Mapping[str, Column] = {"max_for_weight": F.col("limit_per_kg") * F.col("weight_kg")}
+    computed: Mapping[str, Column] = {
+        "max_for_weight": F.col("limit_per_kg") * F.col("weight_kg"),
+        "opioid_tolerance": F.col("tolerance_used"),  # the engine's, as in DuckDB (not the row's word)
+        "opioid_unknown_reason": F.col("tolerance_unknown_reason"),
+    }
     return [computed.get(name, F.col(name)).cast(kind).alias(name) for name, kind in _findings_types(kb)]
 
 
@@ -559,7 +574,8 @@ def run_spark(
     elif form in ("fhir", "omop"):
         from .run import canonical_parquet
 
-        src = read_canonical(spark, canonical_parquet(path, "fhir" if form == "fhir" else "omop", out_dir))
+        canonical = canonical_parquet(path, "fhir" if form == "fhir" else "omop", out_dir)
+        src = read_canonical(spark, canonical.path)
     elif form == "canonical":  # FHIR or OMOP already read by ``run.canonical_parquet``
         src = read_canonical(spark, path)
     else:
