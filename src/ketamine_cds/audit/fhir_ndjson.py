@@ -79,10 +79,12 @@ from ..adapters.fhir import (
     _FINAL_OBSERVATION,
     _IGNORED_CLINICAL_STATUS,
     _IGNORED_VERIFICATION_STATUS,
+    _INFUSION_WORDS,
     _INTENSIVE_CARE_ROLE_CODES,
     _INTENSIVE_CARE_WORDS,
     _NON_INTENSIVE_CLASSES,
     _NOT_GIVEN_ADMINISTRATION_STATUSES,
+    _NOT_GIVEN_REQUEST_STATUSES,
     _ROLE_CODE_SYSTEMS,
     _ROUTE_CODES,
     _ROUTE_WORDS,
@@ -269,10 +271,16 @@ _READ: Mapping[str, Mapping[str, str]] = {
     "Medication": {"id": "VARCHAR", "code": "JSON", "ingredient": "JSON"},
     "MedicationRequest": {
         "id": "VARCHAR",
+        "status": "VARCHAR",
+        "subject": "JSON",
+        "authoredOn": "VARCHAR",
+        "medicationCodeableConcept": "JSON",
+        "medicationReference": "JSON",
         "encounter": "JSON",
         "reasonCode": "JSON",
         "reasonReference": "JSON",
         "dosageInstruction": "JSON",
+        "note": "JSON",
     },
     "MedicationStatement": {
         "id": "VARCHAR",
@@ -283,6 +291,7 @@ _READ: Mapping[str, Mapping[str, str]] = {
         "effectiveDateTime": "VARCHAR",
         "effectivePeriod": "JSON",
         "dosage": "JSON",
+        "note": "JSON",
     },
     "Observation": {
         "id": "VARCHAR",
@@ -424,6 +433,24 @@ def _routes(concept: str) -> str:
         f"THEN list_distinct([r for r in [CASE c->>'code' {by_code} END for c in {snomed}] if r IS NOT NULL]) "
         f"ELSE list_distinct([r for r in [{by_words}] if r IS NOT NULL]) END"
     )
+
+
+def _iv_infusion(dosages: str, notes: str) -> str:
+    """Dosages (a JSON array, of a request or a statement) for an IV infusion, as ``adapters.fhir._iv_infusion``
+    reads them: every dosage by the IV route, and a rate, or where no dose is coded, an infusion named in a
+    dosage's text or a note."""
+    entries = json_list(f"json_extract({dosages}, '$[*].doseAndRate[*]')")
+    rate = f"len([e for e in {entries} if (e->'rateQuantity') IS NOT NULL OR (e->'rateRatio') IS NOT NULL OR (e->'rateRange') IS NOT NULL]) > 0"
+    dose = (
+        f"len([e for e in {entries} if (e->'doseQuantity') IS NOT NULL OR (e->'doseRange') IS NOT NULL]) > 0"
+    )
+    texts = concat(
+        f"json_extract_string({dosages}, '$[*].text')", f"json_extract_string({notes}, '$[*].text')"
+    )
+    listed = json_list(f"json_extract({dosages}, '$[*]')")
+    all_iv = f"len({listed}) > 0 AND len([d for d in {listed} if {_routes('(d->' + lit('route') + ')')} <> ['intravenous']]) = 0"
+    words = words_match(texts, re2(_INFUSION_WORDS))
+    return f"(coalesce({all_iv}, false) AND ({rate} OR (NOT ({dose}) AND {words})))"
 
 
 def _quantity_unit(quantity: str) -> str:
@@ -583,7 +610,14 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         f"CASE dose_form WHEN 'rateQuantity' THEN {rate_unit} WHEN 'rateRatio' THEN {ratio_unit} || '/h' "
         f"WHEN 'dose' THEN {bolus_unit} END"
     )
-    pca = words_match(_names("dosage->'method'"), PCA_WORDS)
+    # the administration's method, else the methods of the request it fulfils (where orders write it), as the
+    # adapter reads the order's; ketamine as the sole agent of an IV PCA only
+    methods = concat(
+        _names("dosage->'method'"),
+        "json_extract_string(di, '$[*].method.text')",
+        "json_extract_string(di, '$[*].method.coding[*].display')",
+    )
+    pca = words_match(methods, PCA_WORDS)
     # times
     administered = timestamp_sql(f"coalesce(m.{q}effectiveDateTime{q}, m.{q}effectivePeriod{q}->>'start')")
     observed = timestamp_sql(
@@ -615,6 +649,11 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     medication_key = ref_id(f"(m.{q}medicationReference{q}->>'reference')", "Medication")
     part_of = ref_id(f"({q}partOf{q}->>'reference')", "Encounter")
     ms_medication = ref_id(f"(s.{q}medicationReference{q}->>'reference')", "Medication")
+    mr_medication = ref_id(f"(q.{q}medicationReference{q}->>'reference')", "Medication")
+    mr_drug = ketamine(
+        f"list_concat({_codings('q.' + q + 'medicationCodeableConcept' + q)}, {_codings('med.code')})",
+        concat(_names("q." + q + "medicationCodeableConcept" + q), _names("med.code")),
+    )
     a = "'MedicationAdministration/' || admin_id || ': '"
     return f"""
     WITH vs AS ({value_sets_sql(kb)}),
@@ -633,6 +672,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         {_patient("m.subject")} AS patient_id,
         coalesce(m."effectiveDateTime", m."effectivePeriod"->>'start') AS t_text,
         {administered} AS administered_at,
+        {timestamp_sql(f"(m.{q}effectivePeriod{q}->>'end')")} AS period_end,
         {ref_id("(m.context->>'reference')", "Encounter")} AS ctx_encounter,
         {ref_id("(m.request->>'reference')", "MedicationRequest")} AS request_id,
         m.dosage,
@@ -692,7 +732,8 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
           WHEN dose_form = 'rateRatio' THEN {ratio_per_hour}
           ELSE TRY_CAST(value_json AS DOUBLE) END AS dose_value,
         CASE WHEN regexp_matches(dose_unit, {lit(VOLUME_UNIT)}) THEN {concentration} END AS concentration_mg_per_ml,
-        ({pca} AND len([i for i in {ingredients} if NOT {ingredient_ketamine}]) = 0) AS pca_sole_agent
+        (route = 'intravenous' AND {pca} AND len([i for i in {ingredients} if NOT {ingredient_ketamine}]) = 0)
+          AS pca_sole_agent
       FROM core1
     ),
     timed AS (SELECT DISTINCT admin_id, patient_id, administered_at FROM core WHERE administered_at IS NOT NULL),
@@ -834,24 +875,32 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     -- a prior course of IV ketamine (for oral and intranasal use)
     statements AS (
       SELECT s.id, s.status, {_patient("s.subject")} AS patient, {stated} AS t,
-        list_contains({_routes("json_extract(s.dosage, '$[0].route')")}, 'intravenous') AS iv
+        list_contains({_routes("json_extract(s.dosage, '$[0].route')")}, 'intravenous') AS iv,
+        {_iv_infusion("s.dosage", "s.note")} AS infusion
       FROM ({r["MedicationStatement"]}) s
       LEFT JOIN med ON med.id = {ms_medication}
       WHERE {ms_drug}
     ),
     cited_course AS (
       SELECT s.admin_id,
-        bool_or(m.status IN ('active', 'completed') AND (m.t IS NULL OR m.t < s.administered_at)) AS yes,
+        bool_or(m.infusion AND m.status IN ('active', 'completed') AND (m.t IS NULL OR m.t < s.administered_at)) AS yes,
         bool_or(m.status = 'not-taken') AS no
       FROM supports s JOIN statements m ON m.iv AND m.id = {ref_id("s.ref", "MedicationStatement")}
       GROUP BY s.admin_id
     ),
+    -- a course: an IV infusion (a rate, or given over time) of ketamine before, as the adapter reads one: an
+    -- administration, a statement being or having been taken, a request that may have been given
     iv_courses AS (
       SELECT patient_id AS patient, administered_at AS t FROM core
-      WHERE route = 'intravenous' AND kind = 'infusion' AND administered_at IS NOT NULL
-        AND coalesce(status, '') NOT IN ({not_given}) AND NOT unreadable
+      WHERE route = 'intravenous' AND (kind = 'infusion' OR period_end > administered_at)
+        AND administered_at IS NOT NULL AND coalesce(status, '') NOT IN ({not_given}) AND NOT unreadable
       UNION ALL
-      SELECT patient, t FROM statements WHERE iv AND status IN ('active', 'completed') AND t IS NOT NULL
+      SELECT patient, t FROM statements WHERE infusion AND status IN ('active', 'completed') AND t IS NOT NULL
+      UNION ALL
+      SELECT {_patient("q.subject")}, {timestamp_sql('q."authoredOn"')}
+      FROM ({r["MedicationRequest"]}) q LEFT JOIN med ON med.id = {mr_medication}
+      WHERE coalesce(q.status, '') NOT IN ({_in(_NOT_GIVEN_REQUEST_STATUSES)}) AND {mr_drug}
+        AND {_iv_infusion('q."dosageInstruction"', "q.note")}
     ),
     first_course AS (SELECT patient, min(t) AS t FROM iv_courses GROUP BY patient),
     answer AS (

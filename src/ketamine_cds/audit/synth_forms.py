@@ -13,8 +13,12 @@ administration, because the synthetic rows of one patient are independent of one
 - a coded indication is the request's ``reasonCode`` (OMOP: a condition in the visit); a use no clinical code
   names is the reason's text (OMOP: an ``observation`` linked to the drug exposure); perioperative use with a
   surgery class is a Procedure in the Encounter (OMOP: a procedure_occurrence in the visit);
-- a prior IV ketamine course (oral and intranasal rows) is a MedicationStatement the administration cites:
-  ``completed`` for yes, ``not-taken`` for no (OMOP: an ``observation`` linked to the drug exposure).
+- a prior IV ketamine course (oral and intranasal rows) is a MedicationStatement of an IV infusion (a rate) the
+  administration cites: ``completed`` for yes, ``not-taken`` for no (OMOP: an ``observation`` linked to the drug
+  exposure);
+- opioid prescriptions (``synth.prescriptions_sql``) are MedicationRequests with their tablets, doses a day and
+  period (OMOP: ``drug_exposure`` rows with quantity and days supply, half of them coded in a small vocabulary
+  of site-local concept ids: ``concept``, ``concept_ancestor``, ``drug_strength``).
 
 Randomness is a hash of (seed, row, purpose), as in ``synth.py``. Files are written with DuckDB COPY: NDJSON with
 ``FORMAT json`` (FHIR forbids ``null``, so each file holds resources with the same elements present: a type may be
@@ -381,7 +385,8 @@ def _fhir_resources(seed: int, kb: KnowledgeBase) -> dict[str, str]:
         {ket_code} AS "medicationCodeableConcept", {subject} AS subject,
         {_obj(start=_time("administered_at - INTERVAL 30 DAY"), end=_time("administered_at - INTERVAL 29 DAY"))}
           AS "effectivePeriod",
-        {_arr(_obj(route=_concept(_coding(lit(snomed), "'47625008'", "'Intravenous route'"))))} AS dosage
+        {_arr(_obj(route=_concept(_coding(lit(snomed), "'47625008'", "'Intravenous route'")), doseAndRate=_arr(_obj(rateQuantity=_quantity("0.3", "'mg/kg/h'")))))}
+          AS dosage
       FROM b WHERE route <> 'intravenous'
     """
     medication = f"""
