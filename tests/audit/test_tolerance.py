@@ -428,3 +428,41 @@ def test_a_real_export_with_opioids_gives_the_verdict_of_assess(tmp_path: Path, 
         live.opioid.tolerant.value,
     )
     assert tolerance == ("present" if tablets_a_day == 4 else "absent")
+
+
+def test_summary_and_report_show_adherence_by_tolerance_and_why_unknown(tmp_path: Path) -> None:
+    from ketamine_cds.audit.run import run_audit
+
+    table = tmp_path / "in" / "flat.csv"
+    table.parent.mkdir()
+    head = "admin_id,patient_id,administered_at,route,kind,dose_value,dose_unit,weight_value,weight_unit,indication,"
+    head += "procedure_class,opioid_tolerance,opioid_unknown_reason\n"
+    rows = [
+        "A1,P1,2025-01-01 10:00,intravenous,bolus,20,mg,70,kg,perioperative,abdominal,present,",
+        "A2,P2,2025-01-01 10:00,intravenous,bolus,40,mg,70,kg,perioperative,abdominal,absent,",
+        "A3,P3,2025-01-01 10:00,intravenous,bolus,20,mg,70,kg,perioperative,abdominal,,",
+        "A4,P4,2025-01-01 10:00,intravenous,bolus,20,mg,70,kg,perioperative,abdominal,unknown,no pharmacy data",
+        "A5,P5,2025-01-01 10:00,intravenous,bolus,20,mg,70,kg,perioperative,abdominal,not-recorded,",
+        "A6,P6,2025-01-01 10:00,intravenous,bolus,20,furlongs,70,kg,perioperative,abdominal,present,",
+    ]
+    table.write_text(head + "\n".join(rows) + "\n")
+    summary = run_audit(table, tmp_path / "out")
+    groups = summary["opioid_tolerance"]["by_tolerance"]
+    assert {state: g["assessed"] for state, g in groups.items()} == {
+        "present": 1,  # A6 is a bad row: not assessed
+        "absent": 1,
+        "not-recorded": 1,
+        "unknown": 2,
+    }
+    assert groups["absent"]["adherence"]["departs"] == 1  # 40 mg for 70 kg is over 0.35 mg/kg
+    assert summary["opioid_tolerance"]["unknown_because"] == {NOT_IN_INPUT: 1, "no pharmacy data": 1}
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert written["opioid_tolerance"] == summary["opioid_tolerance"]
+    report = (tmp_path / "out" / "report.html").read_text()
+    section = report[report.index('id="opioid-tolerance"') :]
+    section = section[: section.index("</section>")]
+    assert (
+        "Why tolerance was unknown" in section
+        and "no pharmacy data: 1" in section
+        and NOT_IN_INPUT in section
+    )

@@ -235,9 +235,9 @@ def run_duckdb(
             COPY (
               SELECT m.admin_id, m.patient_id, m.administered_at, m.location, m.indication, m.setting, m.route,
                      m.kind, m.dose_value, m.dose_unit, m.weight_kg, m.dose_per_kg, d.limit_per_kg,
-                     d.limit_per_kg * m.weight_kg AS max_for_weight, d.dose_status, d.verdict, d.statements,
-                     d.problem, d.tolerance_used AS opioid_tolerance,
-                     d.tolerance_unknown_reason AS opioid_unknown_reason, m.opioid_basis
+                     d.limit_per_kg * m.weight_kg AS max_for_weight, d.tolerance_used AS opioid_tolerance,
+                     d.tolerance_unknown_reason AS opioid_unknown_reason, m.opioid_basis, d.dose_status,
+                     d.verdict, d.statements, d.problem
               FROM ({measured}) m JOIN decisions d ON d.class_key = {_CLASS_KEY}
             ) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)
         """)

@@ -49,12 +49,20 @@ Conventions (each documented where it is read below):
   ICU/PEDICU/PEDNICU or named intensive care/ICU in its type is intensive care; typed otherwise, not; untyped or
   unresolved, unknown (then an ambulatory, emergency, virtual or home-health Encounter class is not intensive
   care). ``location`` is the chosen Location's ``name`` (else the reference's display).
-- Prior IV ketamine (oral and intranasal only): a ketamine MedicationStatement with an IV route cited in
-  ``supportingInformation``: status active/completed (and begun before) means yes, ``not-taken`` means no; else
-  yes when the record shows an IV ketamine infusion (administration, or an active/completed statement) before,
-  and unknown when it does not (not found is not ruled out, as in ``assess``).
-- PCA as sole agent: ``dosage.method`` names patient-controlled analgesia (PCA) and every ingredient of the
-  Medication is ketamine.
+- Prior IV ketamine (oral and intranasal only): a ketamine MedicationStatement of an IV infusion cited in
+  ``supportingInformation``: status active/completed (and begun before) means yes; one with an IV route and
+  status ``not-taken`` means no; else yes when the record shows an IV ketamine infusion before, as the adapter
+  reads one (``_iv_infusion``: a rate, or an infusion named in words where no dose is coded; an administration
+  over time): an administration, an active or completed statement, or a request that may have been given (not
+  draft, cancelled or entered in error; dated by ``authoredOn``); unknown when it does not (not found is not
+  ruled out, as in ``assess``). A single IV bolus is not a course.
+- PCA as sole agent: an IV dose whose ``dosage.method`` (else the fulfilled request's dosage method, where orders
+  write it) names patient-controlled analgesia (PCA), and every ingredient of the Medication is ketamine.
+- Opioid tolerance: ``opioid_prescriptions`` (MedicationRequests and MedicationStatements read by the adapter's
+  ``OpioidReader``) and ``tolerance.py``.
+
+Where this reader and the live adapter read the same record differently on purpose (the adapter asks about now,
+the audit reads history), ``tests/audit/fhir_conformance.py`` says so, fixture by fixture.
 """
 
 from __future__ import annotations

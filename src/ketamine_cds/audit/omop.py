@@ -4,11 +4,26 @@
 ``drug_exposure``. Tables are found by name (``drug_exposure.parquet``, ``DRUG_EXPOSURE.csv``, a folder
 ``drug_exposure/`` of parts); columns a file lacks are NULL. Required: ``drug_exposure``; read when present:
 ``measurement``, ``condition_occurrence``, ``procedure_occurrence``, ``visit_occurrence``, ``visit_detail``,
-``care_site``, ``observation`` and ``concept``. CSV is read as text and every value is converted with TRY_CAST, so a
-value that is not a number or a time gives the row an ``input_problem``; no row is dropped.
+``care_site``, ``observation`` and the vocabulary tables ``concept``, ``concept_ancestor``,
+``concept_relationship`` and ``drug_strength``. CSV is read as text and every value is converted with TRY_CAST, so
+a value that is not a number or a time gives the row an ``input_problem``; no row is dropped.
 
-There is no vocabulary download here, so the reader works from source values, and uses the ``concept`` table
-when the folder has one (``vocabulary_id``, ``concept_code``, ``concept_name`` of the ids the rows carry).
+Two ways to read, chosen by what the folder holds (``has_vocabulary``):
+
+- **With the vocabulary** (``concept`` and ``concept_ancestor``, as sites run the CDM): every concept is found by
+  its ``vocabulary_id`` and ``concept_code``, never by a concept id written here (``vocabulary_ctes``). Ketamine
+  and each opioid are the drug concepts below their RxNorm ingredient (or a ketamine product code of the
+  knowledge base) in ``concept_ancestor``; their strengths are ``drug_strength`` rows for that ingredient (a
+  ketamine solution's mg per mL; an opioid tablet's mg); a condition's or procedure's codes are those of its
+  concepts and of the standard concepts they "Maps to" in ``concept_relationship`` (so a local or ICD-10-CM
+  source concept reaches the SNOMED CT code the value sets hold); the body weight is the LOINC 29463-7 concept
+  and its unit the UCUM code of ``unit_concept_id``. Source values are still read beside them, for rows an ETL
+  left unmapped (concept 0).
+- **Without it**, from source values as before, and the ``concept`` table when the folder has one
+  (``vocabulary_id``, ``concept_code``, ``concept_name`` of the ids the rows carry), with the few OMOP concept
+  ids below (body weight, kg and g, visit kinds), each checked and documented where it is used.
+
+Opioid prescriptions (for tolerance) are read by ``opioid_prescriptions`` (see there).
 
 Conventions:
 
@@ -22,8 +37,9 @@ Conventions:
 - Dose: ``quantity`` in ``dose_unit_source_value``; the unit decides bolus or infusion (a rate unit is an infusion),
   read by the engine's own unit parser (``decide.unit_rows``) over the units the table holds. Route:
   ``route_source_value`` (a SNOMED route code, or the words the FHIR adapter reads: IV, intravenous, PO, oral,
-  nasal, intranasal), or the name of ``route_concept_id``. Concentration (for mL and mL/h): "NN mg/mL" in the drug's
-  source value or concept name (OMOP keeps strengths in the vocabulary's drug_strength table, not read here).
+  nasal, intranasal), or the name of ``route_concept_id``. Concentration (for mL and mL/h): the drug's
+  ``drug_strength`` for the ketamine ingredient (with the vocabulary), else "NN mg/mL" in its source value or
+  concept name.
 - Weight: a body-weight ``measurement``: ``measurement_source_value`` LOINC 29463-7, or ``measurement_concept_id``
   3025315. Checked with the search tool (2026-11): 3025315 is the standard OMOP concept for LOINC 29463-7 (a
   concept-table row quoted in a public OMOP SQL script reads "3025315 Body weight Measurement LOINC Clinical

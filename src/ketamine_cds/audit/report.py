@@ -1189,6 +1189,11 @@ def render(agg: Aggregates, summary: Mapping[str, Any], kb: KnowledgeBase, writt
     )
     add("</div></section>")
 
+    # --- adherence by opioid tolerance (issue 16: tolerance_report.py)
+    from .tolerance_report import tolerance_section
+
+    add(tolerance_section(summary))
+
     # --- examples
     add(
         '<section id="examples" aria-labelledby="examples-h"><h2 id="examples-h">Administrations to review</h2>'
@@ -1241,9 +1246,10 @@ def render(agg: Aggregates, summary: Mapping[str, Any], kb: KnowledgeBase, writt
     add("</dl>")
     add(
         "<h3>What the audit cannot see</h3><ul>"
-        "<li><strong>Opioid use</strong> is not in the input, so opioid tolerance is <em>unknown</em> for every "
-        "administration: support that rests on it (opioid-tolerant surgery, sickle cell pain) is cited only "
-        "when the record lists opioid dependence as a condition.</li>"
+        "<li><strong>Opioid use</strong> is read from the opioid prescriptions in the input (FHIR, OMOP) or its "
+        "tolerance column; where it cannot be, tolerance is <em>unknown</em> (never counted as not tolerant), "
+        "and support that rests on it (opioid-tolerant surgery, sickle cell pain) is cited only when the "
+        "record lists opioid dependence as a condition.</li>"
         "<li><strong>Conditions</strong> are those the input lists at the time. A contraindication the record "
         "does not mention is <em>not found</em>, not ruled out: the share departing is a lower bound.</li>"
         f"<li><strong>Setting</strong>: where it is not recorded, an infusion over {_num(infusion_limit)} "

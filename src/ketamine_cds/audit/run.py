@@ -186,6 +186,7 @@ def _run_audit(
             source, out_dir, memory_limit=memory_limit, threads=threads, progress=reporter.progress
         )
     from .duck import write_summary
+    from .tolerance_report import tolerance_summary
 
     summary = write_summary(run.findings, out_dir)
     kb = load_knowledge()
@@ -195,6 +196,7 @@ def _run_audit(
             "form": form,
             "input": str(path),
             "decision_classes": run.classes,
+            "opioid_tolerance": tolerance_summary(run.findings),
             **({"opioid_tolerance_step": tolerance_step} if tolerance_step is not None else {}),
             "seconds": round(time.monotonic() - started, 2),
             "knowledge_base": {"version": kb.version, "digest": kb.digest},
