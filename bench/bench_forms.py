@@ -114,7 +114,7 @@ def same_findings(outs: dict[str, Path]) -> str:
     try:
         key = {"flat": "admin_id", "fhir": "admin_id", "omop": "'A' || lpad(admin_id, 9, '0')"}
         tables = {
-            form: f"(SELECT {key[form]} AS admin_id, verdict, statements, problem "
+            form: f"(SELECT {key[form]} AS admin_id, verdict, statements, problem, opioid_tolerance "
             f"FROM read_parquet('{out / 'findings.parquet'}'))"
             for form, out in outs.items()
         }
@@ -133,9 +133,12 @@ def tolerance_cost(m: Measured) -> str:
     if not isinstance(stats, dict):
         return "not recorded"
     seconds, moments = float(stats.get("seconds", 0.0)), int(stats.get("moments", 0))
+    reading = float(stats.get("reading_seconds", 0.0))
     per_row = seconds / max(m.rows, 1) * 1e6
     per_moment = seconds / max(moments, 1) * 1e6
     return (
+        f"{int(stats.get('prescriptions', 0)):,} prescriptions of {int(stats.get('patients', 0)):,} patients "
+        f"read in {reading:.2f} s ({reading / max(m.rows, 1) * 1e6:,.2f} us per administration); "
         f"{moments:,} patient-days decided in {seconds:.2f} s ({per_moment:,.1f} us each; "
         f"{per_row:,.2f} us per administration)"
     )

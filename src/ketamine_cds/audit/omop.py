@@ -352,7 +352,8 @@ def _ingredient_codes(kb: KnowledgeBase) -> list[tuple[str, str]]:
 
 
 def vocabulary_ctes(r: Mapping[str, str], kb: KnowledgeBase, vocabulary: bool) -> str:
-    """CTEs over the vocabulary, each found by ``vocabulary_id`` and ``concept_code``, never by a concept id:
+    """CTEs over the vocabulary, each found by ``vocabulary_id`` and ``concept_code``, never by a concept id
+    (materialized once: a site's vocabulary holds millions of concepts, and the readers join them often):
 
     - ``concept``: one row per concept id, with its short system name and normalised code (``short``, ``norm``);
     - ``drug_ingredients`` (concept_id, ingredient, ingredient_concept_id): the knowledge base's RxNorm codes
@@ -363,7 +364,7 @@ def vocabulary_ctes(r: Mapping[str, str], kb: KnowledgeBase, vocabulary: bool) -
     Without the vocabulary tables (``vocabulary`` False) the last three are empty: the reader works from
     source values and names, as before."""
     concept = f"""
-    concept AS (
+    concept AS MATERIALIZED (
       SELECT *, {_vocabulary("vocabulary_id")} AS short, {norm_code(_vocabulary("vocabulary_id"), "concept_code")} AS norm
       FROM (
         SELECT concept_id, any_value(concept_name) AS concept_name, any_value(vocabulary_id) AS vocabulary_id,
@@ -379,20 +380,20 @@ def vocabulary_ctes(r: Mapping[str, str], kb: KnowledgeBase, vocabulary: bool) -
     codes = ", ".join(f"({lit(code)}, {lit(name)})" for code, name in _ingredient_codes(kb))
     unit = "(SELECT u.concept_code FROM concept u WHERE u.concept_id = ds.{0})"
     return f"""{concept},
-    ingredients AS (
+    ingredients AS MATERIALIZED (
       SELECT c.concept_id, i.ingredient FROM concept c JOIN (VALUES {codes}) i(code, ingredient)
         ON c.short = 'rxnorm' AND c.norm = i.code
     ),
-    drug_ingredients AS (
+    drug_ingredients AS MATERIALIZED (
       SELECT DISTINCT a.descendant_concept_id AS concept_id, i.ingredient, i.concept_id AS ingredient_concept_id
       FROM ({r["concept_ancestor"]}) a JOIN ingredients i ON a.ancestor_concept_id = i.concept_id
       UNION SELECT concept_id, ingredient, concept_id FROM ingredients
     ),
-    maps_to AS (
+    maps_to AS MATERIALIZED (
       SELECT DISTINCT concept_id_1, concept_id_2 FROM ({r["concept_relationship"]})
       WHERE relationship_id = 'Maps to' AND coalesce(invalid_reason, '') = ''
     ),
-    strengths AS (
+    strengths AS MATERIALIZED (
       SELECT ds.drug_concept_id, ds.ingredient_concept_id, ds.amount_value, {unit.format("amount_unit_concept_id")} AS amount_unit,
         ds.numerator_value, {unit.format("numerator_unit_concept_id")} AS numerator_unit, ds.denominator_value,
         {unit.format("denominator_unit_concept_id")} AS denominator_unit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -80,8 +81,11 @@ def canonical_parquet(path: Path, form: Form, out_dir: Path, memory_limit: str =
         con.execute(f"SET temp_directory = '{sql_path(out_dir / '.duckdb-tmp')}'")
         tune(con)
         con.execute(f"CREATE TEMP TABLE administrations AS {source}")
+        reading = time.monotonic()
         prescriptions, unread = _prescriptions(con, path, form, kb)
+        reading = time.monotonic() - reading
         select, staged = with_tolerance(con, "administrations", prescriptions, kb, unread)
+        staged = dataclasses.replace(staged, reading_seconds=reading)
         con.execute(f"COPY ({select}) TO '{sql_path(parquet)}' (FORMAT parquet, COMPRESSION zstd)")
     finally:
         con.close()

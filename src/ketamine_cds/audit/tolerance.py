@@ -54,7 +54,8 @@ class Staged:
     patients: int  # patients with at least one opioid prescription (and a ketamine administration)
     prescriptions: int
     moments: int  # patient-days decided by the engine's rule
-    seconds: float
+    seconds: float  # deciding them and joining the answers to the administrations
+    reading_seconds: float = 0.0  # extracting and reading the prescriptions (the reader's part)
 
     def as_dict(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
