@@ -976,7 +976,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
 # its end); the live adapter, asking about now, counts "active" alone. MedicationStatement likewise.
 HISTORY_REQUEST_STATUSES = frozenset({"active", "completed", "stopped", "on-hold"})
 HISTORY_STATEMENT_STATUSES = frozenset({"active", "completed", "stopped", "on-hold"})
-NO_PRESCRIPTION_FILES = "the export holds no MedicationRequest or MedicationStatement file"
+NO_PRESCRIPTION_FILES = "the export holds no MedicationRequest or MedicationStatement"
 _SUPPLY_DAYS: Mapping[str, Fraction] = {"d": Fraction(1), "wk": Fraction(7), "h": Fraction(1, 24)}
 
 
@@ -1000,19 +1000,14 @@ def opioid_prescriptions(
 ) -> tuple[dict[str, list[Prescription]] | None, str]:
     """The opioid prescriptions of the patients in ``administrations`` (a table with ``patient_id``): every
     MedicationRequest and MedicationStatement for an opioid, read by the FHIR adapter's ``OpioidReader``, by
-    patient id. (None, why) when the export holds neither resource type.
+    patient id. (None, why) when the export holds no resource of either type (of any drug): it cannot tell.
 
     SQL picks the resources that may be for an opioid (a superset: the drug's name or RxNorm ingredient code
     in the resource or its Medication) and of the patients given ketamine; Python reads each one as the live
     service reads it. History: see ``tolerance.py`` (which statuses count, a past prescription without an
     end)."""
     folder = Path(folder)
-    named = [
-        p
-        for p in ndjson_files(folder)
-        if {"MedicationRequest", "MedicationStatement"} & set(_TOKEN.findall(p.name))
-    ]
-    if not named:
+    if not _prescription_files(folder):
         return None, NO_PRESCRIPTION_FILES
     files = str_list(str(p) for p in _prescription_files(folder))
     pattern = lit(_opioid_pattern(kb))
@@ -1023,6 +1018,12 @@ def opioid_prescriptions(
         FROM read_json_objects({files}, format = 'newline_delimited', ignore_errors = true)
         WHERE (json->>'resourceType') IN ('MedicationRequest', 'MedicationStatement', 'Medication')
     """)
+    held = con.execute(
+        "SELECT count(*) FROM fhir_drug_resources WHERE kind IN ('MedicationRequest', 'MedicationStatement')"
+    ).fetchone()
+    if not held or not held[0]:  # no prescription of any drug: the export cannot tell opioid use
+        con.execute("DROP TABLE fhir_drug_resources")
+        return None, NO_PRESCRIPTION_FILES
     medications = con.execute(
         "SELECT id, CAST(json AS VARCHAR) FROM fhir_drug_resources WHERE kind = 'Medication' AND opioid_words"
     ).fetchall()
