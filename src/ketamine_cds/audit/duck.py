@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,16 +179,21 @@ def _decide_classes(
     return len(classes)
 
 
-def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[Any], width: int) -> None:
-    """Rows handed over as an NDJSON file: binding parameters costs DuckDB a module look-up per value."""
-    if not rows:
-        return
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Iterable[Sequence[Any]], width: int) -> int:
+    """Rows handed over as an NDJSON file: binding parameters costs DuckDB a module look-up per value. ``rows``
+    may be a generator that queries ``con`` itself (it runs between this function's own queries); returns how
+    many rows were inserted."""
     described = con.execute(f"DESCRIBE {table}").fetchall()
     columns, types = [r[0] for r in described], {r[0]: r[1] for r in described}
     assert len(columns) == width
+    count = 0
     with tempfile.NamedTemporaryFile("w", suffix=".ndjson", delete=False) as handle:
         for row in rows:
             handle.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n")
+            count += 1
+    if not count:
+        os.unlink(handle.name)
+        return 0
     try:
         spec = "{" + ", ".join(f"'{c}': '{types[c]}'" for c in columns) + "}"
         con.execute(
@@ -197,6 +202,7 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[Any], wid
         )
     finally:
         os.unlink(handle.name)
+    return count
 
 
 def run_duckdb(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -106,17 +106,8 @@ def with_tolerance(
     moments = 0
     if prescriptions:
         insert_rows(con, "tolerance_patients", [(p,) for p in prescriptions], 1)
-        days = con.execute(
-            f"SELECT DISTINCT a.patient_id, CAST(a.administered_at AS DATE) FROM {administrations} a "
-            "SEMI JOIN tolerance_patients p ON p.patient_id = a.patient_id WHERE a.administered_at IS NOT NULL"
-        ).fetchall()
         ordered = {patient: sorted(found, key=_order) for patient, found in prescriptions.items()}
-        decided = []
-        for patient, day in days:
-            t = decide_day(ordered[patient], day, kb)
-            decided.append((patient, day.isoformat(), t.state.value, t.unknown_because, t.basis))
-        insert_rows(con, "tolerance_by_day", decided, 5)
-        moments = len(decided)
+        moments = insert_rows(con, "tolerance_by_day", _decided(con, administrations, ordered, kb), 5)
     # a row without a time is a bad row already (its reason says so): its tolerance stays empty
     filled = {
         "opioid_tolerance": f"coalesce(t.opioid_tolerance, {lit(fallback.state.value)})",
@@ -138,6 +129,23 @@ def with_tolerance(
     count = sum(len(v) for v in prescriptions.values()) if prescriptions else 0
     staged = Staged(len(prescriptions or {}), count, moments, time.monotonic() - started)
     return select, staged
+
+
+def _decided(
+    con: duckdb.DuckDBPyConnection,
+    administrations: str,
+    prescriptions: Mapping[str, Sequence[Prescription]],
+    kb: KnowledgeBase,
+) -> Iterator[tuple[str, str, str, str | None, str]]:
+    """Each patient-day with prescriptions, decided; fetched in batches (memory stays bounded)."""
+    cursor = con.execute(
+        f"SELECT DISTINCT a.patient_id, CAST(a.administered_at AS DATE) FROM {administrations} a "
+        "SEMI JOIN tolerance_patients p ON p.patient_id = a.patient_id WHERE a.administered_at IS NOT NULL"
+    )
+    while batch := cursor.fetchmany(50_000):
+        for patient, day in batch:
+            t = decide_day(prescriptions[patient], day, kb)
+            yield patient, day.isoformat(), t.state.value, t.unknown_because, t.basis
 
 
 def _order(p: Prescription) -> tuple[dt.date, dt.date, str, str, Fraction]:
