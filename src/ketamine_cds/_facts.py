@@ -12,9 +12,13 @@ from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from ._errors import ImpossibleValueError, WrongDimensionError
 from ._units import Quantity
+
+if TYPE_CHECKING:
+    from ._opioids import Tolerance
 
 
 class Setting(StrEnum):
@@ -153,6 +157,9 @@ class Facts:
     ``ruled_out`` holds concepts the record explicitly excludes (e.g. a negative pregnancy status), and
     ``stated`` conditions known from a direct answer (a pregnancy stated on the form) even where the
     condition list itself is unknown: they are present either way.
+    ``opioid_tolerance`` is a tolerance already decided with the engine's rule (``_opioids.opioid_tolerance``:
+    the batch audit decides it once per patient and day) or known to the caller; when it is given, ``opioids``
+    is not read again.
     """
 
     as_of: date
@@ -167,6 +174,7 @@ class Facts:
     stated: tuple[ConditionFact, ...] = ()
     procedure: PlannedProcedure | None = None
     opioids: tuple[OpioidUse, ...] | None = ()
+    opioid_tolerance: Tolerance | None = None
     order: KetamineOrder | None = None
     prior_iv_ketamine: bool | None = None
     age_years: int | None = None

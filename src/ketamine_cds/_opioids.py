@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from fractions import Fraction
 
@@ -89,26 +91,60 @@ def _describe_together(ingredient: str, taken: list[_Taken], kb: KnowledgeBase) 
     return f"{described}: {ingredient} {amount} {_unit(ingredient, kb)} together for {days} days"
 
 
+# Why tolerance is unknown, in fixed words (no patient data): the batch audit counts administrations by them.
+NOT_READ = "opioid prescriptions could not be read"
+TAKEN_AS_NEEDED = "an opioid is taken as needed, so the amount taken is not known"
+NOT_READABLE = "an opioid prescription's dose or start date could not be read"
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """Whether the patient is opioid-tolerant on one day, and why (``opioid_tolerance``).
+
+    ``unknown_because`` is, for an unknown tolerance, the reason in fixed words (``NOT_READ``,
+    ``TAKEN_AS_NEEDED``, ``NOT_READABLE``, or a reason of the caller's); ``basis`` says it for this patient.
+    """
+
+    state: Presence
+    mme_per_day: Fraction | None  # current total; None when no opioid is active or a daily amount is unknown
+    basis: str
+    unknown_because: str | None = None
+
+
 def _unknown_because(uses: list[OpioidUse]) -> str:
     """Why the opioid uses that could not be counted leave tolerance unknown."""
     reasons = []
     if any(u.as_needed for u in uses):
-        reasons.append("an opioid is taken as needed, so the amount taken is not known")
+        reasons.append(TAKEN_AS_NEEDED)
     if any(not u.as_needed or u.start is None for u in uses):
-        reasons.append("an opioid prescription's dose or start date could not be read")
+        reasons.append(NOT_READABLE)
     return " and ".join(reasons)
 
 
 def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
+    """Tolerance (stated in the facts, else decided from their opioid uses) and dependence (a condition)."""
     dependent = _dependence(facts)
-    if facts.opioids is None:
-        return OpioidStatus(Presence.UNKNOWN, dependent, None, "opioid prescriptions could not be read")
-    active = [u for u in facts.opioids if _active(u, facts)]
+    tolerance = facts.opioid_tolerance or opioid_tolerance(facts.opioids, facts.as_of, kb)
+    basis = tolerance.basis
+    if facts.opioids is None and facts.opioid_tolerance is None:
+        return OpioidStatus(tolerance.state, dependent, None, basis)
+    if dependent is Presence.PRESENT and tolerance.state is not Presence.PRESENT:
+        basis = _dependence_basis(facts)
+    elif dependent is Presence.PRESENT:
+        basis = f"{_dependence_basis(facts)}; {basis}"
+    return OpioidStatus(tolerance.state, dependent, tolerance.mme_per_day, basis)
+
+
+def opioid_tolerance(opioids: Sequence[OpioidUse] | None, as_of: date, kb: KnowledgeBase) -> Tolerance:
+    """The FDA definition on ``as_of``, from the opioid uses in the record (None: they could not be read).
+
+    The engine's one rule for tolerance: ``assess`` decides it here from the facts, and the batch audit once
+    per patient and day from the prescriptions it reads."""
+    if opioids is None:
+        return Tolerance(Presence.UNKNOWN, None, NOT_READ, NOT_READ)
+    active = [u for u in opioids if _active(u, as_of)]
     if not active:
-        basis = "no current opioid prescription in the record"
-        if dependent is Presence.PRESENT:
-            basis = _dependence_basis(facts)
-        return OpioidStatus(Presence.NOT_RECORDED, dependent, None, basis)
+        return Tolerance(Presence.NOT_RECORDED, None, "no current opioid prescription in the record")
 
     unknown: list[OpioidUse] = []  # not counted: amount (as needed, unreadable) or start date not known
     total_mme: Fraction | None = Fraction(0)
@@ -119,7 +155,7 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
     for use in active:
         mme = mme_per_day(use, kb)
         total_mme = None if mme is None or total_mme is None else total_mme + mme
-        days = (facts.as_of - use.start).days if use.start is not None else None
+        days = (as_of - use.start).days if use.start is not None else None
         if mme is None or use.daily_amount is None or days is None:
             unknown.append(use)
             continue
@@ -136,40 +172,31 @@ def opioid_status(facts: Facts, kb: KnowledgeBase) -> OpioidStatus:
     long_mme = sum((t.mme for taken in sustained.values() for t in taken), Fraction(0))
     combination = len(sustained) > 1 or any(kb.opioids[i].tolerance_threshold is None for i in sustained)
 
+    def days_of(u: OpioidUse) -> int | None:
+        return (as_of - u.start).days if u.start else None
+
     if tolerant_because:
-        basis = "; ".join(tolerant_because)
-        tolerant = Presence.PRESENT
-    elif long_mme >= kb.equianalgesic_mme_per_day and combination:
+        return Tolerance(Presence.PRESENT, total_mme, "; ".join(tolerant_because))
+    if long_mme >= kb.equianalgesic_mme_per_day and combination:
         long_enough = [_describe(t.use, kb, t.days) for taken in sustained.values() for t in taken]
         total = format_apart(long_mme, kb.equianalgesic_mme_per_day)
-        basis = f"{'; '.join(long_enough)}: {total} MME/day in total"
-        tolerant = Presence.PRESENT
-    elif unknown:
-        basis = f"{_unknown_because(unknown)}: " + "; ".join(
-            _describe(u, kb, (facts.as_of - u.start).days if u.start else None) for u in active
-        )
-        tolerant = Presence.UNKNOWN
-    else:
-        recent = any(u.start is not None and (facts.as_of - u.start).days < kb.tolerance_days for u in active)
-        why = (
-            f"current opioids not at a tolerance dose for {kb.tolerance_days} days or longer: "
-            if recent
-            else "current opioids below the opioid-tolerance thresholds: "
-        )
-        basis = why + "; ".join(
-            _describe(u, kb, (facts.as_of - u.start).days if u.start else None) for u in active
-        )
-        tolerant = Presence.ABSENT
-    if dependent is Presence.PRESENT and tolerant is not Presence.PRESENT:
-        basis = _dependence_basis(facts)
-    elif dependent is Presence.PRESENT:
-        basis = f"{_dependence_basis(facts)}; {basis}"
-    return OpioidStatus(tolerant, dependent, total_mme, basis)
+        return Tolerance(Presence.PRESENT, total_mme, f"{'; '.join(long_enough)}: {total} MME/day in total")
+    described = "; ".join(_describe(u, kb, days_of(u)) for u in active)
+    if unknown:
+        reason = _unknown_because(unknown)
+        return Tolerance(Presence.UNKNOWN, total_mme, f"{reason}: {described}", reason)
+    recent = any(u.start is not None and (as_of - u.start).days < kb.tolerance_days for u in active)
+    why = (
+        f"current opioids not at a tolerance dose for {kb.tolerance_days} days or longer: "
+        if recent
+        else "current opioids below the opioid-tolerance thresholds: "
+    )
+    return Tolerance(Presence.ABSENT, total_mme, why + described)
 
 
-def _active(use: OpioidUse, facts: Facts) -> bool:
-    started = use.start is None or use.start <= facts.as_of
-    return started and (use.end is None or use.end >= facts.as_of)
+def _active(use: OpioidUse, as_of: date) -> bool:
+    started = use.start is None or use.start <= as_of
+    return started and (use.end is None or use.end >= as_of)
 
 
 def _dependence(facts: Facts) -> Presence:

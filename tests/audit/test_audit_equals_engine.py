@@ -26,7 +26,8 @@ def _engine_answers(findings: Path, source: str) -> list[tuple[Any, ...]]:
     try:
         columns = ", ".join(f"s.{c}" for c in COLUMN_NAMES)
         rows = con.execute(
-            f"SELECT {columns}, f.verdict, f.statements, f.problem, f.dose_status, f.limit_per_kg FROM ({source}) s "
+            f"SELECT {columns}, f.verdict, f.statements, f.problem, f.dose_status, f.limit_per_kg, f.opioid_tolerance, "
+            f"f.opioid_unknown_reason FROM ({source}) s "
             f"JOIN read_parquet('{findings}') f USING (admin_id) ORDER BY s.admin_id"
         ).fetchall()
     finally:
@@ -34,16 +35,18 @@ def _engine_answers(findings: Path, source: str) -> list[tuple[Any, ...]]:
     mismatches = []
     for row in rows:
         canonical = dict(zip(COLUMN_NAMES, row[: len(COLUMN_NAMES)], strict=True))
-        verdict, statements, problem, status, limit = row[len(COLUMN_NAMES) :]
+        verdict, statements, problem, status, limit, tolerance, reason = row[len(COLUMN_NAMES) :]
         live = decide(canonical, KB)
-        if (live.verdict, live.statements, live.problem is None, live.dose_status, live.limit_per_kg) != (
-            verdict,
-            list(statements or []),
-            problem is None,
-            status,
-            limit,
-        ):
-            mismatches.append((canonical, live, verdict, statements, problem, status, limit))
+        if (
+            live.verdict,
+            live.statements,
+            live.problem is None,
+            live.dose_status,
+            live.limit_per_kg,
+            live.opioid_tolerance,
+            live.opioid_unknown_reason,
+        ) != (verdict, list(statements or []), problem is None, status, limit, tolerance, reason):
+            mismatches.append((canonical, live, verdict, statements, problem, status, limit, tolerance))
     return mismatches
 
 
@@ -165,6 +168,10 @@ ROWS = st.fixed_dictionaries(
         ),
         "prior_iv_ketamine": st.sampled_from([None, True, False]),
         "pca_sole_agent": st.booleans(),
+        "opioid_tolerance": st.sampled_from(
+            [None, "present", "absent", "not-recorded", "unknown", " Present", "yes"]
+        ),
+        "opioid_unknown_reason": st.sampled_from([None, "an opioid is taken as needed", "no pharmacy data"]),
     }
 )
 
@@ -179,7 +186,8 @@ def test_generated_rows_get_the_live_engines_verdict(tmp_path: Path, rows: list[
             "CREATE TABLE t (admin_id VARCHAR, patient_id VARCHAR, administered_at TIMESTAMP, route VARCHAR, "
             "kind VARCHAR, dose_value DOUBLE, dose_unit VARCHAR, concentration_mg_per_ml DOUBLE, "
             "weight_value DOUBLE, weight_unit VARCHAR, setting VARCHAR, location VARCHAR, indication VARCHAR, "
-            "procedure_class VARCHAR, conditions VARCHAR, prior_iv_ketamine BOOLEAN, pca_sole_agent BOOLEAN)"
+            "procedure_class VARCHAR, conditions VARCHAR, prior_iv_ketamine BOOLEAN, pca_sole_agent BOOLEAN, "
+            "opioid_tolerance VARCHAR, opioid_unknown_reason VARCHAR)"
         )
         for i, row in enumerate(rows):
             values = {

@@ -20,7 +20,7 @@ from ketamine_cds.audit.duck import AuditRun, run_duckdb
 from ketamine_cds.audit.fhir_ndjson import _reader, fhir_source
 from ketamine_cds.audit.flat import flat_source
 from ketamine_cds.audit.omop import omop_source
-from ketamine_cds.audit.run import detect_form
+from ketamine_cds.audit.run import canonical_parquet, detect_form
 from ketamine_cds.audit.synth import write_all
 from shared_data import EXTERNAL
 
@@ -69,13 +69,20 @@ def forms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def audits(forms: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, AuditRun]:
-    out = tmp_path_factory.mktemp("audits")
+def canonical(forms: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Each form's canonical rows as the audit reads them: FHIR and OMOP with opioid tolerance decided."""
+    out = tmp_path_factory.mktemp("canonical")
+    read = {form: canonical_parquet(forms[form], form, out / form).path for form in ("fhir", "omop")}
     return {
-        "flat": run_duckdb(flat_source(forms["flat"]), out / "flat"),
-        "fhir": run_duckdb(fhir_source(forms["fhir"]), out / "fhir"),
-        "omop": run_duckdb(omop_source(forms["omop"]), out / "omop"),
+        "flat": flat_source(forms["flat"]),
+        **{f: f"SELECT * FROM read_parquet('{p}')" for f, p in read.items()},
     }
+
+
+@pytest.fixture(scope="module")
+def audits(canonical: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, AuditRun]:
+    out = tmp_path_factory.mktemp("audits")
+    return {form: run_duckdb(source, out / form) for form, source in canonical.items()}
 
 
 def test_every_form_is_detected(forms: dict[str, Path]) -> None:
@@ -105,20 +112,23 @@ def test_three_forms_give_identical_findings_for_every_administration(audits: di
     assert 0 < sum(1 for _, _, problem in flat.values() if problem) < ROWS // 10
 
 
-def test_fhir_form_reads_back_the_canonical_rows(forms: dict[str, Path]) -> None:
-    """Column by column, not only the verdicts: the FHIR reader recovers each canonical value."""
-    flat = {r["admin_id"]: r for r in _rows(flat_source(forms["flat"]))}
-    fhir = _rows(fhir_source(forms["fhir"]))
+def test_fhir_form_reads_back_the_canonical_rows(canonical: dict[str, str]) -> None:
+    """Column by column, not only the verdicts: the FHIR reader recovers each canonical value (opioid tolerance
+    decided from the MedicationRequests included)."""
+    flat = {r["admin_id"]: r for r in _rows(canonical["flat"])}
+    fhir = _rows(canonical["fhir"])
     assert len(fhir) == len(flat) == ROWS
+    # the synthetic prescriptions give every tolerance: the comparison means something
+    assert {r["opioid_tolerance"] for r in flat.values()} == {"present", "absent", "not-recorded", "unknown"}
     for row in fhir:
         assert _normal(row) == _normal(flat[row["admin_id"]]), row["admin_id"]
 
 
-def test_omop_form_reads_back_the_canonical_rows(forms: dict[str, Path]) -> None:
+def test_omop_form_reads_back_the_canonical_rows(canonical: dict[str, str]) -> None:
     """As for FHIR, with OMOP's own ids and two documented differences: a coded indication is a condition of the
     visit (so its concept is among the conditions), and an unknown dose unit gives no bolus/infusion kind."""
-    flat = {int(r["admin_id"][1:]): r for r in _rows(flat_source(forms["flat"]))}
-    omop = _rows(omop_source(forms["omop"]))
+    flat = {int(r["admin_id"][1:]): r for r in _rows(canonical["flat"])}
+    omop = _rows(canonical["omop"])
     assert len(omop) == len(flat) == ROWS
     use_concept = {u.id: u.concept for u in KB.uses.values()}
     for row in omop:

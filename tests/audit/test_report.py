@@ -241,7 +241,7 @@ def test_run_metadata_and_blind_spots_are_stated(synthetic: Audited) -> None:
     assert kb.version in about and kb.digest in about
     assert "duckdb" in about and str(synthetic.summary["input"]) in about
     assert f"{synthetic.summary['seconds']} s" in about
-    assert "Opioid use is not in the input" in about and "unknown" in about
+    assert "Opioid use is read from the opioid prescriptions" in about and "unknown" in about
 
 
 # --- small and odd inputs ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ketamine_cds.audit.canonical import COLUMN_NAMES
 from ketamine_cds.audit.duck import AuditRun, run_duckdb, summary_rows
 from ketamine_cds.audit.flat import flat_source
 from ketamine_cds.audit.report import aggregate
-from ketamine_cds.audit.run import Form, source_sql
+from ketamine_cds.audit.run import Form, canonical_parquet
 from ketamine_cds.audit.summary import quality_summary
 from ketamine_cds.audit.synth import canonical_sql, write_flat
 
@@ -156,7 +156,8 @@ def test_synthetic_findings_against_a_site_protocol_equal_duckdbs(
 HEADER = [
     "admin_id", "patient_id", "administered_at", "route", "kind", "dose_value", "dose_unit",
     "concentration_mg_per_ml", "weight_value", "weight_unit", "setting", "location", "indication",
-    "procedure_class", "conditions", "prior_iv_ketamine", "pca_sole_agent",
+    "procedure_class", "conditions", "prior_iv_ketamine", "pca_sole_agent", "opioid_tolerance",
+    "opioid_unknown_reason",
 ]
 # every row that cannot be assessed differs from the others in a decision column: the problem text names the
 # row's own value, and DuckDB's representative for a class is any of its rows
@@ -200,6 +201,10 @@ BAD_ROWS = [
     ["B34", "P10", "2025-05-08", "intravenous", "bolus", "2.5", "mL", "inf", "nan", "kg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
     ["B35", "P10", "2025-05-08", "intravenous", "bolus", "20", "", "", "70", "kg", "non-intensive-care", "Ward", "perioperative", "abdominal", "", "", "false"],
     ["B36", "P10", "2025-05-08", "intravenous", "bolus", "20", "mg", "", "11", "tonnes", "non-intensive-care", "Ward", "perioperative", "mild", "", "", "false"],
+    # opioid tolerance: a word in another case with spaces, one that is not a tolerance, unknown with a reason
+    ["B37", "P11", "2025-05-09", "intravenous", "bolus", "20", "mg", "", "70", "kg", "non-intensive-care", "Ward", "perioperative", "mild", "", "", "false", "\u00a0Present "],
+    ["B38", "P11", "2025-05-09", "intravenous", "bolus", "20", "mg", "", "70", "kg", "non-intensive-care", "Ward", "sickle-cell-pain", "", "", "", "false", "tolerant"],
+    ["B39", "P11", "2025-05-09", "intravenous", "bolus", "20", "mg", "", "70", "kg", "non-intensive-care", "Ward", "sickle-cell-pain", "", "", "", "false", "unknown", "no pharmacy data"],
 ]
 # fmt: on
 
@@ -209,7 +214,7 @@ def _write_csv(path: Path, rows: Sequence[Sequence[str]]) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(HEADER)
-        writer.writerows(rows)
+        writer.writerows([*row, *[""] * (len(HEADER) - len(row))] for row in rows)
     return path
 
 
@@ -249,6 +254,8 @@ def test_bad_rows_findings_equal_duckdbs(spark: SparkSession, tmp_path: Path) ->
     assert "strength must be positive" in problems["B32"] and "strength must be positive" in problems["B33"]
     assert "finite number" in problems["B34"] and "a dose without a unit" in problems["B35"]
     assert "stone" in problems["B12"] and "tonnes" in problems["B36"]
+    assert verdicts["B37"] == "may-consider" and "unknown opioid tolerance 'tolerant'" in problems["B38"]
+    assert verdicts["B39"] == "needs-information"
     assert problems["B18"] == "row: prior_iv_ketamine is not true or false: yes"  # neither yes/no nor 1/0
     assert problems["B26"] == "row: prior_iv_ketamine is not true or false: t"
     dose_per_kg = {r[0]: r[names.index("dose_per_kg")] for r in rows}
@@ -355,7 +362,8 @@ def test_fhir_and_omop_findings_equal_duckdbs(spark: SparkSession, tmp_path: Pat
     written = write_all(2_000, tmp_path / "synth", seed=5)
     if form not in written:
         pytest.fail(f"synth.write_all wrote no {form} form (audit/synth_forms.py missing?)")
-    duck = run_duckdb(source_sql(written[form], form), tmp_path / "duck")
+    canonical = canonical_parquet(written[form], form, tmp_path / "duck")  # opioid tolerance decided once
+    duck = run_duckdb(f"SELECT * FROM read_parquet('{canonical.path}')", tmp_path / "duck")
     ran = run_spark(written[form], form, tmp_path / "spark")
     assert (tmp_path / "spark" / "canonical" / "administrations.parquet").is_file()
     _assert_same_findings(duck, ran)

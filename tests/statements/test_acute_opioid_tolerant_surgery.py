@@ -7,7 +7,8 @@ from fractions import Fraction
 import pytest
 
 from builders import COLONOSCOPY, TODAY, condition, ids, opioid, run
-from ketamine_cds import Coded, OpioidUse, Presence, Verdict
+from ketamine_cds import Coded, OpioidUse, Presence, Verdict, load_knowledge
+from ketamine_cds._opioids import NOT_READ, TAKEN_AS_NEEDED, opioid_tolerance
 
 S = "acute-opioid-tolerant-surgery"
 
@@ -189,3 +190,22 @@ def test_a_threshold_dose_taken_under_a_week_is_not_called_below_the_threshold()
     status = run(opioids=(opioid("oxycodone", 100, days=3),)).opioid
     assert status.tolerant is Presence.ABSENT
     assert "not at a tolerance dose for 7 days or longer" in status.basis and "below" not in status.basis
+
+
+def test_a_tolerance_already_decided_is_taken_as_it_is() -> None:
+    """The batch audit decides tolerance once per patient and day (``opioid_tolerance``) and hands it over:
+    the verdict is the one the opioid uses themselves give, and an unknown one never counts as absent."""
+    kb = load_knowledge()
+
+    for uses in ((opioid("oxycodone", 30),), (opioid("oxycodone", 20),), (), None):
+        decided = opioid_tolerance(uses, TODAY, kb)
+        direct = run(procedure=COLONOSCOPY, opioids=uses)
+        handed = run(procedure=COLONOSCOPY, opioids=None, opioid_tolerance=decided)
+        assert (handed.verdict, ids(handed), handed.opioid) == (direct.verdict, ids(direct), direct.opioid)
+    assert opioid_tolerance(None, TODAY, kb).unknown_because == NOT_READ
+    as_needed = OpioidUse("oxycodone", None, TODAY - dt.timedelta(days=30), None, Coded("oxycodone"), True)
+    unknown = opioid_tolerance((as_needed,), TODAY, kb)
+    assert (unknown.state, unknown.unknown_because) == (Presence.UNKNOWN, TAKEN_AS_NEEDED)
+    assert unknown.basis.startswith(TAKEN_AS_NEEDED + ": oxycodone as needed for 30 days")
+    stated = run(procedure=COLONOSCOPY, opioids=None, opioid_tolerance=unknown)
+    assert stated.opioid.tolerant is Presence.UNKNOWN and S not in ids(stated)

@@ -58,6 +58,7 @@ Json = Mapping[str, Any]
 
 __all__ = [
     "R4_RESOURCE_TYPES",
+    "OpioidReader",
     "facts_from_bundle",
     "facts_from_resources",
     "is_ketamine_order",
@@ -1047,6 +1048,40 @@ def _opioids(record: _Record, kb: KnowledgeBase) -> tuple[OpioidUse, ...]:
         if statement.status in _OPIOID_STATEMENT_STATUSES:
             uses.append(_opioid_use(statement, "dosage", record, kb))
     return tuple(use for use in uses if use is not None)
+
+
+class OpioidReader:
+    """Opioid MedicationRequests and MedicationStatements read one at a time, as ``facts_from_bundle`` reads
+    them (the drug, its ingredient, the daily amount, as needed, start and end), whatever their status.
+
+    For the batch audit, which reads history: a prescription completed since was taken then, so which status
+    counts is the caller's to decide. ``medications`` are the Medication resources references may name
+    ((fullUrl, resource) pairs, as ``facts_from_resources`` takes them)."""
+
+    def __init__(
+        self, medications: Iterable[tuple[str | None, Mapping[str, Any]]], kb: KnowledgeBase | None = None
+    ) -> None:
+        self._kb = kb or load_knowledge()
+        self._record = _Record.of_items((i, u, r) for i, (u, r) in enumerate(medications))
+
+    def use(self, resource: Mapping[str, Any]) -> OpioidUse | None:
+        """The opioid use a request or statement records (None when it is not for an opioid); raises
+        ``InputError`` as ``facts_from_bundle`` would (a date that is not a FHIR date, say)."""
+        read, _ = _entry_resource(resource, 0)
+        key = "dosage" if read.type == "MedicationStatement" else "dosageInstruction"
+        try:
+            return _opioid_use(read, key, self._record, self._kb)
+        finally:
+            self._record.drugs.pop(id(resource), None)  # read once: nothing kept per resource
+
+    def ingredient(self, resource: Mapping[str, Any]) -> str | None:
+        """The opioid a request or statement is for (None when it is not for one), even when its dosage or
+        dates cannot be read."""
+        read, _ = _entry_resource(resource, 0)
+        try:
+            return _opioid_ingredient(_drug(read, self._record), self._kb)
+        finally:
+            self._record.drugs.pop(id(resource), None)
 
 
 def _opioid_use(resource: _Resource, dosage_key: str, record: _Record, kb: KnowledgeBase) -> OpioidUse | None:

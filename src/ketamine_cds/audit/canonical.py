@@ -24,6 +24,7 @@ from .._facts import (
     ketamine_order,
 )
 from .._kb import KnowledgeBase
+from .._opioids import Presence, Tolerance
 from .._units import Quantity, parse_concentration, parse_unit, weight_in_kg
 
 # name, DuckDB type, meaning (the flat-table form uses the same names; see README "Audit")
@@ -46,6 +47,14 @@ COLUMNS: Sequence[tuple[str, str, str]] = (
     ("prior_iv_ketamine", "BOOLEAN", "a course of IV infusions before (for oral or intranasal use)"),
     ("pca_sole_agent", "BOOLEAN", "IV PCA with ketamine as the only analgesic"),
     (
+        "opioid_tolerance",
+        "VARCHAR",
+        "present, absent, not-recorded or unknown (empty: unknown): opioid tolerance that day, decided by the "
+        "engine's rule from the patient's opioid prescriptions (FHIR, OMOP) or stated by the caller",
+    ),
+    ("opioid_unknown_reason", "VARCHAR", "why the tolerance is unknown, in a few fixed words"),
+    ("opioid_basis", "VARCHAR", "why, for this patient (drug, daily amount, days)"),
+    (
         "input_problem",
         "VARCHAR",
         "set by a reader when a value could not be read (e.g. a dose that is not a number)",
@@ -58,6 +67,10 @@ COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
 ZS = " \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
 KINDS = ("bolus", "infusion")
 SETTINGS = tuple(s.value for s in Setting)
+TOLERANCES = tuple(p.value for p in Presence)
+# why tolerance is unknown when the input gives neither the prescriptions nor the tolerance (the flat form
+# without the column): it never counts as absent
+NOT_IN_INPUT = "the input holds no opioid prescriptions or tolerance"
 
 
 def word(value: Any) -> str | None:
@@ -136,6 +149,7 @@ def facts_from_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Facts:
             "setting",
             f"unknown setting {row.get('setting')!r} (intensive-care, non-intensive-care or unknown)",
         )
+    tolerance = _tolerance(row)
     return Facts(
         as_of=as_of,
         use=use,
@@ -144,6 +158,24 @@ def facts_from_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Facts:
         conditions=tuple(ConditionFact(c, Coded(kb.concepts[c].label)) for c in concepts),
         procedure=PlannedProcedure(Coded(kb.procedure_classes[pclass].label), pclass) if pclass else None,
         opioids=None,
+        opioid_tolerance=tolerance,
         order=order,
         prior_iv_ketamine=row.get("prior_iv_ketamine"),
     )
+
+
+def _tolerance(row: Mapping[str, Any]) -> Tolerance:
+    """The row's opioid tolerance as the engine takes it: decided already (by the readers, with the engine's
+    rule) or stated; empty is unknown, never absent."""
+    state = word(row.get("opioid_tolerance")) or Presence.UNKNOWN.value
+    if state not in TOLERANCES:
+        raise InputError(
+            "opioid_tolerance",
+            f"unknown opioid tolerance {row.get('opioid_tolerance')!r} "
+            "(present, absent, not-recorded or unknown)",
+        )
+    reason = row.get("opioid_unknown_reason") or None
+    if state == Presence.UNKNOWN.value:
+        reason = reason or NOT_IN_INPUT
+    basis = row.get("opioid_basis") or reason or f"opioid tolerance {state} (as stated in the input)"
+    return Tolerance(Presence(state), None, str(basis), str(reason) if state == "unknown" else None)

@@ -5,7 +5,9 @@ among every limit a dose of its kind is compared with in any use and setting (``
 for a bolus; 0.5, 1, 2 and 7 mg/kg/h for an infusion), or that it is within a hair of one of them. Which limit
 applies to a row (its use and setting) is not decided in SQL: rows that agree on everything the engine's
 decision depends on (use, setting, kind and band among them) form a decision class; the engine assesses one real
-row of each class and its verdict, statement ids and limit are joined back to every row of that class. Rows
+row of each class and its verdict, statement ids and limit are joined back to every row of that class.
+Opioid tolerance is one of the class columns: the readers decide it once per patient and day with the
+engine's own rule (``tolerance.py``), and the engine takes it as decided. Rows
 within a hair of a limit get a class of their own per exact dose, so the engine's exact arithmetic decides them.
 """
 
@@ -22,6 +24,7 @@ from .._engine import assess
 from .._errors import InputError, UnitError
 from .._facts import MAX_WEIGHT_KG, MIN_WEIGHT_KG, DoseKind, Route
 from .._kb import KnowledgeBase
+from .._opioids import Presence
 from .._site import Site
 from .._units import parse_unit, weight_in_kg
 from .canonical import facts_from_row
@@ -37,6 +40,8 @@ CLASS_COLUMNS = (
     "conditions",
     "prior_iv_ketamine",
     "pca_sole_agent",
+    "opioid_tolerance",
+    "opioid_unknown_reason",
     "has_weight",
     "has_concentration",
     "concentration_sign",
@@ -115,6 +120,10 @@ class Decision:
     dose_status: str | None
     problem: str | None
     limit_per_kg: float | None = None  # the limit that applies to the row's dose (use, setting, kind)
+    opioid_tolerance: str | None = (
+        None  # the tolerance the engine used (present, absent, not-recorded, unknown)
+    )
+    opioid_unknown_reason: str | None = None  # why it is unknown, in fixed words
     limit_source: str | None = None  # "site" or "guideline"
     guideline_verdict: str | None = None  # with a site: the guideline's own answer, for adherence to both
     guideline_dose_status: str | None = None
@@ -129,6 +138,8 @@ def decide(representative: Mapping[str, Any], kb: KnowledgeBase, site: Site | No
         own = assess(facts, kb) if site is not None else assessment
     except InputError as exc:
         return Decision(None, [], None, str(exc))
+    tolerance = assessment.opioid.tolerant
+    reason = facts.opioid_tolerance.unknown_because if facts.opioid_tolerance is not None else None
     check = assessment.dose_check
     limit: float | None = None
     if check is not None:
@@ -147,6 +158,8 @@ def decide(representative: Mapping[str, Any], kb: KnowledgeBase, site: Site | No
         status,
         None,
         limit,
+        tolerance.value,
+        reason if tolerance is Presence.UNKNOWN else None,
         check.limit_source if check is not None else None,
         own.verdict.value,
         own_status,
@@ -165,6 +178,8 @@ def decision_row(d: Decision) -> tuple[Any, ...]:
         d.dose_status,
         d.problem,
         d.limit_per_kg,
+        d.opioid_tolerance,
+        d.opioid_unknown_reason,
         d.limit_source,
         d.guideline_verdict,
         d.guideline_dose_status,

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,20 @@ class AuditRun:
 def sql_path(path: Path) -> str:
     """A path inside an SQL string literal (a folder named o'brien is a folder, not an SQL error)."""
     return str(path).replace("'", "''")
+
+
+def tune(con: duckdb.DuckDBPyConnection) -> None:
+    """Settings for the readers' queries (FHIR, OMOP) wherever they run.
+
+    DuckDB estimates a JSON or CSV file it has not read yet at a few dozen rows, and runs an ASOF join (the
+    weight in effect, the pregnancy status) as a nested loop when the estimate is under
+    ``asof_loop_join_threshold``: quadratic in the rows, 90% of the FHIR reader's time on 200,000
+    administrations. With the threshold at 0 it is a sort-merge ASOF join whatever the estimate."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_settings() WHERE name = 'asof_loop_join_threshold'"
+    ).fetchone()
+    if found and found[0]:
+        con.execute("SET asof_loop_join_threshold = 0")
 
 
 def _band_sql(dose: str, limits: list[float]) -> str:
@@ -137,11 +151,11 @@ def _prepare(con: duckdb.DuckDBPyConnection, source: str, kb: KnowledgeBase) -> 
     )
     found = [r[0] for r in con.execute(f"SELECT DISTINCT dose_unit FROM ({source})").fetchall()]
     rows = [(u.text, u.ok, u.mg_factor, u.per_kg, u.is_rate, u.is_volume) for u in unit_rows(found)]
-    _insert(con, "units", rows, 6)
+    insert_rows(con, "units", rows, 6)
     con.execute("CREATE OR REPLACE TEMP TABLE weight_units (text VARCHAR, kg DOUBLE)")
     found = [r[0] for r in con.execute(f"SELECT DISTINCT weight_unit FROM ({source})").fetchall()]
     wrows = weight_unit_rows(found)
-    _insert(con, "weight_units", wrows, 2)
+    insert_rows(con, "weight_units", wrows, 2)
     lim = limits(kb)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE audit_limits AS SELECT ? AS min_weight_kg, ? AS max_weight_kg",
@@ -164,24 +178,30 @@ def _decide_classes(
     ).fetchall()
     con.execute(
         "CREATE OR REPLACE TEMP TABLE decisions (class_key UBIGINT, verdict VARCHAR, statements VARCHAR[], "
-        "dose_status VARCHAR, problem VARCHAR, limit_per_kg DOUBLE, limit_source VARCHAR, "
-        "guideline_verdict VARCHAR, guideline_dose_status VARCHAR)"
+        "dose_status VARCHAR, problem VARCHAR, limit_per_kg DOUBLE, tolerance_used VARCHAR, "
+        "tolerance_unknown_reason VARCHAR, limit_source VARCHAR, guideline_verdict VARCHAR, "
+        "guideline_dose_status VARCHAR)"
     )
     decided = [(class_key, *decision_row(decide(row, kb, site))) for class_key, row, _n in classes]
-    _insert(con, "decisions", decided, 9)
+    insert_rows(con, "decisions", decided, 11)
     return len(classes)
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[Any], width: int) -> None:
-    """Rows handed over as an NDJSON file: binding parameters costs DuckDB a module look-up per value."""
-    if not rows:
-        return
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Iterable[Sequence[Any]], width: int) -> int:
+    """Rows handed over as an NDJSON file: binding parameters costs DuckDB a module look-up per value. ``rows``
+    may be a generator that queries ``con`` itself (it runs between this function's own queries); returns how
+    many rows were inserted."""
     described = con.execute(f"DESCRIBE {table}").fetchall()
     columns, types = [r[0] for r in described], {r[0]: r[1] for r in described}
     assert len(columns) == width
+    count = 0
     with tempfile.NamedTemporaryFile("w", suffix=".ndjson", delete=False) as handle:
         for row in rows:
             handle.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n")
+            count += 1
+    if not count:
+        os.unlink(handle.name)
+        return 0
     try:
         spec = "{" + ", ".join(f"'{c}': '{types[c]}'" for c in columns) + "}"
         con.execute(
@@ -190,6 +210,7 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[Any], width: 
         )
     finally:
         os.unlink(handle.name)
+    return count
 
 
 def run_duckdb(
@@ -209,6 +230,7 @@ def run_duckdb(
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute("SET preserve_insertion_order = false")
+    tune(con)
     # progress is tracked for our own progress line, and never printed by DuckDB itself
     con.execute("SET enable_progress_bar = true")
     con.execute("SET enable_progress_bar_print = false")
@@ -228,8 +250,10 @@ def run_duckdb(
             COPY (
               SELECT m.admin_id, m.patient_id, m.administered_at, m.location, m.indication, m.setting, m.route,
                      m.kind, m.dose_value, m.dose_unit, m.weight_kg, m.dose_per_kg, d.limit_per_kg,
-                     d.limit_per_kg * m.weight_kg AS max_for_weight, d.dose_status, d.verdict, d.statements,
-                     d.problem, d.limit_source, d.guideline_verdict, d.guideline_dose_status
+                     d.limit_per_kg * m.weight_kg AS max_for_weight, d.tolerance_used AS opioid_tolerance,
+                     d.tolerance_unknown_reason AS opioid_unknown_reason, m.opioid_basis, d.dose_status,
+                     d.verdict, d.statements, d.problem, d.limit_source, d.guideline_verdict,
+                     d.guideline_dose_status
               FROM ({measured}) m JOIN decisions d ON d.class_key = {_CLASS_KEY}
             ) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)
         """)

@@ -49,29 +49,50 @@ Conventions (each documented where it is read below):
   ICU/PEDICU/PEDNICU or named intensive care/ICU in its type is intensive care; typed otherwise, not; untyped or
   unresolved, unknown (then an ambulatory, emergency, virtual or home-health Encounter class is not intensive
   care). ``location`` is the chosen Location's ``name`` (else the reference's display).
-- Prior IV ketamine (oral and intranasal only): a ketamine MedicationStatement with an IV route cited in
-  ``supportingInformation``: status active/completed (and begun before) means yes, ``not-taken`` means no; else
-  yes when the record shows an IV ketamine infusion (administration, or an active/completed statement) before,
-  and unknown when it does not (not found is not ruled out, as in ``assess``).
-- PCA as sole agent: ``dosage.method`` names patient-controlled analgesia (PCA) and every ingredient of the
-  Medication is ketamine.
+- Prior IV ketamine (oral and intranasal only): a ketamine MedicationStatement of an IV infusion cited in
+  ``supportingInformation``: status active/completed (and begun before) means yes; one with an IV route and
+  status ``not-taken`` means no; else yes when the record shows an IV ketamine infusion before, as the adapter
+  reads one (``_iv_infusion``: a rate, or an infusion named in words where no dose is coded; an administration
+  over time): an administration, an active or completed statement, or a request that may have been given (not
+  draft, cancelled or entered in error; dated by ``authoredOn``); unknown when it does not (not found is not
+  ruled out, as in ``assess``). A single IV bolus is not a course.
+- PCA as sole agent: an IV dose whose ``dosage.method`` (else the fulfilled request's dosage method, where orders
+  write it) names patient-controlled analgesia (PCA), and every ingredient of the Medication is ketamine.
+- Opioid tolerance: ``opioid_prescriptions`` (MedicationRequests and MedicationStatements read by the adapter's
+  ``OpioidReader``) and ``tolerance.py``.
+
+Where this reader and the live adapter read the same record differently on purpose (the adapter asks about now,
+the audit reads history), ``tests/audit/fhir_conformance.py`` says so, fixture by fixture.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
+import duckdb
+
+from .._errors import InputError
+from .._facts import Coded, OpioidUse
+from .._inputs import parse_json
 from .._kb import _SYSTEM_ALIASES, SYSTEMS, KnowledgeBase, load_knowledge
 from ..adapters.fhir import (
     _FINAL_OBSERVATION,
     _IGNORED_CLINICAL_STATUS,
     _IGNORED_VERIFICATION_STATUS,
+    _INFUSION_WORDS,
     _INTENSIVE_CARE_ROLE_CODES,
     _INTENSIVE_CARE_WORDS,
     _NON_INTENSIVE_CLASSES,
     _NOT_GIVEN_ADMINISTRATION_STATUSES,
+    _NOT_GIVEN_REQUEST_STATUSES,
     _ROLE_CODE_SYSTEMS,
     _ROUTE_CODES,
     _ROUTE_WORDS,
@@ -81,9 +102,11 @@ from ..adapters.fhir import (
     PREGNANCY_STATUS,
     PREGNANT,
     R4_RESOURCE_TYPES,
+    OpioidReader,
 )
+from .tolerance import Prescription
 
-__all__ = ["fhir_source"]
+__all__ = ["fhir_source", "opioid_prescriptions"]
 
 # An Encounter that never took place says nothing about where a dose was given (the exported history of a
 # real stay is "finished", which is how it should be; the live adapter, asked about now, wants one in progress).
@@ -256,10 +279,16 @@ _READ: Mapping[str, Mapping[str, str]] = {
     "Medication": {"id": "VARCHAR", "code": "JSON", "ingredient": "JSON"},
     "MedicationRequest": {
         "id": "VARCHAR",
+        "status": "VARCHAR",
+        "subject": "JSON",
+        "authoredOn": "VARCHAR",
+        "medicationCodeableConcept": "JSON",
+        "medicationReference": "JSON",
         "encounter": "JSON",
         "reasonCode": "JSON",
         "reasonReference": "JSON",
         "dosageInstruction": "JSON",
+        "note": "JSON",
     },
     "MedicationStatement": {
         "id": "VARCHAR",
@@ -270,6 +299,7 @@ _READ: Mapping[str, Mapping[str, str]] = {
         "effectiveDateTime": "VARCHAR",
         "effectivePeriod": "JSON",
         "dosage": "JSON",
+        "note": "JSON",
     },
     "Observation": {
         "id": "VARCHAR",
@@ -411,6 +441,24 @@ def _routes(concept: str) -> str:
         f"THEN list_distinct([r for r in [CASE c->>'code' {by_code} END for c in {snomed}] if r IS NOT NULL]) "
         f"ELSE list_distinct([r for r in [{by_words}] if r IS NOT NULL]) END"
     )
+
+
+def _iv_infusion(dosages: str, notes: str) -> str:
+    """Dosages (a JSON array, of a request or a statement) for an IV infusion, as ``adapters.fhir._iv_infusion``
+    reads them: every dosage by the IV route, and a rate, or where no dose is coded, an infusion named in a
+    dosage's text or a note."""
+    entries = json_list(f"json_extract({dosages}, '$[*].doseAndRate[*]')")
+    rate = f"len([e for e in {entries} if (e->'rateQuantity') IS NOT NULL OR (e->'rateRatio') IS NOT NULL OR (e->'rateRange') IS NOT NULL]) > 0"
+    dose = (
+        f"len([e for e in {entries} if (e->'doseQuantity') IS NOT NULL OR (e->'doseRange') IS NOT NULL]) > 0"
+    )
+    texts = concat(
+        f"json_extract_string({dosages}, '$[*].text')", f"json_extract_string({notes}, '$[*].text')"
+    )
+    listed = json_list(f"json_extract({dosages}, '$[*]')")
+    all_iv = f"len({listed}) > 0 AND len([d for d in {listed} if {_routes('(d->' + lit('route') + ')')} <> ['intravenous']]) = 0"
+    words = words_match(texts, re2(_INFUSION_WORDS))
+    return f"(coalesce({all_iv}, false) AND ({rate} OR (NOT ({dose}) AND {words})))"
 
 
 def _quantity_unit(quantity: str) -> str:
@@ -570,7 +618,14 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         f"CASE dose_form WHEN 'rateQuantity' THEN {rate_unit} WHEN 'rateRatio' THEN {ratio_unit} || '/h' "
         f"WHEN 'dose' THEN {bolus_unit} END"
     )
-    pca = words_match(_names("dosage->'method'"), PCA_WORDS)
+    # the administration's method, else the methods of the request it fulfils (where orders write it), as the
+    # adapter reads the order's; ketamine as the sole agent of an IV PCA only
+    methods = concat(
+        _names("dosage->'method'"),
+        "json_extract_string(di, '$[*].method.text')",
+        "json_extract_string(di, '$[*].method.coding[*].display')",
+    )
+    pca = words_match(methods, PCA_WORDS)
     # times
     administered = timestamp_sql(f"coalesce(m.{q}effectiveDateTime{q}, m.{q}effectivePeriod{q}->>'start')")
     observed = timestamp_sql(
@@ -602,6 +657,11 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     medication_key = ref_id(f"(m.{q}medicationReference{q}->>'reference')", "Medication")
     part_of = ref_id(f"({q}partOf{q}->>'reference')", "Encounter")
     ms_medication = ref_id(f"(s.{q}medicationReference{q}->>'reference')", "Medication")
+    mr_medication = ref_id(f"(q.{q}medicationReference{q}->>'reference')", "Medication")
+    mr_drug = ketamine(
+        f"list_concat({_codings('q.' + q + 'medicationCodeableConcept' + q)}, {_codings('med.code')})",
+        concat(_names("q." + q + "medicationCodeableConcept" + q), _names("med.code")),
+    )
     a = "'MedicationAdministration/' || admin_id || ': '"
     return f"""
     WITH vs AS ({value_sets_sql(kb)}),
@@ -620,6 +680,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         {_patient("m.subject")} AS patient_id,
         coalesce(m."effectiveDateTime", m."effectivePeriod"->>'start') AS t_text,
         {administered} AS administered_at,
+        {timestamp_sql(f"(m.{q}effectivePeriod{q}->>'end')")} AS period_end,
         {ref_id("(m.context->>'reference')", "Encounter")} AS ctx_encounter,
         {ref_id("(m.request->>'reference')", "MedicationRequest")} AS request_id,
         m.dosage,
@@ -679,7 +740,8 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
           WHEN dose_form = 'rateRatio' THEN {ratio_per_hour}
           ELSE TRY_CAST(value_json AS DOUBLE) END AS dose_value,
         CASE WHEN regexp_matches(dose_unit, {lit(VOLUME_UNIT)}) THEN {concentration} END AS concentration_mg_per_ml,
-        ({pca} AND len([i for i in {ingredients} if NOT {ingredient_ketamine}]) = 0) AS pca_sole_agent
+        (route = 'intravenous' AND {pca} AND len([i for i in {ingredients} if NOT {ingredient_ketamine}]) = 0)
+          AS pca_sole_agent
       FROM core1
     ),
     timed AS (SELECT DISTINCT admin_id, patient_id, administered_at FROM core WHERE administered_at IS NOT NULL),
@@ -821,24 +883,32 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     -- a prior course of IV ketamine (for oral and intranasal use)
     statements AS (
       SELECT s.id, s.status, {_patient("s.subject")} AS patient, {stated} AS t,
-        list_contains({_routes("json_extract(s.dosage, '$[0].route')")}, 'intravenous') AS iv
+        list_contains({_routes("json_extract(s.dosage, '$[0].route')")}, 'intravenous') AS iv,
+        {_iv_infusion("s.dosage", "s.note")} AS infusion
       FROM ({r["MedicationStatement"]}) s
       LEFT JOIN med ON med.id = {ms_medication}
       WHERE {ms_drug}
     ),
     cited_course AS (
       SELECT s.admin_id,
-        bool_or(m.status IN ('active', 'completed') AND (m.t IS NULL OR m.t < s.administered_at)) AS yes,
+        bool_or(m.infusion AND m.status IN ('active', 'completed') AND (m.t IS NULL OR m.t < s.administered_at)) AS yes,
         bool_or(m.status = 'not-taken') AS no
       FROM supports s JOIN statements m ON m.iv AND m.id = {ref_id("s.ref", "MedicationStatement")}
       GROUP BY s.admin_id
     ),
+    -- a course: an IV infusion (a rate, or given over time) of ketamine before, as the adapter reads one: an
+    -- administration, a statement being or having been taken, a request that may have been given
     iv_courses AS (
       SELECT patient_id AS patient, administered_at AS t FROM core
-      WHERE route = 'intravenous' AND kind = 'infusion' AND administered_at IS NOT NULL
-        AND coalesce(status, '') NOT IN ({not_given}) AND NOT unreadable
+      WHERE route = 'intravenous' AND (kind = 'infusion' OR period_end > administered_at)
+        AND administered_at IS NOT NULL AND coalesce(status, '') NOT IN ({not_given}) AND NOT unreadable
       UNION ALL
-      SELECT patient, t FROM statements WHERE iv AND status IN ('active', 'completed') AND t IS NOT NULL
+      SELECT patient, t FROM statements WHERE infusion AND status IN ('active', 'completed') AND t IS NOT NULL
+      UNION ALL
+      SELECT {_patient("q.subject")}, {timestamp_sql('q."authoredOn"')}
+      FROM ({r["MedicationRequest"]}) q LEFT JOIN med ON med.id = {mr_medication}
+      WHERE coalesce(q.status, '') NOT IN ({_in(_NOT_GIVEN_REQUEST_STATUSES)}) AND {mr_drug}
+        AND {_iv_infusion('q."dosageInstruction"', "q.note")}
     ),
     first_course AS (SELECT patient, min(t) AS t FROM iv_courses GROUP BY patient),
     answer AS (
@@ -871,6 +941,8 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       conditions,
       CASE WHEN route IN ('oral', 'intranasal') THEN prior END AS prior_iv_ketamine,
       coalesce(pca_sole_agent, false) AS pca_sole_agent,
+      CAST(NULL AS VARCHAR) AS opioid_tolerance, CAST(NULL AS VARCHAR) AS opioid_unknown_reason,
+      CAST(NULL AS VARCHAR) AS opioid_basis,
       CASE
         WHEN unreadable THEN 'a line of ' || regexp_extract(filename, '[^/]+$') || ' is not a FHIR resource (not valid JSON, or no resourceType)'
         WHEN admin_id IS NULL THEN 'a MedicationAdministration in ' || regexp_extract(filename, '[^/]+$')
@@ -895,3 +967,138 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       END AS input_problem
     FROM answer
     """
+
+
+# ----------------------------------------------------------------------------------------------------
+# Opioid prescriptions (for tolerance: ``tolerance.py``)
+
+# MedicationRequest statuses of a prescription that was in force at some time (so taken between its start and
+# its end); the live adapter, asking about now, counts "active" alone. MedicationStatement likewise.
+HISTORY_REQUEST_STATUSES = frozenset({"active", "completed", "stopped", "on-hold"})
+HISTORY_STATEMENT_STATUSES = frozenset({"active", "completed", "stopped", "on-hold"})
+NO_PRESCRIPTION_FILES = "the export holds no MedicationRequest or MedicationStatement"
+_SUPPLY_DAYS: Mapping[str, Fraction] = {"d": Fraction(1), "wk": Fraction(7), "h": Fraction(1, 24)}
+
+
+def _opioid_pattern(kb: KnowledgeBase) -> str:
+    """RE2 over a resource's lower-cased JSON text: a superset of what the adapter reads as an opioid (an
+    ingredient's name anywhere, or its RxNorm code as a JSON string)."""
+    names = [re.escape(i.lower()) for i in kb.opioids]
+    codes = [re.escape(f'"{o.rxnorm}"') for o in kb.opioids.values()]
+    return "|".join(names + codes)
+
+
+def _prescription_files(folder: Path) -> list[Path]:
+    found: dict[Path, None] = {}
+    for kind in ("MedicationRequest", "MedicationStatement", "Medication"):
+        found.update(dict.fromkeys(_files_for(folder, kind)))
+    return list(found)
+
+
+def opioid_prescriptions(
+    con: duckdb.DuckDBPyConnection, folder: Path, administrations: str, kb: KnowledgeBase
+) -> tuple[dict[str, list[Prescription]] | None, str]:
+    """The opioid prescriptions of the patients in ``administrations`` (a table with ``patient_id``): every
+    MedicationRequest and MedicationStatement for an opioid, read by the FHIR adapter's ``OpioidReader``, by
+    patient id. (None, why) when the export holds no resource of either type (of any drug): it cannot tell.
+
+    SQL picks the resources that may be for an opioid (a superset: the drug's name or RxNorm ingredient code
+    in the resource or its Medication) and of the patients given ketamine; Python reads each one as the live
+    service reads it. History: see ``tolerance.py`` (which statuses count, a past prescription without an
+    end)."""
+    folder = Path(folder)
+    if not _prescription_files(folder):
+        return None, NO_PRESCRIPTION_FILES
+    files = str_list(str(p) for p in _prescription_files(folder))
+    pattern = lit(_opioid_pattern(kb))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE fhir_drug_resources AS
+        SELECT json->>'resourceType' AS kind, json->>'id' AS id, json,
+          regexp_matches(lower(CAST(json AS VARCHAR)), {pattern}) AS opioid_words
+        FROM read_json_objects({files}, format = 'newline_delimited', ignore_errors = true)
+        WHERE (json->>'resourceType') IN ('MedicationRequest', 'MedicationStatement', 'Medication')
+    """)
+    held = con.execute(
+        "SELECT count(*) FROM fhir_drug_resources WHERE kind IN ('MedicationRequest', 'MedicationStatement')"
+    ).fetchone()
+    if not held or not held[0]:  # no prescription of any drug: the export cannot tell opioid use
+        con.execute("DROP TABLE fhir_drug_resources")
+        return None, NO_PRESCRIPTION_FILES
+    medications = con.execute(
+        "SELECT id, CAST(json AS VARCHAR) FROM fhir_drug_resources WHERE kind = 'Medication' AND opioid_words"
+    ).fetchall()
+    patient = ref_id("(json->'subject'->>'reference')", "Patient")
+    medication = ref_id("(json->'medicationReference'->>'reference')", "Medication")
+    rows = con.execute(f"""
+        SELECT {patient} AS patient_id, CAST(json AS VARCHAR)
+        FROM fhir_drug_resources
+        WHERE kind IN ('MedicationRequest', 'MedicationStatement')
+          AND (opioid_words OR {medication} IN (SELECT id FROM fhir_drug_resources WHERE kind = 'Medication' AND opioid_words))
+          AND {patient} IN (SELECT patient_id FROM {administrations})
+    """).fetchall()
+    con.execute("DROP TABLE fhir_drug_resources")
+    reader = OpioidReader(((None, parse_json(text)) for _, text in medications), kb)
+    found: dict[str, list[Prescription]] = {}
+    for patient_id, text in rows:
+        try:
+            resource = parse_json(text)
+        except InputError:
+            continue  # not text (an unpaired surrogate): nothing to read a drug from
+        prescription = _history_prescription(resource, reader)
+        if prescription is not None:
+            found.setdefault(patient_id, []).append(prescription)
+    return found, ""
+
+
+def _history_prescription(resource: Mapping[str, Any], reader: OpioidReader) -> Prescription | None:
+    """One request or statement as a prescription in the patient's history (``tolerance.Prescription``), or
+    None: not for an opioid, or never in force (cancelled, draft, entered in error, intended, not taken)."""
+    statuses = (
+        HISTORY_STATEMENT_STATUSES
+        if resource.get("resourceType") == "MedicationStatement"
+        else HISTORY_REQUEST_STATUSES
+    )
+    if resource.get("status") not in statuses:
+        return None
+    try:
+        use = reader.use(resource)
+    except InputError as exc:  # a date the adapter cannot read: the prescription's dose and dates are unknown
+        ingredient = reader.ingredient(resource)
+        if ingredient is None:
+            return None
+        return Prescription(OpioidUse(ingredient, None, None, None, Coded(f"{ingredient} ({exc.message})")))
+    if use is None:
+        return None
+    if use.end is not None:
+        return Prescription(use)
+    supply_end = _supply_end(resource, use.start)
+    if supply_end is not None:
+        return Prescription(dataclasses.replace(use, end=supply_end))
+    # in force now (active): open-ended, as the live service reads it; a past one without an end: not known
+    return Prescription(use, end_known=resource.get("status") == "active")
+
+
+def _supply_end(resource: Mapping[str, Any], start: dt.date | None) -> dt.date | None:
+    """The last day a request's supply lasts: ``dispenseRequest.expectedSupplyDuration`` (days, weeks or hours)
+    for the first fill and each repeat allowed, from its start; None when it does not say."""
+    dispense = resource.get("dispenseRequest")
+    if start is None or not isinstance(dispense, dict):
+        return None
+    supply = dispense.get("expectedSupplyDuration")
+    if not isinstance(supply, dict):
+        return None
+    value, unit = supply.get("value"), supply.get("code") or supply.get("unit") or ""
+    repeats = dispense.get("numberOfRepeatsAllowed", 0)
+    if (
+        not isinstance(value, int | Decimal)
+        or isinstance(value, bool)
+        or not isinstance(unit, str)
+        or unit not in _SUPPLY_DAYS
+        or not isinstance(repeats, int)
+        or isinstance(repeats, bool)
+        or value <= 0
+        or repeats < 0
+    ):
+        return None
+    days = Fraction(value) * _SUPPLY_DAYS[unit] * (1 + repeats)
+    return start + dt.timedelta(days=max(1, math.ceil(days)) - 1)

@@ -38,6 +38,7 @@ COMPARED = {
     "indication",
     "procedure_class",
     "conditions",
+    "opioid_tolerance",
 }
 
 

@@ -4,11 +4,26 @@
 ``drug_exposure``. Tables are found by name (``drug_exposure.parquet``, ``DRUG_EXPOSURE.csv``, a folder
 ``drug_exposure/`` of parts); columns a file lacks are NULL. Required: ``drug_exposure``; read when present:
 ``measurement``, ``condition_occurrence``, ``procedure_occurrence``, ``visit_occurrence``, ``visit_detail``,
-``care_site``, ``observation`` and ``concept``. CSV is read as text and every value is converted with TRY_CAST, so a
-value that is not a number or a time gives the row an ``input_problem``; no row is dropped.
+``care_site``, ``observation`` and the vocabulary tables ``concept``, ``concept_ancestor``,
+``concept_relationship`` and ``drug_strength``. CSV is read as text and every value is converted with TRY_CAST, so
+a value that is not a number or a time gives the row an ``input_problem``; no row is dropped.
 
-There is no vocabulary download here, so the reader works from source values, and uses the ``concept`` table
-when the folder has one (``vocabulary_id``, ``concept_code``, ``concept_name`` of the ids the rows carry).
+Two ways to read, chosen by what the folder holds (``has_vocabulary``):
+
+- **With the vocabulary** (``concept`` and ``concept_ancestor``, as sites run the CDM): every concept is found by
+  its ``vocabulary_id`` and ``concept_code``, never by a concept id written here (``vocabulary_ctes``). Ketamine
+  and each opioid are the drug concepts below their RxNorm ingredient (or a ketamine product code of the
+  knowledge base) in ``concept_ancestor``; their strengths are ``drug_strength`` rows for that ingredient (a
+  ketamine solution's mg per mL; an opioid tablet's mg); a condition's or procedure's codes are those of its
+  concepts and of the standard concepts they "Maps to" in ``concept_relationship`` (so a local or ICD-10-CM
+  source concept reaches the SNOMED CT code the value sets hold); the body weight is the LOINC 29463-7 concept
+  and its unit the UCUM code of ``unit_concept_id``. Source values are still read beside them, for rows an ETL
+  left unmapped (concept 0).
+- **Without it**, from source values as before, and the ``concept`` table when the folder has one
+  (``vocabulary_id``, ``concept_code``, ``concept_name`` of the ids the rows carry), with the few OMOP concept
+  ids below (body weight, kg and g, visit kinds), each checked and documented where it is used.
+
+Opioid prescriptions (for tolerance) are read by ``opioid_prescriptions`` (see there).
 
 Conventions:
 
@@ -22,8 +37,9 @@ Conventions:
 - Dose: ``quantity`` in ``dose_unit_source_value``; the unit decides bolus or infusion (a rate unit is an infusion),
   read by the engine's own unit parser (``decide.unit_rows``) over the units the table holds. Route:
   ``route_source_value`` (a SNOMED route code, or the words the FHIR adapter reads: IV, intravenous, PO, oral,
-  nasal, intranasal), or the name of ``route_concept_id``. Concentration (for mL and mL/h): "NN mg/mL" in the drug's
-  source value or concept name (OMOP keeps strengths in the vocabulary's drug_strength table, not read here).
+  nasal, intranasal), or the name of ``route_concept_id``. Concentration (for mL and mL/h): the drug's
+  ``drug_strength`` for the ketamine ingredient (with the vocabulary), else "NN mg/mL" in its source value or
+  concept name.
 - Weight: a body-weight ``measurement``: ``measurement_source_value`` LOINC 29463-7, or ``measurement_concept_id``
   3025315. Checked with the search tool (2026-11): 3025315 is the standard OMOP concept for LOINC 29463-7 (a
   concept-table row quoted in a public OMOP SQL script reads "3025315 Body weight Measurement LOINC Clinical
@@ -67,16 +83,32 @@ Conventions:
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from .._errors import InputError
+from .._facts import Coded, OpioidUse
 from .._kb import KnowledgeBase, load_knowledge
-from ..adapters.fhir import _INTENSIVE_CARE_WORDS, _ROUTE_CODES, _ROUTE_WORDS, BODY_WEIGHT, PCA_WORDS
+from ..adapters.fhir import (
+    _INTENSIVE_CARE_WORDS,
+    _ROUTE_CODES,
+    _ROUTE_WORDS,
+    BODY_WEIGHT,
+    PCA_WORDS,
+    _strength_in_names,
+    _word_pattern,
+)
 from .decide import unit_rows
 from .fhir_ndjson import (
+    _MASS_MG,
+    _VOLUME_ML,
     MG_PER_ML,
     PROCEDURE_WINDOW_SECONDS,
     coded_concepts,
@@ -91,8 +123,9 @@ from .fhir_ndjson import (
     value_sets_sql,
     words_match,
 )
+from .tolerance import Prescription
 
-__all__ = ["omop_source"]
+__all__ = ["omop_source", "opioid_prescriptions"]
 
 BODY_WEIGHT_CONCEPT = (
     "3025315"  # OMOP standard concept for LOINC 29463-7 Body weight (see the module docstring)
@@ -122,6 +155,9 @@ _TABLES: Mapping[str, Mapping[str, str]] = {
         "drug_source_concept_id": "VARCHAR",
         "drug_exposure_start_datetime": "VARCHAR",
         "drug_exposure_start_date": "VARCHAR",
+        "drug_exposure_end_datetime": "VARCHAR",
+        "drug_exposure_end_date": "VARCHAR",
+        "days_supply": "VARCHAR",
         "quantity": "VARCHAR",
         "dose_unit_source_value": "VARCHAR",
         "route_source_value": "VARCHAR",
@@ -185,7 +221,28 @@ _TABLES: Mapping[str, Mapping[str, str]] = {
         "vocabulary_id": "VARCHAR",
         "concept_code": "VARCHAR",
     },
+    "concept_ancestor": {"ancestor_concept_id": "VARCHAR", "descendant_concept_id": "VARCHAR"},
+    "concept_relationship": {
+        "concept_id_1": "VARCHAR",
+        "concept_id_2": "VARCHAR",
+        "relationship_id": "VARCHAR",
+        "invalid_reason": "VARCHAR",
+    },
+    "drug_strength": {
+        "drug_concept_id": "VARCHAR",
+        "ingredient_concept_id": "VARCHAR",
+        "amount_value": "VARCHAR",
+        "amount_unit_concept_id": "VARCHAR",
+        "numerator_value": "VARCHAR",
+        "numerator_unit_concept_id": "VARCHAR",
+        "denominator_value": "VARCHAR",
+        "denominator_unit_concept_id": "VARCHAR",
+        "invalid_reason": "VARCHAR",
+    },
 }
+# the vocabulary tables that switch the reader from source values to the vocabulary: concept and
+# concept_ancestor (concept_relationship and drug_strength are read when present)
+VOCABULARY_TABLES = ("concept", "concept_ancestor")
 
 
 def _quote(path: Path) -> str:
@@ -260,19 +317,100 @@ def _source_codings(value: str) -> str:
 
 
 def _coded(table: str, keys: Sequence[str], source_value: str, concept_ids: Sequence[str]) -> str:
-    """(keys..., short, norm) for each code a row carries: its source value and its concepts (if a concept
-    table is given)."""
+    """(keys..., short, norm) for each code a row carries: its source value read as a code, the codes of its
+    concepts (when a concept table is given), and with the vocabulary, the standard concepts each of those
+    "Maps to" (``maps_to``: empty without it)."""
     cols = ", ".join(keys)
-    parts = [f"SELECT {cols}, {_source_codings(source_value)} FROM {table}"]
+    keyed = ", ".join("t." + k for k in keys)
+    source = f"SELECT {cols}, {_source_codings(source_value)} FROM {table}"
+    parts = [source]
     for concept_id in concept_ids:
-        vocabulary = _vocabulary("c.vocabulary_id")
         parts.append(
-            f"SELECT {', '.join('t.' + k for k in keys)}, {vocabulary} AS short, "
-            f"{norm_code(vocabulary, 'c.concept_code')} AS norm "
-            f"FROM {table} t JOIN concept c ON c.concept_id = t.{concept_id}"
+            f"SELECT {keyed}, c.short, c.norm FROM {table} t JOIN concept c ON c.concept_id = t.{concept_id}"
         )
+        parts.append(
+            f"SELECT {keyed}, s.short, s.norm FROM {table} t JOIN maps_to m ON m.concept_id_1 = t.{concept_id} "
+            "JOIN concept s ON s.concept_id = m.concept_id_2"
+        )
+    parts.append(  # a source value that is a code of the vocabulary, and what it maps to
+        f"SELECT {keyed}, s.short, s.norm FROM ({source}) t JOIN concept c ON c.short = t.short AND c.norm = t.norm "
+        "JOIN maps_to m ON m.concept_id_1 = c.concept_id JOIN concept s ON s.concept_id = m.concept_id_2"
+    )
     union = " UNION ALL ".join(parts)
     return f"SELECT * FROM ({union}) WHERE short IS NOT NULL AND norm IS NOT NULL"
+
+
+def has_vocabulary(folder: Path) -> bool:
+    """Whether the folder holds the vocabulary tables the reader needs to work from standard concepts."""
+    return all(table_files(Path(folder), t) for t in VOCABULARY_TABLES)
+
+
+def _ingredient_codes(kb: KnowledgeBase) -> list[tuple[str, str]]:
+    """(RxNorm code, ingredient) of the knowledge base's ketamine codes and opioid ingredients."""
+    codes = [(code, "ketamine") for code in sorted(kb.ketamine_rxnorm)]
+    return codes + [(o.rxnorm, o.ingredient) for o in kb.opioids.values()]
+
+
+def vocabulary_ctes(r: Mapping[str, str], kb: KnowledgeBase, vocabulary: bool) -> str:
+    """CTEs over the vocabulary, each found by ``vocabulary_id`` and ``concept_code``, never by a concept id
+    (materialized once: a site's vocabulary holds millions of concepts, and the readers join them often):
+
+    - ``concept``: one row per concept id, with its short system name and normalised code (``short``, ``norm``);
+    - ``drug_ingredients`` (concept_id, ingredient, ingredient_concept_id): the knowledge base's RxNorm codes
+      (ketamine; each opioid's ingredient) and every concept below them in ``concept_ancestor``;
+    - ``maps_to`` (concept_id_1, concept_id_2): a concept and the standard concept it "Maps to";
+    - ``strengths``: ``drug_strength`` rows with their units' codes (UCUM: mg, ug, mL, h).
+
+    Without the vocabulary tables (``vocabulary`` False) the last three are empty: the reader works from
+    source values and names, as before."""
+    concept = f"""
+    concept AS MATERIALIZED (
+      SELECT *, {_vocabulary("vocabulary_id")} AS short, {norm_code(_vocabulary("vocabulary_id"), "concept_code")} AS norm
+      FROM (
+        SELECT concept_id, any_value(concept_name) AS concept_name, any_value(vocabulary_id) AS vocabulary_id,
+          any_value(concept_code) AS concept_code
+        FROM ({r["concept"]}) WHERE concept_id IS NOT NULL GROUP BY concept_id)
+    )"""
+    if not vocabulary:
+        return f"""{concept},
+    drug_ingredients AS (SELECT CAST(NULL AS VARCHAR) AS concept_id, CAST(NULL AS VARCHAR) AS ingredient,
+      CAST(NULL AS VARCHAR) AS ingredient_concept_id LIMIT 0),
+    maps_to AS (SELECT CAST(NULL AS VARCHAR) AS concept_id_1, CAST(NULL AS VARCHAR) AS concept_id_2 LIMIT 0),
+    strengths AS (SELECT {", ".join(f"CAST(NULL AS VARCHAR) AS {c}" for c in _STRENGTH_COLUMNS)} LIMIT 0)"""
+    codes = ", ".join(f"({lit(code)}, {lit(name)})" for code, name in _ingredient_codes(kb))
+    unit = "(SELECT u.concept_code FROM concept u WHERE u.concept_id = ds.{0})"
+    return f"""{concept},
+    ingredients AS MATERIALIZED (
+      SELECT c.concept_id, i.ingredient FROM concept c JOIN (VALUES {codes}) i(code, ingredient)
+        ON c.short = 'rxnorm' AND c.norm = i.code
+    ),
+    drug_ingredients AS MATERIALIZED (
+      SELECT DISTINCT a.descendant_concept_id AS concept_id, i.ingredient, i.concept_id AS ingredient_concept_id
+      FROM ({r["concept_ancestor"]}) a JOIN ingredients i ON a.ancestor_concept_id = i.concept_id
+      UNION SELECT concept_id, ingredient, concept_id FROM ingredients
+    ),
+    maps_to AS MATERIALIZED (
+      SELECT DISTINCT concept_id_1, concept_id_2 FROM ({r["concept_relationship"]})
+      WHERE relationship_id = 'Maps to' AND coalesce(invalid_reason, '') = ''
+    ),
+    strengths AS MATERIALIZED (
+      SELECT ds.drug_concept_id, ds.ingredient_concept_id, ds.amount_value, {unit.format("amount_unit_concept_id")} AS amount_unit,
+        ds.numerator_value, {unit.format("numerator_unit_concept_id")} AS numerator_unit, ds.denominator_value,
+        {unit.format("denominator_unit_concept_id")} AS denominator_unit
+      FROM ({r["drug_strength"]}) ds WHERE coalesce(ds.invalid_reason, '') = ''
+    )"""
+
+
+_STRENGTH_COLUMNS = (
+    "drug_concept_id",
+    "ingredient_concept_id",
+    "amount_value",
+    "amount_unit",
+    "numerator_value",
+    "numerator_unit",
+    "denominator_value",
+    "denominator_unit",
+)
 
 
 def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
@@ -282,15 +420,21 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     if not table_files(folder, "drug_exposure"):
         raise InputError("INPUT", f"no drug_exposure table (Parquet or CSV) in {folder}")
     r = {t: _reader(folder, t) for t in _TABLES}
+    vocabulary = has_vocabulary(folder)
     units = _unit_table(r["drug_exposure"])
     ket_codes = ", ".join(lit(c) for c in sorted(kb.ketamine_rxnorm))
     ket_words = ketamine_words(kb)
     names = concat("[drug_source_value, dc.concept_name, sc.concept_name]")
+    ketamine_drugs = "(SELECT concept_id FROM drug_ingredients WHERE ingredient = 'ketamine')"
     ketamine = (
-        f"(({_vocabulary('dc.vocabulary_id')} = 'rxnorm' AND dc.concept_code IN ({ket_codes})) "
-        f"OR ({_vocabulary('sc.vocabulary_id')} = 'rxnorm' AND sc.concept_code IN ({ket_codes})) "
+        f"((dc.short = 'rxnorm' AND dc.norm IN ({ket_codes})) "
+        f"OR (sc.short = 'rxnorm' AND sc.norm IN ({ket_codes})) "
+        f"OR e.drug_concept_id IN {ketamine_drugs} OR e.drug_source_concept_id IN {ketamine_drugs} "
         f"OR {words_match(names, ket_words)})"
     )
+    ketamine_strength = f"""(SELECT ds.drug_concept_id, any_value({_strength_mg_per_ml("ds")}) AS mg_per_ml
+      FROM strengths ds WHERE ds.ingredient_concept_id IN (SELECT ingredient_concept_id FROM drug_ingredients
+        WHERE ingredient = 'ketamine') GROUP BY ds.drug_concept_id)"""
     route_names = concat("[route_source_value, rc.concept_name]")
     by_code = " ".join(f"WHEN {lit(code)} THEN {lit(route.value)}" for code, route in _ROUTE_CODES.items())
     by_words = ", ".join(
@@ -304,6 +448,9 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     )
     icu = re2(_INTENSIVE_CARE_WORDS)
     weight_unit_concepts = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in WEIGHT_UNIT_CONCEPTS.items())
+    # the OMOP concept ids of body weight and of kg and g, only without the vocabulary (which names them by code)
+    weight_unit_ids = "NULL" if vocabulary else f"CASE m.unit_concept_id {weight_unit_concepts} END"
+    weight_id = "false" if vocabulary else f"m.measurement_concept_id = {lit(BODY_WEIGHT_CONCEPT)}"
     weight_code = f"(trim(m.measurement_source_value) = {lit(BODY_WEIGHT)} OR m.measurement_source_value LIKE '%:{BODY_WEIGHT}')"
     yes_no = (
         "CASE WHEN lower(trim(o.value_as_string)) IN ('yes', 'y', 'true', '1') OR TRY_CAST(o.value_as_number AS DOUBLE) = 1 "
@@ -317,17 +464,15 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     pclasses AS ({procedure_classes_sql(kb)}),
     {uses_sql(kb)},
     units AS ({units}),
-    concept AS (
-      SELECT concept_id, any_value(concept_name) AS concept_name, any_value(vocabulary_id) AS vocabulary_id,
-        any_value(concept_code) AS concept_code
-      FROM ({r["concept"]}) WHERE concept_id IS NOT NULL GROUP BY concept_id
-    ),
+    {vocabulary_ctes(r, kb, vocabulary)},
     exposures AS (
-      SELECT e.*, {names} AS drug_names, {routes} AS routes, rc.concept_name AS route_concept_name
+      SELECT e.*, {names} AS drug_names, {routes} AS routes, rc.concept_name AS route_concept_name,
+        ks.mg_per_ml AS vocabulary_mg_per_ml
       FROM ({r["drug_exposure"]}) e
       LEFT JOIN concept dc ON dc.concept_id = e.drug_concept_id
       LEFT JOIN concept sc ON sc.concept_id = e.drug_source_concept_id
       LEFT JOIN concept rc ON rc.concept_id = e.route_concept_id
+      LEFT JOIN {ketamine_strength} ks ON ks.drug_concept_id = e.drug_concept_id
       WHERE {ketamine}
     ),
     core0 AS (
@@ -336,15 +481,16 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         coalesce({_time("drug_exposure_start_datetime")}, {_time("drug_exposure_start_date")}) AS administered_at,
         CASE len(routes) WHEN 1 THEN routes[1] WHEN 0 THEN coalesce(route_source_value, route_concept_name) END AS route,
         routes, quantity, TRY_CAST(quantity AS DOUBLE) AS dose_value, trim(dose_unit_source_value) AS dose_unit,
-        drug_names, sig
+        drug_names, sig, vocabulary_mg_per_ml
       FROM exposures
     ),
     core AS (
       SELECT c.*,
         CASE WHEN c.route = 'intravenous' AND u.ok THEN CASE WHEN u.is_rate THEN 'infusion' ELSE 'bolus' END END AS kind,
         coalesce(u.is_rate, false) AS is_rate,
-        CASE WHEN u.is_volume THEN [TRY_CAST(regexp_extract(n, {lit(MG_PER_ML)}, 1) AS DOUBLE) for n in c.drug_names
-          if n IS NOT NULL AND regexp_matches(n, {lit(MG_PER_ML)})][1] END AS concentration_mg_per_ml,
+        CASE WHEN u.is_volume THEN coalesce(c.vocabulary_mg_per_ml,
+          [TRY_CAST(regexp_extract(n, {lit(MG_PER_ML)}, 1) AS DOUBLE) for n in c.drug_names
+           if n IS NOT NULL AND regexp_matches(n, {lit(MG_PER_ML)})][1]) END AS concentration_mg_per_ml,
         coalesce(regexp_matches(c.sig, {lit(PCA_WORDS)}), false)
           AND len([n for n in c.drug_names if n IS NOT NULL AND n LIKE '% / %']) = 0 AS pca_sole_agent
       FROM core0 c LEFT JOIN units u ON u.text = c.dose_unit
@@ -358,12 +504,11 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         struct_pack(id := m.measurement_id, value := TRY_CAST(m.value_as_number AS DOUBLE),
           is_number := TRY_CAST(m.value_as_number AS DOUBLE) IS NOT NULL,
           unit := coalesce(trim(m.unit_source_value), CASE WHEN lower(uc.vocabulary_id) = 'ucum' THEN uc.concept_code END,
-                           CASE m.unit_concept_id {weight_unit_concepts} END)) AS w
+                           {weight_unit_ids})) AS w
       FROM ({r["measurement"]}) m
       LEFT JOIN concept mc ON mc.concept_id = m.measurement_concept_id
       LEFT JOIN concept uc ON uc.concept_id = m.unit_concept_id
-      WHERE m.measurement_concept_id = {lit(BODY_WEIGHT_CONCEPT)} OR {weight_code}
-        OR ({_vocabulary("mc.vocabulary_id")} = 'loinc' AND mc.concept_code = {lit(BODY_WEIGHT)})
+      WHERE {weight_id} OR {weight_code} OR (mc.short = 'loinc' AND mc.norm = {lit(BODY_WEIGHT)})
     ),
     visit_weight AS (
       SELECT c.admin_id, any_value(w.w) AS w FROM (SELECT * FROM timed WHERE visit_id IS NOT NULL) c
@@ -488,6 +633,8 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       conditions,
       CASE WHEN route IN ('oral', 'intranasal') THEN prior END AS prior_iv_ketamine,
       coalesce(pca_sole_agent, false) AS pca_sole_agent,
+      CAST(NULL AS VARCHAR) AS opioid_tolerance, CAST(NULL AS VARCHAR) AS opioid_unknown_reason,
+      CAST(NULL AS VARCHAR) AS opioid_basis,
       CASE
         WHEN admin_id IS NULL THEN 'a drug_exposure row has no drug_exposure_id'
         WHEN patient_id IS NULL THEN {d} || 'no person_id'
@@ -502,6 +649,16 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       END AS input_problem
     FROM answer
     """
+
+
+def _strength_mg_per_ml(ds: str) -> str:
+    """A drug_strength row's mg per mL (numerator mass over denominator volume; NULL when not that)."""
+    mass = _MASS_MG.format(u=f"{ds}.numerator_unit")
+    volume = _VOLUME_ML.format(u=f"{ds}.denominator_unit")
+    return (
+        f"(TRY_CAST({ds}.numerator_value AS DOUBLE) * ({mass}) / "
+        f"nullif(coalesce(TRY_CAST({ds}.denominator_value AS DOUBLE), 1.0) * ({volume}), 0))"
+    )
 
 
 def _unit_table(drug_exposure: str) -> str:
@@ -522,3 +679,152 @@ def _unit_table(drug_exposure: str) -> str:
             "SELECT CAST(NULL AS VARCHAR) AS text, false AS ok, false AS is_rate, false AS is_volume LIMIT 0"
         )
     return f"SELECT * FROM (VALUES {', '.join(rows)}) v(text, ok, is_rate, is_volume)"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Opioid prescriptions (for tolerance: ``tolerance.py``)
+
+AS_NEEDED_SIG = re.compile(r"\b(?:prn|as needed|as required)\b", re.IGNORECASE)
+_MASS_FACTORS: Mapping[str, Fraction] = {
+    "mg": Fraction(1),
+    "g": Fraction(1000),
+    "ug": Fraction(1, 1000),
+    "mcg": Fraction(1, 1000),
+}
+_VOLUME_FACTORS: Mapping[str, Fraction] = {"ml": Fraction(1), "l": Fraction(1000)}
+
+
+def opioid_prescriptions(
+    con: duckdb.DuckDBPyConnection, folder: Path, administrations: str, kb: KnowledgeBase
+) -> tuple[dict[str, list[Prescription]], str]:
+    """The opioid ``drug_exposure`` rows of the persons in ``administrations``, by person id.
+
+    With the vocabulary tables, an opioid is a drug concept below an opioid's RxNorm ingredient
+    (``concept_ancestor``) and its strength is the ``drug_strength`` row for that ingredient; without them (and
+    for rows whose concept the vocabulary does not hold) the drug's names say which opioid it is (as the FHIR
+    adapter reads names) and the strength is the first after the opioid's name ("oxycodone hydrochloride 5 MG
+    Oral Tablet"). The daily amount is ``quantity`` times the strength over ``days_supply`` (what was supplied
+    per day of supply); a ``sig`` saying as needed (PRN) makes it unknown, as an as-needed FHIR order does.
+    An exposure of one day without a days supply is a dose given (an administration), not a prescription: the
+    FHIR reader reads requests and statements, not administrations, and so does this one.
+    OMOP records no patches worn at once, so transdermal fentanyl's mcg/h is unknown. Every exposure type
+    counts (written, dispensed, administered), from its start to ``drug_exposure_end_date`` (else the last day of
+    its supply; else its end is not known)."""
+    folder = Path(folder)
+    tables = ("drug_exposure", "concept", "concept_ancestor", "concept_relationship", "drug_strength")
+    r = {t: _reader(folder, t) for t in tables}
+    vocabulary = has_vocabulary(folder)
+    names = concat("[e.drug_source_value, dc.concept_name, sc.concept_name]")
+    words = "|".join(re.escape(i.lower()) for i in kb.opioids)
+    rows = con.execute(f"""
+        WITH {vocabulary_ctes(r, kb, vocabulary)},
+        opioid_drugs AS (
+          SELECT concept_id, arg_min(ingredient, ingredient) AS ingredient,
+            arg_min(ingredient_concept_id, ingredient) AS ingredient_concept_id
+          FROM drug_ingredients WHERE ingredient <> 'ketamine' GROUP BY concept_id
+        ),
+        candidates AS (
+          SELECT e.*, {names} AS names, coalesce(od.ingredient, os.ingredient) AS ingredient,
+            coalesce(od.ingredient_concept_id, os.ingredient_concept_id) AS ingredient_concept_id,
+            coalesce(od.concept_id, os.concept_id) IS NOT NULL AS by_vocabulary
+          FROM ({r["drug_exposure"]}) e
+          LEFT JOIN concept dc ON dc.concept_id = e.drug_concept_id
+          LEFT JOIN concept sc ON sc.concept_id = e.drug_source_concept_id
+          LEFT JOIN opioid_drugs od ON od.concept_id = e.drug_concept_id
+          LEFT JOIN opioid_drugs os ON os.concept_id = e.drug_source_concept_id
+          WHERE e.person_id IN (SELECT patient_id FROM {administrations})
+        )
+        SELECT c.person_id, c.ingredient, c.names,
+          coalesce(c.drug_exposure_start_date, substr(c.drug_exposure_start_datetime, 1, 10)) AS start_day,
+          coalesce(c.drug_exposure_end_date, substr(c.drug_exposure_end_datetime, 1, 10)) AS end_day,
+          c.days_supply, c.quantity, c.sig,
+          ds.amount_value, ds.amount_unit, ds.numerator_value, ds.numerator_unit, ds.denominator_value,
+          ds.denominator_unit
+        FROM candidates c
+        LEFT JOIN strengths ds ON ds.drug_concept_id = coalesce(c.drug_concept_id, '')
+          AND ds.ingredient_concept_id = c.ingredient_concept_id
+        WHERE (c.by_vocabulary OR regexp_matches(lower(array_to_string(c.names, ' ')), {lit(words)}))
+          AND NOT (c.days_supply IS NULL AND coalesce(end_day = start_day, true))
+    """).fetchall()
+    found: dict[str, list[Prescription]] = {}
+    for row in rows:
+        prescription = _exposure_prescription(row, kb)
+        if prescription is not None:
+            found.setdefault(str(row[0]), []).append(prescription)
+    return found, ""
+
+
+def _exposure_prescription(row: Sequence[Any], kb: KnowledgeBase) -> Prescription | None:
+    (_, ingredient, names, start_day, end_day, supply, quantity, sig, *strength) = row
+    names = tuple(n for n in (names or ()) if n)
+    ingredient = ingredient or _named_opioid(names, kb)
+    if ingredient is None:
+        return None
+    as_needed = bool(sig and AS_NEEDED_SIG.search(sig))
+    start, end = _day(start_day), _day(end_day)
+    days = _positive(supply)
+    amount = None
+    if not as_needed and kb.opioids[ingredient].unit == "mg/d":
+        amount = _mg_per_day(ingredient, names, _positive(quantity), days, strength)
+    end_known = True
+    if end is None and start is not None and days is not None:
+        end = start + dt.timedelta(days=int(days) - 1) if days.denominator == 1 else None
+    if end is None:
+        end_known = False
+    source = Coded(names[0] if names else ingredient)
+    return Prescription(OpioidUse(ingredient, amount, start, end, source, as_needed), end_known)
+
+
+def _named_opioid(names: Sequence[str], kb: KnowledgeBase) -> str | None:
+    """The opioid a drug's names name first (whole words), as the FHIR adapter reads a product's names."""
+    pattern = _word_pattern(tuple(kb.opioids))
+    for name in dict.fromkeys(names):
+        found = pattern.search(name)
+        if found:
+            return found.group(0).lower()
+    return None
+
+
+def _mg_per_day(
+    ingredient: str,
+    names: tuple[str, ...],
+    quantity: Fraction | None,
+    days: Fraction | None,
+    strength: Sequence[Any],
+) -> Fraction | None:
+    """quantity x strength / days supply, in mg per day; None when any of them is not known."""
+    if quantity is None or days is None:
+        return None
+    per_unit = _vocabulary_strength(strength)
+    if per_unit is None:
+        per_unit = _strength_in_names(names, ingredient, None) or _strength_in_names(names, ingredient, "ml")
+    return quantity * per_unit / days if per_unit is not None else None
+
+
+def _vocabulary_strength(strength: Sequence[Any]) -> Fraction | None:
+    """mg per unit (a tablet: ``amount_value``) or per mL (``numerator_value`` over ``denominator_value``)."""
+    amount, amount_unit, numerator, numerator_unit, denominator, denominator_unit = strength
+    value, factor = _positive(amount), _MASS_FACTORS.get(str(amount_unit or "").lower())
+    if value is not None and factor is not None:
+        return value * factor
+    value, factor = _positive(numerator), _MASS_FACTORS.get(str(numerator_unit or "").lower())
+    volume = _VOLUME_FACTORS.get(str(denominator_unit or "").lower())
+    if value is None or factor is None or volume is None:
+        return None
+    per = _positive(denominator) if denominator is not None else Fraction(1)
+    return value * factor / (per * volume) if per is not None else None
+
+
+def _positive(text: Any) -> Fraction | None:
+    try:
+        number = Decimal(str(text).strip()) if text is not None else None
+    except InvalidOperation:
+        return None
+    return Fraction(number) if number is not None and number.is_finite() and number > 0 else None
+
+
+def _day(text: Any) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(str(text).strip()[:10]) if text else None
+    except ValueError:
+        return None

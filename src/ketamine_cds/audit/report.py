@@ -708,6 +708,7 @@ def render(agg: Aggregates, summary: Mapping[str, Any], kb: KnowledgeBase, writt
         "time_min": min(per_period, default=0),
         "time_max": max(per_period, default=0),
         "period_rows": lambda series: _period_rows(series, agg),
+        "summary": summary,
     }
     template = _environment().get_template("report.html")
     return template.render(**_DEFINITIONS, **_statement_lookups(kb), **page)

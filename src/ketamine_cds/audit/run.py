@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import InputError
-from .._kb import load_knowledge
+from .._kb import KnowledgeBase, load_knowledge
 from .._render import site_json
 from .._site import Site
+
+if TYPE_CHECKING:
+    from .tolerance import Prescription, Staged
 
 Form = Literal["flat", "fhir", "omop"]
 
@@ -44,6 +49,61 @@ def source_sql(path: Path, form: Form) -> str:
 
     omop: str = omop_source(path)
     return omop
+
+
+@dataclass(frozen=True)
+class Canonical:
+    """The canonical rows of a FHIR or OMOP input, and what the tolerance step did."""
+
+    path: Path
+    tolerance: Staged
+
+
+def canonical_parquet(path: Path, form: Form, out_dir: Path, memory_limit: str = "1GB") -> Canonical:
+    """FHIR or OMOP input read once by its DuckDB reader into ``out_dir/canonical/administrations.parquet``,
+    with opioid tolerance decided once per patient and day (``tolerance.py``).
+
+    The audit reads its input more than once (the units it holds, the decision classes, the findings): a
+    flat table can be read again at no cost, but a FHIR export is JSON to parse and join, so it is read
+    once, in bounded memory, and every later pass (DuckDB's or Spark's) reads the canonical Parquet."""
+    import duckdb
+
+    from .duck import sql_path, tune
+    from .tolerance import with_tolerance
+
+    kb = load_knowledge()
+    source = source_sql(path, form)
+    target = out_dir / "canonical"
+    target.mkdir(parents=True, exist_ok=True)
+    parquet = target / "administrations.parquet"
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET temp_directory = '{sql_path(out_dir / '.duckdb-tmp')}'")
+        tune(con)
+        con.execute(f"CREATE TEMP TABLE administrations AS {source}")
+        reading = time.monotonic()
+        prescriptions, unread = _prescriptions(con, path, form, kb)
+        reading = time.monotonic() - reading
+        select, staged = with_tolerance(con, "administrations", prescriptions, kb, unread)
+        staged = dataclasses.replace(staged, reading_seconds=reading)
+        con.execute(f"COPY ({select}) TO '{sql_path(parquet)}' (FORMAT parquet, COMPRESSION zstd)")
+    finally:
+        con.close()
+    return Canonical(parquet, staged)
+
+
+def _prescriptions(
+    con: Any, path: Path, form: Form, kb: KnowledgeBase
+) -> tuple[Mapping[str, Sequence[Prescription]] | None, str]:
+    if form == "fhir":
+        from .fhir_ndjson import opioid_prescriptions
+
+        return opioid_prescriptions(con, path, "administrations", kb)
+    from .omop import opioid_prescriptions as omop_prescriptions
+
+    return omop_prescriptions(con, path, "administrations", kb)
 
 
 class _Reporter:
@@ -102,10 +162,20 @@ def _run_audit(
     threads: int | None,
     site: Site | None = None,
 ) -> dict[str, Any]:
+    from .duck import sql_path
+
     form = form or detect_form(path)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    source = source_sql(path, form)
+    spark_input: tuple[Path, str] = (path, form)
+    tolerance_step: dict[str, Any] | None = None  # the FHIR and OMOP readers decide tolerance (tolerance.py)
+    if form == "flat":
+        source = source_sql(path, form)
+    else:  # read once: every later pass reads the canonical rows
+        canonical = canonical_parquet(path, form, out_dir, memory_limit)
+        source = f"SELECT * FROM read_parquet('{sql_path(canonical.path)}')"
+        spark_input = (canonical.path, "canonical")
+        tolerance_step = canonical.tolerance.as_dict()
     reporter = _Reporter(_count(source))
     reporter.event("audit.start", input=str(path), form=form, engine=engine, rows=reporter.total)
     if engine == "spark":
@@ -116,15 +186,22 @@ def _run_audit(
                 "--engine", f"Spark is not installed ({exc}): pip install 'ketamine-cds[spark]'"
             ) from None
 
-        run = run_spark(path, form, out_dir, site=site)
+        run = run_spark(*spark_input, out_dir, site=site)
     else:
         from .duck import run_duckdb
 
         run = run_duckdb(
             source, out_dir, memory_limit=memory_limit, threads=threads, progress=reporter.progress, site=site
         )
-    about = {"engine": engine, "form": form, "input": str(path), "decision_classes": run.classes}
-    summary = write_outputs(run.findings, out_dir, {**about, "site": site_json(site)}, started)
+    about: dict[str, Any] = {
+        "engine": engine,
+        "form": form,
+        "input": str(path),
+        "decision_classes": run.classes,
+        "site": site_json(site),
+        **({"opioid_tolerance_step": tolerance_step} if tolerance_step is not None else {}),
+    }
+    summary = write_outputs(run.findings, out_dir, about, started)
     seconds = max(time.monotonic() - started, 1e-9)
     reporter.event(
         "audit.done",
@@ -149,11 +226,13 @@ def write_outputs(
     from .duck import summary_rows
     from .report import aggregate, write_html
     from .summary import quality_summary
+    from .tolerance_report import tolerance_summary
 
     kb = load_knowledge()
     agg = aggregate(findings, kb, exports_to=out_dir / EXPORT_DIR)
     summary = summary_rows(findings)
     summary.update(quality_summary(agg))
+    summary["opioid_tolerance"] = tolerance_summary(findings, kb)
     summary.update(about)
     if started is not None:
         summary["seconds"] = round(time.monotonic() - started, 2)

@@ -16,8 +16,8 @@ Input:
   [:SS[.fraction]]`` and an optional offset (``Z``, ``+HH[:MM]``, `` UTC``), which DuckDB ignores and so do we;
   DuckDB's rarer forms (years before 1 or after 9999, ``epoch``, ``infinity``) are "not a time" here.
 * ``fhir`` and ``omop``: their readers are DuckDB SQL (``fhir_ndjson.py``, ``omop.py``), so the driver first
-  writes their canonical rows to ``out_dir/canonical/administrations.parquet`` with DuckDB (``run.source_sql``)
-  and Spark reads that. This is fine on one machine; on a cluster one would port those readers to Spark too,
+  writes their canonical rows to ``out_dir/canonical/administrations.parquet`` with DuckDB
+  (``run.canonical_parquet``) and Spark reads that. This is fine on one machine; on a cluster one would port those readers to Spark too,
   so that the resources are read in parallel where they are stored.
 
 The Spark session is created once per process and reused by later calls (the JVM takes seconds to start); an
@@ -334,30 +334,6 @@ def read_canonical(spark: SparkSession, parquet: Path) -> DataFrame:
     return frame.select(*(F.col(n).cast(_SPARK_TYPES[kind]).alias(n) for n, kind, _ in COLUMNS))
 
 
-def _canonical_parquet(path: Path, form: str, out_dir: Path) -> Path:
-    """FHIR or OMOP input read by its DuckDB reader and written as canonical Parquet for Spark to read.
-
-    On a cluster the readers would be Spark jobs too (the input is read where it is stored); here the driver
-    reads it once, in bounded memory, as ``run_duckdb`` would.
-    """
-    import duckdb
-
-    from .run import source_sql
-
-    source = source_sql(path, "fhir" if form == "fhir" else "omop")
-    target = out_dir / "canonical"
-    target.mkdir(parents=True, exist_ok=True)
-    parquet = target / "administrations.parquet"
-    con = duckdb.connect()
-    try:
-        con.execute("SET preserve_insertion_order = false")
-        con.execute(f"SET temp_directory = '{sql_path(out_dir / '.duckdb-tmp')}'")
-        con.execute(f"COPY ({source}) TO '{sql_path(parquet)}' (FORMAT parquet, COMPRESSION zstd)")
-    finally:
-        con.close()
-    return parquet
-
-
 # --- the audit ---------------------------------------------------------------------------------------------
 
 
@@ -535,7 +511,8 @@ def _decisions(
     frame = spark.createDataFrame(
         decided,
         "class_key bigint, verdict string, statements array<string>, dose_status string, problem string, "
-        "limit_per_kg double, limit_source string, guideline_verdict string, guideline_dose_status string",
+        "limit_per_kg double, tolerance_used string, tolerance_unknown_reason string, limit_source string, "
+        "guideline_verdict string, guideline_dose_status string",
     )
     return F.broadcast(frame), len(classes), rows
 
@@ -578,7 +555,11 @@ def _spark_type(duck: str) -> str:
 
 
 def _findings_columns(kb: KnowledgeBase) -> list[Column]:
-    computed: Mapping[str, Column] = {"max_for_weight": F.col("limit_per_kg") * F.col("weight_kg")}
+    computed: Mapping[str, Column] = {
+        "max_for_weight": F.col("limit_per_kg") * F.col("weight_kg"),
+        "opioid_tolerance": F.col("tolerance_used"),  # the engine's, as in DuckDB (not the row's word)
+        "opioid_unknown_reason": F.col("tolerance_unknown_reason"),
+    }
     return [computed.get(name, F.col(name)).cast(kind).alias(name) for name, kind in _findings_types(kb)]
 
 
@@ -598,7 +579,8 @@ def run_spark(
     kb: KnowledgeBase | None = None,
     site: Site | None = None,
 ) -> AuditRun:
-    """Audit ``path`` (form ``flat``, ``fhir`` or ``omop``) on Spark; write ``out_dir/findings.parquet`` (a folder)."""
+    """Audit ``path`` (form ``flat``, ``fhir`` or ``omop``; or ``canonical``, the Parquet ``run.canonical_parquet``
+    wrote) on Spark; write ``out_dir/findings.parquet`` (a folder)."""
     kb = kb or load_knowledge()
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -606,7 +588,12 @@ def run_spark(
     if form == "flat":
         src = read_flat(spark, path)
     elif form in ("fhir", "omop"):
-        src = read_canonical(spark, _canonical_parquet(path, form, out_dir))
+        from .run import canonical_parquet
+
+        canonical = canonical_parquet(path, "fhir" if form == "fhir" else "omop", out_dir)
+        src = read_canonical(spark, canonical.path)
+    elif form == "canonical":  # FHIR or OMOP already read by ``run.canonical_parquet``
+        src = read_canonical(spark, path)
     else:
         raise InputError("form", f"unknown input form {form!r} (flat, fhir or omop)")
     measured = _measured(spark, src, kb, site).persist()  # read by the classes and again by the findings

@@ -8,9 +8,17 @@ practice (a mg dose recorded as mg/kg, mcg for mg, free-text units such as "mgs"
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
+
+from .._facts import Coded, OpioidUse
+from .._kb import load_knowledge
+
+if TYPE_CHECKING:
+    from .tolerance import Prescription
 
 
 def _u(seed: int, purpose: str) -> str:
@@ -168,6 +176,50 @@ def canonical_sql(rows: int, seed: int = 20261124, patients: int | None = None) 
     """
 
 
+# Opioid products of the synthetic prescriptions: name (as RxNorm writes it), ingredient, mg per tablet.
+OPIOID_PRODUCTS: tuple[tuple[str, str, int], ...] = (
+    ("oxycodone hydrochloride 5 MG Oral Tablet", "oxycodone", 5),
+    ("oxycodone hydrochloride 10 MG Oral Tablet", "oxycodone", 10),
+    ("morphine sulfate 15 MG Oral Tablet", "morphine", 15),
+    ("12 HR morphine sulfate 30 MG Extended Release Oral Tablet", "morphine", 30),
+    ("hydromorphone hydrochloride 2 MG Oral Tablet", "hydromorphone", 2),
+    ("tramadol hydrochloride 50 MG Oral Tablet", "tramadol", 50),
+    ("acetaminophen 325 MG / hydrocodone bitartrate 10 MG Oral Tablet", "hydrocodone", 10),
+)
+
+
+def prescriptions_sql(rows: int, seed: int = 20261124, patients: int | None = None) -> str:
+    """A SELECT of synthetic opioid prescriptions for the patients of ``canonical_sql(rows, seed, patients)``:
+    about one patient in five has one, some a second; tablets of a product, 1 or 2 at a time, 1 to 4 times a
+    day (some as needed), for 14 days to 18 months within the administrations' three years; ``status`` as a
+    FHIR MedicationRequest records it (active or completed; every one has its end date)."""
+    patients = patients or max(1, rows // 8)
+    s = seed
+    products = ", ".join(f"({k}, {_lit(n)}, {_lit(i)}, {mg})" for k, (n, i, mg) in enumerate(OPIOID_PRODUCTS))
+    return f"""
+    WITH p AS (SELECT 1 + x AS patient, k FROM range({patients}) t(x), range(2) r(k)),
+    chosen AS (
+      SELECT patient, k, CAST(hash(patient, k, {s}, 'rx-product') % {len(OPIOID_PRODUCTS)} AS BIGINT) AS product,
+        1 + CAST(hash(patient, k, {s}, 'rx-per-dose') % 2 AS BIGINT) AS per_dose,
+        1 + CAST(hash(patient, k, {s}, 'rx-per-day') % 4 AS BIGINT) AS per_day,
+        DATE '2023-01-01' + CAST(hash(patient, k, {s}, 'rx-start') % 1000 AS INTEGER) AS start_day,
+        14 + CAST(hash(patient, k, {s}, 'rx-days') % 527 AS INTEGER) AS days,
+        hash(patient, k, {s}, 'rx-prn') % 100 < 15 AS as_needed,
+        CASE WHEN hash(patient, k, {s}, 'rx-status') % 3 = 0 THEN 'active' ELSE 'completed' END AS status
+      FROM p
+      WHERE hash(patient, k, {s}, 'rx') % 100 < CASE k WHEN 0 THEN 20 ELSE 6 END
+    )
+    SELECT 'P' || lpad(CAST(patient AS VARCHAR), 8, '0') AS patient_id, patient, k,
+      'OP' || patient || '-' || k AS rx_id, c.product, v.name, v.ingredient, v.mg AS strength_mg, per_dose, per_day,
+      start_day, start_day + days - 1 AS end_day, days, as_needed, status
+    FROM chosen c JOIN (VALUES {products}) v(product, name, ingredient, mg) ON v.product = c.product
+    """
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def write_all(rows: int, out_dir: Path, seed: int = 20261124) -> dict[str, Path]:
     """Every input form the audit reads, from the same synthetic administrations."""
     from .synth_forms import write_fhir, write_omop
@@ -179,13 +231,19 @@ def write_all(rows: int, out_dir: Path, seed: int = 20261124) -> dict[str, Path]
 
 
 def write_flat(rows: int, out_dir: Path, seed: int = 20261124, csv: bool = True) -> Path:
-    """The flat form: ``flat/administrations.parquet`` (and ``.csv`` for smaller sets)."""
+    """The flat form: ``flat/administrations.parquet`` (and ``.csv`` for smaller sets), with the opioid
+    tolerance the synthetic prescriptions give each administration (decided as the audit decides it for the
+    FHIR and OMOP forms: ``tolerance.with_tolerance``)."""
+    from .tolerance import with_tolerance
+
     target = out_dir / "flat"
     target.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     try:
-        sql = canonical_sql(rows, seed)
-        query = f"SELECT * EXCLUDE (input_problem) FROM ({sql})"
+        con.execute(f"CREATE TEMP TABLE administrations AS {canonical_sql(rows, seed)}")
+        prescriptions = synthetic_prescriptions(con, rows, seed)
+        select, _ = with_tolerance(con, "administrations", prescriptions, load_knowledge())
+        query = f"SELECT * EXCLUDE (input_problem) FROM ({select})"
         con.execute(
             f"COPY ({query}) TO '{target / 'administrations.parquet'}' (FORMAT parquet, COMPRESSION zstd)"
         )
@@ -194,3 +252,24 @@ def write_flat(rows: int, out_dir: Path, seed: int = 20261124, csv: bool = True)
     finally:
         con.close()
     return target
+
+
+def synthetic_prescriptions(
+    con: duckdb.DuckDBPyConnection, rows: int, seed: int = 20261124
+) -> dict[str, list[Prescription]]:
+    """``prescriptions_sql`` as the engine reads them (what the FHIR and OMOP forms record: tablets times their
+    strength times the doses a day; an as-needed one has no daily amount), by patient id."""
+    from .tolerance import Prescription
+
+    found: dict[str, list[Prescription]] = {}
+    query = (
+        "SELECT patient_id, name, ingredient, strength_mg, per_dose, per_day, start_day, end_day, as_needed "
+        f"FROM ({prescriptions_sql(rows, seed)}) ORDER BY patient_id, k"
+    )
+    for patient, name, ingredient, mg, per_dose, per_day, start, end, as_needed in con.execute(
+        query
+    ).fetchall():
+        amount = None if as_needed else Fraction(mg) * per_dose * per_day
+        use = OpioidUse(ingredient, amount, start, end, Coded(name), as_needed=bool(as_needed))
+        found.setdefault(patient, []).append(Prescription(use))
+    return found

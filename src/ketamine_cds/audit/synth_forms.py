@@ -13,8 +13,12 @@ administration, because the synthetic rows of one patient are independent of one
 - a coded indication is the request's ``reasonCode`` (OMOP: a condition in the visit); a use no clinical code
   names is the reason's text (OMOP: an ``observation`` linked to the drug exposure); perioperative use with a
   surgery class is a Procedure in the Encounter (OMOP: a procedure_occurrence in the visit);
-- a prior IV ketamine course (oral and intranasal rows) is a MedicationStatement the administration cites:
-  ``completed`` for yes, ``not-taken`` for no (OMOP: an ``observation`` linked to the drug exposure).
+- a prior IV ketamine course (oral and intranasal rows) is a MedicationStatement of an IV infusion (a rate) the
+  administration cites: ``completed`` for yes, ``not-taken`` for no (OMOP: an ``observation`` linked to the drug
+  exposure);
+- opioid prescriptions (``synth.prescriptions_sql``) are MedicationRequests with their tablets, doses a day and
+  period (OMOP: ``drug_exposure`` rows with quantity and days supply, half of them coded in a small vocabulary
+  of site-local concept ids: ``concept``, ``concept_ancestor``, ``drug_strength``).
 
 Randomness is a hash of (seed, row, purpose), as in ``synth.py``. Files are written with DuckDB COPY: NDJSON with
 ``FORMAT json`` (FHIR forbids ``null``, so each file holds resources with the same elements present: a type may be
@@ -30,7 +34,7 @@ import duckdb
 
 from .._kb import SYSTEMS, KnowledgeBase, load_knowledge
 from .fhir_ndjson import lit, str_list
-from .synth import canonical_sql
+from .synth import OPIOID_PRODUCTS, canonical_sql, prescriptions_sql
 
 UCUM = "http://unitsofmeasure.org"
 ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
@@ -144,13 +148,15 @@ def _system_url(short: str) -> str:
 
 def _prepare(con: duckdb.DuckDBPyConnection, rows: int, seed: int, kb: KnowledgeBase) -> None:
     """Temp tables: ``b`` (one row per administration, with its variant choices), ``conds`` (its conditions,
-    with a code each), ``reason`` (its indication's code, for coded uses) and ``surgery`` (a procedure code)."""
+    with a code each), ``reason`` (its indication's code, for coded uses), ``surgery`` (a procedure code) and
+    ``rx`` (the opioid prescriptions, ``synth.prescriptions_sql``)."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE b AS
         SELECT c.*, CAST(substr(c.admin_id, 2) AS BIGINT) AS i, CAST(substr(c.patient_id, 2) AS BIGINT) AS p,
           trim(c.dose_unit) AS unit_trimmed
         FROM ({canonical_sql(rows, seed)}) c
     """)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rx AS {prescriptions_sql(rows, seed)}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE codes AS {_code_table(kb)}")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE conds AS
@@ -177,7 +183,8 @@ def _prepare(con: duckdb.DuckDBPyConnection, rows: int, seed: int, kb: Knowledge
 
 def _write_ndjson(con: duckdb.DuckDBPyConnection, select: str, target: Path, resource_type: str) -> int:
     """Write resources (one per row; NULL columns are absent elements) as NDJSON, one file per set of elements
-    present. Returns the number of resources."""
+    present. Returns the number of resources. ``resource_type`` is the files' name (``MedicationRequest``, or
+    ``MedicationRequest.opioid`` for a second set of the type)."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE out_rows AS {select}")
     columns = [r[0] for r in con.execute("DESCRIBE out_rows").fetchall()]
     present = ", ".join(f'"{c}" IS NOT NULL' for c in columns)
@@ -378,7 +385,8 @@ def _fhir_resources(seed: int, kb: KnowledgeBase) -> dict[str, str]:
         {ket_code} AS "medicationCodeableConcept", {subject} AS subject,
         {_obj(start=_time("administered_at - INTERVAL 30 DAY"), end=_time("administered_at - INTERVAL 29 DAY"))}
           AS "effectivePeriod",
-        {_arr(_obj(route=_concept(_coding(lit(snomed), "'47625008'", "'Intravenous route'"))))} AS dosage
+        {_arr(_obj(route=_concept(_coding(lit(snomed), "'47625008'", "'Intravenous route'")), doseAndRate=_arr(_obj(rateQuantity=_quantity("0.3", "'mg/kg/h'")))))}
+          AS dosage
       FROM b WHERE route <> 'intravenous'
     """
     medication = f"""
@@ -399,7 +407,36 @@ def _fhir_resources(seed: int, kb: KnowledgeBase) -> dict[str, str]:
         "Encounter": enc,
         "Location": location,
         "Procedure": procedure,
+        "MedicationRequest.opioid": _opioid_requests(),
     }
+
+
+def _opioid_requests() -> str:
+    """The opioid prescriptions as FHIR MedicationRequests: the ingredient's RxNorm code and the product's name,
+    tablets per dose, doses a day, as needed, and the period they cover (``timing.repeat.boundsPeriod``)."""
+    rxnorm = SYSTEMS["rxnorm"]
+    codes = " ".join(
+        f"WHEN {lit(o.ingredient)} THEN {lit(o.rxnorm)}" for o in load_knowledge().opioids.values()
+    )
+    coding = _coding(lit(rxnorm), f"CASE ingredient {codes} END", "ingredient")
+    dose = _obj(value="per_dose", unit="'tablet'")
+    repeat = _obj(
+        frequency="per_day",
+        period="1",
+        periodUnit="'d'",
+        boundsPeriod=_obj(start="strftime(start_day, '%Y-%m-%d')", end="strftime(end_day, '%Y-%m-%d')"),
+    )
+    dosage = _obj(
+        timing=_obj(repeat=repeat),
+        asNeededBoolean="CASE WHEN as_needed THEN true END",
+        doseAndRate=_arr(_obj(doseQuantity=dose)),
+    )
+    return f"""
+      SELECT 'MedicationRequest' AS "resourceType", rx_id AS id, status, 'order' AS intent,
+        {_concept(coding, text="name")} AS "medicationCodeableConcept", {_ref("'Patient/' || patient_id")} AS subject,
+        strftime(start_day, '%Y-%m-%d') AS "authoredOn", {_arr(dosage)} AS "dosageInstruction"
+      FROM rx
+    """
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -407,6 +444,11 @@ def _fhir_resources(seed: int, kb: KnowledgeBase) -> dict[str, str]:
 
 BODY_WEIGHT_CONCEPT = 3025315  # OMOP standard concept for LOINC 29463-7 Body weight (see omop.py)
 LOCAL_CONCEPT_BASE = 2_000_000_000  # OMOP reserves concept ids above 2 000 000 000 for site-local concepts
+OPIOID_INGREDIENT_BASE = (
+    LOCAL_CONCEPT_BASE + 100
+)  # the synthetic vocabulary's ids: site-local, unlike real ones
+OPIOID_PRODUCT_BASE = LOCAL_CONCEPT_BASE + 200
+UNIT_MG = LOCAL_CONCEPT_BASE + 300
 OMOP_VISITS = {"inpatient": 9201, "outpatient": 9202, "emergency": 9203, "intensive-care": 32037}
 OMOP_ROUTE_WORDS = {  # route_source_value spellings, chosen per row
     "intravenous": ("IV", "intravenous", "47625008"),
@@ -444,6 +486,60 @@ def write_omop(rows: int, out_dir: Path, seed: int = 20261124) -> Path:
     finally:
         con.close()
     return target
+
+
+def _omop_vocabulary(kb: KnowledgeBase) -> dict[str, str]:
+    """A small vocabulary for the synthetic OMOP tables, with site-local concept ids (never real ones): the
+    knowledge base's ketamine RxNorm codes and opioid ingredients (RxNorm, by their codes), the opioid products
+    below their ingredient (``concept_ancestor``, with each concept's row to itself as OMOP writes it) and
+    their strengths (``drug_strength``, mg per tablet), and the unit mg (UCUM)."""
+    ketamine = sorted(kb.ketamine_rxnorm)
+    opioids = list(kb.opioids.values())
+    rows = [
+        (LOCAL_CONCEPT_BASE + k, "ketamine" if code == "6130" else f"RxNorm {code}", "Drug", "RxNorm", code)
+        for k, code in enumerate(ketamine)
+    ]
+    rows += [
+        (OPIOID_INGREDIENT_BASE + j, o.ingredient, "Drug", "RxNorm", o.rxnorm) for j, o in enumerate(opioids)
+    ]
+    rows += [
+        (OPIOID_PRODUCT_BASE + k, name, "Drug", "RxNorm Extension", f"SYNTH-OPIOID-{k}")
+        for k, (name, _, _) in enumerate(OPIOID_PRODUCTS)
+    ]
+    rows.append((UNIT_MG, "milligram", "Unit", "UCUM", "mg"))
+    concept_rows = ", ".join(
+        f"({cid}, {lit(name)}, {lit(domain)}, {lit(vocabulary)}, {lit(code)})"
+        for cid, name, domain, vocabulary, code in rows
+    )
+    ingredient_of = {o.ingredient: OPIOID_INGREDIENT_BASE + j for j, o in enumerate(opioids)}
+    ketamine_root = LOCAL_CONCEPT_BASE + ketamine.index("6130")
+    pairs = [(cid, cid) for cid, *_ in rows if cid != UNIT_MG]
+    pairs += [(ketamine_root, LOCAL_CONCEPT_BASE + k) for k, code in enumerate(ketamine) if code != "6130"]
+    pairs += [(ingredient_of[i], OPIOID_PRODUCT_BASE + k) for k, (_, i, _) in enumerate(OPIOID_PRODUCTS)]
+    strengths = ", ".join(
+        f"({OPIOID_PRODUCT_BASE + k}, {ingredient_of[i]}, {mg}, {UNIT_MG})"
+        for k, (_, i, mg) in enumerate(OPIOID_PRODUCTS)
+    )
+    return {
+        "concept": f"""
+          SELECT concept_id, concept_name, domain_id, vocabulary_id,
+            CASE WHEN vocabulary_id = 'RxNorm' AND concept_code IN ({_in_list(["6130", *(o.rxnorm for o in opioids)])})
+              THEN 'Ingredient' WHEN domain_id = 'Unit' THEN 'Unit' ELSE 'Clinical Drug' END AS concept_class_id,
+            CASE WHEN domain_id = 'Unit' OR vocabulary_id = 'RxNorm' THEN 'S' END AS standard_concept, concept_code,
+            DATE '1970-01-01' AS valid_start_date, DATE '2099-12-31' AS valid_end_date,
+            CAST(NULL AS VARCHAR) AS invalid_reason
+          FROM (VALUES {concept_rows}) v(concept_id, concept_name, domain_id, vocabulary_id, concept_code)""",
+        "concept_ancestor": "SELECT * FROM (VALUES "
+        + ", ".join(f"({a}, {d}, {0 if a == d else 1}, {0 if a == d else 1})" for a, d in pairs)
+        + ") v(ancestor_concept_id, descendant_concept_id, min_levels_of_separation, max_levels_of_separation)",
+        "drug_strength": f"""
+          SELECT drug_concept_id, ingredient_concept_id, amount_value, amount_unit_concept_id,
+            CAST(NULL AS DOUBLE) AS numerator_value, CAST(NULL AS INTEGER) AS numerator_unit_concept_id,
+            CAST(NULL AS DOUBLE) AS denominator_value, CAST(NULL AS INTEGER) AS denominator_unit_concept_id,
+            CAST(NULL AS INTEGER) AS box_size, DATE '1970-01-01' AS valid_start_date, DATE '2099-12-31' AS valid_end_date,
+            CAST(NULL AS VARCHAR) AS invalid_reason
+          FROM (VALUES {strengths}) v(drug_concept_id, ingredient_concept_id, amount_value, amount_unit_concept_id)""",
+    }
 
 
 def _omop_rows(seed: int, kb: KnowledgeBase) -> str:
@@ -506,11 +602,7 @@ def _source_code(seed: int, row: str, system: str, code: str) -> str:
 
 
 def _omop_tables(seed: int, kb: KnowledgeBase) -> dict[str, str]:
-    codes = sorted(kb.ketamine_rxnorm)
-    concept_rows = ", ".join(
-        f"({LOCAL_CONCEPT_BASE + k}, {lit('ketamine' if code == '6130' else 'RxNorm ' + code)}, {lit(code)})"
-        for k, code in enumerate(codes)
-    )
+    vocabulary = _omop_vocabulary(kb)
     uncoded = [(u.id, u.label) for u in kb.uses.values() if not u.concept]
     labels = ", ".join(f"({lit(i)}, {lit(label)})" for i, label in uncoded)
     day = "CAST(administered_at AS DATE)"
@@ -520,12 +612,7 @@ def _omop_tables(seed: int, kb: KnowledgeBase) -> dict[str, str]:
             1930 + CAST(hash(p, 'born') % 70 AS INTEGER) AS year_of_birth, 0 AS race_concept_id,
             0 AS ethnicity_concept_id, patient_id AS person_source_value
           FROM ob ORDER BY p""",
-        "concept": f"""
-          SELECT concept_id, concept_name, 'Drug' AS domain_id, 'RxNorm' AS vocabulary_id,
-            CASE WHEN concept_code = '6130' THEN 'Ingredient' ELSE 'Clinical Drug' END AS concept_class_id,
-            CAST(NULL AS VARCHAR) AS standard_concept, concept_code, DATE '1970-01-01' AS valid_start_date,
-            DATE '2099-12-31' AS valid_end_date, CAST(NULL AS VARCHAR) AS invalid_reason
-          FROM (VALUES {concept_rows}) v(concept_id, concept_name, concept_code)""",
+        **vocabulary,
         "care_site": "SELECT * FROM (VALUES "
         + ", ".join(f"({k + 1}, {lit(s)}, 0)" for k, s in enumerate(OMOP_LOCATIONS))
         + ") v(care_site_id, care_site_name, place_of_service_concept_id)",
@@ -539,12 +626,20 @@ def _omop_tables(seed: int, kb: KnowledgeBase) -> dict[str, str]:
             0 AS route_concept_id, visit_id AS visit_occurrence_id, detail_id AS visit_detail_id,
             CASE drug_variant WHEN 1 THEN 'Ketamine HCl injection' WHEN 2 THEN 'KETALAR'
               WHEN 3 THEN 'ketamine 10 mg/mL injection' END AS drug_source_value,
-            0 AS drug_source_concept_id, route_source AS route_source_value, dose_unit AS dose_unit_source_value
+            0 AS drug_source_concept_id, route_source AS route_source_value, dose_unit AS dose_unit_source_value,
+            CAST(NULL AS INTEGER) AS days_supply
           FROM ob
           UNION ALL
           SELECT 1000000000 + i, p, 0, {day}, administered_at, {day}, administered_at, 0, 4.0, NULL, 0, visit_id,
-            NULL, 'morphine sulfate 4 mg/mL injection', 0, 'IV', 'mg'
-          FROM ob WHERE i % 25 = 3""",
+            NULL, 'morphine sulfate 4 mg/mL injection', 0, 'IV', 'mg', NULL
+          FROM ob WHERE i % 25 = 3
+          UNION ALL
+          SELECT 2000000000 + row_number() OVER (ORDER BY patient, k), patient,
+            CASE WHEN hash(patient, k, {seed}, 'rx-concept') % 2 = 0 THEN {OPIOID_PRODUCT_BASE} + product ELSE 0 END,
+            start_day, start_day, end_day, end_day, 0, per_dose * per_day * days,
+            per_dose || ' tablet ' || per_day || ' times a day' || CASE WHEN as_needed THEN ' as needed' ELSE '' END,
+            0, NULL, NULL, name, 0, 'PO', NULL, days
+          FROM rx""",
         "visit_occurrence": """
           SELECT i AS visit_occurrence_id, p AS person_id, visit_concept_id,
             CAST(administered_at - INTERVAL 2 HOUR AS DATE) AS visit_start_date,
