@@ -375,3 +375,93 @@ def test_an_iv_infusion_request_neither_completed_nor_active_is_not_a_prior_cour
         "entry": [{"resource": r} for r in ({"resourceType": "Patient", "id": "p1"}, earlier, now)],
     }
     assert facts_from_bundle(bundle, as_of=TODAY, order_id="now").prior_iv_ketamine is None  # today: True
+
+
+def test_audit_omop_a_care_site_named_non_icu_is_not_intensive_care(tmp_path: Path) -> None:
+    # Issue 13, "One rule in every door", and the live adapter's rule (fhir._HEDGED_INTENSIVE_CARE): words
+    # that deny or qualify ICU ("non-ICU", "post-ICU", "step-down") are not intensive care. Reading them as
+    # ICU switches the outside-ICU infusion limit off (reference: "Never is an unknown setting read as
+    # intensive care").
+    from ketamine_cds.audit.omop import omop_source
+
+    files = {
+        "PERSON.csv": "person_id,year_of_birth\n1,1970\n",
+        "DRUG_EXPOSURE.csv": (
+            "DRUG_EXPOSURE_ID,PERSON_ID,DRUG_CONCEPT_ID,DRUG_SOURCE_VALUE,DRUG_EXPOSURE_START_DATE,"
+            "DRUG_EXPOSURE_START_DATETIME,QUANTITY,DOSE_UNIT_SOURCE_VALUE,ROUTE_SOURCE_VALUE,"
+            "VISIT_OCCURRENCE_ID,VISIT_DETAIL_ID\n"
+            "1,1,0,ketamine,2025-03-03,2025-03-03 10:00:00,2,mg/kg/h,IV,11,110\n"
+        ),
+        "VISIT_OCCURRENCE.csv": "visit_occurrence_id,person_id,visit_concept_id\n11,1,9201\n",
+        "VISIT_DETAIL.csv": "visit_detail_id,person_id,visit_detail_concept_id,care_site_id\n110,1,0,5\n",
+        "CARE_SITE.csv": "care_site_id,care_site_name\n5,Post-ICU step-down (non-ICU)\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    con = duckdb.connect()
+    try:
+        ((setting,),) = con.execute(f"SELECT setting FROM ({omop_source(tmp_path)})").fetchall()
+    finally:
+        con.close()
+    assert setting != "intensive-care"  # today: intensive-care
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        (
+            "http://hl7.org/fhir/sid/icd-10-cm",
+            "S14.109A",
+            "Injury of cervical spinal cord, initial encounter",
+        ),
+        (SNOMED, "1734006", "Fracture of vertebral column with spinal cord injury"),
+    ],
+    ids=["S14.109A", "SNOMED-1734006"],
+)
+def test_an_acute_spinal_cord_injury_alone_is_not_chronic_spinal_cord_injury_pain(
+    reason: tuple[str, str, str],
+) -> None:
+    # Reference, Codes: "Spinal cord injury pain: ICD-10-CM G89.29 with a spinal cord injury code (S14.1-,
+    # S24.1-, S34.1-, G82.-)". An order whose only reason is the injury (here a fresh one) is not the chronic
+    # use, so the chronic range (2 mg/kg/h) must not replace the acute 1 mg/kg/h ward limit ("not known: the
+    # acute dose limits apply"). Today 1.5 mg/kg/h on a ward passes as "may-consider".
+    system, code, display = reason
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "k1",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": KETAMINE,
+        "subject": {"reference": "Patient/p1"},
+        "reasonCode": [{"coding": [{"system": system, "code": code, "display": display}]}],
+        "dosageInstruction": [
+            {
+                "route": IV_ROUTE,
+                "doseAndRate": [{"rateQuantity": {"value": 1.5, "unit": "mg/kg/h", "code": "mg/kg/h"}}],
+            }
+        ],
+    }
+    ward = {
+        "resourceType": "Encounter",
+        "id": "e1",
+        "status": "in-progress",
+        "class": {"code": "IMP"},
+        "location": [{"location": {"reference": "Location/w"}, "status": "active"}],
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": r}
+            for r in (
+                {"resourceType": "Patient", "id": "p1"},
+                ward,
+                _location("w", "Ward 3", WARD_TYPE),
+                order,
+            )
+        ],
+    }
+    read = facts_from_bundle(bundle, as_of=TODAY)
+    assert read.setting is Setting.NON_INTENSIVE_CARE
+    assert read.use != "spinal-cord-injury-pain"  # today: spinal-cord-injury-pain
+    assert assess(read).verdict.value == "dose-exceeds-limit"  # today: may-consider
