@@ -102,6 +102,7 @@ class LimitText:
     amount: Fraction | None
     amount_unit: str
     per_kg_from_site: bool
+    cap_unweighed: Fraction | None = None  # a site's cap in mg named beside the per-kg limit (no weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,9 @@ class DoseCheck:
     limit_source: str = "guideline"  # "site" when a site's protocol set the limit that applies
     guideline_limit_per_kg: Fraction | None = None  # the guideline's own limit, beside a site's
     guideline_limit_amount: Fraction | None = None
+    # before this weight: the limit per kg (a site may have changed it) and a site's cap in mg (mg/h)
+    per_kg_limit: Fraction | None = None
+    cap_amount: Fraction | None = None
 
 
 # Which dose check an assessment leads with when an order gives several doses: the one that matters most.

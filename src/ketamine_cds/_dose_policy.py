@@ -11,6 +11,7 @@ Data in, data out: the limits are the knowledge base's thresholds; this module o
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -147,16 +148,16 @@ def _chronic(kb: KnowledgeBase, setting: Setting) -> DosePolicy:
 def dose_thresholds(kb: KnowledgeBase, kind: DoseKind, site: Site | None = None) -> tuple[Fraction, ...]:
     """Every limit per kg a dose of this kind is compared with, in any use and setting, sorted: between two of
     them the engine's answer cannot change with the dose per kg (the batch audit groups rows by these bands).
-    A site's absolute caps are in ``amount_thresholds``."""
+    A site's absolute caps are in ``amount_thresholds``; with a site, the guideline's own limits are bands too
+    (the audit keeps the guideline's answer beside the site's)."""
     found: set[Fraction] = set()
-    for guideline in ("acute", "chronic"):
-        for setting in Setting:
-            policy = dose_policy(kb, guideline, setting, site).of(kind)
-            found.update(
-                limit.per_kg for limit in (policy.limit, policy.icu_limit, policy.also) if limit is not None
-            )
-            if policy.minimum is not None:
-                found.add(policy.minimum)
+    guidelines: tuple[Guideline, ...] = ("acute", "chronic")
+    for guideline, setting, protocol in itertools.product(guidelines, Setting, (None, site)):
+        policy = dose_policy(kb, guideline, setting, protocol).of(kind)
+        limits = (policy.limit, policy.icu_limit, policy.also)
+        found.update(limit.per_kg for limit in limits if limit is not None)
+        if policy.minimum is not None:
+            found.add(policy.minimum)
     return tuple(sorted(found))
 
 

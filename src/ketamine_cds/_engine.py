@@ -356,28 +356,41 @@ def _dose_limits(facts: Facts, policy: DosePolicy, in_scope: bool) -> DoseLimits
 
 def _effective(limit: Limit, weight_kg: Fraction | None) -> tuple[Fraction, Fraction | None, bool]:
     """(limit per kg, limit in mg or mg/h, whether the site's absolute cap is the tighter) for this weight.
-    Without a weight only an absolute cap gives an amount."""
-    by_weight = limit.per_kg * weight_kg if weight_kg is not None else None
+    Without a weight there is no limit in mg: a site's absolute cap alone is not the limit, since its per-kg
+    limit may be the tighter (0.3 mg/kg is under 20 mg for anyone under 66.7 kg), and it is never guessed."""
+    if weight_kg is None:
+        return limit.per_kg, None, False
+    by_weight = limit.per_kg * weight_kg
     cap = limit.max_amount
-    if cap is not None and (by_weight is None or cap < by_weight):
-        return (cap / weight_kg if weight_kg is not None else limit.per_kg), cap, True
+    if cap is not None and cap < by_weight:
+        return cap / weight_kg, cap, True
     return limit.per_kg, by_weight, False
 
 
 def _over(limit: Limit, amount: Fraction | None, per_kg: Fraction | None) -> bool | None:
-    """Whether a dose is over a limit; None when it cannot be told (a per-kg limit and no weight)."""
+    """Whether a dose is over a limit; None when it cannot be told: a per-kg limit and no weight, or a site's
+    cap in mg and a dose per kg without a weight (never "within" when it is not known)."""
     if limit.max_amount is not None and amount is not None and amount > limit.max_amount:
         return True
-    if per_kg is None:
+    if per_kg is not None and per_kg > limit.per_kg:
+        return True
+    if per_kg is None or (limit.max_amount is not None and amount is None):
         return None
-    return per_kg > limit.per_kg
+    return False
 
 
 def _limit_params(ctx: _Context, limit: Limit, weight_kg: Fraction | None, unit: str) -> dict[str, object]:
     """How a finding names its limit: the guideline's, or the site protocol's with the guideline's beside."""
     per_kg, amount, absolute = _effective(limit, weight_kg)
     per_kg_unit = f"mg/kg{unit[2:]}"
-    text = LimitText(limit.per_kg, per_kg_unit, limit.max_amount if absolute else None, unit, limit.from_site)
+    text = LimitText(
+        limit.per_kg,
+        per_kg_unit,
+        limit.max_amount if absolute else None,
+        unit,
+        limit.guideline_per_kg is not None,
+        limit.max_amount if weight_kg is None else None,  # without a weight both caps are named
+    )
     note = None
     if ctx.site is not None and limit.from_site:
         guideline_amount = limit.guideline * weight_kg if weight_kg is not None else None
@@ -439,8 +452,8 @@ def _acute_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: st
     if policy.outside_icu_applies is False:
         outside = ctx.kb.threshold(_dp.INFUSION_LIMIT, "limit_mg_per_kg_per_h")
         ctx.add(_dp.INFUSION_LIMIT, "limits-icu", limit=(outside, "mg/kg/h"))
-    elif policy.outside_icu_applies is None and weight is not None:
-        key = "limits-setting-unknown"
+    elif policy.outside_icu_applies is None:
+        key = "limits-setting-unknown" if weight is not None else "limits-no-weight-setting-unknown"
     ctx.add(
         infusion.statement,
         key,
@@ -506,16 +519,14 @@ def _check_dose(
         ctx.add(_dp.INFUSION_LIMIT, "icu", **{**params, "limit": (outside, "mg/kg/h"), "site_note": None})
     if status.exceeds:
         params["rounding"] = _rounded_limit(order, per_kg, limit, amount, limit_amount)
-    ctx.add(statement, _DOSE_MESSAGES[status], **params)
+    key = _DOSE_MESSAGES[status]
+    if status is DoseStatus.NO_WEIGHT and order.dose.unit.per_kg:  # only a site's cap in mg needs the weight
+        key = "no-weight-site-cap"
+    ctx.add(statement, key, **params)
     _also_exceeds(ctx, policy, per_kg, weight_kg, amount, params)
     _need_for_dose(ctx, status, statement)
-    if policy.limit.max_amount is not None and amount is None and status.checked:
-        ctx.need(
-            "weight",
-            "the site protocol's cap in mg cannot be checked without a body weight",
-            statement,
-            False,
-        )
+    if policy.limit.max_amount is not None and amount is None and status is DoseStatus.NO_WEIGHT:
+        ctx.need("weight", "the site protocol's cap in mg cannot be checked without a body weight", statement)
     kind = order.kind or DoseKind.BOLUS
     guideline_amount = policy.limit.guideline * weight_kg if weight_kg is not None else None
     return DoseCheck(
@@ -531,6 +542,8 @@ def _check_dose(
         limit_source=_limit_source(policy.limit, weight_kg),
         guideline_limit_per_kg=policy.limit.guideline,
         guideline_limit_amount=guideline_amount,
+        per_kg_limit=policy.limit.per_kg,
+        cap_amount=policy.limit.max_amount,
     )
 
 
@@ -694,7 +707,7 @@ def acute_opioid_adjunct(ctx: _Context, checks: tuple[DoseCheck, ...]) -> None:
     rate = ctx.kb.threshold(_dp.INFUSION_LIMIT, "limit_mg_per_kg_per_h")
     for check in checks:
         limit = bolus if check.kind is DoseKind.BOLUS else rate
-        if check.per_kg is None or check.per_kg > limit:
+        if check.per_kg is None or check.per_kg > limit or check.status.exceeds:  # a site's tighter cap too
             return
     ctx.add("acute-opioid-adjunct", "applies")
 

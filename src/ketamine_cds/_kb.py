@@ -130,6 +130,7 @@ class Use:
     kind: Literal["perioperative", "acute", "chronic", "out-of-scope"]
     statement: str | None = None
     concept: str | None = None
+    concepts_together: tuple[str, ...] = ()  # named by these conditions together only (all of them)
 
     @property
     def guideline(self) -> Guideline | None:
@@ -343,7 +344,10 @@ def load_knowledge() -> KnowledgeBase:
         digest="sha256:" + digest.hexdigest()[:16],
         guideline=kb["guideline"],
         statements=statements,
-        uses={k: Use(id=k, **v) for k, v in kb["uses"].items()},
+        uses={
+            k: Use(id=k, **{**v, "concepts_together": tuple(v.get("concepts_together", ()))})
+            for k, v in kb["uses"].items()
+        },
         concepts={k: Concept(id=k, **v) for k, v in kb["concepts"].items()},
         procedure_classes={k: ProcedureClass(id=k, **v) for k, v in kb["procedure_classes"].items()},
         opioids={

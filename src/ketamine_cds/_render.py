@@ -196,6 +196,8 @@ def limit_text(value: LimitText) -> str:
     if value.amount is not None:
         return f"site protocol's {format_number(value.amount)} {value.amount_unit}"
     shown = f"{format_number(value.per_kg)} {value.per_kg_unit}"
+    if value.cap_unweighed is not None:
+        return f"site protocol's {shown}, at most {format_number(value.cap_unweighed)} {value.amount_unit}"
     return f"site protocol's {shown}" if value.per_kg_from_site else shown
 
 

@@ -44,15 +44,6 @@ from ketamine_cds import Coded, Verdict, assess
         (concept(SNOMED, "35489007", "Depressive disorder"), "depression"),
         (concept(ICD10CM, "F32.9", "Major depressive disorder, single episode, unspecified"), "depression"),
         (concept(ICD10CM, "F33.1", "Major depressive disorder, recurrent, moderate"), "depression"),
-        (
-            concept(
-                ICD10CM,
-                "S14.109S",
-                "Unspecified injury at unspecified level of cervical spinal cord, sequela",
-            ),
-            "spinal-cord-injury-pain",
-        ),
-        (concept(ICD10CM, "G82.20", "Paraplegia, unspecified"), "spinal-cord-injury-pain"),
     ],
 )
 def test_the_reason_code_is_the_use(reason: dict[str, Any], use: str) -> None:
@@ -60,6 +51,30 @@ def test_the_reason_code_is_the_use(reason: dict[str, Any], use: str) -> None:
     assert facts.use == use
     coding = reason["coding"][0]
     assert facts.use_source == Coded(coding["display"], coding["system"], coding["code"])
+
+
+SCI_SEQUELA = concept(ICD10CM, "S14.109S", "Unspecified injury of cervical spinal cord, sequela")
+CHRONIC_PAIN = concept(ICD10CM, "G89.29", "Other chronic pain")
+
+
+@pytest.mark.parametrize(
+    "injury",
+    [SCI_SEQUELA, concept(ICD10CM, "G82.20", "Paraplegia, unspecified")],
+    ids=["sequela", "paraplegia"],
+)
+def test_spinal_cord_injury_pain_needs_the_injury_and_chronic_pain_together(injury: dict[str, Any]) -> None:
+    """The guideline's use is chronic pain after a spinal cord injury: the injury alone (a fresh or acute one)
+    names no use, so the verdict asks for it rather than reading an acute injury as the chronic pain use."""
+    assert read(patient(), ketamine(reason=injury)).use is None
+    order = ketamine(reason=injury)
+    order["reasonCode"].append(CHRONIC_PAIN)
+    facts = read(patient(), order)
+    assert facts.use == "spinal-cord-injury-pain"
+    coding = injury["coding"][0]
+    assert facts.use_source == Coded(coding["display"], coding["system"], coding["code"])
+    assert assess(facts).verdict is Verdict.MAY_CONSIDER
+    pain_alone = ketamine(reason=CHRONIC_PAIN)
+    assert read(patient(), pain_alone).use != "spinal-cord-injury-pain"
 
 
 def test_a_reason_reference_to_a_condition_is_the_use() -> None:
@@ -209,7 +224,7 @@ def test_a_resolved_condition_named_as_the_reason_is_still_the_reason() -> None:
         (concept(SNOMED, "72641008", "Administration of sedative"), Verdict.OUT_OF_SCOPE),
         (concept(ICD10CM, "F33.1", "Major depressive disorder, recurrent, moderate"), Verdict.OUT_OF_SCOPE),
         (concept(SNOMED, "2177002", "Postherpetic neuralgia"), Verdict.NOT_INDICATED),
-        (concept(ICD10CM, "S24.101D", "Injury of thoracic spinal cord"), Verdict.MAY_CONSIDER),
+        (concept(ICD10CM, "S24.101D", "Injury of thoracic spinal cord"), Verdict.NEEDS_INFORMATION),
     ],
 )
 def test_the_new_reason_codes_reach_their_verdicts_not_a_dose_check(

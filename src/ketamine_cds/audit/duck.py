@@ -25,6 +25,7 @@ from .canonical import COLUMN_NAMES
 from .decide import (
     BOUNDARY,
     CLASS_COLUMNS,
+    ROW_LIMIT_SQL,
     decide,
     decision_row,
     limits,
@@ -179,11 +180,11 @@ def _decide_classes(
     con.execute(
         "CREATE OR REPLACE TEMP TABLE decisions (class_key UBIGINT, verdict VARCHAR, statements VARCHAR[], "
         "dose_status VARCHAR, problem VARCHAR, limit_per_kg DOUBLE, tolerance_used VARCHAR, "
-        "tolerance_unknown_reason VARCHAR, limit_source VARCHAR, guideline_verdict VARCHAR, "
+        "tolerance_unknown_reason VARCHAR, limit_cap DOUBLE, limit_from_site BOOLEAN, guideline_verdict VARCHAR, "
         "guideline_dose_status VARCHAR)"
     )
     decided = [(class_key, *decision_row(decide(row, kb, site))) for class_key, row, _n in classes]
-    insert_rows(con, "decisions", decided, 11)
+    insert_rows(con, "decisions", decided, 12)
     return len(classes)
 
 
@@ -249,10 +250,12 @@ def run_duckdb(
         con.execute(f"""
             COPY (
               SELECT m.admin_id, m.patient_id, m.administered_at, m.location, m.indication, m.setting, m.route,
-                     m.kind, m.dose_value, m.dose_unit, m.weight_kg, m.dose_per_kg, d.limit_per_kg,
-                     d.limit_per_kg * m.weight_kg AS max_for_weight, d.tolerance_used AS opioid_tolerance,
+                     m.kind, m.dose_value, m.dose_unit, m.weight_kg, m.dose_per_kg,
+                     {ROW_LIMIT_SQL["limit_per_kg"]} AS limit_per_kg,
+                     {ROW_LIMIT_SQL["max_for_weight"]} AS max_for_weight, d.tolerance_used AS opioid_tolerance,
                      d.tolerance_unknown_reason AS opioid_unknown_reason, m.opioid_basis, d.dose_status,
-                     d.verdict, d.statements, d.problem, d.limit_source, d.guideline_verdict,
+                     d.verdict, d.statements, d.problem, {ROW_LIMIT_SQL["limit_source"]} AS limit_source,
+                     d.guideline_verdict,
                      d.guideline_dose_status
               FROM ({measured}) m JOIN decisions d ON d.class_key = {_CLASS_KEY}
             ) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)

@@ -50,11 +50,12 @@ Conventions (each documented where it is read below):
   unresolved, unknown (then an ambulatory, emergency, virtual or home-health Encounter class is not intensive
   care). ``location`` is the chosen Location's ``name`` (else the reference's display).
 - Prior IV ketamine (oral and intranasal only): a ketamine MedicationStatement of an IV infusion cited in
-  ``supportingInformation``: status active/completed (and begun before) means yes; one with an IV route and
-  status ``not-taken`` means no; else yes when the record shows an IV ketamine infusion before, as the adapter
+  ``supportingInformation``: status active/completed (and begun before) means yes, ``not-taken`` no (the
+  record's own answer for this administration; the live service, asked about now, has no cited statement and
+  never says no); else yes when the record shows an IV ketamine infusion before, as the adapter
   reads one (``_iv_infusion``: a rate, or an infusion named in words where no dose is coded; an administration
-  over time): an administration, an active or completed statement, or a request that may have been given (not
-  draft, cancelled or entered in error; dated by ``authoredOn``); unknown when it does not (not found is not
+  over time): an administration, an active or completed statement, or an active or completed request (dated by
+  ``authoredOn``); unknown otherwise (not found is not
   ruled out, as in ``assess``). A single IV bolus is not a course.
 - PCA as sole agent: an IV dose whose ``dosage.method`` (else the fulfilled request's dosage method, where orders
   write it) names patient-controlled analgesia (PCA), and every ingredient of the Medication is ketamine.
@@ -83,8 +84,10 @@ from .._errors import InputError
 from .._facts import Coded, OpioidUse
 from .._inputs import parse_json
 from .._kb import _SYSTEM_ALIASES, SYSTEMS, KnowledgeBase, load_knowledge
+from .._site import Site
 from ..adapters.fhir import (
     _FINAL_OBSERVATION,
+    _HEDGED_INTENSIVE_CARE,
     _IGNORED_CLINICAL_STATUS,
     _IGNORED_VERIFICATION_STATUS,
     _INFUSION_WORDS,
@@ -92,11 +95,11 @@ from ..adapters.fhir import (
     _INTENSIVE_CARE_WORDS,
     _NON_INTENSIVE_CLASSES,
     _NOT_GIVEN_ADMINISTRATION_STATUSES,
-    _NOT_GIVEN_REQUEST_STATUSES,
     _ROLE_CODE_SYSTEMS,
     _ROUTE_CODES,
     _ROUTE_WORDS,
     BODY_WEIGHT,
+    COURSE_REQUEST_STATUSES,
     NOT_PREGNANT,
     PCA_WORDS,
     PREGNANCY_STATUS,
@@ -201,8 +204,12 @@ def coded_concepts(codings: str, keys: Sequence[str], vs: str = "vs") -> str:
 
 
 def uses_sql(kb: KnowledgeBase) -> str:
-    """(concept, use) for the uses a clinical concept names, and (text, use) for naming a use in words."""
+    """(concept, use) for the uses a clinical concept names, (use, concepts) for those some concepts name only
+    together, and (text, use) for naming a use in words."""
     coded = [f"({lit(u.concept)}, {lit(u.id)})" for u in kb.uses.values() if u.concept]
+    together = [
+        f"({lit(u.id)}, {str_list(u.concepts_together)})" for u in kb.uses.values() if u.concepts_together
+    ] or ["(CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR[]))"]
     texts: dict[str, str] = {}
     for u in kb.uses.values():
         for name in (u.id, u.label):
@@ -210,6 +217,8 @@ def uses_sql(kb: KnowledgeBase) -> str:
     worded = [f"({lit(t)}, {lit(u)})" for t, u in texts.items()]
     return (
         f"use_concepts AS (SELECT * FROM (VALUES {', '.join(coded)}) v(concept, use_id)), "
+        f"use_together AS (SELECT * FROM (VALUES {', '.join(together)}) v(use_id, concepts) "
+        "WHERE use_id IS NOT NULL), "
         f"use_words AS (SELECT * FROM (VALUES {', '.join(worded)}) v(words, use_id))"
     )
 
@@ -332,7 +341,7 @@ _READ: Mapping[str, Mapping[str, str]] = {
         "location": "JSON",
         "partOf": "JSON",
     },
-    "Location": {"id": "VARCHAR", "name": "VARCHAR", "type": "JSON"},
+    "Location": {"id": "VARCHAR", "name": "VARCHAR", "type": "JSON", "identifier": "JSON", "alias": "JSON"},
     "Procedure": {
         "id": "VARCHAR",
         "status": "VARCHAR",
@@ -490,18 +499,53 @@ def _is_number(value: str) -> str:
     return f"coalesce(json_type({value}) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT'), false)"
 
 
-def _location_icu(types: str) -> str:
-    """A Location's ``type`` (JSON array): TRUE intensive care, FALSE typed otherwise, NULL untyped
-    (``adapters.fhir._is_intensive_care``)."""
+def icu_named(names: str) -> str:
+    """Whether any of a VARCHAR[] of names names intensive care without denying or qualifying it ("non-ICU",
+    "post-ICU", "step-down" are not intensive care: ``adapters.fhir._HEDGED_INTENSIVE_CARE``)."""
+    icu, hedged = lit(re2(_INTENSIVE_CARE_WORDS)), lit(re2(_HEDGED_INTENSIVE_CARE))
+    return (
+        f"(len([n for n in {names} if n IS NOT NULL AND regexp_matches(n, {icu}) "
+        f"AND NOT regexp_matches(n, {hedged})]) > 0)"
+    )
+
+
+def site_location_sql(site: Site | None, codings: str, names: str) -> str:
+    """Whether a location is one a site's protocol counts as intensive monitoring: a (system, code) among its
+    codings (identifier or type), or a name (case and spacing ignored), as ``Site.is_monitoring_location``."""
+    if site is None or not (site.monitoring_codes or site.monitoring_names):
+        return "false"
+    pairs = ", ".join(
+        f"{lit(system)} || '|' || {lit(code)}" for system, code in sorted(site.monitoring_codes)
+    )
+    pairs = pairs or "NULL"
+    wanted = str_list(sorted(site.monitoring_names)) if site.monitoring_names else "[]::VARCHAR[]"
+    return (
+        f"(len([c for c in {codings} if coalesce(c->>'system', '') || '|' || coalesce(c->>'code', c->>'value', '') "
+        f"IN ({pairs})]) > 0 OR len([n for n in {names} if n IS NOT NULL AND "
+        f"list_contains({wanted}, lower(trim(regexp_replace(n, '\\s+', ' ', 'g'))))]) > 0)"
+    )
+
+
+def _location_icu(types: str, identifiers: str, names_col: str, aliases: str, site: Site | None) -> str:
+    """A Location: TRUE intensive care, FALSE typed otherwise, NULL untyped, as
+    ``adapters.fhir._is_intensive_care`` reads it: a site's intensive-monitoring location first, then a coded
+    v3 RoleCode type decides (words beside it do not), then words that name intensive care and do not deny it."""
     codings = json_list(f"json_extract({types}, '$[*].coding[*]')")
     names = concat(
         f"json_extract_string({types}, '$[*].text')",
         f"json_extract_string({types}, '$[*].coding[*].display')",
     )
+    role_codes = f"[c for c in {codings} if (c->>'system') IN ({_in(_ROLE_CODE_SYSTEMS)})]"
+    identifier_list = json_list(f"json_extract({identifiers}, '$[*]')")
+    site_codes = f"list_concat({codings}, {identifier_list})"
+    site_names = (
+        f"list_concat([{names_col}], coalesce(json_extract_string({aliases}, '$[*]'), []::VARCHAR[]))"
+    )
     return (
-        f"CASE WHEN len([c for c in {codings} if (c->>'system') IN ({_in(_ROLE_CODE_SYSTEMS)}) "
-        f"AND (c->>'code') IN ({_in(_INTENSIVE_CARE_ROLE_CODES)})]) > 0 THEN true "
-        f"WHEN {words_match(names, re2(_INTENSIVE_CARE_WORDS))} THEN true "
+        f"CASE WHEN {site_location_sql(site, site_codes, site_names)} THEN true "
+        f"WHEN len({role_codes}) > 0 "
+        f"THEN len([c for c in {role_codes} if (c->>'code') IN ({_in(_INTENSIVE_CARE_ROLE_CODES)})]) > 0 "
+        f"WHEN {icu_named(names)} THEN true "
         f"WHEN len([c for c in {codings} if (c->>'code') IS NOT NULL]) > 0 "
         f"OR len([n for n in {names} if n IS NOT NULL]) > 0 THEN false END"
     )
@@ -547,7 +591,7 @@ def _patient(reference_column: str) -> str:
     return ref_id(f"({reference_column}->>'reference')", "Patient")
 
 
-def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
+def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None = None) -> str:
     """A SELECT yielding canonical rows from a folder of FHIR Bulk Data NDJSON files."""
     kb = kb or load_knowledge()
     r = {t: _reader(Path(folder), t) for t in _READ}
@@ -674,7 +718,8 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         coalesce(status, '') IN ({_in(_NO_SETTING_ENCOUNTER_STATUSES)}) AS says_nothing
       FROM ({_dedup(r["Encounter"], ["status", "class", "location", "partOf"])})
     ),
-    loc AS (SELECT id, name, {_location_icu("type")} AS icu FROM ({_dedup(r["Location"], ["name", "type"])})),
+    loc AS (SELECT id, name, {_location_icu("type", "identifier", "name", "alias", site)} AS icu
+            FROM ({_dedup(r["Location"], ["name", "type", "identifier", "alias"])})),
     ma AS (
       SELECT m.id AS admin_id, m.status, m.filename, m."resourceType" IS NULL AS unreadable,
         {_patient("m.subject")} AS patient_id,
@@ -850,9 +895,16 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       FROM (SELECT mr_id, pos, unnest({_codings("reason")}) AS coding FROM reasons)
       WHERE (coding->>'code') IS NOT NULL
     ),
+    reason_concepts AS ({coded_concepts("reason_codes", ["mr_id", "pos"])}),
+    together_use AS (  -- a use some conditions name only together (as the adapter's _indication)
+      SELECT r.mr_id, min(t.use_id) AS use_id
+      FROM (SELECT mr_id, list(DISTINCT concept) AS cs FROM reason_concepts GROUP BY mr_id) r
+      JOIN use_together t ON list_has_all(r.cs, t.concepts)
+      GROUP BY r.mr_id
+    ),
     coded_use AS (
       SELECT rc.mr_id, arg_min(u.use_id, rc.pos * 1e9 + rc.rank) AS use_id
-      FROM ({coded_concepts("reason_codes", ["mr_id", "pos"])}) rc JOIN use_concepts u ON u.concept = rc.concept
+      FROM reason_concepts rc JOIN use_concepts u ON u.concept = rc.concept
       GROUP BY rc.mr_id
     ),
     worded_use AS (
@@ -870,7 +922,10 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       FROM (SELECT c.admin_id, c.administered_at, unnest(json_extract(enc.location, '$[*]')) AS entry
             FROM core c JOIN enc ON enc.id = c.encounter_id AND NOT enc.says_nothing) e
       LEFT JOIN loc l ON l.id = {ref_id("(e.entry->'location'->>'reference')", "Location")}
-      WHERE coalesce(e.entry->>'status', '') <> 'planned'
+      -- a planned or reserved bed is not where the dose was given; a completed stay only over its period
+      WHERE coalesce(e.entry->>'status', '') NOT IN ('planned', 'reserved')
+        AND (coalesce(e.entry->>'status', '') <> 'completed'
+             OR ({period_start} <= e.administered_at AND coalesce({period_end} > e.administered_at, true)))
     ),
     admin_setting AS (
       SELECT admin_id,
@@ -907,7 +962,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       UNION ALL
       SELECT {_patient("q.subject")}, {timestamp_sql('q."authoredOn"')}
       FROM ({r["MedicationRequest"]}) q LEFT JOIN med ON med.id = {mr_medication}
-      WHERE coalesce(q.status, '') NOT IN ({_in(_NOT_GIVEN_REQUEST_STATUSES)}) AND {mr_drug}
+      WHERE q.status IN ({_in(COURSE_REQUEST_STATUSES)}) AND {mr_drug}
         AND {_iv_infusion('q."dosageInstruction"', "q.note")}
     ),
     first_course AS (SELECT patient, min(t) AS t FROM iv_courses GROUP BY patient),
@@ -915,7 +970,9 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       SELECT c.*,
         CASE WHEN cw.w IS NOT NULL THEN cw.w WHEN cw.absent THEN NULL ELSE lw.w END AS weight,
         s.setting AS located_setting, s.location, e.cls, coalesce(e.says_nothing, false) AS says_nothing, ap.pclass,
-        coalesce(cu.use_id, wu.use_id) AS reason_use, ac.conditions,
+        coalesce(tu.use_id, cu.use_id, wu.use_id) AS reason_use, ac.conditions,
+        -- the statement the administration cites is the record's own answer for it, "no" included: the
+        -- cautious side (follow-up support is not claimed on a course the record says was not taken)
         CASE WHEN cc.yes THEN true WHEN cc.no THEN false WHEN fc.t < c.administered_at THEN true END AS prior
       FROM core c
       LEFT JOIN cited_weight cw ON cw.admin_id = c.admin_id
@@ -923,6 +980,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       LEFT JOIN admin_setting s ON s.admin_id = c.admin_id
       LEFT JOIN enc e ON e.id = c.encounter_id
       LEFT JOIN admin_procedure ap ON ap.admin_id = c.admin_id
+      LEFT JOIN together_use tu ON tu.mr_id = c.request_id
       LEFT JOIN coded_use cu ON cu.mr_id = c.request_id
       LEFT JOIN worded_use wu ON wu.mr_id = c.request_id
       LEFT JOIN admin_conditions ac ON ac.admin_id = c.admin_id

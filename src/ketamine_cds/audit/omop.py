@@ -96,8 +96,8 @@ import duckdb
 from .._errors import InputError
 from .._facts import Coded, OpioidUse
 from .._kb import KnowledgeBase, load_knowledge
+from .._site import Site
 from ..adapters.fhir import (
-    _INTENSIVE_CARE_WORDS,
     _ROUTE_CODES,
     _ROUTE_WORDS,
     BODY_WEIGHT,
@@ -113,12 +113,14 @@ from .fhir_ndjson import (
     PROCEDURE_WINDOW_SECONDS,
     coded_concepts,
     concat,
+    icu_named,
     ketamine_words,
     lit,
     norm_code,
     normal_words_sql,
     procedure_classes_sql,
     re2,
+    site_location_sql,
     uses_sql,
     value_sets_sql,
     words_match,
@@ -413,7 +415,7 @@ _STRENGTH_COLUMNS = (
 )
 
 
-def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
+def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None = None) -> str:
     """A SELECT yielding canonical rows from a folder of OMOP CDM v5.4 tables."""
     kb = kb or load_knowledge()
     folder = Path(folder)
@@ -446,7 +448,6 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         f"THEN [CASE trim(route_source_value) {by_code} END] "
         f"ELSE list_distinct([x for x in [{by_words}] if x IS NOT NULL]) END"
     )
-    icu = re2(_INTENSIVE_CARE_WORDS)
     weight_unit_concepts = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in WEIGHT_UNIT_CONCEPTS.items())
     # the OMOP concept ids of body weight and of kg and g, only without the vocabulary (which names them by code)
     weight_unit_ids = "NULL" if vocabulary else f"CASE m.unit_concept_id {weight_unit_concepts} END"
@@ -547,6 +548,13 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       WHERE {normal_words_sql("o.observation_source_value")} = 'indication'
       GROUP BY o.observation_event_id
     ),
+    visit_together AS (  -- a use some conditions name only together (as the adapter's _indication)
+      SELECT v.visit_id, min(t.use_id) AS use_id
+      FROM (SELECT visit_occurrence_id AS visit_id, list(DISTINCT concept) AS cs FROM cond_concepts
+            WHERE visit_occurrence_id IS NOT NULL GROUP BY 1) v
+      JOIN use_together t ON list_has_all(v.cs, t.concepts)
+      GROUP BY v.visit_id
+    ),
     visit_use AS (
       SELECT cc.visit_occurrence_id AS visit_id, arg_min(u.use_id, cc.rank) AS use_id
       FROM cond_concepts cc JOIN use_concepts u ON u.concept = cc.concept
@@ -604,7 +612,7 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
         vd.visit_detail_id IS NOT NULL AS has_detail, vd.concept_id AS detail_concept,
         [vd.site, vd.concept_name] AS detail_names, v.concept_id AS visit_concept, [v.site, v.concept_name] AS visit_names,
         coalesce(vd.site, v.site) AS location,
-        coalesce(ou.use_id, vu2.use_id) AS reason_use, ap.pclass, ac.conditions,
+        coalesce(ou.use_id, vt.use_id, vu2.use_id) AS reason_use, ap.pclass, ac.conditions,
         CASE WHEN oc.yes THEN true WHEN oc.no THEN false WHEN fc.t < c.administered_at THEN true END AS prior
       FROM core c
       LEFT JOIN visit_weight vw ON vw.admin_id = c.admin_id
@@ -613,6 +621,7 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
       LEFT JOIN details vd ON vd.visit_detail_id = c.visit_detail_id
       LEFT JOIN visits v ON v.visit_occurrence_id = c.visit_id
       LEFT JOIN observed_use ou ON ou.admin_id = c.admin_id
+      LEFT JOIN visit_together vt ON vt.visit_id = c.visit_id
       LEFT JOIN visit_use vu2 ON vu2.visit_id = c.visit_id
       LEFT JOIN admin_procedure ap ON ap.admin_id = c.admin_id
       LEFT JOIN admin_conditions ac ON ac.admin_id = c.admin_id
@@ -622,9 +631,11 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None) -> str:
     SELECT
       admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
       weight.value AS weight_value, weight.unit AS weight_unit,
-      CASE WHEN detail_concept = {lit(INTENSIVE_CARE_VISIT)} OR {words_match("detail_names", icu)} THEN 'intensive-care'
+      CASE WHEN {site_location_sql(site, "[]::JSON[]", "detail_names")} OR {site_location_sql(site, "[]::JSON[]", "visit_names")}
+             THEN 'intensive-care'
+           WHEN detail_concept = {lit(INTENSIVE_CARE_VISIT)} OR {icu_named("detail_names")} THEN 'intensive-care'
            WHEN has_detail AND coalesce(detail_concept, '0') <> '0' THEN 'non-intensive-care'
-           WHEN visit_concept = {lit(INTENSIVE_CARE_VISIT)} OR {words_match("visit_names", icu)} THEN 'intensive-care'
+           WHEN visit_concept = {lit(INTENSIVE_CARE_VISIT)} OR {icu_named("visit_names")} THEN 'intensive-care'
            WHEN visit_concept IN ({non_icu_visits}) THEN 'non-intensive-care'
            ELSE 'unknown' END AS setting,
       location,

@@ -35,7 +35,7 @@ def detect_form(path: Path) -> Form:
     return "flat"
 
 
-def source_sql(path: Path, form: Form) -> str:
+def source_sql(path: Path, form: Form, site: Site | None = None) -> str:
     if form == "flat":
         from .flat import flat_source
 
@@ -43,11 +43,11 @@ def source_sql(path: Path, form: Form) -> str:
     if form == "fhir":
         from .fhir_ndjson import fhir_source
 
-        result: str = fhir_source(path)
+        result: str = fhir_source(path, site=site)
         return result
     from .omop import omop_source
 
-    omop: str = omop_source(path)
+    omop: str = omop_source(path, site=site)
     return omop
 
 
@@ -59,7 +59,9 @@ class Canonical:
     tolerance: Staged
 
 
-def canonical_parquet(path: Path, form: Form, out_dir: Path, memory_limit: str = "1GB") -> Canonical:
+def canonical_parquet(
+    path: Path, form: Form, out_dir: Path, memory_limit: str = "1GB", site: Site | None = None
+) -> Canonical:
     """FHIR or OMOP input read once by its DuckDB reader into ``out_dir/canonical/administrations.parquet``,
     with opioid tolerance decided once per patient and day (``tolerance.py``).
 
@@ -72,7 +74,7 @@ def canonical_parquet(path: Path, form: Form, out_dir: Path, memory_limit: str =
     from .tolerance import with_tolerance
 
     kb = load_knowledge()
-    source = source_sql(path, form)
+    source = source_sql(path, form, site)
     target = out_dir / "canonical"
     target.mkdir(parents=True, exist_ok=True)
     parquet = target / "administrations.parquet"
@@ -172,7 +174,7 @@ def _run_audit(
     if form == "flat":
         source = source_sql(path, form)
     else:  # read once: every later pass reads the canonical rows
-        canonical = canonical_parquet(path, form, out_dir, memory_limit)
+        canonical = canonical_parquet(path, form, out_dir, memory_limit, site)
         source = f"SELECT * FROM read_parquet('{sql_path(canonical.path)}')"
         spark_input = (canonical.path, "canonical")
         tolerance_step = canonical.tolerance.as_dict()

@@ -511,8 +511,8 @@ def _decisions(
     frame = spark.createDataFrame(
         decided,
         "class_key bigint, verdict string, statements array<string>, dose_status string, problem string, "
-        "limit_per_kg double, tolerance_used string, tolerance_unknown_reason string, limit_source string, "
-        "guideline_verdict string, guideline_dose_status string",
+        "limit_per_kg double, tolerance_used string, tolerance_unknown_reason string, limit_cap double, "
+        "limit_from_site boolean, guideline_verdict string, guideline_dose_status string",
     )
     return F.broadcast(frame), len(classes), rows
 
@@ -554,9 +554,31 @@ def _spark_type(duck: str) -> str:
     return known[duck]
 
 
+def _row_limits() -> dict[str, Column]:
+    """``decide.ROW_LIMIT_SQL`` in Spark: each row's own limit for its weight (the tighter of the limit per kg
+    and a site's cap in mg), its maximum for the weight, and whether the site's protocol set it."""
+    c = F.col
+    capped = c("limit_cap").isNotNull()
+    by_weight = c("limit_per_kg") * c("weight_kg")
+    return {
+        "limit_per_kg": F.when(
+            capped & (c("weight_kg") > 0), F.least(c("limit_per_kg"), c("limit_cap") / c("weight_kg"))
+        ).otherwise(c("limit_per_kg")),
+        "max_for_weight": F.when(
+            capped & c("weight_kg").isNotNull(), F.least(by_weight, c("limit_cap"))
+        ).otherwise(by_weight),
+        "limit_source": F.when(c("limit_from_site").isNull(), F.lit(None).cast("string"))
+        .when(
+            c("limit_from_site") | (capped & c("weight_kg").isNotNull() & (c("limit_cap") < by_weight)),
+            "site",
+        )
+        .otherwise("guideline"),
+    }
+
+
 def _findings_columns(kb: KnowledgeBase) -> list[Column]:
     computed: Mapping[str, Column] = {
-        "max_for_weight": F.col("limit_per_kg") * F.col("weight_kg"),
+        **_row_limits(),
         "opioid_tolerance": F.col("tolerance_used"),  # the engine's, as in DuckDB (not the row's word)
         "opioid_unknown_reason": F.col("tolerance_unknown_reason"),
     }
