@@ -118,9 +118,11 @@ class SiteNote:
 
 @dataclass(frozen=True, slots=True)
 class Elapsed:
-    """A duration for a finding's wording: "2 h 30 min", "3 days"."""
+    """A duration for a finding's wording: "2.5 h", "3 days"; kept apart from ``compared_with`` (hours), the
+    duration it is checked against ("more than 2 hours")."""
 
     hours: Fraction
+    compared_with: Fraction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +151,36 @@ class DoseMath:
 class Clause:
     """Words around a value that vanish when the value is unknown: ": max 28 mg" or nothing.
 
-    ``apart_from`` is the number the value is compared with (the ordered amount, for a maximum): the value is
-    never rounded to read the same as it."""
+    ``apart_from`` is a dose written exactly as ordered in the value's unit: a maximum is never rounded down
+    below a dose within it that the text restates exactly."""
 
     prefix: str
     value: Fraction | None
     unit: str
     suffix: str = ""
     apart_from: Fraction | None = None
+    # the ketamine concentration when known (mg per mL): the maximum is then given in mL (mL/h) too, kept
+    # apart from ``apart_from_ml``, a dose ordered as that volume
+    concentration: Fraction | None = None
+    apart_from_ml: Fraction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WithinFrom:
+    """Without a body weight: the weight from which a dose in mg (mg/h) would be within its limit per kg
+    (shown rounded up to 0.1 kg: "within the limit for patients of at least 57.2 kg")."""
+
+    kg: Fraction | None
+
+
+@dataclass(frozen=True, slots=True)
+class Beside:
+    """A computed amount beside the number it is compared with (a first infusion's total beside 80 mg):
+    shown on its own side of it, never as it."""
+
+    value: Fraction
+    unit: str
+    compared_with: Fraction
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +210,9 @@ class DoseCheck:
     limit_source: str = "guideline"  # "site" when a site's protocol set the limit that applies
     guideline_limit_per_kg: Fraction | None = None  # the guideline's own limit, beside a site's
     guideline_limit_amount: Fraction | None = None
+    concentration: Fraction | None = None  # mg per mL, when the order or its product gives it
+    # without a body weight, a dose in mg (mg/h) is within its limit per kg from this weight on (exactly)
+    within_from_kg: Fraction | None = None
 
 
 # Which dose check an assessment leads with when an order gives several doses: the one that matters most.
@@ -223,6 +250,7 @@ class DoseLimits:
     weight: WeightUsed | None = None
     bolus_limit: Limit | None = None  # as a site may have tightened them (the guideline's own beside)
     infusion_limit: Limit | None = None
+    concentration_mg_per_ml: Fraction | None = None  # of the order (given, or its product's strength)
 
 
 @dataclass(frozen=True, slots=True)

@@ -329,9 +329,9 @@ def _limits(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(limits))
         return 0
-    from ._render import _limits_lines, dose_display
+    from ._render import dose_display, limits_lines
 
-    print("\n".join(_limits_lines(limits, dose_display(assessment))))
+    print("\n".join(limits_lines(dose_display(assessment))))
     return 0
 
 

@@ -13,6 +13,7 @@ from fractions import Fraction
 from . import _dose_policy as _dp
 from ._assessment import (
     Assessment,
+    Beside,
     Clause,
     DoseCheck,
     DoseLimits,
@@ -29,13 +30,14 @@ from ._assessment import (
     SiteNote,
     Verdict,
     WeightUsed,
+    WithinFrom,
 )
 from ._dose_policy import DosePolicy, KindPolicy, Limit, dose_policy
 from ._facts import Coded, DoseKind, Facts, OrderDose, Pain, Route, Setting, WeightBasis
 from ._kb import KnowledgeBase, Use, load_knowledge
 from ._opioids import OpioidStatus, Presence, opioid_status
 from ._site import Site
-from ._units import amount_per_dose
+from ._units import Quantity, amount_per_dose
 
 _CONTRA_CONCEPTS = (
     ("contra-cardiovascular", "cardiovascular-severe"),
@@ -336,6 +338,8 @@ def _weight_used(facts: Facts) -> WeightUsed | None:
 def _dose_limits(facts: Facts, policy: DosePolicy, in_scope: bool) -> DoseLimits:
     weight = facts.weight_kg if in_scope else None
     bolus, infusion = policy.bolus.limit, policy.infusion.limit
+    order = facts.order
+    concentration = order.concentration_mg_per_ml if order is not None and in_scope else None
     return DoseLimits(
         weight_kg=facts.weight_kg,
         max_bolus_mg=_effective(bolus, weight)[1] if in_scope else None,
@@ -350,6 +354,7 @@ def _dose_limits(facts: Facts, policy: DosePolicy, in_scope: bool) -> DoseLimits
         weight=_weight_used(facts) if in_scope else None,
         bolus_limit=bolus,
         infusion_limit=infusion,
+        concentration_mg_per_ml=concentration,
     )
 
 
@@ -427,14 +432,14 @@ def _acute_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: st
         policy.bolus.limit.statement,
         key,
         weight=weight,
-        max=Clause("", limits.max_bolus_mg, "mg"),
+        max=Clause("", limits.max_bolus_mg, "mg", concentration=limits.concentration_mg_per_ml),
         limit=bolus["limit"],
         site_note=bolus["site_note"],
         use_note=use_note,
     )
     infusion = policy.infusion.limit
     rate = _limit_params(ctx, infusion, kg, "mg/h")
-    maximum = Clause("", limits.max_infusion_mg_per_h, "mg/h")
+    maximum = Clause("", limits.max_infusion_mg_per_h, "mg/h", concentration=limits.concentration_mg_per_ml)
     if policy.outside_icu_applies is False:
         outside = ctx.kb.threshold(_dp.INFUSION_LIMIT, "limit_mg_per_kg_per_h")
         ctx.add(_dp.INFUSION_LIMIT, "limits-icu", limit=(outside, "mg/kg/h"))
@@ -461,7 +466,9 @@ def _chronic_range_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits,
         key,
         weight=limits.weight,
         bolus_limit=bolus["limit"],
-        bolus_max=Clause("", limits.max_bolus_mg, "mg") if limits.max_bolus_mg is not None else None,
+        bolus_max=Clause("", limits.max_bolus_mg, "mg", concentration=limits.concentration_mg_per_ml)
+        if limits.max_bolus_mg is not None
+        else None,
         range=DoseRange(infusion.minimum or Fraction(0), infusion.limit.per_kg, limits.weight),
         setting_words=SettingScope(policy.setting),
         site_note=bolus["site_note"] or rate["site_note"],
@@ -487,13 +494,14 @@ def _check_dose(
     limit = shown["effective_per_kg"]
     assert isinstance(limit, Fraction)
     status = _dose_status(policy, amount, per_kg, ctx.facts.setting)
+    within_from = _within_from(policy.limit, amount) if status is DoseStatus.NO_WEIGHT else None
     params: dict[str, object] = {
         "ordered": order.dose,
         "dose": DoseMath(order.dose, amount, per_kg, weight, unit, limit, limit_amount),
         "limit": shown["limit"],
         "site_note": shown["site_note"],
-        "max": Clause(": max ", limit_amount, unit, apart_from=amount),
-        "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)", apart_from=amount),
+        **_max_clauses(order.dose, amount, limit_amount, unit, concentration),
+        "within_from": WithinFrom(within_from),
         "setting": ctx.facts.setting.value,
         "setting_words": SettingScope(ctx.facts.setting),
         "kind": order.kind,
@@ -528,7 +536,45 @@ def _check_dose(
         limit_source=_limit_source(policy.limit, weight_kg),
         guideline_limit_per_kg=policy.limit.guideline,
         guideline_limit_amount=guideline_amount,
+        concentration=concentration,
+        within_from_kg=within_from,
     )
+
+
+def _max_clauses(
+    ordered: Quantity,
+    amount: Fraction | None,
+    limit_amount: Fraction | None,
+    unit: str,
+    concentration: Fraction | None,
+) -> dict[str, Clause]:
+    """ ": max 28 mg" and " (max 28 mg for this weight)", in mL too when the concentration is known. A dose
+    ordered in the unit of the maximum is restated exactly, so the maximum shown is kept from reading below
+    it (``apart_from``); a computed amount is shown rounded on its side of the limit and needs no such
+    care."""
+    literal = Fraction(ordered.value)
+    as_written = amount if literal == amount and ordered.unit.amount == "mass" else None
+    volume = ordered.unit.amount == "volume" and ordered.unit.factor == 1
+    ml = literal if volume and ordered.unit.per_hours in (None, Fraction(1)) else None
+    return {
+        "max": Clause(": max ", limit_amount, unit, "", as_written, concentration, ml),
+        "max_for_weight": Clause(
+            " (max ", limit_amount, unit, " for this weight)", as_written, concentration, ml
+        ),
+    }
+
+
+def _concentration(ctx: _Context) -> Fraction | None:
+    order = ctx.facts.order
+    return order.concentration_mg_per_ml if order is not None else None
+
+
+def _within_from(limit: Limit, amount: Fraction | None) -> Fraction | None:
+    """The least body weight for which a dose in mg (mg/h) is within the limit per kg, exactly; None when a
+    site's absolute cap makes it over whatever the weight (the check then says so without a weight)."""
+    if amount is None or (limit.max_amount is not None and amount > limit.max_amount):
+        return None
+    return amount / limit.per_kg
 
 
 def _limit_source(limit: Limit, weight_kg: Fraction | None) -> str:
@@ -576,8 +622,7 @@ def _also_exceeds(
             "dose": DoseMath(dose.ordered, amount, per_kg, dose.weight, unit, also.per_kg, limit_amount),
             "limit": shown["limit"],
             "site_note": shown["site_note"],
-            "max": Clause(": max ", limit_amount, unit, apart_from=amount),
-            "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)", apart_from=amount),
+            **_max_clauses(dose.ordered, amount, limit_amount, unit, _concentration(ctx)),
         },
     )
 
@@ -691,7 +736,7 @@ def chronic_dose_minimum(ctx: _Context, infusion: OrderDose | None, concentratio
     least_mg = ctx.kb.threshold(statement, "minimum_total_mg")
     least_h = ctx.kb.threshold(statement, "minimum_duration_h")
     key = "meets" if total >= least_mg and duration > least_h else "below"
-    ctx.add(statement, key, total=(total, "mg"), duration=Elapsed(duration))
+    ctx.add(statement, key, total=Beside(total, "mg", least_mg), duration=Elapsed(duration, least_h))
 
 
 def _delivered(

@@ -243,7 +243,7 @@ def _stated_pregnancy(
     """A pregnancy the case states, unless its conditions already show one (read whether or not they are)."""
     if pregnant is not True or any(c.concept == "pregnancy" for c in conditions or ()):
         return ()
-    return (ConditionFact("pregnancy", Coded("pregnant (stated in the case)")),)
+    return (ConditionFact("pregnancy", Coded("pregnancy (stated in the case)")),)
 
 
 def _procedure(value: Any, kb: KnowledgeBase) -> PlannedProcedure | None:
