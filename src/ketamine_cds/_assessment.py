@@ -166,6 +166,46 @@ class Clause:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcedureRef:
+    """The planned procedure a finding names. Where the case gives only its class and no name (the web
+    form's class without a name), the wording never passes the class off as the name: ``{procedure}`` reads
+    ``unnamed`` ("abdominal surgery", or "the planned procedure"), ``{procedure_named}`` says only the
+    class is given."""
+
+    source: Coded
+    named: bool
+    unnamed: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettingName:
+    """Where the patient is, in words: "intensive care", "not intensive care", "not recorded"."""
+
+    setting: Setting
+
+
+@dataclass(frozen=True, slots=True)
+class Outweighed:
+    """On a supportive finding when a contraindication decides the verdict: the support stands, but it is
+    outweighed here (``condition`` is what the record shows)."""
+
+    condition: tuple[Coded, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Drawable:
+    """The largest dose one can measure within a maximum: the maximum (mg or mg/h) rounded down to a
+    measurable step, in mL (mL/h) at the concentration when it is known, else in mg (mg/h). Never above the
+    maximum; the maximum itself is said beside it."""
+
+    maximum: Fraction | None
+    unit: str  # "mg" or "mg/h"
+    step: Fraction  # in mg (mg/h)
+    step_ml: Fraction  # in mL (mL/h)
+    concentration: Fraction | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WithinFrom:
     """Without a body weight: the weight from which a dose in mg (mg/h) would be within its limit per kg
     (shown rounded up to 0.1 kg: "within the limit for patients of at least 57.2 kg")."""

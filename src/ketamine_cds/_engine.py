@@ -20,12 +20,16 @@ from ._assessment import (
     DoseMath,
     DoseRange,
     DoseStatus,
+    Drawable,
     Elapsed,
     Finding,
     LimitText,
     MissingDatum,
     Note,
+    Outweighed,
+    ProcedureRef,
     ScreeningResult,
+    SettingName,
     SettingScope,
     SiteNote,
     Verdict,
@@ -113,12 +117,13 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None, site: Site | None = No
     elif in_scope:
         _follow_up(ctx, route)
     verdict = _verdict(ctx, use)
+    decisive = _decisive(verdict, ctx)
     hidden = site.hidden if site is not None else frozenset()
     return Assessment(
         verdict=verdict,
         reason=_reason(verdict, ctx, use),
-        decisive=_decisive(verdict, ctx),
-        findings=tuple(f for f in ctx.findings if f.statement.id not in hidden),
+        decisive=decisive,
+        findings=tuple(_outweighed(f, decisive) for f in ctx.findings if f.statement.id not in hidden),
         dose_limits=limits,
         dose_checks=dose_checks,
         missing=tuple(ctx.missing) + tuple(ctx.support_missing),
@@ -132,6 +137,22 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None, site: Site | None = No
         knowledge_base_digest=_digest(kb, site),
         notes=_notes(facts, kb),
         site=site,
+    )
+
+
+def _outweighed(finding: Finding, decisive: Finding | None) -> Finding:
+    """A statement that supports ketamine, beside a contraindication that decides the verdict, says that it
+    is outweighed here (its role and grade unchanged): "Consider IV ketamine" must not read as advice to
+    give it to a patient with a relative contraindication."""
+    supports = (
+        finding.statement.role in ("support-strong", "support-weak") and finding.message_key == "applies"
+    )
+    if not supports or decisive is None or decisive.statement.role != "contraindication":
+        return finding
+    condition = decisive.params.get("condition")
+    shown = condition if isinstance(condition, tuple) else ()
+    return Finding(
+        finding.statement, finding.message_key, {**finding.params, "outweighed": Outweighed(shown)}
     )
 
 
@@ -199,10 +220,14 @@ def acute_painful_surgery_or_mild_pain(ctx: _Context) -> None:
         return
     pclass = ctx.kb.procedure_classes.get(procedure.procedure_class) if procedure.procedure_class else None
     pain = Pain(pclass.pain) if pclass is not None else Pain.UNKNOWN
-    if pain is Pain.SEVERE and pclass is not None:
-        ctx.add("acute-painful-surgery", "applies", procedure=procedure.source, procedure_class=pclass.label)
-    elif pain is Pain.MILD:
-        ctx.add("acute-mild-pain", "applies", procedure=procedure.source)
+    if pclass is not None and pain in (Pain.SEVERE, Pain.MILD):
+        # a case that gives only the class (no name, no code) names the procedure by its class alone
+        source = procedure.source
+        named = bool(source.code) or source.display.casefold() != pclass.label.casefold()
+        severe = pain is Pain.SEVERE
+        ref = ProcedureRef(source, named, pclass.label if severe else "the planned procedure")
+        statement = "acute-painful-surgery" if severe else "acute-mild-pain"
+        ctx.add(statement, "applies", procedure=ref, procedure_class=pclass.label)
     else:
         ctx.need(
             "procedure-class",
@@ -433,6 +458,7 @@ def _acute_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: st
         key,
         weight=weight,
         max=Clause("", limits.max_bolus_mg, "mg", concentration=limits.concentration_mg_per_ml),
+        largest=_drawable(ctx, limits.max_bolus_mg, DoseKind.BOLUS, limits.concentration_mg_per_ml),
         limit=bolus["limit"],
         site_note=bolus["site_note"],
         use_note=use_note,
@@ -450,10 +476,25 @@ def _acute_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: st
         key,
         weight=weight,
         max=maximum,
+        largest=_drawable(
+            ctx, limits.max_infusion_mg_per_h, DoseKind.INFUSION, limits.concentration_mg_per_ml
+        ),
         limit=rate["limit"],
         site_note=rate["site_note"],
         use_note=use_note,
     )
+
+
+def _drawable(
+    ctx: _Context, maximum: Fraction | None, kind: DoseKind, concentration: Fraction | None
+) -> Drawable:
+    """The largest measurable dose within a maximum, at the product default steps (kb.toml [defaults]) or the
+    site's bolus step."""
+    steps = ctx.kb.dose_steps
+    if kind is DoseKind.BOLUS:
+        site_step = ctx.site.bolus_step_mg if ctx.site is not None else None
+        return Drawable(maximum, "mg", site_step or steps["bolus_mg"], steps["bolus_ml"], concentration)
+    return Drawable(maximum, "mg/h", steps["infusion_mg_per_h"], steps["infusion_ml_per_h"], concentration)
 
 
 def _chronic_range_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: str) -> None:
@@ -502,8 +543,11 @@ def _check_dose(
         "site_note": shown["site_note"],
         **_max_clauses(order.dose, amount, limit_amount, unit, concentration),
         "within_from": WithinFrom(within_from),
-        "setting": ctx.facts.setting.value,
-        "setting_words": SettingScope(ctx.facts.setting),
+        "setting": SettingName(ctx.facts.setting),
+        # the bolus limits hold in every setting; an infusion's depend on it
+        "setting_words": SettingScope(ctx.facts.setting)
+        if order.kind is DoseKind.INFUSION
+        else "in every setting",
         "kind": order.kind,
         "dose_index": index,
         "use_note": use_note,
@@ -559,7 +603,7 @@ def _max_clauses(
     return {
         "max": Clause(": max ", limit_amount, unit, "", as_written, concentration, ml),
         "max_for_weight": Clause(
-            " (max ", limit_amount, unit, " for this weight)", as_written, concentration, ml
+            ", at most ", limit_amount, unit, " for this weight", as_written, concentration, ml
         ),
     }
 

@@ -142,8 +142,13 @@ class Use:
 @dataclass(frozen=True, slots=True)
 class Concept:
     id: str
-    label: str
+    label: str  # as the web form offers it
     statement: str | None = None
+    name: str | None = None  # as a finding names it, where the label says more than the condition
+
+    @property
+    def finding_name(self) -> str:
+        return self.name or self.label
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,14 @@ from ._assessment import (
     DoseLimits,
     DoseMath,
     DoseRange,
+    Drawable,
     Elapsed,
     Finding,
     LimitText,
     Note,
+    Outweighed,
+    ProcedureRef,
+    SettingName,
     SettingScope,
     SiteNote,
     WeightUsed,
@@ -68,6 +72,10 @@ def display_value(value: object, *, with_codes: bool = True) -> str:
         return _range_text(value)
     if isinstance(value, SettingScope):
         return SETTING_SCOPE_WORDS[value.setting]
+    if isinstance(value, SettingName):
+        return SETTING_NAMES[value.setting]
+    if isinstance(value, ProcedureRef):
+        return display_value(value.source, with_codes=with_codes) if value.named else value.unnamed
     if isinstance(value, Elapsed):
         return elapsed_text(value.hours, value.compared_with)
     if isinstance(value, LimitText):
@@ -76,6 +84,8 @@ def display_value(value: object, *, with_codes: bool = True) -> str:
         return site_note_text(value)
     if isinstance(value, WithinFrom):
         return within_from_text(value.kg)
+    if isinstance(value, Drawable):
+        return drawable_text(value)
     if isinstance(value, Beside):
         return f"{format_decimal(shown_beside(value.value, value.compared_with))} {value.unit}"
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
@@ -138,6 +148,36 @@ def within_from_text(kg: Fraction | None) -> str:
     if kg is None:
         return ""
     return f": within the limit for patients of at least {format_decimal(shown_min(kg, 1))} kg"
+
+
+def largest_measurable(value: Drawable) -> tuple[Fraction, str] | None:
+    """(the largest measurable dose, its unit): the maximum rounded down to a step, in mL (mL/h) at a known
+    concentration; None when it is no step at all."""
+    if value.maximum is None:
+        return None
+    if value.concentration is not None:
+        ml = value.maximum / value.concentration // value.step_ml * value.step_ml
+        return (ml, volume_unit(value.unit)) if ml > 0 else None
+    amount = value.maximum // value.step * value.step
+    return (amount, value.unit) if amount > 0 else None
+
+
+def drawable_text(value: Drawable) -> str:
+    """ "; the largest bolus to draw up, in steps of 0.5 mg, is **24 mg**"; nothing when that is the maximum
+    as shown (28 mg for 80 kg) or no step fits under it."""
+    found = largest_measurable(value)
+    if found is None or value.maximum is None:
+        return ""
+    amount, unit = found
+    bolus = value.unit == "mg"
+    step = value.step_ml if unit.startswith("mL") else value.step
+    if unit == value.unit and amount == shown_max(value.maximum):
+        return ""
+    what = "the largest bolus to draw up" if bolus else "the largest rate to set on a pump"
+    text = f"; {what}, in steps of {format_decimal(step)} {unit}, is **{format_decimal(amount)} {unit}**"
+    if value.concentration is not None:
+        text += f" ({format_decimal(amount * value.concentration)} {value.unit})"
+    return text
 
 
 def volume_unit(unit: str) -> str:
@@ -402,6 +442,13 @@ SETTING_SCOPE_WORDS: Mapping[Setting, str] = {
 }
 
 
+SETTING_NAMES: Mapping[Setting, str] = {
+    Setting.INTENSIVE_CARE: "intensive care",
+    Setting.NON_INTENSIVE_CARE: "not intensive care",
+    Setting.UNKNOWN: "not recorded",
+}
+
+
 def weight_basis_text(weight: WeightUsed) -> str:
     if weight.basis is WeightBasis.MEASURED and weight.measured is not None:
         return f"measured {weight.measured.isoformat()}"
@@ -491,18 +538,41 @@ class _Params(dict[str, str]):
         self._with_codes = with_codes
 
     def __missing__(self, key: str) -> str:
-        if key == "Kind" and "kind" in self._values:
-            text = self[key] = str(self._values["kind"]).capitalize()
-            return text
+        derived = self._derived(key)
+        if derived is not None:
+            self[key] = derived
+            return derived
         if key not in self._values:
             return "{" + key + "}"
         text = self[key] = display_value(self._values[key], with_codes=self._with_codes)
         return text
 
+    def _derived(self, key: str) -> str | None:
+        """Wording worked out from another value: "{Kind}" from "kind", "{procedure_named}" from
+        "procedure", "{within_from_sentence}" from "within_from"."""
+        values = self._values
+        if key == "Kind" and "kind" in values:
+            return str(values["kind"]).capitalize()
+        procedure = values.get("procedure")
+        if key == "procedure_named" and isinstance(procedure, ProcedureRef):
+            if not procedure.named:
+                return " (only its class is given, not its name)"
+            return f", **{display_value(procedure.source, with_codes=self._with_codes)}**,"
+        within = values.get("within_from")
+        if key == "within_from_sentence" and isinstance(within, WithinFrom):
+            if within.kg is None:
+                return ""
+            least = format_decimal(shown_min(within.kg, 1))
+            return f" It is within the limit for patients of at least {least} kg."
+        return None
+
 
 def finding_summary(finding: Finding) -> str:
-    """The one-line summary of a finding, filled in (codes left out), at most SUMMARY_MAX characters."""
+    """The one-line summary of a finding, filled in (codes left out), at most SUMMARY_MAX characters. A
+    supportive finding beside a contraindication that decides the verdict says first that it is outweighed."""
     summary = finding.message.summary.format_map(_Params(finding, with_codes=False))
+    if isinstance(finding.params.get("outweighed"), Outweighed):
+        summary = load_knowledge().notes["outweighed-summary"].summary.format(summary=summary)
     if len(summary) > SUMMARY_MAX:
         summary = summary[: SUMMARY_MAX - 1].rstrip() + "…"
     return summary
@@ -510,11 +580,16 @@ def finding_summary(finding: Finding) -> str:
 
 def finding_texts(finding: Finding) -> tuple[str, str]:
     """The summary and markdown detail of a finding, filled in; a finding whose limit a site's protocol set
-    ends with a line saying so (every one of them, whatever its wording)."""
+    ends with a line saying so (every one of them, whatever its wording), and a supportive finding beside a
+    contraindication that decides the verdict with a line saying it is outweighed."""
     detail = finding.message.detail.format_map(_Params(finding, with_codes=True))
     note = finding.params.get("site_note")
     if isinstance(note, SiteNote):
         detail += " " + site_note_text(note)
+    outweighed = finding.params.get("outweighed")
+    if isinstance(outweighed, Outweighed):
+        condition = display_value(outweighed.condition) or "a relative contraindication"
+        detail += " " + load_knowledge().notes["outweighed"].summary.format(condition=condition)
     return finding_summary(finding), detail
 
 
@@ -710,6 +785,16 @@ def assessment_json(assessment: Assessment, kb: KnowledgeBase | None = None) -> 
 
 # --- the readable report ----------------------------------------------------------------------------
 
+VERDICT_WORDS: Mapping[str, str] = {
+    "out-of-scope": "Outside this guideline",
+    "contraindicated": "Contraindicated",
+    "dose-exceeds-limit": "Dose exceeds the limit",
+    "not-indicated": "Not indicated",
+    "insufficient-evidence": "Insufficient evidence",
+    "needs-information": "More information needed",
+    "consider": "Consider ketamine",
+    "may-consider": "Ketamine may be considered",
+}
 SCREENING_WORDS: Mapping[str, str] = {
     "present": "PRESENT",
     "absent": "ruled out in the record",
@@ -717,6 +802,14 @@ SCREENING_WORDS: Mapping[str, str] = {
     "unknown": "unknown: verify",
 }
 SCREENING_NOTE = '"not found" is not "ruled out"'
+
+
+def grade_line(statement: Statement, detail: str) -> str | None:
+    """The grade beside a finding's detail; None where the detail already says that neither is stated (a
+    finding says "not stated" once)."""
+    if statement.grade is None and statement.certainty is None and statement.grade_phrase in detail:
+        return None
+    return grade_words(statement)
 
 
 def grade_words(statement: Statement) -> str:
@@ -763,7 +856,8 @@ def text_report(assessment: Assessment, kb: KnowledgeBase | None = None) -> str:
         summary, detail = finding_texts(finding)
         st = finding.statement
         lines.append(f"  [{finding.severity}] {summary}")
-        lines.append(f"    {st.id}: {grade_words(st)}")
+        grade = grade_line(st, detail)
+        lines.append(f"    {st.id}: {grade}" if grade else f"    {st.id}")
         lines.append(_wrap(_plain(detail), "    "))
         lines.append(_wrap(f"Source: {st.source.label}. {st.source.url}", "    "))
     doses = dose_display(assessment)

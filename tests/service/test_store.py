@@ -182,7 +182,7 @@ def test_an_sqlite_audit_trail_from_before_is_migrated_with_its_rows(tmp_path: P
     try:
         _check_migrated(store)
         names = [row[1] for row in store.query("PRAGMA table_info(assessments)")]
-        assert names[-2:] == ["completeness", "unread"]
+        assert names[-3:] == ["completeness", "unread", "site"]
         indexes = store.query("SELECT name FROM sqlite_master WHERE tbl_name = 'assessments'")
         assert ("assessments_created",) in indexes
     finally:

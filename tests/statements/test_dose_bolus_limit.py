@@ -119,7 +119,7 @@ def test_the_order_is_restated_exactly_as_ordered(dose: str, unit: str, summary:
 def test_a_converted_dose_over_the_limit_never_reads_as_the_limit() -> None:
     # 28.19 mg for 80 kg is 0.352375 mg/kg: two decimals would say "0.35 mg/kg is over the 0.35 mg/kg limit"
     summary, detail = _texts(run(order=iv("28.19", "mg")))
-    # 0.352375 is rounded up, on its side of the limit, as in the JSON (0.36); the third decimal keeps it apart
+    # 0.352375 is rounded up, on its side of the limit, as the JSON (0.36); a third decimal keeps it apart
     assert summary == "Bolus 28.19 mg (0.353 mg/kg) is over the 0.35 mg/kg limit: max 28 mg"
     assert "**0.353 mg/kg**" in detail
 
@@ -132,8 +132,8 @@ def test_the_maximum_for_the_weight_is_rounded_down_and_never_reads_under_a_dose
     within = run(order=iv("24.447", "mg"), weight_kg=Fraction("69.85"))
     summary, detail = _texts(within)
     assert summary == "Bolus 24.447 mg (0.34999 mg/kg) is within the 0.35 mg/kg limit"
-    assert "(max 24.447 mg for this weight)" in detail
+    assert "at most 24.447 mg for this weight" in detail
     at_limit = _texts(run(order=iv("24.4475", "mg"), weight_kg=Fraction("69.85")))[1]
-    assert "(max 24.4475 mg for this weight)" in at_limit
+    assert "at most 24.4475 mg for this weight" in at_limit
     limits = _texts(run(weight_kg=Fraction("69.85")))[0]
     assert limits == "Maximum IV bolus: 24.44 mg (0.35 mg/kg for 69.85 kg)"

@@ -230,7 +230,7 @@ def _conditions(patient: Mapping[str, Any], kb: KnowledgeBase) -> tuple[Conditio
                 raise InvalidCaseError(
                     field, f"unknown condition {concept!r}; one of: {', '.join(kb.concepts)}"
                 )
-            label = coded.display if coded.display != concept else kb.concepts[concept].label
+            label = coded.display if coded.display != concept else kb.concepts[concept].finding_name
             facts.append(ConditionFact(concept, Coded(label, coded.system, coded.code)))
         elif coded.code:
             facts.extend(ConditionFact(c, coded) for c in kb.value_sets.concepts(coded.system, coded.code))

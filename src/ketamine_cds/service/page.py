@@ -29,6 +29,7 @@ from .._errors import InputError
 from .._kb import KnowledgeBase, Statement, load_knowledge
 from .._render import DOSE_STATUS_WORDS as report_dose_status_words
 from .._render import SCREENING_WORDS as report_screening_words
+from .._render import VERDICT_WORDS as report_verdict_words
 from .._render import DoseDisplay, assessment_json, dose_display, sentence
 from .._site import Site
 from .._units import format_number
@@ -60,16 +61,7 @@ DOSE_UNITS = (
 ROUTES = (("intravenous", "Intravenous (IV)"), ("oral", "Oral"), ("intranasal", "Intranasal"))
 SEXES = (("female", "Female"), ("male", "Male"), ("other", "Other"), ("unknown", "Unknown"))
 
-VERDICT_WORDS: Mapping[str, str] = {
-    "out-of-scope": "Outside this guideline",
-    "contraindicated": "Contraindicated",
-    "dose-exceeds-limit": "Dose exceeds the limit",
-    "not-indicated": "Not indicated",
-    "insufficient-evidence": "Insufficient evidence",
-    "needs-information": "More information needed",
-    "consider": "Consider ketamine",
-    "may-consider": "Ketamine may be considered",
-}
+VERDICT_WORDS: Mapping[str, str] = report_verdict_words
 VERDICT_TONE: Mapping[str, str] = {
     "out-of-scope": "neutral",
     "contraindicated": "stop",
