@@ -424,9 +424,9 @@ def _dose_math(dose: DoseMath, *, short: bool) -> str:
         parts.append(texts.amount)
     if texts.per_kg is not None:
         parts.append(f"**{texts.per_kg}**")
-    text = " = ".join(parts)
     if texts.per_minute is not None:
-        text += f" ({texts.per_minute})"
+        parts.append(texts.per_minute)
+    text = " = ".join(parts)
     if dose.weight is None:
         if dose.ordered.unit.per_kg:
             return text + " (no body weight is recorded, so it is not worked out in mg)"
