@@ -303,7 +303,9 @@ def shown_max(
     62.5 kg is 21.875 mg, shown 21.87: 21.88 mg would be over). ``other`` is a dose written exactly as
     ordered in the same unit: where two decimals rounded down would put it above the maximum shown though it
     is within (24.447 mg ordered, max 24.4475 mg, "max 24.44"), as many more decimals as keep it under it
-    ("max 24.447"). A dose over the maximum stays over any maximum rounded down."""
+    ("max 24.447"). A dose over the maximum stays over any maximum rounded down. A maximum above zero is
+    never shown as 0: it gets the decimals of its first digit (0.004 mg)."""
+    places = _significant(value, places, most)
     for digits in range(places, most + 1):
         shown = floor_to(value, digits)
         if other is None or other > value or shown >= other:
@@ -318,6 +320,7 @@ def shown_beside(
     when within, up when over), so it never reads as the limit or past it. Two decimals as a rule; where
     rounding half up would make it read like the limit, the decimals that tell them apart (16.67 mcg/kg/min
     is 1.0002 mg/kg/h, shown so, beside the 1 mg/kg/h limit). Without a limit: two decimals, half up."""
+    places = _significant(value, places, most)  # a dose above zero is never shown as 0
     if limit is None:
         return half_up_to(value, places)
     if value == limit:  # at the limit: shown as the limit is (a maximum, rounded down), never above it
@@ -325,6 +328,13 @@ def shown_beside(
     digits = _places_apart(value, limit, places, most)
     digits = most if digits is None else digits
     return floor_to(value, digits) if value < limit else ceil_to(value, digits)
+
+
+def _significant(value: Fraction, places: int, most: int) -> int:
+    """``places``, or more where a value above zero would otherwise be shown as 0 (its first digit's)."""
+    while places < most and 0 < value < Fraction(1, 10**places):
+        places += 1
+    return places
 
 
 def shown_min(value: Fraction, places: int = 2) -> Fraction:

@@ -292,7 +292,8 @@ def test_caution_is_a_warning_card_at_selection_only(client: httpx.Client, templ
     assert call(client, case, "order-sign", templates) == []
     select = call(client, case, "order-select", templates)
     verify = next(c for c in select if c["source"]["topic"]["code"] == "contra-cardiovascular")
-    assert verify["indicator"] == "warning" and verify["summary"].startswith("Verify how well it is controlled")
+    assert verify["indicator"] == "warning"
+    assert verify["summary"].startswith("Verify how well it is controlled")
 
 
 def test_order_for_another_drug_gets_no_cards(client: httpx.Client, templates: dict[str, str]) -> None:
