@@ -95,11 +95,11 @@ def test_the_order_is_restated_as_ordered_and_json_numbers_stay_rounded() -> Non
     assert dose == "Bolus 0.005 g (0.06 mg/kg) is within the 0.35 mg/kg limit"
     case["order"]["dose"] = {"value": 28.19, "unit": "mg"}  # 0.352375 mg/kg for 80 kg
     result = assess_json(case)
-    assert result["verdict_reason"] == "Bolus 28.19 mg (0.353 mg/kg) is over the 0.35 mg/kg limit: max 28 mg"
+    assert result["verdict_reason"] == "Bolus 28.19 mg (0.352 mg/kg) is over the 0.35 mg/kg limit: max 28 mg"
     # a JSON number has at most 2 decimals (the contract); over the limit it is rounded up, never onto 0.35
     assert result["dose_check"]["per_kg"] == 0.36
     done = cli("assess", "-", stdin=json.dumps(case))
-    assert "  Ordered bolus: 28.19 mg (0.353 mg/kg) -> exceeds the limit" in done.stdout
+    assert "  Ordered bolus: 28.19 mg (0.352 mg/kg) -> exceeds the limit" in done.stdout
 
 
 BAD = [

@@ -36,7 +36,7 @@ from ketamine_cds._render import (
     text_report,
 )
 from ketamine_cds._site import Site, load_site
-from ketamine_cds._units import floor_to, shown_beside, shown_max, shown_weight
+from ketamine_cds._units import floor_to, half_up_to, shown_beside, shown_max, shown_weight
 from ketamine_cds.adapters.case import facts_from_case
 from ketamine_cds.service import page
 from ketamine_cds.service.cards import cards_for
@@ -152,8 +152,9 @@ def quantities(a: Assessment, data: dict[str, Any], site: Site | None) -> list[Q
             continue
         kind = DoseKind.BOLUS if unit == "mg" else DoseKind.INFUSION
         of_kind = [c for c in a.dose_checks if c.kind is kind]
-        near = [Fraction(c.ordered.value) for c in of_kind if c.amount == Fraction(c.ordered.value)]
-        shown = shown_max(value, near[0] if near else None)
+        ranked = ([a.dose_check] if a.dose_check is not None else []) + of_kind
+        dose = next((c.amount for c in ranked if c.kind is kind), None)
+        shown = shown_max(value, _near(value, dose))
         found.append(Quantity(name, value, unit, shown, jl[key]))
         if concentration is not None:
             ml_unit = "mL" if unit == "mg" else "mL/h"
@@ -176,7 +177,7 @@ def quantities(a: Assessment, data: dict[str, Any], site: Site | None) -> list[Q
     for c, jc in zip(a.dose_checks, data["dose_checks"], strict=True):
         bolus = c.kind is DoseKind.BOLUS
         if c.amount is not None:
-            side = "down" if c.limit_amount is None or c.amount <= c.limit_amount else "up"
+            side = "half" if c.limit_amount is None else "down" if c.amount <= c.limit_amount else "up"
             found.append(
                 Quantity(
                     "amount",
@@ -206,17 +207,23 @@ def quantities(a: Assessment, data: dict[str, Any], site: Site | None) -> list[Q
                     )
                 )
         if c.limit_amount is not None:
-            literal = Fraction(c.ordered.value) if c.amount == Fraction(c.ordered.value) else None
             found.append(
                 Quantity(
                     "limit amount",
                     c.limit_amount,
                     "mg" if bolus else "mg/h",
-                    shown_max(c.limit_amount, literal),
+                    shown_max(c.limit_amount, _near(c.limit_amount, c.amount)),
                     jc["limit_amount"],
                 )
             )
     return found
+
+
+def _near(maximum: Fraction, dose: Fraction | None) -> Fraction | None:
+    """A maximum is never shown below a dose within it, as the dose itself is shown."""
+    if dose is None or dose > maximum:
+        return None
+    return max(dose, shown_beside(dose, maximum))
 
 
 def _constants() -> set[tuple[Fraction, str]]:
@@ -249,9 +256,11 @@ def test_every_quantity_is_shown_the_same_way_in_text_json_cards_and_page(
         if q.json is not None:  # the JSON's number is the display, or the display rounded on in its direction
             expected = float(q.shown) if q.shown == floor_to(q.shown, 2) else None
             if expected is None:
-                expected = (
-                    float(floor_to(q.shown, 2)) if q.direction == "down" else float(-floor_to(-q.shown, 2))
-                )
+                expected = {
+                    "down": float(floor_to(q.shown, 2)),
+                    "up": float(-floor_to(-q.shown, 2)),
+                    "half": float(half_up_to(q.shown, 2)),
+                }[q.direction]
             assert q.json == expected, (q, document)
     for name, text in renderings(a, site).items():
         for number, unit in FOUND.findall(text):
@@ -269,11 +278,11 @@ def test_the_two_numbers_of_the_issue_now_agree() -> None:
     report = text_report(a)
     assert "Dose limits for 61.42 kg" in report and "max 61.42 mg/h" in report and "61.43" not in report
     assert assessment_json(a)["dose_limits"]["weight_kg"] == 61.42
-    # "0.33 mg/kg in a text beside per_kg 0.32 in the JSON": 26 mg for 80 kg is 0.325 mg/kg, within the limit
+    # "0.33 mg/kg in a text beside per_kg 0.32 in the JSON": 26 mg for 80 kg is 0.325 mg/kg: 0.33 in both
     case = {
         "patient": {"weight": {"value": 80, "unit": "kg"}},
         "order": {"route": "iv", "dose": {"value": 26, "unit": "mg"}},
     }
     a = assess(facts_from_case(case, today=TODAY))
-    assert "Ordered bolus: 26 mg (0.32 mg/kg)" in text_report(a)
-    assert assessment_json(a)["dose_check"]["per_kg"] == 0.32
+    assert "Ordered bolus: 26 mg (0.33 mg/kg)" in text_report(a)
+    assert assessment_json(a)["dose_check"]["per_kg"] == 0.33

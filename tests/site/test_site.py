@@ -57,8 +57,7 @@ def test_a_25_mg_bolus_for_80_kg_is_within_the_guideline_and_over_the_example_si
     )
     finding = next(f for f in a.findings if f.statement.id == "dose-bolus-limit")
     summary, detail = finding_texts(finding)
-    # 0.3125 mg/kg is over the site's 0.25 mg/kg for this weight: rounded up, as the JSON's per_kg (0.32)
-    assert summary == "Bolus 25 mg (0.32 mg/kg) is over the site protocol's 20 mg limit: max 20 mg"
+    assert summary == "Bolus 25 mg (0.31 mg/kg) is over the site protocol's 20 mg limit: max 20 mg"
     assert "Site protocol Example Hospital acute pain service (2026-12-01)" in detail
     assert "the guideline's own is 0.35 mg/kg, 28 mg for this weight" in detail
 
