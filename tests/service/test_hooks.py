@@ -106,6 +106,11 @@ def test_bolus_over_limit_per_kg_gets_one_critical_card_with_suggestion(
     assert dose == {"value": 0.35, "unit": "mg/kg", "system": "http://unitsofmeasure.org", "code": "mg/kg"}
     codes = [r["code"] for r in card["overrideReasons"]]
     assert "weight-not-current" in codes and all(r["display"] for r in card["overrideReasons"])
+    # the reasons clinicians give (issue 17); intensive care is none for a bolus: its limit holds there too
+    assert {"anesthesia-care-monitoring", "previously-tolerated", "specialist-recommendation"} <= set(codes)
+    assert "intensive-care-monitoring" not in codes
+    displays = {r["code"]: r["display"] for r in card["overrideReasons"]}
+    assert displays["anesthesia-care-monitoring"] == "Given under anesthesia care with continuous monitoring"
 
 
 def test_bolus_over_limit_in_mg_is_brought_down_to_the_max_for_the_weight_rounded_down(

@@ -433,6 +433,12 @@ def test_a_statement_page_explains_tags_and_thresholds(dev_server: Server) -> No
     assert "limit 1 mg/kg/h" in text
     assert "tolerability range 0.1–0.5 mg/kg/h" in text
     assert "V2v : the conclusion and its grade, word for word" in text
+    seed = Page(httpx.get(dev_server.url + "/statements/dose-bolus-limit", timeout=10).text).text
+    # the seed tag says what the seed is, not "the seed summary the project was started from"
+    assert (
+        "seed : stated in the project's seed: a one-page summary of the 2018 ASRA/AAPM/ASA recommendations"
+        in seed
+    )
     text = Page(httpx.get(dev_server.url + "/statements/contra-pregnancy", timeout=10).text).text
     assert "Grade B" in text and "Certainty low" in text and "a relative contraindication" in text
     assert "V2 : from secondary summaries of the recommendations" in text
