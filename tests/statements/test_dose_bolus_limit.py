@@ -131,8 +131,8 @@ def test_the_maximum_for_the_weight_is_rounded_down_and_never_reads_under_a_dose
     within = run(order=iv("24.447", "mg"), weight_kg=Fraction("69.85"))
     summary, detail = _texts(within)
     assert summary == "Bolus 24.447 mg (0.34999 mg/kg) is within the 0.35 mg/kg limit"
-    assert "(max 24.447 mg for this weight)" in detail
+    assert "at most 24.447 mg for this weight" in detail
     at_limit = _texts(run(order=iv("24.4475", "mg"), weight_kg=Fraction("69.85")))[1]
-    assert "(max 24.4475 mg for this weight)" in at_limit
+    assert "at most 24.4475 mg for this weight" in at_limit
     limits = _texts(run(weight_kg=Fraction("69.85")))[0]
     assert limits == "Maximum IV bolus: 24.44 mg (0.35 mg/kg for 69.85 kg)"

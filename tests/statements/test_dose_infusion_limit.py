@@ -138,7 +138,7 @@ def test_a_rate_over_the_limit_never_reads_as_the_limit() -> None:
     a = run(order=iv("8.03", "mL/h", concentration_mg_per_ml=Fraction(10)))
     finding = next(f for f in a.findings if f.statement.id == S)
     assert finding_summary(finding) == (
-        "Infusion 8.03 mL/h (1.004 mg/kg/h) is over the 1 mg/kg/h limit outside ICU: max 80 mg/h"
+        "Infusion 8.03 mL/h (1.004 mg/kg/h) is over the 1 mg/kg/h limit outside ICU: max 80 mg/h = 8 mL/h"
     )
 
 
