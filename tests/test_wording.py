@@ -93,6 +93,7 @@ def _orders() -> list[object]:
         iv(3, "mL", concentration_mg_per_ml=ten),
         iv(30000, "mcg"),
         iv(4000, "mg/h"),
+        iv(4000, "mg"),
         iv("16.67", "mcg/kg/min"),
         iv(5, "mL/h", concentration_mg_per_ml=ten),
         iv(5, "mL/h"),

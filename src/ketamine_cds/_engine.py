@@ -38,7 +38,7 @@ from ._assessment import (
     WithinFrom,
 )
 from ._dose_policy import DosePolicy, KindPolicy, Limit, dose_policy
-from ._facts import Coded, DoseKind, Facts, OrderDose, Pain, Route, Setting, WeightBasis
+from ._facts import MAX_WEIGHT_KG, Coded, DoseKind, Facts, OrderDose, Pain, Route, Setting, WeightBasis
 from ._kb import KnowledgeBase, Use, load_knowledge
 from ._opioids import OpioidStatus, Presence, opioid_status
 from ._site import Site
@@ -55,7 +55,7 @@ _CONTRA_CONCEPTS = (
     ("caution-substance-misuse", "substance-misuse"),
 )
 # the message keys of a dose over its limit: each makes the verdict dose-exceeds-limit
-EXCEEDING_MESSAGES = frozenset({"exceeds", "exceeds-setting-unknown", "exceeds-beside"})
+EXCEEDING_MESSAGES = frozenset({"exceeds", "exceeds-setting-unknown", "exceeds-any-weight", "exceeds-beside"})
 
 
 class _Context:
@@ -398,15 +398,28 @@ def _effective(limit: Limit, weight_kg: Fraction | None) -> tuple[Fraction, Frac
 
 
 def _over(limit: Limit, amount: Fraction | None, per_kg: Fraction | None) -> bool | None:
-    """Whether a dose is over a limit; None when it cannot be told: a per-kg limit and no weight, or a site's
-    cap in mg and a dose per kg without a weight (never "within" when it is not known)."""
+    """Whether a dose is over a limit; None when it cannot be told: a per-kg limit and no weight (unless the
+    dose is over it at the heaviest weight the software accepts), or a site's cap in mg and a dose per kg
+    without a weight (never "within" when it is not known)."""
     if limit.max_amount is not None and amount is not None and amount > limit.max_amount:
         return True
     if per_kg is not None and per_kg > limit.per_kg:
         return True
+    if per_kg is None and amount is not None and amount > limit.per_kg * MAX_WEIGHT_KG:
+        return True  # without a weight, over the limit for any weight a patient can have
     if per_kg is None or (limit.max_amount is not None and amount is None):
         return None
     return False
+
+
+def _over_at_any_weight(limit: Limit, amount: Fraction | None, weight_kg: Fraction | None) -> bool:
+    """Without a weight, a dose in mg (mg/h) over its limit per kg even at the heaviest weight accepted (and
+    not merely over a site's cap in mg, which its own words say)."""
+    if weight_kg is not None or amount is None:
+        return False
+    if limit.max_amount is not None and amount > limit.max_amount:
+        return False
+    return amount > limit.per_kg * MAX_WEIGHT_KG
 
 
 def _limit_params(ctx: _Context, limit: Limit, weight_kg: Fraction | None, unit: str) -> dict[str, object]:
@@ -574,11 +587,22 @@ def _check_dose(
     key = _DOSE_MESSAGES[status]
     if status is DoseStatus.NO_WEIGHT and order.dose.unit.per_kg:  # only a site's cap in mg needs the weight
         key = "no-weight-site-cap"
+    if _over_at_any_weight(policy.limit, amount, weight_kg):
+        key = "exceeds-any-weight"
+        params["heaviest"] = (MAX_WEIGHT_KG, "kg")
+        params["heaviest_max"] = (policy.limit.per_kg * MAX_WEIGHT_KG, unit)
     ctx.add(statement, key, **params)
     _also_exceeds(ctx, policy, per_kg, weight_kg, amount, params)
     _need_for_dose(ctx, status, statement)
     if policy.limit.max_amount is not None and amount is None and status is DoseStatus.NO_WEIGHT:
         ctx.need("weight", "the site protocol's cap in mg cannot be checked without a body weight", statement)
+    if weight_kg is None and status.exceeds and per_kg is None:
+        ctx.need(
+            "weight",
+            "the dose is over its limit at any weight; the maximum for this patient needs a body weight",
+            statement,
+            decisive=False,
+        )
     kind = order.kind or DoseKind.BOLUS
     guideline_amount = policy.limit.guideline * weight_kg if weight_kg is not None else None
     return DoseCheck(

@@ -473,6 +473,22 @@ def test_null_prefetch_means_no_data_not_missing(client: httpx.Client, templates
     assert statements(response.json()["cards"]) == ["dose-bolus-limit"]  # per kg: checked without a weight
 
 
+def test_a_bolus_over_the_limit_at_any_weight_interrupts_without_a_weight(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    """4,000 mg cannot be within 0.35 mg/kg for any weight up to 500 kg: the missing weight does not soften
+    it to a warning; the card interrupts with its override reasons and suggests no dose (none without a
+    weight)."""
+    body = hook_request(
+        "order-sign", [ketamine(dose=quantity(4000, "mg"))], prefetch={key: None for key in templates}
+    )
+    response = client.post(SIGN, json=body)
+    assert response.status_code == 200
+    (card,) = [c for c in response.json()["cards"] if c["indicator"] == "critical"]
+    assert card["summary"].startswith("4,000 mg is over the 0.35 mg/kg limit at any body weight")
+    assert card["overrideReasons"] and "suggestions" not in card
+
+
 # --- audit trail and logs ---------------------------------------------------------------------------
 
 
@@ -922,7 +938,7 @@ def test_an_outcome_timestamp_must_be_a_utc_date_and_time(client: httpx.Client, 
 def test_an_absolute_dose_without_a_weight_warns_at_signing(
     client: httpx.Client, templates: dict[str, str]
 ) -> None:
-    case = Case([patient(), planned_procedure()], [ketamine(dose=quantity(5000, "mg"))])
+    case = Case([patient(), planned_procedure()], [ketamine(dose=quantity(50, "mg"))])
     (card,) = call(client, case, "order-sign", templates)
     assert card["indicator"] == "warning" and "no body weight" in card["summary"]
     assert "overrideReasons" not in card

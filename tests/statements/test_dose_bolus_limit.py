@@ -8,6 +8,7 @@ from builders import ids, iv, messages, qty, run
 from ketamine_cds import Assessment, DoseStatus, OrderDose, Route, Setting, Verdict
 from ketamine_cds._facts import checked_dose
 from ketamine_cds._render import finding_texts
+from ketamine_cds._units import format_number
 
 S = "dose-bolus-limit"
 
@@ -55,6 +56,30 @@ def test_absolute_bolus_without_weight_needs_information_never_a_guess() -> None
     assert a.verdict is Verdict.NEEDS_INFORMATION
     assert messages(a, S) == ["no-weight"]
     assert a.dose_check is not None and a.dose_check.status is DoseStatus.NO_WEIGHT
+
+
+@pytest.mark.parametrize(
+    ("mg", "status", "verdict"),
+    [
+        ("175", DoseStatus.NO_WEIGHT, Verdict.NEEDS_INFORMATION),  # 0.35 mg/kg at 500 kg: within for some
+        ("175.01", DoseStatus.EXCEEDS, Verdict.DOSE_EXCEEDS_LIMIT),  # over it at any weight accepted
+        ("4000", DoseStatus.EXCEEDS, Verdict.DOSE_EXCEEDS_LIMIT),
+    ],
+)
+def test_without_a_weight_a_bolus_over_the_limit_at_any_weight_exceeds_it(
+    mg: str, status: DoseStatus, verdict: Verdict
+) -> None:
+    """A dose in mg that no weight up to the heaviest accepted (500 kg) brings within 0.35 mg/kg is over the
+    limit, whatever the missing weight: it interrupts, and the weight is still asked for."""
+    a = run(order=iv(mg, "mg"), weight_kg=None)
+    assert a.dose_check is not None and a.dose_check.status is status
+    assert a.verdict is verdict
+    assert [m.datum for m in a.missing] == ["weight"]
+    if status is DoseStatus.EXCEEDS:
+        assert messages(a, S) == ["exceeds-any-weight"]
+        summary, detail = finding_texts(next(f for f in a.findings if f.statement.id == S))
+        assert summary == f"{format_number(Fraction(mg))} mg is over the 0.35 mg/kg limit at any body weight"
+        assert "500 kg" in detail and "comes to 175 mg" in detail
 
 
 def test_volume_bolus_uses_the_concentration() -> None:

@@ -128,7 +128,11 @@ def statement_system(base_url: str) -> str:
     return f"{base_url}/CodeSystem/statement"
 
 
-_OVER_LIMIT = ("exceeds", "exceeds-setting-unknown")  # one card per dose: "exceeds-beside" rides with it
+_OVER_LIMIT = (
+    "exceeds",
+    "exceeds-setting-unknown",
+    "exceeds-any-weight",
+)  # one card per dose: "exceeds-beside" rides with it
 # a dose finding that could not be checked, or was checked against a weight that may not be current
 _CANNOT_CHECK = ("no-weight", "no-concentration", "weight-old", "weight-undated")
 
