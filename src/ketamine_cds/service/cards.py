@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import Any
 
 from .._assessment import Assessment, DoseStatus, Finding, Note
+from .._dose_policy import CEILING
 from .._errors import InputError
 from .._facts import DoseKind
 from .._kb import Statement, load_knowledge
@@ -317,6 +318,8 @@ def dose_suggestion(
     ``dose_index`` is the dose of the order the suggestion changes (the others stay as ordered)."""
     check = next((c for c in assessment.dose_checks if c.index == dose_index), None)
     if check is None or check.status not in (DoseStatus.EXCEEDS, DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE):
+        return None
+    if check.statement == CEILING:  # the highest rate either guideline mentions, not a rate it recommends
         return None
     bolus = check.kind is DoseKind.BOLUS
     steps = load_knowledge().dose_steps
