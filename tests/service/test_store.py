@@ -403,3 +403,40 @@ def test_an_sqlite_audit_trail_with_completeness_but_no_site_column_gains_it(tmp
         assert set(again.query("SELECT site FROM assessments")) == {(None,), ("Example (1)",)}
     finally:
         again.close()
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    """The usual umask (022: files world-readable unless made otherwise), whatever the test runner's."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> str:
+    return oct(path.stat().st_mode & 0o777)
+
+
+def test_the_data_folder_and_the_sqlite_files_are_made_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new" / "data"
+    with _umask(0o022):
+        settings = Settings(data_dir=data_dir).prepared()
+        store = open_store(settings)
+        try:
+            store.record_assessment(_assessment("card-private"))  # the WAL and its index exist now
+            assert _mode(data_dir) == "0o700"
+            for name in ("ketamine-cds.sqlite3", "ketamine-cds.sqlite3-wal", "ketamine-cds.sqlite3-shm"):
+                assert _mode(data_dir / name) == "0o600", name
+        finally:
+            store.close()
+
+
+def test_an_sqlite_file_made_world_readable_by_an_earlier_version_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "ketamine-cds.sqlite3"
+    with _umask(0o022):
+        sqlite3.connect(path).close()
+        assert _mode(path) == "0o644"
+        SQLiteStore(str(path)).close()
+    assert _mode(path) == "0o600"

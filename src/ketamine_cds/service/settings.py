@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("ketamine_cds.service")
+
+
+def private_dir(path: Path) -> None:
+    """Make the folder readable by its owner only (0700). A folder that is already there is left as it is
+    (it may be the operator's), with a warning when others may read it."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        path.chmod(0o700)  # mkdir's mode goes through the umask; this does not
+    elif path.stat().st_mode & 0o077:
+        log.warning("data folder %s may be read by other users (mode %o)", path, path.stat().st_mode & 0o777)
 
 
 @dataclass(frozen=True)
@@ -56,8 +69,9 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
     def prepared(self) -> Settings:
-        """Create the data directory and, if none was given, a persistent pseudonym secret in it."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Create the data directory (private: 0700) and, if none was given, a persistent pseudonym secret
+        in it."""
+        private_dir(self.data_dir)
         if self.pseudonym_secret:
             return self
         key_file = self.data_dir / "pseudonym.key"

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -35,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .settings import Settings
+from .settings import Settings, private_dir
 
 log = logging.getLogger("ketamine_cds.service.store")
 
@@ -303,6 +304,7 @@ class SQLiteStore(_SQLStore):
     checkpoint_every_s = 1.0
 
     def __init__(self, path: str) -> None:
+        _private_file(path)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
@@ -365,6 +367,18 @@ class SQLiteStore(_SQLStore):
         return self.query("PRAGMA integrity_check") == [("ok",)]
 
 
+def _private_file(path: str) -> None:
+    """The database readable by its owner only (0600), made so before SQLite opens it; its WAL and shared
+    memory index then get the same mode from SQLite. A database an earlier version made readable by others
+    is its own file: it is made private (with its WAL and index, if there)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+                log.warning("audit database file %s was readable by other users: made private (0600)", name)
+
+
 def _connect(path: str, busy_timeout_s: float, *pragmas: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, busy_timeout_s, check_same_thread=False, isolation_level="DEFERRED")
     for pragma in pragmas:
@@ -394,7 +408,7 @@ class PostgresStore(_SQLStore):
 def open_store(settings: Settings) -> Store:
     if settings.database_url:
         return PostgresStore(settings.database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     return SQLiteStore(str(settings.sqlite_path))
 
 
