@@ -53,9 +53,12 @@ Verification (requirement ids from the CDS Hooks 2.0 requirement list)
   the discovery URL as the audience for discovery and ``.../cds-services/some-service`` for that service,
   so neither the base URL nor the discovery URL is accepted for a service call, and the feedback endpoint's
   audience is its own URL ``.../cds-services/{id}/feedback``; ``exp`` (190) and ``iat`` (191) are
-  required, with :data:`LEEWAY_S` seconds of clock skew; ``jti`` is required and may be used once per
-  issuer (192, remembered in the store until ``exp``); ``tenant`` is optional (193). CDS Hooks 2.0 does not
-  define ``sub`` (1.0 did); it is not required, and must be a string when present (RFC 7519).
+  required, with :data:`LEEWAY_S` seconds of clock skew; ``exp``, ``iat`` and ``nbf`` must be JSON numbers
+  (a numeric string, which PyJWT alone would accept, is refused), and ``exp`` - ``iat`` at most the
+  service's ``max_token_lifetime_s`` (an hour by default: the ``jti`` is kept until ``exp``); ``jti`` is
+  required and may be used once per issuer (192, remembered in the store until ``exp``); ``tenant`` is
+  optional (193). CDS Hooks 2.0 does not define ``sub`` (1.0 did); it is not required, and must be a string
+  when present (RFC 7519).
 
 Every failure is a 401 with a precise, non-sensitive message and ``WWW-Authenticate: Bearer``; an
 unreachable JWK Set URL is logged and refused the same way, never a 500. The verified claims are left in
@@ -68,6 +71,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +99,7 @@ JWKS_REFETCH_COOLDOWN_S = 2.0  # an unknown kid refetches a key set at most this
 JWKS_MAX_BYTES = 256 * 1024
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_JTI_CHARS = 512
+MAX_TOKEN_LIFETIME_S = 3600  # the default cap on 'exp' - 'iat' (Settings.max_token_lifetime_s)
 _STATE_ATTR = "ketamine_cds_authenticator"
 _PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
@@ -345,6 +350,7 @@ class Authenticator:
     trust: TrustList
     store: Store
     jwks: _KeySetCache = field(default_factory=_KeySetCache)
+    max_lifetime_s: float = MAX_TOKEN_LIFETIME_S
 
     async def verify(self, token: str, audience: str) -> dict[str, Any]:
         """The verified claims of token for a call to the endpoint URL audience; AuthError if refused."""
@@ -365,6 +371,11 @@ class Authenticator:
         _check_claim_types(unverified)
         jwk = await self._key(issuer, header, algorithm)
         claims = _decode(token, jwk, algorithm, iss, audience)
+        if claims["exp"] - claims["iat"] > self.max_lifetime_s:
+            raise AuthError(
+                f"the JWT's lifetime ('exp' - 'iat') is longer than this service accepts "
+                f"({self.max_lifetime_s:g} s)"
+            )
         jti: str = claims["jti"]
         remember_until = dt.datetime.fromtimestamp(int(claims["exp"]) + LEEWAY_S, dt.UTC)
         if not await run_in_threadpool(self.store.remember_token, iss, jti, remember_until):
@@ -418,9 +429,25 @@ def _check_claim_types(claims: Mapping[str, Any]) -> None:
         raise AuthError("the JWT 'jti' must be a non-empty string")
     if isinstance(jti, str) and len(jti) > MAX_JTI_CHARS:
         raise AuthError(f"the JWT 'jti' is longer than {MAX_JTI_CHARS} characters")
+    for name in ("exp", "iat", "nbf"):  # RFC 7519 NumericDate: a JSON number, never a string
+        if name in claims and not _numeric_date(claims[name]):
+            raise AuthError(f"the JWT '{name}' must be a number (seconds since 1970-01-01T00:00:00Z)")
     for name in ("sub", "tenant"):  # 'sub' per RFC 7519; 'tenant' per CDS Hooks 2.0 (193)
         if name in claims and not isinstance(claims[name], str):
             raise AuthError(f"the JWT '{name}' must be a string")
+
+
+def _numeric_date(value: object) -> bool:
+    """A JSON number a clock can hold: not a string ("1700000000"), a boolean, infinity or NaN, nor an integer
+    past any date (PyJWT itself would accept a numeric string)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < _LATEST_DATE
+    return isinstance(value, float) and math.isfinite(value) and abs(value) < _LATEST_DATE
+
+
+_LATEST_DATE = 2**53  # seconds: far past year 9999, and exact as a float
 
 
 def _usable_key(jwk: Mapping[str, Any], algorithm: str) -> jwt.PyJWK:
@@ -525,7 +552,7 @@ def _build(settings: Settings, store: Store, *, raise_errors: bool) -> Authentic
         len(trust.issuers),
         ", ".join(i.name for i in trust.issuers.values()),
     )
-    return Authenticator(trust, store)
+    return Authenticator(trust, store, max_lifetime_s=settings.max_token_lifetime_s)
 
 
 def _authenticator(request: Request) -> Authenticator | _Refusing:

@@ -37,6 +37,8 @@ class Settings:
     # with fhirAuthorization (CDS Hooks 2.0, FHIR Resource Access), and no open server.
     fhir_servers: tuple[str, ...] = ()
     site: Path | None = None  # a site protocol (TOML): checked at start, in force for every answer
+    # the longest a CDS Client's JWT may live ('exp' - 'iat'), in seconds: its 'jti' is kept until it expires
+    max_token_lifetime_s: int = 3600
 
     @property
     def base_url(self) -> str:
@@ -64,6 +66,9 @@ class Settings:
             "fhir_timeout_s": float(env.get("KETAMINE_CDS_FHIR_TIMEOUT_S", cls.fhir_timeout_s)),
             "fhir_servers": tuple(env.get("KETAMINE_CDS_FHIR_SERVERS", "").split()),
             "site": Path(env["KETAMINE_CDS_SITE"]) if env.get("KETAMINE_CDS_SITE") else None,
+            "max_token_lifetime_s": int(
+                env.get("KETAMINE_CDS_MAX_TOKEN_LIFETIME_S", cls.max_token_lifetime_s)
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
         return cls(**values)  # type: ignore[arg-type]
