@@ -186,6 +186,7 @@ _NEEDS = {
 }
 # modules whose tests start their own server processes (or Node) inside the test body
 _SERVER_MODULES = {
+    "test_hardening",
     "test_app",
     "test_auth",
     "test_conformance",

@@ -589,3 +589,19 @@ def test_the_longest_token_lifetime_accepted_is_a_setting(
             asyncio.run(authenticator.verify(key.sign(claims(INLINE, aud, exp=now + 61)), aud))
     finally:
         store.close()
+
+
+def test_a_refused_call_whose_path_holds_a_line_break_forges_no_log_line(secured: Secured) -> None:
+    # Starlette drops \n, \r and \t from the path it gives (as urlsplit does); other line breaks pass
+    for encoded, escaped in (("%E2%80%A8", "\\u2028"), ("%0B", "\\x0b"), ("%C2%85", "\\x85")):
+        marker = uuid.uuid4().hex
+        response = httpx.post(
+            f"{secured.server.url}/cds-services/{marker}{encoded}CRITICAL%20forged%20line",
+            json=_hook_request(secured.hook),
+            headers={"Authorization": "Bearer garbage"},
+            timeout=30,
+        )
+        assert_refused(response, "well-formed")
+        log = secured.server.log_text()
+        assert f"{marker}{escaped}CRITICAL forged line" in log  # shown escaped, on the refusal's own line
+        assert not any(line.startswith("CRITICAL forged") for line in log.splitlines())

@@ -83,6 +83,7 @@ import jwt
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from .logsafe import loggable
 from .settings import Settings
 from .store import Store
 
@@ -594,10 +595,10 @@ async def authenticate(request: Request) -> str | None:
     try:
         claims = await authenticator.verify(token, audience)
     except AuthError as exc:
-        log.warning("refused %s %s: %s", request.method, request.url.path, exc)
+        log.warning("refused %s %s: %s", request.method, loggable(request.url.path), loggable(exc, 400))
         _refuse(str(exc), token_given=True)
     except Exception:
-        log.exception("error while verifying a JWT for %s %s", request.method, request.url.path)
+        log.exception("error while verifying a JWT for %s %s", request.method, loggable(request.url.path))
         _refuse("the bearer token could not be verified", token_given=True)
     request.state.jwt_claims = claims
     issuer: str = claims["iss"]

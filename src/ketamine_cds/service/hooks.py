@@ -46,6 +46,7 @@ from ..adapters.fhir import facts_from_resources, is_ketamine_order
 from . import prefetch as pf
 from .auth import authenticate
 from .cards import BuiltCard, cards_for, data_not_read_card, most_urgent_first, not_checked_card
+from .logsafe import loggable
 from .record import Gathered, Reader, gather, read_medications, resolve_references
 from .settings import Settings
 from .store import AssessmentRecord, AuditWriter, CardRecord, FeedbackRecord, Store, pseudonym
@@ -236,7 +237,20 @@ _SERVICE_ID_PARAMETER: Json = {
 
 
 class BadRequest(ValueError):
-    """A hook request that does not follow CDS Hooks 2.0: answered with 400 and this message."""
+    """A hook request that does not follow CDS Hooks 2.0: answered with 400, this message and a stable
+    ``code`` (``invalid-request``; ``field-too-long`` and ``control-character`` for strings the service would
+    store or log)."""
+
+    def __init__(self, message: str, code: str = "invalid-request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Every string the service stores or logs is bounded (CDS Hooks gives no limits; these are generous):
+MAX_ID_CHARS = 256  # hookInstance, patient, user and encounter ids, card and suggestion ids, codes
+MAX_TEXT_CHARS = 2048  # URLs (fhirServer, a code system) and a reason's display
+MAX_COMMENT_CHARS = 8192  # a clinician's userComment
+MAX_ACCESS_TOKEN_CHARS = 16384
 
 
 def _error(status: int, message: str, *, retry: bool = False, **extra: Any) -> JSONResponse:
@@ -244,20 +258,38 @@ def _error(status: int, message: str, *, retry: bool = False, **extra: Any) -> J
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def _string(data: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+def _string(
+    data: Mapping[str, Any],
+    key: str,
+    where: str,
+    *,
+    required: bool = True,
+    limit: int = MAX_ID_CHARS,
+    text: bool = False,
+) -> str | None:
+    """A non-empty string of at most ``limit`` characters; an identifier (``text`` False) has no control
+    character either (a line break in it could forge a log line), while text may have line breaks."""
     value = data.get(key)
     if value is None and not required:
         return None  # absent (a null optional field is read as absent)
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"{where}{key} must be a non-empty string")
-    _storable(value, f"{where}{key}")
+    _storable(value, f"{where}{key}", limit)
+    if not text and not value.isprintable():
+        raise BadRequest(
+            f"{where}{key} must not contain control characters (line breaks, tabs, separators)",
+            "control-character",
+        )
     return value
 
 
-def _storable(value: str, field: str) -> None:
-    """Strings the service stores must be storable everywhere: PostgreSQL text cannot hold NUL."""
+def _storable(value: str, field: str, limit: int) -> None:
+    """Strings the service stores must be storable everywhere (PostgreSQL text cannot hold NUL) and
+    bounded."""
+    if len(value) > limit:
+        raise BadRequest(f"{field} is longer than {limit} characters", "field-too-long")
     if "\x00" in value:
-        raise BadRequest(f"{field} must not contain a NUL character")
+        raise BadRequest(f"{field} must not contain a NUL character", "control-character")
 
 
 def _object(
@@ -315,7 +347,7 @@ def _authorization(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
     auth = _object(data, "fhirAuthorization", "", required=False)
     if auth is None:
         return None
-    _string(auth, "access_token", "fhirAuthorization.")
+    _string(auth, "access_token", "fhirAuthorization.", limit=MAX_ACCESS_TOKEN_CHARS)
     token_type = _string(auth, "token_type", "fhirAuthorization.")
     if token_type is None or token_type.lower() != "bearer":
         raise BadRequest("fhirAuthorization.token_type must be Bearer")
@@ -335,7 +367,7 @@ def parse_hook_request(data: Mapping[str, Any], service: CdsService) -> HookRequ
     if hook != service.hook:
         raise BadRequest(f"the service {service.id} answers the {service.hook} hook, not {hook}")
     hook_instance = _string(data, "hookInstance", "")
-    fhir_server = _string(data, "fhirServer", "", required=False)
+    fhir_server = _string(data, "fhirServer", "", required=False, limit=MAX_TEXT_CHARS)
     authorization = _authorization(data)
     context = _object(data, "context", "")
     assert context is not None and hook is not None and hook_instance is not None
@@ -697,11 +729,11 @@ async def call_service(request: Request) -> JSONResponse:
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
     body = await _json_body(request)
     if body.data is None:
-        return _error(400, body.error or "a JSON object is required")
+        return _error(400, body.error or "a JSON object is required", code="invalid-request")
     try:
         req = parse_hook_request(body.data, service)
     except BadRequest as exc:
-        return _error(400, str(exc))
+        return _error(400, str(exc), code=exc.code)
     call = Call(request, req, service, issuer, started, reader_for(req, request, received_at))
     try:
         if service.hook == "patient-view":
@@ -710,7 +742,7 @@ async def call_service(request: Request) -> JSONResponse:
             return await answer_patient_view(call)
         return await _answer_orders(call)
     except pf.PrefetchError as exc:
-        return _error(400, str(exc))
+        return _error(400, str(exc), code="invalid-request")
     except PreconditionFailed as exc:
         return await _precondition_failed(call, exc)
 
@@ -782,7 +814,7 @@ class Call:
         log.info(
             "%s %s: %s, %d card(s), verdicts %s%s, %.0f ms",
             self.service.id,
-            self.req.hook_instance,
+            loggable(self.req.hook_instance),
             what,
             len(cards),
             ",".join(str(r.verdict) for r in rows),
@@ -820,7 +852,7 @@ async def _answer_orders(call: Call) -> JSONResponse:
 
 async def _precondition_failed(call: Call, exc: PreconditionFailed) -> JSONResponse:
     """412, recorded in the audit trail like every other answer (no verdict, no cards)."""
-    log.info("%s %s: 412, %s", call.service.id, call.req.hook_instance, exc.reason)
+    log.info("%s %s: 412, %s", call.service.id, loggable(call.req.hook_instance), exc.reason)
     try:
         await _audit(call.request).write([call.row(None, (), [], exc.unread)])
     except Exception as error:
@@ -867,6 +899,8 @@ def _timestamp(value: Any, where: str) -> str:
         f"{where}outcomeTimestamp must be a date and time in UTC (RFC 3339, offset Z), "
         "e.g. 2026-11-24T10:15:00Z"
     )
+    if isinstance(value, str) and len(value) > 64:
+        raise BadRequest(f"{where}outcomeTimestamp is longer than 64 characters", "field-too-long")
     if not isinstance(value, str) or not _UTC_TIMESTAMP.fullmatch(value):
         raise BadRequest(message)
     try:
@@ -908,13 +942,15 @@ def feedback_records(data: Mapping[str, Any], service: str, issuer: str | None) 
             reason = _object(override, "reason", f"{where}overrideReason.", required=False)
             if reason is not None:
                 code = _string(reason, "code", f"{where}overrideReason.reason.")
-                system = _string(reason, "system", f"{where}overrideReason.reason.")
-                display = _string(reason, "display", f"{where}overrideReason.reason.", required=False)
+                system = _string(reason, "system", f"{where}overrideReason.reason.", limit=MAX_TEXT_CHARS)
+                display = _string(
+                    reason, "display", f"{where}overrideReason.reason.", required=False, limit=MAX_TEXT_CHARS
+                )
             if "userComment" in override:
                 if not isinstance(override["userComment"], str):
                     raise BadRequest(f"{where}overrideReason.userComment must be a string")
                 comment = override["userComment"]
-                _storable(comment, f"{where}overrideReason.userComment")
+                _storable(comment, f"{where}overrideReason.userComment", MAX_COMMENT_CHARS)
         timestamp = _timestamp(item["outcomeTimestamp"], where) if "outcomeTimestamp" in item else None
         assert card is not None
         records.append(
@@ -947,11 +983,11 @@ def feedback(service_id: ServiceId, request: Request, issuer: Issuer, body: Body
     if service_id not in _services(kb):
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
     if body.data is None:
-        return _error(400, body.error or "a JSON object is required")
+        return _error(400, body.error or "a JSON object is required", code="invalid-request")
     try:
         records = feedback_records(body.data, service_id, issuer)
     except BadRequest as exc:
-        return _error(400, str(exc))
+        return _error(400, str(exc), code=exc.code)
     try:
         store.record_feedback(records)  # committed before it returns
     except Exception as exc:

@@ -1,0 +1,161 @@
+"""Issue 20's hardening on a real server: bounded strings, nothing forged or leaked in the log, draft order
+limits, /docs, liveness and readiness."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Server
+from fhir_stub import Case, Json, hook_request, ketamine, patient, planned_procedure, quantity, weight
+
+SIGN = "/cds-services/ketamine-order-sign"
+FEEDBACK = SIGN + "/feedback"
+FORGED = "CRITICAL ketamine_cds.service: forged line"
+
+
+def _case(order: Json | None = None) -> Case:
+    return Case([patient(), weight(70), planned_procedure()], [order or ketamine(dose=quantity(10, "mg"))])
+
+
+def _db(server: Server) -> sqlite3.Connection:
+    return sqlite3.connect(server.data_dir / "ketamine-cds.sqlite3")
+
+
+def _stored_instances(server: Server, fragment: str) -> int:
+    with _db(server) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM assessments WHERE instr(hook_instance, ?) > 0", (fragment,)
+        ).fetchone()
+    return int(count)
+
+
+def _forged(log: str) -> bool:
+    return any(line.startswith(FORGED) for line in log.splitlines())
+
+
+# --- item 12: bounded, storable, loggable strings ---------------------------------------------------------
+
+
+def test_a_hook_instance_with_a_line_break_is_400_and_forges_no_log_line(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    marker = uuid.uuid4().hex
+    for instance in (f"{marker}\n{FORGED}", f"{marker}\r{FORGED}", f"{marker}\u2028{FORGED}"):
+        response = client.post(SIGN, json=_case().request("order-sign", templates, hookInstance=instance))
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "control-character"
+        assert "hookInstance" in response.json()["error"]
+    assert not _forged(dev_server.log_text())
+    assert _stored_instances(dev_server, marker) == 0
+
+
+def test_a_ten_megabyte_hook_instance_is_400_and_neither_stored_nor_logged(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    marker = uuid.uuid4().hex
+    huge = marker + "x" * 10_000_000
+    before = (dev_server.data_dir / f"server-{dev_server.port}.log").stat().st_size
+    response = client.post(SIGN, json=_case().request("order-sign", templates, hookInstance=huge))
+    assert response.status_code == 400
+    assert response.json()["code"] == "field-too-long" and "hookInstance" in response.json()["error"]
+    assert len(response.content) < 1000  # the value is not echoed
+    assert _stored_instances(dev_server, marker) == 0
+    dev_server.log_text()
+    assert (dev_server.data_dir / f"server-{dev_server.port}.log").stat().st_size - before < 10_000
+
+
+def test_the_longest_hook_instance_accepted_is_stored_whole(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    instance = uuid.uuid4().hex + "-" * (256 - 33)
+    response = client.post(SIGN, json=_case().request("order-sign", templates, hookInstance=instance))
+    assert response.status_code == 200, response.text
+    assert _stored_instances(dev_server, instance) == 1
+
+
+def _feedback(**changes: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "card": str(uuid.uuid4()),
+        "outcome": "overridden",
+        "overrideReason": {
+            "reason": {"code": "prior-ketamine-exposure", "system": "https://cds.example/CodeSystem/x"},
+            "userComment": "tolerated higher doses before",
+        },
+    }
+    for path, value in changes.items():
+        target = item
+        *parents, last = path.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[last] = value
+    return {"feedback": [item]}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "code"),
+    [
+        pytest.param("card", "c" * 257, "field-too-long", id="card too long"),
+        pytest.param("card", "card\nforged", "control-character", id="card with a line break"),
+        pytest.param("overrideReason.reason.code", "x" * 10_000, "field-too-long", id="code too long"),
+        pytest.param("overrideReason.reason.code", "a\tb", "control-character", id="code with a tab"),
+        pytest.param(
+            "overrideReason.reason.system", "https://x.example/" + "s" * 5000, "field-too-long", id="system"
+        ),
+        pytest.param("overrideReason.reason.display", "d" * 5000, "field-too-long", id="display"),
+        pytest.param("overrideReason.userComment", "c" * 10_000_000, "field-too-long", id="10 MB comment"),
+        pytest.param(
+            "outcomeTimestamp",
+            "2026-11-24T10:00:00." + "1" * 1_000_000 + "Z",
+            "field-too-long",
+            id="a million digits of a second",
+        ),
+    ],
+)
+def test_feedback_strings_are_bounded(
+    dev_server: Server, client: httpx.Client, path: str, value: str, code: str
+) -> None:
+    if path == "outcomeTimestamp":
+        body = _feedback(outcome="accepted", overrideReason=None)
+        del body["feedback"][0]["overrideReason"]
+        body["feedback"][0]["outcomeTimestamp"] = value
+    else:
+        body = _feedback(**{path: value})
+    response = client.post(FEEDBACK, json=body)
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["code"] == code
+    assert path.rsplit(".", 1)[-1] in response.json()["error"]
+    with _db(dev_server) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM feedback WHERE card = ?", (body["feedback"][0]["card"],)
+        ).fetchone()
+    assert count == 0
+
+
+def test_a_comment_may_have_line_breaks_and_is_kept_as_written(
+    dev_server: Server, client: httpx.Client
+) -> None:
+    body = _feedback(**{"overrideReason.userComment": "line one\nline two"})
+    assert client.post(FEEDBACK, json=body).status_code == 200
+    with _db(dev_server) as db:
+        stored = db.execute(
+            "SELECT user_comment FROM feedback WHERE card = ?", (body["feedback"][0]["card"],)
+        ).fetchone()
+    assert stored == ("line one\nline two",)
+
+
+def test_other_hook_strings_are_bounded(client: httpx.Client, templates: dict[str, str]) -> None:
+    for key, value in (
+        ("fhirServer", "https://ehr.example/" + "f" * 5000),
+        ("hook", "order-sign" + "x" * 5000),
+    ):
+        body = _case().request("order-sign", templates)
+        body[key] = value
+        response = client.post(SIGN, json=body)
+        assert response.status_code == 400 and response.json()["code"] == "field-too-long", key
+    body = hook_request("order-sign", [ketamine(dose=quantity(10, "mg"))], pid="p" * 5000)
+    response = client.post(SIGN, json=body)
+    assert response.status_code == 400 and "patientId" in response.json()["error"]
