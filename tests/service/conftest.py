@@ -33,6 +33,7 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     args: list[str] = field(default_factory=list)  # more arguments to `ketamine-cds serve`
+    command: list[str] = field(default_factory=lambda: ["-m", "ketamine_cds", "serve"])  # after python
 
     @property
     def url(self) -> str:
@@ -42,7 +43,7 @@ class Server:
         env = {**os.environ, "KETAMINE_CDS_DATA_DIR": str(self.data_dir), **self.env}
         self.log = (self.data_dir / f"server-{self.port}.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ketamine_cds", "serve", "--port", str(self.port), *self.args],
+            [sys.executable, *self.command, "--port", str(self.port), *self.args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import Server
-from fhir_stub import Case, Json, hook_request, ketamine, patient, planned_procedure, quantity, weight
+from fhir_stub import (
+    Case,
+    FhirStub,
+    Json,
+    authorization,
+    encounter,
+    hook_request,
+    ketamine,
+    patient,
+    planned_procedure,
+    quantity,
+    running,
+    weight,
+)
 
 SIGN = "/cds-services/ketamine-order-sign"
 FEEDBACK = SIGN + "/feedback"
@@ -159,3 +173,45 @@ def test_other_hook_strings_are_bounded(client: httpx.Client, templates: dict[st
     body = hook_request("order-sign", [ketamine(dose=quantity(10, "mg"))], pid="p" * 5000)
     response = client.post(SIGN, json=body)
     assert response.status_code == 400 and "patientId" in response.json()["error"]
+
+
+# --- item 11: no patient identifier in the log, whatever the logging configuration ------------------------
+
+# The service as an operator may embed it: the app made, then the operator's own logging configuration
+# applied, which turns every logger up to DEBUG, httpx's (it logs each request's URL at INFO) included.
+VERBOSE_LAUNCHER = """
+import logging.config, sys
+import uvicorn
+from ketamine_cds.service.app import create_app
+app = create_app()
+logging.config.dictConfig({
+    "version": 1, "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"}},
+    "root": {"level": "DEBUG", "handlers": ["out"]},
+    "loggers": {"httpx": {"level": "DEBUG"}, "httpcore": {"level": "DEBUG"}},
+})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[sys.argv.index("--port") + 1]), log_level="debug")
+"""
+
+
+def test_fhir_reads_log_no_patient_identifier_even_with_every_logger_at_debug(tmp_path: Path) -> None:
+    pid, eid = f"pid-{uuid.uuid4().hex}", f"enc-{uuid.uuid4().hex}"
+    resources = [patient(pid), weight(70, pid), *encounter(False, pid=pid, eid=eid, contained=False)]
+    order = ketamine(pid=pid, rate=quantity(2, "mg/kg/h"))
+    order["encounter"] = {"reference": f"Encounter/{eid}"}
+    server = Server(tmp_path, {"KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1"}, command=["-c", VERBOSE_LAUNCHER])
+    server.start()
+    try:
+        with running(FhirStub(resources)) as stub:
+            body = hook_request(
+                "order-sign", [order], pid=pid, fhirServer=stub.base, fhirAuthorization=authorization()
+            )
+            response = httpx.post(server.url + SIGN, json=body, timeout=30)
+            assert response.status_code == 200, response.text
+            assert any(path.startswith(f"/fhir/Condition?patient={pid}") for path in stub.paths())
+        log = server.log_text()
+    finally:
+        server.stop()
+    assert "DEBUG" in log and "http" in log  # the verbose configuration is in force
+    assert pid not in log and eid not in log

@@ -21,3 +21,16 @@ def test_printable_text_is_shown_as_it_is_and_long_text_is_cut_with_its_length()
     assert loggable("hook-instance é 1") == "hook-instance é 1"
     assert loggable("x" * 10_000_000) == "x" * 200 + "... (10000000 characters)"
     assert loggable("abcdef", limit=3) == "abc... (6 characters)"
+
+
+def test_the_http_clients_urls_are_logged_without_their_path() -> None:
+    import logging
+
+    from ketamine_cds.service.logsafe import NoURLPaths
+
+    record = logging.LogRecord(
+        "httpx", logging.INFO, __file__, 1, 'HTTP Request: %s %s "%s %d %s"',
+        ("GET", "https://ehr.example:8443/fhir/Condition?patient=MRN-123", "HTTP/1.1", 200, "OK"), None,
+    )  # fmt: skip
+    assert NoURLPaths().filter(record)
+    assert record.getMessage() == 'HTTP Request: GET https://ehr.example:8443/... "HTTP/1.1 200 OK"'

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .._kb import load_knowledge
 from .._site import load_site
 from .fhir_client import server_prefixes
+from .logsafe import keep_urls_out_of_logs
 from .settings import Settings
 from .store import AuditWriter, open_store
 
@@ -25,9 +26,9 @@ DEV_WARNING = "AUTHENTICATION DISABLED (development flag): any caller is accepte
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = (settings or Settings.from_env()).prepared()
     # httpx logs every request's URL at INFO, and a FHIR read's URL holds the patient's id: no identifier may
-    # reach a log, so its request lines are kept out (its warnings and errors still show).
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.WARNING))
+    # reach a log, so its request lines are kept out (its warnings and errors still show), and any URL it logs
+    # anyway (an operator's configuration may turn it up) shows only its origin.
+    keep_urls_out_of_logs()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
