@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         "access token, and once one is listed no other server is contacted",
     )
     p.add_argument(
+        "--docs",
+        action="store_true",
+        default=None,
+        help="serve the API's Swagger UI at /docs (loads its script from a CDN; off by default)",
+    )
+    p.add_argument(
         "--allow-unauthenticated",
         action="store_true",
         default=None,
@@ -194,6 +200,7 @@ def _serve(args: argparse.Namespace) -> int:
         trust_list=Path(args.trust_list) if args.trust_list else None,
         public_url=args.public_url,
         allow_unauthenticated=args.allow_unauthenticated,
+        docs=args.docs,
         fhir_servers=tuple(args.fhir_server),
         site=Path(args.site) if args.site else None,
     )

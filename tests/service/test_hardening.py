@@ -215,3 +215,39 @@ def test_fhir_reads_log_no_patient_identifier_even_with_every_logger_at_debug(tm
         server.stop()
     assert "DEBUG" in log and "http" in log  # the verbose configuration is in force
     assert pid not in log and eid not in log
+
+
+# --- item 18: /docs -----------------------------------------------------------------------------------------
+
+
+def test_the_api_docs_are_off_by_default(client: httpx.Client) -> None:
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/openapi.json").status_code == 200  # the API's description stays public
+
+
+def test_the_api_docs_when_turned_on_come_with_a_content_security_policy(tmp_path: Path) -> None:
+    import base64
+    import hashlib
+    import re
+
+    server = Server(tmp_path, {"KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1"}, args=["--docs"]).start()
+    try:
+        response = httpx.get(server.url + "/docs", timeout=30)
+        assert httpx.get(server.url + "/redoc", timeout=30).status_code == 404
+    finally:
+        server.stop()
+    assert response.status_code == 200 and "swagger-ui" in response.text
+    policy = response.headers["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";") if " " in d.strip())
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert (
+        "'unsafe-inline'" not in directives["script-src"] and "'unsafe-eval'" not in directives["script-src"]
+    )
+    inline = re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL)
+    assert len(inline) == 1  # the one inline script is allowed by its hash, and only it
+    digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in directives["script-src"]
+    sources = re.findall(r'(?:src|href)="(https?://[^"]+)"', response.text)
+    assert sources and all(s.startswith("https://cdn.jsdelivr.net/") or "favicon" in s for s in sources)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"

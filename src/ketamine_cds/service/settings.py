@@ -39,6 +39,9 @@ class Settings:
     site: Path | None = None  # a site protocol (TOML): checked at start, in force for every answer
     # the longest a CDS Client's JWT may live ('exp' - 'iat'), in seconds: its 'jti' is kept until it expires
     max_token_lifetime_s: int = 3600
+    docs: bool = (
+        False  # serve Swagger UI at /docs (from a CDN, under a Content-Security-Policy); off by default
+    )
 
     @property
     def base_url(self) -> str:
@@ -66,6 +69,7 @@ class Settings:
             "fhir_timeout_s": float(env.get("KETAMINE_CDS_FHIR_TIMEOUT_S", cls.fhir_timeout_s)),
             "fhir_servers": tuple(env.get("KETAMINE_CDS_FHIR_SERVERS", "").split()),
             "site": Path(env["KETAMINE_CDS_SITE"]) if env.get("KETAMINE_CDS_SITE") else None,
+            "docs": env.get("KETAMINE_CDS_DOCS", "") in ("1", "true", "yes"),
             "max_token_lifetime_s": int(
                 env.get("KETAMINE_CDS_MAX_TOKEN_LIFETIME_S", cls.max_token_lifetime_s)
             ),
