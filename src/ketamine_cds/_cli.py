@@ -206,6 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     from .service.auth import TrustListError
     from .service.fhir_client import FhirServerListError
+    from .service.store import StoreUnavailable
 
     try:
         app = create_app(settings)
@@ -213,6 +214,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise InputError("--trust-list", str(exc)) from None
     except FhirServerListError as exc:
         raise InputError("--fhir-server", str(exc)) from None
+    except StoreUnavailable as exc:
+        raise InputError("--database-url" if settings.database_url else "--data-dir", str(exc)) from None
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
@@ -229,7 +232,12 @@ def _report(args: argparse.Namespace) -> int:
     )
     if not settings.database_url and not settings.sqlite_path.exists():
         raise InputError("--data-dir", f"no audit database at {settings.sqlite_path}")
-    store = open_store(settings)
+    from .service.store import StoreUnavailable
+
+    try:
+        store = open_store(settings)
+    except StoreUnavailable as exc:
+        raise InputError("--database-url" if settings.database_url else "--data-dir", str(exc)) from None
     try:
         report = build_report(store, args.since, args.until)
     finally:

@@ -68,11 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_error_handlers(app)
     if settings.allow_unauthenticated:
         _announce_dev_mode(app)
-    from . import auth, hooks, page
+    from . import auth, health, hooks, page
 
     auth.configure(app)  # a malformed trust list stops start-up with a precise message
     app.include_router(hooks.router)
     app.include_router(page.router)
+    app.include_router(health.router)
     if settings.docs:
         _add_docs(app)
     return app

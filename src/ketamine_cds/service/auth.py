@@ -61,8 +61,9 @@ Verification (requirement ids from the CDS Hooks 2.0 requirement list)
   when present (RFC 7519).
 
 Every failure is a 401 with a precise, non-sensitive message and ``WWW-Authenticate: Bearer``; an
-unreachable JWK Set URL is logged and refused the same way, never a 500. The verified claims are left in
-``request.state.jwt_claims`` for the routes (e.g. ``tenant``).
+unreachable JWK Set URL is logged and refused the same way, never a 500. A database that cannot record the
+``jti`` just now (stopped, restarting) is not the caller's fault: 503 with ``Retry-After``, never 401. The
+verified claims are left in ``request.state.jwt_claims`` for the routes (e.g. ``tenant``).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .logsafe import loggable
 from .settings import Settings
-from .store import Store
+from .store import RETRY_AFTER_S, Store, StoreUnavailable
 
 log = logging.getLogger("ketamine_cds.service.auth")
 
@@ -597,6 +598,15 @@ async def authenticate(request: Request) -> str | None:
     except AuthError as exc:
         log.warning("refused %s %s: %s", request.method, loggable(request.url.path), loggable(exc, 400))
         _refuse(str(exc), token_given=True)
+    except StoreUnavailable as exc:
+        # the token may well be good: its id could not be recorded (replay check), which is not the caller's
+        # fault, so the answer is "try again", never 401
+        log.error("a call could not be authenticated: %s", exc)
+        raise HTTPException(
+            status_code=503,
+            detail="the service's database is unavailable; try again",
+            headers={"Retry-After": RETRY_AFTER_S},
+        ) from None
     except Exception:
         log.exception("error while verifying a JWT for %s %s", request.method, loggable(request.url.path))
         _refuse("the bearer token could not be verified", token_given=True)

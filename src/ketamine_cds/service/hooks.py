@@ -49,7 +49,15 @@ from .cards import BuiltCard, cards_for, data_not_read_card, most_urgent_first, 
 from .logsafe import loggable
 from .record import Gathered, Reader, gather, read_medications, resolve_references
 from .settings import Settings
-from .store import AssessmentRecord, AuditWriter, CardRecord, FeedbackRecord, Store, pseudonym
+from .store import (
+    RETRY_AFTER_S,
+    AssessmentRecord,
+    AuditWriter,
+    CardRecord,
+    FeedbackRecord,
+    Store,
+    pseudonym,
+)
 
 log = logging.getLogger("ketamine_cds.service.hooks")
 Json = dict[str, Any]
@@ -70,7 +78,6 @@ PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Headers": ", ".join(READ_HEADERS),
     "Access-Control-Max-Age": "600",
 }
-RETRY_AFTER_S = "1"  # with a 503: the audit trail or feedback store was unavailable for a moment
 
 
 class _CORSRoute(APIRoute):
@@ -692,7 +699,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "No valid JWT",
         404: "Unknown service",
         412: "The patient (patient-view: the ketamine orders) not prefetched, nor readable from fhirServer",
-        503: "The audit trail or feedback store is unavailable",
+        503: "The database (audit trail, feedback, token ids) is unavailable; try again after Retry-After",
     }
     return {code: {"description": text[code]} for code in codes}
 
