@@ -3,8 +3,11 @@ limits, /docs, liveness and readiness."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,8 @@ from fhir_stub import (
     running,
     weight,
 )
+from hostile_http import HostileServer
+from jwks_stub import SigningKey, claims
 
 SIGN = "/cds-services/ketamine-order-sign"
 FEEDBACK = SIGN + "/feedback"
@@ -251,3 +256,130 @@ def test_the_api_docs_when_turned_on_come_with_a_content_security_policy(tmp_pat
     sources = re.findall(r'(?:src|href)="(https?://[^"]+)"', response.text)
     assert sources and all(s.startswith("https://cdn.jsdelivr.net/") or "favicon" in s for s in sources)
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# --- item 9: a FHIR server or key set URL that drips or floods ---------------------------------------------
+
+FHIR_DEADLINE_S = 2.0  # the guarded server's setting (the default is 5 s)
+JWKS_DEADLINE_S = 1.5  # likewise (the default is 3 s)
+MAX_BYTES = 4 * 1024 * 1024
+SLACK_S = 1.5  # the assessment, the audit write and a busy machine
+
+
+def _peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileServer]:
+    with HostileServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory, hostile: HostileServer) -> Iterator[Server]:
+    """A server with short deadlines and a small response limit, trusting issuers whose keys drip or flood."""
+    data_dir = tmp_path_factory.mktemp("guarded")
+    trust = data_dir / "trust.json"
+    issuers = [
+        {"iss": f"https://{mode}.example", "jwks_url": hostile.url(f"/{mode}/jwks.json")}
+        for mode in ("drip", "drip-headers", "huge", "huge-declared")
+    ]
+    trust.write_text(json.dumps({"issuers": issuers}))
+    server = Server(data_dir)
+    server.env = {
+        "KETAMINE_CDS_TRUST_LIST": str(trust),
+        "KETAMINE_CDS_PUBLIC_URL": server.url,
+        "KETAMINE_CDS_FHIR_TIMEOUT_S": str(FHIR_DEADLINE_S),
+        "KETAMINE_CDS_FHIR_MAX_BYTES": str(MAX_BYTES),
+        "KETAMINE_CDS_JWKS_TIMEOUT_S": str(JWKS_DEADLINE_S),
+    }
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("mode", ["drip", "drip-headers", "huge", "huge-declared"])
+def test_a_fhir_server_that_drips_or_floods_is_cut_off_at_the_calls_deadline_in_bounded_memory(
+    tmp_path: Path, hostile: HostileServer, mode: str
+) -> None:
+    """One call reads from fhirServer in three rounds (the Medication the draft references, the prefetch keys
+    left out, the Encounter the draft names): all of them together get the call's deadline."""
+    server = Server(
+        tmp_path,
+        {
+            "KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1",
+            "KETAMINE_CDS_FHIR_TIMEOUT_S": str(FHIR_DEADLINE_S),
+            "KETAMINE_CDS_FHIR_MAX_BYTES": str(MAX_BYTES),
+        },
+    ).start()
+    try:
+        assert server.process is not None
+        order = ketamine(
+            dose=quantity(10, "mg"),
+            medication={"reference": "Medication/m1", "display": "ketamine 10 mg/mL injection"},
+        )
+        order["encounter"] = {"reference": "Encounter/e1"}
+        body = hook_request(
+            "order-sign",
+            [order],
+            prefetch={"patient": patient()},  # the rest is read from the server
+            fhirServer=hostile.url(f"/{mode}/fhir"),
+            fhirAuthorization=authorization(),
+        )
+        warm = hook_request(
+            "order-sign", [ketamine(dose=quantity(10, "mg"))], prefetch={"patient": patient()}
+        )
+        assert httpx.post(server.url + SIGN, json=warm, timeout=30).status_code == 200
+        before = _peak_rss_kb(server.process.pid)
+        started = time.monotonic()
+        response = httpx.post(server.url + SIGN, json=body, timeout=60)
+        took = time.monotonic() - started
+        grew_mb = (_peak_rss_kb(server.process.pid) - before) / 1024
+        assert response.status_code == 200, response.text
+        summaries = [c["summary"] for c in response.json()["cards"]]
+        assert any(s.startswith("Checked without part of the record") for s in summaries), summaries
+        assert took < FHIR_DEADLINE_S + SLACK_S, took
+        assert grew_mb < 64, grew_mb
+        assert "Traceback" not in server.log_text()
+    finally:
+        server.stop()
+
+
+def test_a_fhir_read_within_the_limits_is_read_as_before(tmp_path: Path) -> None:
+    server = Server(
+        tmp_path,
+        {"KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1", "KETAMINE_CDS_FHIR_MAX_BYTES": str(MAX_BYTES)},
+    ).start()
+    try:
+        resources = [patient(), weight(70), planned_procedure()]
+        with running(FhirStub(resources)) as stub:
+            body = hook_request(
+                "order-sign",
+                [ketamine(dose=quantity(2, "mg/kg"))],
+                fhirServer=stub.base,
+                fhirAuthorization=authorization(),
+            )
+            response = httpx.post(server.url + SIGN, json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        assert [c["indicator"] for c in response.json()["cards"]] == ["critical"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("mode", ["drip", "drip-headers", "huge", "huge-declared"])
+def test_a_key_set_url_that_drips_or_floods_is_401_within_its_deadline(guarded: Server, mode: str) -> None:
+    key = SigningKey.ec("k1")
+    token = key.sign(claims(f"https://{mode}.example", guarded.url + SIGN))
+    body = hook_request("order-sign", [ketamine(dose=quantity(10, "mg"))])
+    started = time.monotonic()
+    response = httpx.post(
+        guarded.url + SIGN, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
+    took = time.monotonic() - started
+    assert response.status_code == 401, response.text
+    assert "cannot be fetched" in response.json()["error"]
+    assert took < JWKS_DEADLINE_S + SLACK_S, took

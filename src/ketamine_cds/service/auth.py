@@ -22,9 +22,10 @@ the application calls :func:`configure`::
     }
 
 * ``iss`` (required, unique): the JWT ``iss`` value, compared exactly (a trailing slash matters).
-* exactly one of ``jwks_url`` (the issuer's JWK Set URL; fetched with a short timeout, cached for
-  :data:`JWKS_TTL_S`, refetched once when a token names an unknown ``kid``) or ``jwks`` (the JWK Set itself,
-  communicated out of band, requirement 199). Inline keys must be public, asymmetric and carry a unique
+* exactly one of ``jwks_url`` (the issuer's JWK Set URL; fetched whole within ``jwks_timeout_s``, 3 s by
+  default, and at most :data:`JWKS_MAX_BYTES` long, cached for :data:`JWKS_TTL_S`, refetched once when a
+  token names an unknown ``kid``) or ``jwks`` (the JWK Set itself, communicated out of band, requirement
+  199). Inline keys must be public, asymmetric and carry a unique
   ``kid``.
 * ``jku`` (optional): the JWK Set URLs the issuer's tokens may name in their ``jku`` header, the allowlist of
   requirement 195 ("an allowlist of iss and jku urls"); ``jwks_url`` is always allowed.
@@ -306,21 +307,17 @@ class _KeySetCache:
         return cached.keys.get(kid)
 
     async def _fetch(self, url: str) -> _KeySet:
+        """The key set at url, read whole within ``timeout_s`` (connecting, headers and every byte: a server
+        that drips its answer is cut off) and at most ``JWKS_MAX_BYTES`` long."""
         try:
-            async with (
-                httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client,
-                client.stream("GET", url, headers={"Accept": "application/json"}) as response,
-            ):
-                if response.status_code != 200:
-                    raise _FetchError(f"HTTP {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > JWKS_MAX_BYTES:
-                        raise _FetchError(f"larger than {JWKS_MAX_BYTES} bytes")
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._download(url)
             document = json.loads(bytes(body))
             if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
                 raise _FetchError('not a JWK Set {"keys": [...]}')
+        except TimeoutError:
+            log.warning("cannot fetch the JWK Set %s: no whole answer within %g s", url, self.timeout_s)
+            raise AuthError(_UNREACHABLE) from None
         except (httpx.HTTPError, _FetchError, ValueError) as exc:
             log.warning("cannot fetch the JWK Set %s: %s", url, exc or type(exc).__name__)
             raise AuthError(_UNREACHABLE) from None
@@ -333,6 +330,23 @@ class _KeySetCache:
             keys[key["kid"]] = None if key["kid"] in keys else key
         log.info("fetched the JWK Set %s: %d usable key(s)", url, len(keys))
         return _KeySet(keys, time.monotonic())
+
+    async def _download(self, url: str) -> bytearray:
+        async with (
+            httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client,
+            client.stream("GET", url, headers={"Accept": "application/json"}) as response,
+        ):
+            if response.status_code != 200:
+                raise _FetchError(f"HTTP {response.status_code}")
+            declared = response.headers.get("Content-Length", "").strip()
+            if declared.isdigit() and int(declared) > JWKS_MAX_BYTES:
+                raise _FetchError(f"declares {declared} bytes, more than {JWKS_MAX_BYTES}")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > JWKS_MAX_BYTES:
+                    raise _FetchError(f"larger than {JWKS_MAX_BYTES} bytes")
+            return body
 
 
 class _FetchError(Exception):
@@ -554,7 +568,12 @@ def _build(settings: Settings, store: Store, *, raise_errors: bool) -> Authentic
         len(trust.issuers),
         ", ".join(i.name for i in trust.issuers.values()),
     )
-    return Authenticator(trust, store, max_lifetime_s=settings.max_token_lifetime_s)
+    return Authenticator(
+        trust,
+        store,
+        jwks=_KeySetCache(timeout_s=settings.jwks_timeout_s),
+        max_lifetime_s=settings.max_token_lifetime_s,
+    )
 
 
 def _authenticator(request: Request) -> Authenticator | _Refusing:

@@ -505,6 +505,7 @@ def reader_for(req: HookRequest, request: Request, received_at: float) -> Reader
         req.fhir_authorization,
         received_at=received_at,
         timeout_s=settings.fhir_timeout_s,
+        max_bytes=settings.fhir_max_bytes,
         listed=request.app.state.fhir_servers,
     )
 

@@ -31,7 +31,9 @@ class Settings:
     trust_list: Path | None = None  # JSON list of trusted EHR issuers and their JWKS
     allow_unauthenticated: bool = False  # development only; announced loudly
     public_url: str = ""  # the service's own base URL, the JWT audience; default http://host:port
-    fhir_timeout_s: float = 5.0
+    fhir_timeout_s: float = 5.0  # all the reads of one hook call from its fhirServer together
+    fhir_max_bytes: int = 16 * 1024 * 1024  # the most one hook call reads from its fhirServer, in all
+    jwks_timeout_s: float = 3.0  # one fetch of an issuer's key set, from connecting to its last byte
     # The FHIR servers (base URL prefixes) the operator lists: the only ones read without an access token,
     # and, once any is listed, the only ones the service contacts at all. Empty: any https server that comes
     # with fhirAuthorization (CDS Hooks 2.0, FHIR Resource Access), and no open server.
@@ -67,6 +69,8 @@ class Settings:
             in ("1", "true", "yes"),
             "public_url": env.get("KETAMINE_CDS_PUBLIC_URL", ""),
             "fhir_timeout_s": float(env.get("KETAMINE_CDS_FHIR_TIMEOUT_S", cls.fhir_timeout_s)),
+            "fhir_max_bytes": int(env.get("KETAMINE_CDS_FHIR_MAX_BYTES", cls.fhir_max_bytes)),
+            "jwks_timeout_s": float(env.get("KETAMINE_CDS_JWKS_TIMEOUT_S", cls.jwks_timeout_s)),
             "fhir_servers": tuple(env.get("KETAMINE_CDS_FHIR_SERVERS", "").split()),
             "site": Path(env["KETAMINE_CDS_SITE"]) if env.get("KETAMINE_CDS_SITE") else None,
             "docs": env.get("KETAMINE_CDS_DOCS", "") in ("1", "true", "yes"),
