@@ -383,3 +383,22 @@ def test_a_key_set_url_that_drips_or_floods_is_401_within_its_deadline(guarded: 
     assert response.status_code == 401, response.text
     assert "cannot be fetched" in response.json()["error"]
     assert took < JWKS_DEADLINE_S + SLACK_S, took
+
+
+# --- item 10: many draft orders ---------------------------------------------------------------------------
+
+
+def test_more_draft_orders_than_the_service_reads_in_one_call_is_400(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    limit = 200
+    for hook, path in (("order-sign", SIGN), ("order-select", "/cds-services/ketamine-order-select")):
+        orders = [ketamine(oid=f"k{i}", dose=quantity(10, "mg")) for i in range(limit + 1)]
+        case = Case([patient(), weight(70), planned_procedure()], orders)
+        response = client.post(path, json=case.request(hook, templates))
+        assert response.status_code == 400, response.text[:200]
+        assert response.json()["code"] == "too-many-draft-orders"
+        assert "201" in response.json()["error"] and "200" in response.json()["error"]
+        case.orders = orders[:limit]
+        response = client.post(path, json=case.request(hook, templates))
+        assert response.status_code == 200, response.text[:200]

@@ -42,7 +42,7 @@ from .._inputs import parse_json
 from .._kb import KnowledgeBase
 from .._opioids import Presence, opioid_status
 from .._site import Site
-from ..adapters.fhir import facts_from_resources, is_ketamine_order
+from ..adapters.fhir import facts_for_orders, facts_from_resources, is_ketamine_order
 from . import prefetch as pf
 from .auth import authenticate
 from .cards import BuiltCard, cards_for, data_not_read_card, most_urgent_first, not_checked_card
@@ -258,6 +258,7 @@ MAX_ID_CHARS = 256  # hookInstance, patient, user and encounter ids, card and su
 MAX_TEXT_CHARS = 2048  # URLs (fhirServer, a code system) and a reason's display
 MAX_COMMENT_CHARS = 8192  # a clinician's userComment
 MAX_ACCESS_TOKEN_CHARS = 16384
+MAX_DRAFT_ORDERS = 200  # entries of context.draftOrders read in one call (an order set rarely holds 100)
 
 
 def _error(status: int, message: str, *, retry: bool = False, **extra: Any) -> JSONResponse:
@@ -421,6 +422,12 @@ def _draft_orders(context: Mapping[str, Any]) -> tuple[list[tuple[str | None, Js
         raise BadRequest("context.draftOrders must be a FHIR Bundle of the draft orders")
     if not isinstance(entries, list):
         raise BadRequest("context.draftOrders.entry must be an array")
+    if len(entries) > MAX_DRAFT_ORDERS:
+        raise BadRequest(
+            f"context.draftOrders holds {len(entries)} entries; this service reads at most "
+            f"{MAX_DRAFT_ORDERS} draft orders in one call",
+            "too-many-draft-orders",
+        )
     drafts: list[tuple[str | None, Json]] = []
     orders: list[DraftOrder] = []
     seen_ids: set[tuple[str, str]] = set()
@@ -479,7 +486,38 @@ def _ketamine_orders(
     if any("medicationReference" in order.in_record for order in orders):  # else no Medication is read
         medications = [(u, r) for u, r in req.drafts if r.get("resourceType") == "Medication"]
         medications += pf.medications(req.prefetch or {}) + read
-    return [order for order in orders if _is_ketamine_order(order, medications, kb)]
+    index = _medication_index(medications)
+    return [
+        order for order in orders if _is_ketamine_order(order, _referenced(order, medications, index), kb)
+    ]
+
+
+def _medication_index(medications: list[tuple[str | None, Json]]) -> dict[str, list[int]]:
+    """Where each Medication is in the list, by the names a reference may use for it: its fullUrl, its id."""
+    index: dict[str, list[int]] = {}
+    for i, (full_url, medication) in enumerate(medications):
+        names = {full_url.strip()} if isinstance(full_url, str) and full_url.strip() else set()
+        if isinstance(medication.get("id"), str) and medication["id"]:
+            names.add(medication["id"])
+        for name in names:
+            index.setdefault(name, []).append(i)
+    return index
+
+
+def _referenced(
+    order: DraftOrder, medications: list[tuple[str | None, Json]], index: dict[str, list[int]]
+) -> list[tuple[str | None, Json]]:
+    """The Medications the order's reference may name (its fullUrl, or an id that is one of its path
+    segments: more than the reader will match, never fewer), in their order: each order is read with a few
+    Medications, not with all of them, so that telling many drafts apart takes work in proportion to them."""
+    reference = order.in_record.get("medicationReference")
+    target = reference.get("reference") if isinstance(reference, Mapping) else None
+    if not isinstance(target, str):
+        return []
+    found = set(index.get(target.strip(), ()))
+    for part in target.strip().split("/"):
+        found.update(index.get(part, ()))
+    return [medications[i] for i in sorted(found)]
 
 
 async def _draft_medications(req: HookRequest, reader: Reader) -> Gathered:
@@ -574,16 +612,23 @@ def _assess_order(
     base_url: str,
     unread: list[str],
     site: Site | None = None,
+    read: Facts | Exception | None = None,
 ) -> _Outcome:
-    """Input the engine rejects (bad units, an impossible weight, no route...) gets 200 and one warning
+    """``read``: the order's facts (or the error reading them raised) when they were read with the other
+    orders of the call (``facts_for_orders``); else they are read here.
+
+    Input the engine rejects (bad units, an impossible weight, no route...) gets 200 and one warning
     card saying the order was not checked, and why. CDS Hooks 2.0 lets a service answer errors with 4xx, but
     a client shows no error to the clinician: the order would look checked when it was not. A card is what
     the clinician sees; the specification prescribes nothing else for a request that is well formed but
     clinically unreadable."""
     assessment: Assessment
     try:
-        facts = facts_from_resources(record, as_of=as_of, kb=kb, order_id=order.order_id, site=site)
-        assessment = assess(with_unknowns(facts, unread, kb), kb, site)
+        if read is None:
+            read = facts_from_resources(record, as_of=as_of, kb=kb, order_id=order.order_id, site=site)
+        elif isinstance(read, Exception):
+            raise read
+        assessment = assess(with_unknowns(read, unread, kb), kb, site)
         built = cards_for(assessment, hook=req.hook, order=order.original, base_url=base_url, site=site)
     except InputError as exc:
         return _Outcome([not_checked_card(exc)], "input-error", (), kb.version)
@@ -849,7 +894,7 @@ async def _answer_orders(call: Call) -> JSONResponse:
     record = pf.record_resources(gathered.data, req.drafts)
     unread = gathered.unread_data
     args = (orders, record, req, kb, as_of, settings.base_url, unread, call.site)
-    if len(record) > LOOP_ENTRIES:  # would hold up every other call on the loop: a pool thread
+    if len(record) > LOOP_ENTRIES or len(orders) > LOOP_ORDERS:  # would hold up the loop: a pool thread
         outcomes = await run_in_threadpool(_assess_orders, *args)
     else:
         outcomes = _assess_orders(*args)
@@ -875,6 +920,7 @@ async def _precondition_failed(call: Call, exc: PreconditionFailed) -> JSONRespo
 
 
 LOOP_ENTRIES = 400  # a record with more entries is assessed in the thread pool (a few ms of reading)
+LOOP_ORDERS = 16  # and so are more ketamine orders than this (each is assessed and given its cards)
 
 
 def _assess_orders(
@@ -887,7 +933,13 @@ def _assess_orders(
     unread: list[str],
     site: Site | None = None,
 ) -> list[_Outcome]:
-    return [_assess_order(o, record, req, kb, as_of, base_url, unread, site) for o in orders]
+    """Every order assessed, the record read once for all of them: the work grows with the drafts, not with
+    their square."""
+    read = facts_for_orders(record, [o.order_id for o in orders], as_of=as_of, kb=kb, site=site)
+    return [
+        _assess_order(o, record, req, kb, as_of, base_url, unread, site, facts)
+        for o, facts in zip(orders, read, strict=True)
+    ]
 
 
 def _audit(request: Request) -> AuditWriter:
