@@ -349,6 +349,36 @@ def test_a_fhir_server_that_drips_or_floods_is_cut_off_at_the_calls_deadline_in_
         server.stop()
 
 
+@pytest.mark.parametrize("mode", ["drip", "huge"])
+def test_a_patient_that_a_dripping_or_flooding_server_cannot_give_is_412_within_the_deadline(
+    tmp_path: Path, hostile: HostileServer, mode: str
+) -> None:
+    server = Server(
+        tmp_path,
+        {
+            "KETAMINE_CDS_ALLOW_UNAUTHENTICATED": "1",
+            "KETAMINE_CDS_FHIR_TIMEOUT_S": str(FHIR_DEADLINE_S),
+            "KETAMINE_CDS_FHIR_MAX_BYTES": str(MAX_BYTES),
+        },
+    ).start()
+    try:
+        body = hook_request(
+            "order-sign",
+            [ketamine(dose=quantity(10, "mg"))],
+            fhirServer=hostile.url(f"/{mode}/fhir"),
+            fhirAuthorization=authorization(),
+        )
+        started = time.monotonic()
+        response = httpx.post(server.url + SIGN, json=body, timeout=60)
+        took = time.monotonic() - started
+    finally:
+        server.stop()
+    assert response.status_code == 412, response.text
+    assert "the patient could not be read" in response.json()["error"]
+    assert "patient" in response.json()["missingPrefetch"]
+    assert took < FHIR_DEADLINE_S + SLACK_S, took
+
+
 def test_a_fhir_read_within_the_limits_is_read_as_before(tmp_path: Path) -> None:
     server = Server(
         tmp_path,
