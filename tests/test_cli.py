@@ -293,3 +293,54 @@ def test_json_dose_numbers_stay_on_their_side_of_the_maximum(mg: str, amount: fl
 def test_an_integral_age_written_with_a_decimal_point_is_read() -> None:
     result = assess_json({"patient": {"age_years": 30.0, "conditions": []}, "indication": "crps"})
     assert result["verdict"]
+
+
+# --- odd input that would change a dose answer without a word (issue 20) --------------------------------
+
+DIGIT_SEPARATORS = [
+    ('{"patient": {"weight": {"value": "7_0", "unit": "kg"}}}', "patient.weight.value"),
+    ('{"order": {"route": "iv", "dose": {"value": "0_3", "unit": "mg/kg"}}}', "order.dose.value"),
+    (
+        '{"order": {"route": "iv", "dose": {"value": 2, "unit": "mL"}, '
+        '"concentration": {"value": "1_0", "unit": "mg/mL"}}}',
+        "order.concentration.value",
+    ),
+    ('{"patient": {"weight": {"value": "\u0667\u0660", "unit": "kg"}}}', "patient.weight.value"),  # ٧٠
+    ('{"patient": {"weight": {"value": "\uff17\uff10", "unit": "kg"}}}', "patient.weight.value"),  # ７０
+]
+
+
+@pytest.mark.parametrize(("text", "field"), DIGIT_SEPARATORS)
+def test_a_number_with_a_digit_separator_or_other_digits_is_refused_naming_the_field(
+    text: str, field: str
+) -> None:
+    # Python's Decimal("7_0") is 70 and Decimal("٧٠") is 70 too: a slip of the keyboard, never a dose
+    done = cli("assess", "-", "--json", stdin=text)
+    assert done.returncode == 2, done.stdout
+    assert field in done.stderr and "plain number" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["limits", "--weight", "7_0kg"], "--weight"),
+        (["limits", "--weight", "\uff17\uff10kg"], "--weight"),
+        (["synth", "--rows", "1_0", "--out", "never-written"], "--rows"),
+        (["synth", "--rows", "10", "--seed", "1_0", "--out", "never-written"], "--seed"),
+        (["audit", "no-such-input", "--out", "never-written", "--threads", "1_0"], "--threads"),
+    ],
+)
+def test_a_command_line_number_with_a_digit_separator_is_refused_naming_the_flag(
+    args: list[str], flag: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ketamine_cds", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and flag in done.stderr, done.stderr
+    assert not (tmp_path / "never-written").exists()

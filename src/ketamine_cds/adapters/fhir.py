@@ -208,8 +208,9 @@ _COUNT_UNITS = frozenset(
     }
 )
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
-_STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(mg|mcg|ug|µg)\b(?:\s*/\s*(ml|hr|h)\b)?", re.IGNORECASE)
-_MG_PER_ML = re.compile(r"(\d+(?:\.\d+)?)\s*mg\s*/\s*ml\b", re.IGNORECASE)
+# ASCII digits only (as the audit's RE2 reads them): Decimal() would also read other scripts' digits
+_STRENGTH = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(mg|mcg|ug|µg)\b(?:\s*/\s*(ml|hr|h)\b)?", re.IGNORECASE)
+_MG_PER_ML = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*mg\s*/\s*ml\b", re.IGNORECASE)
 _TRANSDERMAL_WORDS = re.compile(r"\b(?:transdermal|patch(?:es)?)\b", re.IGNORECASE)
 
 

@@ -42,6 +42,12 @@ COMPARED = {
 }
 
 
+def number_sql(text: str) -> str:
+    """A number read from text as DuckDB's ``TRY_CAST(... AS DOUBLE)`` reads it, except that a digit separator is
+    refused (NULL): DuckDB reads "7_0" as 70 and "0_3" as 3, which no one means by a weight or a dose."""
+    return f"CASE WHEN contains({text}, '_') THEN NULL ELSE TRY_CAST({text} AS DOUBLE) END"
+
+
 def _column_types(reader: str) -> dict[str, str]:
     import duckdb
 
@@ -80,9 +86,9 @@ def flat_source(path: Path) -> str:
         elif typed:
             selects.append(f"CAST({name} AS {kind}) AS {name}")
         elif name in NUMERIC:
-            selects.append(f"TRY_CAST({raw} AS DOUBLE) AS {name}")
+            selects.append(f"{number_sql(raw)} AS {name}")
             problems.append(
-                f"WHEN nullif(trim({raw}), '') IS NOT NULL AND TRY_CAST({raw} AS DOUBLE) IS NULL "
+                f"WHEN nullif(trim({raw}), '') IS NOT NULL AND {number_sql(raw)} IS NULL "
                 f"THEN '{name} is not a number: ' || {raw}"
             )
         elif name in BOOLEAN:  # true or false (any case, trimmed); anything else is not guessed

@@ -11,7 +11,7 @@ Input:
 * ``flat``: read natively, CSV (every column a string; delimiter and quoting from DuckDB's CSV sniffer) or
   Parquet, with the rules of ``flat.py``: typed Parquet columns pass through, a missing column is empty, text
   is converted and what does not convert sets ``input_problem``. DuckDB's ``TRY_CAST`` is mirrored: numbers
-  in DuckDB's syntax (``1_000``, ``inf``, ``nan``, surrounding ASCII white space), ``true``/``false`` in any case, its
+  in DuckDB's syntax (``inf``, ``nan``, surrounding ASCII white space; not ``1_000``: ``flat.number_sql``), ``true``/``false`` in any case, its
   ``trim`` (Unicode space separators). Times: ``YYYY-MM-DD`` or ``YYYY/MM/DD`` with an optional ``[T ]HH:MM
   [:SS[.fraction]]`` and an optional offset (``Z``, ``+HH[:MM]``, `` UTC``), which DuckDB ignores and so do we;
   DuckDB's rarer forms (years before 1 or after 9999, ``epoch``, ``infinity``) are "not a time" here.
@@ -64,9 +64,10 @@ _SPARK_TYPES = {"VARCHAR": "string", "DOUBLE": "double", "BOOLEAN": "boolean", "
 
 # DuckDB's trim removes Unicode space separators (category Zs) and nothing else (not tabs)
 _ZS = " \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
-# DuckDB's TRY_CAST(... AS DOUBLE): ASCII white space around, digit groups joined by single underscores
+# DuckDB's TRY_CAST(... AS DOUBLE) with ASCII white space around; digit groups joined by underscores ("7_0"),
+# which DuckDB reads as 70, are refused (flat.number_sql)
 _WS = r"[ \t\n\r\x0B\f]*"
-_DIGITS = r"[0-9]+(?:_[0-9]+)*"
+_DIGITS = r"[0-9]+"
 _NUMBER = rf"^{_WS}[+-]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][+-]?{_DIGITS})?{_WS}$"
 _INFINITY = rf"^{_WS}[+-]?(?i:inf|infinity){_WS}$"
 _NAN = rf"^{_WS}[+-]?(?i:nan){_WS}$"
@@ -187,7 +188,7 @@ def _text(raw: Column) -> Column:
 
 
 def _double(raw: Column) -> Column:
-    digits = F.regexp_replace(raw, r"[_ \t\n\r\x0B\f]", "")
+    digits = F.regexp_replace(raw, r"[ \t\n\r\x0B\f]", "")
     return (
         F.when(raw.rlike(_NUMBER), digits.try_cast("double"))
         .when(raw.rlike(_INFINITY), F.when(digits.startswith("-"), float("-inf")).otherwise(float("inf")))
