@@ -344,3 +344,42 @@ def test_a_command_line_number_with_a_digit_separator_is_refused_naming_the_flag
     )
     assert done.returncode == 2 and flag in done.stderr, done.stderr
     assert not (tmp_path / "never-written").exists()
+
+
+TWO_ORDERS = (
+    '{"indication": "perioperative", "patient": {"weight": {"value": 70, "unit": "kg"}, "conditions": []}, '
+    '"order": {"route": "intravenous", "dose": {"value": 5, "unit": "mg/kg"}}, '
+    '"order": {"route": "intravenous", "dose": {"value": 0.3, "unit": "mg/kg"}}}'
+)
+TWO_VALUES = json.dumps(
+    {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "MedicationRequest",
+                    "id": "k1",
+                    "status": "draft",
+                    "intent": "order",
+                    "medicationCodeableConcept": {"text": "ketamine"},
+                    "dosageInstruction": [
+                        {
+                            "route": {"text": "IV"},
+                            "doseAndRate": [{"doseQuantity": {"value": 2000, "unit": "mg"}}],
+                        }
+                    ],
+                }
+            }
+        ],
+    }
+).replace('"value": 2000', '"value": 2000, "value": 20')
+
+
+@pytest.mark.parametrize(("text", "key"), [(TWO_ORDERS, "order"), (TWO_VALUES, "value")])
+def test_a_key_written_twice_in_one_object_is_refused_not_the_last_one_read(text: str, key: str) -> None:
+    # json.loads keeps the last of two keys: a 5 mg/kg order would be read as the 0.3 mg/kg written after it
+    done = cli("assess", "-", "--json", stdin=text)
+    assert done.returncode == 2, done.stdout
+    assert f"'{key}'" in done.stderr and "twice" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr

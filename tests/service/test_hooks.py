@@ -849,6 +849,28 @@ def test_an_unpaired_surrogate_is_400_and_nothing_is_recorded(
         ).fetchone() == (0,)
 
 
+def test_a_key_written_twice_in_one_object_is_400_and_nothing_is_recorded(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    # json.loads keeps the last of two keys: 2000 mg would be checked as the 20 mg written after it
+    instance = str(uuid.uuid4())
+    case = surgery_case(ketamine(dose=quantity(2000, "mg")))
+    text = json.dumps(case.request("order-sign", templates, hookInstance=instance))
+    assert text.count('"value": 2000') == 1
+    response = client.post(
+        SIGN,
+        content=text.replace('"value": 2000', '"value": 2000, "value": 20'),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert "'value'" in body["error"] and "twice" in body["error"] and body["code"] == "duplicate-key"
+    with _db(dev_server) as db:
+        assert db.execute(
+            "SELECT count(*) FROM assessments WHERE hook_instance = ?", (instance,)
+        ).fetchone() == (0,)
+
+
 def test_a_nul_in_a_stored_string_is_400(client: httpx.Client, templates: dict[str, str]) -> None:
     case = surgery_case(ketamine(dose=quantity(10, "mg")))
     response = client.post(SIGN, json=case.request("order-sign", templates, hookInstance="abc\x00def"))

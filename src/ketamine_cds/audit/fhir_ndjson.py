@@ -72,7 +72,7 @@ import dataclasses
 import datetime as dt
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -80,7 +80,7 @@ from typing import Any
 
 import duckdb
 
-from .._errors import InputError
+from .._errors import DuplicateKeyError, InputError
 from .._facts import Coded, OpioidUse
 from .._inputs import parse_json
 from .._kb import _SYSTEM_ALIASES, SYSTEMS, KnowledgeBase, load_knowledge
@@ -1095,22 +1095,38 @@ def opioid_prescriptions(
           AND {patient} IN (SELECT patient_id FROM {administrations})
     """).fetchall()
     con.execute("DROP TABLE fhir_drug_resources")
-    reader = OpioidReader(((None, parse_json(text)) for _, text in medications), kb)
+    reader = OpioidReader(_medications(medications), kb)
     found: dict[str, list[Prescription]] = {}
     for patient_id, text in rows:
+        ambiguous = None
         try:
             resource = parse_json(text)
+        except DuplicateKeyError as exc:  # its drug can be told, its dose and dates cannot: unknown
+            resource, ambiguous = parse_json(text, unique_keys=False), exc.message
         except InputError:
             continue  # not text (an unpaired surrogate): nothing to read a drug from
-        prescription = _history_prescription(resource, reader)
+        prescription = _history_prescription(resource, reader, ambiguous)
         if prescription is not None:
             found.setdefault(patient_id, []).append(prescription)
     return found, ""
 
 
-def _history_prescription(resource: Mapping[str, Any], reader: OpioidReader) -> Prescription | None:
+def _medications(rows: Iterable[tuple[Any, str]]) -> Iterator[tuple[None, Any]]:
+    """The Medications prescriptions may reference, parsed as read (a key written twice: the last, as DuckDB
+    reads the rest of the export); one that is not text is left out."""
+    for _, text in rows:
+        try:
+            yield None, parse_json(text, unique_keys=False)
+        except InputError:
+            continue
+
+
+def _history_prescription(
+    resource: Mapping[str, Any], reader: OpioidReader, unreadable: str | None = None
+) -> Prescription | None:
     """One request or statement as a prescription in the patient's history (``tolerance.Prescription``), or
-    None: not for an opioid, or never in force (cancelled, draft, entered in error, intended, not taken)."""
+    None: not for an opioid, or never in force (cancelled, draft, entered in error, intended, not taken).
+    ``unreadable``: why its dose and dates cannot be read (a key written twice), leaving them unknown."""
     statuses = (
         HISTORY_STATEMENT_STATUSES
         if resource.get("resourceType") == "MedicationStatement"
@@ -1119,6 +1135,8 @@ def _history_prescription(resource: Mapping[str, Any], reader: OpioidReader) -> 
     if resource.get("status") not in statuses:
         return None
     try:
+        if unreadable is not None:
+            raise InputError("", unreadable)
         use = reader.use(resource)
     except InputError as exc:  # a date the adapter cannot read: the prescription's dose and dates are unknown
         ingredient = reader.ingredient(resource)

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._assessment import Assessment
 from .._engine import assess
-from .._errors import InputError, NotJSONError
+from .._errors import DuplicateKeyError, InputError, NotJSONError
 from .._facts import Facts
 from .._inputs import parse_json
 from .._kb import KnowledgeBase
@@ -200,6 +200,7 @@ def _discovery(kb: KnowledgeBase) -> Json:
 class _Body:
     data: Json | None = None
     error: str | None = None
+    code: str | None = None  # the input error's stable code (``InputError.code``), where there is one
 
 
 async def _json_body(request: Request) -> _Body:
@@ -210,10 +211,12 @@ async def _json_body(request: Request) -> _Body:
         return _Body(error="the request body is empty; a JSON object is required")
     try:
         data = parse_json(raw)
+    except DuplicateKeyError as exc:  # JSON, but ambiguous: a key written twice in one object
+        return _Body(error=f"the request body cannot be read: {exc.message}", code=exc.code)
     except NotJSONError as exc:
-        return _Body(error=f"the request body is not JSON: {exc.message}")
+        return _Body(error=f"the request body is not JSON: {exc.message}", code=exc.code)
     except InputError as exc:  # JSON, but a number no input can hold (out of range)
-        return _Body(error=f"the request body cannot be read: {exc}")
+        return _Body(error=f"the request body cannot be read: {exc}", code=exc.code)
     except RecursionError:
         return _Body(error="the request body is nested too deeply")
     if not isinstance(data, dict):
@@ -241,7 +244,8 @@ class BadRequest(ValueError):
 
 def _error(status: int, message: str, *, retry: bool = False, **extra: Any) -> JSONResponse:
     headers = {"Retry-After": RETRY_AFTER_S} if retry else None
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+    given = {k: v for k, v in extra.items() if v is not None}  # e.g. code: only where there is one
+    return JSONResponse({"error": message, **given}, status_code=status, headers=headers)
 
 
 def _string(data: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
@@ -697,7 +701,7 @@ async def call_service(request: Request) -> JSONResponse:
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
     body = await _json_body(request)
     if body.data is None:
-        return _error(400, body.error or "a JSON object is required")
+        return _error(400, body.error or "a JSON object is required", code=body.code)
     try:
         req = parse_hook_request(body.data, service)
     except BadRequest as exc:
@@ -947,7 +951,7 @@ def feedback(service_id: ServiceId, request: Request, issuer: Issuer, body: Body
     if service_id not in _services(kb):
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
     if body.data is None:
-        return _error(400, body.error or "a JSON object is required")
+        return _error(400, body.error or "a JSON object is required", code=body.code)
     try:
         records = feedback_records(body.data, service_id, issuer)
     except BadRequest as exc:
