@@ -157,7 +157,7 @@ def _dose_math(dose: DoseMath, *, short: bool) -> str:
     if texts.per_kg is not None and not per_kg_order:
         parts.append(f"**{texts.per_kg}**")
     if dose.weight is None:
-        return " = ".join(parts) + " (no body weight is recorded, so it is not converted to mg)"
+        return " = ".join(parts) + " (no usable body weight is recorded, so it is not converted to mg)"
     return " = ".join(parts) + f" for a weight of {weight_text(dose.weight)}"
 
 
@@ -354,6 +354,7 @@ def limits_json(limits: DoseLimits, setting: str) -> dict[str, Any]:
         "infusion_statement": limits.infusion_statement,
         "weight_basis": weight.basis.value if weight is not None else None,
         "weight_measured": weight.measured.isoformat() if weight and weight.measured else None,
+        "weight_problem": limits.weight_problem,
         "bolus_limit_source": _source(limits.bolus_limit, limits.weight_kg),
         "infusion_limit_source": _source(limits.infusion_limit, limits.weight_kg),
         "guideline_bolus_limit_mg_per_kg": _guideline_number(limits.bolus_limit),
@@ -536,6 +537,8 @@ def _limits_lines(limits: Mapping[str, Any], doses: DoseDisplay) -> list[str]:
     if weight is not None:
         head = f"Dose limits for {weight:g} kg ({guideline}; weight {limits['weight_basis']}"
         head += f" {limits['weight_measured']}):" if limits["weight_measured"] else "):"
+    elif limits.get("weight_problem"):
+        head = f"Dose limits ({guideline}; the body weight is not used: {limits['weight_problem']}):"
     else:
         head = f"Dose limits ({guideline}; no body weight recorded):"
     per_kg_bolus = f"{limits['bolus_limit_mg_per_kg']:g} mg/kg"

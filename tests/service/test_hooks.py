@@ -871,6 +871,25 @@ def test_a_key_written_twice_in_one_object_is_400_and_nothing_is_recorded(
         ).fetchone() == (0,)
 
 
+def test_two_weights_taken_at_one_time_that_disagree_warn_at_signing_instead_of_checking_either(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    # 7 kg and 70 kg at the same moment: today the order of the entries decides which one the dose is checked
+    # against (20 mg is within the limit for 70 kg and three times over it for 7 kg)
+    when = dt.date.today().isoformat() + "T08:00:00Z"
+    case = surgery_case(
+        ketamine(dose=quantity(20, "mg")),
+        weight(7, oid="light", when=when),
+        weight(70, oid="heavy", when=when),
+    )
+    cards = call(client, case, "order-sign", templates)
+    assert all(c["indicator"] != "critical" for c in cards)
+    [said] = [c for c in cards if c["summary"].startswith("Body weight not used")]
+    assert said["indicator"] == "warning" and "7 kg and 70 kg" in said["summary"]
+    assert "Observation/heavy" in said["detail"] and "Observation/light" in said["detail"]
+    assert any("no usable body weight" in c["summary"] for c in cards)
+
+
 def test_a_nul_in_a_stored_string_is_400(client: httpx.Client, templates: dict[str, str]) -> None:
     case = surgery_case(ketamine(dose=quantity(10, "mg")))
     response = client.post(SIGN, json=case.request("order-sign", templates, hookInstance="abc\x00def"))

@@ -47,6 +47,7 @@ from .._units import (
     bounded,
     concentration_mg_per_ml,
     duration_in_hours,
+    format_exact,
     parse_unit,
     weight_in_kg,
 )
@@ -261,14 +262,16 @@ def _facts(
     use, use_source = _indication(chosen.request, record, kb) if chosen else (None, None)
     if use is None and procedure is not None:
         use = "perioperative"
-    weight_kg, measured = _weight(record, as_of)
+    body_weight = _weight(record, as_of)
+    measured = body_weight.measured
     return Facts(
         as_of=as_of,
         use=use,
         use_source=use_source,
-        weight_kg=weight_kg,
+        weight_kg=body_weight.kg,
         weight_basis=WeightBasis.MEASURED if measured is not None else WeightBasis.UNDATED,
         weight_measured=measured,
+        weight_problem=body_weight.problem,
         setting=_setting(record, chosen.request if chosen else None, site),
         conditions=conditions,
         ruled_out=_ruled_out(pregnancy, conditions),
@@ -452,31 +455,84 @@ def _sex(patient: _Resource) -> str | None:
     return gender
 
 
-def _weight(record: _Record, as_of: dt.date) -> tuple[Fraction | None, dt.date | None]:
-    """The latest final body weight (LOINC 29463-7) taken on or before ``as_of``, in kg, checked, with the
-    date it was taken (None when the Observation gives no time)."""
-    observation = _latest_observation(record, BODY_WEIGHT, "valueQuantity", as_of)
-    if observation is None:
-        return None, None
-    dated, moment = _observation_time(observation, as_of) or (False, None)
-    return _weight_kg(observation), moment.date() if dated and moment is not None else None
+@dataclass(frozen=True, slots=True)
+class BodyWeight:
+    """The body weight in effect: in kg, checked, with the date it was taken (None when the Observation gives
+    no time); or, when the record's latest weight cannot be used, none and why (``problem``)."""
+
+    kg: Fraction | None
+    measured: dt.date | None = None
+    problem: str | None = None
 
 
-def _weight_kg(observation: _Resource) -> Fraction:
+def _weight(record: _Record, as_of: dt.date) -> BodyWeight:
+    """The latest final body weight (LOINC 29463-7) taken on or before ``as_of``.
+
+    Odd input is said, never resolved silently (``weight_problem``): the latest weight given only as a bound
+    (``comparator``, "< 30 kg") is not a weight to work a dose out from, and an older one is not used in its
+    place; two or more latest weights (taken at the same time) that disagree beyond the precision they are
+    written with are not used either, whatever the order of the entries. Weights that agree as written (70 kg
+    and 154.3 lb) are one weighing: the lower is used."""
+    latest = _latest_observations(record, BODY_WEIGHT, "valueQuantity", as_of)
+    if not latest:
+        return BodyWeight(None)
+    for observation in sorted(latest, key=lambda o: o.label):
+        quantity = _mapping(observation.data, "valueQuantity")
+        if quantity.get("comparator") is not None:
+            return BodyWeight(
+                None,
+                problem=f"the latest body weight ({observation.label}) is recorded only as a bound "
+                f"({_bound_text(quantity)}), not as a weight a dose can be worked out from",
+            )
+    readings = sorted((_weight_reading(o), o.label) for o in latest)
+    (lowest, _, _, _), _ = readings[0]
+    if max(low for (_, low, _, _), _ in readings) > min(high for (_, _, high, _), _ in readings):
+        values = " and ".join(text for (_, _, _, text), _ in readings)
+        labels = ", ".join(label for _, label in readings)
+        count = {2: "two", 3: "three"}.get(len(readings), str(len(readings)))
+        return BodyWeight(
+            None,
+            problem=f"{count} body weights taken at the same time disagree: {values} ({labels}; "
+            f"{min(_observation_time_text(o) for o in latest)})",
+        )
+    dated, moment = _observation_time(latest[0], as_of) or (False, None)
+    return BodyWeight(lowest, moment.date() if dated and moment is not None else None)
+
+
+def _weight_reading(observation: _Resource) -> tuple[Fraction, Fraction, Fraction, str]:
+    """(kg, lowest kg, highest kg, as written) of a body weight: the range is what the written value may have
+    been rounded from (70 kg: 69.5 to 70.5; 154.3 lb: 154.25 to 154.35 lb). The batch audit reads the same
+    (``audit.fhir_ndjson._weight_in_effect``), checked by the conformance fixtures."""
     quantity = _mapping(observation.data, "valueQuantity")
-    value = _weight_value(quantity, observation.at("valueQuantity.value"))
+    value_field = observation.at("valueQuantity.value")
+    value = _weight_value(quantity, value_field)
     unit_field = observation.at("valueQuantity.unit")
-    kg: Fraction | None = None
-    first_error: UnitError | None = None
-    for unit_text in _unit_texts(quantity):
-        try:
-            kg = weight_in_kg(value, unit_text, unit_field)
-            break
-        except UnitError as exc:
-            first_error = first_error or exc
-    if kg is None:
-        raise first_error or UnitError(unit_field, "the body weight has no unit (kg, g, [lb_av])")
-    return checked_weight(kg, observation.at("valueQuantity.value"))
+    found = _read_unit(quantity, unit_field)
+    texts = _unit_texts(quantity)
+    if found is None and not texts:
+        raise UnitError(unit_field, "the body weight has no unit (kg, g, [lb_av])")
+    unit_text = found[0] if found is not None else texts[0]
+    kg = checked_weight(weight_in_kg(value, unit_text, unit_field), value_field)
+    written = format_exact(value)  # 70.0 is written 70: a weight in whole kg (the batch audit reads it so)
+    decimals = len(written.partition(".")[2])
+    margin = weight_in_kg(Decimal(5).scaleb(-decimals - 1), unit_text, unit_field)
+    return kg, kg - margin, kg + margin, f"{written} {unit_text}"
+
+
+def _bound_text(quantity: Json) -> str:
+    comparator = quantity.get("comparator")
+    value = quantity.get("value")
+    shown = format_exact(value) if isinstance(value, Decimal) else str(value)
+    return f"{comparator if isinstance(comparator, str) else '?'} {shown} {_unit_label(quantity)}".strip()
+
+
+def _observation_time_text(observation: _Resource) -> str:
+    data, period = observation.data, _mapping(observation.data, "effectivePeriod")
+    for _path, in_period, key in _OBSERVATION_TIMES:
+        written = _text(period if in_period else data, key)
+        if written:
+            return f"taken {written}"
+    return "no date recorded"
 
 
 def _weight_value(quantity: Json, field: str) -> Decimal:
@@ -489,10 +545,18 @@ def _weight_value(quantity: Json, field: str) -> Decimal:
 
 
 def _latest_observation(record: _Record, loinc: str, value_key: str, as_of: dt.date) -> _Resource | None:
-    """The latest final Observation with this LOINC code and a value, not after ``as_of``.
+    """The latest final Observation with this LOINC code and a value, not after ``as_of`` (of several taken
+    at that same time, the last in the record)."""
+    latest = _latest_observations(record, loinc, value_key, as_of)
+    return latest[-1] if latest else None
+
+
+def _latest_observations(record: _Record, loinc: str, value_key: str, as_of: dt.date) -> list[_Resource]:
+    """The final Observations with this LOINC code and a value, not after ``as_of``, taken at the latest time
+    (several when they share it), in record order.
 
     Observations without any time rank below every dated one (used only when nothing dated exists)."""
-    best: _Resource | None = None
+    best: list[_Resource] = []
     best_key: tuple[bool, dt.datetime] | None = None
     for observation in record.all("Observation"):
         if observation.status not in _FINAL_OBSERVATION or not _has_value(observation.data, value_key):
@@ -502,8 +566,10 @@ def _latest_observation(record: _Record, loinc: str, value_key: str, as_of: dt.d
         key = _observation_time(observation, as_of)
         if key is None:
             continue
-        if best_key is None or key >= best_key:
-            best, best_key = observation, key
+        if best_key is None or key > best_key:
+            best, best_key = [observation], key
+        elif key == best_key:
+            best.append(observation)
     return best
 
 
@@ -914,13 +980,24 @@ def _ratio_dose(ratio: Json, field: str) -> _Dose:
 
 
 def _time_unit_hours(quantity: Json, field: str) -> Fraction:
+    """A time unit in hours: its ``code``, else its ``unit``; the two naming different times is refused."""
+    _no_comparator(quantity, field)
+    found: list[tuple[str, Fraction]] = []
     for text in _unit_texts(quantity):
         try:
             per_hours = parse_unit(f"mg/{text}").per_hours
         except UnitError:
             continue
         if per_hours is not None:
-            return per_hours
+            found.append((text, per_hours))
+    if len(found) == 2 and found[0][1] != found[1][1]:
+        raise UnitError(
+            f"{field}.unit",
+            f"the unit {found[1][0]!r} and the UCUM code {found[0][0]!r} name different times: which one was "
+            "meant cannot be told",
+        )
+    if found:
+        return found[0][1]
     raise UnitError(f"{field}.unit", f"a rate needs a time here (h, min), not {_unit_label(quantity)!r}")
 
 
@@ -1200,9 +1277,10 @@ def _readable_dose(quantity: Json) -> tuple[Fraction, Unit | None] | None:
     """A dose as (value, unit); unit None for a count (tablets, capsules, patches, no unit)."""
     try:
         value = _number(quantity.get("value"), "dose")
+        _read_unit(quantity, "dose")  # a unit and a code that disagree: the dose cannot be read
     except InputError:
         return None
-    if value is None or not value.is_finite() or value <= 0:
+    if value is None or not value.is_finite() or value <= 0 or quantity.get("comparator") is not None:
         return None
     texts = _unit_texts(quantity)
     if not texts:
@@ -1518,20 +1596,55 @@ def _unit_label(quantity: Json) -> str:
 
 
 def _quantity(raw: Any, field: str) -> Quantity:
+    """An amount or a rate, exactly. Refused: a bound (``comparator``: "< 20 mg" is no dose to check), and a
+    ``unit`` and UCUM ``code`` that name different units (which one was meant cannot be told)."""
     if not isinstance(raw, _OBJECT):
         raise InputError(field, "must be a Quantity with a value and a unit")
+    _no_comparator(raw, field)
     value = _number(raw.get("value"), f"{field}.value")
     if value is None:
         raise InputError(f"{field}.value", "the quantity has no value")
     texts = _unit_texts(raw)
     if not texts:
         raise UnitError(f"{field}.unit", "the quantity has no unit")
-    for text in texts:
-        try:
-            return Quantity(value, parse_unit(text))
-        except UnitError:
-            continue
-    raise UnitError(f"{field}.unit", f"unknown unit {texts[0]!r}")
+    found = _read_unit(raw, f"{field}.unit")
+    if found is None:
+        raise UnitError(f"{field}.unit", f"unknown unit {texts[0]!r}")
+    return Quantity(value, found[1])
+
+
+def _no_comparator(raw: Json, field: str) -> None:
+    if raw.get("comparator") is not None:
+        raise InputError(
+            f"{field}.comparator",
+            f"the quantity is only a bound ({_bound_text(raw)}), not an amount: it cannot be checked",
+        )
+
+
+def _read_unit(quantity: Json, field: str) -> tuple[str, Unit] | None:
+    """The unit a Quantity is in, as (text, unit): its UCUM ``code``, else its ``unit``; None when neither is
+    a unit this reader knows. When both are units it knows and they differ ("unit": "mg", "code": "ug"),
+    which one was meant cannot be told: ``UnitError`` naming both. A ``unit`` in words ("milligram") is not
+    compared: FHIR gives it for people to read."""
+    code, unit = _text(quantity, "code"), _text(quantity, "unit")
+    found: list[tuple[str, Unit]] = []
+    for text in (code, unit):
+        if text:
+            try:
+                found.append((text, parse_unit(text)))
+            except UnitError:
+                continue
+    if len(found) == 2 and _unit_key(found[0][1]) != _unit_key(found[1][1]):
+        raise UnitError(
+            field,
+            f"the unit {unit!r} and the UCUM code {code!r} name different units: which one was meant cannot "
+            "be told",
+        )
+    return found[0] if found else None
+
+
+def _unit_key(unit: Unit) -> tuple[object, ...]:
+    return unit.amount, unit.factor, unit.per_kg, unit.per_hours
 
 
 def _date(written: str, field: str) -> dt.date:

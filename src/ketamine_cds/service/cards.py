@@ -106,7 +106,7 @@ def statement_system(base_url: str) -> str:
 
 _OVER_LIMIT = ("exceeds", "exceeds-setting-unknown")  # one card per dose: "exceeds-beside" rides with it
 # a dose finding that could not be checked, or was checked against a weight that may not be current
-_CANNOT_CHECK = ("no-weight", "no-concentration", "weight-old", "weight-undated")
+_CANNOT_CHECK = ("no-weight", "no-concentration", "weight-old", "weight-undated", "weight-unusable")
 
 
 def is_interruptive(finding: Finding) -> bool:
