@@ -631,7 +631,7 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
     )
     SELECT
       admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
-      weight.value AS weight_value, weight.unit AS weight_unit,
+      weight.value AS weight_value, weight.unit AS weight_unit, CAST(NULL AS VARCHAR) AS weight_problem,
       CASE WHEN {site_location_sql(site, "[]::JSON[]", "detail_names")} OR {site_location_sql(site, "[]::JSON[]", "visit_names")}
              THEN 'intensive-care'
            WHEN detail_concept = {lit(INTENSIVE_CARE_VISIT)} OR {icu_named("detail_names")} THEN 'intensive-care'
