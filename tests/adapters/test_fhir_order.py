@@ -619,3 +619,28 @@ def test_a_dose_given_as_a_bound_is_unreadable(comparator: str) -> None:
         == "MedicationRequest/k1.dosageInstruction[0].doseAndRate[0].doseQuantity.comparator"
     )
     assert f"{comparator} 20 mg" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Keta\u00admine 50 mg/mL injection",  # a soft hyphen in the word (a hyphenation point)
+        "Keta\u200bmine 50 mg/mL",  # a zero-width space
+        "\u200dKetamine\ufeff 50 mg/mL",  # a zero-width joiner and a byte-order mark around it
+        "\uff2b\uff45\uff54\uff41\uff4d\uff49\uff4e\uff45 50 mg/mL",  # full-width letters
+        "Ketamin 10 mg/ml Injektionsl\u00f6sung",  # German
+        "Ketamina 50 mg/ml soluci\u00f3n inyectable",  # Spanish, Italian, Polish, Portuguese
+        "K\u00e9tamine 50 mg/ml solution injectable",  # French
+    ],
+)
+def test_ketamine_is_recognised_whatever_the_unicode_form_or_language_of_its_name(name: str) -> None:
+    # today these names are not ketamine: the order is not checked at all, and order-sign answers no cards
+    assert is_ketamine_order(ketamine(medication={"text": name}))
+    assert order_of(ketamine(medication={"text": name}, dose=quantity(20, "mg", code="mg"))).dose is not None
+
+
+@pytest.mark.parametrize(
+    "name", ["Esketamin 28 mg Nasenspray", "Eske\u00adtamine 28 MG Nasal Spray", "(S)-Ketamin"]
+)
+def test_esketamine_is_not_ketamine_in_any_form(name: str) -> None:
+    assert not is_ketamine_order(ketamine(medication={"text": name}))

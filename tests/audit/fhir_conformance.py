@@ -645,4 +645,21 @@ FIXTURES: tuple[Fixture, ...] = (
         dose={"rateQuantity": {**qty(2, "mg/min"), "unit": "mg/h"}},
         refused="the unit 'mg/h' and the UCUM code 'mg/min' name different units",
     ),
+    Fixture(
+        "ketamine by name: format characters in the word (a soft hyphen, a zero-width space) are not read",
+        {"route": "intravenous", "kind": "bolus", "dose": (Decimal(20), "mg")},
+        medication={"medicationCodeableConcept": {"text": "Keta\u00admine hydro\u200bchloride 50 mg/mL"}},
+    ),
+    Fixture(
+        "ketamine by name: full-width letters read as their ASCII forms",
+        {"route": "intravenous", "kind": "bolus", "dose": (Decimal(20), "mg")},
+        medication={
+            "medicationCodeableConcept": {"text": "\uff2b\uff25\uff34\uff21\uff2d\uff29\uff2e\uff25 50 mg/mL"}
+        },
+    ),
+    Fixture(
+        "ketamine by name: its name in other languages (Ketamin, ketamina, kétamine), never esketamine",
+        {"route": "intravenous", "kind": "bolus", "dose": (Decimal(20), "mg")},
+        medication={"medicationCodeableConcept": {"text": "Ketamin 10 mg/ml Injektionsl\u00f6sung"}},
+    ),
 )

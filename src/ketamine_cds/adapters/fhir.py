@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation, localcontext
@@ -63,6 +64,8 @@ __all__ = [
     "facts_from_bundle",
     "facts_from_resources",
     "is_ketamine_order",
+    "is_ketamine_request",
+    "matchable",
     "order_dose_positions",
     "validate_r4",
 ]
@@ -303,6 +306,24 @@ def is_ketamine_order(
     if resource.status not in _ORDER_STATUSES or _do_not_perform(resource):
         return False
     return _is_ketamine(_drug(resource, record), kb)
+
+
+def is_ketamine_request(
+    request: Mapping[str, Any],
+    medications: Sequence[tuple[str | None, Mapping[str, Any]]] = (),
+    *,
+    kb: KnowledgeBase | None = None,
+) -> bool:
+    """Whether a MedicationRequest is for ketamine, whatever its status (``is_ketamine_order`` also wants
+    a draft or active one that is not "do not perform"): a CDS Hooks draft that is on hold, completed or of
+    unknown status is still a ketamine order the service must say it did not check."""
+    kb = kb or load_knowledge()
+    items = [(0, None, request), *((i, u, r) for i, (u, r) in enumerate(medications, start=1))]
+    record = _Record.of_items(items)
+    order = record.all("MedicationRequest")
+    if len(order) != 1 or order[0].data is not request:
+        raise NotFHIRError("", "expected one MedicationRequest")
+    return not _do_not_perform(order[0]) and _is_ketamine(_drug(order[0], record), kb)
 
 
 def validate_r4(bundle: Mapping[str, Any]) -> None:
@@ -702,6 +723,15 @@ def _drug_source(drug: _Drug, default: str) -> Coded:
     return Coded(display)
 
 
+@lru_cache(maxsize=4096)
+def matchable(name: str) -> str:
+    """A drug's name as words are looked for in it: Unicode NFKC (full-width "ｋｅｔａｍｉｎｅ" is
+    "ketamine") without format characters (category Cf: a soft hyphen, zero-width spaces and joiners, a
+    byte-order mark), which are invisible where the name is shown and would otherwise split the word."""
+    joined = "".join(ch for ch in name if unicodedata.category(ch) != "Cf")
+    return "".join(ch for ch in unicodedata.normalize("NFKC", joined) if unicodedata.category(ch) != "Cf")
+
+
 @lru_cache(maxsize=64)
 def _word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     """Whole words, case-insensitive; a word glued to a prefix (esketamine, S-ketamine) does not match."""
@@ -713,7 +743,7 @@ def _is_ketamine(drug: _Drug, kb: KnowledgeBase) -> bool:
     if any(short_system(s) == "rxnorm" and c in kb.ketamine_rxnorm for s, c, _ in drug.codings):
         return True
     pattern = _word_pattern(kb.ketamine_words)
-    return any(pattern.search(name) for name in drug.names)
+    return any(pattern.search(matchable(name)) for name in drug.names)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -800,7 +830,7 @@ def is_pca_sole_agent(order: Json, drug: _Drug, kb: KnowledgeBase) -> bool:
     """IV patient-controlled analgesia with ketamine as the only analgesic: a dosage method that names PCA,
     and a product whose every ingredient is ketamine (a ketamine-with-opioid PCA is not ketamine alone)."""
     methods = (_mapping(d, "method") for d in _list(order, "dosageInstruction") if isinstance(d, _OBJECT))
-    if not any(_PCA.search(name) for method in methods for name in _names(method)):
+    if not any(_PCA.search(matchable(name)) for method in methods for name in _names(method)):
         return False
     if drug.medication is None:
         return True
@@ -808,7 +838,7 @@ def is_pca_sole_agent(order: Json, drug: _Drug, kb: KnowledgeBase) -> bool:
     for item in _list(drug.medication.data, "ingredient"):
         concept = _mapping(item, "itemCodeableConcept")
         rxnorm = {c for s, c, _ in _codings(concept) if short_system(s) == "rxnorm"}
-        if not (rxnorm & kb.ketamine_rxnorm or any(pattern.search(n) for n in _names(concept))):
+        if not (rxnorm & kb.ketamine_rxnorm or any(pattern.search(matchable(n)) for n in _names(concept))):
             return False
     return True
 
@@ -1025,7 +1055,7 @@ def _ingredient_strength(medication: _Resource, kb: KnowledgeBase) -> Fraction |
         ingredients = [
             (i, item)
             for i, item in ingredients
-            if any(pattern.search(n) for n in _names(_mapping(item, "itemCodeableConcept")))
+            if any(pattern.search(matchable(n)) for n in _names(_mapping(item, "itemCodeableConcept")))
         ]
     if len(ingredients) != 1:
         return None
@@ -1197,7 +1227,7 @@ def _opioid_ingredient(drug: _Drug, kb: KnowledgeBase) -> str | None:
                 return ingredient
     any_opioid = _word_pattern(tuple(kb.opioids))  # whole words: the leftmost match is the first named
     for name in dict.fromkeys(drug.names):
-        found = any_opioid.search(name)
+        found = any_opioid.search(matchable(name))
         if found:
             return found.group(0).lower()
     return None

@@ -262,9 +262,22 @@ def timestamp_sql(expr: str, end_of_day: bool = False) -> str:
     )
 
 
-def words_match(names: str, pattern: str) -> str:
-    """Whether any of a VARCHAR[] of names matches an RE2 pattern."""
-    return f"(len([n for n in {names} if n IS NOT NULL AND regexp_matches(n, {lit(pattern)})]) > 0)"
+def words_match(names: str, pattern: str, *, drug_names: bool = False) -> str:
+    """Whether any of a VARCHAR[] of names matches an RE2 pattern (``drug_names``: each read as
+    ``matchable_sql`` reads it first)."""
+    name = matchable_sql("n") if drug_names else "n"
+    return f"(len([n for n in {names} if n IS NOT NULL AND regexp_matches({name}, {lit(pattern)})]) > 0)"
+
+
+_FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F))  # full-width forms of ASCII ! to ~
+_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def matchable_sql(name: str) -> str:
+    """SQL for ``adapters.fhir.matchable`` (a drug's name as words are looked for in it) as far as SQL reaches:
+    without format characters (category Cf: a soft hyphen, zero-width spaces), and full-width letters read as
+    ASCII. NFKC's rarer compatibility forms (ligatures, circled letters) are read by the live service only."""
+    return f"translate(regexp_replace({name}, '\\p{{Cf}}', '', 'g'), {lit(_FULL_WIDTH)}, {lit(_ASCII)})"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -705,7 +718,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
 
     def ketamine(codings: str, names: str) -> str:
         coded = f"len([c for c in {codings} if {system_is(CODING, 'rxnorm')} AND (c->>'code') IN ({_in(kb.ketamine_rxnorm)})]) > 0"
-        return f"({coded} OR {words_match(names, ketamine_words(kb))})"
+        return f"({coded} OR {words_match(names, ketamine_words(kb), drug_names=True)})"
 
     # the drug an administration names: its CodeableConcept, or the referenced or contained Medication
     drug_names = concat(
@@ -775,7 +788,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         "json_extract_string(di, '$[*].method.text')",
         "json_extract_string(di, '$[*].method.coding[*].display')",
     )
-    pca = words_match(methods, PCA_WORDS)
+    pca = words_match(methods, PCA_WORDS, drug_names=True)
     # times
     administered = timestamp_sql(f"coalesce(m.{q}effectiveDateTime{q}, m.{q}effectivePeriod{q}->>'start')")
     observed = timestamp_sql(

@@ -433,7 +433,7 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         f"((dc.short = 'rxnorm' AND dc.norm IN ({ket_codes})) "
         f"OR (sc.short = 'rxnorm' AND sc.norm IN ({ket_codes})) "
         f"OR e.drug_concept_id IN {ketamine_drugs} OR e.drug_source_concept_id IN {ketamine_drugs} "
-        f"OR {words_match(names, ket_words)})"
+        f"OR {words_match(names, ket_words, drug_names=True)})"
     )
     ketamine_strength = f"""(SELECT ds.drug_concept_id, any_value({_strength_mg_per_ml("ds")}) AS mg_per_ml
       FROM strengths ds WHERE ds.ingredient_concept_id IN (SELECT ingredient_concept_id FROM drug_ingredients

@@ -42,7 +42,7 @@ from .._inputs import parse_json
 from .._kb import KnowledgeBase
 from .._opioids import Presence, opioid_status
 from .._site import Site
-from ..adapters.fhir import facts_from_resources, is_ketamine_order
+from ..adapters.fhir import facts_from_resources, is_ketamine_request
 from . import prefetch as pf
 from .auth import authenticate
 from .cards import BuiltCard, cards_for, data_not_read_card, most_urgent_first, not_checked_card
@@ -422,10 +422,11 @@ def _draft_orders(context: Mapping[str, Any]) -> tuple[list[tuple[str | None, Js
 def _is_ketamine_order(
     order: DraftOrder, medications: list[tuple[str | None, Json]], kb: KnowledgeBase
 ) -> bool:
-    """The FHIR reader alone decides what ketamine is (RxNorm code or name, its Medication)."""
+    """The FHIR reader alone decides what ketamine is (RxNorm code or name, its Medication), whatever the
+    draft's status: one that is not draft or active is answered "not checked" (``_status_outcome``)."""
     for known in (medications, []):  # without the Medications if one of them is unreadable
         try:
-            return is_ketamine_order(order.in_record, known, kb=kb)
+            return is_ketamine_request(order.in_record, known, kb=kb)
         except Exception:
             continue
     return True  # cannot tell: assess it, so that a broken ketamine order is reported, not passed over
@@ -561,6 +562,23 @@ def _assess_order(
         assessment.statement_ids,
         assessment.knowledge_base_version,
     )
+
+
+CHECKED_STATUSES = ("draft", "active")  # the statuses of a ketamine order the service checks
+NOT_CHECKED = "not-checked"  # the verdict recorded for a ketamine order of another status
+
+
+def _status_outcome(order: DraftOrder, kb: KnowledgeBase) -> _Outcome:
+    """A ketamine draft that is on hold, completed, cancelled, of unknown status...: not assessed (the
+    guideline's checks are for an order about to be given), and said so on a warning card, never passed over
+    with no card as if it had been checked."""
+    status = order.in_record.get("status")
+    shown = status.strip()[:40] if isinstance(status, str) and status.strip() else repr(status)[:40]
+    error = InputError(
+        f"MedicationRequest/{order.order_id}.status",
+        f"status {shown} (only a draft or active ketamine order is checked)",
+    )
+    return _Outcome([not_checked_card(error)], NOT_CHECKED, (), kb.version)
 
 
 def log_unexpected(exc: Exception, doing: str) -> None:
@@ -803,6 +821,13 @@ async def _answer_orders(call: Call) -> JSONResponse:
     orders = _ketamine_orders(req, kb, read_medications(from_drafts))
     if not orders:
         return JSONResponse({"cards": []})
+    checked = [o.in_record.get("status") in CHECKED_STATUSES for o in orders]
+    not_checked = [_status_outcome(o, kb) for o, ok in zip(orders, checked, strict=True) if not ok]
+    orders = [o for o, ok in zip(orders, checked, strict=True) if ok]
+    if not orders:
+        rows = [call.row(o.verdict, o.statements, o.cards, [], o.kb_version) for o in not_checked]
+        cards = [c for outcome in not_checked for c in outcome.cards]
+        return await call.answer(rows, cards, f"{len(not_checked)} ketamine order(s) not checked (status)")
     gathered = await gather(req.prefetch, call.service.prefetch, context_of(req), call.reader)
     gathered.data.update(from_drafts.data)
     ordered = [(o.full_url, o.in_record) for o in orders]
@@ -817,9 +842,10 @@ async def _answer_orders(call: Call) -> JSONResponse:
         outcomes = await run_in_threadpool(_assess_orders, *args)
     else:
         outcomes = _assess_orders(*args)
+    outcomes += not_checked
     rows = [call.row(o.verdict, o.statements, o.cards, unread, o.kb_version) for o in outcomes]
     cards = [c for outcome in outcomes for c in outcome.cards]
-    return await call.answer(rows, cards, f"{len(orders)} ketamine order(s)")
+    return await call.answer(rows, cards, f"{len(outcomes)} ketamine order(s)")
 
 
 async def _precondition_failed(call: Call, exc: PreconditionFailed) -> JSONResponse:
