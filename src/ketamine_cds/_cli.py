@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--form", choices=["flat", "fhir", "omop"], help="input form (default: detected)")
     p.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit (default 1GB)")
     p.add_argument("--threads", type=_whole, help="DuckDB threads (default: all cores)")
+    p.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="NAME=COLUMN",
+        help="read the flat table's column NAME as COLUMN (repeatable); NAME=- leaves it out",
+    )
     _site_option(p)
     p.set_defaults(run=_audit)
 
@@ -251,6 +258,7 @@ def _report(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .audit.flat import parse_column_mappings
     from .audit.run import run_audit
 
     summary = run_audit(
@@ -261,6 +269,7 @@ def _audit(args: argparse.Namespace) -> int:
         memory_limit=args.memory_limit,
         threads=args.threads,
         site=load_site_option(args),
+        columns=parse_column_mappings(args.column),
     )
     print(json.dumps({k: summary[k] for k in ("administrations", "bad_rows", "verdicts", "seconds")}))
     return 0

@@ -51,7 +51,7 @@ from .decide import (
     weight_unit_rows,
 )
 from .duck import AuditRun, sql_path
-from .flat import BOOLEAN, COMPARED, NUMERIC
+from .flat import BOOLEAN, COMPARED, NUMERIC, resolve_columns
 
 try:  # the spark extra: pip install 'ketamine-cds[spark]'
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -254,8 +254,9 @@ def _flat_files(path: Path) -> tuple[str, str]:
     return ("parquet" if str(path).endswith(".parquet") else "csv"), str(path)
 
 
-def read_flat(spark: SparkSession, path: Path) -> DataFrame:
-    """The flat table as canonical rows, with ``flat.py``'s casts and ``input_problem`` rules."""
+def read_flat(spark: SparkSession, path: Path, mappings: Mapping[str, str] | None = None) -> DataFrame:
+    """The flat table as canonical rows, with ``flat.py``'s column names (``resolve_columns``), casts and
+    ``input_problem`` rules."""
     if not path.exists():
         raise InputError("INPUT", f"no such file or folder: {path}")
     fmt, files = _flat_files(path)
@@ -269,15 +270,16 @@ def read_flat(spark: SparkSession, path: Path) -> DataFrame:
         )
         if raw.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
             raw = raw.repartition(spark.sparkContext.defaultParallelism)
-    fields = {f.name: f for f in raw.schema.fields}  # by exact name, as flat.py looks them up
+    fields = {f.name: f for f in raw.schema.fields}
+    columns = resolve_columns(list(fields), mappings)  # as flat.py matches them
     selects, problems = [], []
     for name, kind, _ in COLUMNS:
         if name == "input_problem":
             continue
-        if name not in fields:  # flat.py: a missing column is empty
+        if name not in columns:  # flat.py: a missing column is empty
             selects.append(F.lit(None).cast(_SPARK_TYPES[kind]).alias(name))
             continue
-        value, problem = _flat_column(name, kind, fields[name])
+        value, problem = _flat_column(name, kind, fields[columns[name]])
         selects.append(value.alias(name))
         if problem is not None:
             problems.append(problem)
@@ -601,15 +603,17 @@ def run_spark(
     master: str | None = None,
     kb: KnowledgeBase | None = None,
     site: Site | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> AuditRun:
     """Audit ``path`` (form ``flat``, ``fhir`` or ``omop``; or ``canonical``, the Parquet ``run.canonical_parquet``
-    wrote) on Spark; write ``out_dir/findings.parquet`` (a folder)."""
+    wrote) on Spark; write ``out_dir/findings.parquet`` (a folder). ``columns``: a flat table's ``--column``
+    mappings."""
     kb = kb or load_knowledge()
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     spark = spark_session(master)
     if form == "flat":
-        src = read_flat(spark, path)
+        src = read_flat(spark, path, columns)
     elif form in ("fhir", "omop"):
         from .run import canonical_parquet
 
