@@ -16,6 +16,11 @@ from ._errors import InputError
 if TYPE_CHECKING:
     from ._site import Site
 
+DESCRIPTION = (
+    "Clinical decision support for ketamine in acute and chronic pain (2018 ASRA/AAPM/ASA consensus "
+    "guidelines). Exit status 0 when an assessment was made, whatever its verdict; 2 with one line on "
+    "standard error when the input cannot be assessed."
+)
 EXIT_INPUT = 2
 EXIT_INTERNAL = 70
 
@@ -44,8 +49,32 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_INPUT)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ._kb import load_knowledge
+
+    try:
+        mine = version("ketamine-cds")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        mine = "unknown"
+    return f"ketamine-cds {mine} (knowledge base {load_knowledge().version})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the program's and the knowledge base's versions (the knowledge base read only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(_version())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ketamine-cds", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ketamine-cds", description=DESCRIPTION)
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("assess", help="assess one FHIR R4 Bundle or case document")
@@ -131,6 +160,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _site_option(p)
     p.set_defaults(run=_limits)
+
+    p = sub.add_parser(
+        "test-token",
+        help="sign a test JWT with a local key, for trying the service (never next to real patients)",
+        description="Signs a CDS Hooks JWT (ES384) with a test key kept in --keys, made there on first use "
+        "with a trust list that trusts it (trust-list.json, for serve --trust-list). Prints the token. "
+        "For trying the service and for tests: the key is on disk unprotected; never trust it next to real "
+        "patients.",
+    )
+    p.add_argument("--keys", required=True, help="folder for the test key and its trust list")
+    p.add_argument(
+        "--aud",
+        required=True,
+        help="the endpoint the token is for, e.g. http://127.0.0.1:8000/cds-services/ketamine-order-sign",
+    )
+    p.add_argument("--iss", default="https://ehr.example.org/test-client", help="the issuer the token names")
+    p.add_argument("--minutes", type=int, default=5, help="how long the token is valid (default 5)")
+    p.set_defaults(run=_test_token)
     return parser
 
 
@@ -323,6 +370,7 @@ def _statements(args: argparse.Namespace) -> int:
 
 
 _WEIGHT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z\[\]_]+)\s*$")
+_COMMA = re.compile(r"^\s*[0-9]+,[0-9]+")
 
 
 def _limits(args: argparse.Namespace) -> int:
@@ -332,6 +380,11 @@ def _limits(args: argparse.Namespace) -> int:
     from ._render import limits_json
     from ._units import bounded, weight_in_kg
 
+    if _COMMA.match(args.weight):
+        point = args.weight.replace(",", ".", 1).strip()
+        raise InputError(
+            "--weight", f"write the number with a decimal point, not a comma: {point!r}, not {args.weight!r}"
+        )
     match = _WEIGHT.match(args.weight)
     if not match:
         raise InputError("--weight", f"expected a number and a unit such as 80kg, not {args.weight!r}")
@@ -348,9 +401,21 @@ def _limits(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(limits))
         return 0
-    from ._render import _limits_lines, dose_display
+    from ._render import dose_display, limits_lines
 
-    print("\n".join(_limits_lines(limits, dose_display(assessment))))
+    print("\n".join(limits_lines(dose_display(assessment))))
+    return 0
+
+
+def _test_token(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .service.test_token import sign_test_token
+
+    if not 0 < args.minutes <= 24 * 60:
+        raise InputError("--minutes", "from 1 to 1440 minutes")
+    token, _ = sign_test_token(Path(args.keys), iss=args.iss, aud=args.aud, minutes=args.minutes)
+    print(token)
     return 0
 
 
