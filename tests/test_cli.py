@@ -329,6 +329,7 @@ def test_a_number_with_a_digit_separator_or_other_digits_is_refused_naming_the_f
         (["synth", "--rows", "1_0", "--out", "never-written"], "--rows"),
         (["synth", "--rows", "10", "--seed", "1_0", "--out", "never-written"], "--seed"),
         (["audit", "no-such-input", "--out", "never-written", "--threads", "1_0"], "--threads"),
+        (["test-token", "--keys", "never-written", "--aud", "https://x", "--minutes", "1_0"], "--minutes"),
     ],
 )
 def test_a_command_line_number_with_a_digit_separator_is_refused_naming_the_flag(

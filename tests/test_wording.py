@@ -126,8 +126,8 @@ WEIGHTS: list[dict[str, object]] = [
     },
     {
         "weight_kg": None,
-        "weight_problem": "the latest body weight (Observation/w1) is recorded only as a bound (< 30 kg), not as a "
-        "weight a dose can be worked out from",
+        "weight_problem": "the latest body weight (Observation/w1) is recorded only as a bound (< 30 kg), "
+        "not as a weight a dose can be worked out from",
     },
 ]
 USES = [

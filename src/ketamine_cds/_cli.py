@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the endpoint the token is for, e.g. http://127.0.0.1:8000/cds-services/ketamine-order-sign",
     )
     p.add_argument("--iss", default="https://ehr.example.org/test-client", help="the issuer the token names")
-    p.add_argument("--minutes", type=int, default=5, help="how long the token is valid (default 5)")
+    p.add_argument("--minutes", type=_whole, default=5, help="how long the token is valid (default 5)")
     p.set_defaults(run=_test_token)
     return parser
 
