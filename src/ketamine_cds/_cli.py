@@ -7,8 +7,10 @@ import datetime as dt
 import json
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ._errors import InputError
@@ -33,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except InputError as exc:
         _fail(str(exc))
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        _fail(_os_error(args, exc))
+    except UnicodeDecodeError as exc:
         _fail(f"cannot read input: {exc}")
     except KeyboardInterrupt:
         return 130
@@ -42,6 +46,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"ketamine-cds: internal error ({type(exc).__name__}: {exc}); please report it", file=sys.stderr
         )
         return EXIT_INTERNAL
+
+
+def _os_error(args: argparse.Namespace, exc: OSError) -> str:
+    """A file that could not be read or written, named by the argument it belongs to: an error under
+    ``--out`` is about the output, not the input."""
+    out = getattr(args, "out", None)
+    name = exc.filename if isinstance(exc.filename, str) else None
+    if out and name and Path(name).absolute().is_relative_to(Path(out).absolute()):
+        return f"--out: cannot write {name}: {exc.strerror or exc}"
+    return f"cannot read input: {exc}"
+
+
+def _output_folder(text: str) -> Path:
+    """``--out``, made if need be and checked writable before any work: its errors name ``--out``."""
+    path = Path(text)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except FileExistsError:
+        raise InputError("--out", f"{path} is a file, not a folder") from None
+    except OSError as exc:
+        raise InputError("--out", f"cannot write to {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def _fail(message: str) -> NoReturn:
@@ -100,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL-PREFIX",
         help="a FHIR server the service may read (repeatable); listed servers may be read without an "
         "access token, and once one is listed no other server is contacted",
+    )
+    p.add_argument(
+        "--docs",
+        action="store_true",
+        default=None,
+        help="serve the API's Swagger UI at /docs (loads its script from a CDN; off by default)",
     )
     p.add_argument(
         "--allow-unauthenticated",
@@ -258,11 +292,13 @@ def _serve(args: argparse.Namespace) -> int:
         trust_list=Path(args.trust_list) if args.trust_list else None,
         public_url=args.public_url,
         allow_unauthenticated=args.allow_unauthenticated,
+        docs=args.docs,
         fhir_servers=tuple(args.fhir_server),
         site=Path(args.site) if args.site else None,
     )
     from .service.auth import TrustListError
     from .service.fhir_client import FhirServerListError
+    from .service.store import StoreUnavailable
 
     try:
         app = create_app(settings)
@@ -270,6 +306,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise InputError("--trust-list", str(exc)) from None
     except FhirServerListError as exc:
         raise InputError("--fhir-server", str(exc)) from None
+    except StoreUnavailable as exc:
+        raise InputError("--database-url" if settings.database_url else "--data-dir", str(exc)) from None
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
@@ -286,7 +324,12 @@ def _report(args: argparse.Namespace) -> int:
     )
     if not settings.database_url and not settings.sqlite_path.exists():
         raise InputError("--data-dir", f"no audit database at {settings.sqlite_path}")
-    store = open_store(settings)
+    from .service.store import StoreUnavailable
+
+    try:
+        store = open_store(settings)
+    except StoreUnavailable as exc:
+        raise InputError("--database-url" if settings.database_url else "--data-dir", str(exc)) from None
     try:
         report = build_report(store, args.since, args.until)
     finally:
@@ -305,12 +348,14 @@ def _report(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .audit.duck import checked_memory_limit
     from .audit.flat import parse_column_mappings
     from .audit.run import run_audit
 
+    checked_memory_limit(args.memory_limit)  # before anything is made: it goes into SQL
     summary = run_audit(
         Path(args.input),
-        Path(args.out),
+        _output_folder(args.out),
         engine=args.engine,
         form=args.form,
         memory_limit=args.memory_limit,
@@ -323,13 +368,12 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from .audit.synth import write_all
 
     if args.rows <= 0:
         raise InputError("--rows", "must be a positive number of rows")
-    for form, path in write_all(args.rows, Path(args.out), args.seed).items():
+    for form, path in write_all(args.rows, _output_folder(args.out), args.seed).items():
         print(f"{form}: {path}")
     return 0
 

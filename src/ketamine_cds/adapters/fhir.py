@@ -14,14 +14,16 @@ setting that cannot be told gives ``Setting.UNKNOWN``. Nothing is guessed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .._errors import ImpossibleValueError, InputError, NotFHIRError, UnitError
 from .._facts import (
@@ -253,12 +255,39 @@ def facts_from_resources(
     return _facts(_Record.of_items(items), as_of, kb or load_knowledge(), order_id, site)
 
 
+def facts_for_orders(
+    resources: Iterable[tuple[str | None, Mapping[str, Any]]],
+    order_ids: Sequence[str],
+    *,
+    as_of: dt.date,
+    kb: KnowledgeBase | None = None,
+    site: Site | None = None,
+) -> list[Facts | Exception]:
+    """``facts_from_resources`` for each of several ketamine orders of one record (a CDS Hooks call with many
+    draft orders), in order: the Facts, or the error that order's reading raised (one order that cannot be
+    read does not stop the others). The record is indexed, and what every order reads alike (the patient,
+    weight, conditions, opioids, the drugs of every request...) read, once: the work grows with the record,
+    not with the number of orders times the record."""
+    kb = kb or load_knowledge()
+    try:
+        record = _Record.of_items((i, full_url, r) for i, (full_url, r) in enumerate(resources))
+    except Exception as exc:  # the record itself cannot be read: no order can be
+        return [exc for _ in order_ids]
+    results: list[Facts | Exception] = []
+    for order_id in order_ids:
+        try:
+            results.append(_facts(record, as_of, kb, order_id, site))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
 def _facts(
     record: _Record, as_of: dt.date, kb: KnowledgeBase, order_id: str | None, site: Site | None = None
 ) -> Facts:
     patient = _the_patient(record)
     ketamine = _ketamine_requests(record, kb)
-    chosen = _chosen_order(ketamine, order_id)
+    chosen = _chosen_order(ketamine, order_id, record)
     pregnancy = _pregnancy_status(record, as_of)
     conditions = _conditions(record, kb, pregnancy)
     procedure = _planned_procedure(record, kb)
@@ -371,6 +400,8 @@ class _Record:
     by_type: Mapping[str, list[_Resource]]
     by_reference: Mapping[str, _Resource]
     drugs: dict[int, _Drug] = field(default_factory=dict)  # by id() of the resource: read once per record
+    # what every order of the record reads alike, read once (``_per_record``): name -> (arguments, value)
+    shared: dict[str, tuple[tuple[Any, ...], Any]] = field(default_factory=dict)
 
     @classmethod
     def of_bundle(cls, bundle: Any) -> _Record:
@@ -419,6 +450,31 @@ class _Record:
         return found
 
 
+_R = TypeVar("_R")
+_P = ParamSpec("_P")
+
+
+def _per_record(read: Callable[Concatenate[_Record, _P], _R]) -> Callable[Concatenate[_Record, _P], _R]:
+    """A reading of the whole record that does not depend on the order being assessed, made once per record
+    and set of arguments (the same objects: a record read for several orders with one date and knowledge
+    base). An error is not kept: each order that asks raises it again."""
+    name = read.__name__
+
+    @functools.wraps(read)
+    def once(record: _Record, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if kwargs:  # not used: every reading is called with positional arguments
+            return read(record, *args, **kwargs)
+        kept = record.shared.get(name)
+        if kept is not None and len(kept[0]) == len(args) and all(map(operator.is_, kept[0], args)):
+            value: _R = kept[1]
+            return value
+        value = read(record, *args, **kwargs)
+        record.shared[name] = (tuple(args), value)
+        return value
+
+    return once
+
+
 def _entry_items(entries: list[Any]) -> Iterator[tuple[int, Any, Any]]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, _OBJECT):
@@ -447,6 +503,7 @@ def _entry_resource(resource: Any, index: int) -> tuple[_Resource, str | None]:
 # Patient, weight, conditions
 
 
+@_per_record
 def _the_patient(record: _Record) -> _Resource | None:
     patients = record.all("Patient")
     if len(patients) > 1:
@@ -486,6 +543,7 @@ class BodyWeight:
     problem: str | None = None
 
 
+@_per_record
 def _weight(record: _Record, as_of: dt.date) -> BodyWeight:
     """The latest final body weight (LOINC 29463-7) taken on or before ``as_of``.
 
@@ -623,6 +681,7 @@ def _observation_time(observation: _Resource, as_of: dt.date) -> tuple[bool, dt.
     return False, dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
+@_per_record
 def _conditions(
     record: _Record, kb: KnowledgeBase, pregnancy: tuple[str, Coded] | None
 ) -> tuple[ConditionFact, ...]:
@@ -654,6 +713,7 @@ def _classified(concept: Json, kb: KnowledgeBase) -> list[ConditionFact]:
     return facts
 
 
+@_per_record
 def _pregnancy_status(record: _Record, as_of: dt.date) -> tuple[str, Coded] | None:
     """The SNOMED answer of the latest pregnancy-status Observation (LOINC 82810-3), with its source."""
     observation = _latest_observation(record, PREGNANCY_STATUS, "valueCodeableConcept", as_of)
@@ -756,19 +816,20 @@ class _Request:
     drug: _Drug
 
 
+@_per_record
 def _ketamine_requests(record: _Record, kb: KnowledgeBase) -> list[_Request]:
     requests = (_Request(r, _drug(r, record)) for r in record.all("MedicationRequest"))
     return [r for r in requests if _is_ketamine(r.drug, kb)]
 
 
-def _chosen_order(requests: list[_Request], order_id: str | None) -> _Request | None:
+def _chosen_order(requests: list[_Request], order_id: str | None, record: _Record) -> _Request | None:
     """The order to assess: the one named, else the draft (an active ketamine request beside a draft being
     signed is history, e.g. the infusion running now), else the one active request."""
-    orders = [r for r in requests if r.request.status in _ORDER_STATUSES and not _do_not_perform(r.request)]
+    orders = _open_ketamine_orders(record, requests)
     if order_id is not None:
-        for order in orders:
-            if order.request.data.get("id") == order_id:
-                return order
+        order = _orders_by_id(record, orders).get(order_id)
+        if order is not None:
+            return order
         raise InputError(
             f"MedicationRequest/{order_id}", "no draft or active ketamine MedicationRequest has this id"
         )
@@ -782,6 +843,22 @@ def _chosen_order(requests: list[_Request], order_id: str | None) -> _Request | 
             f"{len(candidates)} {which} ketamine orders ({labels}); assess one ketamine order at a time",
         )
     return candidates[0] if candidates else None
+
+
+@_per_record
+def _open_ketamine_orders(record: _Record, requests: list[_Request]) -> list[_Request]:
+    return [r for r in requests if r.request.status in _ORDER_STATUSES and not _do_not_perform(r.request)]
+
+
+@_per_record
+def _orders_by_id(record: _Record, orders: list[_Request]) -> dict[Any, _Request]:
+    """The orders by their id, the first of each id (as a scan of them in order would find it)."""
+    index: dict[Any, _Request] = {}
+    for order in orders:
+        rid = order.request.data.get("id")
+        if isinstance(rid, str):
+            index.setdefault(rid, order)
+    return index
 
 
 @dataclass(frozen=True, slots=True)
@@ -1094,6 +1171,7 @@ def _indication(request: _Resource, record: _Record, kb: KnowledgeBase) -> tuple
 # Planned surgery
 
 
+@_per_record
 def _planned_procedure(record: _Record, kb: KnowledgeBase) -> PlannedProcedure | None:
     """The planned surgery: a Procedure in preparation or in progress, or an open ServiceRequest for surgery.
 
@@ -1155,6 +1233,7 @@ def _procedure_rank(procedure: PlannedProcedure, kb: KnowledgeBase) -> int:
 # Opioids
 
 
+@_per_record
 def _opioids(record: _Record, kb: KnowledgeBase) -> tuple[OpioidUse, ...]:
     uses: list[OpioidUse | None] = []
     for request in record.all("MedicationRequest"):
@@ -1424,6 +1503,12 @@ def _current_encounter(record: _Record, order: _Resource | None) -> _Resource | 
         found = record.resolve(_mapping(order.data, "encounter"), within=order)
         if found is not None and found.type == "Encounter":
             return found if found.status in _CURRENT_ENCOUNTER_STATUSES else None
+    return _the_encounter_now(record)
+
+
+@_per_record
+def _the_encounter_now(record: _Record) -> _Resource | None:
+    """The one Encounter going on now, when the record holds exactly one."""
     current = [e for e in record.all("Encounter") if e.status in _CURRENT_ENCOUNTER_STATUSES]
     return current[0] if len(current) == 1 else None
 
@@ -1472,14 +1557,29 @@ def _prior_iv_ketamine(
     MedicationAdministration, or a MedicationStatement being or having been taken. Otherwise None, never
     False: a course not found in the record is not ruled out by it (a record has no way to say "never had IV
     ketamine"), so follow-up use then needs the answer."""
+    courses = _course_requests(record, requests)
+    if any(chosen is None or request.request is not chosen.request for request in courses):
+        return True
+    return _course_given_or_taken(record, kb)
+
+
+@_per_record
+def _course_requests(record: _Record, requests: list[_Request]) -> list[_Request]:
+    """The ketamine requests that are an IV infusion course, given or going on (the order being assessed may
+    be among them: it is not its own history)."""
+    courses = []
     for request in requests:
-        if (chosen is not None and request.request is chosen.request) or (
-            request.request.status not in COURSE_REQUEST_STATUSES
-        ):
+        if request.request.status not in COURSE_REQUEST_STATUSES:
             continue
         dosages = [d for d in _list(request.request.data, "dosageInstruction") if isinstance(d, _OBJECT)]
         if _iv_infusion(dosages, request.request.data):
-            return True
+            courses.append(request)
+    return courses
+
+
+@_per_record
+def _course_given_or_taken(record: _Record, kb: KnowledgeBase) -> bool | None:
+    """True when an administration or a statement shows an IV ketamine infusion course; None otherwise."""
     for given in record.all("MedicationAdministration"):
         if given.status in _NOT_GIVEN_ADMINISTRATION_STATUSES or not _is_ketamine(_drug(given, record), kb):
             continue

@@ -71,6 +71,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -373,6 +374,13 @@ def ndjson_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith((".ndjson", ".ndjson.gz")))
 
 
+def _read_paths(files: Iterable[Path]) -> str:
+    """The files as a list for DuckDB's readers, each read literally (``duck.read_path``)."""
+    from .duck import read_path
+
+    return "[" + ", ".join(read_path(p) for p in files) + "]"
+
+
 def _files_for(folder: Path, resource_type: str) -> list[Path]:
     """The files that may hold this resource type: named for it, or named for no resource type at all."""
     found = []
@@ -393,13 +401,14 @@ def _reader(folder: Path, resource_type: str) -> str:
         nulls = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in columns.items())
         return f"SELECT {nulls}, CAST(NULL AS VARCHAR) AS filename LIMIT 0"
     spec = "{" + ", ".join(f"{lit(c)}: {lit(t)}" for c, t in columns.items()) + "}"
-    paths = str_list(str(p) for p in files)
+    paths = _read_paths(files)
     keep = f'"resourceType" = {lit(resource_type)}'
     named = [p for p in files if resource_type in _TOKEN.findall(p.name)]
     if resource_type == "MedicationAdministration" and named:
         # a line of an administrations file that is not a resource (not JSON, no resourceType) may have been one;
-        # in a file named for no type (a Bulk Data log.ndjson, say) it is not counted
-        keep += f' OR ("resourceType" IS NULL AND filename IN ({", ".join(lit(str(p)) for p in named)}))'
+        # in a file named for no type (a Bulk Data log.ndjson, say) it is not counted (DuckDB's filename is
+        # the absolute path it read)
+        keep += f' OR ("resourceType" IS NULL AND filename IN ({", ".join(lit(os.path.abspath(p)) for p in named)}))'
     return (
         f"SELECT * FROM read_json({paths}, format = 'newline_delimited', columns = {spec}, "
         f"ignore_errors = true, filename = true) WHERE {keep}"
@@ -1226,7 +1235,7 @@ def opioid_prescriptions(
     folder = Path(folder)
     if not _prescription_files(folder):
         return None, NO_PRESCRIPTION_FILES
-    files = str_list(str(p) for p in _prescription_files(folder))
+    files = _read_paths(_prescription_files(folder))
     pattern = lit(_opioid_pattern(kb))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fhir_drug_resources AS

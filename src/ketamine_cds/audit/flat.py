@@ -7,13 +7,10 @@ from pathlib import Path
 
 from .._errors import InputError
 from .canonical import COLUMNS
+from .duck import read_path
 
 NUMERIC = {"dose_value", "concentration_mg_per_ml", "weight_value"}
 BOOLEAN = {"prior_iv_ketamine", "pca_sole_agent"}
-
-
-def _quote(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 _TYPED = {
@@ -151,13 +148,11 @@ def flat_source(path: Path, mappings: Mapping[str, str] | None = None) -> str:
     through; text columns (all of a CSV) are converted, and a value that does not convert sets
     ``input_problem`` instead of silently becoming empty.
     """
-    files = path / "*.parquet" if path.is_dir() and any(path.glob("*.parquet")) else path
-    if path.is_dir() and not any(path.glob("*.parquet")):
-        files = path / "*.csv"
-    if str(files).endswith(".parquet"):
-        reader = f"read_parquet('{_quote(files)}')"
-    else:
-        reader = f"read_csv('{_quote(files)}', header = true, all_varchar = true)"
+    # the path as written (never a pattern); of a folder, its *.parquet files, else its *.csv files
+    parquet = any(path.glob("*.parquet")) if path.is_dir() else path.name.endswith(".parquet")
+    files = read_path(path, ("*.parquet" if parquet else "*.csv") if path.is_dir() else None)
+    csv = f"read_csv({files}, header = true, all_varchar = true)"
+    reader = f"read_parquet({files})" if parquet else csv
     found = _column_types(reader)
     columns = resolve_columns(list(found), mappings)
     selects, problems = [], []

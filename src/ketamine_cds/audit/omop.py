@@ -106,6 +106,7 @@ from ..adapters.fhir import (
     _word_pattern,
 )
 from .decide import unit_rows
+from .duck import read_path
 from .fhir_ndjson import (
     _MASS_MG,
     _VOLUME_ML,
@@ -249,7 +250,7 @@ VOCABULARY_TABLES = ("concept", "concept_ancestor")
 
 
 def _quote(path: Path) -> str:
-    return lit(str(path))
+    return read_path(path)  # literally: a file named person[1].csv is not a pattern
 
 
 def table_files(folder: Path, table: str) -> list[Path]:

@@ -72,7 +72,7 @@ def canonical_parquet(
     once, in bounded memory, and every later pass (DuckDB's or Spark's) reads the canonical Parquet."""
     import duckdb
 
-    from .duck import sql_path, tune
+    from .duck import checked_memory_limit, sql_path, tune
     from .tolerance import with_tolerance
 
     kb = load_knowledge()
@@ -82,7 +82,7 @@ def canonical_parquet(
     parquet = target / "administrations.parquet"
     con = duckdb.connect()
     try:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute(f"SET memory_limit = '{checked_memory_limit(memory_limit)}'")
         con.execute("SET preserve_insertion_order = false")
         con.execute(f"SET temp_directory = '{sql_path(out_dir / '.duckdb-tmp')}'")
         tune(con)
@@ -151,11 +151,17 @@ def run_audit(
     """``columns``: a flat table's column mappings (``--column NAME=COLUMN``, ``flat.resolve_columns``)."""
     import duckdb
 
+    from .duck import checked_memory_limit
+
+    memory_limit = checked_memory_limit(memory_limit)  # a size, or exit 2: it goes into SQL
     try:
         return _run_audit(path, out_dir, engine, form, memory_limit, threads, site, columns)
     except (duckdb.IOException, duckdb.InvalidInputException) as exc:
-        # the input cannot be read at all (no files, not UTF-8, not CSV or Parquet): one line, exit 2
+        # the input cannot be read at all (no files, not UTF-8, not CSV or Parquet), or the output cannot be
+        # written (a full disk): one line naming which, exit 2
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if str(out_dir.absolute()) in first or str(out_dir) in first:
+            raise InputError("--out", f"cannot be written: {first}") from None
         raise InputError("INPUT", f"cannot be read: {first}") from None
 
 
@@ -169,7 +175,7 @@ def _run_audit(
     site: Site | None = None,
     columns: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    from .duck import sql_path
+    from .duck import clear_findings, parquet_reader
 
     form = form or detect_form(path)
     if columns and form != "flat":
@@ -177,12 +183,13 @@ def _run_audit(
     if form == "flat":  # its columns are checked before anything is written
         source = source_sql(path, form, columns=columns)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clear_findings(out_dir / "findings.parquet")  # before the work: a folder of the user's stops the run
     started = time.monotonic()
     spark_input: tuple[Path, str] = (path, form)
     tolerance_step: dict[str, Any] | None = None  # the FHIR and OMOP readers decide tolerance (tolerance.py)
     if form != "flat":  # read once: every later pass reads the canonical rows
         canonical = canonical_parquet(path, form, out_dir, memory_limit, site)
-        source = f"SELECT * FROM read_parquet('{sql_path(canonical.path)}')"
+        source = f"SELECT * FROM {parquet_reader(canonical.path)}"
         spark_input = (canonical.path, "canonical")
         tolerance_step = canonical.tolerance.as_dict()
     reporter = _Reporter(_count(source))
