@@ -295,6 +295,97 @@ def test_an_integral_age_written_with_a_decimal_point_is_read() -> None:
     assert result["verdict"]
 
 
+# --- odd input that would change a dose answer without a word (issue 20) --------------------------------
+
+DIGIT_SEPARATORS = [
+    ('{"patient": {"weight": {"value": "7_0", "unit": "kg"}}}', "patient.weight.value"),
+    ('{"order": {"route": "iv", "dose": {"value": "0_3", "unit": "mg/kg"}}}', "order.dose.value"),
+    (
+        '{"order": {"route": "iv", "dose": {"value": 2, "unit": "mL"}, '
+        '"concentration": {"value": "1_0", "unit": "mg/mL"}}}',
+        "order.concentration.value",
+    ),
+    ('{"patient": {"weight": {"value": "\u0667\u0660", "unit": "kg"}}}', "patient.weight.value"),  # ٧٠
+    ('{"patient": {"weight": {"value": "\uff17\uff10", "unit": "kg"}}}', "patient.weight.value"),  # ７０
+]
+
+
+@pytest.mark.parametrize(("text", "field"), DIGIT_SEPARATORS)
+def test_a_number_with_a_digit_separator_or_other_digits_is_refused_naming_the_field(
+    text: str, field: str
+) -> None:
+    # Python's Decimal("7_0") is 70 and Decimal("٧٠") is 70 too: a slip of the keyboard, never a dose
+    done = cli("assess", "-", "--json", stdin=text)
+    assert done.returncode == 2, done.stdout
+    assert field in done.stderr and "plain number" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["limits", "--weight", "7_0kg"], "--weight"),
+        (["limits", "--weight", "\uff17\uff10kg"], "--weight"),
+        (["synth", "--rows", "1_0", "--out", "never-written"], "--rows"),
+        (["synth", "--rows", "10", "--seed", "1_0", "--out", "never-written"], "--seed"),
+        (["audit", "no-such-input", "--out", "never-written", "--threads", "1_0"], "--threads"),
+        (["test-token", "--keys", "never-written", "--aud", "https://x", "--minutes", "1_0"], "--minutes"),
+    ],
+)
+def test_a_command_line_number_with_a_digit_separator_is_refused_naming_the_flag(
+    args: list[str], flag: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ketamine_cds", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and flag in done.stderr, done.stderr
+    assert not (tmp_path / "never-written").exists()
+
+
+TWO_ORDERS = (
+    '{"indication": "perioperative", "patient": {"weight": {"value": 70, "unit": "kg"}, "conditions": []}, '
+    '"order": {"route": "intravenous", "dose": {"value": 5, "unit": "mg/kg"}}, '
+    '"order": {"route": "intravenous", "dose": {"value": 0.3, "unit": "mg/kg"}}}'
+)
+TWO_VALUES = json.dumps(
+    {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "MedicationRequest",
+                    "id": "k1",
+                    "status": "draft",
+                    "intent": "order",
+                    "medicationCodeableConcept": {"text": "ketamine"},
+                    "dosageInstruction": [
+                        {
+                            "route": {"text": "IV"},
+                            "doseAndRate": [{"doseQuantity": {"value": 2000, "unit": "mg"}}],
+                        }
+                    ],
+                }
+            }
+        ],
+    }
+).replace('"value": 2000', '"value": 2000, "value": 20')
+
+
+@pytest.mark.parametrize(("text", "key"), [(TWO_ORDERS, "order"), (TWO_VALUES, "value")])
+def test_a_key_written_twice_in_one_object_is_refused_not_the_last_one_read(text: str, key: str) -> None:
+    # json.loads keeps the last of two keys: a 5 mg/kg order would be read as the 0.3 mg/kg written after it
+    done = cli("assess", "-", "--json", stdin=text)
+    assert done.returncode == 2, done.stdout
+    assert f"'{key}'" in done.stderr and "twice" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
 # --- the command line for a newcomer (issue 17) ------------------------------------------------------------
 
 

@@ -119,6 +119,16 @@ WEIGHTS: list[dict[str, object]] = [
         "weight_measured": TODAY.replace(year=2025),
     },
     {"weight_kg": Fraction(70), "weight_basis": WeightBasis.UNDATED},
+    {  # a weight the record holds but that cannot be used (issue 20)
+        "weight_kg": None,
+        "weight_problem": "two body weights taken at the same time disagree: 7 kg and 70 kg (Observation/a, "
+        "Observation/b; taken 2026-11-20T08:00:00Z)",
+    },
+    {
+        "weight_kg": None,
+        "weight_problem": "the latest body weight (Observation/w1) is recorded only as a bound (< 30 kg), "
+        "not as a weight a dose can be worked out from",
+    },
 ]
 USES = [
     "perioperative",

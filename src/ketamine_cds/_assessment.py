@@ -302,6 +302,7 @@ class DoseLimits:
     infusion_statement: str = "dose-infusion-limit"
     infusion_minimum_mg_per_kg_per_h: Fraction | None = None  # chronic: the bottom of the range used
     weight: WeightUsed | None = None
+    weight_problem: str | None = None  # why the record's body weight is not used (weight_kg is then None)
     bolus_limit: Limit | None = None  # as a site may have tightened them (the guideline's own beside)
     infusion_limit: Limit | None = None
     concentration_mg_per_ml: Fraction | None = None  # of the order (given, or its product's strength)

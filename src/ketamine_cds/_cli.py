@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="start the HTTP service (CDS Hooks and the clinician page)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--port", type=_whole, help="port (default 8000)")
     p.add_argument("--data-dir", help="where the SQLite database lives (default ./data)")
     p.add_argument("--database-url", help="postgresql://... to use PostgreSQL instead of SQLite")
     p.add_argument("--trust-list", help="JSON file of trusted EHR issuers and their JWKS")
@@ -159,14 +159,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
     p.add_argument("--form", choices=["flat", "fhir", "omop"], help="input form (default: detected)")
     p.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit (default 1GB)")
-    p.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
+    p.add_argument("--threads", type=_whole, help="DuckDB threads (default: all cores)")
+    p.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="NAME=COLUMN",
+        help="read the flat table's column NAME as COLUMN (repeatable); NAME=- leaves it out",
+    )
     _site_option(p)
     p.set_defaults(run=_audit)
 
     p = sub.add_parser("synth", help="write a synthetic data set in all three input forms")
-    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--rows", type=_whole, required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=20261124)
+    p.add_argument("--seed", type=_whole, default=20261124)
     p.set_defaults(run=_synth)
 
     p = sub.add_parser("statements", help="list the knowledge base's statements")
@@ -203,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the endpoint the token is for, e.g. http://127.0.0.1:8000/cds-services/ketamine-order-sign",
     )
     p.add_argument("--iss", default="https://ehr.example.org/test-client", help="the issuer the token names")
-    p.add_argument("--minutes", type=int, default=5, help="how long the token is valid (default 5)")
+    p.add_argument("--minutes", type=_whole, default=5, help="how long the token is valid (default 5)")
     p.set_defaults(run=_test_token)
     return parser
 
@@ -224,6 +231,16 @@ def load_site_option(args: argparse.Namespace) -> Site | None:
 
     path = args.site or os.environ.get("KETAMINE_CDS_SITE") or None
     return load_site(path, load_knowledge()) if path else None
+
+
+def _whole(text: str) -> int:
+    """A whole number written in ASCII digits: int() would read "1_0" as 10 and "１０" as 10 too."""
+    from ._units import plain_whole
+
+    number = plain_whole(text)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 10, not {text!r}")
+    return number
 
 
 def _date(text: str) -> dt.date:
@@ -332,6 +349,7 @@ def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .audit.duck import checked_memory_limit
+    from .audit.flat import parse_column_mappings
     from .audit.run import run_audit
 
     checked_memory_limit(args.memory_limit)  # before anything is made: it goes into SQL
@@ -343,6 +361,7 @@ def _audit(args: argparse.Namespace) -> int:
         memory_limit=args.memory_limit,
         threads=args.threads,
         site=load_site_option(args),
+        columns=parse_column_mappings(args.column),
     )
     print(json.dumps({k: summary[k] for k in ("administrations", "bad_rows", "verdicts", "seconds")}))
     return 0

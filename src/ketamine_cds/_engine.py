@@ -61,7 +61,17 @@ EXCEEDING_MESSAGES = frozenset({"exceeds", "exceeds-setting-unknown", "exceeds-a
 class _Context:
     """Collects findings and missing data while the statement rules run."""
 
-    __slots__ = ("by_concept", "facts", "findings", "flags", "kb", "missing", "site", "support_missing")
+    __slots__ = (
+        "by_concept",
+        "facts",
+        "findings",
+        "flags",
+        "kb",
+        "missing",
+        "no_weight",
+        "site",
+        "support_missing",
+    )
 
     def __init__(self, facts: Facts, kb: KnowledgeBase, site: Site | None = None) -> None:
         self.facts = facts
@@ -76,9 +86,14 @@ class _Context:
         self.missing: list[MissingDatum] = []
         self.support_missing: list[MissingDatum] = []  # data that could add support if it were known
         self.flags: set[str] = set()
+        # how a finding without a weight names what is missing (a weight the record holds but cannot be
+        # used is not "no weight in the record": a finding of its own says why, ``weight-unusable``)
+        unusable = facts.weight_kg is None and facts.weight_problem is not None
+        self.no_weight = "no usable body weight" if unusable else "no body weight"
 
     def add(self, statement_id: str, message: str, **params: object) -> None:
         statement = self.kb.statements[statement_id]
+        params.setdefault("no_weight", self.no_weight)
         self.findings.append(Finding(statement, message, params))
         if message in ("applies", "present"):
             self.flags.add(statement.role)
@@ -378,6 +393,7 @@ def _dose_limits(facts: Facts, policy: DosePolicy, in_scope: bool) -> DoseLimits
         infusion_statement=infusion.statement,
         infusion_minimum_mg_per_kg_per_h=policy.infusion.minimum,
         weight=_weight_used(facts) if in_scope else None,
+        weight_problem=facts.weight_problem if in_scope and facts.weight_kg is None else None,
         bolus_limit=bolus,
         infusion_limit=infusion,
         concentration_mg_per_ml=concentration,
@@ -460,9 +476,19 @@ def _dose(ctx: _Context, policy: DosePolicy, limits: DoseLimits, use_note: str) 
         _dose_limit_findings(ctx, policy, limits, use_note)
     if order is not None and order.dose_unreadable is not None:
         ctx.need("dose", order.dose_unreadable)
+    statement = checks[0].statement if checks else policy.bolus.limit.statement
     if ctx.facts.weight_kg is not None:
-        _weight_age(ctx, checks[0].statement if checks else policy.bolus.limit.statement)
+        _weight_age(ctx, statement)
+    elif ctx.facts.weight_problem is not None:
+        _weight_unusable(ctx, statement, ctx.facts.weight_problem)
     return checks
+
+
+def _weight_unusable(ctx: _Context, statement: str, problem: str) -> None:
+    """A weight the record holds but that cannot be used (two at one time that disagree, a bound): said, and
+    needed. None is guessed: doses in mg are not checked and no maximum is given in mg until it is known."""
+    ctx.add(statement, "weight-unusable", weight_problem=problem)
+    ctx.need("weight", problem, statement)
 
 
 def _dose_limit_findings(ctx: _Context, policy: DosePolicy, limits: DoseLimits, use_note: str) -> None:
@@ -472,7 +498,7 @@ def _dose_limit_findings(ctx: _Context, policy: DosePolicy, limits: DoseLimits, 
         _chronic_range_limits(ctx, policy, limits, key)
     else:
         _acute_limits(ctx, policy, limits, key, use_note)
-    if weight is None:
+    if weight is None and ctx.facts.weight_problem is None:  # else needed already, and said why
         ctx.need("weight", "no body weight: the maximum dose in mg cannot be worked out", decisive=False)
 
 
@@ -735,6 +761,8 @@ def _also_exceeds(
 
 
 def _need_for_dose(ctx: _Context, status: DoseStatus, statement: str) -> None:
+    if status is DoseStatus.NO_WEIGHT and ctx.facts.weight_problem is not None:
+        return  # needed already, with why the record's weight is not used (_weight_unusable)
     if status is DoseStatus.NO_WEIGHT:
         ctx.need(
             "weight",

@@ -315,6 +315,7 @@ class DoseDisplay:
     check: CheckDisplay | None = None  # the dose that matters most, when the order gives one to check
     checks: tuple[CheckDisplay, ...] = ()  # every dose of the order, in its sequence
     pump: tuple[PumpRow, ...] = ()  # maxima at common concentrations, when the order gives none
+    weight_problem: str | None = None  # why the record's body weight is not used (weight is then None)
 
 
 def _check_display(check: DoseCheck) -> CheckDisplay:
@@ -397,6 +398,7 @@ def dose_display(assessment: Assessment, concentrations: tuple[Fraction, ...] = 
         infusion_guideline=_guideline_text(limits.infusion_limit, "mg/kg/h") if infusion_site else None,
         check=None if check is None else _check_display(check),
         checks=tuple(_check_display(c) for c in assessment.dose_checks),
+        weight_problem=limits.weight_problem,
         pump=pump,
     )
 
@@ -442,8 +444,8 @@ def _dose_math(dose: DoseMath, *, short: bool) -> str:
     text = " = ".join(parts)
     if dose.weight is None:
         if dose.ordered.unit.per_kg:
-            return text + " (no body weight is recorded, so it is not worked out in mg)"
-        return text + " (no body weight is recorded, so it is not worked out per kg)"
+            return text + " (no usable body weight is recorded, so it is not worked out in mg)"
+        return text + " (no usable body weight is recorded, so it is not worked out per kg)"
     return text + f" for a weight of {weight_text(dose.weight)}"
 
 
@@ -702,6 +704,7 @@ def limits_json(limits: DoseLimits, setting: str) -> dict[str, Any]:
         "infusion_statement": limits.infusion_statement,
         "weight_basis": weight.basis.value if weight is not None else None,
         "weight_measured": weight.measured.isoformat() if weight and weight.measured else None,
+        "weight_problem": limits.weight_problem,
         "bolus_limit_source": _source(limits.bolus_limit, limits.weight_kg),
         "infusion_limit_source": _source(limits.infusion_limit, limits.weight_kg),
         "guideline_bolus_limit_mg_per_kg": _guideline_number(limits.bolus_limit),
@@ -952,6 +955,9 @@ def ordered_line(check: CheckDisplay) -> str:
 def limits_head(doses: DoseDisplay) -> str:
     guideline = "chronic pain range" if doses.guideline == "chronic" else "acute pain limits"
     concentration = f"; concentration {doses.concentration}" if doses.concentration else ""
+    if doses.weight is None and doses.weight_problem:
+        unused = f"the body weight is not used: {doses.weight_problem}"
+        return f"Dose limits ({guideline}; {unused}{concentration}):"
     if doses.weight is None:
         return f"Dose limits ({guideline}; no body weight recorded{concentration}):"
     return f"Dose limits for {doses.weight} ({guideline}; weight {doses.weight_basis}{concentration}):"

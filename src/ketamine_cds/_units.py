@@ -87,6 +87,31 @@ def bounded(number: Decimal, field: str) -> Decimal:
     return number
 
 
+# A number as people write it: ASCII digits, a sign and a decimal point (and, where the caller allows, an
+# exponent). Python's Decimal() and int() also read "7_0" as 70 and other scripts' digits ("٧٠", full-width
+# "７０") as 70, and DuckDB reads "0_3" as 3: a slip of the keyboard must never become a weight or a dose.
+# Every number read from text (case documents, the page, command-line flags, site files) comes through here.
+_PLAIN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_PLAIN_WITH_EXPONENT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+PLAIN_NUMBER = "a plain number such as 80 or 0.5 (digits, a sign and a decimal point; no '_')"
+
+
+def plain_decimal(text: str, *, exponent: bool = False) -> Decimal | None:
+    """The number ``text`` writes plainly (surrounding spaces ignored), exactly; None when it is not one
+    (``7_0``, ``٧٠``, ``NaN``, ``eighty``). ``exponent``: ``1e3`` is a plain number too (JSON allows it)."""
+    written = text.strip()
+    if not (_PLAIN_WITH_EXPONENT if exponent else _PLAIN).fullmatch(written):
+        return None
+    return Decimal(written)
+
+
+def plain_whole(text: str) -> int | None:
+    """A whole number written in ASCII digits (with an optional sign); None otherwise (``1_0``, ``１０``)."""
+    written = text.strip()
+    return int(written) if _WHOLE.fullmatch(written) else None
+
+
 def _norm(token: str) -> str:
     token = token.strip()
     return token if token == "[lb_av]" else token.lower()

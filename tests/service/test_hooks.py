@@ -888,6 +888,81 @@ def test_an_unpaired_surrogate_is_400_and_nothing_is_recorded(
         ).fetchone() == (0,)
 
 
+def test_a_key_written_twice_in_one_object_is_400_and_nothing_is_recorded(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    # json.loads keeps the last of two keys: 2000 mg would be checked as the 20 mg written after it
+    instance = str(uuid.uuid4())
+    case = surgery_case(ketamine(dose=quantity(2000, "mg")))
+    text = json.dumps(case.request("order-sign", templates, hookInstance=instance))
+    assert text.count('"value": 2000') == 1
+    response = client.post(
+        SIGN,
+        content=text.replace('"value": 2000', '"value": 2000, "value": 20'),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert "'value'" in body["error"] and "twice" in body["error"] and body["code"] == "duplicate-key"
+    with _db(dev_server) as db:
+        assert db.execute(
+            "SELECT count(*) FROM assessments WHERE hook_instance = ?", (instance,)
+        ).fetchone() == (0,)
+
+
+def test_two_weights_taken_at_one_time_that_disagree_warn_at_signing_instead_of_checking_either(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    # 7 kg and 70 kg at the same moment: today the order of the entries decides which one the dose is checked
+    # against (20 mg is within the limit for 70 kg and three times over it for 7 kg)
+    when = dt.date.today().isoformat() + "T08:00:00Z"
+    case = surgery_case(
+        ketamine(dose=quantity(20, "mg")),
+        weight(7, oid="light", when=when),
+        weight(70, oid="heavy", when=when),
+    )
+    cards = call(client, case, "order-sign", templates)
+    assert all(c["indicator"] != "critical" for c in cards)
+    [said] = [c for c in cards if c["summary"].startswith("Body weight not used")]
+    assert said["indicator"] == "warning" and "7 kg and 70 kg" in said["summary"]
+    assert "Observation/heavy" in said["detail"] and "Observation/light" in said["detail"]
+    assert any("no usable body weight" in c["summary"] for c in cards)
+
+
+@pytest.mark.parametrize(
+    "status", ["on-hold", "completed", "cancelled", "stopped", "unknown", "entered-in-error"]
+)
+def test_a_ketamine_draft_that_is_not_draft_or_active_is_said_not_checked(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str], status: str
+) -> None:
+    # today: {"cards": []}, as if checked (500 mg is over the limit for 70 kg)
+    instance = str(uuid.uuid4())
+    case = surgery_case(ketamine(dose=quantity(500, "mg"), status=status))
+    for hook in ("order-sign", "order-select"):
+        extra = {"selections": ["MedicationRequest/k1"]} if hook == "order-select" else {}
+        [card] = call(client, case, hook, templates, hookInstance=instance, **extra)
+        assert card["indicator"] == "warning" and "overrideReasons" not in card
+        assert (
+            card["summary"].startswith("Ketamine order not checked") and f"status {status}" in card["summary"]
+        )
+    with _db(dev_server) as db:
+        assert db.execute(
+            "SELECT verdict FROM assessments WHERE hook_instance = ?", (instance,)
+        ).fetchall() == [("not-checked",), ("not-checked",)]
+
+
+@pytest.mark.parametrize(
+    "name", ["Ketamin 50 mg/ml Injektionsl\u00f6sung", "Keta\u00admine 50 mg/mL", "Keta\u200bmine 50 mg/mL"]
+)
+def test_ketamine_named_in_another_language_or_with_format_characters_is_checked(
+    client: httpx.Client, templates: dict[str, str], name: str
+) -> None:
+    order = ketamine(dose=quantity(500, "mg"))
+    order["medicationCodeableConcept"] = {"text": name}
+    cards = call(client, surgery_case(order), "order-sign", templates)
+    assert [c["indicator"] for c in cards] == ["critical"] and statements(cards) == ["dose-bolus-limit"]
+
+
 def test_a_nul_in_a_stored_string_is_400(client: httpx.Client, templates: dict[str, str]) -> None:
     case = surgery_case(ketamine(dose=quantity(10, "mg")))
     response = client.post(SIGN, json=case.request("order-sign", templates, hookInstance="abc\x00def"))

@@ -338,6 +338,10 @@ def test_the_stylesheet_and_script_are_served(dev_server: Server) -> None:
         ({"dose_unit": "furlong"}, "dose_unit", "unknown unit"),
         ({"dose_value": "-40"}, "dose_value", "positive"),
         ({"dose_value": "1e400"}, "dose_value", "plain number"),
+        ({"weight_value": "7_0"}, "weight_value", "plain number"),  # Python reads 7_0 as 70
+        ({"dose_value": "0_3", "dose_unit": "mg/kg"}, "dose_value", "plain number"),
+        ({"weight_value": "\uff17\uff10"}, "weight_value", "plain number"),  # full-width digits
+        ({"opioid_ingredient_1": "oxycodone", "opioid_amount_1": "4_0"}, "opioid_amount_1", "plain number"),
         ({"dose_kind": "infusion"}, "dose_unit", "an IV infusion needs a rate"),
         ({"age_years": "200"}, "age_years", "from 0 to 130"),
         ({"age_years": "²"}, "age_years", "whole number"),  # a digit to str.isdigit, not to int()

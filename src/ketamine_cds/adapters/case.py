@@ -29,11 +29,13 @@ from .._facts import (
 )
 from .._kb import KnowledgeBase, load_knowledge, short_system
 from .._units import (
+    PLAIN_NUMBER,
     Quantity,
     bounded,
     duration_in_hours,
     parse_concentration,
     parse_unit,
+    plain_decimal,
     weight_in_kg,
 )
 
@@ -109,10 +111,17 @@ def _text(value: Any, field: str) -> str:
 def _decimal(value: Any, field: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         raise InvalidCaseError(field, "must be a number")
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise InvalidCaseError(field, comma_hint(str(value)) or f"must be a number, not {value!r}") from None
+    if isinstance(value, str):  # "7_0" is not 70, nor is "٧٠": text is read as a plain number or not at all
+        written = plain_decimal(value, exponent=True)
+        if written is None:
+            hint = comma_hint(value) or f"must be a number ({PLAIN_NUMBER}), not {value!r}"
+            raise InvalidCaseError(field, hint)
+        number = written
+    else:
+        try:
+            number = value if isinstance(value, Decimal) else Decimal(str(value))
+        except InvalidOperation:  # pragma: no cover - str() of an int or float is always a valid Decimal
+            raise InvalidCaseError(field, f"must be a number, not {value!r}") from None
     if not number.is_finite():
         raise InvalidCaseError(field, f"must be a finite number, not {value!r}")
     return bounded(number, field)

@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import operator
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation, localcontext
@@ -49,6 +50,7 @@ from .._units import (
     bounded,
     concentration_mg_per_ml,
     duration_in_hours,
+    format_exact,
     parse_unit,
     weight_in_kg,
 )
@@ -64,6 +66,8 @@ __all__ = [
     "facts_from_bundle",
     "facts_from_resources",
     "is_ketamine_order",
+    "is_ketamine_request",
+    "matchable",
     "order_dose_positions",
     "validate_r4",
 ]
@@ -210,8 +214,9 @@ _COUNT_UNITS = frozenset(
     }
 )
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
-_STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(mg|mcg|ug|µg)\b(?:\s*/\s*(ml|hr|h)\b)?", re.IGNORECASE)
-_MG_PER_ML = re.compile(r"(\d+(?:\.\d+)?)\s*mg\s*/\s*ml\b", re.IGNORECASE)
+# ASCII digits only (as the audit's RE2 reads them): Decimal() would also read other scripts' digits
+_STRENGTH = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(mg|mcg|ug|µg)\b(?:\s*/\s*(ml|hr|h)\b)?", re.IGNORECASE)
+_MG_PER_ML = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*mg\s*/\s*ml\b", re.IGNORECASE)
 _TRANSDERMAL_WORDS = re.compile(r"\b(?:transdermal|patch(?:es)?)\b", re.IGNORECASE)
 
 
@@ -289,14 +294,16 @@ def _facts(
     use, use_source = _indication(chosen.request, record, kb) if chosen else (None, None)
     if use is None and procedure is not None:
         use = "perioperative"
-    weight_kg, measured = _weight(record, as_of)
+    body_weight = _weight(record, as_of)
+    measured = body_weight.measured
     return Facts(
         as_of=as_of,
         use=use,
         use_source=use_source,
-        weight_kg=weight_kg,
+        weight_kg=body_weight.kg,
         weight_basis=WeightBasis.MEASURED if measured is not None else WeightBasis.UNDATED,
         weight_measured=measured,
+        weight_problem=body_weight.problem,
         setting=_setting(record, chosen.request if chosen else None, site),
         conditions=conditions,
         ruled_out=_ruled_out(pregnancy, conditions),
@@ -328,6 +335,24 @@ def is_ketamine_order(
     if resource.status not in _ORDER_STATUSES or _do_not_perform(resource):
         return False
     return _is_ketamine(_drug(resource, record), kb)
+
+
+def is_ketamine_request(
+    request: Mapping[str, Any],
+    medications: Sequence[tuple[str | None, Mapping[str, Any]]] = (),
+    *,
+    kb: KnowledgeBase | None = None,
+) -> bool:
+    """Whether a MedicationRequest is for ketamine, whatever its status (``is_ketamine_order`` also wants
+    a draft or active one that is not "do not perform"): a CDS Hooks draft that is on hold, completed or of
+    unknown status is still a ketamine order the service must say it did not check."""
+    kb = kb or load_knowledge()
+    items = [(0, None, request), *((i, u, r) for i, (u, r) in enumerate(medications, start=1))]
+    record = _Record.of_items(items)
+    order = record.all("MedicationRequest")
+    if len(order) != 1 or order[0].data is not request:
+        raise NotFHIRError("", "expected one MedicationRequest")
+    return not _do_not_perform(order[0]) and _is_ketamine(_drug(order[0], record), kb)
 
 
 def validate_r4(bundle: Mapping[str, Any]) -> None:
@@ -508,32 +533,85 @@ def _sex(patient: _Resource) -> str | None:
     return gender
 
 
+@dataclass(frozen=True, slots=True)
+class BodyWeight:
+    """The body weight in effect: in kg, checked, with the date it was taken (None when the Observation gives
+    no time); or, when the record's latest weight cannot be used, none and why (``problem``)."""
+
+    kg: Fraction | None
+    measured: dt.date | None = None
+    problem: str | None = None
+
+
 @_per_record
-def _weight(record: _Record, as_of: dt.date) -> tuple[Fraction | None, dt.date | None]:
-    """The latest final body weight (LOINC 29463-7) taken on or before ``as_of``, in kg, checked, with the
-    date it was taken (None when the Observation gives no time)."""
-    observation = _latest_observation(record, BODY_WEIGHT, "valueQuantity", as_of)
-    if observation is None:
-        return None, None
-    dated, moment = _observation_time(observation, as_of) or (False, None)
-    return _weight_kg(observation), moment.date() if dated and moment is not None else None
+def _weight(record: _Record, as_of: dt.date) -> BodyWeight:
+    """The latest final body weight (LOINC 29463-7) taken on or before ``as_of``.
+
+    Odd input is said, never resolved silently (``weight_problem``): the latest weight given only as a bound
+    (``comparator``, "< 30 kg") is not a weight to work a dose out from, and an older one is not used in its
+    place; two or more latest weights (taken at the same time) that disagree beyond the precision they are
+    written with are not used either, whatever the order of the entries. Weights that agree as written (70 kg
+    and 154.3 lb) are one weighing: the lower is used."""
+    latest = _latest_observations(record, BODY_WEIGHT, "valueQuantity", as_of)
+    if not latest:
+        return BodyWeight(None)
+    for observation in sorted(latest, key=lambda o: o.label):
+        quantity = _mapping(observation.data, "valueQuantity")
+        if quantity.get("comparator") is not None:
+            return BodyWeight(
+                None,
+                problem=f"the latest body weight ({observation.label}) is recorded only as a bound "
+                f"({_bound_text(quantity)}), not as a weight a dose can be worked out from",
+            )
+    readings = sorted((_weight_reading(o), o.label) for o in latest)
+    (lowest, _, _, _), _ = readings[0]
+    if max(low for (_, low, _, _), _ in readings) > min(high for (_, _, high, _), _ in readings):
+        values = " and ".join(text for (_, _, _, text), _ in readings)
+        labels = ", ".join(label for _, label in readings)
+        count = {2: "two", 3: "three"}.get(len(readings), str(len(readings)))
+        return BodyWeight(
+            None,
+            problem=f"{count} body weights taken at the same time disagree: {values} ({labels}; "
+            f"{min(_observation_time_text(o) for o in latest)})",
+        )
+    dated, moment = _observation_time(latest[0], as_of) or (False, None)
+    return BodyWeight(lowest, moment.date() if dated and moment is not None else None)
 
 
-def _weight_kg(observation: _Resource) -> Fraction:
+def _weight_reading(observation: _Resource) -> tuple[Fraction, Fraction, Fraction, str]:
+    """(kg, lowest kg, highest kg, as written) of a body weight: the range is what the written value may have
+    been rounded from (70 kg: 69.5 to 70.5; 154.3 lb: 154.25 to 154.35 lb). The batch audit reads the same
+    (``audit.fhir_ndjson._weight_in_effect``), checked by the conformance fixtures."""
     quantity = _mapping(observation.data, "valueQuantity")
-    value = _weight_value(quantity, observation.at("valueQuantity.value"))
+    value_field = observation.at("valueQuantity.value")
+    value = _weight_value(quantity, value_field)
     unit_field = observation.at("valueQuantity.unit")
-    kg: Fraction | None = None
-    first_error: UnitError | None = None
-    for unit_text in _unit_texts(quantity):
-        try:
-            kg = weight_in_kg(value, unit_text, unit_field)
-            break
-        except UnitError as exc:
-            first_error = first_error or exc
-    if kg is None:
-        raise first_error or UnitError(unit_field, "the body weight has no unit (kg, g, [lb_av])")
-    return checked_weight(kg, observation.at("valueQuantity.value"))
+    found = _read_unit(quantity, unit_field)
+    texts = _unit_texts(quantity)
+    if found is None and not texts:
+        raise UnitError(unit_field, "the body weight has no unit (kg, g, [lb_av])")
+    unit_text = found[0] if found is not None else texts[0]
+    kg = checked_weight(weight_in_kg(value, unit_text, unit_field), value_field)
+    written = format_exact(value)  # 70.0 is written 70: a weight in whole kg (the batch audit reads it so)
+    decimals = len(written.partition(".")[2])
+    margin = weight_in_kg(Decimal(5).scaleb(-decimals - 1), unit_text, unit_field)
+    return kg, kg - margin, kg + margin, f"{written} {unit_text}"
+
+
+def _bound_text(quantity: Json) -> str:
+    comparator = quantity.get("comparator")
+    value = quantity.get("value")
+    shown = format_exact(value) if isinstance(value, Decimal) else str(value)
+    return f"{comparator if isinstance(comparator, str) else '?'} {shown} {_unit_label(quantity)}".strip()
+
+
+def _observation_time_text(observation: _Resource) -> str:
+    data, period = observation.data, _mapping(observation.data, "effectivePeriod")
+    for _path, in_period, key in _OBSERVATION_TIMES:
+        written = _text(period if in_period else data, key)
+        if written:
+            return f"taken {written}"
+    return "no date recorded"
 
 
 def _weight_value(quantity: Json, field: str) -> Decimal:
@@ -546,10 +624,18 @@ def _weight_value(quantity: Json, field: str) -> Decimal:
 
 
 def _latest_observation(record: _Record, loinc: str, value_key: str, as_of: dt.date) -> _Resource | None:
-    """The latest final Observation with this LOINC code and a value, not after ``as_of``.
+    """The latest final Observation with this LOINC code and a value, not after ``as_of`` (of several taken
+    at that same time, the last in the record)."""
+    latest = _latest_observations(record, loinc, value_key, as_of)
+    return latest[-1] if latest else None
+
+
+def _latest_observations(record: _Record, loinc: str, value_key: str, as_of: dt.date) -> list[_Resource]:
+    """The final Observations with this LOINC code and a value, not after ``as_of``, taken at the latest time
+    (several when they share it), in record order.
 
     Observations without any time rank below every dated one (used only when nothing dated exists)."""
-    best: _Resource | None = None
+    best: list[_Resource] = []
     best_key: tuple[bool, dt.datetime] | None = None
     for observation in record.all("Observation"):
         if observation.status not in _FINAL_OBSERVATION or not _has_value(observation.data, value_key):
@@ -559,8 +645,10 @@ def _latest_observation(record: _Record, loinc: str, value_key: str, as_of: dt.d
         key = _observation_time(observation, as_of)
         if key is None:
             continue
-        if best_key is None or key >= best_key:
-            best, best_key = observation, key
+        if best_key is None or key > best_key:
+            best, best_key = [observation], key
+        elif key == best_key:
+            best.append(observation)
     return best
 
 
@@ -695,6 +783,15 @@ def _drug_source(drug: _Drug, default: str) -> Coded:
     return Coded(display)
 
 
+@lru_cache(maxsize=4096)
+def matchable(name: str) -> str:
+    """A drug's name as words are looked for in it: Unicode NFKC (full-width "ｋｅｔａｍｉｎｅ" is
+    "ketamine") without format characters (category Cf: a soft hyphen, zero-width spaces and joiners, a
+    byte-order mark), which are invisible where the name is shown and would otherwise split the word."""
+    joined = "".join(ch for ch in name if unicodedata.category(ch) != "Cf")
+    return "".join(ch for ch in unicodedata.normalize("NFKC", joined) if unicodedata.category(ch) != "Cf")
+
+
 @lru_cache(maxsize=64)
 def _word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     """Whole words, case-insensitive; a word glued to a prefix (esketamine, S-ketamine) does not match."""
@@ -706,7 +803,7 @@ def _is_ketamine(drug: _Drug, kb: KnowledgeBase) -> bool:
     if any(short_system(s) == "rxnorm" and c in kb.ketamine_rxnorm for s, c, _ in drug.codings):
         return True
     pattern = _word_pattern(kb.ketamine_words)
-    return any(pattern.search(name) for name in drug.names)
+    return any(pattern.search(matchable(name)) for name in drug.names)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -810,7 +907,7 @@ def is_pca_sole_agent(order: Json, drug: _Drug, kb: KnowledgeBase) -> bool:
     """IV patient-controlled analgesia with ketamine as the only analgesic: a dosage method that names PCA,
     and a product whose every ingredient is ketamine (a ketamine-with-opioid PCA is not ketamine alone)."""
     methods = (_mapping(d, "method") for d in _list(order, "dosageInstruction") if isinstance(d, _OBJECT))
-    if not any(_PCA.search(name) for method in methods for name in _names(method)):
+    if not any(_PCA.search(matchable(name)) for method in methods for name in _names(method)):
         return False
     if drug.medication is None:
         return True
@@ -818,7 +915,7 @@ def is_pca_sole_agent(order: Json, drug: _Drug, kb: KnowledgeBase) -> bool:
     for item in _list(drug.medication.data, "ingredient"):
         concept = _mapping(item, "itemCodeableConcept")
         rxnorm = {c for s, c, _ in _codings(concept) if short_system(s) == "rxnorm"}
-        if not (rxnorm & kb.ketamine_rxnorm or any(pattern.search(n) for n in _names(concept))):
+        if not (rxnorm & kb.ketamine_rxnorm or any(pattern.search(matchable(n)) for n in _names(concept))):
             return False
     return True
 
@@ -990,13 +1087,24 @@ def _ratio_dose(ratio: Json, field: str) -> _Dose:
 
 
 def _time_unit_hours(quantity: Json, field: str) -> Fraction:
+    """A time unit in hours: its ``code``, else its ``unit``; the two naming different times is refused."""
+    _no_comparator(quantity, field)
+    found: list[tuple[str, Fraction]] = []
     for text in _unit_texts(quantity):
         try:
             per_hours = parse_unit(f"mg/{text}").per_hours
         except UnitError:
             continue
         if per_hours is not None:
-            return per_hours
+            found.append((text, per_hours))
+    if len(found) == 2 and found[0][1] != found[1][1]:
+        raise UnitError(
+            f"{field}.unit",
+            f"the unit {found[1][0]!r} and the UCUM code {found[0][0]!r} name different times: which one was "
+            "meant cannot be told",
+        )
+    if found:
+        return found[0][1]
     raise UnitError(f"{field}.unit", f"a rate needs a time here (h, min), not {_unit_label(quantity)!r}")
 
 
@@ -1024,7 +1132,7 @@ def _ingredient_strength(medication: _Resource, kb: KnowledgeBase) -> Fraction |
         ingredients = [
             (i, item)
             for i, item in ingredients
-            if any(pattern.search(n) for n in _names(_mapping(item, "itemCodeableConcept")))
+            if any(pattern.search(matchable(n)) for n in _names(_mapping(item, "itemCodeableConcept")))
         ]
     if len(ingredients) != 1:
         return None
@@ -1198,7 +1306,7 @@ def _opioid_ingredient(drug: _Drug, kb: KnowledgeBase) -> str | None:
                 return ingredient
     any_opioid = _word_pattern(tuple(kb.opioids))  # whole words: the leftmost match is the first named
     for name in dict.fromkeys(drug.names):
-        found = any_opioid.search(name)
+        found = any_opioid.search(matchable(name))
         if found:
             return found.group(0).lower()
     return None
@@ -1278,9 +1386,10 @@ def _readable_dose(quantity: Json) -> tuple[Fraction, Unit | None] | None:
     """A dose as (value, unit); unit None for a count (tablets, capsules, patches, no unit)."""
     try:
         value = _number(quantity.get("value"), "dose")
+        _read_unit(quantity, "dose")  # a unit and a code that disagree: the dose cannot be read
     except InputError:
         return None
-    if value is None or not value.is_finite() or value <= 0:
+    if value is None or not value.is_finite() or value <= 0 or quantity.get("comparator") is not None:
         return None
     texts = _unit_texts(quantity)
     if not texts:
@@ -1617,20 +1726,55 @@ def _unit_label(quantity: Json) -> str:
 
 
 def _quantity(raw: Any, field: str) -> Quantity:
+    """An amount or a rate, exactly. Refused: a bound (``comparator``: "< 20 mg" is no dose to check), and a
+    ``unit`` and UCUM ``code`` that name different units (which one was meant cannot be told)."""
     if not isinstance(raw, _OBJECT):
         raise InputError(field, "must be a Quantity with a value and a unit")
+    _no_comparator(raw, field)
     value = _number(raw.get("value"), f"{field}.value")
     if value is None:
         raise InputError(f"{field}.value", "the quantity has no value")
     texts = _unit_texts(raw)
     if not texts:
         raise UnitError(f"{field}.unit", "the quantity has no unit")
-    for text in texts:
-        try:
-            return Quantity(value, parse_unit(text))
-        except UnitError:
-            continue
-    raise UnitError(f"{field}.unit", f"unknown unit {texts[0]!r}")
+    found = _read_unit(raw, f"{field}.unit")
+    if found is None:
+        raise UnitError(f"{field}.unit", f"unknown unit {texts[0]!r}")
+    return Quantity(value, found[1])
+
+
+def _no_comparator(raw: Json, field: str) -> None:
+    if raw.get("comparator") is not None:
+        raise InputError(
+            f"{field}.comparator",
+            f"the quantity is only a bound ({_bound_text(raw)}), not an amount: it cannot be checked",
+        )
+
+
+def _read_unit(quantity: Json, field: str) -> tuple[str, Unit] | None:
+    """The unit a Quantity is in, as (text, unit): its UCUM ``code``, else its ``unit``; None when neither is
+    a unit this reader knows. When both are units it knows and they differ ("unit": "mg", "code": "ug"),
+    which one was meant cannot be told: ``UnitError`` naming both. A ``unit`` in words ("milligram") is not
+    compared: FHIR gives it for people to read."""
+    code, unit = _text(quantity, "code"), _text(quantity, "unit")
+    found: list[tuple[str, Unit]] = []
+    for text in (code, unit):
+        if text:
+            try:
+                found.append((text, parse_unit(text)))
+            except UnitError:
+                continue
+    if len(found) == 2 and _unit_key(found[0][1]) != _unit_key(found[1][1]):
+        raise UnitError(
+            field,
+            f"the unit {unit!r} and the UCUM code {code!r} name different units: which one was meant cannot "
+            "be told",
+        )
+    return found[0] if found else None
+
+
+def _unit_key(unit: Unit) -> tuple[object, ...]:
+    return unit.amount, unit.factor, unit.per_kg, unit.per_hours
 
 
 def _date(written: str, field: str) -> dt.date:

@@ -43,6 +43,7 @@ CLASS_COLUMNS = (
     "opioid_tolerance",
     "opioid_unknown_reason",
     "has_weight",
+    "weight_problem",
     "has_concentration",
     "concentration_sign",
     "dose_shape",

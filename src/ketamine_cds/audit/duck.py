@@ -370,23 +370,23 @@ def summary_rows(findings: Path) -> dict[str, Any]:
             "bad_rows": int(one[1]),
             "verdicts": dict(
                 con.execute(
-                    f"SELECT coalesce(verdict, 'not assessed'), count(*) FROM {f} GROUP BY 1 ORDER BY 2 DESC"
+                    f"SELECT coalesce(verdict, 'not assessed'), count(*) FROM {f} GROUP BY 1 ORDER BY 2 DESC, 1"
                 ).fetchall()
             ),
             "problems": dict(
                 con.execute(
-                    f"SELECT problem, count(*) FROM {f} WHERE problem IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+                    f"SELECT problem, count(*) FROM {f} WHERE problem IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1"
                 ).fetchall()
             ),
             "statements": dict(
                 con.execute(
-                    f"SELECT s, count(*) FROM (SELECT unnest(statements) AS s FROM {f}) GROUP BY 1 ORDER BY 2 DESC"
+                    f"SELECT s, count(*) FROM (SELECT unnest(statements) AS s FROM {f}) GROUP BY 1 ORDER BY 2 DESC, 1"
                 ).fetchall()
             ),
             # adherence to the guideline alone beside a site's protocol (the same as verdicts without a site)
             "guideline_verdicts": dict(
                 con.execute(
-                    f"SELECT coalesce(guideline_verdict, 'not assessed'), count(*) FROM {f} GROUP BY 1 ORDER BY 2 DESC"
+                    f"SELECT coalesce(guideline_verdict, 'not assessed'), count(*) FROM {f} GROUP BY 1 ORDER BY 2 DESC, 1"
                 ).fetchall()
             ),
             "differs_from_guideline": int(

@@ -35,11 +35,13 @@ def detect_form(path: Path) -> Form:
     return "flat"
 
 
-def source_sql(path: Path, form: Form, site: Site | None = None) -> str:
+def source_sql(
+    path: Path, form: Form, site: Site | None = None, columns: Mapping[str, str] | None = None
+) -> str:
     if form == "flat":
         from .flat import flat_source
 
-        return flat_source(path)
+        return flat_source(path, columns)
     if form == "fhir":
         from .fhir_ndjson import fhir_source
 
@@ -144,14 +146,16 @@ def run_audit(
     threads: int | None = None,
     on_event: Callable[[str], None] | None = None,
     site: Site | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``columns``: a flat table's column mappings (``--column NAME=COLUMN``, ``flat.resolve_columns``)."""
     import duckdb
 
     from .duck import checked_memory_limit
 
     memory_limit = checked_memory_limit(memory_limit)  # a size, or exit 2: it goes into SQL
     try:
-        return _run_audit(path, out_dir, engine, form, memory_limit, threads, site)
+        return _run_audit(path, out_dir, engine, form, memory_limit, threads, site, columns)
     except (duckdb.IOException, duckdb.InvalidInputException) as exc:
         # the input cannot be read at all (no files, not UTF-8, not CSV or Parquet), or the output cannot be
         # written (a full disk): one line naming which, exit 2
@@ -169,18 +173,21 @@ def _run_audit(
     memory_limit: str,
     threads: int | None,
     site: Site | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     from .duck import clear_findings, parquet_reader
 
     form = form or detect_form(path)
+    if columns and form != "flat":
+        raise InputError("--column", f"maps the columns of a flat table, and the input is {form}")
+    if form == "flat":  # its columns are checked before anything is written
+        source = source_sql(path, form, columns=columns)
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_findings(out_dir / "findings.parquet")  # before the work: a folder of the user's stops the run
     started = time.monotonic()
     spark_input: tuple[Path, str] = (path, form)
     tolerance_step: dict[str, Any] | None = None  # the FHIR and OMOP readers decide tolerance (tolerance.py)
-    if form == "flat":
-        source = source_sql(path, form)
-    else:  # read once: every later pass reads the canonical rows
+    if form != "flat":  # read once: every later pass reads the canonical rows
         canonical = canonical_parquet(path, form, out_dir, memory_limit, site)
         source = f"SELECT * FROM {parquet_reader(canonical.path)}"
         spark_input = (canonical.path, "canonical")
@@ -195,7 +202,7 @@ def _run_audit(
                 "--engine", f"Spark is not installed ({exc}): pip install 'ketamine-cds[spark]'"
             ) from None
 
-        run = run_spark(*spark_input, out_dir, site=site)
+        run = run_spark(*spark_input, out_dir, site=site, columns=columns)
     else:
         from .duck import run_duckdb
 

@@ -11,7 +11,7 @@ Input:
 * ``flat``: read natively, CSV (every column a string; delimiter and quoting from DuckDB's CSV sniffer) or
   Parquet, with the rules of ``flat.py``: typed Parquet columns pass through, a missing column is empty, text
   is converted and what does not convert sets ``input_problem``. DuckDB's ``TRY_CAST`` is mirrored: numbers
-  in DuckDB's syntax (``1_000``, ``inf``, ``nan``, surrounding ASCII white space), ``true``/``false`` in any case, its
+  in DuckDB's syntax (``inf``, ``nan``, surrounding ASCII white space; not ``1_000``: ``flat.number_sql``), ``true``/``false`` in any case, its
   ``trim`` (Unicode space separators). Times: ``YYYY-MM-DD`` or ``YYYY/MM/DD`` with an optional ``[T ]HH:MM
   [:SS[.fraction]]`` and an optional offset (``Z``, ``+HH[:MM]``, `` UTC``), which DuckDB ignores and so do we;
   DuckDB's rarer forms (years before 1 or after 9999, ``epoch``, ``infinity``) are "not a time" here.
@@ -51,7 +51,7 @@ from .decide import (
     weight_unit_rows,
 )
 from .duck import AuditRun, sql_path
-from .flat import BOOLEAN, COMPARED, NUMERIC
+from .flat import BOOLEAN, COMPARED, NUMERIC, resolve_columns
 
 try:  # the spark extra: pip install 'ketamine-cds[spark]'
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -64,9 +64,10 @@ _SPARK_TYPES = {"VARCHAR": "string", "DOUBLE": "double", "BOOLEAN": "boolean", "
 
 # DuckDB's trim removes Unicode space separators (category Zs) and nothing else (not tabs)
 _ZS = " \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
-# DuckDB's TRY_CAST(... AS DOUBLE): ASCII white space around, digit groups joined by single underscores
+# DuckDB's TRY_CAST(... AS DOUBLE) with ASCII white space around; digit groups joined by underscores ("7_0"),
+# which DuckDB reads as 70, are refused (flat.number_sql)
 _WS = r"[ \t\n\r\x0B\f]*"
-_DIGITS = r"[0-9]+(?:_[0-9]+)*"
+_DIGITS = r"[0-9]+"
 _NUMBER = rf"^{_WS}[+-]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][+-]?{_DIGITS})?{_WS}$"
 _INFINITY = rf"^{_WS}[+-]?(?i:inf|infinity){_WS}$"
 _NAN = rf"^{_WS}[+-]?(?i:nan){_WS}$"
@@ -187,7 +188,7 @@ def _text(raw: Column) -> Column:
 
 
 def _double(raw: Column) -> Column:
-    digits = F.regexp_replace(raw, r"[_ \t\n\r\x0B\f]", "")
+    digits = F.regexp_replace(raw, r"[ \t\n\r\x0B\f]", "")
     return (
         F.when(raw.rlike(_NUMBER), digits.try_cast("double"))
         .when(raw.rlike(_INFINITY), F.when(digits.startswith("-"), float("-inf")).otherwise(float("inf")))
@@ -253,8 +254,9 @@ def _flat_files(path: Path) -> tuple[str, str]:
     return ("parquet" if str(path).endswith(".parquet") else "csv"), str(path)
 
 
-def read_flat(spark: SparkSession, path: Path) -> DataFrame:
-    """The flat table as canonical rows, with ``flat.py``'s casts and ``input_problem`` rules."""
+def read_flat(spark: SparkSession, path: Path, mappings: Mapping[str, str] | None = None) -> DataFrame:
+    """The flat table as canonical rows, with ``flat.py``'s column names (``resolve_columns``), casts and
+    ``input_problem`` rules."""
     if not path.exists():
         raise InputError("INPUT", f"no such file or folder: {path}")
     fmt, files = _flat_files(path)
@@ -268,15 +270,16 @@ def read_flat(spark: SparkSession, path: Path) -> DataFrame:
         )
         if raw.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
             raw = raw.repartition(spark.sparkContext.defaultParallelism)
-    fields = {f.name: f for f in raw.schema.fields}  # by exact name, as flat.py looks them up
+    fields = {f.name: f for f in raw.schema.fields}
+    columns = resolve_columns(list(fields), mappings)  # as flat.py matches them
     selects, problems = [], []
     for name, kind, _ in COLUMNS:
         if name == "input_problem":
             continue
-        if name not in fields:  # flat.py: a missing column is empty
+        if name not in columns:  # flat.py: a missing column is empty
             selects.append(F.lit(None).cast(_SPARK_TYPES[kind]).alias(name))
             continue
-        value, problem = _flat_column(name, kind, fields[name])
+        value, problem = _flat_column(name, kind, fields[columns[name]])
         selects.append(value.alias(name))
         if problem is not None:
             problems.append(problem)
@@ -600,15 +603,17 @@ def run_spark(
     master: str | None = None,
     kb: KnowledgeBase | None = None,
     site: Site | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> AuditRun:
     """Audit ``path`` (form ``flat``, ``fhir`` or ``omop``; or ``canonical``, the Parquet ``run.canonical_parquet``
-    wrote) on Spark; write ``out_dir/findings.parquet`` (a folder)."""
+    wrote) on Spark; write ``out_dir/findings.parquet`` (a folder). ``columns``: a flat table's ``--column``
+    mappings."""
     kb = kb or load_knowledge()
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     spark = spark_session(master)
     if form == "flat":
-        src = read_flat(spark, path)
+        src = read_flat(spark, path, columns)
     elif form in ("fhir", "omop"):
         from .run import canonical_parquet
 

@@ -135,7 +135,7 @@ _OVER_LIMIT = (
     "exceeds-any-weight",
 )  # one card per dose: "exceeds-beside" rides with it
 # a dose finding that could not be checked, or was checked against a weight that may not be current
-_CANNOT_CHECK = ("no-weight", "no-concentration", "weight-old", "weight-undated")
+_CANNOT_CHECK = ("no-weight", "no-concentration", "weight-old", "weight-undated", "weight-unusable")
 
 
 def is_interruptive(finding: Finding) -> bool:

@@ -36,13 +36,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._assessment import Assessment
 from .._engine import assess
-from .._errors import InputError, NotJSONError
+from .._errors import DuplicateKeyError, InputError, NotJSONError
 from .._facts import Facts
 from .._inputs import parse_json
 from .._kb import KnowledgeBase
 from .._opioids import Presence, opioid_status
 from .._site import Site
-from ..adapters.fhir import facts_for_orders, facts_from_resources, is_ketamine_order
+from ..adapters.fhir import facts_for_orders, facts_from_resources, is_ketamine_request
 from . import prefetch as pf
 from .auth import authenticate
 from .cards import BuiltCard, cards_for, data_not_read_card, most_urgent_first, not_checked_card
@@ -208,6 +208,7 @@ def _discovery(kb: KnowledgeBase) -> Json:
 class _Body:
     data: Json | None = None
     error: str | None = None
+    code: str | None = None  # the input error's stable code (``InputError.code``), where there is one
 
 
 async def _json_body(request: Request) -> _Body:
@@ -218,10 +219,12 @@ async def _json_body(request: Request) -> _Body:
         return _Body(error="the request body is empty; a JSON object is required")
     try:
         data = parse_json(raw)
+    except DuplicateKeyError as exc:  # JSON, but ambiguous: a key written twice in one object
+        return _Body(error=f"the request body cannot be read: {exc.message}", code=exc.code)
     except NotJSONError as exc:
-        return _Body(error=f"the request body is not JSON: {exc.message}")
+        return _Body(error=f"the request body is not JSON: {exc.message}", code=exc.code)
     except InputError as exc:  # JSON, but a number no input can hold (out of range)
-        return _Body(error=f"the request body cannot be read: {exc}")
+        return _Body(error=f"the request body cannot be read: {exc}", code=exc.code)
     except RecursionError:
         return _Body(error="the request body is nested too deeply")
     if not isinstance(data, dict):
@@ -263,7 +266,8 @@ MAX_DRAFT_ORDERS = 200  # entries of context.draftOrders read in one call (an or
 
 def _error(status: int, message: str, *, retry: bool = False, **extra: Any) -> JSONResponse:
     headers = {"Retry-After": RETRY_AFTER_S} if retry else None
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+    given = {k: v for k, v in extra.items() if v is not None}  # e.g. code: only where there is one
+    return JSONResponse({"error": message, **given}, status_code=status, headers=headers)
 
 
 def _string(
@@ -464,10 +468,11 @@ def _draft_orders(context: Mapping[str, Any]) -> tuple[list[tuple[str | None, Js
 def _is_ketamine_order(
     order: DraftOrder, medications: list[tuple[str | None, Json]], kb: KnowledgeBase
 ) -> bool:
-    """The FHIR reader alone decides what ketamine is (RxNorm code or name, its Medication)."""
+    """The FHIR reader alone decides what ketamine is (RxNorm code or name, its Medication), whatever the
+    draft's status: one that is not draft or active is answered "not checked" (``_status_outcome``)."""
     for known in (medications, []):  # without the Medications if one of them is unreadable
         try:
-            return is_ketamine_order(order.in_record, known, kb=kb)
+            return is_ketamine_request(order.in_record, known, kb=kb)
         except Exception:
             continue
     return True  # cannot tell: assess it, so that a broken ketamine order is reported, not passed over
@@ -644,6 +649,23 @@ def _assess_order(
     )
 
 
+CHECKED_STATUSES = ("draft", "active")  # the statuses of a ketamine order the service checks
+NOT_CHECKED = "not-checked"  # the verdict recorded for a ketamine order of another status
+
+
+def _status_outcome(order: DraftOrder, kb: KnowledgeBase) -> _Outcome:
+    """A ketamine draft that is on hold, completed, cancelled, of unknown status...: not assessed (the
+    guideline's checks are for an order about to be given), and said so on a warning card, never passed over
+    with no card as if it had been checked."""
+    status = order.in_record.get("status")
+    shown = status.strip()[:40] if isinstance(status, str) and status.strip() else repr(status)[:40]
+    error = InputError(
+        f"MedicationRequest/{order.order_id}.status",
+        f"status {shown} (only a draft or active ketamine order is checked)",
+    )
+    return _Outcome([not_checked_card(error)], NOT_CHECKED, (), kb.version)
+
+
 def log_unexpected(exc: Exception, doing: str) -> None:
     frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error("unexpected %s while %s (values withheld):\n%s", type(exc).__name__, doing, frames)
@@ -782,7 +804,7 @@ async def call_service(request: Request) -> JSONResponse:
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
     body = await _json_body(request)
     if body.data is None:
-        return _error(400, body.error or "a JSON object is required", code="invalid-request")
+        return _error(400, body.error or "a JSON object is required", code=body.code or "invalid-request")
     try:
         req = parse_hook_request(body.data, service)
     except BadRequest as exc:
@@ -884,6 +906,13 @@ async def _answer_orders(call: Call) -> JSONResponse:
     orders = _ketamine_orders(req, kb, read_medications(from_drafts))
     if not orders:
         return JSONResponse({"cards": []})
+    checked = [o.in_record.get("status") in CHECKED_STATUSES for o in orders]
+    not_checked = [_status_outcome(o, kb) for o, ok in zip(orders, checked, strict=True) if not ok]
+    orders = [o for o, ok in zip(orders, checked, strict=True) if ok]
+    if not orders:
+        rows = [call.row(o.verdict, o.statements, o.cards, [], o.kb_version) for o in not_checked]
+        cards = [c for outcome in not_checked for c in outcome.cards]
+        return await call.answer(rows, cards, f"{len(not_checked)} ketamine order(s) not checked (status)")
     gathered = await gather(req.prefetch, call.service.prefetch, context_of(req), call.reader)
     gathered.data.update(from_drafts.data)
     ordered = [(o.full_url, o.in_record) for o in orders]
@@ -898,9 +927,10 @@ async def _answer_orders(call: Call) -> JSONResponse:
         outcomes = await run_in_threadpool(_assess_orders, *args)
     else:
         outcomes = _assess_orders(*args)
+    outcomes += not_checked
     rows = [call.row(o.verdict, o.statements, o.cards, unread, o.kb_version) for o in outcomes]
     cards = [c for outcome in outcomes for c in outcome.cards]
-    return await call.answer(rows, cards, f"{len(orders)} ketamine order(s)")
+    return await call.answer(rows, cards, f"{len(outcomes)} ketamine order(s)")
 
 
 async def _precondition_failed(call: Call, exc: PreconditionFailed) -> JSONResponse:
@@ -1043,7 +1073,7 @@ def feedback(service_id: ServiceId, request: Request, issuer: Issuer, body: Body
     if service_id not in _services(kb):
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
     if body.data is None:
-        return _error(400, body.error or "a JSON object is required", code="invalid-request")
+        return _error(400, body.error or "a JSON object is required", code=body.code or "invalid-request")
     try:
         records = feedback_records(body.data, service_id, issuer)
     except BadRequest as exc:

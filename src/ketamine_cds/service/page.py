@@ -32,7 +32,7 @@ from .._render import SCREENING_WORDS as report_screening_words
 from .._render import VERDICT_WORDS as report_verdict_words
 from .._render import DoseDisplay, assessment_json, dose_display, sentence
 from .._site import Site
-from .._units import format_number
+from .._units import format_number, plain_decimal
 from ..adapters.case import facts_from_case
 
 router = APIRouter(include_in_schema=False)
@@ -283,28 +283,29 @@ class Built:
     fields: list[tuple[str, str]] = field(default_factory=list)
 
 
-_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
-
-
 def _text(form: FormValues, name: str) -> str:
     value = form.get(name, "")
     return value.strip() if isinstance(value, str) else ""
 
 
 def _number_value(form: FormValues, name: str) -> Decimal | str:
-    """A plain decimal number as ``Decimal``; anything else is passed on as text for the adapter to refuse.
+    """A plain decimal number as ``Decimal``; words are passed on as text for the adapter to refuse.
 
-    Exponent notation is refused here: nobody writes a dose that way, and ``1e99999999`` would make the
-    exact arithmetic work on a number with a hundred million digits.
+    What Python would read as a number but nobody writes as a dose is refused here: exponent notation
+    (``1e99999999`` would make the exact arithmetic work on a number with a hundred million digits), digit
+    separators (``7_0`` is not 70) and other scripts' digits (``７０``).
     """
     text = _text(form, name)
-    if len(text) > MAX_NUMBER_CHARS or _EXPONENT.fullmatch(text):
+    if len(text) > MAX_NUMBER_CHARS:
         raise FormError(name, "enter a plain number such as 80 or 0.5")
+    number = plain_decimal(text)
+    if number is not None:
+        return number
     try:
-        number = Decimal(text)
+        Decimal(text)
     except InvalidOperation:
-        return text
-    return number if number.is_finite() else text
+        return text  # words: "must be a number"
+    raise FormError(name, "enter a plain number such as 80 or 0.5")
 
 
 def build_case(form: FormValues, kb: KnowledgeBase) -> Built:
