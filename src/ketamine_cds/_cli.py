@@ -244,7 +244,7 @@ def _audit(args: argparse.Namespace) -> int:
     from .audit.run import run_audit
 
     summary = run_audit(
-        Path(args.input),
+        args.input if args.engine == "spark" else Path(args.input),  # Spark reads any location (hdfs://...)
         Path(args.out),
         engine=args.engine,
         form=args.form,

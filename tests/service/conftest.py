@@ -176,7 +176,7 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
 
 # fixture -> marker: the real parts a test needs
 _NEEDS = {
-    "spark": "spark",
+    "spark_cluster": "spark",
     "browser": "browser",
     "page": "browser",
     "chromium": "browser",

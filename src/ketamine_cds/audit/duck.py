@@ -38,6 +38,7 @@ from .decide import (
 )
 
 if TYPE_CHECKING:
+    from .forms import Form
     from .tolerance import Staged
 
 Progress = Callable[[str, float, float], None]  # phase, fraction done (0..1), seconds elapsed
@@ -50,6 +51,7 @@ class AuditRun:
     seconds: float
     findings: Path
     tolerance: Staged | None = None  # what the opioid tolerance step did, when the engine read the input
+    form: Form | None = None  # the input's form, when the engine told it
 
 
 def sql_path(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from .canonical import COLUMNS
@@ -52,19 +53,30 @@ def _column_types(reader: str) -> dict[str, str]:
         con.close()
 
 
+def flat_files(names: Sequence[str]) -> list[str]:
+    """The files a folder's flat table is read from, by the names of the files directly in it: its Parquet
+    files, else its CSV files (not hidden ones, ``forms.hidden``)."""
+    from .forms import hidden
+
+    shown = [n for n in names if not hidden(n)]
+    parquet = sorted(n for n in shown if n.endswith(".parquet"))
+    return parquet or sorted(n for n in shown if n.endswith(".csv"))
+
+
 def flat_source(path: Path) -> str:
     """A SELECT yielding canonical rows from a flat CSV or Parquet file (or a folder of them).
 
     Columns that Parquet already stores with the right type pass through; text columns (all of a CSV) are
     converted, and a value that does not convert sets ``input_problem`` instead of silently becoming empty.
     """
-    files = path / "*.parquet" if path.is_dir() and any(path.glob("*.parquet")) else path
-    if path.is_dir() and not any(path.glob("*.parquet")):
-        files = path / "*.csv"
-    if str(files).endswith(".parquet"):
-        reader = f"read_parquet('{_quote(files)}')"
+    if path.is_dir():
+        named = flat_files([p.name for p in path.iterdir() if p.is_file()])
+        listed = "[" + ", ".join(f"'{_quote(path / name)}'" for name in named) + "]"
+        files = listed if named else f"'{_quote(path / '*.csv')}'"  # none: DuckDB says no file was found
+        parquet = bool(named) and named[0].endswith(".parquet")
     else:
-        reader = f"read_csv('{_quote(files)}', header = true, all_varchar = true)"
+        files, parquet = f"'{_quote(path)}'", str(path).endswith(".parquet")
+    reader = f"read_parquet({files})" if parquet else f"read_csv({files}, header = true, all_varchar = true)"
     types = _column_types(reader)
     selects, problems = [], []
     for name, kind, _ in COLUMNS:
