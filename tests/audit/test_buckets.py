@@ -76,15 +76,16 @@ def _audit_in_buckets(folder: Path, count: int, out: Path) -> tuple[Path, int, i
     for name, line, key in routed:
         targets = range(count) if key is None else [zlib.crc32(key.encode()) % count]
         rows.extend((b, name, line) for b in targets)
+    rows.sort(key=lambda r: zlib.crc32(r[2]))  # the buckets interleaved, in batches of 97 rows: one task
     batches = [
         pa.record_batch(
             {
-                "file": [n for b, n, _ in rows if b == number],
-                "line": pa.array([x for b, _, x in rows if b == number], pa.binary()),
-                "bucket": [number] * sum(1 for b, _, _ in rows if b == number),
+                "file": [n for _, n, _ in rows[i : i + 97]],
+                "line": pa.array([x for _, _, x in rows[i : i + 97]], pa.binary()),
+                "bucket": [b for b, _, _ in rows[i : i + 97]],
             }
         )
-        for number in range(count)
+        for i in range(0, len(rows), 97)
     ]
     measured = pa.Table.from_batches(list(bucket.audit_buckets(job, iter(batches))))
     facts = [f for f in measured.column("bucket_facts").to_pylist() if f is not None]

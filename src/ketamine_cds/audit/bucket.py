@@ -201,23 +201,21 @@ def omop_routed_schema(job: Job) -> list[tuple[str, str]]:
 
 
 def audit_buckets(job: Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Routed records sorted by ``bucket`` (several buckets may share a task): each bucket written to a local
-    folder, read by the form's reader and measured (``MEASURED``)."""
-    bucket: _Bucket | None = None
+    """Routed records with their ``bucket`` (a task may hold several buckets, in any order): each bucket
+    written to a local folder, read by the form's reader and measured (``MEASURED``)."""
+    buckets: dict[int, _Bucket] = {}
     for batch in batches:
         numbers = batch.column("bucket").to_pylist()
         start = 0
         for end in range(1, len(numbers) + 1):
             if end < len(numbers) and numbers[end] == numbers[start]:
                 continue
-            if bucket is None or bucket.number != numbers[start]:
-                if bucket is not None:
-                    yield from bucket.audit()
-                bucket = _Bucket(job, numbers[start])
-            bucket.add(batch.slice(start, end - start))
+            if numbers[start] not in buckets:
+                buckets[numbers[start]] = _Bucket(job, numbers[start])
+            buckets[numbers[start]].add(batch.slice(start, end - start))
             start = end
-    if bucket is not None:
-        yield from bucket.audit()
+    for number in sorted(buckets):
+        yield from buckets.pop(number).audit()
 
 
 class _Bucket:
