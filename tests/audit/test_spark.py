@@ -35,6 +35,7 @@ from ketamine_cds.audit.duck import AuditRun, run_duckdb
 from ketamine_cds.audit.flat import flat_source
 from ketamine_cds.audit.run import run_audit
 from ketamine_cds.audit.synth import canonical_sql, write_all, write_flat
+from ketamine_cds.audit.synth_forms import write_fhir
 from shared_data import EXTERNAL
 from spark_cluster import Cluster, submit_args
 
@@ -587,8 +588,8 @@ def _driver_peak(cluster: Cluster, export: Path, out: Path) -> tuple[float, floa
 
 def test_the_drivers_memory_stays_flat_as_the_input_grows(spark_cluster: Cluster, tmp_path: Path) -> None:
     """A FHIR export ten times larger: the driver's memory (Python and its JVM) the same, within noise."""
-    small = write_all(1_000, tmp_path / "small", seed=7)["fhir"]
-    large = write_all(10_000, tmp_path / "large", seed=7)["fhir"]
+    small = write_fhir(1_000, tmp_path / "small", seed=7)
+    large = write_fhir(10_000, tmp_path / "large", seed=7)
     size = sum(p.stat().st_size for p in large.iterdir()) / 2**20
     active = SparkSession.getActiveSession()
     if active is not None:  # the cluster's cores go to the audit's own application
