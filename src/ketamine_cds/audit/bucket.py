@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
 import os
 import shutil
@@ -336,7 +337,11 @@ def measure(
         f"CREATE OR REPLACE TEMP TABLE representatives AS SELECT arg_min(rowid, {REPRESENTATIVE}) AS row_id, "
         "count(*) AS n FROM measured GROUP BY class_key"
     )
-    values = {name: f"m.{name}" for name, _ in MEASURED}
+    # every row carries what its findings need; a class's representative also what the engine decides on
+    values = {
+        name: f"m.{name}" if name in FINDINGS_INPUT else f"CASE WHEN r.n IS NOT NULL THEN m.{name} END"
+        for name, _ in MEASURED
+    }
     values.update({"class_rows": "r.n", "bucket_facts": "NULL"})
     yield from _batches(
         con.execute(
@@ -378,10 +383,12 @@ def write_findings(job: Job, decisions: bytes, batches: Iterator[pa.RecordBatch]
         con = _connect(job, Path(temp))
         try:
             con.register("decisions", pa.ipc.open_stream(decisions).read_all())
-            for batch in batches:
-                con.register("measured_rows", pa.Table.from_batches([batch]))
-                yield from _batches(con.execute(findings_sql("SELECT * FROM measured_rows", "decisions")))
-                con.unregister("measured_rows")
+            first = next(batches, None)
+            if first is None:
+                return
+            rows = pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], batches))
+            con.register("measured_rows", rows)  # one query streams the task's rows
+            yield from _batches(con.execute(findings_sql("SELECT * FROM measured_rows", "decisions")))
         finally:
             con.close()
 
