@@ -259,3 +259,22 @@ def test_a_bucket_per_task_of_a_flat_table_and_its_facts() -> None:
     total = bucket.facts_of(facts)
     assert total is not None and (total.patients, total.prescriptions, total.moments) == (4, 6, 8)
     assert bucket.facts_of([json.dumps({"tolerance": None})]) is None
+
+
+def test_duckdbs_hash_is_the_same_in_every_process() -> None:
+    """Each task hashes its own bucket's rows into class keys: DuckDB's hash has no seed, so one class gets one
+    key in every process (of one DuckDB version: its hash may change between versions)."""
+    import os
+    import subprocess
+    import sys
+
+    query = "SELECT hash('ketamine', 0.35, NULL::VARCHAR, [1.5, NULL], TIMESTAMP '2025-01-02 03:04:05', true)"
+    here = duckdb.connect().execute(query).fetchone()
+    code = f"import duckdb; print(duckdb.connect().execute({query!r}).fetchone()[0])"
+    there = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        ).stdout
+        for env in ({**os.environ, "PYTHONHASHSEED": "1"}, {**os.environ, "PYTHONHASHSEED": "2"})
+    ]
+    assert here is not None and there == [f"{here[0]}\n"] * 2

@@ -476,8 +476,10 @@ def _synthea_with_ketamine(folder: Path) -> Path:
 
 @pytest.mark.skipif(not SYNTHEA.is_dir(), reason="../shared/external-test-data is not beside the repository")
 def test_the_synthea_bulk_export_on_the_cluster(spark_cluster: Cluster, tmp_path: Path) -> None:
+    """Against a site protocol, which the FHIR reader also reads (its intensive-monitoring locations)."""
     export = _synthea_with_ketamine(tmp_path / "export")
-    duck, spark = _audit_both(export, tmp_path, spark_cluster)
+    site = load_site(EXAMPLE_SITE, load_knowledge())
+    duck, spark = _audit_both(export, tmp_path, spark_cluster, site=site)
     encounters = len(_lines(export / "Encounter.000.ndjson"))
     assert spark["administrations"] == encounters + 1 and spark["bad_rows"] >= 1
     assert spark["opioid_tolerance"] == duck["opioid_tolerance"]
