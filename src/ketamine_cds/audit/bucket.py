@@ -38,8 +38,11 @@ from .._kb import KnowledgeBase
 from .._site import Site
 from .canonical import COLUMNS
 from .decide import thresholds
-from .duck import FINDINGS, REPRESENTATIVE, findings_sql, measured_sql, prepare, sql_path, tune
+from .duck import FINDINGS, REPRESENTATIVE, classes_sql, findings_sql, measured_sql, prepare, sql_path, tune
+from .fhir_ndjson import bucket_key_sql, prescription_lines_sql, types_named
+from .flat import flat_source
 from .forms import Form, read_canonical
+from .omop import bucket_rows_sql, table_columns, table_of
 from .tolerance import Staged
 
 # the measured rows a bucket hands on: the canonical columns, what the findings need, the class
@@ -49,11 +52,10 @@ MEASURED: Sequence[tuple[str, str]] = (
     ("dose_per_kg", "DOUBLE"),
     ("class_key", "BIGINT"),
     ("row_hash", "BIGINT"),
-    ("class_rows", "BIGINT"),  # on a bucket's representative of its class: the class's rows in the bucket
-    (
-        "bucket_facts",
-        "VARCHAR",
-    ),  # on the one row of facts about a bucket (JSON), whose other columns are NULL
+    # on a bucket's representative of its class: the class's rows in the bucket
+    ("class_rows", "BIGINT"),
+    # on the one row of facts about a bucket (JSON), whose other columns are NULL
+    ("bucket_facts", "VARCHAR"),
 )
 CLASSES: Sequence[tuple[str, str]] = (
     ("class_key", "BIGINT"),
@@ -124,8 +126,6 @@ def _select(columns: Sequence[tuple[str, str]], values: Mapping[str, str]) -> st
 
 def route_fhir_lines(job: Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Lines (``file``: Spark's location, ``line``) with their file's name and their bucket key."""
-    from .fhir_ndjson import bucket_key_sql, types_named
-
     with tempfile.TemporaryDirectory() as temp:
         con = _connect(job, Path(temp))
         try:
@@ -143,8 +143,6 @@ def route_fhir_lines(job: Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa
 
 def count_fhir_prescriptions(job: Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """How many of the lines are prescriptions of some drug (``fhir_ndjson.prescription_lines_sql``)."""
-    from .fhir_ndjson import prescription_lines_sql
-
     with tempfile.TemporaryDirectory() as temp:
         con = _connect(job, Path(temp))
         try:
@@ -159,8 +157,6 @@ def count_fhir_prescriptions(job: Job, batches: Iterator[pa.RecordBatch]) -> Ite
 def route_omop_files(job: Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Whole table files (``path``, ``content``: Spark's binary file source) as rows of their table, each with
     its bucket key, in one wide schema (``table``, ``key``, every column the reader takes from any table)."""
-    from .omop import bucket_rows_sql, table_of
-
     for batch in batches:
         for location, content in zip(
             batch.column("path").to_pylist(), batch.column("content").to_pylist(), strict=True
@@ -175,7 +171,7 @@ def route_omop_files(job: Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa
                 con = _connect(job, folder)
                 try:
                     values = {"table": f"'{table}'", "key": "key"}
-                    values.update({c: c for c in _omop_table_columns(table)})
+                    values.update({c: c for c in table_columns(table)})
                     schema = omop_routed_schema(job)
                     yield from _batches(
                         con.execute(
@@ -186,12 +182,6 @@ def route_omop_files(job: Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa
                     con.close()
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
-
-
-def _omop_table_columns(table: str) -> Sequence[str]:
-    from .omop import table_columns
-
-    return table_columns(table)
 
 
 def omop_routed_schema(job: Job) -> list[tuple[str, str]]:
@@ -257,8 +247,6 @@ class _Bucket:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        from .omop import table_columns
-
         table = pa.Table.from_batches([rows])
         for name in sorted(set(table.column("table").to_pylist())):
             part = table.filter(pc.equal(table.column("table"), name))
@@ -294,8 +282,6 @@ class _Bucket:
         vocabulary when the input has its tables, whatever rows a bucket got)."""
         import pyarrow.parquet as pq
 
-        from .omop import table_columns
-
         for table in self.job.tables:
             if not (self.input / table).is_dir():
                 columns = table_columns(table)
@@ -304,8 +290,6 @@ class _Bucket:
 
 def audit_flat_files(job: Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """A flat table's files (``path``, ``content``), each one read by ``flat.flat_source`` and measured."""
-    from .flat import flat_source
-
     for batch in batches:
         for location, content in zip(
             batch.column("path").to_pylist(), batch.column("content").to_pylist(), strict=True
@@ -359,8 +343,6 @@ def measure(
 
 def merge_classes(job: Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Several buckets' representatives of the classes (all of a class's in this task): one per class."""
-    from .duck import classes_sql
-
     rows = [b for b in batches if b.num_rows]
     if not rows:
         return
