@@ -99,7 +99,7 @@ def test_the_order_is_restated_as_ordered_and_json_numbers_stay_rounded() -> Non
     # a JSON number has at most 2 decimals (the contract); over the limit it is rounded up, never onto 0.35
     assert result["dose_check"]["per_kg"] == 0.36
     done = cli("assess", "-", stdin=json.dumps(case))
-    assert "  Ordered bolus: 28.19 mg (0.352 mg/kg) -> exceeds" in done.stdout
+    assert "  Ordered bolus: 28.19 mg (0.352 mg/kg) -> exceeds the limit" in done.stdout
 
 
 BAD = [
@@ -293,3 +293,163 @@ def test_json_dose_numbers_stay_on_their_side_of_the_maximum(mg: str, amount: fl
 def test_an_integral_age_written_with_a_decimal_point_is_read() -> None:
     result = assess_json({"patient": {"age_years": 30.0, "conditions": []}, "indication": "crps"})
     assert result["verdict"]
+
+
+# --- odd input that would change a dose answer without a word (issue 20) --------------------------------
+
+DIGIT_SEPARATORS = [
+    ('{"patient": {"weight": {"value": "7_0", "unit": "kg"}}}', "patient.weight.value"),
+    ('{"order": {"route": "iv", "dose": {"value": "0_3", "unit": "mg/kg"}}}', "order.dose.value"),
+    (
+        '{"order": {"route": "iv", "dose": {"value": 2, "unit": "mL"}, '
+        '"concentration": {"value": "1_0", "unit": "mg/mL"}}}',
+        "order.concentration.value",
+    ),
+    ('{"patient": {"weight": {"value": "\u0667\u0660", "unit": "kg"}}}', "patient.weight.value"),  # ٧٠
+    ('{"patient": {"weight": {"value": "\uff17\uff10", "unit": "kg"}}}', "patient.weight.value"),  # ７０
+]
+
+
+@pytest.mark.parametrize(("text", "field"), DIGIT_SEPARATORS)
+def test_a_number_with_a_digit_separator_or_other_digits_is_refused_naming_the_field(
+    text: str, field: str
+) -> None:
+    # Python's Decimal("7_0") is 70 and Decimal("٧٠") is 70 too: a slip of the keyboard, never a dose
+    done = cli("assess", "-", "--json", stdin=text)
+    assert done.returncode == 2, done.stdout
+    assert field in done.stderr and "plain number" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["limits", "--weight", "7_0kg"], "--weight"),
+        (["limits", "--weight", "\uff17\uff10kg"], "--weight"),
+        (["synth", "--rows", "1_0", "--out", "never-written"], "--rows"),
+        (["synth", "--rows", "10", "--seed", "1_0", "--out", "never-written"], "--seed"),
+        (["audit", "no-such-input", "--out", "never-written", "--threads", "1_0"], "--threads"),
+        (["test-token", "--keys", "never-written", "--aud", "https://x", "--minutes", "1_0"], "--minutes"),
+    ],
+)
+def test_a_command_line_number_with_a_digit_separator_is_refused_naming_the_flag(
+    args: list[str], flag: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ketamine_cds", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and flag in done.stderr, done.stderr
+    assert not (tmp_path / "never-written").exists()
+
+
+TWO_ORDERS = (
+    '{"indication": "perioperative", "patient": {"weight": {"value": 70, "unit": "kg"}, "conditions": []}, '
+    '"order": {"route": "intravenous", "dose": {"value": 5, "unit": "mg/kg"}}, '
+    '"order": {"route": "intravenous", "dose": {"value": 0.3, "unit": "mg/kg"}}}'
+)
+TWO_VALUES = json.dumps(
+    {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "MedicationRequest",
+                    "id": "k1",
+                    "status": "draft",
+                    "intent": "order",
+                    "medicationCodeableConcept": {"text": "ketamine"},
+                    "dosageInstruction": [
+                        {
+                            "route": {"text": "IV"},
+                            "doseAndRate": [{"doseQuantity": {"value": 2000, "unit": "mg"}}],
+                        }
+                    ],
+                }
+            }
+        ],
+    }
+).replace('"value": 2000', '"value": 2000, "value": 20')
+
+
+@pytest.mark.parametrize(("text", "key"), [(TWO_ORDERS, "order"), (TWO_VALUES, "value")])
+def test_a_key_written_twice_in_one_object_is_refused_not_the_last_one_read(text: str, key: str) -> None:
+    # json.loads keeps the last of two keys: a 5 mg/kg order would be read as the 0.3 mg/kg written after it
+    done = cli("assess", "-", "--json", stdin=text)
+    assert done.returncode == 2, done.stdout
+    assert f"'{key}'" in done.stderr and "twice" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+# --- the command line for a newcomer (issue 17) ------------------------------------------------------------
+
+
+def test_version_names_the_program_and_the_knowledge_base() -> None:
+    from importlib.metadata import version
+
+    from ketamine_cds import load_knowledge
+
+    done = cli("--version")
+    assert done.returncode == 0
+    assert (
+        done.stdout == f"ketamine-cds {version('ketamine-cds')} (knowledge base {load_knowledge().version})\n"
+    )
+
+
+COMMANDS = ["assess", "serve", "report", "audit", "synth", "statements", "limits", "test-token"]
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_is_plain_text_without_restructuredtext_markup(command: str) -> None:
+    done = cli(*([command] if command else []), "--help")
+    assert done.returncode == 0 and "usage: ketamine-cds" in done.stdout
+    assert "``" not in done.stdout and ":data:" not in done.stdout and ":func:" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "hint"),
+    [
+        (["limits", "--weight", "80,5kg"], None, "'80.5kg', not '80,5kg'"),
+        (["limits", "--weight", "80,5 kg"], None, "decimal point, not a comma"),
+        (["assess", "-"], '{"patient": {"weight": {"value": "80,5", "unit": "kg"}}}', "'80.5', not '80,5'"),
+        (
+            ["assess", "-"],
+            '{"order": {"route": "iv", "dose": {"value": "4,000", "unit": "mg"}}}',
+            "'4.000' or '4000'",
+        ),
+    ],
+)
+def test_a_decimal_comma_is_refused_with_a_hint_to_use_a_point(
+    args: list[str], stdin: str | None, hint: str
+) -> None:
+    done = cli(*args, stdin=stdin)
+    assert done.returncode == 2 and done.stdout == ""
+    assert hint in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_test_token_is_signed_by_a_key_its_trust_list_trusts(tmp_path: Path) -> None:
+    import jwt
+
+    aud = "http://127.0.0.1:8000/cds-services/ketamine-order-sign"
+    done = cli("test-token", "--keys", str(tmp_path / "keys"), "--aud", aud)
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    trust = json.loads((tmp_path / "keys" / "trust-list.json").read_text())
+    (issuer,) = trust["issuers"]
+    (key,) = issuer["jwks"]["keys"]
+    assert key["kty"] == "EC" and key["crv"] == "P-384" and "d" not in key  # public only
+    header = jwt.get_unverified_header(token)
+    assert (header["alg"], header["kid"]) == ("ES384", key["kid"])
+    public = jwt.PyJWK(key).key
+    claims = jwt.decode(token, public, algorithms=["ES384"], audience=aud, issuer=issuer["iss"])
+    assert claims["exp"] - claims["iat"] == 300 and claims["jti"]
+    again = cli("test-token", "--keys", str(tmp_path / "keys"), "--aud", aud).stdout.strip()
+    assert jwt.get_unverified_header(again)["kid"] == key["kid"]  # the same key, made once
+    assert (tmp_path / "keys" / "test-key.pem").stat().st_mode & 0o077 == 0
+    bad = cli("test-token", "--keys", str(tmp_path / "keys"), "--aud", "ketamine-order-sign")
+    assert bad.returncode == 2 and "--aud" in bad.stderr

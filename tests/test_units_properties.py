@@ -13,10 +13,17 @@ from ketamine_cds import DoseStatus, Quantity, Route, Setting, UnitError, assess
 from ketamine_cds._units import (
     amount_per_dose,
     format_apart,
+    format_beside,
+    format_decimal,
     format_exact,
     format_max,
     format_number,
+    json_number,
     round_max_for_display,
+    shown_beside,
+    shown_max,
+    shown_min,
+    shown_weight,
     weight_in_kg,
 )
 
@@ -31,6 +38,12 @@ RATE_STEPS = {
     "mg/(kg.h)": "0.003",
 }
 BOLUS_STEPS = {"mg/kg": "0.001", "mcg/kg": "1", "ug/kg": "1", "g/kg": "0.000001"}
+
+
+def _dec(text: str) -> Decimal:
+    """A number as the texts write it (thousands grouped with commas) read back."""
+    return Decimal(text.replace(",", ""))
+
 
 per_kg_values = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("5"), places=3)
 weights = st.decimals(min_value=Decimal("0.5"), max_value=Decimal("500"), places=1)
@@ -118,7 +131,7 @@ def test_a_fraction_is_written_as_its_decimal_rounded_half_up(
     rounded = math.floor(value / step + Fraction(1, 2)) * step  # the nearest multiple, halves upward
     expected = Decimal(rounded.numerator) / Decimal(rounded.denominator)
     text = format_number(value, places)
-    assert Decimal(text) == expected
+    assert _dec(text) == expected
     assert "." not in text or (not text.endswith("0") and len(text.split(".")[1]) <= places)
     assert format_number(expected, places) == text  # a Decimal and a Fraction of one value read alike
 
@@ -176,12 +189,12 @@ fractions = st.fractions(min_value=0, max_value=1000, max_denominator=10**7)
 def test_a_rounded_value_never_reads_as_the_number_it_is_compared_with(
     value: Fraction, other: Fraction
 ) -> None:
-    shown = Fraction(Decimal(format_apart(value, other)))
+    shown = Fraction(_dec(format_apart(value, other)))
     if value == other:
         assert format_apart(value, other) == format_number(value)
     else:  # on its own side of the other number, whether that is shown exactly or also kept apart
         assert (shown > other) is (value > other) and shown != other
-        assert (shown > Fraction(Decimal(format_apart(other, value)))) is (value > other)
+        assert (shown > Fraction(_dec(format_apart(other, value)))) is (value > other)
     if format_number(value) != format_number(other):
         assert format_apart(value, other) == format_number(value)  # two decimals when they already differ
 
@@ -213,10 +226,70 @@ ordered = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("2000"), pla
 def test_a_maximum_shown_is_never_above_it_nor_under_a_dose_within_it(
     maximum: Fraction, dose: Decimal
 ) -> None:
-    shown = Fraction(Decimal(format_max(maximum, Fraction(dose))))
+    shown = Fraction(_dec(format_max(maximum, Fraction(dose))))
     assert shown <= maximum  # ordering the amount shown is within the limit
     if Fraction(dose) <= maximum:
         assert Fraction(dose) <= shown  # a dose within the limit never reads as over the maximum shown
-    alone = Fraction(Decimal(format_max(maximum)))
+    alone = Fraction(_dec(format_max(maximum)))
     assert alone <= maximum and maximum - alone < Fraction(1, 100)
     assert Fraction(str(round_max_for_display(maximum))) == alone
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (Fraction(4000), "4,000"),
+        (Fraction(20000), "20,000"),
+        (Fraction("1234567.891"), "1,234,567.89"),
+        (Fraction(999), "999"),
+        (Fraction(-5000), "-5,000"),
+    ],
+)
+def test_thousands_are_grouped_as_ismp_asks(value: Fraction, text: str) -> None:
+    assert format_number(value) == text
+    assert format_exact(Decimal("4000")) == "4,000" and format_exact(Decimal("0.005")) == "0.005"
+    assert str(Quantity(Decimal("4000"), parse_unit("mg/h"))) == "4,000 mg/h"
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "text", "json"),
+    [
+        (Fraction("28.19") / 80, Fraction("0.35"), "0.352", 0.36),  # 0.352375 over: never "0.35"; JSON up
+        (Fraction("0.325"), Fraction("0.35"), "0.33", 0.33),  # half up where it reads apart from the limit
+        (Fraction("0.3496"), Fraction("0.35"), "0.3496", 0.34),  # half up would read 0.35; JSON down
+        (Fraction("16.67") * 60 / 1000, Fraction(1), "1.0002", 1.01),  # reported exactly (reference)
+        (Fraction("0.3499"), Fraction("0.35"), "0.3499", 0.34),
+        (Fraction("0.35"), Fraction("0.35"), "0.35", 0.35),  # at the limit is within
+        (Fraction("24.4475"), Fraction("24.4475"), "24.44", 24.44),
+        (Fraction(50, 3), None, "16.67", 16.67),
+    ],
+)
+def test_a_dose_beside_its_limit_is_shown_on_its_side_in_text_and_json(
+    value: Fraction, limit: Fraction | None, text: str, json: float
+) -> None:
+    assert format_beside(value, limit) == text
+    direction = "half" if limit is None else ("down" if value <= limit else "up")
+    assert json_number(shown_beside(value, limit), direction) == json
+
+
+doses = st.fractions(min_value=Fraction(1, 1000), max_value=Fraction(5000), max_denominator=10**6)
+
+
+@given(doses, doses)
+def test_text_and_json_agree_on_every_dose_beside_its_limit(value: Fraction, limit: Fraction) -> None:
+    shown = shown_beside(value, limit)
+    assert (shown > limit) is (value > limit)
+    if value == limit:
+        assert shown == shown_max(limit)  # at the limit it reads as the maximum shown
+    within = value <= limit
+    number = json_number(shown, "down" if within else "up")
+    # the JSON number is the text's, or the text's rounded on in the same direction to 2 decimals
+    assert number == float(shown) or (within and number < shown) or (not within and number > shown)
+    assert (Fraction(str(number)) > limit) is (value > limit)  # never on the other side of the limit
+    assert _dec(format_decimal(shown)) == Decimal(shown.numerator) / Decimal(shown.denominator)
+
+
+def test_a_weight_is_shown_rounded_down_like_the_maxima_worked_out_from_it() -> None:
+    kg = Fraction("61.425")
+    assert shown_weight(kg) == Fraction("61.42") == shown_max(kg * 1)  # 1 mg/kg/h: the same number
+    assert shown_min(Fraction(20) / Fraction("0.35"), 1) == Fraction("57.2")  # within from 57.2 kg

@@ -12,6 +12,7 @@ The public API is small: read an input into ``Facts``, ``assess`` them, render t
 from ._assessment import Assessment, DoseCheck, DoseLimits, DoseStatus, Finding, MissingDatum, Verdict
 from ._engine import assess
 from ._errors import (
+    DuplicateKeyError,
     ImpossibleValueError,
     InputError,
     InvalidCaseError,
@@ -48,6 +49,7 @@ __all__ = [
     "DoseKind",
     "DoseLimits",
     "DoseStatus",
+    "DuplicateKeyError",
     "Facts",
     "Finding",
     "ImpossibleValueError",

@@ -129,9 +129,11 @@ class RoundedLimit:
 
 @dataclass(frozen=True, slots=True)
 class Elapsed:
-    """A duration for a finding's wording: "2 h 30 min", "3 days"."""
+    """A duration for a finding's wording: "2.5 h", "3 days"; kept apart from ``compared_with`` (hours), the
+    duration it is checked against ("more than 2 hours")."""
 
     hours: Fraction
+    compared_with: Fraction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,14 +162,76 @@ class DoseMath:
 class Clause:
     """Words around a value that vanish when the value is unknown: ": max 28 mg" or nothing.
 
-    ``apart_from`` is the number the value is compared with (the ordered amount, for a maximum): the value is
-    never rounded to read the same as it."""
+    ``apart_from`` is a dose written exactly as ordered in the value's unit: a maximum is never rounded down
+    below a dose within it that the text restates exactly."""
 
     prefix: str
     value: Fraction | None
     unit: str
     suffix: str = ""
     apart_from: Fraction | None = None
+    # the ketamine concentration when known (mg per mL): the maximum is then given in mL (mL/h) too, kept
+    # apart from ``apart_from_ml``, a dose ordered as that volume
+    concentration: Fraction | None = None
+    apart_from_ml: Fraction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureRef:
+    """The planned procedure a finding names. Where the case gives only its class and no name (the web
+    form's class without a name), the wording never passes the class off as the name: ``{procedure}`` reads
+    ``unnamed`` ("abdominal surgery", or "the planned procedure"), ``{procedure_named}`` says only the
+    class is given."""
+
+    source: Coded
+    named: bool
+    unnamed: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettingName:
+    """Where the patient is, in words: "intensive care", "not intensive care", "not recorded"."""
+
+    setting: Setting
+
+
+@dataclass(frozen=True, slots=True)
+class Outweighed:
+    """On a supportive finding when a contraindication decides the verdict: the support stands, but it is
+    outweighed here (``condition`` is what the record shows)."""
+
+    condition: tuple[Coded, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Drawable:
+    """The largest dose one can measure within a maximum: the maximum (mg or mg/h) rounded down to a
+    measurable step, in mL (mL/h) at the concentration when it is known, else in mg (mg/h). Never above the
+    maximum; the maximum itself is said beside it."""
+
+    maximum: Fraction | None
+    unit: str  # "mg" or "mg/h"
+    step: Fraction  # in mg (mg/h)
+    step_ml: Fraction  # in mL (mL/h)
+    concentration: Fraction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WithinFrom:
+    """Without a body weight: the weight from which a dose in mg (mg/h) would be within its limit per kg
+    (shown rounded up to 0.1 kg: "within the limit for patients of at least 57.2 kg")."""
+
+    kg: Fraction | None
+
+
+@dataclass(frozen=True, slots=True)
+class Beside:
+    """A computed amount beside the number it is compared with (a first infusion's total beside 80 mg):
+    shown on its own side of it, never as it."""
+
+    value: Fraction
+    unit: str
+    compared_with: Fraction
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +264,9 @@ class DoseCheck:
     # before this weight: the limit per kg (a site may have changed it) and a site's cap in mg (mg/h)
     per_kg_limit: Fraction | None = None
     cap_amount: Fraction | None = None
+    concentration: Fraction | None = None  # mg per mL, when the order or its product gives it
+    # without a body weight, a dose in mg (mg/h) is within its limit per kg from this weight on (exactly)
+    within_from_kg: Fraction | None = None
 
 
 # Which dose check an assessment leads with when an order gives several doses: the one that matters most.
@@ -235,8 +302,10 @@ class DoseLimits:
     infusion_statement: str = "dose-infusion-limit"
     infusion_minimum_mg_per_kg_per_h: Fraction | None = None  # chronic: the bottom of the range used
     weight: WeightUsed | None = None
+    weight_problem: str | None = None  # why the record's body weight is not used (weight_kg is then None)
     bolus_limit: Limit | None = None  # as a site may have tightened them (the guideline's own beside)
     infusion_limit: Limit | None = None
+    concentration_mg_per_ml: Fraction | None = None  # of the order (given, or its product's strength)
 
 
 @dataclass(frozen=True, slots=True)

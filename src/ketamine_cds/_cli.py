@@ -7,8 +7,10 @@ import datetime as dt
 import json
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ._errors import InputError
@@ -16,6 +18,11 @@ from ._errors import InputError
 if TYPE_CHECKING:
     from ._site import Site
 
+DESCRIPTION = (
+    "Clinical decision support for ketamine in acute and chronic pain (2018 ASRA/AAPM/ASA consensus "
+    "guidelines). Exit status 0 when an assessment was made, whatever its verdict; 2 with one line on "
+    "standard error when the input cannot be assessed."
+)
 EXIT_INPUT = 2
 EXIT_INTERNAL = 70
 
@@ -28,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except InputError as exc:
         _fail(str(exc))
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        _fail(_os_error(args, exc))
+    except UnicodeDecodeError as exc:
         _fail(f"cannot read input: {exc}")
     except KeyboardInterrupt:
         return 130
@@ -39,13 +48,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _os_error(args: argparse.Namespace, exc: OSError) -> str:
+    """A file that could not be read or written, named by the argument it belongs to: an error under
+    ``--out`` is about the output, not the input."""
+    out = getattr(args, "out", None)
+    name = exc.filename if isinstance(exc.filename, str) else None
+    if out and name and Path(name).absolute().is_relative_to(Path(out).absolute()):
+        return f"--out: cannot write {name}: {exc.strerror or exc}"
+    return f"cannot read input: {exc}"
+
+
+def _output_folder(text: str) -> Path:
+    """``--out``, made if need be and checked writable before any work: its errors name ``--out``."""
+    path = Path(text)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except FileExistsError:
+        raise InputError("--out", f"{path} is a file, not a folder") from None
+    except OSError as exc:
+        raise InputError("--out", f"cannot write to {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def _fail(message: str) -> NoReturn:
     print(f"ketamine-cds: {message}", file=sys.stderr)
     raise SystemExit(EXIT_INPUT)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ._kb import load_knowledge
+
+    try:
+        mine = version("ketamine-cds")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        mine = "unknown"
+    return f"ketamine-cds {mine} (knowledge base {load_knowledge().version})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the program's and the knowledge base's versions (the knowledge base read only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(_version())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ketamine-cds", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ketamine-cds", description=DESCRIPTION)
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("assess", help="assess one FHIR R4 Bundle or case document")
@@ -58,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="start the HTTP service (CDS Hooks and the clinician page)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--port", type=_whole, help="port (default 8000)")
     p.add_argument("--data-dir", help="where the SQLite database lives (default ./data)")
     p.add_argument("--database-url", help="postgresql://... to use PostgreSQL instead of SQLite")
     p.add_argument("--trust-list", help="JSON file of trusted EHR issuers and their JWKS")
@@ -71,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL-PREFIX",
         help="a FHIR server the service may read (repeatable); listed servers may be read without an "
         "access token, and once one is listed no other server is contacted",
+    )
+    p.add_argument(
+        "--docs",
+        action="store_true",
+        default=None,
+        help="serve the API's Swagger UI at /docs (loads its script from a CDN; off by default)",
     )
     p.add_argument(
         "--allow-unauthenticated",
@@ -96,14 +159,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
     p.add_argument("--form", choices=["flat", "fhir", "omop"], help="input form (default: detected)")
     p.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit (default 1GB)")
-    p.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
+    p.add_argument("--threads", type=_whole, help="DuckDB threads (default: all cores)")
+    p.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="NAME=COLUMN",
+        help="read the flat table's column NAME as COLUMN (repeatable); NAME=- leaves it out",
+    )
     _site_option(p)
     p.set_defaults(run=_audit)
 
     p = sub.add_parser("synth", help="write a synthetic data set in all three input forms")
-    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--rows", type=_whole, required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=20261124)
+    p.add_argument("--seed", type=_whole, default=20261124)
     p.set_defaults(run=_synth)
 
     p = sub.add_parser("statements", help="list the knowledge base's statements")
@@ -124,6 +194,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _site_option(p)
     p.set_defaults(run=_limits)
+
+    p = sub.add_parser(
+        "test-token",
+        help="sign a test JWT with a local key, for trying the service (never next to real patients)",
+        description="Signs a CDS Hooks JWT (ES384) with a test key kept in --keys, made there on first use "
+        "with a trust list that trusts it (trust-list.json, for serve --trust-list). Prints the token. "
+        "For trying the service and for tests: the key is on disk unprotected; never trust it next to real "
+        "patients.",
+    )
+    p.add_argument("--keys", required=True, help="folder for the test key and its trust list")
+    p.add_argument(
+        "--aud",
+        required=True,
+        help="the endpoint the token is for, e.g. http://127.0.0.1:8000/cds-services/ketamine-order-sign",
+    )
+    p.add_argument("--iss", default="https://ehr.example.org/test-client", help="the issuer the token names")
+    p.add_argument("--minutes", type=_whole, default=5, help="how long the token is valid (default 5)")
+    p.set_defaults(run=_test_token)
     return parser
 
 
@@ -143,6 +231,16 @@ def load_site_option(args: argparse.Namespace) -> Site | None:
 
     path = args.site or os.environ.get("KETAMINE_CDS_SITE") or None
     return load_site(path, load_knowledge()) if path else None
+
+
+def _whole(text: str) -> int:
+    """A whole number written in ASCII digits: int() would read "1_0" as 10 and "１０" as 10 too."""
+    from ._units import plain_whole
+
+    number = plain_whole(text)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 10, not {text!r}")
+    return number
 
 
 def _date(text: str) -> dt.date:
@@ -194,11 +292,13 @@ def _serve(args: argparse.Namespace) -> int:
         trust_list=Path(args.trust_list) if args.trust_list else None,
         public_url=args.public_url,
         allow_unauthenticated=args.allow_unauthenticated,
+        docs=args.docs,
         fhir_servers=tuple(args.fhir_server),
         site=Path(args.site) if args.site else None,
     )
     from .service.auth import TrustListError
     from .service.fhir_client import FhirServerListError
+    from .service.store import StoreUnavailable
 
     try:
         app = create_app(settings)
@@ -206,6 +306,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise InputError("--trust-list", str(exc)) from None
     except FhirServerListError as exc:
         raise InputError("--fhir-server", str(exc)) from None
+    except StoreUnavailable as exc:
+        raise InputError("--database-url" if settings.database_url else "--data-dir", str(exc)) from None
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
@@ -222,7 +324,12 @@ def _report(args: argparse.Namespace) -> int:
     )
     if not settings.database_url and not settings.sqlite_path.exists():
         raise InputError("--data-dir", f"no audit database at {settings.sqlite_path}")
-    store = open_store(settings)
+    from .service.store import StoreUnavailable
+
+    try:
+        store = open_store(settings)
+    except StoreUnavailable as exc:
+        raise InputError("--database-url" if settings.database_url else "--data-dir", str(exc)) from None
     try:
         report = build_report(store, args.since, args.until)
     finally:
@@ -241,29 +348,32 @@ def _report(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .audit.duck import checked_memory_limit
+    from .audit.flat import parse_column_mappings
     from .audit.run import run_audit
 
+    checked_memory_limit(args.memory_limit)  # before anything is made: it goes into SQL
     summary = run_audit(
         args.input if args.engine == "spark" else Path(args.input),  # Spark reads any location (hdfs://...)
-        Path(args.out),
+        _output_folder(args.out),
         engine=args.engine,
         form=args.form,
         memory_limit=args.memory_limit,
         threads=args.threads,
         site=load_site_option(args),
+        columns=parse_column_mappings(args.column),
     )
     print(json.dumps({k: summary[k] for k in ("administrations", "bad_rows", "verdicts", "seconds")}))
     return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from .audit.synth import write_all
 
     if args.rows <= 0:
         raise InputError("--rows", "must be a positive number of rows")
-    for form, path in write_all(args.rows, Path(args.out), args.seed).items():
+    for form, path in write_all(args.rows, _output_folder(args.out), args.seed).items():
         print(f"{form}: {path}")
     return 0
 
@@ -304,6 +414,7 @@ def _statements(args: argparse.Namespace) -> int:
 
 
 _WEIGHT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z\[\]_]+)\s*$")
+_COMMA = re.compile(r"^\s*[0-9]+,[0-9]+")
 
 
 def _limits(args: argparse.Namespace) -> int:
@@ -313,6 +424,11 @@ def _limits(args: argparse.Namespace) -> int:
     from ._render import limits_json
     from ._units import bounded, weight_in_kg
 
+    if _COMMA.match(args.weight):
+        point = args.weight.replace(",", ".", 1).strip()
+        raise InputError(
+            "--weight", f"write the number with a decimal point, not a comma: {point!r}, not {args.weight!r}"
+        )
     match = _WEIGHT.match(args.weight)
     if not match:
         raise InputError("--weight", f"expected a number and a unit such as 80kg, not {args.weight!r}")
@@ -329,9 +445,21 @@ def _limits(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(limits))
         return 0
-    from ._render import _limits_lines, dose_display
+    from ._render import dose_display, limits_lines
 
-    print("\n".join(_limits_lines(limits, dose_display(assessment))))
+    print("\n".join(limits_lines(dose_display(assessment))))
+    return 0
+
+
+def _test_token(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .service.test_token import sign_test_token
+
+    if not 0 < args.minutes <= 24 * 60:
+        raise InputError("--minutes", "from 1 to 1440 minutes")
+    token, _ = sign_test_token(Path(args.keys), iss=args.iss, aud=args.aud, minutes=args.minutes)
+    print(token)
     return 0
 
 

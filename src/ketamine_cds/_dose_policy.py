@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from ._facts import DoseKind, Setting
+from ._facts import MAX_WEIGHT_KG, DoseKind, Setting
 from ._kb import Guideline, KnowledgeBase
 
 if TYPE_CHECKING:
@@ -161,8 +161,10 @@ def dose_thresholds(kb: KnowledgeBase, kind: DoseKind, site: Site | None = None)
     return tuple(sorted(found))
 
 
-def amount_thresholds(site: Site | None, kind: DoseKind) -> tuple[Fraction, ...]:
-    """A site's absolute caps (mg for a bolus, mg/h for an infusion) of this kind, sorted."""
-    if site is None:
-        return ()
-    return tuple(sorted({c.max_amount for c in site.caps.values() if c.kind is kind and c.max_amount}))
+def amount_thresholds(kb: KnowledgeBase, kind: DoseKind, site: Site | None = None) -> tuple[Fraction, ...]:
+    """The amounts (mg for a bolus, mg/h for an infusion) a dose of this kind is compared with without its
+    weight, sorted: a site's absolute caps, and each limit per kg at the heaviest weight accepted (a dose over
+    it is over the limit at any weight)."""
+    caps = {c.max_amount for c in site.caps.values() if c.kind is kind and c.max_amount} if site else set()
+    heaviest = {limit * MAX_WEIGHT_KG for limit in dose_thresholds(kb, kind, site)}
+    return tuple(sorted(caps | heaviest))

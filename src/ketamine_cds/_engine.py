@@ -13,30 +13,36 @@ from fractions import Fraction
 from . import _dose_policy as _dp
 from ._assessment import (
     Assessment,
+    Beside,
     Clause,
     DoseCheck,
     DoseLimits,
     DoseMath,
     DoseRange,
     DoseStatus,
+    Drawable,
     Elapsed,
     Finding,
     LimitText,
     MissingDatum,
     Note,
+    Outweighed,
+    ProcedureRef,
     RoundedLimit,
     ScreeningResult,
+    SettingName,
     SettingScope,
     SiteNote,
     Verdict,
     WeightUsed,
+    WithinFrom,
 )
 from ._dose_policy import DosePolicy, KindPolicy, Limit, dose_policy
-from ._facts import Coded, DoseKind, Facts, OrderDose, Pain, Route, Setting, WeightBasis
+from ._facts import MAX_WEIGHT_KG, Coded, DoseKind, Facts, OrderDose, Pain, Route, Setting, WeightBasis
 from ._kb import KnowledgeBase, Use, load_knowledge
 from ._opioids import OpioidStatus, Presence, opioid_status
 from ._site import Site
-from ._units import amount_per_dose
+from ._units import Quantity, amount_per_dose
 
 _CONTRA_CONCEPTS = (
     ("contra-cardiovascular", "cardiovascular-severe"),
@@ -49,13 +55,23 @@ _CONTRA_CONCEPTS = (
     ("caution-substance-misuse", "substance-misuse"),
 )
 # the message keys of a dose over its limit: each makes the verdict dose-exceeds-limit
-EXCEEDING_MESSAGES = frozenset({"exceeds", "exceeds-setting-unknown", "exceeds-beside"})
+EXCEEDING_MESSAGES = frozenset({"exceeds", "exceeds-setting-unknown", "exceeds-any-weight", "exceeds-beside"})
 
 
 class _Context:
     """Collects findings and missing data while the statement rules run."""
 
-    __slots__ = ("by_concept", "facts", "findings", "flags", "kb", "missing", "site", "support_missing")
+    __slots__ = (
+        "by_concept",
+        "facts",
+        "findings",
+        "flags",
+        "kb",
+        "missing",
+        "no_weight",
+        "site",
+        "support_missing",
+    )
 
     def __init__(self, facts: Facts, kb: KnowledgeBase, site: Site | None = None) -> None:
         self.facts = facts
@@ -70,9 +86,14 @@ class _Context:
         self.missing: list[MissingDatum] = []
         self.support_missing: list[MissingDatum] = []  # data that could add support if it were known
         self.flags: set[str] = set()
+        # how a finding without a weight names what is missing (a weight the record holds but cannot be
+        # used is not "no weight in the record": a finding of its own says why, ``weight-unusable``)
+        unusable = facts.weight_kg is None and facts.weight_problem is not None
+        self.no_weight = "no usable body weight" if unusable else "no body weight"
 
     def add(self, statement_id: str, message: str, **params: object) -> None:
         statement = self.kb.statements[statement_id]
+        params.setdefault("no_weight", self.no_weight)
         self.findings.append(Finding(statement, message, params))
         if message in ("applies", "present"):
             self.flags.add(statement.role)
@@ -112,12 +133,13 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None, site: Site | None = No
     elif in_scope:
         _follow_up(ctx, route)
     verdict = _verdict(ctx, use)
+    decisive = _decisive(verdict, ctx)
     hidden = site.hidden if site is not None else frozenset()
     return Assessment(
         verdict=verdict,
         reason=_reason(verdict, ctx, use),
-        decisive=_decisive(verdict, ctx),
-        findings=tuple(f for f in ctx.findings if f.statement.id not in hidden),
+        decisive=decisive,
+        findings=tuple(_outweighed(f, decisive) for f in ctx.findings if f.statement.id not in hidden),
         dose_limits=limits,
         dose_checks=dose_checks,
         missing=tuple(ctx.missing) + tuple(ctx.support_missing),
@@ -131,6 +153,22 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None, site: Site | None = No
         knowledge_base_digest=_digest(kb, site),
         notes=_notes(facts, kb),
         site=site,
+    )
+
+
+def _outweighed(finding: Finding, decisive: Finding | None) -> Finding:
+    """A statement that supports ketamine, beside a contraindication that decides the verdict, says that it
+    is outweighed here (its role and grade unchanged): "Consider IV ketamine" must not read as advice to
+    give it to a patient with a relative contraindication."""
+    supports = (
+        finding.statement.role in ("support-strong", "support-weak") and finding.message_key == "applies"
+    )
+    if not supports or decisive is None or decisive.statement.role != "contraindication":
+        return finding
+    condition = decisive.params.get("condition")
+    shown = condition if isinstance(condition, tuple) else ()
+    return Finding(
+        finding.statement, finding.message_key, {**finding.params, "outweighed": Outweighed(shown)}
     )
 
 
@@ -198,10 +236,14 @@ def acute_painful_surgery_or_mild_pain(ctx: _Context) -> None:
         return
     pclass = ctx.kb.procedure_classes.get(procedure.procedure_class) if procedure.procedure_class else None
     pain = Pain(pclass.pain) if pclass is not None else Pain.UNKNOWN
-    if pain is Pain.SEVERE and pclass is not None:
-        ctx.add("acute-painful-surgery", "applies", procedure=procedure.source, procedure_class=pclass.label)
-    elif pain is Pain.MILD:
-        ctx.add("acute-mild-pain", "applies", procedure=procedure.source)
+    if pclass is not None and pain in (Pain.SEVERE, Pain.MILD):
+        # a case that gives only the class (no name, no code) names the procedure by its class alone
+        source = procedure.source
+        named = bool(source.code) or source.display.casefold() != pclass.label.casefold()
+        severe = pain is Pain.SEVERE
+        ref = ProcedureRef(source, named, pclass.label if severe else "the planned procedure")
+        statement = "acute-painful-surgery" if severe else "acute-mild-pain"
+        ctx.add(statement, "applies", procedure=ref, procedure_class=pclass.label)
     else:
         ctx.need(
             "procedure-class",
@@ -337,6 +379,8 @@ def _weight_used(facts: Facts) -> WeightUsed | None:
 def _dose_limits(facts: Facts, policy: DosePolicy, in_scope: bool) -> DoseLimits:
     weight = facts.weight_kg if in_scope else None
     bolus, infusion = policy.bolus.limit, policy.infusion.limit
+    order = facts.order
+    concentration = order.concentration_mg_per_ml if order is not None and in_scope else None
     return DoseLimits(
         weight_kg=facts.weight_kg,
         max_bolus_mg=_effective(bolus, weight)[1] if in_scope else None,
@@ -349,8 +393,10 @@ def _dose_limits(facts: Facts, policy: DosePolicy, in_scope: bool) -> DoseLimits
         infusion_statement=infusion.statement,
         infusion_minimum_mg_per_kg_per_h=policy.infusion.minimum,
         weight=_weight_used(facts) if in_scope else None,
+        weight_problem=facts.weight_problem if in_scope and facts.weight_kg is None else None,
         bolus_limit=bolus,
         infusion_limit=infusion,
+        concentration_mg_per_ml=concentration,
     )
 
 
@@ -368,15 +414,28 @@ def _effective(limit: Limit, weight_kg: Fraction | None) -> tuple[Fraction, Frac
 
 
 def _over(limit: Limit, amount: Fraction | None, per_kg: Fraction | None) -> bool | None:
-    """Whether a dose is over a limit; None when it cannot be told: a per-kg limit and no weight, or a site's
-    cap in mg and a dose per kg without a weight (never "within" when it is not known)."""
+    """Whether a dose is over a limit; None when it cannot be told: a per-kg limit and no weight (unless the
+    dose is over it at the heaviest weight the software accepts), or a site's cap in mg and a dose per kg
+    without a weight (never "within" when it is not known)."""
     if limit.max_amount is not None and amount is not None and amount > limit.max_amount:
         return True
     if per_kg is not None and per_kg > limit.per_kg:
         return True
+    if per_kg is None and amount is not None and amount > limit.per_kg * MAX_WEIGHT_KG:
+        return True  # without a weight, over the limit for any weight a patient can have
     if per_kg is None or (limit.max_amount is not None and amount is None):
         return None
     return False
+
+
+def _over_at_any_weight(limit: Limit, amount: Fraction | None, weight_kg: Fraction | None) -> bool:
+    """Without a weight, a dose in mg (mg/h) over its limit per kg even at the heaviest weight accepted (and
+    not merely over a site's cap in mg, which its own words say)."""
+    if weight_kg is not None or amount is None:
+        return False
+    if limit.max_amount is not None and amount > limit.max_amount:
+        return False
+    return amount > limit.per_kg * MAX_WEIGHT_KG
 
 
 def _limit_params(ctx: _Context, limit: Limit, weight_kg: Fraction | None, unit: str) -> dict[str, object]:
@@ -417,9 +476,19 @@ def _dose(ctx: _Context, policy: DosePolicy, limits: DoseLimits, use_note: str) 
         _dose_limit_findings(ctx, policy, limits, use_note)
     if order is not None and order.dose_unreadable is not None:
         ctx.need("dose", order.dose_unreadable)
+    statement = checks[0].statement if checks else policy.bolus.limit.statement
     if ctx.facts.weight_kg is not None:
-        _weight_age(ctx, checks[0].statement if checks else policy.bolus.limit.statement)
+        _weight_age(ctx, statement)
+    elif ctx.facts.weight_problem is not None:
+        _weight_unusable(ctx, statement, ctx.facts.weight_problem)
     return checks
+
+
+def _weight_unusable(ctx: _Context, statement: str, problem: str) -> None:
+    """A weight the record holds but that cannot be used (two at one time that disagree, a bound): said, and
+    needed. None is guessed: doses in mg are not checked and no maximum is given in mg until it is known."""
+    ctx.add(statement, "weight-unusable", weight_problem=problem)
+    ctx.need("weight", problem, statement)
 
 
 def _dose_limit_findings(ctx: _Context, policy: DosePolicy, limits: DoseLimits, use_note: str) -> None:
@@ -429,7 +498,7 @@ def _dose_limit_findings(ctx: _Context, policy: DosePolicy, limits: DoseLimits, 
         _chronic_range_limits(ctx, policy, limits, key)
     else:
         _acute_limits(ctx, policy, limits, key, use_note)
-    if weight is None:
+    if weight is None and ctx.facts.weight_problem is None:  # else needed already, and said why
         ctx.need("weight", "no body weight: the maximum dose in mg cannot be worked out", decisive=False)
 
 
@@ -441,14 +510,15 @@ def _acute_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: st
         policy.bolus.limit.statement,
         key,
         weight=weight,
-        max=Clause("", limits.max_bolus_mg, "mg"),
+        max=Clause("", limits.max_bolus_mg, "mg", concentration=limits.concentration_mg_per_ml),
+        largest=_drawable(ctx, limits.max_bolus_mg, DoseKind.BOLUS, limits.concentration_mg_per_ml),
         limit=bolus["limit"],
         site_note=bolus["site_note"],
         use_note=use_note,
     )
     infusion = policy.infusion.limit
     rate = _limit_params(ctx, infusion, kg, "mg/h")
-    maximum = Clause("", limits.max_infusion_mg_per_h, "mg/h")
+    maximum = Clause("", limits.max_infusion_mg_per_h, "mg/h", concentration=limits.concentration_mg_per_ml)
     if policy.outside_icu_applies is False:
         outside = ctx.kb.threshold(_dp.INFUSION_LIMIT, "limit_mg_per_kg_per_h")
         ctx.add(_dp.INFUSION_LIMIT, "limits-icu", limit=(outside, "mg/kg/h"))
@@ -459,10 +529,25 @@ def _acute_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: st
         key,
         weight=weight,
         max=maximum,
+        largest=_drawable(
+            ctx, limits.max_infusion_mg_per_h, DoseKind.INFUSION, limits.concentration_mg_per_ml
+        ),
         limit=rate["limit"],
         site_note=rate["site_note"],
         use_note=use_note,
     )
+
+
+def _drawable(
+    ctx: _Context, maximum: Fraction | None, kind: DoseKind, concentration: Fraction | None
+) -> Drawable:
+    """The largest measurable dose within a maximum, at the product default steps (kb.toml [defaults]) or the
+    site's bolus step."""
+    steps = ctx.kb.dose_steps
+    if kind is DoseKind.BOLUS:
+        site_step = ctx.site.bolus_step_mg if ctx.site is not None else None
+        return Drawable(maximum, "mg", site_step or steps["bolus_mg"], steps["bolus_ml"], concentration)
+    return Drawable(maximum, "mg/h", steps["infusion_mg_per_h"], steps["infusion_ml_per_h"], concentration)
 
 
 def _chronic_range_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits, key: str) -> None:
@@ -475,7 +560,9 @@ def _chronic_range_limits(ctx: _Context, policy: DosePolicy, limits: DoseLimits,
         key,
         weight=limits.weight,
         bolus_limit=bolus["limit"],
-        bolus_max=Clause("", limits.max_bolus_mg, "mg") if limits.max_bolus_mg is not None else None,
+        bolus_max=Clause("", limits.max_bolus_mg, "mg", concentration=limits.concentration_mg_per_ml)
+        if limits.max_bolus_mg is not None
+        else None,
         range=DoseRange(infusion.minimum or Fraction(0), infusion.limit.per_kg, limits.weight),
         setting_words=SettingScope(policy.setting),
         site_note=bolus["site_note"] or rate["site_note"],
@@ -501,15 +588,19 @@ def _check_dose(
     limit = shown["effective_per_kg"]
     assert isinstance(limit, Fraction)
     status = _dose_status(policy, amount, per_kg, ctx.facts.setting)
+    within_from = _within_from(policy.limit, amount) if status is DoseStatus.NO_WEIGHT else None
     params: dict[str, object] = {
         "ordered": order.dose,
         "dose": DoseMath(order.dose, amount, per_kg, weight, unit, limit, limit_amount),
         "limit": shown["limit"],
         "site_note": shown["site_note"],
-        "max": Clause(": max ", limit_amount, unit, apart_from=amount),
-        "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)", apart_from=amount),
-        "setting": ctx.facts.setting.value,
-        "setting_words": SettingScope(ctx.facts.setting),
+        **_max_clauses(order.dose, amount, limit_amount, unit, concentration),
+        "within_from": WithinFrom(within_from),
+        "setting": SettingName(ctx.facts.setting),
+        # the bolus limits hold in every setting; an infusion's depend on it
+        "setting_words": SettingScope(ctx.facts.setting)
+        if order.kind is DoseKind.INFUSION
+        else "in every setting",
         "kind": order.kind,
         "dose_index": index,
         "use_note": use_note,
@@ -522,11 +613,22 @@ def _check_dose(
     key = _DOSE_MESSAGES[status]
     if status is DoseStatus.NO_WEIGHT and order.dose.unit.per_kg:  # only a site's cap in mg needs the weight
         key = "no-weight-site-cap"
+    if _over_at_any_weight(policy.limit, amount, weight_kg):
+        key = "exceeds-any-weight"
+        params["heaviest"] = (MAX_WEIGHT_KG, "kg")
+        params["heaviest_max"] = (policy.limit.per_kg * MAX_WEIGHT_KG, unit)
     ctx.add(statement, key, **params)
     _also_exceeds(ctx, policy, per_kg, weight_kg, amount, params)
     _need_for_dose(ctx, status, statement)
     if policy.limit.max_amount is not None and amount is None and status is DoseStatus.NO_WEIGHT:
         ctx.need("weight", "the site protocol's cap in mg cannot be checked without a body weight", statement)
+    if weight_kg is None and status.exceeds and per_kg is None:
+        ctx.need(
+            "weight",
+            "the dose is over its limit at any weight; the maximum for this patient needs a body weight",
+            statement,
+            decisive=False,
+        )
     kind = order.kind or DoseKind.BOLUS
     guideline_amount = policy.limit.guideline * weight_kg if weight_kg is not None else None
     return DoseCheck(
@@ -544,6 +646,8 @@ def _check_dose(
         guideline_limit_amount=guideline_amount,
         per_kg_limit=policy.limit.per_kg,
         cap_amount=policy.limit.max_amount,
+        concentration=concentration,
+        within_from_kg=within_from,
     )
 
 
@@ -571,6 +675,39 @@ def _rounded_limit(
     if rounded != Fraction(value) or ratio <= 1:
         return None
     return RoundedLimit(in_unit, order.dose.unit.text, ratio - 1)
+
+
+def _max_clauses(
+    ordered: Quantity,
+    amount: Fraction | None,
+    limit_amount: Fraction | None,
+    unit: str,
+    concentration: Fraction | None,
+) -> dict[str, Clause]:
+    """ ": max 28 mg" and ", at most 28 mg for this weight", in mL too when the concentration is known; the
+    maximum shown is kept from reading below the dose (``apart_from``), in mL below a dose ordered in mL."""
+    literal = Fraction(ordered.value)
+    volume = ordered.unit.amount == "volume" and ordered.unit.factor == 1
+    ml = literal if volume and ordered.unit.per_hours in (None, Fraction(1)) else None
+    return {
+        "max": Clause(": max ", limit_amount, unit, "", amount, concentration, ml),
+        "max_for_weight": Clause(
+            ", at most ", limit_amount, unit, " for this weight", amount, concentration, ml
+        ),
+    }
+
+
+def _concentration(ctx: _Context) -> Fraction | None:
+    order = ctx.facts.order
+    return order.concentration_mg_per_ml if order is not None else None
+
+
+def _within_from(limit: Limit, amount: Fraction | None) -> Fraction | None:
+    """The least body weight for which a dose in mg (mg/h) is within the limit per kg, exactly; None when a
+    site's absolute cap makes it over whatever the weight (the check then says so without a weight)."""
+    if amount is None or (limit.max_amount is not None and amount > limit.max_amount):
+        return None
+    return amount / limit.per_kg
 
 
 def _limit_source(limit: Limit, weight_kg: Fraction | None) -> str:
@@ -618,13 +755,14 @@ def _also_exceeds(
             "dose": DoseMath(dose.ordered, amount, per_kg, dose.weight, unit, also.per_kg, limit_amount),
             "limit": shown["limit"],
             "site_note": shown["site_note"],
-            "max": Clause(": max ", limit_amount, unit, apart_from=amount),
-            "max_for_weight": Clause(" (max ", limit_amount, unit, " for this weight)", apart_from=amount),
+            **_max_clauses(dose.ordered, amount, limit_amount, unit, _concentration(ctx)),
         },
     )
 
 
 def _need_for_dose(ctx: _Context, status: DoseStatus, statement: str) -> None:
+    if status is DoseStatus.NO_WEIGHT and ctx.facts.weight_problem is not None:
+        return  # needed already, with why the record's weight is not used (_weight_unusable)
     if status is DoseStatus.NO_WEIGHT:
         ctx.need(
             "weight",
@@ -733,7 +871,7 @@ def chronic_dose_minimum(ctx: _Context, infusion: OrderDose | None, concentratio
     least_mg = ctx.kb.threshold(statement, "minimum_total_mg")
     least_h = ctx.kb.threshold(statement, "minimum_duration_h")
     key = "meets" if total >= least_mg and duration > least_h else "below"
-    ctx.add(statement, key, total=(total, "mg"), duration=Elapsed(duration))
+    ctx.add(statement, key, total=Beside(total, "mg", least_mg), duration=Elapsed(duration, least_h))
 
 
 def _delivered(

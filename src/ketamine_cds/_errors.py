@@ -25,6 +25,12 @@ class NotJSONError(InputError):
     code = "not-json"
 
 
+class DuplicateKeyError(NotJSONError):
+    """A JSON object names one key twice: which value was meant cannot be told (a parser keeps the last)."""
+
+    code = "duplicate-key"
+
+
 class NotFHIRError(InputError):
     """The document is JSON but neither an R4 Bundle nor a case document."""
 

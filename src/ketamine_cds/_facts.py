@@ -157,6 +157,7 @@ class Facts:
     ``ruled_out`` holds concepts the record explicitly excludes (e.g. a negative pregnancy status), and
     ``stated`` conditions known from a direct answer (a pregnancy stated on the form) even where the
     condition list itself is unknown: they are present either way.
+    ``weight_problem`` says why a body weight the record holds is not used (``weight_kg`` is then None).
     ``opioid_tolerance`` is a tolerance already decided with the engine's rule (``_opioids.opioid_tolerance``:
     the batch audit decides it once per patient and day) or known to the caller; when it is given, ``opioids``
     is not read again.
@@ -168,6 +169,9 @@ class Facts:
     weight_kg: Fraction | None = None
     weight_basis: WeightBasis = WeightBasis.GIVEN
     weight_measured: date | None = None  # when the weight was measured (WeightBasis.MEASURED)
+    # why the record's body weight is not used (weight_kg None): two weights at one time that disagree, a
+    # weight given only as a bound. The answer then says so, and needs the weight.
+    weight_problem: str | None = None
     setting: Setting = Setting.UNKNOWN
     conditions: tuple[ConditionFact, ...] | None = ()
     ruled_out: frozenset[str] = frozenset()

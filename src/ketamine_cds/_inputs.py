@@ -9,18 +9,25 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from ._errors import InputError, NotFHIRError, NotJSONError
+from ._errors import DuplicateKeyError, InputError, NotFHIRError, NotJSONError
 from ._facts import Facts
 from ._kb import KnowledgeBase, load_knowledge
 from ._site import Site
 from ._units import bounded
 
 
-def parse_json(text: str | bytes) -> Any:
+def parse_json(text: str | bytes, *, unique_keys: bool = True) -> Any:
     """JSON with every number read exactly (``Decimal``), never through a binary float, and every string
-    valid Unicode text."""
+    valid Unicode text. A key written twice in one object is refused (``DuplicateKeyError``): ``json.loads``
+    would keep the last, so ``{"value": 2000, "value": 20}`` would be checked as 20. ``unique_keys=False``
+    keeps the last, as other JSON readers do (the batch audit reads exports with DuckDB, which does too)."""
     try:
-        data = json.loads(text, parse_float=_decimal, parse_constant=Decimal)
+        data = json.loads(
+            text,
+            parse_float=_decimal,
+            parse_constant=Decimal,
+            object_pairs_hook=_unique_keys if unique_keys else None,
+        )
     except InputError:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
@@ -56,6 +63,21 @@ def _has_lone_surrogate(data: Any) -> bool:
         elif isinstance(value, list):
             stack.extend(value)
     return False
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(
+                    "",
+                    f"the key {key[:40]!r} appears twice in one JSON object: "
+                    "which value was meant cannot be told",
+                )
+            seen.add(key)
+    return data
 
 
 def _decimal(text: str) -> Decimal:

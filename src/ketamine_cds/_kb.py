@@ -143,8 +143,13 @@ class Use:
 @dataclass(frozen=True, slots=True)
 class Concept:
     id: str
-    label: str
+    label: str  # as the web form offers it
     statement: str | None = None
+    name: str | None = None  # as a finding names it, where the label says more than the condition
+
+    @property
+    def finding_name(self) -> str:
+        return self.name or self.label
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +245,10 @@ class KnowledgeBase:
     weight_max_age_days: int = 30
     adult_age_years: int = 18
     notes: Mapping[str, Message] = field(default_factory=dict)  # summary holds the text, detail is empty
+    # the strengths of the ketamine products, mg per mL (the page's table of maxima in mL)
+    ketamine_concentrations: tuple[Fraction, ...] = ()
+    # measurable steps for a suggested dose: bolus_mg, bolus_ml, infusion_mg_per_h, infusion_ml_per_h
+    dose_steps: Mapping[str, Fraction] = field(default_factory=dict)
 
     def statement(self, statement_id: str) -> Statement:
         return self.statements[statement_id]
@@ -370,4 +379,16 @@ def load_knowledge() -> KnowledgeBase:
         weight_max_age_days=int(kb["defaults"]["weight_max_age_days"]),
         adult_age_years=int(kb["defaults"]["adult_age_years"]),
         notes={k: Message(v["severity"], v["text"], "") for k, v in kb["notes"].items()},
+        ketamine_concentrations=tuple(
+            Fraction(Decimal(c)) for c in kb["ketamine"]["concentrations_mg_per_ml"]
+        ),
+        dose_steps={
+            f"{kind}_{unit}": Fraction(Decimal(kb["defaults"][f"{kind}_step_{unit}"]))
+            for kind, unit in (
+                ("bolus", "mg"),
+                ("bolus", "ml"),
+                ("infusion", "mg_per_h"),
+                ("infusion", "ml_per_h"),
+            )
+        },
     )

@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from ._errors import InputError
 from ._facts import DoseKind, Setting
 from ._kb import KnowledgeBase
+from ._units import plain_decimal
 
 # the cap keys of a dose entry: (kind, per kg?) -> key; which kinds a statement has comes from the guideline
 _CAP_KEYS: Mapping[str, tuple[DoseKind, bool]] = {
@@ -298,10 +299,9 @@ def _positive(value: Any, key: str) -> Fraction:
     """A number above zero, written as a string ("0.3") or a TOML number; read exactly."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise SiteError(key, f'must be a number such as "0.3", not {value!r}')
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise SiteError(key, f'must be a number such as "0.3", not {value!r}') from None
+    number = plain_decimal(str(value), exponent=True)  # "0_3" is not 3
+    if number is None:
+        raise SiteError(key, f'must be a plain number such as "0.3", not {value!r}')
     if not number.is_finite() or number <= 0:
         raise SiteError(key, f"must be above zero, not {value!r}")
     return Fraction(number)

@@ -87,6 +87,31 @@ def bounded(number: Decimal, field: str) -> Decimal:
     return number
 
 
+# A number as people write it: ASCII digits, a sign and a decimal point (and, where the caller allows, an
+# exponent). Python's Decimal() and int() also read "7_0" as 70 and other scripts' digits ("٧٠", full-width
+# "７０") as 70, and DuckDB reads "0_3" as 3: a slip of the keyboard must never become a weight or a dose.
+# Every number read from text (case documents, the page, command-line flags, site files) comes through here.
+_PLAIN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_PLAIN_WITH_EXPONENT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+PLAIN_NUMBER = "a plain number such as 80 or 0.5 (digits, a sign and a decimal point; no '_')"
+
+
+def plain_decimal(text: str, *, exponent: bool = False) -> Decimal | None:
+    """The number ``text`` writes plainly (surrounding spaces ignored), exactly; None when it is not one
+    (``7_0``, ``٧٠``, ``NaN``, ``eighty``). ``exponent``: ``1e3`` is a plain number too (JSON allows it)."""
+    written = text.strip()
+    if not (_PLAIN_WITH_EXPONENT if exponent else _PLAIN).fullmatch(written):
+        return None
+    return Decimal(written)
+
+
+def plain_whole(text: str) -> int | None:
+    """A whole number written in ASCII digits (with an optional sign); None otherwise (``1_0``, ``１０``)."""
+    written = text.strip()
+    return int(written) if _WHOLE.fullmatch(written) else None
+
+
 def _norm(token: str) -> str:
     token = token.strip()
     return token if token == "[lb_av]" else token.lower()
@@ -183,7 +208,7 @@ def concentration_mg_per_ml(numerator: Quantity, denominator: Quantity) -> Fract
 
 
 def format_number(value: Decimal | Fraction | int, places: int = 2) -> str:
-    """At most ``places`` decimals (half up), no trailing zeros: 28, 0.35, 16.67.
+    """At most ``places`` decimals (half up), no trailing zeros, thousands grouped: 28, 0.35, 16.67, 4,000.
 
     Half up (0.125 -> 0.13, -0.125 -> -0.12) for every type: a Decimal is rounded as the exact Fraction it
     is, so the same value reads the same whether it was read (Decimal) or computed (Fraction).
@@ -192,19 +217,46 @@ def format_number(value: Decimal | Fraction | int, places: int = 2) -> str:
         value = Fraction(value)  # exact; Decimal.quantize would round half even by default
     numerator, denominator = value.numerator, value.denominator  # an int is its own numerator, over 1
     if denominator == 1:
-        return str(numerator)
+        return _grouped(str(abs(numerator)), negative=numerator < 0)
     rounded = _scaled_half_up(numerator, denominator, places)
-    whole, decimals = divmod(abs(rounded), 10**places)
-    text = f"{whole}.{decimals:0{places}d}".rstrip("0").rstrip(".") if places else str(whole)
-    return f"-{text}" if rounded < 0 else text
+    return format_decimal(Fraction(rounded, 10**places))
+
+
+def format_decimal(value: Fraction) -> str:
+    """A finite decimal written exactly, without needless zeros, thousands grouped: 4,000, 0.005, 24.447.
+
+    Every number the texts show is first rounded (``shown_*``) to a finite decimal, then written by this."""
+    scale = 1
+    while (value * scale).denominator != 1:
+        scale *= 10
+        if scale > 10**40:
+            raise ValueError(f"not a finite decimal: {value}")
+    scaled = int(value * scale)
+    places = len(str(scale)) - 1
+    whole, decimals = divmod(abs(scaled), scale)
+    text = _grouped(str(whole))
+    if places:
+        digits = f"{decimals:0{places}d}".rstrip("0")
+        if digits:
+            text += "." + digits
+    return f"-{text}" if scaled < 0 else text
+
+
+def _grouped(whole: str, *, negative: bool = False) -> str:
+    """Thousands separated by commas (ISMP: 5,000 units, never 5000): 4,000; 12,500; 950."""
+    groups: list[str] = []
+    while len(whole) > 3:
+        whole, groups = whole[:-3], [whole[-3:], *groups]
+    text = ",".join([whole, *groups])
+    return f"-{text}" if negative else text
 
 
 def format_exact(value: Decimal) -> str:
-    """A decimal exactly as its value, without exponent or needless zeros: 40, 0.005, 0.352 (4E+1 -> 40)."""
+    """A decimal exactly as its value, thousands grouped, without exponent or needless zeros: 40, 0.005,
+    0.352, 4,000 (4E+1 -> 40)."""
     if not value.is_finite():
         return str(value)
-    text = f"{value:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return format_decimal(Fraction(value))
 
 
 MOST_PLACES = 6  # the most decimals format_apart shows; past them it rounds away from the other number
@@ -220,17 +272,25 @@ def format_apart(
     0.352 beside the 0.35 mg/kg limit, not "0.35 mg/kg is over the 0.35 mg/kg limit". Half-up rounding keeps
     order, so the digits that tell the two apart also put the value on its true side of ``other``. Should
     ``most`` decimals not be enough, the value is rounded away from ``other`` (up when above it) at ``most``.
+    (Doses beside their limits use ``shown_beside``, which the JSON numbers follow too.)
     """
     if other is None or value == other:
         return format_number(value, places)
-    near = Fraction(other)
+    digits = _places_apart(value, Fraction(other), places, most)
+    if digits is not None:
+        return format_number(value, digits)
+    scaled = value * 10**most
+    away = math.ceil(scaled) if value > Fraction(other) else math.floor(scaled)
+    return format_number(Fraction(away, 10**most), most)
+
+
+def _places_apart(value: Fraction, other: Fraction, places: int, most: int) -> int | None:
+    """The fewest decimals (from ``places``) at which ``value`` and ``other``, rounded half up, differ."""
     for digits in range(places, most + 1):
         mine = _scaled_half_up(value.numerator, value.denominator, digits)
-        if mine != _scaled_half_up(near.numerator, near.denominator, digits):
-            return format_number(value, digits)
-    scaled = value * 10**most
-    away = math.ceil(scaled) if value > near else math.floor(scaled)
-    return format_number(Fraction(away, 10**most), most)
+        if mine != _scaled_half_up(other.numerator, other.denominator, digits):
+            return digits
+    return None
 
 
 def _scaled_half_up(numerator: int, denominator: int, places: int) -> int:
@@ -239,24 +299,111 @@ def _scaled_half_up(numerator: int, denominator: int, places: int) -> int:
     return (numerator * scale * 2 + denominator) // (2 * denominator)
 
 
+# --- the numbers the texts and the JSON show (README, "How numbers are shown") ----------------------------
+#
+# Every computed number is rounded once, here, to the finite decimal it is shown as; the texts write that
+# decimal and the JSON gives it as a number. The JSON has at most 2 decimals (the contract): where a text
+# needs more to keep a dose apart from its limit, the JSON number is the text's rounded on to 2 decimals in
+# the same direction, so the two never disagree on which side of a limit a number is.
+
+
+def floor_to(value: Fraction, places: int) -> Fraction:
+    """Rounded down to ``places`` decimals."""
+    return Fraction(math.floor(value * 10**places), 10**places)
+
+
+def ceil_to(value: Fraction, places: int) -> Fraction:
+    """Rounded up to ``places`` decimals."""
+    return Fraction(math.ceil(value * 10**places), 10**places)
+
+
+def half_up_to(value: Fraction, places: int) -> Fraction:
+    return Fraction(_scaled_half_up(value.numerator, value.denominator, places), 10**places)
+
+
+def shown_max(
+    value: Fraction, other: Fraction | None = None, places: int = 2, most: int = MOST_PLACES
+) -> Fraction:
+    """A maximum as shown: rounded down, so that a dose of the amount shown is within it (0.35 mg/kg for
+    62.5 kg is 21.875 mg, shown 21.87: 21.88 mg would be over). ``other`` is a dose written exactly as
+    ordered in the same unit: where two decimals rounded down would put it above the maximum shown though it
+    is within (24.447 mg ordered, max 24.4475 mg, "max 24.44"), as many more decimals as keep it under it
+    ("max 24.447"). A dose over the maximum stays over any maximum rounded down. A maximum above zero is
+    never shown as 0: it gets the decimals of its first digit (0.004 mg)."""
+    places = _significant(value, places, most)
+    for digits in range(places, most + 1):
+        shown = floor_to(value, digits)
+        if other is None or other > value or shown >= other:
+            return shown
+    return floor_to(value, most) if floor_to(value, most) >= (other or 0) else value
+
+
+def shown_beside(
+    value: Fraction, limit: Fraction | None, places: int = 2, most: int = MOST_PLACES
+) -> Fraction:
+    """A dose beside the limit it is compared with, as shown: two decimals, half up, as a rule; where that
+    would make it read like the limit, the decimals that tell them apart (28.19 mg for 80 kg is 0.352375
+    mg/kg, shown 0.352 beside the 0.35 mg/kg limit; 16.67 mcg/kg/min is 1.0002 mg/kg/h beside 1 mg/kg/h).
+    Half-up rounding keeps order, so the digits that tell the two apart also keep it on its own side of the
+    limit. Should ``most`` decimals not do, it is rounded away from the limit. At the limit it reads as the
+    limit does (a maximum, rounded down). Without a limit: two decimals, half up. A dose above zero is never
+    shown as 0."""
+    places = _significant(value, places, most)
+    if limit is None:
+        return half_up_to(value, places)
+    if value == limit:
+        return shown_max(limit, places=places)
+    digits = _places_apart(value, limit, places, most)
+    if digits is not None:
+        return half_up_to(value, digits)
+    return floor_to(value, most) if value < limit else ceil_to(value, most)
+
+
+def _significant(value: Fraction, places: int, most: int) -> int:
+    """``places``, or more where a value above zero would otherwise be shown as 0 (its first digit's)."""
+    while places < most and 0 < value < Fraction(1, 10**places):
+        places += 1
+    return places
+
+
+def shown_min(value: Fraction, places: int = 2) -> Fraction:
+    """A minimum as shown: rounded up, so that the amount shown meets it (a weight from which a dose is
+    within its limit: 20 mg at 0.35 mg/kg needs 57.142... kg, shown 57.2 kg at one decimal)."""
+    return ceil_to(value, places)
+
+
+def shown_weight(kg: Fraction) -> Fraction:
+    """A body weight as shown: rounded down to 2 decimals, like the maxima worked out from it, so that a
+    limit per kg times the weight shown is never above the maximum shown (61.425 kg reads 61.42 kg beside
+    "max 61.42 mg/h" at 1 mg/kg/h, not 61.43)."""
+    return floor_to(kg, 2)
+
+
+def json_number(shown: Fraction, direction: str = "half") -> float:
+    """A shown number for the JSON, at most 2 decimals: as shown when it has no more, otherwise rounded on in
+    its direction ("down" for a maximum or a dose within its limit, "up" for a dose over it or a minimum)."""
+    if direction == "down":
+        return float(floor_to(shown, 2))
+    if direction == "up":
+        return float(ceil_to(shown, 2))
+    return float(half_up_to(shown, 2))
+
+
 def format_max(
     value: Fraction, other: Fraction | None = None, places: int = 2, most: int = MOST_PLACES
 ) -> str:
-    """A maximum dose for display, rounded down so that a dose of the amount shown is within it: 0.35 mg/kg
-    for 62.5 kg is 21.875 mg and reads 21.87, since 21.88 mg would be over. ``other`` is the ordered amount it
-    is compared with: where two decimals rounded down would put a dose at or under the maximum above it
-    (24.447 mg ordered, max 24.4475 mg, "max 24.44"), as many more decimals are shown as keep it under
-    ("max 24.447"). A dose over the maximum stays over any maximum rounded down."""
-    for digits in range(places, most + 1):
-        shown = Fraction(math.floor(value * 10**digits), 10**digits)
-        if other is None or other > value or shown >= other:
-            return format_number(shown, digits)
-    return format_number(value, most)
+    """A maximum dose for display (``shown_max``), written out."""
+    return format_decimal(shown_max(value, other, places, most))
+
+
+def format_beside(value: Fraction, limit: Fraction | None) -> str:
+    """A dose beside its limit for display (``shown_beside``), written out."""
+    return format_decimal(shown_beside(value, limit))
 
 
 def round_max_for_display(value: Fraction, places: int = 2) -> float:
-    """A maximum as a JSON number: rounded down (see ``format_max``); comparisons never use it."""
-    return float(Fraction(math.floor(value * 10**places), 10**places))
+    """A maximum as a JSON number: rounded down (see ``shown_max``); comparisons never use it."""
+    return float(floor_to(value, places))
 
 
 def _fraction_to_decimal(value: Fraction, places: int) -> Decimal:

@@ -570,3 +570,77 @@ def test_a_crps_infusion_with_a_duration_is_checked_against_the_first_infusion_m
     assert [f.message_key for f in assessment.findings if f.statement.id == "chronic-dose-minimum"] == [
         "meets"
     ]
+
+
+# --- odd quantities that would change a dose answer without a word (issue 20) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "where", "unit", "code"),
+    [
+        ({"dose": quantity(20, "mg", code="ug")}, "doseQuantity", "mg", "ug"),
+        ({"dose": quantity(20, "ug", code="mg")}, "doseQuantity", "ug", "mg"),
+        ({"rate": quantity(50, "mg/h", code="mg/min")}, "rateQuantity", "mg/h", "mg/min"),
+        ({"rate": quantity("0.5", "mg/kg/h", code="mg/h")}, "rateQuantity", "mg/kg/h", "mg/h"),
+    ],
+)
+def test_a_dose_whose_unit_and_code_disagree_is_unreadable_naming_both(
+    entry: dict[str, Any], where: str, unit: str, code: str
+) -> None:
+    # today the UCUM code wins without a word: 20 "mg" coded ug would be checked as 0.02 mg
+    with pytest.raises(UnitError) as caught:
+        read(patient(), ketamine(**entry))
+    assert caught.value.field == f"MedicationRequest/k1.dosageInstruction[0].doseAndRate[0].{where}.unit"
+    assert repr(unit) in caught.value.message and repr(code) in caught.value.message
+
+
+@pytest.mark.parametrize(("unit", "code"), [("mcg", "ug"), ("mg/kg/hr", "mg/kg/h"), ("milligram", "mg")])
+def test_a_unit_that_says_the_same_as_its_code_or_is_only_words_is_read(unit: str, code: str) -> None:
+    given = quantity(20, unit, code=code)
+    order = ketamine(rate=given) if "/" in code else ketamine(dose=given)
+    assert order_of(order).dose is not None
+
+
+def test_a_rate_ratio_whose_time_unit_and_code_disagree_is_unreadable() -> None:
+    ratio = {"numerator": quantity(20, "mg", code="mg"), "denominator": quantity(1, "h", code="min")}
+    with pytest.raises(UnitError) as caught:
+        read(patient(), ketamine(rate_ratio=ratio))
+    assert caught.value.field.endswith("rateRatio.denominator.unit") and "'min'" in caught.value.message
+
+
+@pytest.mark.parametrize("comparator", ["<", "<=", ">", ">="])
+def test_a_dose_given_as_a_bound_is_unreadable(comparator: str) -> None:
+    # "< 20 mg" is not a dose to check against a limit: refused, never read as 20 mg
+    dose = quantity(20, "mg", code="mg") | {"comparator": comparator}
+    with pytest.raises(InputError) as caught:
+        read(patient(), ketamine(dose=dose))
+    assert (
+        caught.value.field
+        == "MedicationRequest/k1.dosageInstruction[0].doseAndRate[0].doseQuantity.comparator"
+    )
+    assert f"{comparator} 20 mg" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Keta\u00admine 50 mg/mL injection",  # a soft hyphen in the word (a hyphenation point)
+        "Keta\u200bmine 50 mg/mL",  # a zero-width space
+        "\u200dKetamine\ufeff 50 mg/mL",  # a zero-width joiner and a byte-order mark around it
+        "\uff2b\uff45\uff54\uff41\uff4d\uff49\uff4e\uff45 50 mg/mL",  # full-width letters
+        "Ketamin 10 mg/ml Injektionsl\u00f6sung",  # German
+        "Ketamina 50 mg/ml soluci\u00f3n inyectable",  # Spanish, Italian, Polish, Portuguese
+        "K\u00e9tamine 50 mg/ml solution injectable",  # French
+    ],
+)
+def test_ketamine_is_recognised_whatever_the_unicode_form_or_language_of_its_name(name: str) -> None:
+    # today these names are not ketamine: the order is not checked at all, and order-sign answers no cards
+    assert is_ketamine_order(ketamine(medication={"text": name}))
+    assert order_of(ketamine(medication={"text": name}, dose=quantity(20, "mg", code="mg"))).dose is not None
+
+
+@pytest.mark.parametrize(
+    "name", ["Esketamin 28 mg Nasenspray", "Eske\u00adtamine 28 MG Nasal Spray", "(S)-Ketamin"]
+)
+def test_esketamine_is_not_ketamine_in_any_form(name: str) -> None:
+    assert not is_ketamine_order(ketamine(medication={"text": name}))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 import pytest
-from fhir_bundles import FIXTURES, TODAY, load, patient, read, weight
+from fhir_bundles import FIXTURES, TODAY, ketamine, load, patient, procedure, quantity, read, weight
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ketamine_cds import ImpossibleValueError, UnitError
+from ketamine_cds import ImpossibleValueError, UnitError, assess, assessment_json
 from ketamine_cds.adapters.fhir import facts_from_bundle
 
 
@@ -161,3 +162,69 @@ def test_a_weight_quantity_without_value_is_skipped() -> None:
     empty = weight(1, id="empty", when="2026-11-23")
     empty["valueQuantity"] = {"unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}
     assert read(empty, weight(64, when="2026-11-01")).weight_kg == 64
+
+
+# --- odd weights that would change a dose answer without a word (issue 20) ------------------------------
+
+
+def _answer(*resources: dict[str, object]) -> dict[str, Any]:
+    """The assessment JSON of a planned appendectomy with a 20 mg IV bolus and these resources."""
+    order = ketamine(dose=quantity(20, "mg", code="mg"))
+    surgery = procedure("80146002", "Appendectomy")
+    return assessment_json(assess(read(patient(), surgery, order, *resources)))
+
+
+SAME_TIME = "2026-11-20T08:00:00Z"
+
+
+def test_two_weights_at_the_same_time_that_disagree_are_not_used_and_both_are_named() -> None:
+    light, heavy = weight(7, when=SAME_TIME, id="light"), weight(70, when=SAME_TIME, id="heavy")
+    assert _answer(weight(70, when="2026-11-01", id="older"))["verdict"] == "consider"
+    answers = [_answer(light, heavy), _answer(heavy, light)]
+    assert answers[0] == answers[1]  # whatever the order of the entries
+    answer = answers[0]
+    assert answer["verdict"] == "needs-information"
+    assert answer["dose_limits"]["weight_kg"] is None and answer["dose_limits"]["max_bolus_mg"] is None
+    assert answer["dose_check"]["status"] == "cannot-check-no-weight"
+    [missing] = [m for m in answer["missing_information"] if m["datum"] == "weight" and m["decisive"]]
+    assert "7 kg" in missing["reason"] and "70 kg" in missing["reason"] and "disagree" in missing["reason"]
+    [said] = [f for f in answer["findings"] if "Body weight not used" in f["summary"]]
+    assert said["statement"] == "dose-bolus-limit" and said["severity"] == "warning"
+    assert "7 kg" in said["summary"] and "70 kg" in said["summary"]
+    assert "Observation/light" in said["detail"] and "Observation/heavy" in said["detail"]
+    cannot = next(f for f in answer["findings"] if f["summary"].startswith("Cannot check bolus"))
+    assert "no usable body weight" in cannot["summary"]
+
+
+def test_two_weights_at_the_same_time_that_agree_as_written_are_one_weight() -> None:
+    # the same weighing in kg and in pounds, each rounded as written (154.3 lb is 69.99 kg): not a conflict
+    kg, lb = (
+        weight(70, when=SAME_TIME, id="kg"),
+        weight(Decimal("154.3"), "lb", code="[lb_av]", when=SAME_TIME, id="lb"),
+    )
+    for entries in ((kg, lb), (lb, kg)):  # the lower of the two, whatever the order of the entries
+        assert read(*entries).weight_kg == Fraction("154.3") * Fraction("0.45359237")
+    assert (
+        read(weight(70, when=SAME_TIME, id="a"), weight(Decimal("70.0"), when=SAME_TIME, id="b")).weight_kg
+        == 70
+    )
+
+
+def test_a_weight_given_as_a_bound_is_not_a_weight_to_dose_from() -> None:
+    bound = weight(30, when=SAME_TIME, id="bound")
+    bound["valueQuantity"]["comparator"] = "<"
+    answer = _answer(bound, weight(70, when="2026-11-01", id="older"))
+    assert answer["verdict"] == "needs-information"
+    assert answer["dose_limits"]["weight_kg"] is None  # not 30 kg, nor the older 70 kg
+    [said] = [f for f in answer["findings"] if "Body weight not used" in f["summary"]]
+    assert "< 30 kg" in said["summary"] and "Observation/bound" in said["detail"]
+    assert any("< 30 kg" in m["reason"] for m in answer["missing_information"] if m["datum"] == "weight")
+
+
+@pytest.mark.parametrize(("unit", "code"), [("lb", "kg"), ("kg", "[lb_av]"), ("g", "kg")])
+def test_a_weight_whose_unit_and_code_disagree_is_unreadable_naming_both(unit: str, code: str) -> None:
+    # today the UCUM code wins without a word: 154 "lb" coded kg would be a 154 kg patient
+    with pytest.raises(UnitError) as caught:
+        read(weight(154, unit, code=code, id="w9"))
+    assert caught.value.field == "Observation/w9.valueQuantity.unit"
+    assert repr(unit) in caught.value.message and repr(code) in caught.value.message

@@ -60,6 +60,11 @@ def weight(id_: str, when: str, value: str | int, unit: str = "kg", status: str 
     }
 
 
+def bound(resource: Json, comparator: str) -> Json:
+    """A body weight (or any resource with a valueQuantity) given only as a bound: "< 30 kg"."""
+    return {**resource, "valueQuantity": {**resource["valueQuantity"], "comparator": comparator}}
+
+
 def condition(id_: str, code: Json, clinical: str | None = "active", verification: str | None = None) -> Json:
     resource: Json = {"resourceType": "Condition", "id": id_, "code": code, "subject": PATIENT}
     if clinical:
@@ -128,6 +133,9 @@ class Fixture:
     reason_reference: str | None = None
     encounter: str | None = None
     method_on_order_only: bool = False  # the administration does not repeat the order's dosage method
+    refused: str = (
+        ""  # both readers refuse the record (the service's error, the audit's row reason) saying this
+    )
     # field -> (the live service's value, the audit's value, why they legitimately differ)
     differs: Json = field(default_factory=dict)
 
@@ -577,5 +585,81 @@ FIXTURES: tuple[Fixture, ...] = (
                 "one completed since was taken on the day of the dose",
             )
         },
+    ),
+    Fixture(
+        "weight in effect: two weights taken at the same time that disagree are not used, and are named",
+        {
+            "weight_kg": None,
+            "weight_problem": "two body weights taken at the same time disagree: 7 kg and 70 kg "
+            "(Observation/w2, Observation/w3; taken 2026-03-09T08:00:00Z)",
+        },
+        record=(
+            weight("w1", "2026-01-01T08:00:00Z", 68),
+            weight("w3", "2026-03-09T08:00:00Z", 70),
+            weight("w2", "2026-03-09T08:00:00Z", 7),
+        ),
+    ),
+    Fixture(
+        "weight in effect: two weights taken at the same time that agree as written are one weighing (the lower)",
+        {"weight_kg": Decimal("69.989302691"), "weight_problem": None},  # 154.3 lb
+        record=(
+            weight("w1", "2026-03-09T08:00:00Z", 70),
+            weight("w2", "2026-03-09T08:00:00Z", "154.3", "[lb_av]"),
+        ),
+    ),
+    Fixture(
+        "weight in effect: the latest weight given only as a bound is not used, nor an older one instead",
+        {
+            "weight_kg": None,
+            "weight_problem": "the latest body weight (Observation/w2) is recorded only as a bound (< 30 kg), "
+            "not as a weight a dose can be worked out from",
+        },
+        record=(
+            weight("w1", "2026-01-01T08:00:00Z", 70),
+            bound(weight("w2", "2026-03-09T08:00:00Z", 30), "<"),
+        ),
+    ),
+    Fixture(
+        "weight in effect: a weight whose unit and UCUM code disagree cannot be read",
+        {},
+        record=(
+            {**weight("w1", "2026-03-01T08:00:00Z", 154), "valueQuantity": {**qty(154, "lb"), "code": "kg"}},
+        ),
+        refused="the unit 'lb' and the UCUM code 'kg' name different units",
+    ),
+    Fixture(
+        "dose: a dose whose unit and UCUM code disagree cannot be read",
+        {},
+        dose={"doseQuantity": {**qty(20, "mg"), "code": "ug"}},
+        refused="the unit 'mg' and the UCUM code 'ug' name different units",
+    ),
+    Fixture(
+        "dose: a dose given only as a bound cannot be checked",
+        {},
+        dose={"doseQuantity": {**qty(20, "mg"), "comparator": "<"}},
+        refused="the quantity is only a bound (< 20 mg), not an amount",
+    ),
+    Fixture(
+        "rates: a rate whose unit and UCUM code disagree cannot be read",
+        {},
+        dose={"rateQuantity": {**qty(2, "mg/min"), "unit": "mg/h"}},
+        refused="the unit 'mg/h' and the UCUM code 'mg/min' name different units",
+    ),
+    Fixture(
+        "ketamine by name: format characters in the word (a soft hyphen, a zero-width space) are not read",
+        {"route": "intravenous", "kind": "bolus", "dose": (Decimal(20), "mg")},
+        medication={"medicationCodeableConcept": {"text": "Keta\u00admine hydro\u200bchloride 50 mg/mL"}},
+    ),
+    Fixture(
+        "ketamine by name: full-width letters read as their ASCII forms",
+        {"route": "intravenous", "kind": "bolus", "dose": (Decimal(20), "mg")},
+        medication={
+            "medicationCodeableConcept": {"text": "\uff2b\uff25\uff34\uff21\uff2d\uff29\uff2e\uff25 50 mg/mL"}
+        },
+    ),
+    Fixture(
+        "ketamine by name: its name in other languages (Ketamin, ketamina, kétamine), never esketamine",
+        {"route": "intravenous", "kind": "bolus", "dose": (Decimal(20), "mg")},
+        medication={"medicationCodeableConcept": {"text": "Ketamin 10 mg/ml Injektionsl\u00f6sung"}},
     ),
 )

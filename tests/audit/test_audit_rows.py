@@ -56,9 +56,9 @@ def write_csv(path: Path, rows: list[dict[str, str]], header: list[str] = HEADER
     return path
 
 
-def audit(table: Path, out: Path) -> dict[str, tuple[Any, ...]]:
+def audit(table: Path, out: Path, columns: dict[str, str] | None = None) -> dict[str, tuple[Any, ...]]:
     """admin_id -> (verdict, statements, dose_status, problem), as the DuckDB audit wrote them."""
-    run = run_duckdb(flat_source(table), out)
+    run = run_duckdb(flat_source(table, columns), out)
     con = duckdb.connect()
     try:
         rows = con.execute(
@@ -283,7 +283,7 @@ def test_a_parquet_float_or_double_dose_is_read_as_written(tmp_path: Path) -> No
         con.close()
     want = engine({"kind": "bolus", "dose": {"value": 15.05, "unit": "mg"}}, weight=43)
     assert want[2] == "within"
-    assert audit(table, tmp_path / "out")["f1"] == (*want, None)
+    assert audit(table, tmp_path / "out", {"dose_double": "-"})["f1"] == (*want, None)  # a column not read
     assert audit(tmp_path / "double.parquet", tmp_path / "out2")["f2"] == (*want, None)
 
 
@@ -355,3 +355,48 @@ def test_times_outside_the_calendar_are_row_reasons_and_the_report_is_written(tm
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "cli" / "report.html").read_text().count("9999") >= 1
+
+
+def test_a_number_with_a_digit_separator_is_a_row_reason_never_read(tmp_path: Path) -> None:
+    # DuckDB's TRY_CAST reads "7_0" as 70 and "0_3" as 3: a slip of the keyboard, never a weight or a dose
+    table = write_csv(
+        tmp_path / "flat.csv",
+        [
+            row("a", "bolus", "0_3", "mg/kg"),
+            row("b", "bolus", "20", "mg", weight="7_0"),
+            row("c", "bolus", "20", "mg"),
+        ],
+    )
+    found = audit(table, tmp_path / "out")
+    assert found["a"][3] == "row: dose_value is not a number: 0_3"
+    assert found["b"][3] == "row: weight_value is not a number: 7_0"
+    assert found["c"][3] is None
+
+
+def test_an_omop_quantity_or_weight_with_a_digit_separator_is_a_row_reason(tmp_path: Path) -> None:
+    from ketamine_cds.audit.omop import omop_source
+
+    folder = tmp_path / "omop"
+    folder.mkdir()
+    (folder / "person.csv").write_text("person_id,year_of_birth\n1,1970\n2,1970\n")
+    (folder / "drug_exposure.csv").write_text(
+        "drug_exposure_id,person_id,drug_concept_id,drug_source_value,drug_exposure_start_datetime,quantity,"
+        "dose_unit_source_value,route_source_value\n"
+        "1,1,0,ketamine,2025-03-01 10:00:00,2_0,mg,IV\n"
+        "2,2,0,ketamine,2025-03-01 10:00:00,20,mg,IV\n"
+    )
+    (folder / "measurement.csv").write_text(
+        "measurement_id,person_id,measurement_concept_id,measurement_source_value,measurement_datetime,"
+        "value_as_number,unit_source_value\n"
+        "1,2,0,29463-7,2025-02-01 08:00:00,7_0,kg\n"
+    )
+    con = duckdb.connect()
+    try:
+        cursor = con.execute(
+            f"SELECT admin_id, dose_value, weight_value, input_problem FROM ({omop_source(folder)})"
+        )
+        rows = {r[0]: r[1:] for r in cursor.fetchall()}
+    finally:
+        con.close()
+    assert rows["1"][0] is None and "quantity is not a number: 2_0" in rows["1"][2]
+    assert rows["2"][1] is None and "the body weight is not a number" in rows["2"][2]

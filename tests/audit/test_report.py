@@ -222,7 +222,7 @@ def test_histograms_count_every_checked_dose(synthetic: Audited) -> None:
         assert agg.infusion.shown == count(f"{infusion} AND {per_kg}") > 3_000
         assert agg.infusion.without_per_kg == count(f"{infusion} AND NOT ({per_kg})") > 0
         over = sum(c.get("over", 0) for c in agg.bolus.counts.values())
-        assert over == count(f"{bolus} AND dose_status = 'exceeds'")
+        assert over == count(f"{bolus} AND {per_kg} AND dose_status = 'exceeds'")  # drawn per kg
         assert agg.icu_infusions == count(
             "list_contains(statements, 'dose-infusion-limit') AND setting = 'intensive-care'"
         )

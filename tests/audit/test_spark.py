@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from ketamine_cds import load_knowledge
+from ketamine_cds import InputError, load_knowledge
 from ketamine_cds._site import load_site
 from ketamine_cds.audit.duck import AuditRun, run_duckdb
 from ketamine_cds.audit.flat import flat_source
@@ -401,6 +401,39 @@ def test_typed_parquet_read_alike(spark_cluster: Cluster, tmp_path: Path) -> Non
         con.close()
     duck = run_duckdb(flat_source(flat), tmp_path / "duck")
     _assert_same_runs(duck, run_spark(flat, "flat", tmp_path / "spark", master=spark_cluster.master))
+
+
+def test_column_names_matched_refused_and_mapped_as_duckdb_does(
+    spark_cluster: Cluster, tmp_path: Path
+) -> None:
+    """A flat table's column names in another case, an unknown one and a mapped one: the tasks run
+    ``flat.resolve_columns`` as DuckDB does; an unknown column stops the run with DuckDB's message."""
+    flat = tmp_path / "renamed.csv"
+    con = duckdb.connect()
+    try:
+        con.execute(
+            f"""COPY (SELECT * RENAME (weight_value AS WEIGHT_VALUE, dose_value AS dose_mg), 'x' AS Notes
+                FROM ({canonical_sql(300, seed=5)})) TO '{flat}' (FORMAT csv, HEADER)"""
+        )
+    finally:
+        con.close()
+    with pytest.raises(InputError) as refused:
+        run_spark(flat, "flat", tmp_path / "refused", master=spark_cluster.master)
+    with pytest.raises(InputError) as by_duckdb:
+        flat_source(flat)
+    assert str(refused.value) == str(by_duckdb.value)
+    assert "'dose_mg'" in str(refused.value) and "'Notes'" in str(refused.value)
+    mappings = {"dose_mg": "dose_value", "Notes": "-"}
+    duck = run_duckdb(flat_source(flat, mappings), tmp_path / "duck")
+    ran = run_spark(flat, "flat", tmp_path / "spark", master=spark_cluster.master, columns=mappings)
+    _assert_same_runs(duck, ran)
+    described, rows = _table(ran.findings)
+    names = [name for name, _ in described]
+    weights = [r[names.index("weight_kg")] for r in rows]
+    doses = [r[names.index("dose_value")] for r in rows]
+    assert (
+        len(rows) == 300 and sum(w is not None for w in weights) > 200 and all(d is not None for d in doses)
+    )
 
 
 # --- a real Bulk Data export ------------------------------------------------------------------------------

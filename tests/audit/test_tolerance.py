@@ -93,7 +93,8 @@ def test_the_audit_decides_tolerance_as_assess_does(
         con.execute(
             "CREATE TABLE administrations AS SELECT admin_id, patient_id, administered_at, 'intravenous' AS route, "
             "'bolus' AS kind, 0.3 AS dose_value, 'mg/kg' AS dose_unit, CAST(NULL AS DOUBLE) AS concentration_mg_per_ml, "
-            "70.0 AS weight_value, 'kg' AS weight_unit, 'non-intensive-care' AS setting, 'Ward' AS location, "
+            "70.0 AS weight_value, 'kg' AS weight_unit, CAST(NULL AS VARCHAR) AS weight_problem, "
+            "'non-intensive-care' AS setting, 'Ward' AS location, "
             "indication, CASE WHEN indication = 'perioperative' THEN 'mild' END AS procedure_class, conditions, "
             "CAST(NULL AS BOOLEAN) AS prior_iv_ketamine, false AS pca_sole_agent, "
             "CAST(NULL AS VARCHAR) AS opioid_tolerance, CAST(NULL AS VARCHAR) AS opioid_unknown_reason, "

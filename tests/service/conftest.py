@@ -33,6 +33,7 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     args: list[str] = field(default_factory=list)  # more arguments to `ketamine-cds serve`
+    command: list[str] = field(default_factory=lambda: ["-m", "ketamine_cds", "serve"])  # after python
 
     @property
     def url(self) -> str:
@@ -42,7 +43,7 @@ class Server:
         env = {**os.environ, "KETAMINE_CDS_DATA_DIR": str(self.data_dir), **self.env}
         self.log = (self.data_dir / f"server-{self.port}.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ketamine_cds", "serve", "--port", str(self.port), *self.args],
+            [sys.executable, *self.command, "--port", str(self.port), *self.args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -98,8 +99,76 @@ def _initdb() -> Path | None:
     return None
 
 
+@dataclass
+class PostgresCluster:
+    """A throwaway PostgreSQL server of the test session's own on a free loopback port, run with pg_ctl."""
+
+    bin_dir: Path
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ketamine-cds-pg-")))
+    port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self) -> list[str]:
+        return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*self._as_postgres(), str(self.bin_dir / "pg_ctl"), "-D", str(self.root / "data"), *args],
+            check=check,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> PostgresCluster:
+        """initdb (the first time) and start; the root is outside pytest's 0700 tree (postgres reaches it)."""
+        if not (self.root / "data").exists():
+            if self._as_postgres():
+                subprocess.run(["chown", "postgres", str(self.root)], check=True)
+            initdb = [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.root / "data"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ]
+            subprocess.run(
+                [*self._as_postgres(), *initdb],
+                check=True,
+                capture_output=True,
+            )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=on"
+        self.pg_ctl("-o", options, "-l", str(self.root / "log"), "-w", "start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        self.pg_ctl("-m", mode, "-w", "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        # its log to the file: a server started with its output on our pipe would keep the pipe open
+        self.pg_ctl("-m", mode, "-l", str(self.root / "log"), "-w", "restart")
+
+    def remove(self) -> None:
+        self.pg_ctl("-m", "immediate", "stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def postgres_cluster() -> PostgresCluster:
+    """A new cluster, or a skip when PostgreSQL is not installed (a failure when CI requires it)."""
+    initdb = _initdb()
+    if initdb is None:
+        if os.environ.get("KETAMINE_CDS_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (KETAMINE_CDS_REQUIRE_POSTGRES) but initdb was not found")
+        pytest.skip("PostgreSQL is not installed here; CI installs it")
+    return PostgresCluster(initdb.parent)
+
+
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL server on a free loopback port, or KETAMINE_CDS_TEST_DATABASE_URL if given.
 
     Skipped when no PostgreSQL is installed, unless KETAMINE_CDS_REQUIRE_POSTGRES is set (as CI does).
@@ -108,50 +177,21 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    initdb = _initdb()
-    if initdb is None:
-        if os.environ.get("KETAMINE_CDS_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL is required (KETAMINE_CDS_REQUIRE_POSTGRES) but initdb was not found")
-        pytest.skip("PostgreSQL is not installed here; CI installs it")
-    bin_dir = initdb.parent
-    root = Path(
-        tempfile.mkdtemp(prefix="ketamine-cds-pg-")
-    )  # outside pytest's 0700 tree: postgres must reach it
-    as_postgres: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        subprocess.run(["chown", "postgres", str(root)], check=True)
-    data, port = root / "data", free_port()
-    subprocess.run(
-        [*as_postgres, str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=on"
-    subprocess.run(
-        [
-            *as_postgres,
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(root / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cluster = postgres_cluster().start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield cluster.url
     finally:
-        subprocess.run(
-            [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.remove()
+
+
+@pytest.fixture
+def postgres_restartable() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server of the test's own, which the test may stop, start and restart."""
+    cluster = postgres_cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 @pytest.fixture
@@ -177,6 +217,8 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
 # fixture -> marker: the real parts a test needs
 _NEEDS = {
     "spark_cluster": "spark",
+    "postgres_restartable": "postgres",
+    "spark": "spark",
     "browser": "browser",
     "page": "browser",
     "chromium": "browser",
@@ -186,6 +228,8 @@ _NEEDS = {
 }
 # modules whose tests start their own server processes (or Node) inside the test body
 _SERVER_MODULES = {
+    "test_database_restart",
+    "test_hardening",
     "test_app",
     "test_auth",
     "test_conformance",

@@ -238,6 +238,11 @@ def test_tenant_and_sub_are_allowed(secured: Secured) -> None:
     assert_passes(secured.call(token))
 
 
+def test_numeric_dates_may_have_a_fraction(secured: Secured) -> None:
+    now = time.time()  # RFC 7519 NumericDate: a JSON number, not necessarily an integer
+    assert_passes(secured.call(secured.rsa.sign(claims(EHR, secured.aud, iat=now, exp=now + 300.5))))
+
+
 def test_small_clock_skew_is_tolerated(secured: Secured) -> None:
     now = int(time.time())
     assert_passes(secured.call(secured.rsa.sign(claims(EHR, secured.aud, iat=now - 305, exp=now - 5))))
@@ -304,6 +309,27 @@ REFUSED: dict[str, tuple[TokenMaker, str]] = {
     "missing exp (190)": (lambda s: s.rsa.sign(claims(EHR, s.aud, exp=None)), "'exp'"),
     "missing iat (191)": (lambda s: s.rsa.sign(claims(EHR, s.aud, iat=None)), "'iat'"),
     "iat in the future": (lambda s: s.rsa.sign(claims(EHR, s.aud, iat=int(time.time()) + 3600)), "future"),
+    "exp as a numeric string": (
+        lambda s: s.rsa.sign(claims(EHR, s.aud, exp=str(int(time.time()) + 300))),
+        "'exp' must be a number",
+    ),
+    "iat as a numeric string": (
+        lambda s: s.rsa.sign(claims(EHR, s.aud, iat=str(int(time.time())))),
+        "'iat' must be a number",
+    ),
+    "nbf as a numeric string": (
+        lambda s: s.rsa.sign(claims(EHR, s.aud, nbf=str(int(time.time()) - 10))),
+        "'nbf' must be a number",
+    ),
+    "exp as true": (lambda s: s.rsa.sign(claims(EHR, s.aud, exp=True)), "'exp' must be a number"),
+    "exp that is not finite": (
+        lambda s: s.rsa.sign(claims(EHR, s.aud, exp=float("inf"))),
+        "'exp' must be a number",
+    ),
+    "a lifetime over the service's cap (an hour by default)": (
+        lambda s: s.rsa.sign(claims(EHR, s.aud, exp=int(time.time()) + 3600 + 120)),
+        "lifetime",
+    ),
     "missing jti (192)": (lambda s: s.rsa.sign(claims(EHR, s.aud, jti=None)), "'jti'"),
     "numeric jti": (lambda s: s.rsa.sign(claims(EHR, s.aud, jti=12345)), "'jti'"),
     "unknown issuer": (lambda s: s.rsa.sign(claims("https://intruder.example", s.aud)), "trust list"),
@@ -537,3 +563,45 @@ def test_good_trust_list_loads(tmp_path: Path) -> None:
     inline = trust.issuers[INLINE].jwks
     assert inline is not None
     assert set(inline) == {"k1", "r1"}
+
+
+def test_the_longest_token_lifetime_accepted_is_a_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from ketamine_cds.service.auth import Authenticator, AuthError, _parse_trust_list
+    from ketamine_cds.service.settings import Settings
+    from ketamine_cds.service.store import open_store
+
+    monkeypatch.setenv("KETAMINE_CDS_MAX_TOKEN_LIFETIME_S", "60")
+    settings = Settings.from_env(data_dir=tmp_path)
+    assert settings.max_token_lifetime_s == 60
+    key = SigningKey.ec("k1")
+    store = open_store(settings)
+    try:
+        trust = _parse_trust_list({"issuers": [{"iss": INLINE, "jwks": {"keys": [key.public_jwk()]}}]})
+        authenticator = Authenticator(trust, store, max_lifetime_s=settings.max_token_lifetime_s)
+        aud = "https://cds.example/cds-services/x"
+        now = int(time.time())
+        assert asyncio.run(authenticator.verify(key.sign(claims(INLINE, aud, exp=now + 60)), aud))
+        with pytest.raises(AuthError, match="lifetime"):
+            asyncio.run(authenticator.verify(key.sign(claims(INLINE, aud, exp=now + 61)), aud))
+    finally:
+        store.close()
+
+
+def test_a_refused_call_whose_path_holds_a_line_break_forges_no_log_line(secured: Secured) -> None:
+    # Starlette drops \n, \r and \t from the path it gives (as urlsplit does); other line breaks pass
+    for encoded, escaped in (("%E2%80%A8", "\\u2028"), ("%0B", "\\x0b"), ("%C2%85", "\\x85")):
+        marker = uuid.uuid4().hex
+        response = httpx.post(
+            f"{secured.server.url}/cds-services/{marker}{encoded}CRITICAL%20forged%20line",
+            json=_hook_request(secured.hook),
+            headers={"Authorization": "Bearer garbage"},
+            timeout=30,
+        )
+        assert_refused(response, "well-formed")
+        log = secured.server.log_text()
+        assert f"{marker}{escaped}CRITICAL forged line" in log  # shown escaped, on the refusal's own line
+        assert not any(line.startswith("CRITICAL forged") for line in log.splitlines())

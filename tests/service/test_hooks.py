@@ -106,6 +106,11 @@ def test_bolus_over_limit_per_kg_gets_one_critical_card_with_suggestion(
     assert dose == {"value": 0.35, "unit": "mg/kg", "system": "http://unitsofmeasure.org", "code": "mg/kg"}
     codes = [r["code"] for r in card["overrideReasons"]]
     assert "weight-not-current" in codes and all(r["display"] for r in card["overrideReasons"])
+    # the reasons clinicians give (issue 17); intensive care is none for a bolus: its limit holds there too
+    assert {"anesthesia-care-monitoring", "previously-tolerated", "specialist-recommendation"} <= set(codes)
+    assert "intensive-care-monitoring" not in codes
+    displays = {r["code"]: r["display"] for r in card["overrideReasons"]}
+    assert displays["anesthesia-care-monitoring"] == "Given under anesthesia care with continuous monitoring"
 
 
 def test_bolus_over_limit_in_mg_is_brought_down_to_the_max_for_the_weight_rounded_down(
@@ -115,9 +120,13 @@ def test_bolus_over_limit_in_mg_is_brought_down_to_the_max_for_the_weight_rounde
     (card,) = call(client, case, "order-sign", templates)
     assert card["summary"].startswith("Bolus 30 mg (0.43 mg/kg) is over the 0.35 mg/kg limit")
     dose = card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"][0]["doseAndRate"][0]
-    # 0.35 mg/kg x 69.85 kg = 24.4475 mg: rounded down, so the suggested dose is within the limit
-    assert dose["doseQuantity"]["value"] == 24.44 and dose["doseQuantity"]["unit"] == "mg"
-    assert "for 69.85 kg" in card["suggestions"][0]["label"]
+    # 0.35 mg/kg x 69.85 kg = 24.4475 mg: rounded down to a dose one can draw up (0.5 mg steps), within the
+    # limit; the exact maximum stays in the label and the detail
+    assert dose["doseQuantity"]["value"] == 24 and dose["doseQuantity"]["unit"] == "mg"
+    assert card["suggestions"][0]["label"] == (
+        "Change the bolus to 24 mg for 69.85 kg; the limit is 24.44 mg, rounded down to a step of 0.5 mg"
+    )
+    assert "24.44 mg" in card["detail"]
 
 
 def test_bolus_within_limit_gives_no_card_at_signing_and_an_info_card_at_selection(
@@ -145,9 +154,14 @@ def test_infusion_in_ml_per_hour_over_the_limit_outside_icu(
     assert card["indicator"] == "critical"
     assert "8 mL/h" in card["summary"] and "1.28 mg/kg/h" in card["summary"]
     rate = card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"][0]["doseAndRate"][0]
+    # ordered in mL/h, suggested in mL/h (the pump's unit): 62.5 mg/h of 10 mg/mL is 6.25 mL/h, down to 6.2
     assert rate == {
-        "rateQuantity": {"value": 62.5, "unit": "mg/h", "system": "http://unitsofmeasure.org", "code": "mg/h"}
+        "rateQuantity": {"value": 6.2, "unit": "mL/h", "system": "http://unitsofmeasure.org", "code": "mL/h"}
     }
+    assert card["suggestions"][0]["label"] == (
+        "Change the infusion rate to 6.2 mL/h for 62.5 kg; the limit is 62.5 mg/h, rounded down to a step of "
+        "0.1 mL/h"
+    )
     reasons = {r["code"]: r["display"] for r in card["overrideReasons"]}
     assert reasons["prior-ketamine-exposure"].startswith(
         "Prior ketamine exposure or other individual factors"
@@ -215,8 +229,9 @@ def test_an_icu_infusion_above_every_rate_the_guidelines_describe_interrupts(
     case = surgery_case(ketamine(rate=quantity(4000, "mg/h")), icu=True)
     (card,) = call(client, case, "order-sign", templates)
     assert card["indicator"] == "critical" and card["source"]["topic"]["code"] == "dose-ceiling"
-    resource = card["suggestions"][0]["actions"][0]["resource"]
-    assert resource["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"]["value"] == 490  # 7 x 70 kg
+    # 7 mg/kg/h is the highest rate either guideline mentions (refractory chronic pain), not one it recommends
+    # for this patient: no "change the rate to 490 mg/h" offered as the recommended fix
+    assert "suggestions" not in card and card["overrideReasons"]
 
 
 def test_a_chronic_infusion_is_checked_against_the_chronic_range_not_the_acute_limit(
@@ -253,7 +268,14 @@ def test_contraindication_gets_a_critical_card_without_a_dose_suggestion(
     assert card["summary"] == "Relative contraindication: Schizophrenia"
     assert card["source"]["label"] == f"{GUIDELINE} (grade B, low certainty)"
     assert "suggestions" not in card and "selectionBehavior" not in card
-    assert {r["code"] for r in card["overrideReasons"]} == {"condition-not-current", "benefit-outweighs-risk"}
+    assert {r["code"] for r in card["overrideReasons"]} == {
+        "condition-not-current",
+        "benefit-outweighs-risk",
+        "anesthesia-care-monitoring",
+        "intensive-care-monitoring",
+        "previously-tolerated",
+        "specialist-recommendation",
+    }
 
 
 def test_supportive_evidence_shows_at_selection_and_stays_silent_at_signing(
@@ -275,7 +297,8 @@ def test_caution_is_a_warning_card_at_selection_only(client: httpx.Client, templ
     assert call(client, case, "order-sign", templates) == []
     select = call(client, case, "order-select", templates)
     verify = next(c for c in select if c["source"]["topic"]["code"] == "contra-cardiovascular")
-    assert verify["indicator"] == "warning" and verify["summary"].startswith("Verify control")
+    assert verify["indicator"] == "warning"
+    assert verify["summary"].startswith("Verify how well it is controlled")
 
 
 def test_order_for_another_drug_gets_no_cards(client: httpx.Client, templates: dict[str, str]) -> None:
@@ -449,6 +472,22 @@ def test_null_prefetch_means_no_data_not_missing(client: httpx.Client, templates
     response = client.post(SIGN, json=body)
     assert response.status_code == 200
     assert statements(response.json()["cards"]) == ["dose-bolus-limit"]  # per kg: checked without a weight
+
+
+def test_a_bolus_over_the_limit_at_any_weight_interrupts_without_a_weight(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    """4,000 mg cannot be within 0.35 mg/kg for any weight up to 500 kg: the missing weight does not soften
+    it to a warning; the card interrupts with its override reasons and suggests no dose (none without a
+    weight)."""
+    body = hook_request(
+        "order-sign", [ketamine(dose=quantity(4000, "mg"))], prefetch={key: None for key in templates}
+    )
+    response = client.post(SIGN, json=body)
+    assert response.status_code == 200
+    (card,) = [c for c in response.json()["cards"] if c["indicator"] == "critical"]
+    assert card["summary"].startswith("4,000 mg is over the 0.35 mg/kg limit at any body weight")
+    assert card["overrideReasons"] and "suggestions" not in card
 
 
 # --- audit trail and logs ---------------------------------------------------------------------------
@@ -849,6 +888,81 @@ def test_an_unpaired_surrogate_is_400_and_nothing_is_recorded(
         ).fetchone() == (0,)
 
 
+def test_a_key_written_twice_in_one_object_is_400_and_nothing_is_recorded(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+) -> None:
+    # json.loads keeps the last of two keys: 2000 mg would be checked as the 20 mg written after it
+    instance = str(uuid.uuid4())
+    case = surgery_case(ketamine(dose=quantity(2000, "mg")))
+    text = json.dumps(case.request("order-sign", templates, hookInstance=instance))
+    assert text.count('"value": 2000') == 1
+    response = client.post(
+        SIGN,
+        content=text.replace('"value": 2000', '"value": 2000, "value": 20'),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert "'value'" in body["error"] and "twice" in body["error"] and body["code"] == "duplicate-key"
+    with _db(dev_server) as db:
+        assert db.execute(
+            "SELECT count(*) FROM assessments WHERE hook_instance = ?", (instance,)
+        ).fetchone() == (0,)
+
+
+def test_two_weights_taken_at_one_time_that_disagree_warn_at_signing_instead_of_checking_either(
+    client: httpx.Client, templates: dict[str, str]
+) -> None:
+    # 7 kg and 70 kg at the same moment: today the order of the entries decides which one the dose is checked
+    # against (20 mg is within the limit for 70 kg and three times over it for 7 kg)
+    when = dt.date.today().isoformat() + "T08:00:00Z"
+    case = surgery_case(
+        ketamine(dose=quantity(20, "mg")),
+        weight(7, oid="light", when=when),
+        weight(70, oid="heavy", when=when),
+    )
+    cards = call(client, case, "order-sign", templates)
+    assert all(c["indicator"] != "critical" for c in cards)
+    [said] = [c for c in cards if c["summary"].startswith("Body weight not used")]
+    assert said["indicator"] == "warning" and "7 kg and 70 kg" in said["summary"]
+    assert "Observation/heavy" in said["detail"] and "Observation/light" in said["detail"]
+    assert any("no usable body weight" in c["summary"] for c in cards)
+
+
+@pytest.mark.parametrize(
+    "status", ["on-hold", "completed", "cancelled", "stopped", "unknown", "entered-in-error"]
+)
+def test_a_ketamine_draft_that_is_not_draft_or_active_is_said_not_checked(
+    dev_server: Server, client: httpx.Client, templates: dict[str, str], status: str
+) -> None:
+    # today: {"cards": []}, as if checked (500 mg is over the limit for 70 kg)
+    instance = str(uuid.uuid4())
+    case = surgery_case(ketamine(dose=quantity(500, "mg"), status=status))
+    for hook in ("order-sign", "order-select"):
+        extra = {"selections": ["MedicationRequest/k1"]} if hook == "order-select" else {}
+        [card] = call(client, case, hook, templates, hookInstance=instance, **extra)
+        assert card["indicator"] == "warning" and "overrideReasons" not in card
+        assert (
+            card["summary"].startswith("Ketamine order not checked") and f"status {status}" in card["summary"]
+        )
+    with _db(dev_server) as db:
+        assert db.execute(
+            "SELECT verdict FROM assessments WHERE hook_instance = ?", (instance,)
+        ).fetchall() == [("not-checked",), ("not-checked",)]
+
+
+@pytest.mark.parametrize(
+    "name", ["Ketamin 50 mg/ml Injektionsl\u00f6sung", "Keta\u00admine 50 mg/mL", "Keta\u200bmine 50 mg/mL"]
+)
+def test_ketamine_named_in_another_language_or_with_format_characters_is_checked(
+    client: httpx.Client, templates: dict[str, str], name: str
+) -> None:
+    order = ketamine(dose=quantity(500, "mg"))
+    order["medicationCodeableConcept"] = {"text": name}
+    cards = call(client, surgery_case(order), "order-sign", templates)
+    assert [c["indicator"] for c in cards] == ["critical"] and statements(cards) == ["dose-bolus-limit"]
+
+
 def test_a_nul_in_a_stored_string_is_400(client: httpx.Client, templates: dict[str, str]) -> None:
     case = surgery_case(ketamine(dose=quantity(10, "mg")))
     response = client.post(SIGN, json=case.request("order-sign", templates, hookInstance="abc\x00def"))
@@ -900,7 +1014,7 @@ def test_an_outcome_timestamp_must_be_a_utc_date_and_time(client: httpx.Client, 
 def test_an_absolute_dose_without_a_weight_warns_at_signing(
     client: httpx.Client, templates: dict[str, str]
 ) -> None:
-    case = Case([patient(), planned_procedure()], [ketamine(dose=quantity(5000, "mg"))])
+    case = Case([patient(), planned_procedure()], [ketamine(dose=quantity(50, "mg"))])
     (card,) = call(client, case, "order-sign", templates)
     assert card["indicator"] == "warning" and "no body weight" in card["summary"]
     assert "overrideReasons" not in card

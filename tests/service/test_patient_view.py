@@ -279,3 +279,21 @@ def test_everything_from_the_fhir_server_gives_the_prefetched_cards(
         )
         fetched = summaries(client.post(VIEW, json=body))
     assert fetched == prefetched and len(fetched) == 2
+
+
+def test_a_running_dose_with_two_weights_at_one_time_that_disagree_says_the_weight_is_not_used(
+    client: httpx.Client, view_templates: dict[str, str]
+) -> None:
+    # 60 mg/h is within 1 mg/kg/h for 70 kg and six times over it for 10 kg: checked against neither
+    when = TODAY.isoformat() + "T08:00:00Z"
+    record = ward(
+        running_infusion(quantity(60, "mg/h")), weight(10, oid="a", when=when), weight(70, oid="b", when=when)
+    )
+    found = cards(view(client, record, view_templates))
+    [said] = [c for c in found if c["summary"].startswith("Body weight not used")]
+    assert said["indicator"] == "warning" and "10 kg and 70 kg" in said["summary"]
+    assert all(
+        "no usable body weight (two body weights" in c["detail"]
+        for c in found
+        if "checked against" in c["detail"]
+    )

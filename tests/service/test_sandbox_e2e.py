@@ -215,10 +215,11 @@ SCENARIOS += [(SIGN, "pregnant", WITHIN), (SELECT, "pregnant", WITHIN)]
 
 
 @pytest.fixture(scope="module")
-def prefetched(
+def prefetch_run(
     sandbox: Any, server: Server, fhir: dict[str, FhirStub], templates: dict[str, str]
-) -> list[Json]:
-    """The six calls as the sandbox makes them: its own prefetch from the FHIR server, its signed JWT."""
+) -> tuple[list[Json], dict[str, list[str]]]:
+    """The six calls as the sandbox makes them (its own prefetch from the FHIR server, its signed JWT), and
+    the HTTP methods each FHIR server saw during them (taken here: later tests send their own reads)."""
     for stub in fhir.values():
         stub.requests.clear()
         stub.methods.clear()
@@ -226,7 +227,12 @@ def prefetched(
         _call(server, service, fhir[which].base, order, templates) for service, which, order in SCENARIOS
     ]
     results: list[Json] = sandbox(*steps)
-    return results
+    return results, {name: list(stub.methods) for name, stub in fhir.items()}
+
+
+@pytest.fixture(scope="module")
+def prefetched(prefetch_run: tuple[list[Json], dict[str, list[str]]]) -> list[Json]:
+    return prefetch_run[0]
 
 
 # --- the tests ---------------------------------------------------------------------------------------------
@@ -242,8 +248,9 @@ def test_the_sandboxs_own_token_is_accepted_and_its_jku_never_fetched(
 
 
 def test_the_sandbox_prefetches_itself_and_the_service_reads_nothing_more(
-    prefetched: list[Json], fhir: dict[str, FhirStub], server: Server
+    prefetch_run: tuple[list[Json], dict[str, list[str]]], server: Server
 ) -> None:
+    prefetched, seen = prefetch_run
     request = _exchange(prefetched[0])["request"]
     assert "fhirAuthorization" not in request  # an open server: the sandbox sends no token
     prefetch = request["prefetch"]
@@ -256,9 +263,9 @@ def test_the_sandbox_prefetches_itself_and_the_service_reads_nothing_more(
     assert sorted((c, u) for h, c, u in rows if h in instances) == [("full", "[]")] * len(SCENARIOS)
     # every request the FHIR servers saw is the sandbox's prefetch: one per template it could fill, the
     # searches posted to _search (the sandbox's first choice), the Patient read
-    assert len(fhir["plain"].requests) == 4 * len(prefetch)
-    assert sorted(set(fhir["plain"].methods)) == ["GET", "POST"]
-    assert fhir["plain"].methods.count("GET") == 4  # the four Patient reads
+    assert len(seen["plain"]) == 4 * len(prefetch)
+    assert sorted(set(seen["plain"])) == ["GET", "POST"]
+    assert seen["plain"].count("GET") == 4  # the four Patient reads
 
 
 def _critical(cards: list[Json]) -> list[Json]:

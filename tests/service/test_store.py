@@ -403,3 +403,107 @@ def test_an_sqlite_audit_trail_with_completeness_but_no_site_column_gains_it(tmp
         assert set(again.query("SELECT site FROM assessments")) == {(None,), ("Example (1)",)}
     finally:
         again.close()
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    """The usual umask (022: files world-readable unless made otherwise), whatever the test runner's."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> str:
+    return oct(path.stat().st_mode & 0o777)
+
+
+def test_the_data_folder_and_the_sqlite_files_are_made_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new" / "data"
+    with _umask(0o022):
+        settings = Settings(data_dir=data_dir).prepared()
+        store = open_store(settings)
+        try:
+            store.record_assessment(_assessment("card-private"))  # the WAL and its index exist now
+            assert _mode(data_dir) == "0o700"
+            for name in ("ketamine-cds.sqlite3", "ketamine-cds.sqlite3-wal", "ketamine-cds.sqlite3-shm"):
+                assert _mode(data_dir / name) == "0o600", name
+        finally:
+            store.close()
+
+
+def test_an_sqlite_file_made_world_readable_by_an_earlier_version_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "ketamine-cds.sqlite3"
+    with _umask(0o022):
+        sqlite3.connect(path).close()
+        assert _mode(path) == "0o644"
+        SQLiteStore(str(path)).close()
+    assert _mode(path) == "0o600"
+
+
+def _feedback_record(card: str) -> FeedbackRecord:
+    return FeedbackRecord(
+        id=str(uuid.uuid4()),
+        received_at=NOW,
+        service="ketamine-order-sign",
+        card=card,
+        outcome="accepted",
+        outcome_timestamp=None,
+        override_code=None,
+        override_system=None,
+        override_display=None,
+        user_comment=None,
+        accepted_suggestions=[],
+        client=None,
+    )
+
+
+def test_a_postgresql_connection_the_server_closed_is_replaced_and_the_write_made_once(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    import psycopg
+
+    store = open_store(Settings(data_dir=tmp_path, database_url=postgres_database))
+    try:
+        store.record_feedback([_feedback_record("before")])
+        with psycopg.connect(postgres_database, autocommit=True) as admin:  # as a restart does to it
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        store.record_feedback([_feedback_record("after")])
+        assert store.query("SELECT card FROM feedback ORDER BY card") == [("after",), ("before",)]
+        store.ping()
+    finally:
+        store.close()
+
+
+def test_a_postgresql_server_that_cannot_be_reached_is_store_unavailable(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    from ketamine_cds.service.store import PostgresStore, StoreUnavailable
+
+    store = open_store(Settings(data_dir=tmp_path, database_url=postgres_database))
+    assert isinstance(store, PostgresStore)
+    try:
+        store._url = "postgresql://postgres@127.0.0.1:1/postgres"  # where no server listens
+        store._db.close()  # the connection is gone, and a new one cannot be made
+        with pytest.raises(StoreUnavailable):
+            store.record_feedback([_feedback_record("lost")])
+        with pytest.raises(StoreUnavailable):
+            store.ping()
+    finally:
+        store.close()
+
+
+def test_an_sqlite_database_that_cannot_be_written_is_store_unavailable(tmp_path: Path) -> None:
+    from ketamine_cds.service.store import StoreUnavailable
+
+    store = SQLiteStore(str(tmp_path / "ketamine-cds.sqlite3"))
+    try:
+        store._db.execute("PRAGMA query_only = ON")  # as a read-only or full disk would refuse the write
+        with pytest.raises(StoreUnavailable):
+            store.record_feedback([_feedback_record("refused")])
+    finally:
+        store.close()

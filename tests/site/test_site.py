@@ -407,3 +407,10 @@ def test_the_audit_checks_against_the_site_and_keeps_the_guidelines_verdict_besi
         assert check is not None
         audited = next(r for r in found if r[0] == canonical["admin_id"])
         assert (live.verdict, live.guideline_verdict, check.limit_source, live.dose_status) == audited[1:]
+
+
+@pytest.mark.parametrize("written", ["0_3", "2_0", "\uff10.3"])
+def test_a_cap_written_with_a_digit_separator_or_other_digits_is_refused(written: str) -> None:
+    # Decimal("0_3") is 3 and Decimal("2_0") is 20: a pharmacist's slip must not become a cap
+    error = refused(dose={"dose-bolus-limit": {"max_mg": written}})
+    assert error.field == "dose.dose-bolus-limit.max_mg" and "plain number" in error.message

@@ -8,6 +8,7 @@ from builders import ids, iv, messages, qty, run
 from ketamine_cds import Assessment, DoseStatus, OrderDose, Route, Setting, Verdict
 from ketamine_cds._facts import checked_dose
 from ketamine_cds._render import finding_texts
+from ketamine_cds._units import format_number
 
 S = "dose-bolus-limit"
 
@@ -55,6 +56,30 @@ def test_absolute_bolus_without_weight_needs_information_never_a_guess() -> None
     assert a.verdict is Verdict.NEEDS_INFORMATION
     assert messages(a, S) == ["no-weight"]
     assert a.dose_check is not None and a.dose_check.status is DoseStatus.NO_WEIGHT
+
+
+@pytest.mark.parametrize(
+    ("mg", "status", "verdict"),
+    [
+        ("175", DoseStatus.NO_WEIGHT, Verdict.NEEDS_INFORMATION),  # 0.35 mg/kg at 500 kg: within for some
+        ("175.01", DoseStatus.EXCEEDS, Verdict.DOSE_EXCEEDS_LIMIT),  # over it at any weight accepted
+        ("4000", DoseStatus.EXCEEDS, Verdict.DOSE_EXCEEDS_LIMIT),
+    ],
+)
+def test_without_a_weight_a_bolus_over_the_limit_at_any_weight_exceeds_it(
+    mg: str, status: DoseStatus, verdict: Verdict
+) -> None:
+    """A dose in mg that no weight up to the heaviest accepted (500 kg) brings within 0.35 mg/kg is over the
+    limit, whatever the missing weight: it interrupts, and the weight is still asked for."""
+    a = run(order=iv(mg, "mg"), weight_kg=None)
+    assert a.dose_check is not None and a.dose_check.status is status
+    assert a.verdict is verdict
+    assert [m.datum for m in a.missing] == ["weight"]
+    if status is DoseStatus.EXCEEDS:
+        assert messages(a, S) == ["exceeds-any-weight"]
+        summary, detail = finding_texts(next(f for f in a.findings if f.statement.id == S))
+        assert summary == f"{format_number(Fraction(mg))} mg is over the 0.35 mg/kg limit at any body weight"
+        assert "500 kg" in detail and "comes to 175 mg" in detail
 
 
 def test_volume_bolus_uses_the_concentration() -> None:
@@ -131,8 +156,8 @@ def test_the_maximum_for_the_weight_is_rounded_down_and_never_reads_under_a_dose
     within = run(order=iv("24.447", "mg"), weight_kg=Fraction("69.85"))
     summary, detail = _texts(within)
     assert summary == "Bolus 24.447 mg (0.34999 mg/kg) is within the 0.35 mg/kg limit"
-    assert "(max 24.447 mg for this weight)" in detail
+    assert "at most 24.447 mg for this weight" in detail
     at_limit = _texts(run(order=iv("24.4475", "mg"), weight_kg=Fraction("69.85")))[1]
-    assert "(max 24.4475 mg for this weight)" in at_limit
+    assert "at most 24.4475 mg for this weight" in at_limit
     limits = _texts(run(weight_kg=Fraction("69.85")))[0]
     assert limits == "Maximum IV bolus: 24.44 mg (0.35 mg/kg for 69.85 kg)"

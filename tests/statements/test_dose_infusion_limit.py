@@ -89,6 +89,26 @@ def test_absolute_rate_without_weight_needs_information() -> None:
     assert messages(a, S) == ["no-weight"]
 
 
+@pytest.mark.parametrize(
+    ("rate", "setting", "status"),
+    [
+        ("500", Setting.NON_INTENSIVE_CARE, DoseStatus.NO_WEIGHT),  # 1 mg/kg/h at 500 kg
+        ("500.1", Setting.NON_INTENSIVE_CARE, DoseStatus.EXCEEDS),
+        ("500.1", Setting.UNKNOWN, DoseStatus.EXCEEDS),  # not known to be within the ICU limit either
+        ("3500", Setting.INTENSIVE_CARE, DoseStatus.NO_WEIGHT),  # in intensive care, 7 mg/kg/h at 500 kg
+        ("3500.1", Setting.INTENSIVE_CARE, DoseStatus.EXCEEDS),
+    ],
+)
+def test_without_a_weight_a_rate_over_the_limit_at_any_weight_exceeds_it(
+    rate: str, setting: Setting, status: DoseStatus
+) -> None:
+    a = run(order=iv(rate, "mg/h"), weight_kg=None, setting=setting)
+    assert a.dose_check is not None and a.dose_check.status is status
+    over = status is DoseStatus.EXCEEDS
+    assert a.verdict is (Verdict.DOSE_EXCEEDS_LIMIT if over else Verdict.NEEDS_INFORMATION)
+    assert messages(a, a.dose_check.statement) == (["exceeds-any-weight"] if over else ["no-weight"])
+
+
 def test_eligibility_question_reports_max_rate_for_weight() -> None:
     a = run(weight_kg=Fraction("72.5"))
     assert a.dose_limits.max_infusion_mg_per_h == Fraction("72.5") and messages(a, S) == ["limits"]
@@ -138,7 +158,7 @@ def test_a_rate_over_the_limit_never_reads_as_the_limit() -> None:
     a = run(order=iv("8.03", "mL/h", concentration_mg_per_ml=Fraction(10)))
     finding = next(f for f in a.findings if f.statement.id == S)
     assert finding_summary(finding) == (
-        "Infusion 8.03 mL/h (1.004 mg/kg/h) is over the 1 mg/kg/h limit outside ICU: max 80 mg/h"
+        "Infusion 8.03 mL/h (1.004 mg/kg/h) is over the 1 mg/kg/h limit outside ICU: max 80 mg/h = 8 mL/h"
     )
 
 

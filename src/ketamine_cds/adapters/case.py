@@ -6,6 +6,7 @@ Strict on purpose: an unknown key is an error (a misspelt ``wieght`` must not si
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -28,11 +29,13 @@ from .._facts import (
 )
 from .._kb import KnowledgeBase, load_knowledge, short_system
 from .._units import (
+    PLAIN_NUMBER,
     Quantity,
     bounded,
     duration_in_hours,
     parse_concentration,
     parse_unit,
+    plain_decimal,
     weight_in_kg,
 )
 
@@ -108,13 +111,35 @@ def _text(value: Any, field: str) -> str:
 def _decimal(value: Any, field: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         raise InvalidCaseError(field, "must be a number")
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise InvalidCaseError(field, f"must be a number, not {value!r}") from None
+    if isinstance(value, str):  # "7_0" is not 70, nor is "٧٠": text is read as a plain number or not at all
+        written = plain_decimal(value, exponent=True)
+        if written is None:
+            hint = comma_hint(value) or f"must be a number ({PLAIN_NUMBER}), not {value!r}"
+            raise InvalidCaseError(field, hint)
+        number = written
+    else:
+        try:
+            number = value if isinstance(value, Decimal) else Decimal(str(value))
+        except InvalidOperation:  # pragma: no cover - str() of an int or float is always a valid Decimal
+            raise InvalidCaseError(field, f"must be a number, not {value!r}") from None
     if not number.is_finite():
         raise InvalidCaseError(field, f"must be a finite number, not {value!r}")
     return bounded(number, field)
+
+
+_COMMA_NUMBER = re.compile(r"\s*[+-]?\d*,(\d+)\s*")
+
+
+def comma_hint(text: str) -> str | None:
+    """A number written with a comma ("80,5", "4,000"): refused, never guessed, since the comma is a decimal
+    point in some countries and a thousands separator in others; the message says how to write it."""
+    match = _COMMA_NUMBER.fullmatch(text)
+    if not match:
+        return None
+    point, plain = text.strip().replace(",", ".", 1), text.strip().replace(",", "")
+    if len(match.group(1)) == 3:  # 4,000: four thousand, or four with a decimal comma
+        return f"write {point!r} or {plain!r}: a decimal point, and no thousands separator, not {text!r}"
+    return f"write a decimal point, not a comma: {point!r}, not {text!r}"
 
 
 def _date(value: Any, field: str) -> dt.date:
@@ -230,7 +255,7 @@ def _conditions(patient: Mapping[str, Any], kb: KnowledgeBase) -> tuple[Conditio
                 raise InvalidCaseError(
                     field, f"unknown condition {concept!r}; one of: {', '.join(kb.concepts)}"
                 )
-            label = coded.display if coded.display != concept else kb.concepts[concept].label
+            label = coded.display if coded.display != concept else kb.concepts[concept].finding_name
             facts.append(ConditionFact(concept, Coded(label, coded.system, coded.code)))
         elif coded.code:
             facts.extend(ConditionFact(c, coded) for c in kb.value_sets.concepts(coded.system, coded.code))
@@ -243,7 +268,7 @@ def _stated_pregnancy(
     """A pregnancy the case states, unless its conditions already show one (read whether or not they are)."""
     if pregnant is not True or any(c.concept == "pregnancy" for c in conditions or ()):
         return ()
-    return (ConditionFact("pregnancy", Coded("pregnant (stated in the case)")),)
+    return (ConditionFact("pregnancy", Coded("pregnancy (stated in the case)")),)
 
 
 def _procedure(value: Any, kb: KnowledgeBase) -> PlannedProcedure | None:

@@ -14,13 +14,16 @@ setting that cannot be told gives ``Setting.UNKNOWN``. Nothing is guessed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .._errors import ImpossibleValueError, InputError, NotFHIRError, UnitError
 from .._facts import (
@@ -47,6 +50,7 @@ from .._units import (
     bounded,
     concentration_mg_per_ml,
     duration_in_hours,
+    format_exact,
     parse_unit,
     weight_in_kg,
 )
@@ -62,6 +66,8 @@ __all__ = [
     "facts_from_bundle",
     "facts_from_resources",
     "is_ketamine_order",
+    "is_ketamine_request",
+    "matchable",
     "order_dose_positions",
     "validate_r4",
 ]
@@ -208,8 +214,9 @@ _COUNT_UNITS = frozenset(
     }
 )
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
-_STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(mg|mcg|ug|µg)\b(?:\s*/\s*(ml|hr|h)\b)?", re.IGNORECASE)
-_MG_PER_ML = re.compile(r"(\d+(?:\.\d+)?)\s*mg\s*/\s*ml\b", re.IGNORECASE)
+# ASCII digits only (as the audit's RE2 reads them): Decimal() would also read other scripts' digits
+_STRENGTH = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(mg|mcg|ug|µg)\b(?:\s*/\s*(ml|hr|h)\b)?", re.IGNORECASE)
+_MG_PER_ML = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*mg\s*/\s*ml\b", re.IGNORECASE)
 _TRANSDERMAL_WORDS = re.compile(r"\b(?:transdermal|patch(?:es)?)\b", re.IGNORECASE)
 
 
@@ -248,26 +255,55 @@ def facts_from_resources(
     return _facts(_Record.of_items(items), as_of, kb or load_knowledge(), order_id, site)
 
 
+def facts_for_orders(
+    resources: Iterable[tuple[str | None, Mapping[str, Any]]],
+    order_ids: Sequence[str],
+    *,
+    as_of: dt.date,
+    kb: KnowledgeBase | None = None,
+    site: Site | None = None,
+) -> list[Facts | Exception]:
+    """``facts_from_resources`` for each of several ketamine orders of one record (a CDS Hooks call with many
+    draft orders), in order: the Facts, or the error that order's reading raised (one order that cannot be
+    read does not stop the others). The record is indexed, and what every order reads alike (the patient,
+    weight, conditions, opioids, the drugs of every request...) read, once: the work grows with the record,
+    not with the number of orders times the record."""
+    kb = kb or load_knowledge()
+    try:
+        record = _Record.of_items((i, full_url, r) for i, (full_url, r) in enumerate(resources))
+    except Exception as exc:  # the record itself cannot be read: no order can be
+        return [exc for _ in order_ids]
+    results: list[Facts | Exception] = []
+    for order_id in order_ids:
+        try:
+            results.append(_facts(record, as_of, kb, order_id, site))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
 def _facts(
     record: _Record, as_of: dt.date, kb: KnowledgeBase, order_id: str | None, site: Site | None = None
 ) -> Facts:
     patient = _the_patient(record)
     ketamine = _ketamine_requests(record, kb)
-    chosen = _chosen_order(ketamine, order_id)
+    chosen = _chosen_order(ketamine, order_id, record)
     pregnancy = _pregnancy_status(record, as_of)
     conditions = _conditions(record, kb, pregnancy)
     procedure = _planned_procedure(record, kb)
     use, use_source = _indication(chosen.request, record, kb) if chosen else (None, None)
     if use is None and procedure is not None:
         use = "perioperative"
-    weight_kg, measured = _weight(record, as_of)
+    body_weight = _weight(record, as_of)
+    measured = body_weight.measured
     return Facts(
         as_of=as_of,
         use=use,
         use_source=use_source,
-        weight_kg=weight_kg,
+        weight_kg=body_weight.kg,
         weight_basis=WeightBasis.MEASURED if measured is not None else WeightBasis.UNDATED,
         weight_measured=measured,
+        weight_problem=body_weight.problem,
         setting=_setting(record, chosen.request if chosen else None, site),
         conditions=conditions,
         ruled_out=_ruled_out(pregnancy, conditions),
@@ -299,6 +335,24 @@ def is_ketamine_order(
     if resource.status not in _ORDER_STATUSES or _do_not_perform(resource):
         return False
     return _is_ketamine(_drug(resource, record), kb)
+
+
+def is_ketamine_request(
+    request: Mapping[str, Any],
+    medications: Sequence[tuple[str | None, Mapping[str, Any]]] = (),
+    *,
+    kb: KnowledgeBase | None = None,
+) -> bool:
+    """Whether a MedicationRequest is for ketamine, whatever its status (``is_ketamine_order`` also wants
+    a draft or active one that is not "do not perform"): a CDS Hooks draft that is on hold, completed or of
+    unknown status is still a ketamine order the service must say it did not check."""
+    kb = kb or load_knowledge()
+    items = [(0, None, request), *((i, u, r) for i, (u, r) in enumerate(medications, start=1))]
+    record = _Record.of_items(items)
+    order = record.all("MedicationRequest")
+    if len(order) != 1 or order[0].data is not request:
+        raise NotFHIRError("", "expected one MedicationRequest")
+    return not _do_not_perform(order[0]) and _is_ketamine(_drug(order[0], record), kb)
 
 
 def validate_r4(bundle: Mapping[str, Any]) -> None:
@@ -346,6 +400,8 @@ class _Record:
     by_type: Mapping[str, list[_Resource]]
     by_reference: Mapping[str, _Resource]
     drugs: dict[int, _Drug] = field(default_factory=dict)  # by id() of the resource: read once per record
+    # what every order of the record reads alike, read once (``_per_record``): name -> (arguments, value)
+    shared: dict[str, tuple[tuple[Any, ...], Any]] = field(default_factory=dict)
 
     @classmethod
     def of_bundle(cls, bundle: Any) -> _Record:
@@ -394,6 +450,31 @@ class _Record:
         return found
 
 
+_R = TypeVar("_R")
+_P = ParamSpec("_P")
+
+
+def _per_record(read: Callable[Concatenate[_Record, _P], _R]) -> Callable[Concatenate[_Record, _P], _R]:
+    """A reading of the whole record that does not depend on the order being assessed, made once per record
+    and set of arguments (the same objects: a record read for several orders with one date and knowledge
+    base). An error is not kept: each order that asks raises it again."""
+    name = read.__name__
+
+    @functools.wraps(read)
+    def once(record: _Record, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if kwargs:  # not used: every reading is called with positional arguments
+            return read(record, *args, **kwargs)
+        kept = record.shared.get(name)
+        if kept is not None and len(kept[0]) == len(args) and all(map(operator.is_, kept[0], args)):
+            value: _R = kept[1]
+            return value
+        value = read(record, *args, **kwargs)
+        record.shared[name] = (tuple(args), value)
+        return value
+
+    return once
+
+
 def _entry_items(entries: list[Any]) -> Iterator[tuple[int, Any, Any]]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, _OBJECT):
@@ -422,6 +503,7 @@ def _entry_resource(resource: Any, index: int) -> tuple[_Resource, str | None]:
 # Patient, weight, conditions
 
 
+@_per_record
 def _the_patient(record: _Record) -> _Resource | None:
     patients = record.all("Patient")
     if len(patients) > 1:
@@ -451,31 +533,85 @@ def _sex(patient: _Resource) -> str | None:
     return gender
 
 
-def _weight(record: _Record, as_of: dt.date) -> tuple[Fraction | None, dt.date | None]:
-    """The latest final body weight (LOINC 29463-7) taken on or before ``as_of``, in kg, checked, with the
-    date it was taken (None when the Observation gives no time)."""
-    observation = _latest_observation(record, BODY_WEIGHT, "valueQuantity", as_of)
-    if observation is None:
-        return None, None
-    dated, moment = _observation_time(observation, as_of) or (False, None)
-    return _weight_kg(observation), moment.date() if dated and moment is not None else None
+@dataclass(frozen=True, slots=True)
+class BodyWeight:
+    """The body weight in effect: in kg, checked, with the date it was taken (None when the Observation gives
+    no time); or, when the record's latest weight cannot be used, none and why (``problem``)."""
+
+    kg: Fraction | None
+    measured: dt.date | None = None
+    problem: str | None = None
 
 
-def _weight_kg(observation: _Resource) -> Fraction:
+@_per_record
+def _weight(record: _Record, as_of: dt.date) -> BodyWeight:
+    """The latest final body weight (LOINC 29463-7) taken on or before ``as_of``.
+
+    Odd input is said, never resolved silently (``weight_problem``): the latest weight given only as a bound
+    (``comparator``, "< 30 kg") is not a weight to work a dose out from, and an older one is not used in its
+    place; two or more latest weights (taken at the same time) that disagree beyond the precision they are
+    written with are not used either, whatever the order of the entries. Weights that agree as written (70 kg
+    and 154.3 lb) are one weighing: the lower is used."""
+    latest = _latest_observations(record, BODY_WEIGHT, "valueQuantity", as_of)
+    if not latest:
+        return BodyWeight(None)
+    for observation in sorted(latest, key=lambda o: o.label):
+        quantity = _mapping(observation.data, "valueQuantity")
+        if quantity.get("comparator") is not None:
+            return BodyWeight(
+                None,
+                problem=f"the latest body weight ({observation.label}) is recorded only as a bound "
+                f"({_bound_text(quantity)}), not as a weight a dose can be worked out from",
+            )
+    readings = sorted((_weight_reading(o), o.label) for o in latest)
+    (lowest, _, _, _), _ = readings[0]
+    if max(low for (_, low, _, _), _ in readings) > min(high for (_, _, high, _), _ in readings):
+        values = " and ".join(text for (_, _, _, text), _ in readings)
+        labels = ", ".join(label for _, label in readings)
+        count = {2: "two", 3: "three"}.get(len(readings), str(len(readings)))
+        return BodyWeight(
+            None,
+            problem=f"{count} body weights taken at the same time disagree: {values} ({labels}; "
+            f"{min(_observation_time_text(o) for o in latest)})",
+        )
+    dated, moment = _observation_time(latest[0], as_of) or (False, None)
+    return BodyWeight(lowest, moment.date() if dated and moment is not None else None)
+
+
+def _weight_reading(observation: _Resource) -> tuple[Fraction, Fraction, Fraction, str]:
+    """(kg, lowest kg, highest kg, as written) of a body weight: the range is what the written value may have
+    been rounded from (70 kg: 69.5 to 70.5; 154.3 lb: 154.25 to 154.35 lb). The batch audit reads the same
+    (``audit.fhir_ndjson._weight_in_effect``), checked by the conformance fixtures."""
     quantity = _mapping(observation.data, "valueQuantity")
-    value = _weight_value(quantity, observation.at("valueQuantity.value"))
+    value_field = observation.at("valueQuantity.value")
+    value = _weight_value(quantity, value_field)
     unit_field = observation.at("valueQuantity.unit")
-    kg: Fraction | None = None
-    first_error: UnitError | None = None
-    for unit_text in _unit_texts(quantity):
-        try:
-            kg = weight_in_kg(value, unit_text, unit_field)
-            break
-        except UnitError as exc:
-            first_error = first_error or exc
-    if kg is None:
-        raise first_error or UnitError(unit_field, "the body weight has no unit (kg, g, [lb_av])")
-    return checked_weight(kg, observation.at("valueQuantity.value"))
+    found = _read_unit(quantity, unit_field)
+    texts = _unit_texts(quantity)
+    if found is None and not texts:
+        raise UnitError(unit_field, "the body weight has no unit (kg, g, [lb_av])")
+    unit_text = found[0] if found is not None else texts[0]
+    kg = checked_weight(weight_in_kg(value, unit_text, unit_field), value_field)
+    written = format_exact(value)  # 70.0 is written 70: a weight in whole kg (the batch audit reads it so)
+    decimals = len(written.partition(".")[2])
+    margin = weight_in_kg(Decimal(5).scaleb(-decimals - 1), unit_text, unit_field)
+    return kg, kg - margin, kg + margin, f"{written} {unit_text}"
+
+
+def _bound_text(quantity: Json) -> str:
+    comparator = quantity.get("comparator")
+    value = quantity.get("value")
+    shown = format_exact(value) if isinstance(value, Decimal) else str(value)
+    return f"{comparator if isinstance(comparator, str) else '?'} {shown} {_unit_label(quantity)}".strip()
+
+
+def _observation_time_text(observation: _Resource) -> str:
+    data, period = observation.data, _mapping(observation.data, "effectivePeriod")
+    for _path, in_period, key in _OBSERVATION_TIMES:
+        written = _text(period if in_period else data, key)
+        if written:
+            return f"taken {written}"
+    return "no date recorded"
 
 
 def _weight_value(quantity: Json, field: str) -> Decimal:
@@ -488,10 +624,18 @@ def _weight_value(quantity: Json, field: str) -> Decimal:
 
 
 def _latest_observation(record: _Record, loinc: str, value_key: str, as_of: dt.date) -> _Resource | None:
-    """The latest final Observation with this LOINC code and a value, not after ``as_of``.
+    """The latest final Observation with this LOINC code and a value, not after ``as_of`` (of several taken
+    at that same time, the last in the record)."""
+    latest = _latest_observations(record, loinc, value_key, as_of)
+    return latest[-1] if latest else None
+
+
+def _latest_observations(record: _Record, loinc: str, value_key: str, as_of: dt.date) -> list[_Resource]:
+    """The final Observations with this LOINC code and a value, not after ``as_of``, taken at the latest time
+    (several when they share it), in record order.
 
     Observations without any time rank below every dated one (used only when nothing dated exists)."""
-    best: _Resource | None = None
+    best: list[_Resource] = []
     best_key: tuple[bool, dt.datetime] | None = None
     for observation in record.all("Observation"):
         if observation.status not in _FINAL_OBSERVATION or not _has_value(observation.data, value_key):
@@ -501,8 +645,10 @@ def _latest_observation(record: _Record, loinc: str, value_key: str, as_of: dt.d
         key = _observation_time(observation, as_of)
         if key is None:
             continue
-        if best_key is None or key >= best_key:
-            best, best_key = observation, key
+        if best_key is None or key > best_key:
+            best, best_key = [observation], key
+        elif key == best_key:
+            best.append(observation)
     return best
 
 
@@ -535,6 +681,7 @@ def _observation_time(observation: _Resource, as_of: dt.date) -> tuple[bool, dt.
     return False, dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
+@_per_record
 def _conditions(
     record: _Record, kb: KnowledgeBase, pregnancy: tuple[str, Coded] | None
 ) -> tuple[ConditionFact, ...]:
@@ -566,6 +713,7 @@ def _classified(concept: Json, kb: KnowledgeBase) -> list[ConditionFact]:
     return facts
 
 
+@_per_record
 def _pregnancy_status(record: _Record, as_of: dt.date) -> tuple[str, Coded] | None:
     """The SNOMED answer of the latest pregnancy-status Observation (LOINC 82810-3), with its source."""
     observation = _latest_observation(record, PREGNANCY_STATUS, "valueCodeableConcept", as_of)
@@ -635,6 +783,15 @@ def _drug_source(drug: _Drug, default: str) -> Coded:
     return Coded(display)
 
 
+@lru_cache(maxsize=4096)
+def matchable(name: str) -> str:
+    """A drug's name as words are looked for in it: Unicode NFKC (full-width "ｋｅｔａｍｉｎｅ" is
+    "ketamine") without format characters (category Cf: a soft hyphen, zero-width spaces and joiners, a
+    byte-order mark), which are invisible where the name is shown and would otherwise split the word."""
+    joined = "".join(ch for ch in name if unicodedata.category(ch) != "Cf")
+    return "".join(ch for ch in unicodedata.normalize("NFKC", joined) if unicodedata.category(ch) != "Cf")
+
+
 @lru_cache(maxsize=64)
 def _word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     """Whole words, case-insensitive; a word glued to a prefix (esketamine, S-ketamine) does not match."""
@@ -646,7 +803,7 @@ def _is_ketamine(drug: _Drug, kb: KnowledgeBase) -> bool:
     if any(short_system(s) == "rxnorm" and c in kb.ketamine_rxnorm for s, c, _ in drug.codings):
         return True
     pattern = _word_pattern(kb.ketamine_words)
-    return any(pattern.search(name) for name in drug.names)
+    return any(pattern.search(matchable(name)) for name in drug.names)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -659,19 +816,20 @@ class _Request:
     drug: _Drug
 
 
+@_per_record
 def _ketamine_requests(record: _Record, kb: KnowledgeBase) -> list[_Request]:
     requests = (_Request(r, _drug(r, record)) for r in record.all("MedicationRequest"))
     return [r for r in requests if _is_ketamine(r.drug, kb)]
 
 
-def _chosen_order(requests: list[_Request], order_id: str | None) -> _Request | None:
+def _chosen_order(requests: list[_Request], order_id: str | None, record: _Record) -> _Request | None:
     """The order to assess: the one named, else the draft (an active ketamine request beside a draft being
     signed is history, e.g. the infusion running now), else the one active request."""
-    orders = [r for r in requests if r.request.status in _ORDER_STATUSES and not _do_not_perform(r.request)]
+    orders = _open_ketamine_orders(record, requests)
     if order_id is not None:
-        for order in orders:
-            if order.request.data.get("id") == order_id:
-                return order
+        order = _orders_by_id(record, orders).get(order_id)
+        if order is not None:
+            return order
         raise InputError(
             f"MedicationRequest/{order_id}", "no draft or active ketamine MedicationRequest has this id"
         )
@@ -685,6 +843,22 @@ def _chosen_order(requests: list[_Request], order_id: str | None) -> _Request | 
             f"{len(candidates)} {which} ketamine orders ({labels}); assess one ketamine order at a time",
         )
     return candidates[0] if candidates else None
+
+
+@_per_record
+def _open_ketamine_orders(record: _Record, requests: list[_Request]) -> list[_Request]:
+    return [r for r in requests if r.request.status in _ORDER_STATUSES and not _do_not_perform(r.request)]
+
+
+@_per_record
+def _orders_by_id(record: _Record, orders: list[_Request]) -> dict[Any, _Request]:
+    """The orders by their id, the first of each id (as a scan of them in order would find it)."""
+    index: dict[Any, _Request] = {}
+    for order in orders:
+        rid = order.request.data.get("id")
+        if isinstance(rid, str):
+            index.setdefault(rid, order)
+    return index
 
 
 @dataclass(frozen=True, slots=True)
@@ -733,7 +907,7 @@ def is_pca_sole_agent(order: Json, drug: _Drug, kb: KnowledgeBase) -> bool:
     """IV patient-controlled analgesia with ketamine as the only analgesic: a dosage method that names PCA,
     and a product whose every ingredient is ketamine (a ketamine-with-opioid PCA is not ketamine alone)."""
     methods = (_mapping(d, "method") for d in _list(order, "dosageInstruction") if isinstance(d, _OBJECT))
-    if not any(_PCA.search(name) for method in methods for name in _names(method)):
+    if not any(_PCA.search(matchable(name)) for method in methods for name in _names(method)):
         return False
     if drug.medication is None:
         return True
@@ -741,7 +915,7 @@ def is_pca_sole_agent(order: Json, drug: _Drug, kb: KnowledgeBase) -> bool:
     for item in _list(drug.medication.data, "ingredient"):
         concept = _mapping(item, "itemCodeableConcept")
         rxnorm = {c for s, c, _ in _codings(concept) if short_system(s) == "rxnorm"}
-        if not (rxnorm & kb.ketamine_rxnorm or any(pattern.search(n) for n in _names(concept))):
+        if not (rxnorm & kb.ketamine_rxnorm or any(pattern.search(matchable(n)) for n in _names(concept))):
             return False
     return True
 
@@ -913,13 +1087,24 @@ def _ratio_dose(ratio: Json, field: str) -> _Dose:
 
 
 def _time_unit_hours(quantity: Json, field: str) -> Fraction:
+    """A time unit in hours: its ``code``, else its ``unit``; the two naming different times is refused."""
+    _no_comparator(quantity, field)
+    found: list[tuple[str, Fraction]] = []
     for text in _unit_texts(quantity):
         try:
             per_hours = parse_unit(f"mg/{text}").per_hours
         except UnitError:
             continue
         if per_hours is not None:
-            return per_hours
+            found.append((text, per_hours))
+    if len(found) == 2 and found[0][1] != found[1][1]:
+        raise UnitError(
+            f"{field}.unit",
+            f"the unit {found[1][0]!r} and the UCUM code {found[0][0]!r} name different times: which one was "
+            "meant cannot be told",
+        )
+    if found:
+        return found[0][1]
     raise UnitError(f"{field}.unit", f"a rate needs a time here (h, min), not {_unit_label(quantity)!r}")
 
 
@@ -947,7 +1132,7 @@ def _ingredient_strength(medication: _Resource, kb: KnowledgeBase) -> Fraction |
         ingredients = [
             (i, item)
             for i, item in ingredients
-            if any(pattern.search(n) for n in _names(_mapping(item, "itemCodeableConcept")))
+            if any(pattern.search(matchable(n)) for n in _names(_mapping(item, "itemCodeableConcept")))
         ]
     if len(ingredients) != 1:
         return None
@@ -986,6 +1171,7 @@ def _indication(request: _Resource, record: _Record, kb: KnowledgeBase) -> tuple
 # Planned surgery
 
 
+@_per_record
 def _planned_procedure(record: _Record, kb: KnowledgeBase) -> PlannedProcedure | None:
     """The planned surgery: a Procedure in preparation or in progress, or an open ServiceRequest for surgery.
 
@@ -1047,6 +1233,7 @@ def _procedure_rank(procedure: PlannedProcedure, kb: KnowledgeBase) -> int:
 # Opioids
 
 
+@_per_record
 def _opioids(record: _Record, kb: KnowledgeBase) -> tuple[OpioidUse, ...]:
     uses: list[OpioidUse | None] = []
     for request in record.all("MedicationRequest"):
@@ -1119,7 +1306,7 @@ def _opioid_ingredient(drug: _Drug, kb: KnowledgeBase) -> str | None:
                 return ingredient
     any_opioid = _word_pattern(tuple(kb.opioids))  # whole words: the leftmost match is the first named
     for name in dict.fromkeys(drug.names):
-        found = any_opioid.search(name)
+        found = any_opioid.search(matchable(name))
         if found:
             return found.group(0).lower()
     return None
@@ -1199,9 +1386,10 @@ def _readable_dose(quantity: Json) -> tuple[Fraction, Unit | None] | None:
     """A dose as (value, unit); unit None for a count (tablets, capsules, patches, no unit)."""
     try:
         value = _number(quantity.get("value"), "dose")
+        _read_unit(quantity, "dose")  # a unit and a code that disagree: the dose cannot be read
     except InputError:
         return None
-    if value is None or not value.is_finite() or value <= 0:
+    if value is None or not value.is_finite() or value <= 0 or quantity.get("comparator") is not None:
         return None
     texts = _unit_texts(quantity)
     if not texts:
@@ -1315,6 +1503,12 @@ def _current_encounter(record: _Record, order: _Resource | None) -> _Resource | 
         found = record.resolve(_mapping(order.data, "encounter"), within=order)
         if found is not None and found.type == "Encounter":
             return found if found.status in _CURRENT_ENCOUNTER_STATUSES else None
+    return _the_encounter_now(record)
+
+
+@_per_record
+def _the_encounter_now(record: _Record) -> _Resource | None:
+    """The one Encounter going on now, when the record holds exactly one."""
     current = [e for e in record.all("Encounter") if e.status in _CURRENT_ENCOUNTER_STATUSES]
     return current[0] if len(current) == 1 else None
 
@@ -1363,14 +1557,29 @@ def _prior_iv_ketamine(
     MedicationAdministration, or a MedicationStatement being or having been taken. Otherwise None, never
     False: a course not found in the record is not ruled out by it (a record has no way to say "never had IV
     ketamine"), so follow-up use then needs the answer."""
+    courses = _course_requests(record, requests)
+    if any(chosen is None or request.request is not chosen.request for request in courses):
+        return True
+    return _course_given_or_taken(record, kb)
+
+
+@_per_record
+def _course_requests(record: _Record, requests: list[_Request]) -> list[_Request]:
+    """The ketamine requests that are an IV infusion course, given or going on (the order being assessed may
+    be among them: it is not its own history)."""
+    courses = []
     for request in requests:
-        if (chosen is not None and request.request is chosen.request) or (
-            request.request.status not in COURSE_REQUEST_STATUSES
-        ):
+        if request.request.status not in COURSE_REQUEST_STATUSES:
             continue
         dosages = [d for d in _list(request.request.data, "dosageInstruction") if isinstance(d, _OBJECT)]
         if _iv_infusion(dosages, request.request.data):
-            return True
+            courses.append(request)
+    return courses
+
+
+@_per_record
+def _course_given_or_taken(record: _Record, kb: KnowledgeBase) -> bool | None:
+    """True when an administration or a statement shows an IV ketamine infusion course; None otherwise."""
     for given in record.all("MedicationAdministration"):
         if given.status in _NOT_GIVEN_ADMINISTRATION_STATUSES or not _is_ketamine(_drug(given, record), kb):
             continue
@@ -1517,20 +1726,55 @@ def _unit_label(quantity: Json) -> str:
 
 
 def _quantity(raw: Any, field: str) -> Quantity:
+    """An amount or a rate, exactly. Refused: a bound (``comparator``: "< 20 mg" is no dose to check), and a
+    ``unit`` and UCUM ``code`` that name different units (which one was meant cannot be told)."""
     if not isinstance(raw, _OBJECT):
         raise InputError(field, "must be a Quantity with a value and a unit")
+    _no_comparator(raw, field)
     value = _number(raw.get("value"), f"{field}.value")
     if value is None:
         raise InputError(f"{field}.value", "the quantity has no value")
     texts = _unit_texts(raw)
     if not texts:
         raise UnitError(f"{field}.unit", "the quantity has no unit")
-    for text in texts:
-        try:
-            return Quantity(value, parse_unit(text))
-        except UnitError:
-            continue
-    raise UnitError(f"{field}.unit", f"unknown unit {texts[0]!r}")
+    found = _read_unit(raw, f"{field}.unit")
+    if found is None:
+        raise UnitError(f"{field}.unit", f"unknown unit {texts[0]!r}")
+    return Quantity(value, found[1])
+
+
+def _no_comparator(raw: Json, field: str) -> None:
+    if raw.get("comparator") is not None:
+        raise InputError(
+            f"{field}.comparator",
+            f"the quantity is only a bound ({_bound_text(raw)}), not an amount: it cannot be checked",
+        )
+
+
+def _read_unit(quantity: Json, field: str) -> tuple[str, Unit] | None:
+    """The unit a Quantity is in, as (text, unit): its UCUM ``code``, else its ``unit``; None when neither is
+    a unit this reader knows. When both are units it knows and they differ ("unit": "mg", "code": "ug"),
+    which one was meant cannot be told: ``UnitError`` naming both. A ``unit`` in words ("milligram") is not
+    compared: FHIR gives it for people to read."""
+    code, unit = _text(quantity, "code"), _text(quantity, "unit")
+    found: list[tuple[str, Unit]] = []
+    for text in (code, unit):
+        if text:
+            try:
+                found.append((text, parse_unit(text)))
+            except UnitError:
+                continue
+    if len(found) == 2 and _unit_key(found[0][1]) != _unit_key(found[1][1]):
+        raise UnitError(
+            field,
+            f"the unit {unit!r} and the UCUM code {code!r} name different units: which one was meant cannot "
+            "be told",
+        )
+    return found[0] if found else None
+
+
+def _unit_key(unit: Unit) -> tuple[object, ...]:
+    return unit.amount, unit.factor, unit.per_kg, unit.per_hours
 
 
 def _date(written: str, field: str) -> dt.date:

@@ -86,6 +86,9 @@ class Job:
     tables: Sequence[str] = ()  # OMOP: the tables the input holds (every bucket has them, rows or not)
     omop_columns: Sequence[str] = ()  # OMOP: every column the reader takes from any table
     holds_prescriptions: bool | None = None  # FHIR: the whole export holds a MedicationRequest or Statement
+    columns: Mapping[str, str] = field(
+        default_factory=dict
+    )  # flat: ``--column`` mappings (``resolve_columns``)
 
 
 def location_key(location: str) -> str:
@@ -301,7 +304,7 @@ def audit_flat_files(job: Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa
                 del content
                 con = _connect(job, folder)
                 try:
-                    yield from measure(con, flat_source(local), job, None)
+                    yield from measure(con, flat_source(local, job.columns), job, None)
                 finally:
                     con.close()
             finally:

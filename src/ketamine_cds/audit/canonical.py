@@ -39,6 +39,12 @@ COLUMNS: Sequence[tuple[str, str, str]] = (
     ("concentration_mg_per_ml", "DOUBLE", "strength of the solution, for doses recorded as a volume"),
     ("weight_value", "DOUBLE", "body weight in effect at the time"),
     ("weight_unit", "VARCHAR", "kg, g or [lb_av]"),
+    (
+        "weight_problem",
+        "VARCHAR",
+        "why the record's body weight in effect is not used (the weight is then empty): two weights taken at "
+        "the same time that disagree, a weight given only as a bound (< 30 kg)",
+    ),
     ("setting", "VARCHAR", "intensive-care, non-intensive-care or unknown"),
     ("location", "VARCHAR", "ward or unit name, for the report"),
     ("indication", "VARCHAR", "knowledge-base use id (perioperative, crps, ...)"),
@@ -129,6 +135,11 @@ def facts_from_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Facts:
     )
     weight = None
     weight_value = _finite(row, "weight_value", "a body weight")
+    weight_problem = row.get("weight_problem") or None
+    if weight_problem is not None and weight_value is not None:
+        raise InputError(
+            "weight_problem", "a weight is given beside why it cannot be used: which holds is not told"
+        )
     if weight_value is not None:
         if not row.get("weight_unit"):
             raise InputError("weight_unit", "a weight without a unit (kg, g, [lb_av]) is not guessed")
@@ -154,6 +165,7 @@ def facts_from_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Facts:
         as_of=as_of,
         use=use,
         weight_kg=weight,
+        weight_problem=str(weight_problem) if weight_problem is not None else None,
         setting=Setting(setting),
         conditions=tuple(ConditionFact(c, Coded(kb.concepts[c].label)) for c in concepts),
         procedure=PlannedProcedure(Coded(kb.procedure_classes[pclass].label), pclass) if pclass else None,

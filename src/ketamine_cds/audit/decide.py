@@ -43,6 +43,7 @@ CLASS_COLUMNS = (
     "opioid_tolerance",
     "opioid_unknown_reason",
     "has_weight",
+    "weight_problem",
     "has_concentration",
     "concentration_sign",
     "dose_shape",
@@ -106,10 +107,11 @@ def limits(kb: KnowledgeBase) -> dict[str, float]:
 
 def thresholds(kb: KnowledgeBase, site: Site | None = None) -> dict[str, list[float]]:
     """Every limit a bolus (per kg) and an infusion (per kg and hour) is compared with, in any use and setting
-    (``bolus``, ``infusion``), and a site's absolute caps (``bolus_amount`` in mg, ``infusion_amount`` in mg/h)."""
+    (``bolus``, ``infusion``), and the amounts a dose without its weight is compared with (``bolus_amount`` in
+    mg, ``infusion_amount`` in mg/h: a site's absolute caps, each limit at the heaviest weight accepted)."""
     found = {kind.value: [float(t) for t in dose_thresholds(kb, kind, site)] for kind in DoseKind}
     for kind in DoseKind:
-        found[f"{kind.value}_amount"] = [float(t) for t in amount_thresholds(site, kind)]
+        found[f"{kind.value}_amount"] = [float(t) for t in amount_thresholds(kb, kind, site)]
     return found
 
 

@@ -96,6 +96,9 @@ EXPORT_DIR = "departures"
 _FORMULA = "'=', '+', '-', '@', chr(9), chr(13)"  # first characters a spreadsheet would run as a formula
 
 
+_EXPORT_NAME = re.compile(r"not-recorded\.csv|[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8}\.csv")
+
+
 def export_name(location: str | None) -> str:
     """A file name for a unit's departures: readable, safe on every file system, one per distinct name."""
     if location is None:
@@ -165,10 +168,12 @@ def write_exports(
     """One CSV per unit (location) of its departed administrations, with the reason; returns unit -> file.
 
     ``con`` has the report's view ``f`` (findings with their category, ``over``, ``multiple``...). Earlier
-    exports (``*.csv`` in ``out_dir``) are removed first, so the folder holds this audit's files only.
+    exports (``*.csv`` in ``out_dir`` named as ``export_name`` names them) are removed first; any other file
+    there is the user's, and stays.
     """
     for old in out_dir.glob("*.csv") if out_dir.is_dir() else ():
-        old.unlink()
+        if _EXPORT_NAME.fullmatch(old.name):  # an earlier audit's export; any other file is the user's
+            old.unlink()
     try:
         _titled(con, titles)
         _departed(con)

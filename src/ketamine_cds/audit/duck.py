@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from .._errors import InputError
 from .._kb import KnowledgeBase, load_knowledge
 from .._site import Site
 from .canonical import COLUMN_NAMES
@@ -55,8 +57,71 @@ class AuditRun:
 
 
 def sql_path(path: Path) -> str:
-    """A path inside an SQL string literal (a folder named o'brien is a folder, not an SQL error)."""
+    """A path inside an SQL string literal (a folder named o'brien is a folder, not an SQL error), for a
+    path DuckDB writes to (COPY ... TO, temp_directory): never read as a pattern. To read, ``read_path``."""
     return str(path).replace("'", "''")
+
+
+_PATTERN_CHARACTERS = re.compile(r"[*?\[]")
+
+
+def read_path(path: Path | str, pattern: str | None = None) -> str:
+    """A file or folder path as the SQL string literal DuckDB's readers (read_csv, read_parquet, read_json)
+    take, read literally: made absolute (DuckDB would expand a leading ``~``), and each character its glob
+    gives a meaning (``*``, ``?``, ``[``) put in a class of its own (``[*]``, ``[?]``, ``[[]``), so that a file
+    named ``data[1].csv`` is read, never ``data1.csv``. ``pattern`` (the program's own, e.g. ``*.csv`` for
+    the files of a folder, never the user's) is appended after the folder, as a pattern."""
+    text = _PATTERN_CHARACTERS.sub(lambda m: f"[{m.group()}]", os.path.abspath(path))
+    if pattern is not None:
+        text = text.rstrip("/") + "/" + pattern
+    return "'" + text.replace("'", "''") + "'"
+
+
+def parquet_reader(path: Path) -> str:
+    """``read_parquet`` of findings or canonical rows: one file (DuckDB's), or a folder of part files
+    (Spark's), read literally."""
+    return f"read_parquet({read_path(path, '*.parquet' if path.is_dir() else None)})"
+
+
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)
+_UNITS = {u.lower(): u for u in ("B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB")}
+
+
+def checked_memory_limit(text: str) -> str:
+    """``--memory-limit`` as DuckDB's setting takes it: a number and a unit (512MB, 2GiB, 1.5 GB). It goes
+    into a SET statement, so anything else is refused with ``InputError`` naming the argument."""
+    match = _SIZE.fullmatch(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise InputError(
+            "--memory-limit",
+            f"{text!r} is not a size: write a number and a unit, such as 512MB, 2GiB or 1.5GB "
+            "(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)",
+        )
+    return f"{match.group(1)}{_UNITS[match.group(2).lower()]}"
+
+
+# What a Spark run leaves in findings.parquet (its part files; markers and checksums until it tidies them, or
+# its scratch folder after a crash). A folder holding anything else was not made by an audit: never removed.
+_SPARK_OUTPUT = re.compile(r"part-.*|_SUCCESS|\..*\.crc|_committed_.*|_started_.*|_temporary")
+
+
+def clear_findings(findings: Path) -> None:
+    """Make room for this run's ``findings.parquet``: a Spark run's folder of part files is removed; a folder
+    holding anything an audit does not write is the user's, and the run stops (``InputError`` naming
+    ``--out``) rather than delete it. A file of that name is an earlier DuckDB run's, overwritten."""
+    if not findings.is_dir() or findings.is_symlink():
+        if findings.is_symlink():
+            raise InputError("--out", f"{findings} is a link; this audit writes findings.parquet itself")
+        return
+    foreign = sorted(e.name for e in findings.iterdir() if not _SPARK_OUTPUT.fullmatch(e.name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise InputError(
+            "--out",
+            f"{findings} is a folder with files an audit does not write ({shown}): it is left as it is; "
+            "move them, or choose another --out",
+        )
+    shutil.rmtree(findings)
 
 
 def tune(con: duckdb.DuckDBPyConnection) -> None:
@@ -299,8 +364,9 @@ def run_duckdb(
     kb = kb or load_knowledge()
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    limit = checked_memory_limit(memory_limit)
     con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET memory_limit = '{limit}'")
     con.execute("SET preserve_insertion_order = false")
     tune(con)
     # progress is tracked for our own progress line, and never printed by DuckDB itself
@@ -316,8 +382,7 @@ def run_duckdb(
         watch("classify")
         classes, rows = decide_classes(con, classes_sql(measured), kb, site)
         findings = out_dir / "findings.parquet"
-        if findings.is_dir():  # a Spark run's folder of part files
-            shutil.rmtree(findings)
+        clear_findings(findings)  # a Spark run's folder of part files; never a folder of the user's
         watch("write")
         con.execute(
             f"COPY ({findings_sql(measured)}) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)"
@@ -359,30 +424,30 @@ def summary_rows(findings: Path) -> dict[str, Any]:
     """Counts for the summary and the report, read back from the findings."""
     con = duckdb.connect()
     try:
-        f = f"read_parquet('{sql_path(findings)}')"
+        f = parquet_reader(findings)
         one = con.execute(f"SELECT count(*), count(problem) FROM {f}").fetchone() or (0, 0)
         return {
             "administrations": int(one[0]),
             "bad_rows": int(one[1]),
             "verdicts": dict(
                 con.execute(
-                    f"SELECT coalesce(verdict, 'not assessed'), count(*) FROM {f} GROUP BY 1 ORDER BY 2 DESC"
+                    f"SELECT coalesce(verdict, 'not assessed'), count(*) FROM {f} GROUP BY 1 ORDER BY 2 DESC, 1"
                 ).fetchall()
             ),
             "problems": dict(
                 con.execute(
-                    f"SELECT problem, count(*) FROM {f} WHERE problem IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+                    f"SELECT problem, count(*) FROM {f} WHERE problem IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1"
                 ).fetchall()
             ),
             "statements": dict(
                 con.execute(
-                    f"SELECT s, count(*) FROM (SELECT unnest(statements) AS s FROM {f}) GROUP BY 1 ORDER BY 2 DESC"
+                    f"SELECT s, count(*) FROM (SELECT unnest(statements) AS s FROM {f}) GROUP BY 1 ORDER BY 2 DESC, 1"
                 ).fetchall()
             ),
             # adherence to the guideline alone beside a site's protocol (the same as verdicts without a site)
             "guideline_verdicts": dict(
                 con.execute(
-                    f"SELECT coalesce(guideline_verdict, 'not assessed'), count(*) FROM {f} GROUP BY 1 ORDER BY 2 DESC"
+                    f"SELECT coalesce(guideline_verdict, 'not assessed'), count(*) FROM {f} GROUP BY 1 ORDER BY 2 DESC, 1"
                 ).fetchall()
             ),
             "differs_from_guideline": int(

@@ -71,8 +71,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -80,11 +81,12 @@ from typing import Any
 
 import duckdb
 
-from .._errors import InputError
+from .._errors import DuplicateKeyError, InputError
 from .._facts import Coded, OpioidUse
 from .._inputs import parse_json
 from .._kb import _SYSTEM_ALIASES, SYSTEMS, KnowledgeBase, load_knowledge
 from .._site import Site
+from .._units import _MASS, _TIME, _VOLUME
 from ..adapters.fhir import (
     _FINAL_OBSERVATION,
     _HEDGED_INTENSIVE_CARE,
@@ -262,9 +264,22 @@ def timestamp_sql(expr: str, end_of_day: bool = False) -> str:
     )
 
 
-def words_match(names: str, pattern: str) -> str:
-    """Whether any of a VARCHAR[] of names matches an RE2 pattern."""
-    return f"(len([n for n in {names} if n IS NOT NULL AND regexp_matches(n, {lit(pattern)})]) > 0)"
+def words_match(names: str, pattern: str, *, drug_names: bool = False) -> str:
+    """Whether any of a VARCHAR[] of names matches an RE2 pattern (``drug_names``: each read as
+    ``matchable_sql`` reads it first)."""
+    name = matchable_sql("n") if drug_names else "n"
+    return f"(len([n for n in {names} if n IS NOT NULL AND regexp_matches({name}, {lit(pattern)})]) > 0)"
+
+
+_FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F))  # full-width forms of ASCII ! to ~
+_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def matchable_sql(name: str) -> str:
+    """SQL for ``adapters.fhir.matchable`` (a drug's name as words are looked for in it) as far as SQL reaches:
+    without format characters (category Cf: a soft hyphen, zero-width spaces), and full-width letters read as
+    ASCII. NFKC's rarer compatibility forms (ligatures, circled letters) are read by the live service only."""
+    return f"translate(regexp_replace({name}, '\\p{{Cf}}', '', 'g'), {lit(_FULL_WIDTH)}, {lit(_ASCII)})"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -376,6 +391,13 @@ def reads_type(file_name: str, resource_type: str) -> bool:
     return resource_type in types or not types
 
 
+def _read_paths(files: Iterable[Path]) -> str:
+    """The files as a list for DuckDB's readers, each read literally (``duck.read_path``)."""
+    from .duck import read_path
+
+    return "[" + ", ".join(read_path(p) for p in files) + "]"
+
+
 def _files_for(folder: Path, resource_type: str) -> list[Path]:
     """The files that may hold this resource type (``reads_type``)."""
     return [path for path in ndjson_files(folder) if reads_type(path.name, resource_type)]
@@ -391,13 +413,14 @@ def _reader(folder: Path, resource_type: str) -> str:
         nulls = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in columns.items())
         return f"SELECT {nulls}, CAST(NULL AS VARCHAR) AS filename LIMIT 0"
     spec = "{" + ", ".join(f"{lit(c)}: {lit(t)}" for c, t in columns.items()) + "}"
-    paths = str_list(str(p) for p in files)
+    paths = _read_paths(files)
     keep = f'"resourceType" = {lit(resource_type)}'
     named = [p for p in files if resource_type in types_named(p.name)]
     if resource_type == "MedicationAdministration" and named:
         # a line of an administrations file that is not a resource (not JSON, no resourceType) may have been one;
-        # in a file named for no type (a Bulk Data log.ndjson, say) it is not counted
-        keep += f' OR ("resourceType" IS NULL AND filename IN ({", ".join(lit(str(p)) for p in named)}))'
+        # in a file named for no type (a Bulk Data log.ndjson, say) it is not counted (DuckDB's filename is
+        # the absolute path it read)
+        keep += f' OR ("resourceType" IS NULL AND filename IN ({", ".join(lit(os.path.abspath(p)) for p in named)}))'
     return (
         f"SELECT * FROM read_json({paths}, format = 'newline_delimited', columns = {spec}, "
         f"ignore_errors = true, filename = true) WHERE {keep}"
@@ -480,6 +503,111 @@ def _iv_infusion(dosages: str, notes: str) -> str:
     all_iv = f"len({listed}) > 0 AND len([d for d in {listed} if {_routes('(d->' + lit('route') + ')')} <> ['intravenous']]) = 0"
     words = words_match(texts, re2(_INFUSION_WORDS))
     return f"(coalesce({all_iv}, false) AND ({rate} OR (NOT ({dose}) AND {words})))"
+
+
+def unit_key_sql(text: str) -> str:
+    """SQL for the unit the engine's parser reads in a text (``_units.parse_unit``) as a key two spellings of
+    one unit share ("mcg/kg/min" and "ug/kg/min"; "mg/(kg.h)" and "mg/kg/h"), or NULL where the parser reads
+    no unit. Built from the parser's own tables; ``tests/audit/test_fhir_quantities.py`` checks both agree."""
+    heads = {**{k: f"mass:{v}" for k, v in _MASS.items()}, **{k: f"volume:{v}" for k, v in _VOLUME.items()}}
+    head_case = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in heads.items())
+    time_case = " ".join(f"WHEN {lit(k)} THEN {lit(str(v))}" for k, v in _TIME.items())
+
+    def norm(token: str) -> str:  # _units._norm: lower case, but for [lb_av]
+        return f"CASE WHEN trim({token}) = '[lb_av]' THEN '[lb_av]' ELSE lower(trim({token})) END"
+
+    cleaned = f"replace(trim({text}), ' ', '')"
+    dotted = lit(r"^([^/]+)/\(?([^/().]+)\.([^/().]+)\)?$")
+    parts = f"string_split(regexp_replace({cleaned}, {dotted}, {lit(chr(92) + '1/' + chr(92) + '2/' + chr(92) + '3')}), '/')"
+    rest = f"[{norm('p')} for p in list_slice({parts}, 2, -1)]"
+    kgs = f"len([p for p in {rest} if p = 'kg'])"
+    times = f"[CASE p {time_case} END for p in {rest} if p <> 'kg']"
+    head = f"CASE {norm(parts + '[1]')} {head_case} END"
+    return (
+        f"CASE WHEN {text} IS NULL OR len([t for t in {times} if t IS NULL]) > 0 OR {kgs} > 1 "
+        f"OR len({times}) > 1 THEN NULL ELSE {head} || ';' || {kgs} || ';' || coalesce({times}[1], '-') END"
+    )
+
+
+def unit_clash_sql(quantity: str) -> str:
+    """Whether a Quantity's UCUM ``code`` and its ``unit`` are both units the engine reads, and different
+    ones (``adapters.fhir._read_unit``): which one was meant cannot be told."""
+    code, unit = f"nullif(trim({quantity}->>'code'), '')", f"nullif(trim({quantity}->>'unit'), '')"
+    return f"coalesce({unit_key_sql(code)} <> {unit_key_sql(unit)}, false)"
+
+
+def unit_clash_text(quantity: str) -> str:
+    """The adapter's words for a unit and a code that name different units."""
+    code, unit = f"trim({quantity}->>'code')", f"trim({quantity}->>'unit')"
+    return (
+        f"'the unit ''' || {unit} || ''' and the UCUM code ''' || {code} || ''' name different units: "
+        "which one was meant cannot be told'"
+    )
+
+
+def written_number(value: str) -> str:
+    """A JSON number as ``_units.format_exact`` writes it (no needless zeros: 30.0 -> 30), for messages."""
+    text = f"CAST({value} AS VARCHAR)"
+    return (
+        f"CASE WHEN contains({text}, '.') AND NOT contains(lower({text}), 'e') "
+        f"THEN rtrim(rtrim({text}, '0'), '.') ELSE {text} END"
+    )
+
+
+def bound_text(quantity: str) -> str:
+    """The adapter's words for a Quantity given only as a bound (``_bound_text``): "< 30 kg"."""
+    value = written_number(f"{quantity}->'value'")
+    return f"({quantity}->>'comparator') || ' ' || {value} || coalesce(' ' || {_quantity_unit(quantity)}, '')"
+
+
+def has_comparator(quantity: str) -> str:
+    """Whether a Quantity is given only as a bound (a ``comparator``: "< 30 kg")."""
+    return f"coalesce(json_type({quantity}->'comparator') <> 'NULL', false)"
+
+
+def _kg_factor(unit: str) -> str:
+    """kg per unit of a plain mass unit as the engine's parser reads it (``_units``), else NULL."""
+    norm = f"CASE WHEN trim({unit}) = '[lb_av]' THEN '[lb_av]' ELSE lower(trim({unit})) END"
+    cases = " ".join(f"WHEN {lit(k)} THEN {float(v / 1_000_000)!r}" for k, v in _MASS.items())
+    return f"CASE {norm} {cases} END"
+
+
+def _written_margin(value: str) -> str:
+    """Half a unit of the last decimal a number is written with (as ``format_exact`` writes it: 70 -> 0.5,
+    154.3 -> 0.05): what a weight written so may have been rounded from. 0 for an exponent."""
+    text = written_number(value)
+    return (
+        f"CASE WHEN contains(lower({text}), 'e') THEN 0.0 "
+        f"WHEN contains({text}, '.') THEN 0.5 * pow(10, -length(split_part({text}, '.', 2))) ELSE 0.5 END"
+    )
+
+
+def _weight_in_effect(ws: str, when: str) -> str:
+    """``adapters.fhir._weight``'s rule over the weights taken at the latest time (``ws``, by id): ``weight``
+    (a struct of ``weights``) and ``weight_problem``. A weight given only as a bound is not used (nor an older
+    one in its place); weights that disagree beyond the precision they are written with are not used, and are
+    named; weights that agree are one weighing, the lowest used. One that cannot be read is the row's reason."""
+    bounded = f"[w for w in {ws} if w.bounded]"
+    unreadable = f"[w for w in {ws} if NOT w.is_number OR w.unit IS NULL OR w.clash OR w.kg IS NULL]"
+    agree = f"(list_max([w.kg - w.margin for w in {ws}]) <= list_min([w.kg + w.margin for w in {ws}]))"
+    ordered = f"list_sort([struct_pack(kg := w.kg, id := w.id, written := w.written) for w in {ws}])"
+    count = f"CASE len({ws}) WHEN 2 THEN 'two' WHEN 3 THEN 'three' ELSE CAST(len({ws}) AS VARCHAR) END"
+    return f"""
+      CASE WHEN {ws} IS NULL OR len({bounded}) > 0 THEN NULL
+           WHEN len({ws}) = 1 THEN {ws}[1]
+           WHEN len({unreadable}) > 0 THEN {unreadable}[1]
+           WHEN {agree} THEN [w for w in {ws} if w.id = {ordered}[1].id][1]
+      END AS weight,
+      CASE WHEN {ws} IS NULL THEN NULL
+           WHEN len({bounded}) > 0 THEN 'the latest body weight (Observation/' || {bounded}[1].id
+             || ') is recorded only as a bound (' || {bounded}[1].bound
+             || '), not as a weight a dose can be worked out from'
+           WHEN len({ws}) > 1 AND len({unreadable}) = 0 AND NOT {agree} THEN {count}
+             || ' body weights taken at the same time disagree: '
+             || array_to_string([x.written for x in {ordered}], ' and ') || ' ('
+             || array_to_string(['Observation/' || x.id for x in {ordered}], ', ') || '; '
+             || coalesce('taken ' || {when}, 'no date recorded') || ')'
+      END AS weight_problem"""
 
 
 def _quantity_unit(quantity: str) -> str:
@@ -611,7 +739,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
 
     def ketamine(codings: str, names: str) -> str:
         coded = f"len([c for c in {codings} if {system_is(CODING, 'rxnorm')} AND (c->>'code') IN ({_in(kb.ketamine_rxnorm)})]) > 0"
-        return f"({coded} OR {words_match(names, ketamine_words(kb))})"
+        return f"({coded} OR {words_match(names, ketamine_words(kb), drug_names=True)})"
 
     # the drug an administration names: its CodeableConcept, or the referenced or contained Medication
     drug_names = concat(
@@ -681,10 +809,14 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         "json_extract_string(di, '$[*].method.text')",
         "json_extract_string(di, '$[*].method.coding[*].display')",
     )
-    pca = words_match(methods, PCA_WORDS)
+    pca = words_match(methods, PCA_WORDS, drug_names=True)
     # times
     administered = timestamp_sql(f"coalesce(m.{q}effectiveDateTime{q}, m.{q}effectivePeriod{q}->>'start')")
     observed = timestamp_sql(
+        f"coalesce({q}effectiveDateTime{q}, {q}effectiveInstant{q}, {q}effectivePeriod{q}->>'start', "
+        f"{q}effectivePeriod{q}->>'end', issued)"
+    )
+    observed_text = (
         f"coalesce({q}effectiveDateTime{q}, {q}effectiveInstant{q}, {q}effectivePeriod{q}->>'start', "
         f"{q}effectivePeriod{q}->>'end', issued)"
     )
@@ -719,6 +851,10 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         concat(_names("q." + q + "medicationCodeableConcept" + q), _names("med.code")),
     )
     a = "'MedicationAdministration/' || admin_id || ': '"
+    ratio_den = "(dosage->'rateRatio'->'denominator')"
+    per_code = "'mg/' || nullif(trim(" + ratio_den + "->>'code'), '')"
+    per_unit = "'mg/' || nullif(trim(" + ratio_den + "->>'unit'), '')"
+    time_clash = f"coalesce({unit_key_sql(per_code)} <> {unit_key_sql(per_unit)}, false)"
     return f"""
     WITH vs AS ({value_sets_sql(kb)}),
     pclasses AS ({procedure_classes_sql(kb)}),
@@ -780,6 +916,10 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         CASE dose_form WHEN 'rateQuantity' THEN dosage->'rateQuantity'->'value'
           WHEN 'rateRatio' THEN dosage->'rateRatio'->'numerator'->'value'
           WHEN 'dose' THEN dosage->'dose'->'value' END AS value_json,
+        CASE dose_form WHEN 'rateQuantity' THEN dosage->'rateQuantity'
+          WHEN 'rateRatio' THEN dosage->'rateRatio'->'numerator' WHEN 'dose' THEN dosage->'dose' END AS dose_json,
+        CASE dose_form WHEN 'rateQuantity' THEN 'dosage.rateQuantity'
+          WHEN 'rateRatio' THEN 'dosage.rateRatio.numerator' WHEN 'dose' THEN 'dosage.dose' END AS dose_path,
         {dose_unit} AS dose_unit,
         CASE WHEN dose_form = 'rateRatio' THEN {den_unit} IN ('h', 'hr', 'hour', 'min', 's', 'sec', 'd', 'day') END
           AS per_hour,
@@ -804,8 +944,8 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
     timed AS (SELECT DISTINCT admin_id, patient_id, administered_at FROM core WHERE administered_at IS NOT NULL),
     -- body weight and pregnancy status
     obs AS (
-      SELECT id, {_patient("subject")} AS patient, {observed} AS t,
-        {is_weight} AS is_weight, {is_pregnancy} AS is_pregnancy,
+      SELECT id, {_patient("subject")} AS patient, {observed} AS t, {observed_text} AS t_text,
+        {is_weight} AS is_weight, {is_pregnancy} AS is_pregnancy, "valueQuantity" AS vq,
         "valueQuantity"->'value' AS value_json, {_quantity_unit('"valueQuantity"')} AS unit,
         {value_concept} IS NOT NULL AS answered, {pregnancy_answer} AS pregnancy
       FROM ({r["Observation"]})
@@ -813,10 +953,19 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         AND status IN ({_in(_FINAL_OBSERVATION)}) AND ({is_weight} OR {is_pregnancy})
     ),
     weights AS (
-      SELECT id, patient, t, coalesce(json_type(value_json) <> 'NULL', false) AS valued,
+      SELECT id, patient, t, t_text, coalesce(json_type(value_json) <> 'NULL', false) AS valued,
         struct_pack(id := id, value := TRY_CAST(value_json AS DOUBLE), is_number := {_is_number("value_json")},
-                    unit := unit) AS w
+                    unit := unit, bounded := {has_comparator("vq")}, bound := {bound_text("vq")},
+                    clash := {unit_clash_sql("vq")}, clash_text := {unit_clash_text("vq")},
+                    written := {written_number("value_json")} || ' ' || unit,
+                    kg := TRY_CAST(value_json AS DOUBLE) * ({_kg_factor("unit")}),
+                    margin := {_written_margin("value_json")} * ({_kg_factor("unit")})) AS w
       FROM obs WHERE is_weight
+    ),
+    -- the weights of one patient taken at one time: more than one is a conflict unless they agree as written
+    weight_sets AS (
+      SELECT patient, t, list(w ORDER BY w.id) AS ws, min(t_text) AS t_text
+      FROM weights WHERE valued AND t IS NOT NULL GROUP BY patient, t
     ),
     supports AS (
       SELECT admin_id, administered_at, unnest(support_refs) AS ref FROM core WHERE support_refs IS NOT NULL
@@ -829,9 +978,8 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       GROUP BY s.admin_id
     ),
     latest_weight AS (
-      SELECT c.admin_id, any_value(w.w) AS w FROM timed c
-      ASOF JOIN (SELECT * FROM weights WHERE valued AND t IS NOT NULL) w
-        ON c.patient_id = w.patient AND c.administered_at >= w.t
+      SELECT c.admin_id, any_value(w.ws) AS ws, any_value(w.t_text) AS t_text FROM timed c
+      ASOF JOIN weight_sets w ON c.patient_id = w.patient AND c.administered_at >= w.t
       GROUP BY c.admin_id
     ),
     pregnancy_status AS (
@@ -978,17 +1126,26 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         AND {_iv_infusion('q."dosageInstruction"', "q.note")}
     ),
     first_course AS (SELECT patient, min(t) AS t FROM iv_courses GROUP BY patient),
+    weighed AS (
+      SELECT c.*,
+        CASE WHEN cw.w IS NOT NULL THEN [cw.w] WHEN cw.absent THEN NULL ELSE lw.ws END AS ws,
+        CASE WHEN cw.w IS NULL AND NOT coalesce(cw.absent, false) THEN lw.t_text END AS ws_time
+      FROM core c
+      LEFT JOIN cited_weight cw ON cw.admin_id = c.admin_id
+      LEFT JOIN latest_weight lw ON lw.admin_id = c.admin_id
+    ),
+    judged AS (
+      SELECT *, {_weight_in_effect("ws", "ws_time")}
+      FROM weighed
+    ),
     answer AS (
       SELECT c.*,
-        CASE WHEN cw.w IS NOT NULL THEN cw.w WHEN cw.absent THEN NULL ELSE lw.w END AS weight,
         s.setting AS located_setting, s.location, e.cls, coalesce(e.says_nothing, false) AS says_nothing, ap.pclass,
         coalesce(tu.use_id, cu.use_id, wu.use_id) AS reason_use, ac.conditions,
         -- the statement the administration cites is the record's own answer for it, "no" included: the
         -- cautious side (follow-up support is not claimed on a course the record says was not taken)
         CASE WHEN cc.yes THEN true WHEN cc.no THEN false WHEN fc.t < c.administered_at THEN true END AS prior
-      FROM core c
-      LEFT JOIN cited_weight cw ON cw.admin_id = c.admin_id
-      LEFT JOIN latest_weight lw ON lw.admin_id = c.admin_id
+      FROM judged c
       LEFT JOIN admin_setting s ON s.admin_id = c.admin_id
       LEFT JOIN enc e ON e.id = c.encounter_id
       LEFT JOIN admin_procedure ap ON ap.admin_id = c.admin_id
@@ -1001,7 +1158,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
     )
     SELECT
       admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
-      weight.value AS weight_value, weight.unit AS weight_unit,
+      weight.value AS weight_value, weight.unit AS weight_unit, weight_problem,
       coalesce(located_setting, CASE WHEN (cls->>'code') IN ({_in(_NON_INTENSIVE_CLASSES)}) AND NOT says_nothing
                                      THEN 'non-intensive-care' END,
                'unknown') AS setting,
@@ -1023,6 +1180,15 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         WHEN patient_id IS NULL THEN {a} || 'no subject (patient)'
         WHEN t_text IS NULL THEN {a} || 'no effectiveDateTime or effectivePeriod.start'
         WHEN administered_at IS NULL THEN {a} || 'the time is not a FHIR dateTime: ' || t_text
+        WHEN {has_comparator("dose_json")} THEN {a} || dose_path || '.comparator: the quantity is only a bound ('
+          || {bound_text("dose_json")} || '), not an amount: it cannot be checked'
+        WHEN {unit_clash_sql("dose_json")} THEN {a} || dose_path || '.unit: ' || {unit_clash_text("dose_json")}
+        WHEN dose_form = 'rateRatio' AND {has_comparator(ratio_den)} THEN {a}
+          || 'dosage.rateRatio.denominator.comparator: the quantity is only a bound (' || {bound_text(ratio_den)}
+          || '), not an amount: it cannot be checked'
+        WHEN dose_form = 'rateRatio' AND {time_clash} THEN {a} || 'dosage.rateRatio.denominator.unit: the unit '''
+          || trim({ratio_den}->>'unit') || ''' and the UCUM code ''' || trim({ratio_den}->>'code')
+          || ''' name different times: which one was meant cannot be told'
         WHEN value_json IS NOT NULL AND NOT {_is_number("value_json")} THEN {a} || 'the dose is not a number: '
           || CAST(value_json AS VARCHAR)
         WHEN dose_form = 'rateRatio' AND NOT per_hour THEN {a}
@@ -1034,6 +1200,8 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
           || ': the body weight is not a number'
         WHEN weight IS NOT NULL AND weight.unit IS NULL THEN 'Observation/' || weight.id
           || ': the body weight has no unit (kg, g, [lb_av])'
+        WHEN weight IS NOT NULL AND weight.clash THEN 'Observation/' || weight.id || '.valueQuantity.unit: '
+          || weight.clash_text
       END AS input_problem
     FROM answer
     """
@@ -1139,7 +1307,7 @@ def opioid_prescriptions(
         return None, NO_PRESCRIPTION_FILES
     if not paths:  # this bucket's patients have none
         return {}, ""
-    files = str_list(str(p) for p in paths)
+    files = _read_paths(paths)
     pattern = lit(_opioid_pattern(kb))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fhir_drug_resources AS
@@ -1167,22 +1335,38 @@ def opioid_prescriptions(
           AND {patient} IN (SELECT patient_id FROM {administrations})
     """).fetchall()
     con.execute("DROP TABLE fhir_drug_resources")
-    reader = OpioidReader(((None, parse_json(text)) for _, text in medications), kb)
+    reader = OpioidReader(_medications(medications), kb)
     found: dict[str, list[Prescription]] = {}
     for patient_id, text in rows:
+        ambiguous = None
         try:
             resource = parse_json(text)
+        except DuplicateKeyError as exc:  # its drug can be told, its dose and dates cannot: unknown
+            resource, ambiguous = parse_json(text, unique_keys=False), exc.message
         except InputError:
             continue  # not text (an unpaired surrogate): nothing to read a drug from
-        prescription = _history_prescription(resource, reader)
+        prescription = _history_prescription(resource, reader, ambiguous)
         if prescription is not None:
             found.setdefault(patient_id, []).append(prescription)
     return found, ""
 
 
-def _history_prescription(resource: Mapping[str, Any], reader: OpioidReader) -> Prescription | None:
+def _medications(rows: Iterable[tuple[Any, str]]) -> Iterator[tuple[None, Any]]:
+    """The Medications prescriptions may reference, parsed as read (a key written twice: the last, as DuckDB
+    reads the rest of the export); one that is not text is left out."""
+    for _, text in rows:
+        try:
+            yield None, parse_json(text, unique_keys=False)
+        except InputError:
+            continue
+
+
+def _history_prescription(
+    resource: Mapping[str, Any], reader: OpioidReader, unreadable: str | None = None
+) -> Prescription | None:
     """One request or statement as a prescription in the patient's history (``tolerance.Prescription``), or
-    None: not for an opioid, or never in force (cancelled, draft, entered in error, intended, not taken)."""
+    None: not for an opioid, or never in force (cancelled, draft, entered in error, intended, not taken).
+    ``unreadable``: why its dose and dates cannot be read (a key written twice), leaving them unknown."""
     statuses = (
         HISTORY_STATEMENT_STATUSES
         if resource.get("resourceType") == "MedicationStatement"
@@ -1191,6 +1375,8 @@ def _history_prescription(resource: Mapping[str, Any], reader: OpioidReader) -> 
     if resource.get("status") not in statuses:
         return None
     try:
+        if unreadable is not None:
+            raise InputError("", unreadable)
         use = reader.use(resource)
     except InputError as exc:  # a date the adapter cannot read: the prescription's dose and dates are unknown
         ingredient = reader.ingredient(resource)

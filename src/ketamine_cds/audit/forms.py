@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._errors import InputError
 from .._kb import KnowledgeBase
 from .._site import Site
 
@@ -40,12 +41,21 @@ def form_of(entries: Iterable[str], is_dir: bool) -> Form:
     return "flat"
 
 
-def source_sql(path: Path, form: Form, site: Site | None = None) -> str:
-    """The form's reader: a SELECT yielding canonical rows (opioid tolerance not yet decided for FHIR, OMOP)."""
+def check_column_mappings(columns: Mapping[str, str] | None, form: Form) -> None:
+    """``--column`` maps a flat table's columns: given with another form, it is refused."""
+    if columns and form != "flat":
+        raise InputError("--column", f"maps the columns of a flat table, and the input is {form}")
+
+
+def source_sql(
+    path: Path, form: Form, site: Site | None = None, columns: Mapping[str, str] | None = None
+) -> str:
+    """The form's reader: a SELECT yielding canonical rows (opioid tolerance not yet decided for FHIR, OMOP);
+    ``columns``: a flat table's column mappings (``flat.resolve_columns``)."""
     if form == "flat":
         from .flat import flat_source
 
-        return flat_source(path)
+        return flat_source(path, columns)
     if form == "fhir":
         from .fhir_ndjson import fhir_source
 

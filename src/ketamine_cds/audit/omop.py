@@ -86,7 +86,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -97,6 +96,7 @@ from .._errors import InputError
 from .._facts import Coded, OpioidUse
 from .._kb import KnowledgeBase, load_knowledge
 from .._site import Site
+from .._units import plain_decimal
 from ..adapters.fhir import (
     _ROUTE_CODES,
     _ROUTE_WORDS,
@@ -106,6 +106,7 @@ from ..adapters.fhir import (
     _word_pattern,
 )
 from .decide import unit_rows
+from .duck import read_path
 from .fhir_ndjson import (
     _MASS_MG,
     _VOLUME_ML,
@@ -125,6 +126,7 @@ from .fhir_ndjson import (
     value_sets_sql,
     words_match,
 )
+from .flat import number_sql
 from .forms import hidden
 from .tolerance import Prescription
 
@@ -249,7 +251,7 @@ VOCABULARY_TABLES = ("concept", "concept_ancestor")
 
 
 def _quote(path: Path) -> str:
-    return lit(str(path))
+    return read_path(path)  # literally: a file named person[1].csv is not a pattern
 
 
 def table_of(name: str) -> str | None:
@@ -480,7 +482,7 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         f"((dc.short = 'rxnorm' AND dc.norm IN ({ket_codes})) "
         f"OR (sc.short = 'rxnorm' AND sc.norm IN ({ket_codes})) "
         f"OR e.drug_concept_id IN {ketamine_drugs} OR e.drug_source_concept_id IN {ketamine_drugs} "
-        f"OR {words_match(names, ket_words)})"
+        f"OR {words_match(names, ket_words, drug_names=True)})"
     )
     ketamine_strength = f"""(SELECT ds.drug_concept_id, any_value({_strength_mg_per_ml("ds")}) AS mg_per_ml
       FROM strengths ds WHERE ds.ingredient_concept_id IN (SELECT ingredient_concept_id FROM drug_ingredients
@@ -529,7 +531,7 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         coalesce(drug_exposure_start_datetime, drug_exposure_start_date) AS t_text,
         coalesce({_time("drug_exposure_start_datetime")}, {_time("drug_exposure_start_date")}) AS administered_at,
         CASE len(routes) WHEN 1 THEN routes[1] WHEN 0 THEN coalesce(route_source_value, route_concept_name) END AS route,
-        routes, quantity, TRY_CAST(quantity AS DOUBLE) AS dose_value, trim(dose_unit_source_value) AS dose_unit,
+        routes, quantity, {number_sql("CAST(quantity AS VARCHAR)")} AS dose_value, trim(dose_unit_source_value) AS dose_unit,
         drug_names, sig, vocabulary_mg_per_ml
       FROM exposures
     ),
@@ -550,8 +552,8 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       SELECT m.measurement_id AS id, m.person_id AS patient, m.visit_occurrence_id AS visit_id,
         coalesce({_time("m.measurement_datetime")}, {_time("m.measurement_date")}) AS t,
         m.value_as_number IS NOT NULL AS valued,
-        struct_pack(id := m.measurement_id, value := TRY_CAST(m.value_as_number AS DOUBLE),
-          is_number := TRY_CAST(m.value_as_number AS DOUBLE) IS NOT NULL,
+        struct_pack(id := m.measurement_id, value := {number_sql("CAST(m.value_as_number AS VARCHAR)")},
+          is_number := {number_sql("CAST(m.value_as_number AS VARCHAR)")} IS NOT NULL,
           unit := coalesce(trim(m.unit_source_value), CASE WHEN lower(uc.vocabulary_id) = 'ucum' THEN uc.concept_code END,
                            {weight_unit_ids})) AS w
       FROM ({r["measurement"]}) m
@@ -678,7 +680,7 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
     )
     SELECT
       admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
-      weight.value AS weight_value, weight.unit AS weight_unit,
+      weight.value AS weight_value, weight.unit AS weight_unit, CAST(NULL AS VARCHAR) AS weight_problem,
       CASE WHEN {site_location_sql(site, "[]::JSON[]", "detail_names")} OR {site_location_sql(site, "[]::JSON[]", "visit_names")}
              THEN 'intensive-care'
            WHEN detail_concept = {lit(INTENSIVE_CARE_VISIT)} OR {icu_named("detail_names")} THEN 'intensive-care'
@@ -875,11 +877,8 @@ def _vocabulary_strength(strength: Sequence[Any]) -> Fraction | None:
 
 
 def _positive(text: Any) -> Fraction | None:
-    try:
-        number = Decimal(str(text).strip()) if text is not None else None
-    except InvalidOperation:
-        return None
-    return Fraction(number) if number is not None and number.is_finite() and number > 0 else None
+    number = plain_decimal(str(text), exponent=True) if text is not None else None  # "2_0" is not 20
+    return Fraction(number) if number is not None and number > 0 else None
 
 
 def _day(text: Any) -> dt.date | None:

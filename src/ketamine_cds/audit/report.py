@@ -209,7 +209,9 @@ class Aggregates:
 
 
 def _parquet(path: Path) -> str:
-    return "read_parquet('" + str(path).replace("'", "''") + "')"
+    from .duck import parquet_reader
+
+    return parquet_reader(path)
 
 
 def _ids(kb: KnowledgeBase, role: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +14,7 @@ from .._errors import InputError
 from .._kb import load_knowledge
 from .._render import site_json
 from .._site import Site
-from .forms import Form, form_of, read_canonical, source_sql
+from .forms import Form, check_column_mappings, form_of, read_canonical, source_sql
 
 if TYPE_CHECKING:
     from .tolerance import Staged
@@ -48,7 +48,7 @@ def canonical_parquet(
     once, in bounded memory, and every later pass reads the canonical Parquet."""
     import duckdb
 
-    from .duck import sql_path, tune
+    from .duck import checked_memory_limit, sql_path, tune
 
     kb = load_knowledge()
     target = out_dir / "canonical"
@@ -56,7 +56,7 @@ def canonical_parquet(
     parquet = target / "administrations.parquet"
     con = duckdb.connect()
     try:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute(f"SET memory_limit = '{checked_memory_limit(memory_limit)}'")
         con.execute("SET preserve_insertion_order = false")
         con.execute(f"SET temp_directory = '{sql_path(out_dir / '.duckdb-tmp')}'")
         tune(con)
@@ -103,14 +103,22 @@ def run_audit(
     threads: int | None = None,
     on_event: Callable[[str], None] | None = None,
     site: Site | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``columns``: a flat table's column mappings (``--column NAME=COLUMN``, ``flat.resolve_columns``)."""
     import duckdb
 
+    from .duck import checked_memory_limit
+
+    memory_limit = checked_memory_limit(memory_limit)  # a size, or exit 2: it goes into SQL
     try:
-        return _run_audit(path, out_dir, engine, form, memory_limit, threads, site)
+        return _run_audit(path, out_dir, engine, form, memory_limit, threads, site, columns)
     except (duckdb.IOException, duckdb.InvalidInputException) as exc:
-        # the input cannot be read at all (no files, not UTF-8, not CSV or Parquet): one line, exit 2
+        # the input cannot be read at all (no files, not UTF-8, not CSV or Parquet), or the output cannot be
+        # written (a full disk): one line naming which, exit 2
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if str(out_dir.absolute()) in first or str(out_dir) in first:
+            raise InputError("--out", f"cannot be written: {first}") from None
         raise InputError("INPUT", f"cannot be read: {first}") from None
 
 
@@ -122,10 +130,17 @@ def _run_audit(
     memory_limit: str,
     threads: int | None,
     site: Site | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    from .duck import sql_path
+    from .duck import clear_findings, parquet_reader
 
+    if engine != "spark":  # a flat table's columns are checked before anything is written
+        form = form or detect_form(Path(path))
+        check_column_mappings(columns, form)
+        if form == "flat":
+            source = source_sql(Path(path), form, columns=columns)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clear_findings(out_dir / "findings.parquet")  # before the work: a folder of the user's stops the run
     started = time.monotonic()
     tolerance_step: dict[str, Any] | None = None  # the FHIR and OMOP readers decide tolerance (tolerance.py)
     if engine == "spark":  # Spark lists and reads the input where it is stored; the driver reads none of it
@@ -137,17 +152,13 @@ def _run_audit(
             ) from None
         reporter = _Reporter(None)
         reporter.event("audit.start", input=str(path), form=form, engine=engine, rows=None)
-        run = run_spark(path, form, out_dir, site=site, memory_limit=memory_limit)
+        run = run_spark(path, form, out_dir, site=site, memory_limit=memory_limit, columns=columns)
         form = form or run.form
         tolerance_step = run.tolerance.as_dict() if run.tolerance is not None else None
     else:
-        path = Path(path)
-        form = form or detect_form(path)
-        if form == "flat":
-            source = source_sql(path, form)
-        else:  # read once: every later pass reads the canonical rows
-            canonical = canonical_parquet(path, form, out_dir, memory_limit, site)
-            source = f"SELECT * FROM read_parquet('{sql_path(canonical.path)}')"
+        if form is not None and form != "flat":  # read once: every later pass reads the canonical rows
+            canonical = canonical_parquet(Path(path), form, out_dir, memory_limit, site)
+            source = f"SELECT * FROM {parquet_reader(canonical.path)}"
             tolerance_step = canonical.tolerance.as_dict()
         reporter = _Reporter(_count(source))
         reporter.event("audit.start", input=str(path), form=form, engine=engine, rows=reporter.total)

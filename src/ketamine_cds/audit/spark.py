@@ -67,7 +67,7 @@ from .bucket import (
     write_findings,
 )
 from .duck import AuditRun, decide_classes
-from .forms import Form, form_of, hidden
+from .forms import Form, check_column_mappings, form_of, hidden
 
 try:  # the spark extra: pip install 'ketamine-cds[spark]'
     import pyarrow as pa
@@ -272,7 +272,11 @@ def _listing(spark: SparkSession, location: str) -> Listing:
 
 
 def _input_error(exc: Exception) -> InputError | None:
-    """A task's DuckDB error reading the input (not CSV, not UTF-8, ...): the input cannot be read."""
+    """A task's error about the input: DuckDB's reading it (not CSV, not UTF-8, ...), or the reader's own
+    (a flat table's unknown column), said as the DuckDB engine says it."""
+    said = re.search(r"ketamine_cds\._errors\.InputError: ([^\n]+)", str(exc))
+    if said:
+        return InputError("", said.group(1).strip())
     found = re.search(r"duckdb\.(?:IOException|InvalidInputException): ([^\n]+)", str(exc))
     return InputError("INPUT", f"cannot be read: {found.group(1).strip()}") if found else None
 
@@ -326,16 +330,18 @@ def run_spark(
     kb: KnowledgeBase | None = None,
     site: Site | None = None,
     memory_limit: str = "1GB",
+    columns: Mapping[str, str] | None = None,
 ) -> AuditRun:
     """Audit the input at ``path`` (a local path, or any location Spark reads) on Spark: write
     ``out_dir/findings.parquet`` (a folder). ``form``: flat, fhir or omop (None: detected);
-    ``memory_limit``: DuckDB's in each task."""
+    ``memory_limit``: DuckDB's in each task; ``columns``: a flat table's column mappings."""
     kb = kb or load_knowledge()
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     spark = spark_session(master)
     listing = _listing(spark, _location(path))
     form = form or form_of(listing.entries(), listing.is_dir)
+    check_column_mappings(columns, form)
     job = Job(
         form,
         kb,
@@ -343,6 +349,7 @@ def run_spark(
         memory_limit,
         threads=int(spark.conf.get("spark.task.cpus", "1") or 1),
         files={location_key(where): name for name, where, _ in listing.files},
+        columns=dict(columns or {}),
     )
     try:
         measured, job = _measured(spark, listing, job)

@@ -167,6 +167,7 @@ def canonical_sql(rows: int, seed: int = 20261124, patients: int | None = None) 
       CASE WHEN u_noweight < 0.03 THEN NULL WHEN u_noweight > 0.9995 THEN 0
            WHEN u_lb < 0.08 THEN round(true_weight / 0.45359237, 1) ELSE round(true_weight, 1) END AS weight_value,
       CASE WHEN u_lb < 0.08 THEN '[lb_av]' ELSE 'kg' END AS weight_unit,
+      CAST(NULL AS VARCHAR) AS weight_problem,
       setting, {location} AS location, indication, procedure_class,
       {conditions} AS conditions,
       CASE WHEN route <> 'intravenous' THEN hash(i, 'prior') % 5 <> 0 END AS prior_iv_ketamine,
@@ -243,7 +244,7 @@ def write_flat(rows: int, out_dir: Path, seed: int = 20261124, csv: bool = True)
         con.execute(f"CREATE TEMP TABLE administrations AS {canonical_sql(rows, seed)}")
         prescriptions = synthetic_prescriptions(con, rows, seed)
         select, _ = with_tolerance(con, "administrations", prescriptions, load_knowledge())
-        query = f"SELECT * EXCLUDE (input_problem) FROM ({select})"
+        query = f"SELECT * EXCLUDE (input_problem, weight_problem) FROM ({select})"
         con.execute(
             f"COPY ({query}) TO '{target / 'administrations.parquet'}' (FORMAT parquet, COMPRESSION zstd)"
         )

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import gc
+import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._kb import load_knowledge
 from .._site import load_site
 from .fhir_client import server_prefixes
+from .logsafe import keep_urls_out_of_logs
 from .settings import Settings
 from .store import AuditWriter, open_store
 
@@ -25,9 +29,9 @@ DEV_WARNING = "AUTHENTICATION DISABLED (development flag): any caller is accepte
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = (settings or Settings.from_env()).prepared()
     # httpx logs every request's URL at INFO, and a FHIR read's URL holds the patient's id: no identifier may
-    # reach a log, so its request lines are kept out (its warnings and errors still show).
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.WARNING))
+    # reach a log, so its request lines are kept out (its warnings and errors still show), and any URL it logs
+    # anyway (an operator's configuration may turn it up) shows only its origin.
+    keep_urls_out_of_logs()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=kb.version,
         lifespan=lifespan,
         description="CDS Hooks 2.0 service for ketamine in acute and chronic pain",
+        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN: /docs only when asked for (_add_docs)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.kb = kb
@@ -62,12 +68,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_error_handlers(app)
     if settings.allow_unauthenticated:
         _announce_dev_mode(app)
-    from . import auth, hooks, page
+    from . import auth, health, hooks, page
 
     auth.configure(app)  # a malformed trust list stops start-up with a precise message
     app.include_router(hooks.router)
     app.include_router(page.router)
+    app.include_router(health.router)
+    if settings.docs:
+        _add_docs(app)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, as FastAPI draws it (its script and style from the jsDelivr CDN), under a
+    Content-Security-Policy: scripts from that CDN and the page's one inline script (by its hash) only, data
+    from this service only, no framing."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    page = get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API")
+    body = bytes(page.body)
+    inline = re.findall(rb"<script>(.*?)</script>", body, re.DOTALL)
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in inline)
+    headers = {
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src {_CDN} {hashes}; style-src {_CDN} 'unsafe-inline'; "
+            f"img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(body, headers=headers)
+
+
+_CDN = "https://cdn.jsdelivr.net"
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -22,9 +22,10 @@ the application calls :func:`configure`::
     }
 
 * ``iss`` (required, unique): the JWT ``iss`` value, compared exactly (a trailing slash matters).
-* exactly one of ``jwks_url`` (the issuer's JWK Set URL; fetched with a short timeout, cached for
-  :data:`JWKS_TTL_S`, refetched once when a token names an unknown ``kid``) or ``jwks`` (the JWK Set itself,
-  communicated out of band, requirement 199). Inline keys must be public, asymmetric and carry a unique
+* exactly one of ``jwks_url`` (the issuer's JWK Set URL; fetched whole within ``jwks_timeout_s``, 3 s by
+  default, and at most :data:`JWKS_MAX_BYTES` long, cached for :data:`JWKS_TTL_S`, refetched once when a
+  token names an unknown ``kid``) or ``jwks`` (the JWK Set itself, communicated out of band, requirement
+  199). Inline keys must be public, asymmetric and carry a unique
   ``kid``.
 * ``jku`` (optional): the JWK Set URLs the issuer's tokens may name in their ``jku`` header, the allowlist of
   requirement 195 ("an allowlist of iss and jku urls"); ``jwks_url`` is always allowed.
@@ -53,13 +54,17 @@ Verification (requirement ids from the CDS Hooks 2.0 requirement list)
   the discovery URL as the audience for discovery and ``.../cds-services/some-service`` for that service,
   so neither the base URL nor the discovery URL is accepted for a service call, and the feedback endpoint's
   audience is its own URL ``.../cds-services/{id}/feedback``; ``exp`` (190) and ``iat`` (191) are
-  required, with :data:`LEEWAY_S` seconds of clock skew; ``jti`` is required and may be used once per
-  issuer (192, remembered in the store until ``exp``); ``tenant`` is optional (193). CDS Hooks 2.0 does not
-  define ``sub`` (1.0 did); it is not required, and must be a string when present (RFC 7519).
+  required, with :data:`LEEWAY_S` seconds of clock skew; ``exp``, ``iat`` and ``nbf`` must be JSON numbers
+  (a numeric string, which PyJWT alone would accept, is refused), and ``exp`` - ``iat`` at most the
+  service's ``max_token_lifetime_s`` (an hour by default: the ``jti`` is kept until ``exp``); ``jti`` is
+  required and may be used once per issuer (192, remembered in the store until ``exp``); ``tenant`` is
+  optional (193). CDS Hooks 2.0 does not define ``sub`` (1.0 did); it is not required, and must be a string
+  when present (RFC 7519).
 
 Every failure is a 401 with a precise, non-sensitive message and ``WWW-Authenticate: Bearer``; an
-unreachable JWK Set URL is logged and refused the same way, never a 500. The verified claims are left in
-``request.state.jwt_claims`` for the routes (e.g. ``tenant``).
+unreachable JWK Set URL is logged and refused the same way, never a 500. A database that cannot record the
+``jti`` just now (stopped, restarting) is not the caller's fault: 503 with ``Retry-After``, never 401. The
+verified claims are left in ``request.state.jwt_claims`` for the routes (e.g. ``tenant``).
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,8 +85,9 @@ import jwt
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from .logsafe import loggable
 from .settings import Settings
-from .store import Store
+from .store import RETRY_AFTER_S, Store, StoreUnavailable
 
 log = logging.getLogger("ketamine_cds.service.auth")
 
@@ -95,6 +102,7 @@ JWKS_REFETCH_COOLDOWN_S = 2.0  # an unknown kid refetches a key set at most this
 JWKS_MAX_BYTES = 256 * 1024
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_JTI_CHARS = 512
+MAX_TOKEN_LIFETIME_S = 3600  # the default cap on 'exp' - 'iat' (Settings.max_token_lifetime_s)
 _STATE_ATTR = "ketamine_cds_authenticator"
 _PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
@@ -299,21 +307,17 @@ class _KeySetCache:
         return cached.keys.get(kid)
 
     async def _fetch(self, url: str) -> _KeySet:
+        """The key set at url, read whole within ``timeout_s`` (connecting, headers and every byte: a server
+        that drips its answer is cut off) and at most ``JWKS_MAX_BYTES`` long."""
         try:
-            async with (
-                httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client,
-                client.stream("GET", url, headers={"Accept": "application/json"}) as response,
-            ):
-                if response.status_code != 200:
-                    raise _FetchError(f"HTTP {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > JWKS_MAX_BYTES:
-                        raise _FetchError(f"larger than {JWKS_MAX_BYTES} bytes")
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._download(url)
             document = json.loads(bytes(body))
             if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
                 raise _FetchError('not a JWK Set {"keys": [...]}')
+        except TimeoutError:
+            log.warning("cannot fetch the JWK Set %s: no whole answer within %g s", url, self.timeout_s)
+            raise AuthError(_UNREACHABLE) from None
         except (httpx.HTTPError, _FetchError, ValueError) as exc:
             log.warning("cannot fetch the JWK Set %s: %s", url, exc or type(exc).__name__)
             raise AuthError(_UNREACHABLE) from None
@@ -326,6 +330,23 @@ class _KeySetCache:
             keys[key["kid"]] = None if key["kid"] in keys else key
         log.info("fetched the JWK Set %s: %d usable key(s)", url, len(keys))
         return _KeySet(keys, time.monotonic())
+
+    async def _download(self, url: str) -> bytearray:
+        async with (
+            httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client,
+            client.stream("GET", url, headers={"Accept": "application/json"}) as response,
+        ):
+            if response.status_code != 200:
+                raise _FetchError(f"HTTP {response.status_code}")
+            declared = response.headers.get("Content-Length", "").strip()
+            if declared.isdigit() and int(declared) > JWKS_MAX_BYTES:
+                raise _FetchError(f"declares {declared} bytes, more than {JWKS_MAX_BYTES}")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > JWKS_MAX_BYTES:
+                    raise _FetchError(f"larger than {JWKS_MAX_BYTES} bytes")
+            return body
 
 
 class _FetchError(Exception):
@@ -345,6 +366,7 @@ class Authenticator:
     trust: TrustList
     store: Store
     jwks: _KeySetCache = field(default_factory=_KeySetCache)
+    max_lifetime_s: float = MAX_TOKEN_LIFETIME_S
 
     async def verify(self, token: str, audience: str) -> dict[str, Any]:
         """The verified claims of token for a call to the endpoint URL audience; AuthError if refused."""
@@ -365,6 +387,11 @@ class Authenticator:
         _check_claim_types(unverified)
         jwk = await self._key(issuer, header, algorithm)
         claims = _decode(token, jwk, algorithm, iss, audience)
+        if claims["exp"] - claims["iat"] > self.max_lifetime_s:
+            raise AuthError(
+                f"the JWT's lifetime ('exp' - 'iat') is longer than this service accepts "
+                f"({self.max_lifetime_s:g} s)"
+            )
         jti: str = claims["jti"]
         remember_until = dt.datetime.fromtimestamp(int(claims["exp"]) + LEEWAY_S, dt.UTC)
         if not await run_in_threadpool(self.store.remember_token, iss, jti, remember_until):
@@ -418,9 +445,25 @@ def _check_claim_types(claims: Mapping[str, Any]) -> None:
         raise AuthError("the JWT 'jti' must be a non-empty string")
     if isinstance(jti, str) and len(jti) > MAX_JTI_CHARS:
         raise AuthError(f"the JWT 'jti' is longer than {MAX_JTI_CHARS} characters")
+    for name in ("exp", "iat", "nbf"):  # RFC 7519 NumericDate: a JSON number, never a string
+        if name in claims and not _numeric_date(claims[name]):
+            raise AuthError(f"the JWT '{name}' must be a number (seconds since 1970-01-01T00:00:00Z)")
     for name in ("sub", "tenant"):  # 'sub' per RFC 7519; 'tenant' per CDS Hooks 2.0 (193)
         if name in claims and not isinstance(claims[name], str):
             raise AuthError(f"the JWT '{name}' must be a string")
+
+
+def _numeric_date(value: object) -> bool:
+    """A JSON number a clock can hold: not a string ("1700000000"), a boolean, infinity or NaN, nor an integer
+    past any date (PyJWT itself would accept a numeric string)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < _LATEST_DATE
+    return isinstance(value, float) and math.isfinite(value) and abs(value) < _LATEST_DATE
+
+
+_LATEST_DATE = 2**53  # seconds: far past year 9999, and exact as a float
 
 
 def _usable_key(jwk: Mapping[str, Any], algorithm: str) -> jwt.PyJWK:
@@ -525,7 +568,12 @@ def _build(settings: Settings, store: Store, *, raise_errors: bool) -> Authentic
         len(trust.issuers),
         ", ".join(i.name for i in trust.issuers.values()),
     )
-    return Authenticator(trust, store)
+    return Authenticator(
+        trust,
+        store,
+        jwks=_KeySetCache(timeout_s=settings.jwks_timeout_s),
+        max_lifetime_s=settings.max_token_lifetime_s,
+    )
 
 
 def _authenticator(request: Request) -> Authenticator | _Refusing:
@@ -567,10 +615,19 @@ async def authenticate(request: Request) -> str | None:
     try:
         claims = await authenticator.verify(token, audience)
     except AuthError as exc:
-        log.warning("refused %s %s: %s", request.method, request.url.path, exc)
+        log.warning("refused %s %s: %s", request.method, loggable(request.url.path), loggable(exc, 400))
         _refuse(str(exc), token_given=True)
+    except StoreUnavailable as exc:
+        # the token may well be good: its id could not be recorded (replay check), which is not the caller's
+        # fault, so the answer is "try again", never 401
+        log.error("a call could not be authenticated: %s", exc)
+        raise HTTPException(
+            status_code=503,
+            detail="the service's database is unavailable; try again",
+            headers={"Retry-After": RETRY_AFTER_S},
+        ) from None
     except Exception:
-        log.exception("error while verifying a JWT for %s %s", request.method, request.url.path)
+        log.exception("error while verifying a JWT for %s %s", request.method, loggable(request.url.path))
         _refuse("the bearer token could not be verified", token_given=True)
     request.state.jwt_claims = claims
     issuer: str = claims["iss"]

@@ -27,19 +27,22 @@ from fractions import Fraction
 from typing import Any
 
 from .._assessment import Assessment, DoseStatus, Finding, Note
+from .._dose_policy import CEILING
 from .._errors import InputError
 from .._facts import DoseKind
 from .._kb import Statement, load_knowledge
 from .._render import (
     INFUSION_SCOPE_WORDS,
     SUMMARY_MAX,
+    VERDICT_WORDS,
     finding_texts,
+    grade_words,
     note_text,
     sorted_findings,
     verdict_reason,
 )
 from .._site import Site
-from .._units import format_max, format_number
+from .._units import format_decimal, format_max, format_number, shown_weight
 from ..adapters.fhir import order_dose_positions
 
 Json = dict[str, Any]
@@ -60,10 +63,11 @@ class OverrideReason:
 
 
 # The service's own code system for override reasons, published at {base_url}/CodeSystem/override-reason.
+# A code, once published, keeps its meaning; its display may be reworded.
 PRIOR_EXPOSURE = OverrideReason(
     "prior-ketamine-exposure", "Prior ketamine exposure or other individual factors justify this rate"
 )
-MONITORED = OverrideReason("intensive-care-monitoring", "Patient is in intensive care (not in the record)")
+MONITORED = OverrideReason("intensive-care-monitoring", "Patient is in intensive care")
 WEIGHT = OverrideReason("weight-not-current", "Recorded body weight is wrong or out of date")
 NOT_ANALGESIA = OverrideReason(
     "not-for-analgesia", "Ketamine is for anesthesia or sedation here, not for pain"
@@ -74,18 +78,39 @@ NOT_CURRENT = OverrideReason(
 BENEFIT = OverrideReason(
     "benefit-outweighs-risk", "Benefit judged to outweigh the risk; discussed and documented"
 )
-OVERRIDE_REASONS = (PRIOR_EXPOSURE, MONITORED, WEIGHT, NOT_ANALGESIA, NOT_CURRENT, BENEFIT)
+ANESTHESIA_CARE = OverrideReason(
+    "anesthesia-care-monitoring", "Given under anesthesia care with continuous monitoring"
+)
+TOLERATED = OverrideReason("previously-tolerated", "Dose previously tolerated by this patient")
+SPECIALIST = OverrideReason("specialist-recommendation", "Specialist recommendation (e.g. the pain service)")
+OVERRIDE_REASONS = (
+    PRIOR_EXPOSURE,
+    MONITORED,
+    WEIGHT,
+    NOT_ANALGESIA,
+    NOT_CURRENT,
+    BENEFIT,
+    ANESTHESIA_CARE,
+    TOLERATED,
+    SPECIALIST,
+)
 
 _REASONS_BY_STATEMENT: dict[str, tuple[OverrideReason, ...]] = {
     # The reference names individual differences and prior ketamine exposure as reasons for dosing outside
     # the range (both acute limits and the chronic range); a limit that applies outside intensive care is
-    # overridden by a patient who is in intensive care where the record does not say so.
-    "dose-infusion-limit": (PRIOR_EXPOSURE, MONITORED, WEIGHT, NOT_ANALGESIA),
-    "dose-bolus-limit": (PRIOR_EXPOSURE, WEIGHT, NOT_ANALGESIA),
-    "chronic-dose-range": (PRIOR_EXPOSURE, MONITORED, WEIGHT),
-    "dose-ceiling": (PRIOR_EXPOSURE, WEIGHT, NOT_ANALGESIA),
-}
-_CONTRAINDICATION_REASONS = (NOT_CURRENT, BENEFIT)
+    # overridden by a patient who is in intensive care where the record does not say so. The bolus limit and
+    # the ceiling hold in intensive care too, so that is no reason for them. Continuous monitoring under
+    # anesthesia care, a dose the patient tolerated before and a specialist's recommendation are the reasons
+    # clinicians give for any of them.
+    "dose-infusion-limit": (
+        PRIOR_EXPOSURE, MONITORED, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT, NOT_ANALGESIA
+    ),
+    "dose-bolus-limit": (PRIOR_EXPOSURE, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT, NOT_ANALGESIA),
+    "chronic-dose-range": (PRIOR_EXPOSURE, MONITORED, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT),
+    "dose-ceiling": (PRIOR_EXPOSURE, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT, NOT_ANALGESIA),
+}  # fmt: skip
+# a relative contraindication: the record out of date, a judged benefit, or the risk managed by monitoring
+_CONTRAINDICATION_REASONS = (NOT_CURRENT, BENEFIT, ANESTHESIA_CARE, MONITORED, TOLERATED, SPECIALIST)
 
 
 _URGENCY = {"critical": 0, "warning": 1, "info": 2}
@@ -104,9 +129,13 @@ def statement_system(base_url: str) -> str:
     return f"{base_url}/CodeSystem/statement"
 
 
-_OVER_LIMIT = ("exceeds", "exceeds-setting-unknown")  # one card per dose: "exceeds-beside" rides with it
+_OVER_LIMIT = (
+    "exceeds",
+    "exceeds-setting-unknown",
+    "exceeds-any-weight",
+)  # one card per dose: "exceeds-beside" rides with it
 # a dose finding that could not be checked, or was checked against a weight that may not be current
-_CANNOT_CHECK = ("no-weight", "no-concentration", "weight-old", "weight-undated")
+_CANNOT_CHECK = ("no-weight", "no-concentration", "weight-old", "weight-undated", "weight-unusable")
 
 
 def is_interruptive(finding: Finding) -> bool:
@@ -218,14 +247,15 @@ def _card(
     interruptive = is_interruptive(finding)
     indicator = finding.severity
     reason = summary if assessment.decisive is finding else verdict_reason(assessment)
-    detail += (
-        f"\n\n**Statement:** {statement.title} (`{statement.id}`); grade {statement.grade_text}, "
-        f"certainty {statement.certainty_text}."
-    )
+    # the grade once: the detail of most statements already gives it
+    graded = statement.grade_phrase in detail
+    grade = "" if graded else f"; {grade_words(statement)}"
+    detail += f"\n\n**Statement:** {statement.title} (`{statement.id}`){grade}."
     if of_an_order:
+        verdict = VERDICT_WORDS[assessment.verdict.value]
         detail += (
-            f"\n\n**Assessment of this order:** {assessment.verdict.value}"
-            + (f" ({reason.rstrip('.')})" if reason and reason != summary else "")
+            f"\n\n**Assessment of this order:** {verdict}"
+            + (f": {reason.rstrip('.')}" if reason and reason != summary else "")
             + "."
         )
     card: Json = {
@@ -281,23 +311,44 @@ def dose_suggestion(
     assessment: Assessment, order: Json, dose_index: int = 0, *, bolus_step_mg: Fraction | None = None
 ) -> Json | None:
     """Update the draft MedicationRequest to the limit, in the unit system it was written in: a per-kg order
-    to the limit per kg (0.35 mg/kg, 1 mg/kg/h, ...), an absolute one to the largest dose in mg or rate in
-    mg/h for this weight.
+    to the limit per kg (0.35 mg/kg, 1 mg/kg/h, ...); an absolute one to the largest dose one can measure
+    within the limit for this weight: in mg (mg/h) rounded down to a step (0.5 mg, 0.1 mg/h; a site's
+    ``display.bolus_step_mg``), or, for an order in mL (mL/h) with a known concentration, in mL (mL/h) rounded
+    down to 0.1 mL (0.1 mL/h). The exact maximum stays in the card's detail and the label.
     ``dose_index`` is the dose of the order the suggestion changes (the others stay as ordered)."""
     check = next((c for c in assessment.dose_checks if c.index == dose_index), None)
     if check is None or check.status not in (DoseStatus.EXCEEDS, DoseStatus.EXCEEDS_UNLESS_INTENSIVE_CARE):
         return None
+    if check.statement == CEILING:  # the highest rate either guideline mentions, not a rate it recommends
+        return None
     bolus = check.kind is DoseKind.BOLUS
+    steps = load_knowledge().dose_steps
+    exact = ""
     if check.ordered.unit.per_kg:  # a site's cap in mg for this weight may be no finite decimal per kg
         value: Decimal | Fraction = _floor(check.limit_per_kg, 4)
         unit = "mg/kg" if bolus else "mg/kg/h"
-    elif check.limit_amount is not None and _floor(check.limit_amount) > 0:
-        value = _floor(check.limit_amount)
-        if bolus and bolus_step_mg is not None and check.limit_amount >= bolus_step_mg:
-            value = _floor(check.limit_amount // bolus_step_mg * bolus_step_mg)  # a dose one can draw up
-        unit = "mg" if bolus else "mg/h"
-    else:
+    elif check.limit_amount is None:
         return None
+    else:
+        in_volume = check.ordered.unit.amount == "volume" and check.concentration is not None
+        amount_unit = "mg" if bolus else "mg/h"
+        if in_volume and check.concentration is not None:
+            unit = "mL" if bolus else "mL/h"
+            step = steps["bolus_ml" if bolus else "infusion_ml_per_h"]
+            value = check.limit_amount / check.concentration // step * step
+        else:
+            unit = amount_unit
+            step = (bolus_step_mg or steps["bolus_mg"]) if bolus else steps["infusion_mg_per_h"]
+            value = check.limit_amount // step * step
+            if value <= 0:  # the limit is under one step (a tiny weight): the limit itself, rounded down
+                value = _floor(check.limit_amount)
+        if value <= 0:
+            return None
+        exact = f"{format_max(check.limit_amount)} {amount_unit}"
+        if f"{format_number(value)} {unit}" != exact:
+            exact = f"; the limit is {exact}, rounded down to a step of {format_number(step)} {unit}"
+        else:
+            exact = ""
     resource = json_safe(order)
     if resource is None or not isinstance(resource.get("id"), str) or not resource["id"]:
         return None  # an update names its resource by id: a draft without one cannot be updated
@@ -317,17 +368,23 @@ def dose_suggestion(
     amount = f"{format_number(value)} {unit}"
     weight = assessment.dose_limits.weight_kg
     for_weight = (
-        f" for {format_number(weight)} kg" if weight is not None and not check.ordered.unit.per_kg else ""
+        f" for {format_decimal(shown_weight(weight))} kg"
+        if weight is not None and not check.ordered.unit.per_kg
+        else ""
     )
     kind = "bolus" if bolus else "infusion rate"
+    label = f"Change the {kind} to {amount}{for_weight}{exact}"
+    if check.ordered.unit.per_kg:
+        label = f"Change the {kind} to the limit: {amount}"
     return {
-        "label": f"Change the {kind} to the limit: {amount}{for_weight}",
+        "label": label,
         "uuid": str(uuid.uuid4()),
         "isRecommended": True,
         "actions": [
             {
                 "type": "update",
-                "description": f"Set the ketamine {kind} of this order to {amount}{for_weight}, the limit",
+                "description": f"Set the ketamine {kind} of this order to {amount}{for_weight}, within "
+                "the limit",
                 "resource": resource,
             }
         ],

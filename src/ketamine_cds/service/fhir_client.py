@@ -3,7 +3,12 @@
 CDS Hooks 2.0, "FHIR Resource Access": the request's ``fhirServer`` is the base URL and
 ``fhirAuthorization.access_token`` the bearer token, valid for ``expires_in`` seconds. The service presents
 the token with every call (and never to another host: paging links must stay under the same base URL), never
-uses it once its lifetime is over, and waits at most ``fhir_timeout_s`` for all reads together.
+uses it once its lifetime is over, and waits at most ``fhir_timeout_s`` for all the reads of one hook call
+together (every round of them: the prefetch left out, then the resources referenced), reading at most
+``fhir_max_bytes`` of answers in all: a server that drips its answer or floods the service is cut off at the
+call's deadline or at that size, and what it was asked for is "could not be read". The reads run on the event
+loop (httpx's async client), so that the deadline cancels them outright rather than leaving threads blocked
+on a socket; a large answer is parsed on a thread.
 
 Which servers may be read is the operator's decision (``Settings.fhir_servers``, ``--fhir-server``):
 
@@ -23,11 +28,11 @@ an identifier or a URL (URLs hold patient ids).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,14 +160,35 @@ class _ReadFailed(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+MAX_CONCURRENT_READS = 8
+_PARSE_ON_THREAD_BYTES = 256 * 1024  # a larger answer is parsed off the event loop
+
+
+@dataclass
+class _Budget:
+    """The bytes a call may still read from the FHIR server, all its reads together."""
+
+    limit: int
+    used: int = 0
+
+    def take(self, size: int) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise _ReadFailed(f"the answers exceed the limit of {self.limit} bytes for one call")
+
+    def could_take(self, size: int) -> bool:
+        return self.used + size <= self.limit
+
+
+@dataclass
 class FhirAccess:
     """What the service may use to read from the client's FHIR server during one hook call."""
 
     base: httpx.URL
     token: str | None  # None: an open server the operator lists, read without a token
     expires_at: float | None  # time.monotonic() value at which the token's lifetime ends
-    timeout_s: float
+    deadline: float  # time.monotonic() value by which every read of the call must be over
+    budget: _Budget
 
     @property
     def base_url(self) -> str:
@@ -176,15 +202,18 @@ class FhirAccess:
         *,
         received_at: float,
         timeout_s: float,
+        max_bytes: int,
         listed: tuple[ServerPrefix, ...] = (),
     ) -> FhirAccess:
-        """Raise ``FhirUnavailable`` when the request gives no server the service may read."""
+        """Raise ``FhirUnavailable`` when the request gives no server the service may read. ``received_at``
+        (time.monotonic()) plus ``timeout_s`` is the call's deadline for all its reads."""
         if not fhir_server:
             raise FhirUnavailable("the request has no fhirServer to read the missing data from")
         base = checked_base(fhir_server)
         on_list = any(prefix.covers(base) for prefix in listed)
         if listed and not on_list:
             raise FhirUnavailable("fhirServer is not one of the FHIR servers this service is set up to read")
+        deadline, budget = received_at + timeout_s, _Budget(max_bytes)
         if authorization is None:
             if not on_list:
                 # CDS Hooks 2.0: services present a valid access token with each FHIR API call.
@@ -192,56 +221,57 @@ class FhirAccess:
                     "the request has no fhirAuthorization (access token) for its fhirServer, and that server "
                     "is not one this service may read without a token"
                 )
-            return cls(base, None, None, timeout_s)
+            return cls(base, None, None, deadline, budget)
         if base.scheme == "http" and not _is_loopback(base.raw_host.decode("ascii", "replace")):
             raise FhirUnavailable("fhirServer must use https: the access token is never sent over plain http")
         expires_in = authorization["expires_in"]
         if expires_in <= 0:
             raise FhirUnavailable("the fhirAuthorization access token has expired")
         lifetime = min(expires_in, _LONGEST_TOKEN_LIFETIME_S)  # any int is valid JSON; a float is not
-        return cls(base, authorization["access_token"], received_at + lifetime, timeout_s)
+        return cls(base, authorization["access_token"], received_at + lifetime, deadline, budget)
 
-    def _ends(self, deadline: float) -> float:
-        return deadline if self.expires_at is None else min(self.expires_at, deadline)
+    def _ends(self) -> float:
+        return self.deadline if self.expires_at is None else min(self.expires_at, self.deadline)
 
     def _expired(self) -> bool:
         return self.expires_at is not None and time.monotonic() >= self.expires_at
 
-    def read_all(self, queries: Mapping[str, str]) -> Reads:
+    def _out_of_time(self) -> _ReadFailed:
+        if self._expired():
+            return _ReadFailed("token expired", "the fhirAuthorization access token expired while reading")
+        return _ReadFailed("no answer in time")
+
+    async def read_all(self, queries: Mapping[str, str]) -> Reads:
         """Run the queries (relative URLs) concurrently. Each key gets the resource or Bundle read (None when
-        a read finds nothing), or a reason in ``failed``; all together take at most ``timeout_s``."""
+        a read finds nothing), or a reason in ``failed``; whatever is not over by the call's deadline (or the
+        token's end) is cancelled and fails."""
         reads = Reads()
         if not queries:
             return reads
         if self._expired():
             reads.failed = dict.fromkeys(queries, "the fhirAuthorization access token has expired")
             return reads
-        deadline = time.monotonic() + self.timeout_s
         headers = {"Accept": "application/fhir+json"}
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
-        pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(queries))))
-        try:
-            with httpx.Client(headers=headers, follow_redirects=False) as client:
-                futures: dict[str, Future[Any]] = {
-                    key: pool.submit(self._get, client, key, query, deadline)
-                    for key, query in queries.items()
-                }
-                wait(futures.values(), timeout=max(0.0, self._ends(deadline) - time.monotonic()) + 0.5)
-                for key, future in futures.items():
-                    self._settle(reads, key, future)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        limits = httpx.Limits(max_connections=MAX_CONCURRENT_READS, max_keepalive_connections=0)
+        async with httpx.AsyncClient(headers=headers, follow_redirects=False, limits=limits) as client:
+            tasks = {key: asyncio.ensure_future(self._get(client, query)) for key, query in queries.items()}
+            left = max(0.0, self._ends() - time.monotonic())
+            _, pending = await asyncio.wait(tasks.values(), timeout=left)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)  # each closes its own stream
+        for key, task in tasks.items():
+            self._settle(reads, key, task)
         return reads
 
-    def _settle(self, reads: Reads, key: str, future: Future[Any]) -> None:
+    def _settle(self, reads: Reads, key: str, task: asyncio.Future[Any]) -> None:
         label = _label(key)
-        if not future.done():
-            future.cancel()
-            log.info("FHIR read %s: no answer in time", label)
-            reads.failed[key] = NOT_READ
-            return
-        error = future.exception()
+        if task.cancelled():
+            error: BaseException | None = self._out_of_time()
+        else:
+            error = task.exception()
         if isinstance(error, _ReadFailed):
             log.info("FHIR read %s failed: %s", label, error.detail)
             reads.failed[key] = error.reason
@@ -249,14 +279,14 @@ class FhirAccess:
             log.warning("FHIR read %s failed unexpectedly: %s", label, type(error).__name__)
             reads.failed[key] = NOT_READ
         else:
-            reads.data[key] = future.result()
+            reads.data[key] = task.result()
 
-    def _get(self, client: httpx.Client, key: str, query: str, deadline: float) -> Any:
+    async def _get(self, client: httpx.AsyncClient, query: str) -> Any:
         url: httpx.URL | None = self._url(query)
         first: dict[str, Any] | None = None
         pages = 0
         while url is not None:
-            page = self._fetch(client, url, deadline)
+            page = await self._fetch(client, url)
             if page is None:
                 return first
             if page.get("resourceType") != "Bundle":
@@ -280,40 +310,35 @@ class FhirAccess:
             raise _ReadFailed("a query outside fhirServer")
         return url
 
-    def _fetch(self, client: httpx.Client, url: httpx.URL, deadline: float) -> dict[str, Any] | None:
-        left = self._ends(deadline) - time.monotonic()
+    async def _fetch(self, client: httpx.AsyncClient, url: httpx.URL) -> dict[str, Any] | None:
+        left = self._ends() - time.monotonic()
         if left <= 0:
-            if self._expired():
-                raise _ReadFailed("token expired", "the fhirAuthorization access token expired while reading")
-            raise _ReadFailed("no answer in time")
+            raise self._out_of_time()
         try:
-            response = client.get(url, timeout=left)
+            async with client.stream("GET", url, timeout=left) as response:
+                gone = response.status_code in (404, 410) and not url.query
+                if response.status_code != 200 and not gone:
+                    raise _ReadFailed(f"HTTP {response.status_code}")
+                declared = response.headers.get("Content-Length", "").strip()
+                if declared.isdigit() and not self.budget.could_take(int(declared)):
+                    raise _ReadFailed(f"an answer of {declared} bytes, over the limit for one call")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    self.budget.take(len(chunk))
+                    body += chunk
+                status = response.status_code
         except httpx.TimeoutException:
-            if self._expired():
-                raise _ReadFailed(
-                    "token expired", "the fhirAuthorization access token expired while reading"
-                ) from None
-            raise _ReadFailed("no answer in time") from None
+            raise self._out_of_time() from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
             # UnicodeError: a host name IDNA cannot encode (e.g. an empty label), raised only when connecting
             raise _ReadFailed(f"no connection ({type(exc).__name__})") from None
-        gone = response.status_code in (404, 410) and not url.query
-        if response.status_code != 200 and not gone:
-            raise _ReadFailed(f"HTTP {response.status_code}")
-        try:
-            data = parse_json(response.content)
-        except NotJSONError:
-            raise _ReadFailed(f"HTTP {response.status_code}, not JSON") from None
-        except InputError:
-            raise _ReadFailed("a number out of range") from None
-        except RecursionError:
-            raise _ReadFailed("JSON nested too deeply") from None
+        data = await _parse(bytes(body), status)
         if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-            raise _ReadFailed(f"HTTP {response.status_code}, not a FHIR resource")
+            raise _ReadFailed(f"HTTP {status}, not a FHIR resource")
         if gone and data["resourceType"] == "OperationOutcome":
             return None  # a FHIR server's answer to the read of a resource it does not have: no data
         if gone or data["resourceType"] == "OperationOutcome":
-            raise _ReadFailed(f"HTTP {response.status_code}, {data['resourceType']}")
+            raise _ReadFailed(f"HTTP {status}, {data['resourceType']}")
         return data
 
     def _next_link(self, bundle: Mapping[str, Any]) -> httpx.URL | None:
@@ -333,6 +358,20 @@ class FhirAccess:
                     raise _ReadFailed("a next page outside fhirServer")
                 return target
         return None
+
+
+async def _parse(body: bytes, status: int) -> Any:
+    """The answer as JSON (numbers exact); a large one parsed on a thread, off the event loop."""
+    try:
+        if len(body) > _PARSE_ON_THREAD_BYTES:
+            return await asyncio.to_thread(parse_json, body)
+        return parse_json(body)
+    except NotJSONError:
+        raise _ReadFailed(f"HTTP {status}, not JSON") from None
+    except InputError:
+        raise _ReadFailed("a number out of range") from None
+    except RecursionError:
+        raise _ReadFailed("JSON nested too deeply") from None
 
 
 def _label(key: str) -> str:

@@ -36,19 +36,28 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._assessment import Assessment
 from .._engine import assess
-from .._errors import InputError, NotJSONError
+from .._errors import DuplicateKeyError, InputError, NotJSONError
 from .._facts import Facts
 from .._inputs import parse_json
 from .._kb import KnowledgeBase
 from .._opioids import Presence, opioid_status
 from .._site import Site
-from ..adapters.fhir import facts_from_resources, is_ketamine_order
+from ..adapters.fhir import facts_for_orders, facts_from_resources, is_ketamine_request
 from . import prefetch as pf
 from .auth import authenticate
 from .cards import BuiltCard, cards_for, data_not_read_card, most_urgent_first, not_checked_card
+from .logsafe import loggable
 from .record import Gathered, Reader, gather, read_medications, resolve_references
 from .settings import Settings
-from .store import AssessmentRecord, AuditWriter, CardRecord, FeedbackRecord, Store, pseudonym
+from .store import (
+    RETRY_AFTER_S,
+    AssessmentRecord,
+    AuditWriter,
+    CardRecord,
+    FeedbackRecord,
+    Store,
+    pseudonym,
+)
 
 log = logging.getLogger("ketamine_cds.service.hooks")
 Json = dict[str, Any]
@@ -69,7 +78,6 @@ PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Headers": ", ".join(READ_HEADERS),
     "Access-Control-Max-Age": "600",
 }
-RETRY_AFTER_S = "1"  # with a 503: the audit trail or feedback store was unavailable for a moment
 
 
 class _CORSRoute(APIRoute):
@@ -200,6 +208,7 @@ def _discovery(kb: KnowledgeBase) -> Json:
 class _Body:
     data: Json | None = None
     error: str | None = None
+    code: str | None = None  # the input error's stable code (``InputError.code``), where there is one
 
 
 async def _json_body(request: Request) -> _Body:
@@ -210,10 +219,12 @@ async def _json_body(request: Request) -> _Body:
         return _Body(error="the request body is empty; a JSON object is required")
     try:
         data = parse_json(raw)
+    except DuplicateKeyError as exc:  # JSON, but ambiguous: a key written twice in one object
+        return _Body(error=f"the request body cannot be read: {exc.message}", code=exc.code)
     except NotJSONError as exc:
-        return _Body(error=f"the request body is not JSON: {exc.message}")
+        return _Body(error=f"the request body is not JSON: {exc.message}", code=exc.code)
     except InputError as exc:  # JSON, but a number no input can hold (out of range)
-        return _Body(error=f"the request body cannot be read: {exc}")
+        return _Body(error=f"the request body cannot be read: {exc}", code=exc.code)
     except RecursionError:
         return _Body(error="the request body is nested too deeply")
     if not isinstance(data, dict):
@@ -236,28 +247,61 @@ _SERVICE_ID_PARAMETER: Json = {
 
 
 class BadRequest(ValueError):
-    """A hook request that does not follow CDS Hooks 2.0: answered with 400 and this message."""
+    """A hook request that does not follow CDS Hooks 2.0: answered with 400, this message and a stable
+    ``code`` (``invalid-request``; ``field-too-long`` and ``control-character`` for strings the service would
+    store or log)."""
+
+    def __init__(self, message: str, code: str = "invalid-request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Every string the service stores or logs is bounded (CDS Hooks gives no limits; these are generous):
+MAX_ID_CHARS = 256  # hookInstance, patient, user and encounter ids, card and suggestion ids, codes
+MAX_TEXT_CHARS = 2048  # URLs (fhirServer, a code system) and a reason's display
+MAX_COMMENT_CHARS = 8192  # a clinician's userComment
+MAX_ACCESS_TOKEN_CHARS = 16384
+MAX_DRAFT_ORDERS = 200  # entries of context.draftOrders read in one call (an order set rarely holds 100)
 
 
 def _error(status: int, message: str, *, retry: bool = False, **extra: Any) -> JSONResponse:
     headers = {"Retry-After": RETRY_AFTER_S} if retry else None
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+    given = {k: v for k, v in extra.items() if v is not None}  # e.g. code: only where there is one
+    return JSONResponse({"error": message, **given}, status_code=status, headers=headers)
 
 
-def _string(data: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+def _string(
+    data: Mapping[str, Any],
+    key: str,
+    where: str,
+    *,
+    required: bool = True,
+    limit: int = MAX_ID_CHARS,
+    text: bool = False,
+) -> str | None:
+    """A non-empty string of at most ``limit`` characters; an identifier (``text`` False) has no control
+    character either (a line break in it could forge a log line), while text may have line breaks."""
     value = data.get(key)
     if value is None and not required:
         return None  # absent (a null optional field is read as absent)
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"{where}{key} must be a non-empty string")
-    _storable(value, f"{where}{key}")
+    _storable(value, f"{where}{key}", limit)
+    if not text and not value.isprintable():
+        raise BadRequest(
+            f"{where}{key} must not contain control characters (line breaks, tabs, separators)",
+            "control-character",
+        )
     return value
 
 
-def _storable(value: str, field: str) -> None:
-    """Strings the service stores must be storable everywhere: PostgreSQL text cannot hold NUL."""
+def _storable(value: str, field: str, limit: int) -> None:
+    """Strings the service stores must be storable everywhere (PostgreSQL text cannot hold NUL) and
+    bounded."""
+    if len(value) > limit:
+        raise BadRequest(f"{field} is longer than {limit} characters", "field-too-long")
     if "\x00" in value:
-        raise BadRequest(f"{field} must not contain a NUL character")
+        raise BadRequest(f"{field} must not contain a NUL character", "control-character")
 
 
 def _object(
@@ -315,7 +359,7 @@ def _authorization(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
     auth = _object(data, "fhirAuthorization", "", required=False)
     if auth is None:
         return None
-    _string(auth, "access_token", "fhirAuthorization.")
+    _string(auth, "access_token", "fhirAuthorization.", limit=MAX_ACCESS_TOKEN_CHARS)
     token_type = _string(auth, "token_type", "fhirAuthorization.")
     if token_type is None or token_type.lower() != "bearer":
         raise BadRequest("fhirAuthorization.token_type must be Bearer")
@@ -335,7 +379,7 @@ def parse_hook_request(data: Mapping[str, Any], service: CdsService) -> HookRequ
     if hook != service.hook:
         raise BadRequest(f"the service {service.id} answers the {service.hook} hook, not {hook}")
     hook_instance = _string(data, "hookInstance", "")
-    fhir_server = _string(data, "fhirServer", "", required=False)
+    fhir_server = _string(data, "fhirServer", "", required=False, limit=MAX_TEXT_CHARS)
     authorization = _authorization(data)
     context = _object(data, "context", "")
     assert context is not None and hook is not None and hook_instance is not None
@@ -382,6 +426,12 @@ def _draft_orders(context: Mapping[str, Any]) -> tuple[list[tuple[str | None, Js
         raise BadRequest("context.draftOrders must be a FHIR Bundle of the draft orders")
     if not isinstance(entries, list):
         raise BadRequest("context.draftOrders.entry must be an array")
+    if len(entries) > MAX_DRAFT_ORDERS:
+        raise BadRequest(
+            f"context.draftOrders holds {len(entries)} entries; this service reads at most "
+            f"{MAX_DRAFT_ORDERS} draft orders in one call",
+            "too-many-draft-orders",
+        )
     drafts: list[tuple[str | None, Json]] = []
     orders: list[DraftOrder] = []
     seen_ids: set[tuple[str, str]] = set()
@@ -418,10 +468,11 @@ def _draft_orders(context: Mapping[str, Any]) -> tuple[list[tuple[str | None, Js
 def _is_ketamine_order(
     order: DraftOrder, medications: list[tuple[str | None, Json]], kb: KnowledgeBase
 ) -> bool:
-    """The FHIR reader alone decides what ketamine is (RxNorm code or name, its Medication)."""
+    """The FHIR reader alone decides what ketamine is (RxNorm code or name, its Medication), whatever the
+    draft's status: one that is not draft or active is answered "not checked" (``_status_outcome``)."""
     for known in (medications, []):  # without the Medications if one of them is unreadable
         try:
-            return is_ketamine_order(order.in_record, known, kb=kb)
+            return is_ketamine_request(order.in_record, known, kb=kb)
         except Exception:
             continue
     return True  # cannot tell: assess it, so that a broken ketamine order is reported, not passed over
@@ -440,7 +491,38 @@ def _ketamine_orders(
     if any("medicationReference" in order.in_record for order in orders):  # else no Medication is read
         medications = [(u, r) for u, r in req.drafts if r.get("resourceType") == "Medication"]
         medications += pf.medications(req.prefetch or {}) + read
-    return [order for order in orders if _is_ketamine_order(order, medications, kb)]
+    index = _medication_index(medications)
+    return [
+        order for order in orders if _is_ketamine_order(order, _referenced(order, medications, index), kb)
+    ]
+
+
+def _medication_index(medications: list[tuple[str | None, Json]]) -> dict[str, list[int]]:
+    """Where each Medication is in the list, by the names a reference may use for it: its fullUrl, its id."""
+    index: dict[str, list[int]] = {}
+    for i, (full_url, medication) in enumerate(medications):
+        names = {full_url.strip()} if isinstance(full_url, str) and full_url.strip() else set()
+        if isinstance(medication.get("id"), str) and medication["id"]:
+            names.add(medication["id"])
+        for name in names:
+            index.setdefault(name, []).append(i)
+    return index
+
+
+def _referenced(
+    order: DraftOrder, medications: list[tuple[str | None, Json]], index: dict[str, list[int]]
+) -> list[tuple[str | None, Json]]:
+    """The Medications the order's reference may name (its fullUrl, or an id that is one of its path
+    segments: more than the reader will match, never fewer), in their order: each order is read with a few
+    Medications, not with all of them, so that telling many drafts apart takes work in proportion to them."""
+    reference = order.in_record.get("medicationReference")
+    target = reference.get("reference") if isinstance(reference, Mapping) else None
+    if not isinstance(target, str):
+        return []
+    found = set(index.get(target.strip(), ()))
+    for part in target.strip().split("/"):
+        found.update(index.get(part, ()))
+    return [medications[i] for i in sorted(found)]
 
 
 async def _draft_medications(req: HookRequest, reader: Reader) -> Gathered:
@@ -466,6 +548,7 @@ def reader_for(req: HookRequest, request: Request, received_at: float) -> Reader
         req.fhir_authorization,
         received_at=received_at,
         timeout_s=settings.fhir_timeout_s,
+        max_bytes=settings.fhir_max_bytes,
         listed=request.app.state.fhir_servers,
     )
 
@@ -534,16 +617,23 @@ def _assess_order(
     base_url: str,
     unread: list[str],
     site: Site | None = None,
+    read: Facts | Exception | None = None,
 ) -> _Outcome:
-    """Input the engine rejects (bad units, an impossible weight, no route...) gets 200 and one warning
+    """``read``: the order's facts (or the error reading them raised) when they were read with the other
+    orders of the call (``facts_for_orders``); else they are read here.
+
+    Input the engine rejects (bad units, an impossible weight, no route...) gets 200 and one warning
     card saying the order was not checked, and why. CDS Hooks 2.0 lets a service answer errors with 4xx, but
     a client shows no error to the clinician: the order would look checked when it was not. A card is what
     the clinician sees; the specification prescribes nothing else for a request that is well formed but
     clinically unreadable."""
     assessment: Assessment
     try:
-        facts = facts_from_resources(record, as_of=as_of, kb=kb, order_id=order.order_id, site=site)
-        assessment = assess(with_unknowns(facts, unread, kb), kb, site)
+        if read is None:
+            read = facts_from_resources(record, as_of=as_of, kb=kb, order_id=order.order_id, site=site)
+        elif isinstance(read, Exception):
+            raise read
+        assessment = assess(with_unknowns(read, unread, kb), kb, site)
         built = cards_for(assessment, hook=req.hook, order=order.original, base_url=base_url, site=site)
     except InputError as exc:
         return _Outcome([not_checked_card(exc)], "input-error", (), kb.version)
@@ -557,6 +647,23 @@ def _assess_order(
         assessment.statement_ids,
         assessment.knowledge_base_version,
     )
+
+
+CHECKED_STATUSES = ("draft", "active")  # the statuses of a ketamine order the service checks
+NOT_CHECKED = "not-checked"  # the verdict recorded for a ketamine order of another status
+
+
+def _status_outcome(order: DraftOrder, kb: KnowledgeBase) -> _Outcome:
+    """A ketamine draft that is on hold, completed, cancelled, of unknown status...: not assessed (the
+    guideline's checks are for an order about to be given), and said so on a warning card, never passed over
+    with no card as if it had been checked."""
+    status = order.in_record.get("status")
+    shown = status.strip()[:40] if isinstance(status, str) and status.strip() else repr(status)[:40]
+    error = InputError(
+        f"MedicationRequest/{order.order_id}.status",
+        f"status {shown} (only a draft or active ketamine order is checked)",
+    )
+    return _Outcome([not_checked_card(error)], NOT_CHECKED, (), kb.version)
 
 
 def log_unexpected(exc: Exception, doing: str) -> None:
@@ -660,7 +767,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "No valid JWT",
         404: "Unknown service",
         412: "The patient (patient-view: the ketamine orders) not prefetched, nor readable from fhirServer",
-        503: "The audit trail or feedback store is unavailable",
+        503: "The database (audit trail, feedback, token ids) is unavailable; try again after Retry-After",
     }
     return {code: {"description": text[code]} for code in codes}
 
@@ -697,11 +804,11 @@ async def call_service(request: Request) -> JSONResponse:
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
     body = await _json_body(request)
     if body.data is None:
-        return _error(400, body.error or "a JSON object is required")
+        return _error(400, body.error or "a JSON object is required", code=body.code or "invalid-request")
     try:
         req = parse_hook_request(body.data, service)
     except BadRequest as exc:
-        return _error(400, str(exc))
+        return _error(400, str(exc), code=exc.code)
     call = Call(request, req, service, issuer, started, reader_for(req, request, received_at))
     try:
         if service.hook == "patient-view":
@@ -710,7 +817,7 @@ async def call_service(request: Request) -> JSONResponse:
             return await answer_patient_view(call)
         return await _answer_orders(call)
     except pf.PrefetchError as exc:
-        return _error(400, str(exc))
+        return _error(400, str(exc), code="invalid-request")
     except PreconditionFailed as exc:
         return await _precondition_failed(call, exc)
 
@@ -782,7 +889,7 @@ class Call:
         log.info(
             "%s %s: %s, %d card(s), verdicts %s%s, %.0f ms",
             self.service.id,
-            self.req.hook_instance,
+            loggable(self.req.hook_instance),
             what,
             len(cards),
             ",".join(str(r.verdict) for r in rows),
@@ -799,6 +906,13 @@ async def _answer_orders(call: Call) -> JSONResponse:
     orders = _ketamine_orders(req, kb, read_medications(from_drafts))
     if not orders:
         return JSONResponse({"cards": []})
+    checked = [o.in_record.get("status") in CHECKED_STATUSES for o in orders]
+    not_checked = [_status_outcome(o, kb) for o, ok in zip(orders, checked, strict=True) if not ok]
+    orders = [o for o, ok in zip(orders, checked, strict=True) if ok]
+    if not orders:
+        rows = [call.row(o.verdict, o.statements, o.cards, [], o.kb_version) for o in not_checked]
+        cards = [c for outcome in not_checked for c in outcome.cards]
+        return await call.answer(rows, cards, f"{len(not_checked)} ketamine order(s) not checked (status)")
     gathered = await gather(req.prefetch, call.service.prefetch, context_of(req), call.reader)
     gathered.data.update(from_drafts.data)
     ordered = [(o.full_url, o.in_record) for o in orders]
@@ -809,18 +923,19 @@ async def _answer_orders(call: Call) -> JSONResponse:
     record = pf.record_resources(gathered.data, req.drafts)
     unread = gathered.unread_data
     args = (orders, record, req, kb, as_of, settings.base_url, unread, call.site)
-    if len(record) > LOOP_ENTRIES:  # would hold up every other call on the loop: a pool thread
+    if len(record) > LOOP_ENTRIES or len(orders) > LOOP_ORDERS:  # would hold up the loop: a pool thread
         outcomes = await run_in_threadpool(_assess_orders, *args)
     else:
         outcomes = _assess_orders(*args)
+    outcomes += not_checked
     rows = [call.row(o.verdict, o.statements, o.cards, unread, o.kb_version) for o in outcomes]
     cards = [c for outcome in outcomes for c in outcome.cards]
-    return await call.answer(rows, cards, f"{len(orders)} ketamine order(s)")
+    return await call.answer(rows, cards, f"{len(outcomes)} ketamine order(s)")
 
 
 async def _precondition_failed(call: Call, exc: PreconditionFailed) -> JSONResponse:
     """412, recorded in the audit trail like every other answer (no verdict, no cards)."""
-    log.info("%s %s: 412, %s", call.service.id, call.req.hook_instance, exc.reason)
+    log.info("%s %s: 412, %s", call.service.id, loggable(call.req.hook_instance), exc.reason)
     try:
         await _audit(call.request).write([call.row(None, (), [], exc.unread)])
     except Exception as error:
@@ -835,6 +950,7 @@ async def _precondition_failed(call: Call, exc: PreconditionFailed) -> JSONRespo
 
 
 LOOP_ENTRIES = 400  # a record with more entries is assessed in the thread pool (a few ms of reading)
+LOOP_ORDERS = 16  # and so are more ketamine orders than this (each is assessed and given its cards)
 
 
 def _assess_orders(
@@ -847,7 +963,13 @@ def _assess_orders(
     unread: list[str],
     site: Site | None = None,
 ) -> list[_Outcome]:
-    return [_assess_order(o, record, req, kb, as_of, base_url, unread, site) for o in orders]
+    """Every order assessed, the record read once for all of them: the work grows with the drafts, not with
+    their square."""
+    read = facts_for_orders(record, [o.order_id for o in orders], as_of=as_of, kb=kb, site=site)
+    return [
+        _assess_order(o, record, req, kb, as_of, base_url, unread, site, facts)
+        for o, facts in zip(orders, read, strict=True)
+    ]
 
 
 def _audit(request: Request) -> AuditWriter:
@@ -867,6 +989,8 @@ def _timestamp(value: Any, where: str) -> str:
         f"{where}outcomeTimestamp must be a date and time in UTC (RFC 3339, offset Z), "
         "e.g. 2026-11-24T10:15:00Z"
     )
+    if isinstance(value, str) and len(value) > 64:
+        raise BadRequest(f"{where}outcomeTimestamp is longer than 64 characters", "field-too-long")
     if not isinstance(value, str) or not _UTC_TIMESTAMP.fullmatch(value):
         raise BadRequest(message)
     try:
@@ -908,13 +1032,15 @@ def feedback_records(data: Mapping[str, Any], service: str, issuer: str | None) 
             reason = _object(override, "reason", f"{where}overrideReason.", required=False)
             if reason is not None:
                 code = _string(reason, "code", f"{where}overrideReason.reason.")
-                system = _string(reason, "system", f"{where}overrideReason.reason.")
-                display = _string(reason, "display", f"{where}overrideReason.reason.", required=False)
+                system = _string(reason, "system", f"{where}overrideReason.reason.", limit=MAX_TEXT_CHARS)
+                display = _string(
+                    reason, "display", f"{where}overrideReason.reason.", required=False, limit=MAX_TEXT_CHARS
+                )
             if "userComment" in override:
                 if not isinstance(override["userComment"], str):
                     raise BadRequest(f"{where}overrideReason.userComment must be a string")
                 comment = override["userComment"]
-                _storable(comment, f"{where}overrideReason.userComment")
+                _storable(comment, f"{where}overrideReason.userComment", MAX_COMMENT_CHARS)
         timestamp = _timestamp(item["outcomeTimestamp"], where) if "outcomeTimestamp" in item else None
         assert card is not None
         records.append(
@@ -947,11 +1073,11 @@ def feedback(service_id: ServiceId, request: Request, issuer: Issuer, body: Body
     if service_id not in _services(kb):
         return _error(404, f"no CDS service {service_id!r}; see GET /cds-services")
     if body.data is None:
-        return _error(400, body.error or "a JSON object is required")
+        return _error(400, body.error or "a JSON object is required", code=body.code or "invalid-request")
     try:
         records = feedback_records(body.data, service_id, issuer)
     except BadRequest as exc:
-        return _error(400, str(exc))
+        return _error(400, str(exc), code=exc.code)
     try:
         store.record_feedback(records)  # committed before it returns
     except Exception as exc:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,12 @@ from markupsafe import Markup, escape
 from .._engine import assess
 from .._errors import InputError
 from .._kb import KnowledgeBase, Statement, load_knowledge
+from .._render import DOSE_STATUS_WORDS as report_dose_status_words
 from .._render import SCREENING_WORDS as report_screening_words
-from .._render import DoseDisplay, assessment_json, dose_display
+from .._render import VERDICT_WORDS as report_verdict_words
+from .._render import DoseDisplay, assessment_json, dose_display, sentence
 from .._site import Site
+from .._units import format_number, plain_decimal
 from ..adapters.case import facts_from_case
 
 router = APIRouter(include_in_schema=False)
@@ -57,16 +61,7 @@ DOSE_UNITS = (
 ROUTES = (("intravenous", "Intravenous (IV)"), ("oral", "Oral"), ("intranasal", "Intranasal"))
 SEXES = (("female", "Female"), ("male", "Male"), ("other", "Other"), ("unknown", "Unknown"))
 
-VERDICT_WORDS: Mapping[str, str] = {
-    "out-of-scope": "Outside this guideline",
-    "contraindicated": "Contraindicated",
-    "dose-exceeds-limit": "Dose exceeds the limit",
-    "not-indicated": "Not indicated",
-    "insufficient-evidence": "Insufficient evidence",
-    "needs-information": "More information needed",
-    "consider": "Consider ketamine",
-    "may-consider": "Ketamine may be considered",
-}
+VERDICT_WORDS: Mapping[str, str] = report_verdict_words
 VERDICT_TONE: Mapping[str, str] = {
     "out-of-scope": "neutral",
     "contraindicated": "stop",
@@ -78,16 +73,7 @@ VERDICT_TONE: Mapping[str, str] = {
     "may-consider": "go",
 }
 SCREENING_WORDS: Mapping[str, str] = {**report_screening_words, "present": "present in the record"}
-DOSE_STATUS_WORDS: Mapping[str, str] = {
-    "within": "within the limit",
-    "below-range": "below the range used for chronic pain (information, not an error)",
-    "exceeds": "exceeds the limit",
-    "exceeds-unless-intensive-care": (
-        "exceeds the limit unless the patient is in intensive care (setting unknown)"
-    ),
-    "cannot-check-no-weight": "cannot be checked: no body weight",
-    "cannot-check-no-concentration": "cannot be checked: the concentration (mg/mL) is not given",
-}
+DOSE_STATUS_WORDS: Mapping[str, str] = report_dose_status_words
 ROLE_WORDS: Mapping[str, str] = {
     "support-strong": "supports ketamine (should be considered, or moderate certainty)",
     "support-weak": "supports ketamine weakly (may be considered, low certainty)",
@@ -99,7 +85,11 @@ ROLE_WORDS: Mapping[str, str] = {
     "context": "context",
 }
 TAG_WORDS: Mapping[str, str] = {
-    "seed": "stated in the seed summary the project was started from",
+    "seed": (
+        "stated in the project's seed: a one-page summary of the 2018 ASRA/AAPM/ASA recommendations on "
+        "ketamine for acute and chronic pain (and of the 2019 review), the document the project was started "
+        "from; where it is looser than the guidelines' own conclusions, the guidelines' wording is followed"
+    ),
     "V1": "checked against the guideline's own text (abstract or conclusions)",
     "V2v": (
         "the conclusion and its grade, word for word, in two independent copies of the guideline's "
@@ -140,10 +130,10 @@ GROUPS = frozenset(
 
 
 def _number(value: Any) -> str:
-    """A rounded display number: 28.0 -> '28', 24.45 -> '24.45'."""
+    """A JSON number as the texts write it: 28.0 -> '28', 24.45 -> '24.45', 1200 -> '1,200'."""
     if value is None:
         return "unknown"
-    return f"{float(value):.2f}".rstrip("0").rstrip(".")
+    return format_number(Fraction(str(value)))
 
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
@@ -166,6 +156,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["num"] = _number
     env.filters["markdown"] = _markdown
+    env.filters["sentence"] = sentence
     env.globals.update(
         verdict_words=VERDICT_WORDS,
         verdict_tone=VERDICT_TONE,
@@ -269,7 +260,7 @@ DEFAULTS: Mapping[str, str] = {
     "weight_unit": "kg",
     "pregnant": "unknown",
     "cardiovascular": "",
-    "conditions_record": "reviewed",
+    "conditions_record": "unknown",  # nobody has looked at the record until the user says so
     "setting": "unknown",
     "dose_kind": "",
     "prior_iv": "unknown",
@@ -292,28 +283,29 @@ class Built:
     fields: list[tuple[str, str]] = field(default_factory=list)
 
 
-_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
-
-
 def _text(form: FormValues, name: str) -> str:
     value = form.get(name, "")
     return value.strip() if isinstance(value, str) else ""
 
 
 def _number_value(form: FormValues, name: str) -> Decimal | str:
-    """A plain decimal number as ``Decimal``; anything else is passed on as text for the adapter to refuse.
+    """A plain decimal number as ``Decimal``; words are passed on as text for the adapter to refuse.
 
-    Exponent notation is refused here: nobody writes a dose that way, and ``1e99999999`` would make the
-    exact arithmetic work on a number with a hundred million digits.
+    What Python would read as a number but nobody writes as a dose is refused here: exponent notation
+    (``1e99999999`` would make the exact arithmetic work on a number with a hundred million digits), digit
+    separators (``7_0`` is not 70) and other scripts' digits (``７０``).
     """
     text = _text(form, name)
-    if len(text) > MAX_NUMBER_CHARS or _EXPONENT.fullmatch(text):
+    if len(text) > MAX_NUMBER_CHARS:
         raise FormError(name, "enter a plain number such as 80 or 0.5")
+    number = plain_decimal(text)
+    if number is not None:
+        return number
     try:
-        number = Decimal(text)
+        Decimal(text)
     except InvalidOperation:
-        return text
-    return number if number.is_finite() else text
+        return text  # words: "must be a number"
+    raise FormError(name, "enter a plain number such as 80 or 0.5")
 
 
 def build_case(form: FormValues, kb: KnowledgeBase) -> Built:
@@ -364,8 +356,8 @@ def build_case(form: FormValues, kb: KnowledgeBase) -> Built:
     elif ticked:
         raise FormError(
             "conditions_record",
-            "conditions are ticked but the record is marked as not available: untick them or choose "
-            "'reviewed'",
+            "conditions are ticked but the record is marked as not reviewed: choose 'Reviewed' (unticked "
+            "conditions were looked for and not found) or untick them",
         )
     opioid_record = _text(form, "opioid_record")
     if opioid_record == "unknown" and any(
@@ -496,8 +488,19 @@ def _form_page(
         result=result,
         doses=doses,
         case=case,
-        today=dt.date.today().isoformat(),
+        today=_date_words(dt.date.today()),
     )
+
+
+def _date_words(day: dt.date) -> str:
+    """ "6 December 2026": a date no reader takes for another, whatever order a date field shows."""
+    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
 
 
 def _title(result: Mapping[str, Any] | None, errors: Mapping[str, str] | None) -> str:
@@ -532,9 +535,11 @@ async def assess_page(request: Request) -> HTMLResponse:
         name = field_for(exc.field, fields)
         message = exc.message if name else str(exc)
         return _form_page(request, form, status_code=400, errors={name: message})
-    assessment = assess(facts, kb, _site(request))
+    site = _site(request)
+    assessment = assess(facts, kb, site)
     result = assessment_json(assessment, kb)
-    doses = dose_display(assessment)
+    concentrations = site.concentrations_mg_per_ml if site is not None else ()
+    doses = dose_display(assessment, concentrations or kb.ketamine_concentrations)
     return _form_page(request, form, result=result, doses=doses, case=case_json(built.case))
 
 

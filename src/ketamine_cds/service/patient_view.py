@@ -227,6 +227,8 @@ def _dose_findings(assessment: Assessment) -> list[Finding]:
 
 def _weight_words(assessment: Assessment) -> str:
     weight = assessment.dose_limits.weight_kg
+    if weight is None and assessment.dose_limits.weight_problem:
+        return f"no usable body weight ({assessment.dose_limits.weight_problem})"
     if weight is None:
         return "no body weight in the record"
     return f"body weight {float(weight):.4g} kg (the latest recorded)"

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from starlette.concurrency import run_in_threadpool
 
 from . import prefetch as pf
 from .fhir_client import FhirAccess, FhirUnavailable, Reads, ServerPrefix, unavailable_for_all, under
@@ -70,9 +69,10 @@ class Reader:
         *,
         received_at: float,
         timeout_s: float,
+        max_bytes: int,
         listed: tuple[ServerPrefix, ...],
     ) -> None:
-        self._request = (fhir_server, authorization, received_at, timeout_s, listed)
+        self._request = (fhir_server, authorization, received_at, timeout_s, max_bytes, listed)
         self._decided = False
         self._access: FhirAccess | None = None
         self._refusal = ""
@@ -80,10 +80,15 @@ class Reader:
     def _decide(self) -> None:
         """Decided at first use: a call whose prefetch is complete never looks at fhirServer."""
         if not self._decided:
-            fhir_server, authorization, received_at, timeout_s, listed = self._request
+            fhir_server, authorization, received_at, timeout_s, max_bytes, listed = self._request
             try:
                 self._access = FhirAccess.from_request(
-                    fhir_server, authorization, received_at=received_at, timeout_s=timeout_s, listed=listed
+                    fhir_server,
+                    authorization,
+                    received_at=received_at,
+                    timeout_s=timeout_s,
+                    max_bytes=max_bytes,
+                    listed=listed,
                 )
             except FhirUnavailable as exc:
                 self._refusal = exc.reason
@@ -105,7 +110,7 @@ class Reader:
         self._decide()
         if self._access is None:
             return unavailable_for_all(queries, self._refusal)
-        return await run_in_threadpool(self._access.read_all, queries)
+        return await self._access.read_all(queries)
 
 
 async def gather(

@@ -27,15 +27,16 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from .settings import Settings
+from .settings import Settings, private_dir
 
 log = logging.getLogger("ketamine_cds.service.store")
 
@@ -122,6 +123,7 @@ class Store(Protocol):
     def record_feedback(self, records: Sequence[FeedbackRecord]) -> None: ...
     def remember_token(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    def ping(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -164,41 +166,80 @@ def _insert_assessments(cur: Any, sql: Callable[[str], str], records: Sequence[A
         cur.executemany(sql("INSERT INTO cards VALUES (?, ?, ?, ?, ?)"), cards)
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be reached or used just now (stopped, restarting, locked, out of space): the call
+    is answered 503 with Retry-After, never as if the caller were at fault."""
+
+
+RETRY_AFTER_S = "1"  # with a 503: when to try again
+_T = TypeVar("_T")
+
+
 class _SQLStore:
-    """One connection guarded by a lock; ``?`` placeholders, translated for PostgreSQL."""
+    """One connection guarded by a lock; ``?`` placeholders, translated for PostgreSQL. Every operation is a
+    function of a cursor run in one transaction (``_run``); the driver's errors that say the database cannot
+    be used now (``unavailable``) become ``StoreUnavailable``."""
 
     placeholder = "?"
     relaxed_commit: str | None = None  # statement that lets the next commit skip the wait for the disk
     strict_commit: str | None = None  # and the one that restores the default
+    unavailable: tuple[type[BaseException], ...] = ()
 
     def __init__(self, connection: Any) -> None:
-        self._db = connection
+        self._db: Any = connection
         self._lock = threading.Lock()
-        with self._transaction() as cur:
-            for statement in _SCHEMA:
-                cur.execute(statement)
-            self._migrate(cur)
+        self._run(self._create_schema)
+
+    def _create_schema(self, cur: Any) -> None:
+        for statement in _SCHEMA:
+            cur.execute(statement)
+        self._migrate(cur)
 
     def _migrate(self, cur: Any) -> None:
         """Bring a database made by an earlier version up to the current schema (in the open transaction)."""
         raise NotImplementedError
 
-    @contextmanager
-    def _transaction(self, relaxed: bool = False) -> Iterator[Any]:
+    def _connection(self) -> Any:
+        """The connection to use now (PostgreSQL: a new one when the last was lost)."""
+        return self._db
+
+    def _lost(self, connection: Any) -> bool:
+        """Whether the connection itself is gone (not merely the statement that failed)."""
+        return False
+
+    def _run(self, work: Callable[[Any], _T], relaxed: bool = False) -> _T:
+        """``work(cursor)`` in one transaction, committed before it returns. A connection found lost before
+        the commit was sent (a database restarted since the last call) is replaced and the work run once more
+        on the new one: the server rolled back what the old one had begun, so nothing is done twice. A commit
+        whose fate is unknown is never repeated: the caller gets ``StoreUnavailable`` and answers 503."""
         with self._lock:
-            cur = self._db.cursor()
-            try:
-                if relaxed and self.relaxed_commit:
-                    cur.execute(self.relaxed_commit)
-                yield cur
-                self._db.commit()
-            except BaseException:
-                self._db.rollback()
-                raise
-            finally:
-                if relaxed and self.strict_commit:
-                    cur.execute(self.strict_commit)
-                cur.close()
+            for attempt in (1, 2):
+                db = self._connection()
+                cur = db.cursor()
+                committing = False
+                try:
+                    if relaxed and self.relaxed_commit:
+                        cur.execute(self.relaxed_commit)
+                    result = work(cur)
+                    committing = True
+                    db.commit()
+                    return result
+                except BaseException as exc:
+                    with contextlib.suppress(Exception):
+                        db.rollback()
+                    if not isinstance(exc, self.unavailable):
+                        raise
+                    if attempt == 1 and not committing and self._lost(db):
+                        log.warning("database connection lost (%s): reconnecting", type(exc).__name__)
+                        continue
+                    raise StoreUnavailable(f"the database cannot be used now ({type(exc).__name__})") from exc
+                finally:
+                    if relaxed and self.strict_commit:
+                        with contextlib.suppress(Exception):
+                            cur.execute(self.strict_commit)
+                    with contextlib.suppress(Exception):
+                        cur.close()
+            raise AssertionError("unreachable")  # pragma: no cover
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
@@ -208,8 +249,7 @@ class _SQLStore:
 
     def record_assessments(self, records: Sequence[AssessmentRecord]) -> None:
         """All of them in one transaction: every row is written, or none."""
-        with self._transaction(relaxed=True) as cur:
-            _insert_assessments(cur, self._sql, records)
+        self._run(lambda cur: _insert_assessments(cur, self._sql, records), relaxed=True)
 
     def record_assessments_now(self, records: Sequence[AssessmentRecord]) -> bool:
         """Write at once when that needs no wait for a lock, the disk or the network; False otherwise (the
@@ -217,7 +257,7 @@ class _SQLStore:
         return False
 
     def record_feedback(self, records: Sequence[FeedbackRecord]) -> None:
-        with self._transaction() as cur:
+        def write(cur: Any) -> None:
             for r in records:
                 cur.execute(
                     self._sql("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
@@ -237,10 +277,13 @@ class _SQLStore:
                     ),
                 )
 
+        self._run(write)
+
     def remember_token(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool:
         """Record a token id; False when it was seen before (a replay). Expired ids are forgotten."""
         now = _iso(dt.datetime.now(dt.UTC))
-        with self._transaction() as cur:
+
+        def remember(cur: Any) -> bool:
             cur.execute(self._sql("DELETE FROM seen_tokens WHERE expires_at < ?"), (now,))
             cur.execute(self._sql("SELECT 1 FROM seen_tokens WHERE issuer = ? AND jti = ?"), (issuer, jti))
             if cur.fetchone() is not None:
@@ -250,14 +293,23 @@ class _SQLStore:
             )
             return True
 
+        return self._run(remember)
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._transaction() as cur:
+        def select(cur: Any) -> list[tuple[Any, ...]]:
             cur.execute(self._sql(sql), tuple(params))
             return [tuple(row) for row in cur.fetchall()]
 
+        return self._run(select)
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers (reconnecting if need be)."""
+        self._run(lambda cur: cur.execute("SELECT 1"))
+
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
 
 
 def _sqlite_migrate(cur: Any) -> None:
@@ -300,9 +352,11 @@ class SQLiteStore(_SQLStore):
 
     relaxed_commit = "PRAGMA synchronous=NORMAL"
     strict_commit = "PRAGMA synchronous=FULL"
+    unavailable = (sqlite3.OperationalError,)  # locked past the busy timeout, disk I/O, disk full, read-only
     checkpoint_every_s = 1.0
 
     def __init__(self, path: str) -> None:
+        _private_file(path)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
@@ -365,6 +419,18 @@ class SQLiteStore(_SQLStore):
         return self.query("PRAGMA integrity_check") == [("ok",)]
 
 
+def _private_file(path: str) -> None:
+    """The database readable by its owner only (0600), made so before SQLite opens it; its WAL and shared
+    memory index then get the same mode from SQLite. A database an earlier version made readable by others
+    is its own file: it is made private (with its WAL and index, if there)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+                log.warning("audit database file %s was readable by other users: made private (0600)", name)
+
+
 def _connect(path: str, busy_timeout_s: float, *pragmas: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, busy_timeout_s, check_same_thread=False, isolation_level="DEFERRED")
     for pragma in pragmas:
@@ -378,23 +444,69 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class PostgresStore(_SQLStore):
+    """One connection, checked: when the server closed it (a restart, a failover, a network cut) the next
+    operation opens a new one, and while the server cannot be reached every operation raises
+    ``StoreUnavailable`` (no new attempt for ``reconnect_after_s`` after a failed one, so that callers are
+    answered at once rather than queued behind connection timeouts)."""
+
     placeholder = "%s"
     relaxed_commit = "SET LOCAL synchronous_commit = off"  # this transaction only
+    connect_timeout_s = 3
+    reconnect_after_s = 0.5
 
     def __init__(self, url: str) -> None:
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict
 
-        super().__init__(psycopg.connect(url))
+        self.unavailable = (psycopg.OperationalError, psycopg.InterfaceError)
+        self._url = url
+        given = conninfo_to_dict(url)
+        self._connect_args: dict[str, Any] = (
+            {} if "connect_timeout" in given else {"connect_timeout": self.connect_timeout_s}
+        )
+        self._retry_at = 0.0
+        super().__init__(self._connect())
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(self._url, **self._connect_args)
+        except psycopg.Error as exc:
+            self._retry_at = time.monotonic() + self.reconnect_after_s
+            raise StoreUnavailable(f"cannot connect to the database ({_first_line(exc)})") from exc
+
+    def _connection(self) -> Any:
+        if self._db is not None and not self._db.closed and not self._db.broken:
+            return self._db
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
+        if time.monotonic() < self._retry_at:
+            raise StoreUnavailable("the database could not be reached a moment ago")
+        self._db = self._connect()
+        log.warning("database connection re-established")
+        return self._db
+
+    def _lost(self, connection: Any) -> bool:
+        return bool(connection.closed or connection.broken)
 
     def _migrate(self, cur: Any) -> None:
         for statement in _POSTGRES_MIGRATION:
             cur.execute(statement)
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error's first line, without what follows (psycopg adds the server's detail and hints)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def open_store(settings: Settings) -> Store:
     if settings.database_url:
         return PostgresStore(settings.database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     return SQLiteStore(str(settings.sqlite_path))
 
 
