@@ -354,7 +354,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     checked_memory_limit(args.memory_limit)  # before anything is made: it goes into SQL
     summary = run_audit(
-        Path(args.input),
+        args.input if args.engine == "spark" else Path(args.input),  # Spark reads any location (hdfs://...)
         _output_folder(args.out),
         engine=args.engine,
         form=args.form,

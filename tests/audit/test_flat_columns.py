@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -147,37 +145,3 @@ def test_the_same_rule_for_parquet(tmp_path: Path) -> None:
     assert "'dose_mg'" in caught.value.message
     found = findings(flat_source(parquet, {"dose_mg": "dose_value"}), tmp_path / "out")
     assert (found["weight_kg"], found["dose_value"]) == (70, 20)
-
-
-@pytest.fixture(scope="module")
-def spark() -> Any:
-    pytest.importorskip("pyspark")
-    from ketamine_cds.audit.spark import spark_session
-
-    if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
-        pytest.skip("the Spark audit needs a Java runtime")
-    return spark_session("local[2]")
-
-
-def test_spark_matches_and_maps_the_columns_as_duckdb_does(spark: Any, tmp_path: Path) -> None:
-    from ketamine_cds.audit.spark import run_spark
-
-    flat = table(
-        tmp_path / "flat.csv", {"weight_value": "WEIGHT_VALUE", "dose_value": "dose_mg"}, {"Notes": "x"}
-    )
-    with pytest.raises(InputError) as caught:
-        run_spark(flat, "flat", tmp_path / "refused")
-    assert "'dose_mg'" in caught.value.message and "'Notes'" in caught.value.message
-    mappings = {"dose_mg": "dose_value", "Notes": "-"}
-    duck = findings(flat_source(flat, mappings), tmp_path / "duck")
-    ran = run_spark(flat, "flat", tmp_path / "spark", columns=mappings)
-    con = duckdb.connect()
-    try:
-        cursor = con.execute(f"SELECT * FROM read_parquet('{ran.findings}/*.parquet')")
-        names = [d[0] for d in cursor.description]
-        [row] = cursor.fetchall()
-    finally:
-        con.close()
-    by_spark = dict(zip(names, row, strict=True))
-    assert (by_spark["weight_kg"], by_spark["dose_value"], by_spark["verdict"]) == (70, 20, "consider")
-    assert (duck["weight_kg"], duck["dose_value"], duck["verdict"]) == (70, 20, "consider")

@@ -216,6 +216,7 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
 
 # fixture -> marker: the real parts a test needs
 _NEEDS = {
+    "spark_cluster": "spark",
     "postgres_restartable": "postgres",
     "spark": "spark",
     "browser": "browser",

@@ -29,8 +29,8 @@ from .._site import Site
 from .._units import parse_unit, weight_in_kg
 from .canonical import facts_from_row
 
-# the per-row columns a decision class shares: everything the engine's decision depends on (duck.py and
-# spark.py add, at a limit, the exact dose, and for a bad row the value its reason quotes)
+# the per-row columns a decision class shares: everything the engine's decision depends on (duck.CLASS_KEY
+# adds, at a limit, the exact dose, and for a bad row the value its reason quotes)
 CLASS_COLUMNS = (
     "route_n",
     "kind",
@@ -145,7 +145,7 @@ def decide(representative: Mapping[str, Any], kb: KnowledgeBase, site: Site | No
     reason = facts.opioid_tolerance.unknown_because if facts.opioid_tolerance is not None else None
     check = assessment.dose_check
     # the limit before the row's weight: per kg and a site's cap in mg; each row's own limit for its weight is
-    # worked out beside it (duck.py, spark.py: the tighter of the two, as the engine's _effective)
+    # worked out beside it (duck.findings_sql: the tighter of the two, as the engine's _effective)
     limit: float | None = None
     cap: float | None = None
     if check is not None and check.per_kg_limit is not None:
@@ -180,7 +180,7 @@ def exact_fraction(value: float) -> Fraction:
 
 
 def decision_row(d: Decision) -> tuple[Any, ...]:
-    """A decision as the decisions table's columns after the class key (DuckDB and Spark)."""
+    """A decision as the decisions table's columns after the class key."""
     return (
         d.verdict,
         d.statements,
@@ -197,8 +197,8 @@ def decision_row(d: Decision) -> tuple[Any, ...]:
 
 
 # Each row's own limit for its weight from its class's decision (the engine's ``_effective``: the tighter of
-# the limit per kg and a site's cap in mg); written once here for DuckDB, as Column expressions in spark.py,
-# and both checked against ``assess`` row by row (tests/site, tests/review).
+# the limit per kg and a site's cap in mg), for ``duck.findings_sql`` (which Spark's tasks run too), checked
+# against ``assess`` row by row (tests/site, tests/review).
 ROW_LIMIT_SQL = {
     "limit_per_kg": "CASE WHEN d.limit_cap IS NOT NULL AND m.weight_kg > 0 "
     "THEN least(d.limit_per_kg, d.limit_cap / m.weight_kg) ELSE d.limit_per_kg END",

@@ -2,6 +2,9 @@
 
 Pass 1 groups the rows into decision classes (``decide.py``); the engine assesses one real row of each.
 Pass 2 joins every row to its class's verdict and writes the per-administration findings as Parquet.
+
+The SQL here (``measured_sql``, ``classes_sql``, ``findings_sql``) is the whole audit's arithmetic, and the
+Spark engine runs the same SQL in DuckDB inside its tasks (``bucket.py``): one rule, one place.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -36,6 +39,10 @@ from .decide import (
     weight_unit_rows,
 )
 
+if TYPE_CHECKING:
+    from .forms import Form
+    from .tolerance import Staged
+
 Progress = Callable[[str, float, float], None]  # phase, fraction done (0..1), seconds elapsed
 
 
@@ -45,6 +52,8 @@ class AuditRun:
     classes: int
     seconds: float
     findings: Path
+    tolerance: Staged | None = None  # what the opioid tolerance step did, when the engine read the input
+    form: Form | None = None  # the input's form, when the engine told it
 
 
 def sql_path(path: Path) -> str:
@@ -141,9 +150,10 @@ def _at_threshold_sql(dose: str, limits: list[float]) -> str:
     return f"coalesce({dose} IS NOT NULL AND NOT isnan({dose}) AND ({near}), false)"
 
 
-def _measured_sql(source: str, kinds: dict[str, list[float]]) -> str:
+def measured_sql(source: str, kinds: dict[str, list[float]]) -> str:
     """Per-row arithmetic: weight in kg, dose per kg, and its band among the limits of its kind (and the dose
-    in mg or mg/h among a site's absolute caps). No decisions."""
+    in mg or mg/h among a site's absolute caps), the row's decision class (``class_key``) and ``row_hash``. No
+    decisions. Needs the tables ``prepare`` makes."""
     bolus, infusion = kinds["bolus"], kinds["infusion"]
     bolus_mg, infusion_mg = kinds["bolus_amount"], kinds["infusion_amount"]
     return f"""
@@ -181,47 +191,74 @@ def _measured_sql(source: str, kinds: dict[str, list[float]]) -> str:
         CASE WHEN m.dose_value IS NULL THEN 'none' WHEN isnan(m.dose_value) OR m.dose_value <= 0
              THEN 'not-positive' WHEN isinf(m.dose_value) THEN 'not-finite' ELSE 'positive' END AS dose_sign
       FROM m, (SELECT min_weight_kg, max_weight_kg FROM audit_limits)
+    ),
+    b AS (
+      SELECT k.*,
+        CASE WHEN k.is_infusion THEN {_band_sql("k.dose_per_kg", infusion)}
+             ELSE {_band_sql("k.dose_per_kg", bolus)} END AS dose_band,
+        CASE WHEN k.is_infusion THEN {_band_sql("k.dose_amount", infusion_mg)}
+             ELSE {_band_sql("k.dose_amount", bolus_mg)} END AS amount_band,
+        CASE WHEN k.is_infusion THEN {_at_threshold_sql("k.dose_per_kg", infusion)}
+                                     OR {_at_threshold_sql("k.dose_amount", infusion_mg)}
+             ELSE {_at_threshold_sql("k.dose_per_kg", bolus)} OR {_at_threshold_sql("k.dose_amount", bolus_mg)}
+        END AS at_threshold
+      FROM k
     )
-    SELECT k.*,
-      CASE WHEN k.is_infusion THEN {_band_sql("k.dose_per_kg", infusion)}
-           ELSE {_band_sql("k.dose_per_kg", bolus)} END AS dose_band,
-      CASE WHEN k.is_infusion THEN {_band_sql("k.dose_amount", infusion_mg)}
-           ELSE {_band_sql("k.dose_amount", bolus_mg)} END AS amount_band,
-      CASE WHEN k.is_infusion THEN {_at_threshold_sql("k.dose_per_kg", infusion)}
-                                   OR {_at_threshold_sql("k.dose_amount", infusion_mg)}
-           ELSE {_at_threshold_sql("k.dose_per_kg", bolus)} OR {_at_threshold_sql("k.dose_amount", bolus_mg)}
-      END AS at_threshold
-    FROM k
+    SELECT b.*, {CLASS_KEY} AS class_key, {ROW_HASH} AS row_hash FROM b
     """
 
 
-# everything the engine's decision depends on; at a limit, the exact dose too (decided exactly)
-_CLASS_KEY = f"""hash({", ".join(CLASS_COLUMNS)},
+def _signed(hashed: str) -> str:
+    """A DuckDB hash (UBIGINT) as a BIGINT, one to one (Spark has no unsigned 64-bit integer)."""
+    return f"CAST(CAST({hashed} AS HUGEINT) - 9223372036854775808 AS BIGINT)"
+
+
+# everything the engine's decision depends on; at a limit, the exact dose too (decided exactly). DuckDB's hash
+# is the same in every process of one DuckDB version (no seed), so Spark's tasks, each hashing its own bucket,
+# give one class one key
+CLASS_KEY = _signed(f"""hash({", ".join(CLASS_COLUMNS)},
     CASE WHEN at_threshold THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
                                  weight_value] END,
     CASE WHEN at_threshold THEN [dose_unit, weight_unit] END,
     CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_value END,
     CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_unit END,
     CASE WHEN dose_sign IN ('not-positive', 'not-finite') THEN dose_value END,
-    CASE WHEN concentration_sign = 'not-usable' THEN concentration_mg_per_ml END)"""
+    CASE WHEN concentration_sign = 'not-usable' THEN concentration_mg_per_ml END)""")
 # the last four: a bad row's reason quotes its own value (e.g. "got 900 kg", "unknown unit 'stone'"), not
 # another row's; and a weight
 # within a hair of a bound (0.2 kg, 500 kg) is decided exactly by the engine, never with a neighbour's verdict
 # (200 g is a patient, 200 mg is not)
+ROW_HASH = _signed(f"hash({', '.join(COLUMN_NAMES)})")
+# the row of a class the engine assesses: the smallest admin_id, ties (a repeated id) broken by the row's hash,
+# so that reruns agree, and so that the smallest of each bucket's representatives is the whole input's
+REPRESENTATIVE = "(admin_id IS NULL, coalesce(admin_id, ''), row_hash)"
 
 
-def _prepare(con: duckdb.DuckDBPyConnection, source: str, kb: KnowledgeBase) -> None:
+def classes_sql(measured: str, rows: str = "count(*)") -> str:
+    """The decision classes of ``measured`` rows: key, representative (canonical columns) and rows. ``rows``
+    adds up a count column instead when ``measured`` holds classes already (several buckets' of one input)."""
+    columns = ", ".join(COLUMN_NAMES)
+    return (
+        f"SELECT class_key, arg_min(struct_pack({columns}, row_hash), {REPRESENTATIVE}) AS row, "
+        f"{rows} AS n FROM ({measured}) GROUP BY class_key"
+    )
+
+
+def prepare(con: duckdb.DuckDBPyConnection, source: str, kb: KnowledgeBase) -> None:
+    """The tables ``measured_sql`` joins: the dose and weight units found in ``source``, read by the engine's
+    own parser, and the weight bounds."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE units (text VARCHAR, ok BOOLEAN, factor DOUBLE, per_kg BOOLEAN, "
         "is_rate BOOLEAN, is_volume BOOLEAN)"
     )
-    found = [r[0] for r in con.execute(f"SELECT DISTINCT dose_unit FROM ({source})").fetchall()]
-    rows = [(u.text, u.ok, u.mg_factor, u.per_kg, u.is_rate, u.is_volume) for u in unit_rows(found)]
+    found = con.execute(
+        f"SELECT list(DISTINCT dose_unit), list(DISTINCT weight_unit) FROM ({source})"
+    ).fetchone() or ([], [])
+    doses, weights = found[0] or [], found[1] or []
+    rows = [(u.text, u.ok, u.mg_factor, u.per_kg, u.is_rate, u.is_volume) for u in unit_rows(doses)]
     insert_rows(con, "units", rows, 6)
     con.execute("CREATE OR REPLACE TEMP TABLE weight_units (text VARCHAR, kg DOUBLE)")
-    found = [r[0] for r in con.execute(f"SELECT DISTINCT weight_unit FROM ({source})").fetchall()]
-    wrows = weight_unit_rows(found)
-    insert_rows(con, "weight_units", wrows, 2)
+    insert_rows(con, "weight_units", weight_unit_rows(weights), 2)
     lim = limits(kb)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE audit_limits AS SELECT ? AS min_weight_kg, ? AS max_weight_kg",
@@ -229,28 +266,62 @@ def _prepare(con: duckdb.DuckDBPyConnection, source: str, kb: KnowledgeBase) -> 
     )
 
 
-def _decide_classes(
-    con: duckdb.DuckDBPyConnection,
-    measured: str,
-    kb: KnowledgeBase,
-    watch: Callable[[str], None],
-    site: Site | None = None,
-) -> int:
-    columns = ", ".join(COLUMN_NAMES)
-    watch("classify")
-    classes = con.execute(
-        f"SELECT {_CLASS_KEY} AS class_key, any_value(struct_pack({columns})) AS row, count(*) AS n "
-        f"FROM ({measured}) GROUP BY class_key"
-    ).fetchall()
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE decisions (class_key UBIGINT, verdict VARCHAR, statements VARCHAR[], "
-        "dose_status VARCHAR, problem VARCHAR, limit_per_kg DOUBLE, tolerance_used VARCHAR, "
-        "tolerance_unknown_reason VARCHAR, limit_cap DOUBLE, limit_from_site BOOLEAN, guideline_verdict VARCHAR, "
-        "guideline_dose_status VARCHAR)"
-    )
-    decided = [(class_key, *decision_row(decide(row, kb, site))) for class_key, row, _n in classes]
+DECISIONS = (
+    "class_key BIGINT, verdict VARCHAR, statements VARCHAR[], dose_status VARCHAR, problem VARCHAR, "
+    "limit_per_kg DOUBLE, tolerance_used VARCHAR, tolerance_unknown_reason VARCHAR, limit_cap DOUBLE, "
+    "limit_from_site BOOLEAN, guideline_verdict VARCHAR, guideline_dose_status VARCHAR"
+)
+
+
+def decide_classes(
+    con: duckdb.DuckDBPyConnection, classes: str, kb: KnowledgeBase, site: Site | None = None
+) -> tuple[int, int]:
+    """The engine's answer for each class of ``classes`` (a ``classes_sql`` query) in the temp table
+    ``decisions``; returns (classes, rows)."""
+    found = con.execute(classes).fetchall()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE decisions ({DECISIONS})")
+    decided = [(class_key, *decision_row(decide(row, kb, site))) for class_key, row, _n in found]
     insert_rows(con, "decisions", decided, 12)
-    return len(classes)
+    return len(found), sum(int(n) for _key, _row, n in found)
+
+
+# the findings, column by column (the Spark engine writes the same types from the same SQL)
+FINDINGS: Sequence[tuple[str, str, str]] = (
+    ("admin_id", "VARCHAR", "m.admin_id"),
+    ("patient_id", "VARCHAR", "m.patient_id"),
+    ("administered_at", "TIMESTAMP", "m.administered_at"),
+    ("location", "VARCHAR", "m.location"),
+    ("indication", "VARCHAR", "m.indication"),
+    ("setting", "VARCHAR", "m.setting"),
+    ("route", "VARCHAR", "m.route"),
+    ("kind", "VARCHAR", "m.kind"),
+    ("dose_value", "DOUBLE", "m.dose_value"),
+    ("dose_unit", "VARCHAR", "m.dose_unit"),
+    ("weight_kg", "DOUBLE", "m.weight_kg"),
+    ("dose_per_kg", "DOUBLE", "m.dose_per_kg"),
+    ("limit_per_kg", "DOUBLE", ROW_LIMIT_SQL["limit_per_kg"]),
+    ("max_for_weight", "DOUBLE", ROW_LIMIT_SQL["max_for_weight"]),
+    # the tolerance the engine used (not the row's word)
+    ("opioid_tolerance", "VARCHAR", "d.tolerance_used"),
+    ("opioid_unknown_reason", "VARCHAR", "d.tolerance_unknown_reason"),
+    ("opioid_basis", "VARCHAR", "m.opioid_basis"),
+    ("dose_status", "VARCHAR", "d.dose_status"),
+    ("verdict", "VARCHAR", "d.verdict"),
+    ("statements", "VARCHAR[]", "d.statements"),
+    ("problem", "VARCHAR", "d.problem"),
+    ("limit_source", "VARCHAR", ROW_LIMIT_SQL["limit_source"]),
+    ("guideline_verdict", "VARCHAR", "d.guideline_verdict"),
+    ("guideline_dose_status", "VARCHAR", "d.guideline_dose_status"),
+)
+
+
+def findings_sql(measured: str, decisions: str = "decisions") -> str:
+    """Every measured row with its class's decision and its own limit for its weight: the findings."""
+    columns = ",\n      ".join(f"CAST({value} AS {kind}) AS {name}" for name, kind, value in FINDINGS)
+    return f"""
+    SELECT {columns}
+    FROM ({measured}) m JOIN {decisions} d ON d.class_key = m.class_key
+    """
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Iterable[Sequence[Any]], width: int) -> int:
@@ -306,28 +377,18 @@ def run_duckdb(
         con.execute(f"SET threads = {int(threads)}")
     watch = _watcher(con, progress, started)
     try:
-        _prepare(con, source, kb)
-        measured = _measured_sql(source, thresholds(kb, site))
-        classes = _decide_classes(con, measured, kb, watch, site)
+        prepare(con, source, kb)
+        measured = measured_sql(source, thresholds(kb, site))
+        watch("classify")
+        classes, rows = decide_classes(con, classes_sql(measured), kb, site)
         findings = out_dir / "findings.parquet"
         clear_findings(findings)  # a Spark run's folder of part files; never a folder of the user's
         watch("write")
-        con.execute(f"""
-            COPY (
-              SELECT m.admin_id, m.patient_id, m.administered_at, m.location, m.indication, m.setting, m.route,
-                     m.kind, m.dose_value, m.dose_unit, m.weight_kg, m.dose_per_kg,
-                     {ROW_LIMIT_SQL["limit_per_kg"]} AS limit_per_kg,
-                     {ROW_LIMIT_SQL["max_for_weight"]} AS max_for_weight, d.tolerance_used AS opioid_tolerance,
-                     d.tolerance_unknown_reason AS opioid_unknown_reason, m.opioid_basis, d.dose_status,
-                     d.verdict, d.statements, d.problem, {ROW_LIMIT_SQL["limit_source"]} AS limit_source,
-                     d.guideline_verdict,
-                     d.guideline_dose_status
-              FROM ({measured}) m JOIN decisions d ON d.class_key = {_CLASS_KEY}
-            ) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)
-        """)
-        rows = con.execute(f"SELECT count(*) FROM {parquet_reader(findings)}").fetchone()
+        con.execute(
+            f"COPY ({findings_sql(measured)}) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)"
+        )
         watch("")
-        return AuditRun(int(rows[0]) if rows else 0, classes, time.monotonic() - started, findings)
+        return AuditRun(rows, classes, time.monotonic() - started, findings)
     finally:
         con.close()
 

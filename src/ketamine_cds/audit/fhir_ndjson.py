@@ -109,6 +109,7 @@ from ..adapters.fhir import (
     R4_RESOURCE_TYPES,
     OpioidReader,
 )
+from .forms import hidden
 from .tolerance import Prescription
 
 __all__ = ["fhir_source", "opioid_prescriptions"]
@@ -370,8 +371,24 @@ _READ: Mapping[str, Mapping[str, str]] = {
 _TOKEN = re.compile(r"[A-Za-z]+")
 
 
+def is_ndjson(name: str) -> bool:
+    """A file the reader reads (``name``: its path below the folder; not a hidden one, ``forms.hidden``)."""
+    return name.endswith((".ndjson", ".ndjson.gz")) and not hidden(name)
+
+
 def ndjson_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith((".ndjson", ".ndjson.gz")))
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_ndjson(p.relative_to(folder).as_posix()))
+
+
+def types_named(file_name: str) -> set[str]:
+    """The resource types a file's name holds as words (``MedicationAdministration.000.ndjson``)."""
+    return {t for t in _TOKEN.findall(file_name) if t in R4_RESOURCE_TYPES}
+
+
+def reads_type(file_name: str, resource_type: str) -> bool:
+    """Whether a file may hold this resource type: named for it, or named for no resource type at all."""
+    types = types_named(file_name)
+    return resource_type in types or not types
 
 
 def _read_paths(files: Iterable[Path]) -> str:
@@ -382,13 +399,8 @@ def _read_paths(files: Iterable[Path]) -> str:
 
 
 def _files_for(folder: Path, resource_type: str) -> list[Path]:
-    """The files that may hold this resource type: named for it, or named for no resource type at all."""
-    found = []
-    for path in ndjson_files(folder):
-        types = {t for t in _TOKEN.findall(path.name) if t in R4_RESOURCE_TYPES}
-        if resource_type in types or not types:
-            found.append(path)
-    return found
+    """The files that may hold this resource type (``reads_type``)."""
+    return [path for path in ndjson_files(folder) if reads_type(path.name, resource_type)]
 
 
 def _reader(folder: Path, resource_type: str) -> str:
@@ -403,7 +415,7 @@ def _reader(folder: Path, resource_type: str) -> str:
     spec = "{" + ", ".join(f"{lit(c)}: {lit(t)}" for c, t in columns.items()) + "}"
     paths = _read_paths(files)
     keep = f'"resourceType" = {lit(resource_type)}'
-    named = [p for p in files if resource_type in _TOKEN.findall(p.name)]
+    named = [p for p in files if resource_type in types_named(p.name)]
     if resource_type == "MedicationAdministration" and named:
         # a line of an administrations file that is not a resource (not JSON, no resourceType) may have been one;
         # in a file named for no type (a Bulk Data log.ndjson, say) it is not counted (DuckDB's filename is
@@ -1196,6 +1208,47 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
 
 
 # ----------------------------------------------------------------------------------------------------
+# Buckets: each patient's whole record together (the Spark engine, ``bucket.py``)
+
+
+def bucket_key_sql(lines: str) -> str:
+    """Which bucket each line of an export belongs to, so that one bucket holds a patient's whole record and
+    the reader, run on a bucket, reads each administration as it reads it in the whole export.
+
+    ``lines``: columns ``file`` (its name), ``admin_file`` (the file is named for MedicationAdministration,
+    ``types_named``) and ``line`` (BLOB). Adds ``key``: the patient a resource is about (its ``subject``, a
+    Patient's own id), as ``fhir_source`` reads the patient; NULL for a resource about no patient (Location,
+    Medication, an Encounter without a subject, ...), which every bucket gets. An administration, and a line of
+    an administrations file that is not a resource (a bad row of its own), goes to exactly one bucket: its
+    patient's, else one by its id, else by its text. (A resource that names another patient than the
+    administrations citing it is a broken record; it is in its own patient's bucket.)"""
+    patient = ref_id("(j->'subject'->>'reference')", "Patient")
+    return f"""
+    SELECT file, line,
+      CASE WHEN kind = 'MedicationAdministration' OR (kind IS NULL AND admin_file)
+           THEN coalesce(patient, 'id:' || id, 'line:' || CAST(hash(line) AS VARCHAR))
+           ELSE patient END AS key
+    FROM (
+      SELECT file, line, admin_file, j->>'resourceType' AS kind, j->>'id' AS id,
+        CASE WHEN (j->>'resourceType') = 'Patient' THEN j->>'id' ELSE {patient} END AS patient
+      FROM (
+        SELECT file, line, admin_file, CASE WHEN json_valid(text) THEN CAST(text AS JSON) END AS j
+        FROM (SELECT *, ltrim(try(decode(line)), chr(65279)) AS text FROM {lines})
+      )
+    )
+    """
+
+
+def prescription_lines_sql(lines: str) -> str:
+    """The lines (``line``, BLOB) of files that ``may_hold_drugs`` which are prescriptions of some drug: whether
+    the whole export can tell opioid use (``opioid_prescriptions``' ``holds_prescriptions``)."""
+    return f"""
+    SELECT count(*) AS prescriptions FROM (SELECT try(decode(line)) AS text FROM {lines})
+    WHERE json_valid(text) AND {is_prescription_sql("CAST(text AS JSON)")}
+    """
+
+
+# ----------------------------------------------------------------------------------------------------
 # Opioid prescriptions (for tolerance: ``tolerance.py``)
 
 # MedicationRequest statuses of a prescription that was in force at some time (so taken between its start and
@@ -1214,40 +1267,59 @@ def _opioid_pattern(kb: KnowledgeBase) -> str:
     return "|".join(names + codes)
 
 
+PRESCRIPTION_TYPES = ("MedicationRequest", "MedicationStatement")
+_DRUG_TYPES = (*PRESCRIPTION_TYPES, "Medication")
+
+
+def may_hold_drugs(file_name: str) -> bool:
+    """A file the opioid step reads: one that may hold MedicationRequests, MedicationStatements or Medications."""
+    return any(reads_type(file_name, kind) for kind in _DRUG_TYPES)
+
+
 def _prescription_files(folder: Path) -> list[Path]:
-    found: dict[Path, None] = {}
-    for kind in ("MedicationRequest", "MedicationStatement", "Medication"):
-        found.update(dict.fromkeys(_files_for(folder, kind)))
-    return list(found)
+    return [path for path in ndjson_files(folder) if may_hold_drugs(path.name)]
+
+
+def is_prescription_sql(json: str) -> str:
+    """A resource (JSON) is a prescription of some drug: whether the export can tell opioid use at all."""
+    return f"coalesce(({json}->>'resourceType') IN ({_in(PRESCRIPTION_TYPES)}), false)"
 
 
 def opioid_prescriptions(
-    con: duckdb.DuckDBPyConnection, folder: Path, administrations: str, kb: KnowledgeBase
+    con: duckdb.DuckDBPyConnection,
+    folder: Path,
+    administrations: str,
+    kb: KnowledgeBase,
+    holds_prescriptions: bool | None = None,
 ) -> tuple[dict[str, list[Prescription]] | None, str]:
     """The opioid prescriptions of the patients in ``administrations`` (a table with ``patient_id``): every
     MedicationRequest and MedicationStatement for an opioid, read by the FHIR adapter's ``OpioidReader``, by
     patient id. (None, why) when the export holds no resource of either type (of any drug): it cannot tell.
+    ``holds_prescriptions`` says so for the whole export when ``folder`` is one bucket of it (``bucket.py``).
 
     SQL picks the resources that may be for an opioid (a superset: the drug's name or RxNorm ingredient code
     in the resource or its Medication) and of the patients given ketamine; Python reads each one as the live
     service reads it. History: see ``tolerance.py`` (which statuses count, a past prescription without an
     end)."""
     folder = Path(folder)
-    if not _prescription_files(folder):
+    paths = _prescription_files(folder)
+    if holds_prescriptions is False or (holds_prescriptions is None and not paths):
         return None, NO_PRESCRIPTION_FILES
-    files = _read_paths(_prescription_files(folder))
+    if not paths:  # this bucket's patients have none
+        return {}, ""
+    files = _read_paths(paths)
     pattern = lit(_opioid_pattern(kb))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fhir_drug_resources AS
         SELECT json->>'resourceType' AS kind, json->>'id' AS id, json,
-          regexp_matches(lower(CAST(json AS VARCHAR)), {pattern}) AS opioid_words
+          regexp_matches(lower(CAST(json AS VARCHAR)), {pattern}) AS opioid_words,
+          {is_prescription_sql("json")} AS prescription
         FROM read_json_objects({files}, format = 'newline_delimited', ignore_errors = true)
-        WHERE (json->>'resourceType') IN ('MedicationRequest', 'MedicationStatement', 'Medication')
+        WHERE (json->>'resourceType') IN ({_in(_DRUG_TYPES)})
     """)
-    held = con.execute(
-        "SELECT count(*) FROM fhir_drug_resources WHERE kind IN ('MedicationRequest', 'MedicationStatement')"
-    ).fetchone()
-    if not held or not held[0]:  # no prescription of any drug: the export cannot tell opioid use
+    held = con.execute("SELECT count(*) FROM fhir_drug_resources WHERE prescription").fetchone()
+    if holds_prescriptions is None and (not held or not held[0]):
+        # no prescription of any drug: the export cannot tell opioid use
         con.execute("DROP TABLE fhir_drug_resources")
         return None, NO_PRESCRIPTION_FILES
     medications = con.execute(

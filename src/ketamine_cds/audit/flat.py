@@ -136,6 +136,16 @@ def _column_types(reader: str) -> dict[str, str]:
         con.close()
 
 
+def flat_files(names: Sequence[str]) -> list[str]:
+    """The files a folder's flat table is read from, by the names of the files directly in it: its Parquet
+    files, else its CSV files (not hidden ones, ``forms.hidden``)."""
+    from .forms import hidden
+
+    shown = [n for n in names if not hidden(n)]
+    parquet = sorted(n for n in shown if n.endswith(".parquet"))
+    return parquet or sorted(n for n in shown if n.endswith(".csv"))
+
+
 def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -148,11 +158,14 @@ def flat_source(path: Path, mappings: Mapping[str, str] | None = None) -> str:
     through; text columns (all of a CSV) are converted, and a value that does not convert sets
     ``input_problem`` instead of silently becoming empty.
     """
-    # the path as written (never a pattern); of a folder, its *.parquet files, else its *.csv files
-    parquet = any(path.glob("*.parquet")) if path.is_dir() else path.name.endswith(".parquet")
-    files = read_path(path, ("*.parquet" if parquet else "*.csv") if path.is_dir() else None)
-    csv = f"read_csv({files}, header = true, all_varchar = true)"
-    reader = f"read_parquet({files})" if parquet else csv
+    if path.is_dir():
+        named = flat_files([p.name for p in path.iterdir() if p.is_file()])
+        listed = "[" + ", ".join(read_path(path / name) for name in named) + "]"
+        files = listed if named else read_path(path, "*.csv")  # none: DuckDB says no file was found
+        parquet = bool(named) and named[0].endswith(".parquet")
+    else:
+        files, parquet = read_path(path), path.name.endswith(".parquet")
+    reader = f"read_parquet({files})" if parquet else f"read_csv({files}, header = true, all_varchar = true)"
     found = _column_types(reader)
     columns = resolve_columns(list(found), mappings)
     selects, problems = [], []

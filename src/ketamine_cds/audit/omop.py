@@ -85,9 +85,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import duckdb
@@ -127,6 +127,7 @@ from .fhir_ndjson import (
     words_match,
 )
 from .flat import number_sql
+from .forms import hidden
 from .tolerance import Prescription
 
 __all__ = ["omop_source", "opioid_prescriptions"]
@@ -253,26 +254,35 @@ def _quote(path: Path) -> str:
     return read_path(path)  # literally: a file named person[1].csv is not a pattern
 
 
-def table_files(folder: Path, table: str) -> list[Path]:
-    """The files of one OMOP table: ``table.parquet`` / ``TABLE.csv`` (also ``.csv.gz``, ``.tsv``) or a folder
-    ``table/`` of them; Parquet when both are there."""
-    candidates: list[Path] = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.split(".")[0].lower() != table:
-            continue
-        candidates.extend(sorted(p for p in entry.iterdir() if p.is_file()) if entry.is_dir() else [entry])
-    parquet = [p for p in candidates if p.name.lower().endswith(".parquet")]
-    text = [p for p in candidates if p.name.lower().endswith((".csv", ".csv.gz", ".tsv", ".txt"))]
+def table_of(name: str) -> str | None:
+    """The table a file belongs to, by its name relative to the folder: ``drug_exposure.parquet``,
+    ``DRUG_EXPOSURE.csv``, or a file in a folder ``drug_exposure/`` of parts (None deeper down)."""
+    parts = PurePosixPath(name).parts
+    return parts[0].split(".")[0].lower() if 1 <= len(parts) <= 2 else None
+
+
+def table_files_in(names: Iterable[str], table: str) -> list[str]:
+    """The files of one table among a folder's files (names relative to it): Parquet when both are there."""
+    candidates = sorted(n for n in names if table_of(n) == table and not hidden(n))
+    parquet = [n for n in candidates if n.lower().endswith(".parquet")]
+    text = [n for n in candidates if n.lower().endswith((".csv", ".csv.gz", ".tsv", ".txt"))]
     return parquet or text
 
 
-def _reader(folder: Path, table: str) -> str:
-    """A table's columns as text (NULL for a column the file lacks, or every column when there is no file)."""
-    columns = _TABLES[table]
-    files = table_files(folder, table)
-    if not files:
-        nulls = ", ".join(f"CAST(NULL AS VARCHAR) AS {c}" for c in columns)
-        return f"SELECT {nulls} LIMIT 0"
+def table_files(folder: Path, table: str) -> list[Path]:
+    """The files of one OMOP table (``table_files_in``): ``table.parquet`` / ``TABLE.csv`` (also ``.csv.gz``,
+    ``.tsv``) or a folder ``table/`` of them."""
+    names: list[str] = []
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            names.extend(f"{entry.name}/{p.name}" for p in entry.iterdir() if p.is_file())
+        else:
+            names.append(entry.name)
+    return [folder / name for name in table_files_in(names, table)]
+
+
+def _columns(files: Sequence[Path]) -> tuple[str, dict[str, str]]:
+    """The files' reader (all as text for CSV) and their columns by lower-case name."""
     paths = "[" + ", ".join(_quote(p) for p in files) + "]"
     if files[0].name.lower().endswith(".parquet"):
         source = f"read_parquet({paths}, union_by_name = true)"
@@ -283,13 +293,51 @@ def _reader(folder: Path, table: str) -> str:
         present = {r[0].lower(): r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     finally:
         con.close()
-    picked = [
-        f"nullif(trim(CAST(\"{present[c]}\" AS VARCHAR)), '') AS {c}"
-        if c in present
-        else f"CAST(NULL AS VARCHAR) AS {c}"
-        for c in columns
-    ]
-    return f"SELECT {', '.join(picked)} FROM {source}"
+    return source, present
+
+
+def _text(present: Mapping[str, str], column: str) -> str:
+    """A column as the reader takes it: text, trimmed, empty as NULL (NULL when the file lacks it)."""
+    if column in present:
+        return f"nullif(trim(CAST(\"{present[column]}\" AS VARCHAR)), '')"
+    return "CAST(NULL AS VARCHAR)"
+
+
+def _reader(folder: Path, table: str) -> str:
+    """A table's columns as text (NULL for a column the file lacks, or every column when there is no file)."""
+    columns = _TABLES[table]
+    files = table_files(folder, table)
+    if not files:
+        nulls = ", ".join(f"CAST(NULL AS VARCHAR) AS {c}" for c in columns)
+        return f"SELECT {nulls} LIMIT 0"
+    source, present = _columns(files)
+    return f"SELECT {', '.join(f'{_text(present, c)} AS {c}' for c in columns)} FROM {source}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Buckets: each person's rows together (the Spark engine, ``bucket.py``)
+
+TABLES: Sequence[str] = tuple(_TABLES)
+# tables about no one person: every bucket gets them whole
+SHARED_TABLES = frozenset(
+    {"care_site", "concept", "concept_ancestor", "concept_relationship", "drug_strength"}
+)
+
+
+def table_columns(table: str) -> Sequence[str]:
+    """The columns the reader takes from a table."""
+    return tuple(_TABLES[table])
+
+
+def bucket_rows_sql(file: Path, table: str) -> str:
+    """One file of a table as the reader takes its rows (``_reader``), with ``key``: the row's ``person_id``
+    (the CDM's, present in every table about a person, also where the reader does not use it), so that a bucket
+    holds a person's rows of every table; NULL for a row of a table about no one person, which every bucket
+    gets."""
+    source, present = _columns([file])
+    key = "CAST(NULL AS VARCHAR)" if table in SHARED_TABLES else _text(present, "person_id")
+    columns = ", ".join(f"{_text(present, c)} AS {c}" for c in _TABLES[table])
+    return f"SELECT {key} AS key, {columns} FROM {source}"
 
 
 def _time(expr: str, end_of_day: bool = False) -> str:

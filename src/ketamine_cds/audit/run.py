@@ -2,55 +2,31 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .._errors import InputError
-from .._kb import KnowledgeBase, load_knowledge
+from .._kb import load_knowledge
 from .._render import site_json
 from .._site import Site
+from .forms import Form, check_column_mappings, form_of, read_canonical, source_sql
 
 if TYPE_CHECKING:
-    from .tolerance import Prescription, Staged
+    from .tolerance import Staged
 
-Form = Literal["flat", "fhir", "omop"]
+__all__ = ["Form", "canonical_parquet", "detect_form", "run_audit", "source_sql", "write_outputs"]
 
 
 def detect_form(path: Path) -> Form:
     """FHIR Bulk NDJSON (*.ndjson), OMOP CDM tables (person, drug_exposure, ...), or the flat table."""
     if not path.exists():
         raise InputError("INPUT", f"no such file or folder: {path}")
-    if path.is_dir():
-        names = {p.name.split(".")[0].lower() for p in path.iterdir()}
-        if any(p.suffix == ".ndjson" for p in path.iterdir()):
-            return "fhir"
-        if {"person", "drug_exposure"} <= names:
-            return "omop"
-    return "flat"
-
-
-def source_sql(
-    path: Path, form: Form, site: Site | None = None, columns: Mapping[str, str] | None = None
-) -> str:
-    if form == "flat":
-        from .flat import flat_source
-
-        return flat_source(path, columns)
-    if form == "fhir":
-        from .fhir_ndjson import fhir_source
-
-        result: str = fhir_source(path, site=site)
-        return result
-    from .omop import omop_source
-
-    omop: str = omop_source(path, site=site)
-    return omop
+    return form_of([p.name for p in path.iterdir()] if path.is_dir() else [], path.is_dir())
 
 
 @dataclass(frozen=True)
@@ -65,18 +41,16 @@ def canonical_parquet(
     path: Path, form: Form, out_dir: Path, memory_limit: str = "1GB", site: Site | None = None
 ) -> Canonical:
     """FHIR or OMOP input read once by its DuckDB reader into ``out_dir/canonical/administrations.parquet``,
-    with opioid tolerance decided once per patient and day (``tolerance.py``).
+    with opioid tolerance decided once per patient and day (``forms.read_canonical``).
 
-    The audit reads its input more than once (the units it holds, the decision classes, the findings): a
-    flat table can be read again at no cost, but a FHIR export is JSON to parse and join, so it is read
-    once, in bounded memory, and every later pass (DuckDB's or Spark's) reads the canonical Parquet."""
+    The DuckDB audit reads its input more than once (the units it holds, the decision classes, the findings):
+    a flat table can be read again at no cost, but a FHIR export is JSON to parse and join, so it is read
+    once, in bounded memory, and every later pass reads the canonical Parquet."""
     import duckdb
 
     from .duck import checked_memory_limit, sql_path, tune
-    from .tolerance import with_tolerance
 
     kb = load_knowledge()
-    source = source_sql(path, form, site)
     target = out_dir / "canonical"
     target.mkdir(parents=True, exist_ok=True)
     parquet = target / "administrations.parquet"
@@ -86,28 +60,11 @@ def canonical_parquet(
         con.execute("SET preserve_insertion_order = false")
         con.execute(f"SET temp_directory = '{sql_path(out_dir / '.duckdb-tmp')}'")
         tune(con)
-        con.execute(f"CREATE TEMP TABLE administrations AS {source}")
-        reading = time.monotonic()
-        prescriptions, unread = _prescriptions(con, path, form, kb)
-        reading = time.monotonic() - reading
-        select, staged = with_tolerance(con, "administrations", prescriptions, kb, unread)
-        staged = dataclasses.replace(staged, reading_seconds=reading)
+        select, staged = read_canonical(con, path, form, kb, site)
         con.execute(f"COPY ({select}) TO '{sql_path(parquet)}' (FORMAT parquet, COMPRESSION zstd)")
     finally:
         con.close()
     return Canonical(parquet, staged)
-
-
-def _prescriptions(
-    con: Any, path: Path, form: Form, kb: KnowledgeBase
-) -> tuple[Mapping[str, Sequence[Prescription]] | None, str]:
-    if form == "fhir":
-        from .fhir_ndjson import opioid_prescriptions
-
-        return opioid_prescriptions(con, path, "administrations", kb)
-    from .omop import opioid_prescriptions as omop_prescriptions
-
-    return omop_prescriptions(con, path, "administrations", kb)
 
 
 class _Reporter:
@@ -137,7 +94,7 @@ class _Reporter:
 
 
 def run_audit(
-    path: Path,
+    path: Path | str,
     out_dir: Path,
     *,
     engine: str = "duckdb",
@@ -166,7 +123,7 @@ def run_audit(
 
 
 def _run_audit(
-    path: Path,
+    path: Path | str,
     out_dir: Path,
     engine: str,
     form: Form | None,
@@ -177,33 +134,34 @@ def _run_audit(
 ) -> dict[str, Any]:
     from .duck import clear_findings, parquet_reader
 
-    form = form or detect_form(path)
-    if columns and form != "flat":
-        raise InputError("--column", f"maps the columns of a flat table, and the input is {form}")
-    if form == "flat":  # its columns are checked before anything is written
-        source = source_sql(path, form, columns=columns)
+    if engine != "spark":  # a flat table's columns are checked before anything is written
+        form = form or detect_form(Path(path))
+        check_column_mappings(columns, form)
+        if form == "flat":
+            source = source_sql(Path(path), form, columns=columns)
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_findings(out_dir / "findings.parquet")  # before the work: a folder of the user's stops the run
     started = time.monotonic()
-    spark_input: tuple[Path, str] = (path, form)
     tolerance_step: dict[str, Any] | None = None  # the FHIR and OMOP readers decide tolerance (tolerance.py)
-    if form != "flat":  # read once: every later pass reads the canonical rows
-        canonical = canonical_parquet(path, form, out_dir, memory_limit, site)
-        source = f"SELECT * FROM {parquet_reader(canonical.path)}"
-        spark_input = (canonical.path, "canonical")
-        tolerance_step = canonical.tolerance.as_dict()
-    reporter = _Reporter(_count(source))
-    reporter.event("audit.start", input=str(path), form=form, engine=engine, rows=reporter.total)
-    if engine == "spark":
+    if engine == "spark":  # Spark lists and reads the input where it is stored; the driver reads none of it
         try:
             from .spark import run_spark
         except ImportError as exc:
             raise InputError(
                 "--engine", f"Spark is not installed ({exc}): pip install 'ketamine-cds[spark]'"
             ) from None
-
-        run = run_spark(*spark_input, out_dir, site=site, columns=columns)
+        reporter = _Reporter(None)
+        reporter.event("audit.start", input=str(path), form=form, engine=engine, rows=None)
+        run = run_spark(path, form, out_dir, site=site, memory_limit=memory_limit, columns=columns)
+        form = form or run.form
+        tolerance_step = run.tolerance.as_dict() if run.tolerance is not None else None
     else:
+        if form is not None and form != "flat":  # read once: every later pass reads the canonical rows
+            canonical = canonical_parquet(Path(path), form, out_dir, memory_limit, site)
+            source = f"SELECT * FROM {parquet_reader(canonical.path)}"
+            tolerance_step = canonical.tolerance.as_dict()
+        reporter = _Reporter(_count(source))
+        reporter.event("audit.start", input=str(path), form=form, engine=engine, rows=reporter.total)
         from .duck import run_duckdb
 
         run = run_duckdb(

@@ -1,82 +1,83 @@
-"""The audit on Apache Spark: the same job as ``duck.py``, with the same findings, for data that live on a cluster.
+"""The audit on Apache Spark: a distribution layer over the DuckDB audit, with the same findings.
 
-The steps are DuckDB's (see ``decide.py``): per-row arithmetic only (weight in kg, dose per kg, how it compares
-with its limit), rows grouped into decision classes by the same key columns, the engine ``decide()``s one real
-row per class on the driver (the classes are few: thousands), and its answer is broadcast-joined back to every
-row. ``findings.parquet`` has exactly DuckDB's columns, types and values; it is a folder of part files, which
-DuckDB's ``read_parquet`` reads like a single file.
+Spark lists and reads the input where it is stored (any location Spark reads: a local folder, ``hdfs://``,
+``s3a://``, ...), moves its records into buckets that keep each patient's data together, and runs the DuckDB
+audit on each bucket in a task (``bucket.py``: the forms' own readers, the audit's own SQL). Nothing here
+knows about units, numbers, times or FHIR; the driver reads nothing of the input but the decision classes.
 
-Input:
+1. List the input's files (Hadoop's file system, on the driver: names and sizes only) and tell its form
+   (``forms.form_of``), and which of its files each form reads (``flat.flat_files``, ``fhir_ndjson.is_ndjson``,
+   ``omop.table_files_in``).
+2. Route and bucket. FHIR: the NDJSON files' lines (Spark's text source, split across tasks), each given the
+   key of its patient (``bucket.route_fhir_lines``). OMOP: each table file (Spark's binary file source) read by
+   the OMOP reader's rules, each row keyed by its ``person_id`` (``bucket.route_omop_files``). A record without
+   a key (a Location, a ``concept``) goes to every bucket; the others to the bucket of their key's hash. One
+   shuffle puts each bucket in a task of its own. A flat table needs neither: each file is a bucket.
+3. Audit each bucket (``bucket.audit_buckets``, ``bucket.audit_flat_files``): the measured rows, kept on the
+   executors' disks, each bucket's representative of each of its classes, and its facts.
+4. Merge each class's representatives across buckets (``bucket.merge_classes``, in tasks), collect the classes
+   (thousands) on the driver, decide them with the engine (``duck.decide_classes``), broadcast the answers.
+5. Findings: every measured row with its class's answer (``bucket.write_findings``), written by Spark as
+   ``out/findings.parquet``, a folder of part files (DuckDB's ``read_parquet`` reads it like a file; so do
+   ``summary.json`` and ``report.html``, made from it as for the DuckDB engine).
 
-* ``flat``: read natively, CSV (every column a string; delimiter and quoting from DuckDB's CSV sniffer) or
-  Parquet, with the rules of ``flat.py``: typed Parquet columns pass through, a missing column is empty, text
-  is converted and what does not convert sets ``input_problem``. DuckDB's ``TRY_CAST`` is mirrored: numbers
-  in DuckDB's syntax (``inf``, ``nan``, surrounding ASCII white space; not ``1_000``: ``flat.number_sql``), ``true``/``false`` in any case, its
-  ``trim`` (Unicode space separators). Times: ``YYYY-MM-DD`` or ``YYYY/MM/DD`` with an optional ``[T ]HH:MM
-  [:SS[.fraction]]`` and an optional offset (``Z``, ``+HH[:MM]``, `` UTC``), which DuckDB ignores and so do we;
-  DuckDB's rarer forms (years before 1 or after 9999, ``epoch``, ``infinity``) are "not a time" here.
-* ``fhir`` and ``omop``: their readers are DuckDB SQL (``fhir_ndjson.py``, ``omop.py``), so the driver first
-  writes their canonical rows to ``out_dir/canonical/administrations.parquet`` with DuckDB
-  (``run.canonical_parquet``) and Spark reads that. This is fine on one machine; on a cluster one would port those readers to Spark too,
-  so that the resources are read in parallel where they are stored.
-
-The Spark session is created once per process and reused by later calls (the JVM takes seconds to start); an
-explicit ``master`` different from the running session's restarts it. Local mode binds to 127.0.0.1.
+Executors need the package, DuckDB and pyarrow (``pip install 'ketamine-cds[spark]'``; README "The audit on
+a Spark cluster"). ``out`` must be a folder the driver and the executors both reach (one machine, or a shared
+file system). The Spark session is created once per process and reused by later calls (the JVM takes seconds
+to start); an explicit ``master`` different from the running session's restarts it. Local mode binds to
+127.0.0.1.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import re
 import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._errors import InputError
 from .._kb import KnowledgeBase, load_knowledge
 from .._site import Site
-from .canonical import COLUMN_NAMES, COLUMNS
-from .decide import (
-    BOUNDARY,
-    CLASS_COLUMNS,
-    decide,
-    decision_row,
-    limits,
-    thresholds,
-    unit_rows,
-    weight_unit_rows,
+from .bucket import (
+    CLASSES,
+    FHIR_LINES,
+    FINDINGS_COLUMNS,
+    FINDINGS_INPUT,
+    MEASURED,
+    PRESCRIPTIONS,
+    ROUTED_LINES,
+    Job,
+    audit_buckets,
+    audit_flat_files,
+    count_fhir_prescriptions,
+    facts_of,
+    location_key,
+    merge_classes,
+    omop_routed_schema,
+    route_fhir_lines,
+    route_omop_files,
+    write_findings,
 )
-from .duck import AuditRun, sql_path
-from .flat import BOOLEAN, COMPARED, NUMERIC, resolve_columns
+from .duck import AuditRun, decide_classes
+from .forms import Form, check_column_mappings, form_of, hidden
 
 try:  # the spark extra: pip install 'ketamine-cds[spark]'
+    import pyarrow as pa
+    from pyspark import StorageLevel
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
 except ImportError as exc:  # pragma: no cover - exercised only without pyspark
-    raise ImportError("the Spark engine needs pyspark: pip install 'ketamine-cds[spark]'") from exc
-
-_SPARK_TYPES = {"VARCHAR": "string", "DOUBLE": "double", "BOOLEAN": "boolean", "TIMESTAMP": "timestamp_ntz"}
-
-# DuckDB's trim removes Unicode space separators (category Zs) and nothing else (not tabs)
-_ZS = " \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
-# DuckDB's TRY_CAST(... AS DOUBLE) with ASCII white space around; digit groups joined by underscores ("7_0"),
-# which DuckDB reads as 70, are refused (flat.number_sql)
-_WS = r"[ \t\n\r\x0B\f]*"
-_DIGITS = r"[0-9]+"
-_NUMBER = rf"^{_WS}[+-]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][+-]?{_DIGITS})?{_WS}$"
-_INFINITY = rf"^{_WS}[+-]?(?i:inf|infinity){_WS}$"
-_NAN = rf"^{_WS}[+-]?(?i:nan){_WS}$"
-# DuckDB's TRY_CAST(... AS TIMESTAMP) for ISO-like times; the offset is accepted and ignored, as DuckDB does
-_TIME = (
-    r"^[ \t\n\r\x0B\f]*([0-9]{4})([-/])([0-9]{1,2})\2([0-9]{1,2})"
-    r"(?:(?:T| +)([0-9]{1,2}):([0-9]{1,2})(?::([0-9]{1,2})(?:\.([0-9]*))?)?"
-    r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2})?)?| (?i:utc))?[ \t\n\r\x0B\f]*)?$"
-)
+    raise ImportError(
+        "the Spark engine needs pyspark and pyarrow: pip install 'ketamine-cds[spark]'"
+    ) from exc
 
 _LOG4J2 = """\
 rootLogger.level = error
@@ -131,8 +132,14 @@ def _local_threads(master: str) -> int | None:
     return int(count) if count else 1
 
 
-def spark_session(master: str | None = None) -> SparkSession:
-    """The process's Spark session: created on first use (quiet, no Hive, no UI), reused afterwards."""
+def _on_loopback(master: str) -> bool:
+    """A standalone master on this machine's loopback (``spark://127.0.0.1:7077``)."""
+    return re.fullmatch(r"spark://(127\.0\.0\.1|localhost):\d+", master.strip()) is not None
+
+
+def spark_session(master: str | None = None, settings: Mapping[str, str] | None = None) -> SparkSession:
+    """The process's Spark session: created on first use (quiet, no Hive, no UI), reused afterwards.
+    ``settings``: more Spark settings for a new session (``spark.executor.memory``, ...)."""
     chosen = configured_master(master)
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -149,14 +156,16 @@ def spark_session(master: str | None = None) -> SparkSession:
         .config("spark.sql.parquet.compression.codec", "zstd")
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
     )
-    if threads is not None:  # one machine with no network: bind to the loopback, a few shuffle partitions
+    if threads is not None or _on_loopback(chosen):  # one machine, no network: the driver on the loopback
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = (
-            builder.config("spark.driver.host", "127.0.0.1")
-            .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.sql.shuffle.partitions", str(max(2, threads)))
+        builder = builder.config("spark.driver.host", "127.0.0.1").config(
+            "spark.driver.bindAddress", "127.0.0.1"
         )
+    if threads is not None:  # the tasks run this interpreter; a few shuffle partitions
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = builder.config("spark.sql.shuffle.partitions", str(max(2, threads)))
+    for key, value in (settings or {}).items():
+        builder = builder.config(key, value)
     if "spark.driver.extraJavaOptions" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
         builder = builder.config(
             "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_log_config()}"
@@ -173,419 +182,292 @@ def _log_config() -> Path:
     return path
 
 
-# --- input -------------------------------------------------------------------------------------------------
+# --- moving Arrow batches ---------------------------------------------------------------------------------
+
+_TYPES = {
+    "VARCHAR": "string",
+    "DOUBLE": "double",
+    "BOOLEAN": "boolean",
+    "TIMESTAMP": "timestamp_ntz",
+    "BIGINT": "bigint",
+    "INTEGER": "int",
+    "BLOB": "binary",
+}
+BUCKETS_SETTING = "spark.ketamine_cds.buckets"  # how many buckets (default: from the cores and the input)
+BUCKET_BYTES = 128 * 1024 * 1024  # default: a bucket per this much input, at least one per core
 
 
-def _zs_trim(column: Column) -> Column:
-    """DuckDB's ``trim``; plain ``trim`` (spaces only, several times faster) when the text is all ASCII."""
-    return F.when(F.octet_length(column) == F.length(column), F.trim(column)).otherwise(
-        F.btrim(column, F.lit(_ZS))
-    )
+def _spark_type(duck: str) -> str:
+    """A column type of ``bucket.py``'s schemas in Spark's DDL."""
+    if duck.endswith("[]"):
+        return f"array<{_spark_type(duck[:-2])}>"
+    if duck.startswith("STRUCT("):
+        fields = re.findall(r"(\w+) (\w+(?:\[\])?)(?:, |\)$)", duck[len("STRUCT(") :])
+        return "struct<" + ", ".join(f"{n}: {_spark_type(t)}" for n, t in fields) + ">"
+    return _TYPES[duck]
 
 
-def _text(raw: Column) -> Column:
-    return F.nullif(_zs_trim(raw), F.lit(""))
+def _schema(columns: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"`{name}` {_spark_type(kind)}" for name, kind in columns)
 
 
-def _double(raw: Column) -> Column:
-    digits = F.regexp_replace(raw, r"[ \t\n\r\x0B\f]", "")
-    return (
-        F.when(raw.rlike(_NUMBER), digits.try_cast("double"))
-        .when(raw.rlike(_INFINITY), F.when(digits.startswith("-"), float("-inf")).otherwise(float("inf")))
-        .when(raw.rlike(_NAN), F.lit(float("nan")))
-    )
+def _in_tasks(
+    frame: DataFrame,
+    work: Callable[[Job, Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]],
+    job: Any,
+    schema: Sequence[tuple[str, str]],
+) -> DataFrame:
+    """``work(job, batches)`` on each partition of ``frame`` (``job``: a broadcast ``Job``)."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return work(job.value, batches)
+
+    return frame.mapInArrow(run, _schema(schema))
 
 
-def _boolean(raw: Column) -> Column:
-    word = F.lower(_zs_trim(raw))
-    return F.when(word == "true", F.lit(True)).when(word == "false", F.lit(False))
+# --- the input -------------------------------------------------------------------------------------------
 
 
-def _timestamp(raw: Column) -> Column:
-    def part(group: int) -> Column:
-        return F.regexp_extract(raw, _TIME, group)
+@dataclass(frozen=True)
+class Listing:
+    """An input's files as Hadoop's file system lists them: (name relative to the input, location, bytes)."""
 
-    hour, minute, second, fraction = part(5), part(6), part(7), part(8)
-    day = F.concat_ws("-", part(1), part(3), part(4))
-    clock = F.concat_ws(
-        ":",
-        F.when(hour == "", "0").otherwise(hour),
-        F.when(minute == "", "0").otherwise(minute),
-        F.when(second == "", "0").otherwise(second),
-    )
-    text = F.concat(day, F.lit(" "), clock, F.lit("."), F.rpad(F.substring(fraction, 1, 6), 6, "0"))
-    # DuckDB reads 24:00:00 as midnight of the next day
-    midnight = (hour == "24") & (F.regexp_replace(F.concat(minute, second, fraction), "0", "") == "")
-    next_day = F.concat(day, F.lit(" 00:00:00")).try_cast("timestamp_ntz") + F.expr("INTERVAL 1 DAY")
-    return F.when(raw.rlike(_TIME), F.when(midnight, next_day).otherwise(text.try_cast("timestamp_ntz")))
+    is_dir: bool
+    files: list[tuple[str, str, int]]
+
+    def entries(self) -> list[str]:
+        """The names of the folder's own entries (files and folders)."""
+        return sorted({PurePosixPath(name).parts[0] for name, _, _ in self.files})
+
+    def located(self, names: Sequence[str]) -> list[str]:
+        where = {name: location for name, location, _ in self.files}
+        return [where[name] for name in names]
 
 
-def _sniff_csv(path: Path) -> dict[str, str]:
-    """Delimiter and quoting as DuckDB's ``read_csv`` detects them (the flat form's reference reader)."""
-    import duckdb
-
-    first = min(path.glob("*.csv")) if path.is_dir() else path
-    options = {"sep": ",", "quote": '"', "escape": '"'}
-    con = duckdb.connect()
-    try:
-        row = con.execute(
-            "SELECT Delimiter, Quote, Escape FROM sniff_csv(?, header = true, all_varchar = true)",
-            [str(first)],
-        ).fetchone()
-    except duckdb.Error:
-        return options
-    finally:
-        con.close()
-    if row is None:
-        return options
-    delimiter, quote, escape = (None if v in (None, "", "(empty)") else str(v) for v in row)
-    options["sep"] = delimiter or ","
-    options["quote"] = quote or ""  # an empty quote turns quoting off
-    options["escape"] = escape or quote or "\\"
-    return options
+def _location(given: str | Path) -> str:
+    """A local path as a ``file:`` URI; any other location (``hdfs://...``) as it is."""
+    text = str(given)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) or text.startswith("file:"):
+        return text
+    return Path(text).resolve().as_uri()
 
 
-def _flat_files(path: Path) -> tuple[str, str]:
-    """(format, path or glob) chosen as ``flat.flat_source`` chooses."""
-    if path.is_dir():
-        if any(path.glob("*.parquet")):
-            return "parquet", str(path / "*.parquet")
-        return "csv", str(path / "*.csv")
-    return ("parquet" if str(path).endswith(".parquet") else "csv"), str(path)
+def _listing(spark: SparkSession, location: str) -> Listing:
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    system = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not system.exists(path):
+        raise InputError("INPUT", f"no such file or folder: {location}")
+    status = system.getFileStatus(path)
+    root = str(status.getPath().toString())
+    if not status.isDirectory():
+        return Listing(False, [(PurePosixPath(root).name, root, int(status.getLen()))])
+    found, files = system.listFiles(status.getPath(), True), []
+    while found.hasNext():
+        entry = found.next()
+        where = str(entry.getPath().toString())
+        files.append((where[len(root) :].lstrip("/"), where, int(entry.getLen())))
+    return Listing(True, sorted(files))
 
 
-def read_flat(spark: SparkSession, path: Path, mappings: Mapping[str, str] | None = None) -> DataFrame:
-    """The flat table as canonical rows, with ``flat.py``'s column names (``resolve_columns``), casts and
-    ``input_problem`` rules."""
-    if not path.exists():
-        raise InputError("INPUT", f"no such file or folder: {path}")
-    fmt, files = _flat_files(path)
-    if fmt == "parquet":
-        raw = spark.read.parquet(files)
-    else:
-        raw = (
-            spark.read.options(header=True, multiLine=True, inferSchema=False, mode="PERMISSIVE")
-            .options(**_sniff_csv(path))
-            .csv(files)
+def _input_error(exc: Exception) -> InputError | None:
+    """A task's error about the input: DuckDB's reading it (not CSV, not UTF-8, ...), or the reader's own
+    (a flat table's unknown column), said as the DuckDB engine says it."""
+    said = re.search(r"ketamine_cds\._errors\.InputError: ([^\n]+)", str(exc))
+    if said:
+        return InputError("", said.group(1).strip())
+    found = re.search(r"duckdb\.(?:IOException|InvalidInputException): ([^\n]+)", str(exc))
+    return InputError("INPUT", f"cannot be read: {found.group(1).strip()}") if found else None
+
+
+# --- buckets ---------------------------------------------------------------------------------------------
+
+
+def _bucket_count(spark: SparkSession, listing: Listing, chosen: Sequence[str]) -> int:
+    setting = spark.conf.get(BUCKETS_SETTING, None)
+    if setting:
+        return max(1, int(setting))
+    size = sum(n for name, _, n in listing.files if name in set(chosen))
+    return max(spark.sparkContext.defaultParallelism, math.ceil(size / BUCKET_BYTES))
+
+
+def _partition_values(spark: SparkSession, count: int) -> list[int]:
+    """For each of ``count`` partitions, a bucket number that Spark's hash partitioning puts there, so that
+    each bucket has a task of its own."""
+    found: dict[int, int] = {}
+    span = 16 * count
+    while len(found) < count:
+        probe = spark.range(span - 16 * count, span).select(
+            F.col("id").cast("int").alias("v"),
+            F.pmod(F.hash(F.col("id").cast("int")), F.lit(count)).alias("p"),
         )
-        if raw.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
-            raw = raw.repartition(spark.sparkContext.defaultParallelism)
-    fields = {f.name: f for f in raw.schema.fields}
-    columns = resolve_columns(list(fields), mappings)  # as flat.py matches them
-    selects, problems = [], []
-    for name, kind, _ in COLUMNS:
-        if name == "input_problem":
-            continue
-        if name not in columns:  # flat.py: a missing column is empty
-            selects.append(F.lit(None).cast(_SPARK_TYPES[kind]).alias(name))
-            continue
-        value, problem = _flat_column(name, kind, fields[columns[name]])
-        selects.append(value.alias(name))
-        if problem is not None:
-            problems.append(problem)
-    return raw.select(*selects, F.coalesce(*problems, F.lit(None).cast("string")).alias("input_problem"))
+        for row in probe.collect():
+            found.setdefault(int(row["p"]), int(row["v"]))
+        span += 16 * count
+    return [found[p] for p in range(count)]
 
 
-def _flat_column(name: str, kind: str, field: T.StructField) -> tuple[Column, Column | None]:
-    """One column as ``flat.flat_source`` reads it: (value, its ``input_problem`` or None).
-
-    Parquet columns stored with the right type pass through (DuckDB's ``_TYPED``: integers and floats for
-    numbers, booleans, timestamps and dates); anything else is read from its text, as DuckDB's
-    ``TRY_CAST(CAST(x AS VARCHAR) AS ...)`` reads it.
-    """
-    column, data = F.col(f"`{field.name}`"), field.dataType
-    text = column if isinstance(data, T.StringType) else column.cast("string")
-    if name in NUMERIC:
-        if isinstance(data, T.FloatType):  # its shortest text, as flat.py reads a float32: 15.05 stays 15.05
-            return text.cast("double"), None
-        if isinstance(data, T.NumericType) and not isinstance(data, T.DecimalType):
-            return column.cast("double"), None
-        value = _double(text)
-        problem = F.when(
-            _text(text).isNotNull() & value.isNull(), F.concat(F.lit(f"{name} is not a number: "), text)
-        )
-        return value, problem
-    if name in BOOLEAN:
-        if isinstance(data, T.BooleanType):
-            return column, None
-        value = _boolean(text)
-        problem = F.when(
-            _text(text).isNotNull() & value.isNull(), F.concat(F.lit(f"{name} is not true or false: "), text)
-        )
-        return value, problem
-    if kind == "TIMESTAMP":
-        if isinstance(data, T.TimestampNTZType | T.DateType):
-            value = column.cast("timestamp_ntz")
-        elif isinstance(data, T.TimestampType):
-            # a time with a zone: DuckDB writes it as text in its local zone and reads it back without the
-            # offset, i.e. local wall-clock time; Spark's session keeps the JVM's zone, the machine's, too
-            value = column.cast("timestamp_ntz")
-        else:
-            value = _timestamp(text)
-        problem = F.when(
-            value.isNull(), F.concat(F.lit(f"{name} is not a time: "), F.coalesce(text, F.lit("missing")))
-        )
-        return value, problem
-    if name in COMPARED:
-        return _text(text), None
-    return F.nullif(text, F.lit("")), None
-
-
-def read_canonical(spark: SparkSession, parquet: Path) -> DataFrame:
-    """Canonical rows already written by a DuckDB reader (FHIR, OMOP): types as ``canonical.COLUMNS``."""
-    frame = spark.read.parquet(str(parquet))
-    return frame.select(*(F.col(n).cast(_SPARK_TYPES[kind]).alias(n) for n, kind, _ in COLUMNS))
+def _bucketed(spark: SparkSession, routed: DataFrame, count: int) -> DataFrame:
+    """Routed records (``key``) in their buckets: a keyed record in one (by its key's hash), one without a
+    key in every bucket; each bucket in a partition of its own."""
+    values = _partition_values(spark, count)
+    every: Column = F.array(*(F.lit(v) for v in values))
+    one = F.array(F.element_at(every, (F.pmod(F.xxhash64("key"), F.lit(count)) + 1).cast("int")))
+    bucketed = routed.withColumn("bucket", F.explode(F.when(F.col("key").isNull(), every).otherwise(one)))
+    return bucketed.drop("key").repartition(count, "bucket")
 
 
 # --- the audit ---------------------------------------------------------------------------------------------
 
 
-def _lookup_frame(spark: SparkSession, rows: list[tuple[Any, ...]], schema: str) -> DataFrame:
-    return F.broadcast(spark.createDataFrame(rows, schema))
-
-
-def _measured(spark: SparkSession, src: DataFrame, kb: KnowledgeBase, site: Site | None = None) -> DataFrame:
-    """``duck._measured_sql`` in Spark: weight in kg, dose per kg and its band among the limits of its kind."""
-    found = src.agg(F.collect_set("dose_unit").alias("d"), F.collect_set("weight_unit").alias("w")).first()
-    doses, weights = (list(found["d"]), list(found["w"])) if found is not None else ([], [])
-    units = _lookup_frame(
-        spark,
-        [(u.text, u.ok, u.mg_factor, u.per_kg, u.is_rate, u.is_volume) for u in unit_rows(doses)],
-        "u_text string, u_ok boolean, u_factor double, per_kg boolean, is_rate boolean, is_volume boolean",
+def run_spark(
+    path: str | Path,
+    form: Form | None,
+    out_dir: Path,
+    *,
+    master: str | None = None,
+    kb: KnowledgeBase | None = None,
+    site: Site | None = None,
+    memory_limit: str = "1GB",
+    columns: Mapping[str, str] | None = None,
+) -> AuditRun:
+    """Audit the input at ``path`` (a local path, or any location Spark reads) on Spark: write
+    ``out_dir/findings.parquet`` (a folder). ``form``: flat, fhir or omop (None: detected);
+    ``memory_limit``: DuckDB's in each task; ``columns``: a flat table's column mappings."""
+    kb = kb or load_knowledge()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    spark = spark_session(master)
+    listing = _listing(spark, _location(path))
+    form = form or form_of(listing.entries(), listing.is_dir)
+    check_column_mappings(columns, form)
+    job = Job(
+        form,
+        kb,
+        site,
+        memory_limit,
+        threads=int(spark.conf.get("spark.task.cpus", "1") or 1),
+        files={location_key(where): name for name, where, _ in listing.files},
+        columns=dict(columns or {}),
     )
-    weight_units = _lookup_frame(spark, weight_unit_rows(weights), "w_text string, w_kg double")
-    lim = limits(kb)
-    c = F.col
-    m = (
-        src.join(units, c("dose_unit") == c("u_text"), "left")
-        .join(weight_units, c("weight_unit") == c("w_text"), "left")
-        .select(
-            *(c(n) for n in COLUMN_NAMES),
-            F.lower(_zs_trim(c("route"))).alias("route_n"),
-            (c("weight_value") * c("w_kg")).alias("weight_kg"),
-            F.coalesce(c("u_ok"), c("dose_unit").isNull()).alias("unit_ok"),
-            "per_kg",
-            "is_rate",
-            "is_volume",
-            F.when(c("is_volume"), c("dose_value") * c("u_factor") * c("concentration_mg_per_ml"))
-            .otherwise(c("dose_value") * c("u_factor"))
-            .alias("amount"),
+    try:
+        measured, job = _measured(spark, listing, job)
+        measured = measured.persist(StorageLevel.DISK_ONLY)  # read by the classes and again by the findings
+        try:
+            findings, classes, rows, tolerance = _audit(spark, measured, job, out_dir)
+        finally:
+            measured.unpersist()
+    except InputError:
+        raise
+    except Exception as exc:  # a task could not read the input (Spark wraps DuckDB's error)
+        error = _input_error(exc)
+        if error is None:
+            raise
+        raise error from None
+    return AuditRun(rows, classes, time.monotonic() - started, findings, tolerance, form)
+
+
+def _measured(spark: SparkSession, listing: Listing, job: Job) -> tuple[DataFrame, Job]:
+    """The input read, bucketed and audited bucket by bucket (``bucket.MEASURED`` rows)."""
+    if job.form == "flat":
+        from .flat import flat_files
+
+        names = [n for n, _, _ in listing.files]
+        chosen = flat_files([n for n in names if "/" not in n]) if listing.is_dir else names
+        if not listing.is_dir and hidden(names[0]):
+            raise InputError("INPUT", f"cannot be read: Spark does not read a file named {names[0]!r}")
+        files = _binary_files(spark, listing, chosen)
+        return _in_tasks(files, audit_flat_files, spark.sparkContext.broadcast(job), MEASURED), job
+    if job.form == "fhir":
+        from .fhir_ndjson import is_ndjson, may_hold_drugs
+
+        chosen = [n for n, _, _ in listing.files if is_ndjson(PurePosixPath(n).name)]
+        drugs = [n for n in chosen if may_hold_drugs(PurePosixPath(n).name)]
+        holds = bool(drugs) and _any_prescription(spark, listing, drugs, job)
+        job = dataclasses.replace(job, holds_prescriptions=holds)
+        shared = spark.sparkContext.broadcast(job)
+        routed = _in_tasks(_lines(spark, listing, chosen), route_fhir_lines, shared, ROUTED_LINES)
+    else:
+        from .omop import TABLES, table_columns, table_files_in
+
+        names = [n for n, _, _ in listing.files]
+        by_table = {t: table_files_in(names, t) for t in TABLES}
+        chosen = [n for files in by_table.values() for n in files]
+        columns = sorted({c for t in TABLES for c in table_columns(t)})
+        job = dataclasses.replace(job, tables=[t for t, f in by_table.items() if f], omop_columns=columns)
+        shared = spark.sparkContext.broadcast(job)
+        routed = _in_tasks(
+            _binary_files(spark, listing, chosen), route_omop_files, shared, omop_routed_schema(job)
         )
-    )
-    kind = F.nullif(F.lower(_zs_trim(c("kind"))), F.lit(""))
-    infusion = F.coalesce(kind, F.when(c("is_rate"), "infusion").otherwise("bolus")) == "infusion"
-    concentration = c("concentration_mg_per_ml")
-    k = m.select(
-        "*",
-        F.when(c("per_kg"), c("amount"))
-        .otherwise(_ieee_divide(c("amount"), c("weight_kg")))
-        .alias("dose_per_kg"),
-        F.when(c("per_kg"), c("amount") * c("weight_kg")).otherwise(c("amount")).alias("dose_amount"),
-        infusion.alias("is_infusion"),
-        c("weight_kg").isNotNull().alias("has_weight"),
-        concentration.isNotNull().alias("has_concentration"),
-        F.when(concentration.isNull(), "none")
-        .when(
-            F.isnan(concentration) | (F.abs(concentration) == float("inf")) | (concentration <= 0),
-            "not-usable",
-        )
-        .otherwise("positive")
-        .alias("concentration_sign"),
-        F.when(~c("unit_ok"), F.concat(F.lit("unknown:"), c("dose_unit")))
-        .when(c("dose_unit").isNull(), "none")
-        .otherwise(
-            F.concat(
-                F.when(c("per_kg"), "per-kg").when(c("is_volume"), "volume").otherwise("mass"),
-                F.when(c("is_rate"), "-rate").otherwise(""),
-            )
-        )
-        .alias("dose_shape"),
-        F.when(c("weight_value").isNull(), "none")
-        .when(c("weight_kg").isNull(), "unknown-unit")
-        .when(
-            F.isnan("weight_kg")
-            | (c("weight_kg") < F.lit(lim["min_weight_kg"] * (1 + BOUNDARY)))
-            | (c("weight_kg") > F.lit(lim["max_weight_kg"] * (1 - BOUNDARY))),
-            "impossible",
-        )
-        .otherwise("ok")
-        .alias("weight_range"),
-        F.when(c("dose_value").isNull(), "none")
-        .when(F.isnan("dose_value") | (c("dose_value") <= 0), "not-positive")
-        .when(c("dose_value") == float("inf"), "not-finite")
-        .otherwise("positive")
-        .alias("dose_sign"),
-    )
-    kinds = thresholds(kb, site)
-
-    def by_kind(make: Callable[[str, list[float]], Column], name: str) -> Column:
-        return F.when(c("is_infusion"), make(name, kinds[f"infusion{name}"])).otherwise(
-            make(name, kinds[f"bolus{name}"])
-        )
-
-    near = by_kind(_at_threshold, "") | by_kind(_at_threshold, "_amount")
-    keyed = (
-        k.withColumn("dose_band", by_kind(_band, ""))
-        .withColumn("amount_band", by_kind(_band, "_amount"))
-        .withColumn("at_threshold", near)
-        .withColumn("class_key", _class_key())
-    )
-    return keyed.select(*COLUMN_NAMES, "weight_kg", "dose_per_kg", "class_key")
+    buckets = _bucketed(spark, routed, _bucket_count(spark, listing, chosen))
+    return _in_tasks(buckets, audit_buckets, shared, MEASURED), job
 
 
-_DOSE_COLUMN = {"": "dose_per_kg", "_amount": "dose_amount"}  # the dose per kg, or in mg (mg/h)
-
-
-def _no_dose(column: str) -> Column:
-    return F.col(column).isNull() | F.isnan(column)
-
-
-def _band(name: str, limits: list[float]) -> Column:
-    """``duck._band_sql``: how many of ``limits`` the dose (per kg, or in mg) is above."""
-    column = _DOSE_COLUMN[name]
-    above = [(F.col(column) > F.lit(t)).cast("int") for t in limits]
-    total = sum(above[1:], above[0]) if above else F.lit(0)
-    return F.when(_no_dose(column), F.lit(None).cast("int")).otherwise(total)
-
-
-def _at_threshold(name: str, limits: list[float]) -> Column:
-    """``duck._at_threshold_sql``: within a hair of one of ``limits``."""
-    column = _DOSE_COLUMN[name]
-    near = F.lit(False)
-    for t in limits:
-        near = near | (F.abs(F.col(column) - F.lit(t)) <= F.lit(BOUNDARY * t))
-    return F.when(_no_dose(column), F.lit(False)).otherwise(F.coalesce(near, F.lit(False)))
-
-
-def _ieee_divide(numerator: Column, denominator: Column) -> Column:
-    """numerator / denominator as DuckDB (IEEE 754) divides doubles: x / 0 is +-inf or NaN, never an error."""
-    negative_zero = denominator.cast("string").startswith("-")
-    infinite = F.when(negative_zero, -numerator).otherwise(numerator)
-    by_zero = (
-        F.when(F.isnan(numerator) | (numerator == 0), F.lit(float("nan")))
-        .when(infinite > 0, F.lit(float("inf")))
-        .otherwise(F.lit(float("-inf")))
-    )
-    return (
-        F.when(numerator.isNull(), F.lit(None).cast("double"))
-        .when(denominator == 0, by_zero)
-        .otherwise(F.try_divide(numerator, denominator))
+def _lines(spark: SparkSession, listing: Listing, names: Sequence[str]) -> DataFrame:
+    if not names:
+        raise InputError("INPUT", "cannot be read: no NDJSON file found")
+    text = spark.read.text(listing.located(names))
+    return text.select(
+        F.col("_metadata.file_path").alias(FHIR_LINES[0][0]), F.col("value").cast("binary").alias("line")
     )
 
 
-def _class_key() -> Column:
-    """``duck._CLASS_KEY``'s values, hashed with a null flag each (Spark's hash skips nulls, so ``(x, NULL)``
-    and ``(NULL, x)`` would otherwise collide)."""
-    c = F.col
-    at_limit = c("at_threshold")
-    values: list[Column] = [c(n) for n in CLASS_COLUMNS]
-    values += [
-        F.when(at_limit, c("dose_value")),
-        F.when(at_limit & c("is_volume"), c("concentration_mg_per_ml")),
-        F.when(at_limit, c("weight_value")),
-        F.when(at_limit, c("dose_unit")),
-        F.when(at_limit, c("weight_unit")),
-        F.when(c("weight_range").isin("impossible", "unknown-unit"), c("weight_value")),
-        F.when(c("weight_range").isin("impossible", "unknown-unit"), c("weight_unit")),
-        F.when(c("dose_sign").isin("not-positive", "not-finite"), c("dose_value")),
-        F.when(c("concentration_sign") == "not-usable", c("concentration_mg_per_ml")),
-    ]
-    return F.xxhash64(*(x for v in values for x in (v.isNull(), v)))
+def _binary_files(spark: SparkSession, listing: Listing, names: Sequence[str]) -> DataFrame:
+    if not names:
+        raise InputError("INPUT", "cannot be read: no file of the input's form found")
+    files = spark.read.format("binaryFile").load(listing.located(names))
+    return files.select("path", "content")
 
 
-def _decisions(
-    spark: SparkSession, measured: DataFrame, kb: KnowledgeBase, site: Site | None = None
-) -> tuple[DataFrame, int, int]:
-    """One representative per class (the smallest admin_id, so reruns agree), decided by the engine."""
-    representative = F.min_by(F.struct(*(F.col(n) for n in COLUMN_NAMES)), F.col("admin_id"))
-    classes = (
-        measured.groupBy("class_key")
-        .agg(
-            F.coalesce(representative, F.first(F.struct(*(F.col(n) for n in COLUMN_NAMES)))).alias("row"),
-            F.count(F.lit(1)).alias("n"),
-        )
-        .collect()
-    )
-    decided = []
-    rows = 0
-    for cls in classes:
-        decided.append((cls["class_key"], *decision_row(decide(cls["row"].asDict(), kb, site))))
-        rows += int(cls["n"])
-    frame = spark.createDataFrame(
-        decided,
-        "class_key bigint, verdict string, statements array<string>, dose_status string, problem string, "
-        "limit_per_kg double, tolerance_used string, tolerance_unknown_reason string, limit_cap double, "
-        "limit_from_site boolean, guideline_verdict string, guideline_dose_status string",
-    )
-    return F.broadcast(frame), len(classes), rows
+def _any_prescription(spark: SparkSession, listing: Listing, names: Sequence[str], job: Job) -> bool:
+    """Whether the export holds a prescription of any drug (it can tell opioid use): stops at the first."""
+    shared = spark.sparkContext.broadcast(job)
+    counted = _in_tasks(_lines(spark, listing, names), count_fhir_prescriptions, shared, PRESCRIPTIONS)
+    return counted.where(F.col("prescriptions") > 0).limit(1).count() > 0
 
 
-_FINDINGS_TYPES: dict[str, list[tuple[str, str]]] = {}
-
-
-def _findings_types(kb: KnowledgeBase) -> list[tuple[str, str]]:
-    """The findings columns and their Spark types, read from DuckDB's own output on no rows (the reference),
-    so that the two engines write the same schema; asked once per knowledge base."""
+def _audit(spark: SparkSession, measured: DataFrame, job: Job, out_dir: Path) -> tuple[Path, int, int, Any]:
+    """Classes merged and decided on the driver, findings written by the executors."""
     import duckdb
 
-    from .duck import run_duckdb
+    shared = spark.sparkContext.broadcast(job)
+    representatives = measured.where(F.col("class_rows").isNotNull()).drop("bucket_facts")
+    merged = _in_tasks(
+        representatives.repartition(spark.sparkContext.defaultParallelism, "class_key"),
+        merge_classes,
+        shared,
+        CLASSES,
+    )
+    found = merged.toArrow()
+    facts = [r[0] for r in measured.where(F.col("bucket_facts").isNotNull()).select("bucket_facts").collect()]
+    con = duckdb.connect()
+    try:
+        con.register("merged_classes", found)
+        classes, rows = decide_classes(con, "SELECT class_key, row, n FROM merged_classes", job.kb, job.site)
+        decided = con.execute("SELECT * FROM decisions").to_arrow_table()
+    finally:
+        con.close()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, decided.schema) as stream:
+        stream.write_table(decided)
+    decisions = spark.sparkContext.broadcast(sink.getvalue().to_pybytes())
 
-    key = kb.digest
-    if key not in _FINDINGS_TYPES:
-        empty = "SELECT " + ", ".join(f"CAST(NULL AS {kind}) AS {n}" for n, kind, _ in COLUMNS) + " LIMIT 0"
-        with tempfile.TemporaryDirectory() as tmp:
-            run = run_duckdb(empty, Path(tmp), kb=kb)
-            con = duckdb.connect()
-            try:
-                described = con.execute(
-                    f"DESCRIBE SELECT * FROM read_parquet('{sql_path(run.findings)}')"
-                ).fetchall()
-            finally:
-                con.close()
-        _FINDINGS_TYPES[key] = [(str(r[0]), _spark_type(str(r[1]))) for r in described]
-    return _FINDINGS_TYPES[key]
+    def findings_of(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return write_findings(shared.value, decisions.value, batches)
 
-
-def _spark_type(duck: str) -> str:
-    if duck.endswith("[]"):
-        return f"array<{_spark_type(duck[:-2])}>"
-    if duck.startswith("DECIMAL"):
-        return duck.lower()
-    known = {**_SPARK_TYPES, "BIGINT": "bigint", "INTEGER": "int", "FLOAT": "float"}
-    if duck not in known:
-        raise TypeError(f"no Spark type for DuckDB's {duck}")
-    return known[duck]
-
-
-def _row_limits() -> dict[str, Column]:
-    """``decide.ROW_LIMIT_SQL`` in Spark: each row's own limit for its weight (the tighter of the limit per kg
-    and a site's cap in mg), its maximum for the weight, and whether the site's protocol set it."""
-    c = F.col
-    capped = c("limit_cap").isNotNull()
-    by_weight = c("limit_per_kg") * c("weight_kg")
-    return {
-        "limit_per_kg": F.when(
-            capped & (c("weight_kg") > 0), F.least(c("limit_per_kg"), c("limit_cap") / c("weight_kg"))
-        ).otherwise(c("limit_per_kg")),
-        "max_for_weight": F.when(
-            capped & c("weight_kg").isNotNull(), F.least(by_weight, c("limit_cap"))
-        ).otherwise(by_weight),
-        "limit_source": F.when(c("limit_from_site").isNull(), F.lit(None).cast("string"))
-        .when(
-            c("limit_from_site") | (capped & c("weight_kg").isNotNull() & (c("limit_cap") < by_weight)),
-            "site",
-        )
-        .otherwise("guideline"),
-    }
-
-
-def _findings_columns(kb: KnowledgeBase) -> list[Column]:
-    computed: Mapping[str, Column] = {
-        **_row_limits(),
-        "opioid_tolerance": F.col("tolerance_used"),  # the engine's, as in DuckDB (not the row's word)
-        "opioid_unknown_reason": F.col("tolerance_unknown_reason"),
-    }
-    return [computed.get(name, F.col(name)).cast(kind).alias(name) for name, kind in _findings_types(kb)]
+    findings = out_dir / "findings.parquet"
+    if findings.is_file():
+        findings.unlink()  # a DuckDB run's single file
+    rows_only = measured.where(F.col("bucket_facts").isNull()).select(*FINDINGS_INPUT)
+    (
+        rows_only.mapInArrow(findings_of, _schema(FINDINGS_COLUMNS))
+        .write.mode("overwrite")
+        .option("compression", "zstd")
+        .parquet(findings.resolve().as_uri())
+    )
+    _tidy_output(findings)
+    return findings, classes, rows, facts_of(facts)
 
 
 def _tidy_output(folder: Path) -> None:
@@ -593,50 +475,3 @@ def _tidy_output(folder: Path) -> None:
     for entry in folder.iterdir():
         if entry.name.startswith((".", "_")) and entry.is_file():
             entry.unlink()
-
-
-def run_spark(
-    path: Path,
-    form: str,
-    out_dir: Path,
-    *,
-    master: str | None = None,
-    kb: KnowledgeBase | None = None,
-    site: Site | None = None,
-    columns: Mapping[str, str] | None = None,
-) -> AuditRun:
-    """Audit ``path`` (form ``flat``, ``fhir`` or ``omop``; or ``canonical``, the Parquet ``run.canonical_parquet``
-    wrote) on Spark; write ``out_dir/findings.parquet`` (a folder). ``columns``: a flat table's ``--column``
-    mappings."""
-    kb = kb or load_knowledge()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    spark = spark_session(master)
-    if form == "flat":
-        src = read_flat(spark, path, columns)
-    elif form in ("fhir", "omop"):
-        from .run import canonical_parquet
-
-        canonical = canonical_parquet(path, "fhir" if form == "fhir" else "omop", out_dir)
-        src = read_canonical(spark, canonical.path)
-    elif form == "canonical":  # FHIR or OMOP already read by ``run.canonical_parquet``
-        src = read_canonical(spark, path)
-    else:
-        raise InputError("form", f"unknown input form {form!r} (flat, fhir or omop)")
-    measured = _measured(spark, src, kb, site).persist()  # read by the classes and again by the findings
-    try:
-        decisions, classes, rows = _decisions(spark, measured, kb, site)
-        findings = out_dir / "findings.parquet"
-        if findings.is_file():
-            findings.unlink()  # a DuckDB run's single file
-        (
-            measured.join(decisions, "class_key", "inner")
-            .select(*_findings_columns(kb))
-            .write.mode("overwrite")
-            .option("compression", "zstd")
-            .parquet(str(findings))
-        )
-    finally:
-        measured.unpersist()
-    _tidy_output(findings)
-    return AuditRun(rows, classes, time.monotonic() - started, findings)
