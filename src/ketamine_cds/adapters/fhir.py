@@ -325,16 +325,10 @@ def is_ketamine_order(
     """Whether a MedicationRequest is a draft or active order for ketamine, as ``facts_from_bundle`` would
     read it: by its RxNorm code or its name, through the Medication it references (contained, or among
     ``medications``: (fullUrl, resource) pairs). Raises ``NotFHIRError`` when the resources cannot be read."""
-    kb = kb or load_knowledge()
-    items = [(0, None, request), *((i, u, r) for i, (u, r) in enumerate(medications, start=1))]
-    record = _Record.of_items(items)
-    order = record.all("MedicationRequest")
-    if len(order) != 1 or order[0].data is not request:
-        raise NotFHIRError("", "expected one MedicationRequest")
-    resource = order[0]
+    resource, record = _request_with_medications(request, medications)
     if resource.status not in _ORDER_STATUSES or _do_not_perform(resource):
         return False
-    return _is_ketamine(_drug(resource, record), kb)
+    return _is_ketamine(_drug(resource, record), kb or load_knowledge())
 
 
 def is_ketamine_request(
@@ -346,13 +340,20 @@ def is_ketamine_request(
     """Whether a MedicationRequest is for ketamine, whatever its status (``is_ketamine_order`` also wants
     a draft or active one that is not "do not perform"): a CDS Hooks draft that is on hold, completed or of
     unknown status is still a ketamine order the service must say it did not check."""
-    kb = kb or load_knowledge()
+    resource, record = _request_with_medications(request, medications)
+    return not _do_not_perform(resource) and _is_ketamine(_drug(resource, record), kb or load_knowledge())
+
+
+def _request_with_medications(
+    request: Mapping[str, Any], medications: Sequence[tuple[str | None, Mapping[str, Any]]]
+) -> tuple[_Resource, _Record]:
+    """One MedicationRequest read with the Medications it may reference, as a record of its own."""
     items = [(0, None, request), *((i, u, r) for i, (u, r) in enumerate(medications, start=1))]
     record = _Record.of_items(items)
     order = record.all("MedicationRequest")
     if len(order) != 1 or order[0].data is not request:
         raise NotFHIRError("", "expected one MedicationRequest")
-    return not _do_not_perform(order[0]) and _is_ketamine(_drug(order[0], record), kb)
+    return order[0], record
 
 
 def validate_r4(bundle: Mapping[str, Any]) -> None:
