@@ -438,6 +438,29 @@ def test_column_names_matched_refused_and_mapped_as_duckdb_does(
     )
 
 
+def test_the_input_is_read_where_it_is_named_never_as_a_pattern(
+    spark_cluster: Cluster, tmp_path: Path
+) -> None:
+    """``data[1].csv`` in a folder named with a space and ``%20`` is that file, never ``data1.csv`` beside it
+    (Spark's readers take a location as a glob: the listed files are escaped)."""
+    folder = tmp_path / "ward 4 %20"
+    folder.mkdir()
+    named, decoy = folder / "data[1].csv", folder / "data1.csv"
+    con = duckdb.connect()
+    try:
+        for path, rows in ((named, 40), (decoy, 3)):
+            con.execute(
+                f"COPY (SELECT * EXCLUDE (input_problem) FROM ({canonical_sql(rows, seed=rows)})) "
+                f"TO '{path}' (FORMAT csv, HEADER)"
+            )
+    finally:
+        con.close()
+    duck = run_duckdb(flat_source(named), tmp_path / "duck")
+    ran = run_spark(named, "flat", tmp_path / "spark", master=spark_cluster.master)
+    assert ran.rows == duck.rows == 40
+    _assert_same_runs(duck, ran)
+
+
 # --- a real Bulk Data export ------------------------------------------------------------------------------
 
 RXNORM, SNOMED = "http://www.nlm.nih.gov/research/umls/rxnorm", "http://snomed.info/sct"

@@ -240,16 +240,24 @@ class Listing:
         return sorted({PurePosixPath(name).parts[0] for name, _, _ in self.files})
 
     def located(self, names: Sequence[str]) -> list[str]:
+        """The files' locations for Spark's readers, each read literally (``_literal``)."""
         where = {name: location for name, location, _ in self.files}
-        return [where[name] for name in names]
+        return [_literal(where[name]) for name in names]
+
+
+def _literal(location: str) -> str:
+    """A listed file's location as Spark's readers take it: they read a location as a Hadoop glob, so each
+    character the glob gives a meaning is escaped (a file named ``data[1].csv`` is read, never ``data1.csv``)."""
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", location)
 
 
 def _location(given: str | Path) -> str:
-    """A local path as a ``file:`` URI; any other location (``hdfs://...``) as it is."""
+    """A local path as a ``file:`` location, as written (Hadoop's path quotes what a URI cannot hold: a
+    space, ``[``, ``%``); any other location (``hdfs://...``) as it is."""
     text = str(given)
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) or text.startswith("file:"):
         return text
-    return Path(text).resolve().as_uri()
+    return "file://" + str(Path(text).resolve())
 
 
 def _listing(spark: SparkSession, location: str) -> Listing:
