@@ -30,7 +30,7 @@ from .._assessment import Assessment, DoseStatus, Finding, Note
 from .._dose_policy import CEILING
 from .._errors import InputError
 from .._facts import DoseKind
-from .._kb import Statement, load_knowledge
+from .._kb import OverrideReason, Statement, load_knowledge
 from .._render import (
     INFUSION_SCOPE_WORDS,
     SUMMARY_MAX,
@@ -54,63 +54,6 @@ INPUT_ERROR = "input-error"  # the "statement" recorded for a card saying an ord
 INTERNAL_ERROR = "internal-error"
 DOSE_NOT_CHECKED = "dose-not-checked"  # recorded for a card saying a dose given only in words was not checked
 DATA_NOT_READ = "data-not-read"  # recorded for a card naming the data the answer was given without
-
-
-@dataclass(frozen=True)
-class OverrideReason:
-    code: str
-    display: str
-
-
-# The service's own code system for override reasons, published at {base_url}/CodeSystem/override-reason.
-# A code, once published, keeps its meaning; its display may be reworded.
-PRIOR_EXPOSURE = OverrideReason(
-    "prior-ketamine-exposure", "Prior ketamine exposure or other individual factors justify this rate"
-)
-MONITORED = OverrideReason("intensive-care-monitoring", "Patient is in intensive care")
-WEIGHT = OverrideReason("weight-not-current", "Recorded body weight is wrong or out of date")
-NOT_ANALGESIA = OverrideReason(
-    "not-for-analgesia", "Ketamine is for anesthesia or sedation here, not for pain"
-)
-NOT_CURRENT = OverrideReason(
-    "condition-not-current", "Condition resolved or not current; the record is out of date"
-)
-BENEFIT = OverrideReason(
-    "benefit-outweighs-risk", "Benefit judged to outweigh the risk; discussed and documented"
-)
-ANESTHESIA_CARE = OverrideReason(
-    "anesthesia-care-monitoring", "Given under anesthesia care with continuous monitoring"
-)
-TOLERATED = OverrideReason("previously-tolerated", "Dose previously tolerated by this patient")
-SPECIALIST = OverrideReason("specialist-recommendation", "Specialist recommendation (e.g. the pain service)")
-OVERRIDE_REASONS = (
-    PRIOR_EXPOSURE,
-    MONITORED,
-    WEIGHT,
-    NOT_ANALGESIA,
-    NOT_CURRENT,
-    BENEFIT,
-    ANESTHESIA_CARE,
-    TOLERATED,
-    SPECIALIST,
-)
-
-_REASONS_BY_STATEMENT: dict[str, tuple[OverrideReason, ...]] = {
-    # The reference names individual differences and prior ketamine exposure as reasons for dosing outside
-    # the range (both acute limits and the chronic range); a limit that applies outside intensive care is
-    # overridden by a patient who is in intensive care where the record does not say so. The bolus limit and
-    # the ceiling hold in intensive care too, so that is no reason for them. Continuous monitoring under
-    # anesthesia care, a dose the patient tolerated before and a specialist's recommendation are the reasons
-    # clinicians give for any of them.
-    "dose-infusion-limit": (
-        PRIOR_EXPOSURE, MONITORED, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT, NOT_ANALGESIA
-    ),
-    "dose-bolus-limit": (PRIOR_EXPOSURE, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT, NOT_ANALGESIA),
-    "chronic-dose-range": (PRIOR_EXPOSURE, MONITORED, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT),
-    "dose-ceiling": (PRIOR_EXPOSURE, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT, NOT_ANALGESIA),
-}  # fmt: skip
-# a relative contraindication: the record out of date, a judged benefit, or the risk managed by monitoring
-_CONTRAINDICATION_REASONS = (NOT_CURRENT, BENEFIT, ANESTHESIA_CARE, MONITORED, TOLERATED, SPECIALIST)
 
 
 _URGENCY = {"critical": 0, "warning": 1, "info": 2}
@@ -283,7 +226,7 @@ def _card(
             card["suggestions"] = [suggestion]
             card["selectionBehavior"] = "at-most-one"
     if interruptive:
-        reasons = _REASONS_BY_STATEMENT.get(statement.id, _CONTRAINDICATION_REASONS)
+        reasons = statement.override_reasons  # its statement file, or kb.toml [override_reasons]
         if site is not None:  # the site's own coded reasons, beside the service's
             reasons += tuple(OverrideReason(r.code, r.display) for r in site.override_reasons)
         system = override_reason_system(base_url)
