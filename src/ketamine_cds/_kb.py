@@ -274,6 +274,9 @@ class KnowledgeBase:
     ketamine_words: tuple[str, ...]
     value_sets: ValueSets
     pregnancy_status: PregnancyStatus
+    override_reasons: Mapping[str, OverrideReason]  # the service's code system of override reasons, by code
+    # the statements the record is screened for, in the order screened: contraindications, then cautions
+    screening: tuple[Statement, ...]
     weight_max_age_days: int = 30
     adult_age_years: int = 18
     notes: Mapping[str, Message] = field(default_factory=dict)  # summary holds the text, detail is empty
@@ -281,10 +284,6 @@ class KnowledgeBase:
     ketamine_concentrations: tuple[Fraction, ...] = ()
     # measurable steps for a suggested dose: bolus_mg, bolus_ml, infusion_mg_per_h, infusion_ml_per_h
     dose_steps: Mapping[str, Fraction] = field(default_factory=dict)
-    # the service's code system of override reasons, by code
-    override_reasons: Mapping[str, OverrideReason] = field(default_factory=dict)
-    # the statements the record is screened for, in the order screened: contraindications, then cautions
-    screening: tuple[Statement, ...] = ()
 
     def statement(self, statement_id: str) -> Statement:
         return self.statements[statement_id]
@@ -434,6 +433,8 @@ def load_knowledge() -> KnowledgeBase:
         ketamine_words=tuple(kb["ketamine"]["words"]),
         value_sets=ValueSets(_read_codes(codes_text)),
         pregnancy_status=PregnancyStatus(**kb["pregnancy_status"]),
+        override_reasons=_override_reasons(kb["override_reasons"]),
+        screening=_screening(statements),
         weight_max_age_days=int(kb["defaults"]["weight_max_age_days"]),
         adult_age_years=int(kb["defaults"]["adult_age_years"]),
         notes={k: Message(v["severity"], v["text"], "") for k, v in kb["notes"].items()},
@@ -449,6 +450,4 @@ def load_knowledge() -> KnowledgeBase:
                 ("infusion", "ml_per_h"),
             )
         },
-        override_reasons=_override_reasons(kb["override_reasons"]),
-        screening=_screening(statements),
     )
