@@ -159,6 +159,25 @@ def test_icd10_hierarchy_matches_descendants_but_not_neighbours() -> None:
     assert "crps" in vs.concepts("icd10cm", "G90.512")
 
 
+def test_every_statement_that_interrupts_offers_override_reasons_and_no_other_does() -> None:
+    """A contraindication the record shows and a dose over its limit interrupt at order-sign, and their cards
+    offer coded override reasons (a dose statement's own list; kb.toml's for a relative contraindication)."""
+    for st in KB.statements.values():
+        interrupts = st.role == "contraindication" or any(k.startswith("exceeds") for k in st.messages)
+        assert bool(st.override_reasons) == interrupts, st.id
+        assert set(st.override_reasons) <= set(KB.override_reasons.values()), st.id
+
+
+def test_every_screened_statement_is_a_contraindication_or_caution_screening_known_concepts() -> None:
+    assert {s.role for s in KB.screening} == {"contraindication", "caution"}
+    assert {s.id for s in KB.screening} == {
+        s.id for s in KB.statements.values() if s.role in ("contraindication", "caution")
+    }
+    for st in KB.screening:
+        assert st.screen is not None and st.screen.concept in KB.concepts
+        assert st.screen.verify is None or st.screen.verify in KB.concepts
+
+
 LONG = Coded(
     "Laparoscopic-assisted total proctocolectomy with ileal pouch-anal anastomosis and diverting loop "
     "ileostomy, robotic",

@@ -1,6 +1,7 @@
 """Which dose statements apply to a use and setting, and their limits (reference, "Dose statements").
 
-Data in, data out: the limits are the knowledge base's thresholds; this module only chooses among them.
+Data in, data out: the limits are the knowledge base's thresholds; this module only chooses among them. The
+rule that decides these four statements, registered under their ids, is ``_engine.dose_limits_and_checks``.
 
 - acute uses, and an unknown use (the stricter limits): ``dose-bolus-limit`` in every setting;
   ``dose-infusion-limit`` outside intensive care and where the setting is not known; in intensive care the

@@ -1,14 +1,18 @@
 """The assessment engine: a pure function from ``Facts`` to an ``Assessment``.
 
-One function per guideline statement (named after it) decides whether the statement applies and adds its
-finding; ``_verdict`` then applies the reference's verdict order. The engine reads no files, clock or
-network: the knowledge base and ``facts.as_of`` are its only other inputs.
+Each guideline statement is decided by exactly one rule, registered under the statement's id with
+``@rule`` (``RULES``: search a statement id here to find its rule). A rule decides whether its statements
+apply and adds their findings; a rule that decides several statements (a table-driven screen, a choice
+between two) names each of them. ``_verdict`` then applies the reference's verdict order. The engine reads no
+files, clock or network: the knowledge base and ``facts.as_of`` are its only other inputs.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from fractions import Fraction
+from typing import TypeVar
 
 from . import _dose_policy as _dp
 from ._assessment import (
@@ -44,16 +48,24 @@ from ._opioids import OpioidStatus, Presence, opioid_status
 from ._site import Site
 from ._units import Quantity, amount_per_dose
 
-_CONTRA_CONCEPTS = (
-    ("contra-cardiovascular", "cardiovascular-severe"),
-    ("contra-hepatic", "liver-disease-severe"),
-    ("contra-intracranial-pressure", "intracranial-pressure"),
-    ("contra-intraocular-pressure", "intraocular-pressure"),
-    ("contra-pregnancy", "pregnancy"),
-    ("contra-psychosis", "psychosis"),
-    ("caution-hepatic-moderate", "liver-disease-moderate"),
-    ("caution-substance-misuse", "substance-misuse"),
-)
+_Rule = TypeVar("_Rule", bound=Callable[..., object])
+RULES: dict[str, Callable[..., object]] = {}  # statement id -> the one rule that decides it
+
+
+def rule(*statement_ids: str) -> Callable[[_Rule], _Rule]:
+    """Registers the decorated function as the rule of each statement named: every statement of the knowledge
+    base has exactly one (tests/test_statement_registry.py), and a second rule for a statement is an error."""
+
+    def register(function: _Rule) -> _Rule:
+        for statement_id in statement_ids:
+            if statement_id in RULES:
+                raise ValueError(f"{statement_id} has a rule already: {RULES[statement_id].__name__}")
+            RULES[statement_id] = function
+        return function
+
+    return register
+
+
 # the message keys of a dose over its limit: each makes the verdict dose-exceeds-limit
 EXCEEDING_MESSAGES = frozenset({"exceeds", "exceeds-setting-unknown", "exceeds-any-weight", "exceeds-beside"})
 
@@ -119,7 +131,7 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None, site: Site | None = No
     guideline = use.guideline if use is not None and use.guideline else "acute"
     policy = dose_policy(kb, guideline, facts.setting, site)
     limits = _dose_limits(facts, policy, in_scope)
-    screening = _screen(ctx)
+    screening = contraindication_screen(ctx)
     dose_checks: tuple[DoseCheck, ...] = ()
     if use is None and in_scope:
         ctx.need("indication", "the intended use of ketamine (the indication) is not stated")
@@ -127,11 +139,11 @@ def assess(facts: Facts, kb: KnowledgeBase | None = None, site: Site | None = No
         if use is not None:
             _intravenous_use(ctx, use, opioid)
         use_note = kb.notes["unknown-use-limits"].summary if use is None else ""
-        dose_checks = _dose(ctx, policy, limits, use_note)
+        dose_checks = dose_limits_and_checks(ctx, policy, limits, use_note)
         if use is not None:
             _beside_the_dose(ctx, use, dose_checks)
     elif in_scope:
-        _follow_up(ctx, route)
+        follow_up(ctx, route)
     verdict = _verdict(ctx, use)
     decisive = _decisive(verdict, ctx)
     hidden = site.hidden if site is not None else frozenset()
@@ -228,6 +240,7 @@ def _beside_the_dose(ctx: _Context, use: Use, checks: tuple[DoseCheck, ...]) -> 
 # --- acute pain -------------------------------------------------------------------------------------
 
 
+@rule("acute-painful-surgery", "acute-mild-pain")
 def acute_painful_surgery_or_mild_pain(ctx: _Context) -> None:
     """acute-painful-surgery and acute-mild-pain: the expected pain of the planned procedure."""
     procedure = ctx.facts.procedure
@@ -251,6 +264,7 @@ def acute_painful_surgery_or_mild_pain(ctx: _Context) -> None:
         )
 
 
+@rule("acute-opioid-tolerant-surgery")
 def acute_opioid_tolerant_surgery(ctx: _Context, opioid: OpioidStatus) -> None:
     state = opioid.tolerant_or_dependent
     if state is Presence.PRESENT:
@@ -261,6 +275,7 @@ def acute_opioid_tolerant_surgery(ctx: _Context, opioid: OpioidStatus) -> None:
         )
 
 
+@rule("acute-sickle-cell")
 def acute_sickle_cell(ctx: _Context, use: Use, opioid: OpioidStatus) -> None:
     sickle = use.id == "sickle-cell-pain" or _present(ctx, "sickle-cell-crisis")
     if not sickle:
@@ -280,12 +295,14 @@ def acute_sickle_cell(ctx: _Context, use: Use, opioid: OpioidStatus) -> None:
         ctx.add("acute-sickle-cell", "not-tolerant", basis=opioid.basis)
 
 
+@rule("acute-sleep-apnea")
 def acute_sleep_apnea(ctx: _Context) -> None:
     sources = _evidence(ctx, "sleep-apnea")
     if sources:
         ctx.add("acute-sleep-apnea", "applies", condition=sources)
 
 
+@rule("acute-pca-sole-agent")
 def acute_pca_sole_agent(ctx: _Context) -> None:
     order = ctx.facts.order
     if order is not None and order.pca_sole_agent:
@@ -295,6 +312,7 @@ def acute_pca_sole_agent(ctx: _Context) -> None:
 # --- chronic pain and follow-up ---------------------------------------------------------------------
 
 
+@rule("chronic-crps", "chronic-sci", "chronic-weak-evidence", "chronic-no-long-term", "evidence-2019-review")
 def chronic_evidence(ctx: _Context, use: Use) -> None:
     """chronic-crps, chronic-sci, chronic-weak-evidence, chronic-no-long-term and evidence-2019-review."""
     if use.statement == "chronic-crps":
@@ -312,7 +330,8 @@ def chronic_evidence(ctx: _Context, use: Use) -> None:
     ctx.add("evidence-2019-review", "applies")
 
 
-def _follow_up(ctx: _Context, route: Route) -> None:
+@rule("followup-oral", "followup-intranasal")
+def follow_up(ctx: _Context, route: Route) -> None:
     """followup-oral and followup-intranasal: ketamine by mouth or nose after an IV infusion course."""
     statement = "followup-oral" if route is Route.ORAL else "followup-intranasal"
     prior = ctx.facts.prior_iv_ketamine
@@ -335,21 +354,37 @@ def _follow_up(ctx: _Context, route: Route) -> None:
 # --- contraindications and cautions -----------------------------------------------------------------
 
 
-def _screen(ctx: _Context) -> tuple[ScreeningResult, ...]:
+@rule(
+    "contra-cardiovascular",
+    "contra-hepatic",
+    "contra-intracranial-pressure",
+    "contra-intraocular-pressure",
+    "contra-pregnancy",
+    "contra-psychosis",
+    "caution-hepatic-moderate",
+    "caution-substance-misuse",
+)
+def contraindication_screen(ctx: _Context) -> tuple[ScreeningResult, ...]:
+    """The contraindications and cautions, table-driven: each statement's ``[screen]`` (its statement file)
+    names the concept whose presence in the record makes it apply, and for contra-cardiovascular the concept
+    that asks to verify instead; ``kb.screening`` is the order screened."""
     unread = ctx.facts.conditions is None
     if unread:
         ctx.need(
             "conditions", "the patient's conditions could not be read, so contraindications were not screened"
         )
     results = []
-    for statement, concept in _CONTRA_CONCEPTS:
+    for screened in ctx.kb.screening:
+        statement = screened.id
+        assert screened.screen is not None
+        concept, verify = screened.screen.concept, screened.screen.verify
         evidence = _evidence(ctx, concept)
         if evidence:
             ctx.add(statement, "present", condition=evidence)
             results.append(ScreeningResult(statement, concept, Presence.PRESENT, evidence))
-        elif statement == "contra-cardiovascular" and (unclear := _evidence(ctx, "cardiovascular-disease")):
+        elif verify is not None and (unclear := _evidence(ctx, verify)):
             ctx.add(statement, "verify", condition=unclear)
-            results.append(ScreeningResult(statement, "cardiovascular-disease", Presence.UNKNOWN, unclear))
+            results.append(ScreeningResult(statement, verify, Presence.UNKNOWN, unclear))
         elif concept in ctx.facts.ruled_out:
             results.append(ScreeningResult(statement, concept, Presence.ABSENT))
         else:
@@ -459,11 +494,15 @@ def _limit_params(ctx: _Context, limit: Limit, weight_kg: Fraction | None, unit:
     return {"limit": text, "site_note": note, "limit_amount": amount, "effective_per_kg": per_kg}
 
 
-def _dose(ctx: _Context, policy: DosePolicy, limits: DoseLimits, use_note: str) -> tuple[DoseCheck, ...]:
+@rule("dose-bolus-limit", "dose-infusion-limit", "dose-ceiling", "chronic-dose-range")
+def dose_limits_and_checks(
+    ctx: _Context, policy: DosePolicy, limits: DoseLimits, use_note: str
+) -> tuple[DoseCheck, ...]:
     """dose-bolus-limit, dose-infusion-limit, dose-ceiling and chronic-dose-range: the limits for this use,
-    setting and weight, or each dose of the order checked. A dose the order writes down but the record does
-    not give in a form that can be read is missing information: it is not checked, and that decides the
-    verdict unless something else does."""
+    setting and weight, or each dose of the order checked (which statement's limit a dose of each kind is
+    checked against is ``_dose_policy.dose_policy``'s choice, from the knowledge base). A dose the order
+    writes down but the record does not give in a form that can be read is missing information: it is not
+    checked, and that decides the verdict unless something else does."""
     order = ctx.facts.order
     doses = [d for d in order.doses if d.kind is not None] if order is not None else []
     concentration = order.concentration_mg_per_ml if order is not None else None
@@ -836,6 +875,7 @@ def _weight_age(ctx: _Context, statement: str) -> None:
 # --- information beside the dose: opioid adjunct range, chronic first-infusion minimum, pre-infusion tests
 
 
+@rule("acute-opioid-adjunct")
 def acute_opioid_adjunct(ctx: _Context, checks: tuple[DoseCheck, ...]) -> None:
     """Shown beside a perioperative order whose every IV dose is within the acute limits (0.35 mg/kg,
     1 mg/kg/h), whatever the setting; it never changes the verdict."""
@@ -850,6 +890,7 @@ def acute_opioid_adjunct(ctx: _Context, checks: tuple[DoseCheck, ...]) -> None:
     ctx.add("acute-opioid-adjunct", "applies")
 
 
+@rule("chronic-dose-minimum")
 def chronic_dose_minimum(ctx: _Context, infusion: OrderDose | None, concentration: Fraction | None) -> None:
     """A first chronic pain infusion should total at least 80 mg over more than 2 hours (information)."""
     statement = "chronic-dose-minimum"
@@ -886,6 +927,7 @@ def _delivered(
     return amount * weight_kg if weight_kg is not None else None
 
 
+@rule("pretest-ecg", "pretest-liver", "pretest-none-routine")
 def pretest(ctx: _Context) -> None:
     """pretest-ecg and pretest-liver when the record shows what they name; otherwise pretest-none-routine.
     Information for chronic IV infusions: they never change the verdict."""

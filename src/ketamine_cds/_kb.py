@@ -80,6 +80,34 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class OverrideReason:
+    """A coded reason an interrupting card can be overridden with: the service's own code system (kb.toml
+    ``[override_reasons]``); a code, once published, keeps its meaning, its display may be reworded."""
+
+    code: str
+    display: str
+
+
+@dataclass(frozen=True, slots=True)
+class Screen:
+    """What in the record makes a contraindication or caution apply (a statement file's ``[screen]``):
+    ``concept`` present; ``verify``, where given, a concept that asks the clinician to verify instead (the
+    condition is recorded, its severity or control is not)."""
+
+    concept: str
+    verify: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PregnancyStatus:
+    """The pregnancy status observation a record may hold (kb.toml ``[pregnancy_status]``)."""
+
+    observation: str  # LOINC
+    pregnant: str  # SNOMED CT answer: a pregnancy
+    not_pregnant: str  # SNOMED CT answer: rules pregnancy out unless one is recorded
+
+
+@dataclass(frozen=True, slots=True)
 class Statement:
     id: str
     title: str
@@ -96,6 +124,9 @@ class Statement:
     verification_note: str | None = None  # the reference's note beside the tags, e.g. "2 sources"
     stance: str | None = None  # for contraindications and cautions: "avoid", ...
     concepts: tuple[str, ...] = ()  # record concepts that make the statement apply (pretest-*)
+    screen: Screen | None = None  # contraindications and cautions: the concept the record is screened for
+    # an interrupting card's override reasons (a dose over its limit, a contraindication the record shows)
+    override_reasons: tuple[OverrideReason, ...] = ()
 
     @property
     def source(self) -> Source:
@@ -242,6 +273,10 @@ class KnowledgeBase:
     ketamine_rxnorm: frozenset[str]
     ketamine_words: tuple[str, ...]
     value_sets: ValueSets
+    pregnancy_status: PregnancyStatus
+    override_reasons: Mapping[str, OverrideReason]  # the service's code system of override reasons, by code
+    # the statements the record is screened for, in the order screened: contraindications, then cautions
+    screening: tuple[Statement, ...]
     weight_max_age_days: int = 30
     adult_age_years: int = 18
     notes: Mapping[str, Message] = field(default_factory=dict)  # summary holds the text, detail is empty
@@ -272,6 +307,7 @@ _STATEMENT_KEYS = frozenset(
     {
         "id", "title", "text", "grade", "certainty", "evidence", "tags", "verification_note", "sources",
         "role", "thresholds", "messages", "overridable", "stance", "concepts", "include_messages",
+        "screen", "override_reasons",
     }
 )  # fmt: skip
 
@@ -285,14 +321,26 @@ def _messages(raw: Mapping[str, Any]) -> dict[str, Message]:
     }
 
 
+def _override_reasons(raw: Mapping[str, Any]) -> dict[str, OverrideReason]:
+    return {code: OverrideReason(code, display) for code, display in raw["codes"].items()}
+
+
 def _statement(
-    data: Mapping[str, Any], sources: Mapping[str, Source], shared: Mapping[str, Message]
+    data: Mapping[str, Any],
+    sources: Mapping[str, Source],
+    shared: Mapping[str, Message],
+    reasons: Mapping[str, Any],
 ) -> Statement:
+    """One statement file; a contraindication without ``override_reasons`` of its own gets the shared
+    ``[override_reasons] contraindication`` list."""
     unknown = set(data) - _STATEMENT_KEYS
     if unknown:  # a misspelt key must not silently drop what it holds
         raise ValueError(f"statement {data.get('id')!r}: unknown keys {sorted(unknown)}")
     messages = _messages(data.get("messages", {}))
     messages.update({key: shared[key] for key in data.get("include_messages", ())})
+    default = reasons["contraindication"] if data["role"] == "contraindication" else ()
+    codes = _override_reasons(reasons)
+    screen = data.get("screen")
     return Statement(
         id=data["id"],
         title=data["title"],
@@ -309,7 +357,15 @@ def _statement(
         verification_note=data.get("verification_note"),
         stance=data.get("stance"),
         concepts=tuple(data.get("concepts", ())),
+        screen=Screen(screen["concept"], screen.get("verify")) if screen is not None else None,
+        override_reasons=tuple(codes[code] for code in data.get("override_reasons", default)),
     )
+
+
+def _screening(statements: Mapping[str, Statement]) -> tuple[Statement, ...]:
+    """The statements with a ``[screen]``: contraindications first, then cautions, each in id order."""
+    screened = sorted((s for s in statements.values() if s.screen is not None), key=lambda s: s.id)
+    return tuple(sorted(screened, key=lambda s: s.role != "contraindication"))
 
 
 def _read_codes(text: str) -> tuple[Code, ...]:
@@ -343,7 +399,7 @@ def load_knowledge() -> KnowledgeBase:
         if entry.name.endswith(".toml"):
             raw = entry.read_bytes()
             digest.update(raw)
-            st = _statement(tomllib.loads(raw.decode()), sources, shared)
+            st = _statement(tomllib.loads(raw.decode()), sources, shared, kb["override_reasons"])
             statements[st.id] = st
     codes_text = (root / "valuesets.csv").read_text()
     digest.update(codes_text.encode())
@@ -376,6 +432,9 @@ def load_knowledge() -> KnowledgeBase:
         ketamine_rxnorm=frozenset(kb["ketamine"]["rxnorm"]),
         ketamine_words=tuple(kb["ketamine"]["words"]),
         value_sets=ValueSets(_read_codes(codes_text)),
+        pregnancy_status=PregnancyStatus(**kb["pregnancy_status"]),
+        override_reasons=_override_reasons(kb["override_reasons"]),
+        screening=_screening(statements),
         weight_max_age_days=int(kb["defaults"]["weight_max_age_days"]),
         adult_age_years=int(kb["defaults"]["adult_age_years"]),
         notes={k: Message(v["severity"], v["text"], "") for k, v in kb["notes"].items()},

@@ -111,9 +111,11 @@ R4_RESOURCE_TYPES = frozenset({
 # fmt: on
 
 BODY_WEIGHT = "29463-7"  # LOINC Body weight
-PREGNANCY_STATUS = "82810-3"  # LOINC Pregnancy status
-PREGNANT = "77386006"  # SNOMED Pregnant
-NOT_PREGNANT = "60001007"  # SNOMED Not pregnant (finding); the answer seen in the inferno US Core bundles
+# The pregnancy status codes are knowledge (kb.toml [pregnancy_status]): this reader takes them from the
+# knowledge base it is given; these names are the bundled knowledge base's, for the audit's FHIR reader.
+PREGNANCY_STATUS = load_knowledge().pregnancy_status.observation  # LOINC Pregnancy status
+PREGNANT = load_knowledge().pregnancy_status.pregnant  # SNOMED CT Pregnant
+NOT_PREGNANT = load_knowledge().pregnancy_status.not_pregnant  # SNOMED CT Not pregnant (finding)
 SURGICAL_PROCEDURE = "387713003"  # SNOMED Surgical procedure: the US Core ServiceRequest category for surgery
 TRANSDERMAL_ROUTE = "45890007"  # SNOMED Transdermal route
 
@@ -288,7 +290,7 @@ def _facts(
     patient = _the_patient(record)
     ketamine = _ketamine_requests(record, kb)
     chosen = _chosen_order(ketamine, order_id, record)
-    pregnancy = _pregnancy_status(record, as_of)
+    pregnancy = _pregnancy_status(record, as_of, kb)
     conditions = _conditions(record, kb, pregnancy)
     procedure = _planned_procedure(record, kb)
     use, use_source = _indication(chosen.request, record, kb) if chosen else (None, None)
@@ -306,7 +308,7 @@ def _facts(
         weight_problem=body_weight.problem,
         setting=_setting(record, chosen.request if chosen else None, site),
         conditions=conditions,
-        ruled_out=_ruled_out(pregnancy, conditions),
+        ruled_out=_ruled_out(pregnancy, conditions, kb),
         procedure=procedure,
         opioids=_opioids(record, kb),
         order=_ketamine_order(chosen, kb) if chosen else None,
@@ -690,7 +692,7 @@ def _conditions(
     for condition in record.all("Condition"):
         if _condition_counts(condition.data):
             found.extend(_classified(_mapping(condition.data, "code"), kb))
-    if pregnancy is not None and pregnancy[0] == PREGNANT:
+    if pregnancy is not None and pregnancy[0] == kb.pregnancy_status.pregnant:
         found.append(ConditionFact("pregnancy", pregnancy[1]))
     return tuple(dict.fromkeys(found))
 
@@ -715,21 +717,25 @@ def _classified(concept: Json, kb: KnowledgeBase) -> list[ConditionFact]:
 
 
 @_per_record
-def _pregnancy_status(record: _Record, as_of: dt.date) -> tuple[str, Coded] | None:
+def _pregnancy_status(record: _Record, as_of: dt.date, kb: KnowledgeBase) -> tuple[str, Coded] | None:
     """The SNOMED answer of the latest pregnancy-status Observation (LOINC 82810-3), with its source."""
-    observation = _latest_observation(record, PREGNANCY_STATUS, "valueCodeableConcept", as_of)
+    codes = kb.pregnancy_status
+    observation = _latest_observation(record, codes.observation, "valueCodeableConcept", as_of)
     if observation is None:
         return None
     answer = _mapping(observation.data, "valueCodeableConcept")
     for system, code, display in _codings(answer):
-        if short_system(system) == "snomed" and code in (PREGNANT, NOT_PREGNANT):
+        if short_system(system) == "snomed" and code in (codes.pregnant, codes.not_pregnant):
             return code, Coded(display or _text(answer, "text") or code, system, code)
     return None
 
 
-def _ruled_out(status: tuple[str, Coded] | None, conditions: tuple[ConditionFact, ...]) -> frozenset[str]:
+def _ruled_out(
+    status: tuple[str, Coded] | None, conditions: tuple[ConditionFact, ...], kb: KnowledgeBase
+) -> frozenset[str]:
     """A latest pregnancy status of "not pregnant" rules pregnancy out, unless a pregnancy is recorded."""
-    if status is None or status[0] != NOT_PREGNANT or any(c.concept == "pregnancy" for c in conditions):
+    not_pregnant = kb.pregnancy_status.not_pregnant
+    if status is None or status[0] != not_pregnant or any(c.concept == "pregnancy" for c in conditions):
         return frozenset()
     return frozenset({"pregnancy"})
 

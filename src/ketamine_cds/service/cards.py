@@ -26,11 +26,11 @@ from decimal import ROUND_FLOOR, Decimal
 from fractions import Fraction
 from typing import Any
 
-from .._assessment import Assessment, DoseStatus, Finding, Note
+from .._assessment import Assessment, DoseCheck, DoseStatus, Finding, Note
 from .._dose_policy import CEILING
 from .._errors import InputError
 from .._facts import DoseKind
-from .._kb import Statement, load_knowledge
+from .._kb import OverrideReason, Statement, load_knowledge
 from .._render import (
     INFUSION_SCOPE_WORDS,
     SUMMARY_MAX,
@@ -54,63 +54,6 @@ INPUT_ERROR = "input-error"  # the "statement" recorded for a card saying an ord
 INTERNAL_ERROR = "internal-error"
 DOSE_NOT_CHECKED = "dose-not-checked"  # recorded for a card saying a dose given only in words was not checked
 DATA_NOT_READ = "data-not-read"  # recorded for a card naming the data the answer was given without
-
-
-@dataclass(frozen=True)
-class OverrideReason:
-    code: str
-    display: str
-
-
-# The service's own code system for override reasons, published at {base_url}/CodeSystem/override-reason.
-# A code, once published, keeps its meaning; its display may be reworded.
-PRIOR_EXPOSURE = OverrideReason(
-    "prior-ketamine-exposure", "Prior ketamine exposure or other individual factors justify this rate"
-)
-MONITORED = OverrideReason("intensive-care-monitoring", "Patient is in intensive care")
-WEIGHT = OverrideReason("weight-not-current", "Recorded body weight is wrong or out of date")
-NOT_ANALGESIA = OverrideReason(
-    "not-for-analgesia", "Ketamine is for anesthesia or sedation here, not for pain"
-)
-NOT_CURRENT = OverrideReason(
-    "condition-not-current", "Condition resolved or not current; the record is out of date"
-)
-BENEFIT = OverrideReason(
-    "benefit-outweighs-risk", "Benefit judged to outweigh the risk; discussed and documented"
-)
-ANESTHESIA_CARE = OverrideReason(
-    "anesthesia-care-monitoring", "Given under anesthesia care with continuous monitoring"
-)
-TOLERATED = OverrideReason("previously-tolerated", "Dose previously tolerated by this patient")
-SPECIALIST = OverrideReason("specialist-recommendation", "Specialist recommendation (e.g. the pain service)")
-OVERRIDE_REASONS = (
-    PRIOR_EXPOSURE,
-    MONITORED,
-    WEIGHT,
-    NOT_ANALGESIA,
-    NOT_CURRENT,
-    BENEFIT,
-    ANESTHESIA_CARE,
-    TOLERATED,
-    SPECIALIST,
-)
-
-_REASONS_BY_STATEMENT: dict[str, tuple[OverrideReason, ...]] = {
-    # The reference names individual differences and prior ketamine exposure as reasons for dosing outside
-    # the range (both acute limits and the chronic range); a limit that applies outside intensive care is
-    # overridden by a patient who is in intensive care where the record does not say so. The bolus limit and
-    # the ceiling hold in intensive care too, so that is no reason for them. Continuous monitoring under
-    # anesthesia care, a dose the patient tolerated before and a specialist's recommendation are the reasons
-    # clinicians give for any of them.
-    "dose-infusion-limit": (
-        PRIOR_EXPOSURE, MONITORED, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT, NOT_ANALGESIA
-    ),
-    "dose-bolus-limit": (PRIOR_EXPOSURE, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT, NOT_ANALGESIA),
-    "chronic-dose-range": (PRIOR_EXPOSURE, MONITORED, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT),
-    "dose-ceiling": (PRIOR_EXPOSURE, ANESTHESIA_CARE, TOLERATED, SPECIALIST, WEIGHT, NOT_ANALGESIA),
-}  # fmt: skip
-# a relative contraindication: the record out of date, a judged benefit, or the risk managed by monitoring
-_CONTRAINDICATION_REASONS = (NOT_CURRENT, BENEFIT, ANESTHESIA_CARE, MONITORED, TOLERATED, SPECIALIST)
 
 
 _URGENCY = {"critical": 0, "warning": 1, "info": 2}
@@ -283,7 +226,7 @@ def _card(
             card["suggestions"] = [suggestion]
             card["selectionBehavior"] = "at-most-one"
     if interruptive:
-        reasons = _REASONS_BY_STATEMENT.get(statement.id, _CONTRAINDICATION_REASONS)
+        reasons = statement.override_reasons  # its statement file, or kb.toml [override_reasons]
         if site is not None:  # the site's own coded reasons, beside the service's
             reasons += tuple(OverrideReason(r.code, r.display) for r in site.override_reasons)
         system = override_reason_system(base_url)
@@ -321,50 +264,14 @@ def dose_suggestion(
         return None
     if check.statement == CEILING:  # the highest rate either guideline mentions, not a rate it recommends
         return None
+    suggested = _suggested_dose(check, bolus_step_mg)
+    if suggested is None:
+        return None
+    value, unit, exact = suggested
     bolus = check.kind is DoseKind.BOLUS
-    steps = load_knowledge().dose_steps
-    exact = ""
-    if check.ordered.unit.per_kg:  # a site's cap in mg for this weight may be no finite decimal per kg
-        value: Decimal | Fraction = _floor(check.limit_per_kg, 4)
-        unit = "mg/kg" if bolus else "mg/kg/h"
-    elif check.limit_amount is None:
+    resource = _updated_order(order, dose_index, bolus, {"value": _plain_number(value), "unit": unit})
+    if resource is None:
         return None
-    else:
-        in_volume = check.ordered.unit.amount == "volume" and check.concentration is not None
-        amount_unit = "mg" if bolus else "mg/h"
-        if in_volume and check.concentration is not None:
-            unit = "mL" if bolus else "mL/h"
-            step = steps["bolus_ml" if bolus else "infusion_ml_per_h"]
-            value = check.limit_amount / check.concentration // step * step
-        else:
-            unit = amount_unit
-            step = (bolus_step_mg or steps["bolus_mg"]) if bolus else steps["infusion_mg_per_h"]
-            value = check.limit_amount // step * step
-            if value <= 0:  # the limit is under one step (a tiny weight): the limit itself, rounded down
-                value = _floor(check.limit_amount)
-        if value <= 0:
-            return None
-        exact = f"{format_max(check.limit_amount)} {amount_unit}"
-        if f"{format_number(value)} {unit}" != exact:
-            exact = f"; the limit is {exact}, rounded down to a step of {format_number(step)} {unit}"
-        else:
-            exact = ""
-    resource = json_safe(order)
-    if resource is None or not isinstance(resource.get("id"), str) or not resource["id"]:
-        return None  # an update names its resource by id: a draft without one cannot be updated
-    positions = order_dose_positions(resource)
-    if dose_index >= len(positions):
-        return None
-    i, j = positions[dose_index]
-    dose_and_rate: Json = resource["dosageInstruction"][i]["doseAndRate"][j]
-    quantity = {"value": _plain_number(value), "unit": unit, "system": UCUM, "code": unit}
-    if bolus:
-        dose_and_rate.pop("doseRange", None)
-        dose_and_rate["doseQuantity"] = quantity
-    else:
-        for key in ("rateRatio", "rateRange", "rateQuantity"):
-            dose_and_rate.pop(key, None)
-        dose_and_rate["rateQuantity"] = quantity
     amount = f"{format_number(value)} {unit}"
     weight = assessment.dose_limits.weight_kg
     for_weight = (
@@ -389,6 +296,61 @@ def dose_suggestion(
             }
         ],
     }
+
+
+def _suggested_dose(
+    check: DoseCheck, bolus_step_mg: Fraction | None
+) -> tuple[Decimal | Fraction, str, str] | None:
+    """(value, unit, what the label adds about the exact limit) of the dose a suggestion sets: the limit per
+    kg for a per-kg order; else the limit for this weight rounded down to a measurable step, in mL (mL/h) for
+    an order in mL with a known concentration. None when there is no such dose."""
+    bolus = check.kind is DoseKind.BOLUS
+    if check.ordered.unit.per_kg:  # a site's cap in mg for this weight may be no finite decimal per kg
+        return _floor(check.limit_per_kg, 4), "mg/kg" if bolus else "mg/kg/h", ""
+    if check.limit_amount is None:
+        return None
+    steps = load_knowledge().dose_steps
+    value: Decimal | Fraction
+    in_volume = check.ordered.unit.amount == "volume" and check.concentration is not None
+    amount_unit = "mg" if bolus else "mg/h"
+    if in_volume and check.concentration is not None:
+        unit = "mL" if bolus else "mL/h"
+        step = steps["bolus_ml" if bolus else "infusion_ml_per_h"]
+        value = check.limit_amount / check.concentration // step * step
+    else:
+        unit = amount_unit
+        step = (bolus_step_mg or steps["bolus_mg"]) if bolus else steps["infusion_mg_per_h"]
+        value = check.limit_amount // step * step
+        if value <= 0:  # the limit is under one step (a tiny weight): the limit itself, rounded down
+            value = _floor(check.limit_amount)
+    if value <= 0:
+        return None
+    exact = f"{format_max(check.limit_amount)} {amount_unit}"
+    if f"{format_number(value)} {unit}" != exact:
+        return value, unit, f"; the limit is {exact}, rounded down to a step of {format_number(step)} {unit}"
+    return value, unit, ""
+
+
+def _updated_order(order: Json, dose_index: int, bolus: bool, dose: Json) -> Json | None:
+    """A copy of the draft order with its ``dose_index``-th dose set to ``dose`` (value and UCUM unit); None
+    when the draft has no id (an update names its resource by id) or no such dose."""
+    resource: Json | None = json_safe(order)
+    if resource is None or not isinstance(resource.get("id"), str) or not resource["id"]:
+        return None  # an update names its resource by id: a draft without one cannot be updated
+    positions = order_dose_positions(resource)
+    if dose_index >= len(positions):
+        return None
+    i, j = positions[dose_index]
+    dose_and_rate: Json = resource["dosageInstruction"][i]["doseAndRate"][j]
+    quantity = {**dose, "system": UCUM, "code": dose["unit"]}
+    if bolus:
+        dose_and_rate.pop("doseRange", None)
+        dose_and_rate["doseQuantity"] = quantity
+    else:
+        for key in ("rateRatio", "rateRange", "rateQuantity"):
+            dose_and_rate.pop(key, None)
+        dose_and_rate["rateQuantity"] = quantity
+    return resource
 
 
 def json_safe(value: Any) -> Any:

@@ -52,7 +52,7 @@ def templates(kb: KnowledgeBase) -> dict[str, str]:
     return {
         "patient": f"Patient/{_PATIENT}",
         "weights": _observations("29463-7"),
-        "pregnancyStatus": _observations("82810-3"),
+        "pregnancyStatus": _observations(kb.pregnancy_status.observation),
         "conditions": f"Condition?patient={_PATIENT}",
         "medicationRequests": f"MedicationRequest?patient={_PATIENT}&status=active",
         "medicationStatements": f"MedicationStatement?patient={_PATIENT}&status=active",
