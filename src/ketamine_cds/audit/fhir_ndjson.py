@@ -110,6 +110,7 @@ from ..adapters.fhir import (
     OpioidReader,
 )
 from .forms import hidden
+from .sql import lit, read_path, str_list
 from .tolerance import Prescription
 
 __all__ = ["fhir_source", "opioid_prescriptions"]
@@ -122,17 +123,6 @@ PROCEDURE_WINDOW_SECONDS = 24 * 3600
 
 # ----------------------------------------------------------------------------------------------------
 # SQL helpers (shared with omop.py)
-
-
-def lit(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def str_list(items: Iterable[str]) -> str:
-    """A SQL VARCHAR[] literal."""
-    values = [lit(i) for i in items]
-    return f"[{', '.join(values)}]" if values else "CAST([] AS VARCHAR[])"
 
 
 def concat(*lists: str) -> str:
@@ -392,9 +382,7 @@ def reads_type(file_name: str, resource_type: str) -> bool:
 
 
 def _read_paths(files: Iterable[Path]) -> str:
-    """The files as a list for DuckDB's readers, each read literally (``duck.read_path``)."""
-    from .duck import read_path
-
+    """The files as a list for DuckDB's readers, each read literally (``sql.read_path``)."""
     return "[" + ", ".join(read_path(p) for p in files) + "]"
 
 

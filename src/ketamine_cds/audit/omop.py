@@ -106,7 +106,6 @@ from ..adapters.fhir import (
     _word_pattern,
 )
 from .decide import unit_rows
-from .duck import read_path
 from .fhir_ndjson import (
     _MASS_MG,
     _VOLUME_ML,
@@ -116,7 +115,6 @@ from .fhir_ndjson import (
     concat,
     icu_named,
     ketamine_words,
-    lit,
     norm_code,
     normal_words_sql,
     procedure_classes_sql,
@@ -128,6 +126,7 @@ from .fhir_ndjson import (
 )
 from .flat import number_sql
 from .forms import hidden
+from .sql import lit, read_path
 from .tolerance import Prescription
 
 __all__ = ["omop_source", "opioid_prescriptions"]
@@ -250,10 +249,6 @@ _TABLES: Mapping[str, Mapping[str, str]] = {
 VOCABULARY_TABLES = ("concept", "concept_ancestor")
 
 
-def _quote(path: Path) -> str:
-    return read_path(path)  # literally: a file named person[1].csv is not a pattern
-
-
 def table_of(name: str) -> str | None:
     """The table a file belongs to, by its name relative to the folder: ``drug_exposure.parquet``,
     ``DRUG_EXPOSURE.csv``, or a file in a folder ``drug_exposure/`` of parts (None deeper down)."""
@@ -283,7 +278,7 @@ def table_files(folder: Path, table: str) -> list[Path]:
 
 def _columns(files: Sequence[Path]) -> tuple[str, dict[str, str]]:
     """The files' reader (all as text for CSV) and their columns by lower-case name."""
-    paths = "[" + ", ".join(_quote(p) for p in files) + "]"
+    paths = "[" + ", ".join(read_path(p) for p in files) + "]"  # literally: person[1].csv is no pattern
     if files[0].name.lower().endswith(".parquet"):
         source = f"read_parquet({paths}, union_by_name = true)"
     else:

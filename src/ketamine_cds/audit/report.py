@@ -51,6 +51,7 @@ from .measures import (
     partition,
 )
 from .runchart import MIN_POINTS, RULES, RunChart, run_chart
+from .sql import str_list
 from .svg import Chart
 
 VERDICT_MEANINGS: Mapping[str, str] = {
@@ -216,7 +217,7 @@ def _parquet(path: Path) -> str:
 
 def _ids(kb: KnowledgeBase, role: str) -> str:
     ids = sorted(s.id for s in kb.statements.values() if s.role == role)
-    return "[" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + "]::VARCHAR[]"
+    return str_list(ids)
 
 
 def _open(findings: Path, kb: KnowledgeBase) -> duckdb.DuckDBPyConnection:

@@ -16,6 +16,7 @@ import duckdb
 
 from .._facts import Coded, OpioidUse
 from .._kb import load_knowledge
+from .sql import lit
 
 if TYPE_CHECKING:
     from .tolerance import Prescription
@@ -196,7 +197,7 @@ def prescriptions_sql(rows: int, seed: int = 20261124, patients: int | None = No
     FHIR MedicationRequest records it (active or completed; every one has its end date)."""
     patients = patients or max(1, rows // 8)
     s = seed
-    products = ", ".join(f"({k}, {_lit(n)}, {_lit(i)}, {mg})" for k, (n, i, mg) in enumerate(OPIOID_PRODUCTS))
+    products = ", ".join(f"({k}, {lit(n)}, {lit(i)}, {mg})" for k, (n, i, mg) in enumerate(OPIOID_PRODUCTS))
     return f"""
     WITH p AS (SELECT 1 + x AS patient, k FROM range({patients}) t(x), range(2) r(k)),
     chosen AS (
@@ -215,10 +216,6 @@ def prescriptions_sql(rows: int, seed: int = 20261124, patients: int | None = No
       start_day, start_day + days - 1 AS end_day, days, as_needed, status
     FROM chosen c JOIN (VALUES {products}) v(product, name, ingredient, mg) ON v.product = c.product
     """
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def write_all(rows: int, out_dir: Path, seed: int = 20261124) -> dict[str, Path]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import duckdb
 
 from .._kb import SYSTEMS, KnowledgeBase, load_knowledge
-from .fhir_ndjson import lit, str_list
+from .sql import lit, str_list
 from .synth import OPIOID_PRODUCTS, canonical_sql, prescriptions_sql
 
 UCUM = "http://unitsofmeasure.org"
