@@ -84,22 +84,10 @@ import duckdb
 from .._errors import DuplicateKeyError, InputError
 from .._facts import Coded, OpioidUse
 from .._inputs import parse_json
-from .._kb import _SYSTEM_ALIASES, SYSTEMS, KnowledgeBase, load_knowledge
+from .._kb import SYSTEM_ALIASES, SYSTEMS, KnowledgeBase, load_knowledge
 from .._site import Site
-from .._units import _MASS, _TIME, _VOLUME
+from .._units import MASS_UNITS, TIME_UNITS, VOLUME_UNITS
 from ..adapters.fhir import (
-    _FINAL_OBSERVATION,
-    _HEDGED_INTENSIVE_CARE,
-    _IGNORED_CLINICAL_STATUS,
-    _IGNORED_VERIFICATION_STATUS,
-    _INFUSION_WORDS,
-    _INTENSIVE_CARE_ROLE_CODES,
-    _INTENSIVE_CARE_WORDS,
-    _NON_INTENSIVE_CLASSES,
-    _NOT_GIVEN_ADMINISTRATION_STATUSES,
-    _ROLE_CODE_SYSTEMS,
-    _ROUTE_CODES,
-    _ROUTE_WORDS,
     BODY_WEIGHT,
     COURSE_REQUEST_STATUSES,
     NOT_PREGNANT,
@@ -108,6 +96,20 @@ from ..adapters.fhir import (
     PREGNANT,
     R4_RESOURCE_TYPES,
     OpioidReader,
+)
+from ..adapters.fhir_words import (
+    FINAL_OBSERVATION,
+    HEDGED_INTENSIVE_CARE,
+    IGNORED_CLINICAL_STATUS,
+    IGNORED_VERIFICATION_STATUS,
+    INFUSION_WORDS,
+    INTENSIVE_CARE_ROLE_CODES,
+    INTENSIVE_CARE_WORDS,
+    NON_INTENSIVE_CLASSES,
+    NOT_GIVEN_ADMINISTRATION_STATUSES,
+    ROLE_CODE_SYSTEMS,
+    ROUTE_CODES,
+    ROUTE_WORDS,
 )
 from .forms import hidden
 from .sql import lit, read_path, str_list
@@ -147,7 +149,7 @@ def re2(pattern: re.Pattern[str]) -> str:
 def short_system(expr: str) -> str:
     """SQL for ``_kb.short_system``: a code system URL, OID or short name as snomed/icd10cm/rxnorm/loinc."""
     exact = " ".join(f"WHEN {lit(k)} THEN {lit(k)}" for k in SYSTEMS)
-    alias = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in _SYSTEM_ALIASES.items())
+    alias = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in SYSTEM_ALIASES.items())
     return (
         f"coalesce(CASE trim({expr}) {exact} END, CASE trim({expr}) {alias} END, "
         f"CASE lower(trim({expr})) {alias} END)"
@@ -156,8 +158,8 @@ def short_system(expr: str) -> str:
 
 def system_is(expr: str, short: str) -> str:
     """SQL for ``_kb.short_system(expr) == short`` (cheaper than computing the short name)."""
-    exact = [k for k in SYSTEMS if k == short] + [k for k, v in _SYSTEM_ALIASES.items() if v == short]
-    lowered = [k for k, v in _SYSTEM_ALIASES.items() if v == short]
+    exact = [k for k in SYSTEMS if k == short] + [k for k, v in SYSTEM_ALIASES.items() if v == short]
+    lowered = [k for k, v in SYSTEM_ALIASES.items() if v == short]
     return f"(trim({expr}) IN ({', '.join(lit(k) for k in exact)}) OR lower(trim({expr})) IN ({', '.join(lit(k) for k in lowered)}))"
 
 
@@ -462,11 +464,11 @@ def _routes(concept: str) -> str:
     """The routes a route CodeableConcept names (VARCHAR[]): its SNOMED codes when it has any, else words
     (as ``adapters.fhir._routes``)."""
     snomed = f"[c for c in {_codings(concept)} if {system_is(CODING, 'snomed')}]"
-    by_code = " ".join(f"WHEN {lit(code)} THEN {lit(route.value)}" for code, route in _ROUTE_CODES.items())
+    by_code = " ".join(f"WHEN {lit(code)} THEN {lit(route.value)}" for code, route in ROUTE_CODES.items())
     names = _names(concept)
     by_words = ", ".join(
         f"CASE WHEN {words_match(names, re2(pattern))} THEN {lit(route.value)} END"
-        for pattern, route in _ROUTE_WORDS
+        for pattern, route in ROUTE_WORDS
     )
     return (
         f"CASE WHEN len({snomed}) > 0 "
@@ -489,7 +491,7 @@ def _iv_infusion(dosages: str, notes: str) -> str:
     )
     listed = json_list(f"json_extract({dosages}, '$[*]')")
     all_iv = f"len({listed}) > 0 AND len([d for d in {listed} if {_routes('(d->' + lit('route') + ')')} <> ['intravenous']]) = 0"
-    words = words_match(texts, re2(_INFUSION_WORDS))
+    words = words_match(texts, re2(INFUSION_WORDS))
     return f"(coalesce({all_iv}, false) AND ({rate} OR (NOT ({dose}) AND {words})))"
 
 
@@ -497,9 +499,12 @@ def unit_key_sql(text: str) -> str:
     """SQL for the unit the engine's parser reads in a text (``_units.parse_unit``) as a key two spellings of
     one unit share ("mcg/kg/min" and "ug/kg/min"; "mg/(kg.h)" and "mg/kg/h"), or NULL where the parser reads
     no unit. Built from the parser's own tables; ``tests/audit/test_fhir_quantities.py`` checks both agree."""
-    heads = {**{k: f"mass:{v}" for k, v in _MASS.items()}, **{k: f"volume:{v}" for k, v in _VOLUME.items()}}
+    heads = {
+        **{k: f"mass:{v}" for k, v in MASS_UNITS.items()},
+        **{k: f"volume:{v}" for k, v in VOLUME_UNITS.items()},
+    }
     head_case = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in heads.items())
-    time_case = " ".join(f"WHEN {lit(k)} THEN {lit(str(v))}" for k, v in _TIME.items())
+    time_case = " ".join(f"WHEN {lit(k)} THEN {lit(str(v))}" for k, v in TIME_UNITS.items())
 
     def norm(token: str) -> str:  # _units._norm: lower case, but for [lb_av]
         return f"CASE WHEN trim({token}) = '[lb_av]' THEN '[lb_av]' ELSE lower(trim({token})) END"
@@ -556,7 +561,7 @@ def has_comparator(quantity: str) -> str:
 def _kg_factor(unit: str) -> str:
     """kg per unit of a plain mass unit as the engine's parser reads it (``_units``), else NULL."""
     norm = f"CASE WHEN trim({unit}) = '[lb_av]' THEN '[lb_av]' ELSE lower(trim({unit})) END"
-    cases = " ".join(f"WHEN {lit(k)} THEN {float(v / 1_000_000)!r}" for k, v in _MASS.items())
+    cases = " ".join(f"WHEN {lit(k)} THEN {float(v / 1_000_000)!r}" for k, v in MASS_UNITS.items())
     return f"CASE {norm} {cases} END"
 
 
@@ -629,8 +634,8 @@ def _is_number(value: str) -> str:
 
 def icu_named(names: str) -> str:
     """Whether any of a VARCHAR[] of names names intensive care without denying or qualifying it ("non-ICU",
-    "post-ICU", "step-down" are not intensive care: ``adapters.fhir._HEDGED_INTENSIVE_CARE``)."""
-    icu, hedged = lit(re2(_INTENSIVE_CARE_WORDS)), lit(re2(_HEDGED_INTENSIVE_CARE))
+    "post-ICU", "step-down" are not intensive care: ``adapters.fhir_words.HEDGED_INTENSIVE_CARE``)."""
+    icu, hedged = lit(re2(INTENSIVE_CARE_WORDS)), lit(re2(HEDGED_INTENSIVE_CARE))
     return (
         f"(len([n for n in {names} if n IS NOT NULL AND regexp_matches(n, {icu}) "
         f"AND NOT regexp_matches(n, {hedged})]) > 0)"
@@ -663,7 +668,7 @@ def _location_icu(types: str, identifiers: str, names_col: str, aliases: str, si
         f"json_extract_string({types}, '$[*].text')",
         f"json_extract_string({types}, '$[*].coding[*].display')",
     )
-    role_codes = f"[c for c in {codings} if (c->>'system') IN ({_in(_ROLE_CODE_SYSTEMS)})]"
+    role_codes = f"[c for c in {codings} if (c->>'system') IN ({_in(ROLE_CODE_SYSTEMS)})]"
     identifier_list = json_list(f"json_extract({identifiers}, '$[*]')")
     site_codes = f"list_concat({codings}, {identifier_list})"
     site_names = (
@@ -672,7 +677,7 @@ def _location_icu(types: str, identifiers: str, names_col: str, aliases: str, si
     return (
         f"CASE WHEN {site_location_sql(site, site_codes, site_names)} THEN true "
         f"WHEN len({role_codes}) > 0 "
-        f"THEN len([c for c in {role_codes} if (c->>'code') IN ({_in(_INTENSIVE_CARE_ROLE_CODES)})]) > 0 "
+        f"THEN len([c for c in {role_codes} if (c->>'code') IN ({_in(INTENSIVE_CARE_ROLE_CODES)})]) > 0 "
         f"WHEN {icu_named(names)} THEN true "
         f"WHEN len([c for c in {codings} if (c->>'code') IS NOT NULL]) > 0 "
         f"OR len([n for n in {names} if n IS NOT NULL]) > 0 THEN false END"
@@ -829,7 +834,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         f"list_concat({_codings(q + 'medicationCodeableConcept' + q)}, {_codings('med.code')})",
         concat(_names(q + "medicationCodeableConcept" + q), _names("med.code")),
     )
-    not_given = _in(_NOT_GIVEN_ADMINISTRATION_STATUSES)
+    not_given = _in(NOT_GIVEN_ADMINISTRATION_STATUSES)
     medication_key = ref_id(f"(m.{q}medicationReference{q}->>'reference')", "Medication")
     part_of = ref_id(f"({q}partOf{q}->>'reference')", "Encounter")
     ms_medication = ref_id(f"(s.{q}medicationReference{q}->>'reference')", "Medication")
@@ -938,7 +943,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         {value_concept} IS NOT NULL AS answered, {pregnancy_answer} AS pregnancy
       FROM ({r["Observation"]})
       WHERE (CAST(code AS VARCHAR) LIKE '%{BODY_WEIGHT}%' OR CAST(code AS VARCHAR) LIKE '%{PREGNANCY_STATUS}%')
-        AND status IN ({_in(_FINAL_OBSERVATION)}) AND ({is_weight} OR {is_pregnancy})
+        AND status IN ({_in(FINAL_OBSERVATION)}) AND ({is_weight} OR {is_pregnancy})
     ),
     weights AS (
       SELECT id, patient, t, t_text, coalesce(json_type(value_json) <> 'NULL', false) AS valued,
@@ -978,10 +983,10 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
     -- conditions active at the time
     cond AS (
       SELECT {_patient("subject")} AS patient, {onset} AS onset, {abated} AS abated,
-        {_any_code(q + "clinicalStatus" + q, _IGNORED_CLINICAL_STATUS)} AS inactive,
+        {_any_code(q + "clinicalStatus" + q, IGNORED_CLINICAL_STATUS)} AS inactive,
         unnest({_codings("code")}) AS coding
       FROM ({r["Condition"]})
-      WHERE NOT {_any_code(q + "verificationStatus" + q, _IGNORED_VERIFICATION_STATUS)}
+      WHERE NOT {_any_code(q + "verificationStatus" + q, IGNORED_VERIFICATION_STATUS)}
     ),
     cond_codes AS (
       SELECT patient, onset, abated, inactive, {coding_short} AS short, {coding_norm} AS norm
@@ -1036,7 +1041,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         FROM mr WHERE "reasonReference" IS NOT NULL) m
       JOIN ({_dedup(r["Condition"], ["code", "verificationStatus"])}) c
         ON c.id = {ref_id("m.ref", "Condition")}
-        AND NOT {_any_code("c." + q + "verificationStatus" + q, _IGNORED_VERIFICATION_STATUS)}
+        AND NOT {_any_code("c." + q + "verificationStatus" + q, IGNORED_VERIFICATION_STATUS)}
     ),
     reason_codes AS (
       SELECT mr_id, pos, {coding_short} AS short, {coding_norm} AS norm
@@ -1147,7 +1152,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
     SELECT
       admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
       weight.value AS weight_value, weight.unit AS weight_unit, weight_problem,
-      coalesce(located_setting, CASE WHEN (cls->>'code') IN ({_in(_NON_INTENSIVE_CLASSES)}) AND NOT says_nothing
+      coalesce(located_setting, CASE WHEN (cls->>'code') IN ({_in(NON_INTENSIVE_CLASSES)}) AND NOT says_nothing
                                      THEN 'non-intensive-care' END,
                'unknown') AS setting,
       location,

@@ -97,14 +97,8 @@ from .._facts import Coded, OpioidUse
 from .._kb import KnowledgeBase, load_knowledge
 from .._site import Site
 from .._units import plain_decimal
-from ..adapters.fhir import (
-    _ROUTE_CODES,
-    _ROUTE_WORDS,
-    BODY_WEIGHT,
-    PCA_WORDS,
-    _strength_in_names,
-    _word_pattern,
-)
+from ..adapters.fhir import BODY_WEIGHT, PCA_WORDS, strength_in_names
+from ..adapters.fhir_words import ROUTE_CODES, ROUTE_WORDS, word_pattern
 from .decide import unit_rows
 from .fhir_ndjson import (
     _MASS_MG,
@@ -483,13 +477,13 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       FROM strengths ds WHERE ds.ingredient_concept_id IN (SELECT ingredient_concept_id FROM drug_ingredients
         WHERE ingredient = 'ketamine') GROUP BY ds.drug_concept_id)"""
     route_names = concat("[route_source_value, rc.concept_name]")
-    by_code = " ".join(f"WHEN {lit(code)} THEN {lit(route.value)}" for code, route in _ROUTE_CODES.items())
+    by_code = " ".join(f"WHEN {lit(code)} THEN {lit(route.value)}" for code, route in ROUTE_CODES.items())
     by_words = ", ".join(
         f"CASE WHEN {words_match(route_names, re2(pattern))} THEN {lit(route.value)} END"
-        for pattern, route in _ROUTE_WORDS
+        for pattern, route in ROUTE_WORDS
     )
     routes = (
-        f"CASE WHEN trim(route_source_value) IN ({', '.join(lit(c) for c in _ROUTE_CODES)}) "
+        f"CASE WHEN trim(route_source_value) IN ({', '.join(lit(c) for c in ROUTE_CODES)}) "
         f"THEN [CASE trim(route_source_value) {by_code} END] "
         f"ELSE list_distinct([x for x in [{by_words}] if x IS NOT NULL]) END"
     )
@@ -833,7 +827,7 @@ def _exposure_prescription(row: Sequence[Any], kb: KnowledgeBase) -> Prescriptio
 
 def _named_opioid(names: Sequence[str], kb: KnowledgeBase) -> str | None:
     """The opioid a drug's names name first (whole words), as the FHIR adapter reads a product's names."""
-    pattern = _word_pattern(tuple(kb.opioids))
+    pattern = word_pattern(tuple(kb.opioids))
     for name in dict.fromkeys(names):
         found = pattern.search(name)
         if found:
@@ -853,7 +847,7 @@ def _mg_per_day(
         return None
     per_unit = _vocabulary_strength(strength)
     if per_unit is None:
-        per_unit = _strength_in_names(names, ingredient, None) or _strength_in_names(names, ingredient, "ml")
+        per_unit = strength_in_names(names, ingredient, None) or strength_in_names(names, ingredient, "ml")
     return quantity * per_unit / days if per_unit is not None else None
 
 
