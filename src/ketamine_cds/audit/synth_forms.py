@@ -34,7 +34,7 @@ import duckdb
 
 from .._kb import SYSTEMS, KnowledgeBase, load_knowledge
 from .sql import lit, str_list
-from .synth import OPIOID_PRODUCTS, canonical_sql, prescriptions_sql
+from .synth_sql import OPIOID_PRODUCTS, canonical_sql, prescriptions_sql
 
 UCUM = "http://unitsofmeasure.org"
 ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
