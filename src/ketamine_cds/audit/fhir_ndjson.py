@@ -143,7 +143,7 @@ __all__ = ["fhir_source", "opioid_prescriptions"]
 _NO_SETTING_ENCOUNTER_STATUSES = ("cancelled", "entered-in-error", "planned")
 
 # ----------------------------------------------------------------------------------------------------
-# SQL helpers (shared with omop.py)
+# SQL helpers over FHIR (those both readers use are in reader_sql.py)
 
 
 def json_list(expr: str) -> str:
@@ -580,7 +580,7 @@ def _strength(ingredient: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The source
+# The source: named CTE groups, each over the relations the ones before it made
 
 
 def _dedup(reader: str, columns: Sequence[str]) -> str:

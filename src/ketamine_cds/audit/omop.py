@@ -459,6 +459,10 @@ _STRENGTH_COLUMNS = (
 )
 
 
+# ----------------------------------------------------------------------------------------------------
+# The source: named CTE groups, each over the relations the ones before it made
+
+
 def _strength_mg_per_ml(ds: str) -> str:
     """A drug_strength row's mg per mL (numerator mass over denominator volume; NULL when not that)."""
     mass = MASS_MG.format(u=f"{ds}.numerator_unit")
