@@ -40,7 +40,7 @@ SYSTEM_LABELS: Mapping[str, str] = {
     "rxnorm": "RxNorm",
     "loinc": "LOINC",
 }
-_SYSTEM_ALIASES: Mapping[str, str] = {
+SYSTEM_ALIASES: Mapping[str, str] = {
     **{url: short for short, url in SYSTEMS.items()},
     "http://snomed.info/sct/": "snomed",
     "urn:oid:2.16.840.1.113883.6.96": "snomed",
@@ -62,7 +62,7 @@ def short_system(system: str | None) -> str | None:
     key = system.strip()
     if key in SYSTEMS:
         return key
-    return _SYSTEM_ALIASES.get(key) or _SYSTEM_ALIASES.get(key.lower())
+    return SYSTEM_ALIASES.get(key) or SYSTEM_ALIASES.get(key.lower())
 
 
 @dataclass(frozen=True, slots=True)

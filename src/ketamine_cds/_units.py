@@ -20,7 +20,7 @@ from ._errors import ImpossibleValueError, UnitError, WrongDimensionError
 Amount = Literal["mass", "volume"]
 
 # factor to milligrams
-_MASS: dict[str, Fraction] = {
+MASS_UNITS: dict[str, Fraction] = {
     "mg": Fraction(1),
     "g": Fraction(1000),
     "kg": Fraction(1_000_000),
@@ -33,9 +33,9 @@ _MASS: dict[str, Fraction] = {
     "lbs": Fraction("453592.37"),
 }
 # factor to millilitres
-_VOLUME: dict[str, Fraction] = {"ml": Fraction(1), "l": Fraction(1000)}
+VOLUME_UNITS: dict[str, Fraction] = {"ml": Fraction(1), "l": Fraction(1000)}
 # duration in hours
-_TIME: dict[str, Fraction] = {
+TIME_UNITS: dict[str, Fraction] = {
     "h": Fraction(1),
     "hr": Fraction(1),
     "hour": Fraction(1),
@@ -133,11 +133,11 @@ def parse_unit(text: str) -> Unit:
     if not parts or not parts[0]:
         raise UnitError("unit", f"no unit given ({text!r})")
     head, rest = parts[0], parts[1:]
-    if head in _MASS:
+    if head in MASS_UNITS:
         amount: Amount = "mass"
-        factor = _MASS[head]
-    elif head in _VOLUME:
-        amount, factor = "volume", _VOLUME[head]
+        factor = MASS_UNITS[head]
+    elif head in VOLUME_UNITS:
+        amount, factor = "volume", VOLUME_UNITS[head]
     else:
         raise UnitError("unit", f"unknown unit {text!r}")
     per_kg = False
@@ -145,8 +145,8 @@ def parse_unit(text: str) -> Unit:
     for part in rest:
         if part == "kg" and not per_kg:
             per_kg = True
-        elif part in _TIME and per_hours is None:
-            per_hours = _TIME[part]
+        elif part in TIME_UNITS and per_hours is None:
+            per_hours = TIME_UNITS[part]
         else:
             raise UnitError("unit", f"unknown unit {text!r}")
     return Unit(text=text.strip(), amount=amount, factor=factor, per_kg=per_kg, per_hours=per_hours)
@@ -165,7 +165,7 @@ def weight_in_kg(value: Decimal, unit_text: str, field: str = "weight") -> Fract
     return Fraction(value) * unit.factor / _MG_PER_KG
 
 
-_DURATION: dict[str, Fraction] = {**_TIME, "wk": Fraction(24 * 7), "week": Fraction(24 * 7)}
+_DURATION: dict[str, Fraction] = {**TIME_UNITS, "wk": Fraction(24 * 7), "week": Fraction(24 * 7)}
 
 
 def duration_in_hours(value: Decimal, unit_text: str, field: str = "duration") -> Fraction:

@@ -13,7 +13,8 @@ import pytest
 
 from ketamine_cds._errors import UnitError
 from ketamine_cds._units import parse_unit
-from ketamine_cds.audit.fhir_ndjson import lit, unit_key_sql
+from ketamine_cds.audit.fhir_ndjson import unit_key_sql
+from ketamine_cds.audit.sql import lit
 
 SPELLINGS = [
     "mg", "MG", " mg ", "mcg", "ug", "µg", "μg", "g", "kg", "[lb_av]", "[LB_AV]", "lb", "lbs", "mL", "ml", "L",

@@ -350,9 +350,9 @@ def test_an_iv_infusion_request_neither_completed_nor_active_is_not_a_prior_cour
 
 
 def test_audit_omop_a_care_site_named_non_icu_is_not_intensive_care(tmp_path: Path) -> None:
-    # Issue 13, "One rule in every door", and the live adapter's rule (fhir._HEDGED_INTENSIVE_CARE): words
-    # that deny or qualify ICU ("non-ICU", "post-ICU", "step-down") are not intensive care. Reading them as
-    # ICU switches the outside-ICU infusion limit off (reference: "Never is an unknown setting read as
+    # Issue 13, "One rule in every door", and the live adapter's rule (fhir_words.HEDGED_INTENSIVE_CARE):
+    # words that deny or qualify ICU ("non-ICU", "post-ICU", "step-down") are not intensive care. Reading them
+    # as ICU switches the outside-ICU infusion limit off (reference: "Never is an unknown setting read as
     # intensive care").
     from ketamine_cds.audit.omop import omop_source
 

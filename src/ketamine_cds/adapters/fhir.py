@@ -54,6 +54,21 @@ from .._units import (
     parse_unit,
     weight_in_kg,
 )
+from .fhir_words import (
+    FINAL_OBSERVATION,
+    HEDGED_INTENSIVE_CARE,
+    IGNORED_CLINICAL_STATUS,
+    IGNORED_VERIFICATION_STATUS,
+    INFUSION_WORDS,
+    INTENSIVE_CARE_ROLE_CODES,
+    INTENSIVE_CARE_WORDS,
+    NON_INTENSIVE_CLASSES,
+    NOT_GIVEN_ADMINISTRATION_STATUSES,
+    ROLE_CODE_SYSTEMS,
+    ROUTE_CODES,
+    ROUTE_WORDS,
+    word_pattern,
+)
 
 # dict first: parsed JSON is always a dict, and the exact-type check is far cheaper than the Mapping ABC's
 _OBJECT = (dict, Mapping)
@@ -119,16 +134,12 @@ NOT_PREGNANT = load_knowledge().pregnancy_status.not_pregnant  # SNOMED CT Not p
 SURGICAL_PROCEDURE = "387713003"  # SNOMED Surgical procedure: the US Core ServiceRequest category for surgery
 TRANSDERMAL_ROUTE = "45890007"  # SNOMED Transdermal route
 
-_FINAL_OBSERVATION = frozenset({"final", "amended", "corrected"})
-_IGNORED_CLINICAL_STATUS = frozenset({"resolved", "inactive", "remission"})
-_IGNORED_VERIFICATION_STATUS = frozenset({"refuted", "entered-in-error"})
 _ORDER_STATUSES = frozenset({"draft", "active"})
 _CURRENT_ENCOUNTER_STATUSES = frozenset({"in-progress", "arrived", "triaged", "onleave"})
 _NOT_GIVEN_REQUEST_STATUSES = frozenset({"entered-in-error", "draft", "cancelled"})
 # A prior IV course may be recorded as "a completed or active MedicationRequest" (REFERENCE, Chronic pain):
 # one stopped, on hold or of unknown status may never have run.
 COURSE_REQUEST_STATUSES = frozenset({"active", "completed"})
-_NOT_GIVEN_ADMINISTRATION_STATUSES = frozenset({"entered-in-error", "not-done"})
 # FHIR R4 MedicationStatement.status: only "active" is "still being taken". "completed" is no longer taken,
 # "intended" may be taken in the future, "on-hold" is halted for now; none of them is current opioid use.
 _OPIOID_STATEMENT_STATUSES = frozenset({"active"})
@@ -138,41 +149,6 @@ _ORDER_INTENTS = frozenset(
 )
 _CLOSED_REQUEST_STATUSES = frozenset({"revoked", "completed", "entered-in-error"})
 
-_ROUTE_CODES: Mapping[str, Route] = {
-    "47625008": Route.INTRAVENOUS,
-    "26643006": Route.ORAL,
-    "46713006": Route.INTRANASAL,
-}
-_ROUTE_WORDS: tuple[tuple[re.Pattern[str], Route], ...] = (
-    (re.compile(r"\b(?:intravenous(?:ly)?|iv)\b", re.IGNORECASE), Route.INTRAVENOUS),
-    (re.compile(r"\b(?:oral(?:ly)?|by mouth|po)\b", re.IGNORECASE), Route.ORAL),
-    (re.compile(r"\b(?:intra-?nasal(?:ly)?|nasal(?:ly)?)\b", re.IGNORECASE), Route.INTRANASAL),
-)
-
-# Intensive care: v3 RoleCode ICU and the codes it subsumes. Checked 2026-11 with the search tool: the HL7
-# Terminology (THO) value set v3-ICUPracticeSetting ("is-a ICU",
-# build.fhir.org/ig/HL7/UTG/ValueSet-v3-ICUPracticeSetting.json.html) expands to ICU, PEDICU (pediatric
-# intensive care unit) and PEDNICU (pediatric neonatal intensive care unit); v3-PedsICUPracticeSetting
-# ("is-a PEDICU") holds PEDICU and PEDNICU (also in generated code lists of both value sets). CCU (coronary
-# care unit) and NCCS (neurology critical care and stroke unit) are siblings of ICU, not below it, so they
-# are not read as intensive care: the infusion limit then stays in force, the cautious side.
-_ROLE_CODE_SYSTEMS = frozenset(
-    {
-        "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
-        "http://hl7.org/fhir/v3/RoleCode",
-        "urn:oid:2.16.840.1.113883.5.111",
-    }
-)
-_INTENSIVE_CARE_ROLE_CODES = frozenset({"ICU", "PEDICU", "PEDNICU"})
-_INTENSIVE_CARE_WORDS = re.compile(r"\b(?:icu|intensive[ -]care)\b", re.IGNORECASE)
-# Words that name intensive care only to deny or qualify it ("non-ICU", "post-ICU", "step-down from ICU"):
-# a type written so is not intensive care. Reading it as intensive care would switch the infusion limit off.
-_HEDGED_INTENSIVE_CARE = re.compile(
-    r"\b(?:non|not|no|post|pre|ex)\b[\s()-]*(?:icu|intensive)\b|\bstep[ -]?down\b|\bintermediate\b",
-    re.IGNORECASE,
-)
-# v3 ActCode encounter classes that are never intensive care: ambulatory, emergency, virtual, home health.
-_NON_INTENSIVE_CLASSES = frozenset({"AMB", "EMER", "VR", "HH"})
 
 _PERIOD_HOURS: Mapping[str, Fraction] = {
     "s": Fraction(1, 3600),
@@ -641,7 +617,7 @@ def _latest_observations(record: _Record, loinc: str, value_key: str, as_of: dt.
     best: list[_Resource] = []
     best_key: tuple[bool, dt.datetime] | None = None
     for observation in record.all("Observation"):
-        if observation.status not in _FINAL_OBSERVATION or not _has_value(observation.data, value_key):
+        if observation.status not in FINAL_OBSERVATION or not _has_value(observation.data, value_key):
             continue
         if not _has_code(_mapping(observation.data, "code"), "loinc", loinc):
             continue
@@ -699,11 +675,11 @@ def _conditions(
 
 def _condition_counts(condition: Json) -> bool:
     clinical = _codes(_mapping(condition, "clinicalStatus"))
-    return not (clinical & _IGNORED_CLINICAL_STATUS or _refuted(condition))
+    return not (clinical & IGNORED_CLINICAL_STATUS or _refuted(condition))
 
 
 def _refuted(condition: Json) -> bool:
-    return bool(_codes(_mapping(condition, "verificationStatus")) & _IGNORED_VERIFICATION_STATUS)
+    return bool(_codes(_mapping(condition, "verificationStatus")) & IGNORED_VERIFICATION_STATUS)
 
 
 def _classified(concept: Json, kb: KnowledgeBase) -> list[ConditionFact]:
@@ -799,17 +775,10 @@ def matchable(name: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKC", joined) if unicodedata.category(ch) != "Cf")
 
 
-@lru_cache(maxsize=64)
-def _word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    """Whole words, case-insensitive; a word glued to a prefix (esketamine, S-ketamine) does not match."""
-    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"(?<![\w-])(?:{alternatives})\b", re.IGNORECASE)
-
-
 def _is_ketamine(drug: _Drug, kb: KnowledgeBase) -> bool:
     if any(short_system(s) == "rxnorm" and c in kb.ketamine_rxnorm for s, c, _ in drug.codings):
         return True
-    pattern = _word_pattern(kb.ketamine_words)
+    pattern = word_pattern(kb.ketamine_words)
     return any(pattern.search(matchable(name)) for name in drug.names)
 
 
@@ -918,7 +887,7 @@ def is_pca_sole_agent(order: Json, drug: _Drug, kb: KnowledgeBase) -> bool:
         return False
     if drug.medication is None:
         return True
-    pattern = _word_pattern(kb.ketamine_words)
+    pattern = word_pattern(kb.ketamine_words)
     for item in _list(drug.medication.data, "ingredient"):
         concept = _mapping(item, "itemCodeableConcept")
         rxnorm = {c for s, c, _ in _codings(concept) if short_system(s) == "rxnorm"}
@@ -1009,9 +978,9 @@ def _routes(concept: Json) -> set[Route]:
     codings = _codings(concept)
     snomed = [code for system, code, _ in codings if short_system(system) == "snomed"]
     if snomed:
-        return {_ROUTE_CODES[code] for code in snomed if code in _ROUTE_CODES}
+        return {ROUTE_CODES[code] for code in snomed if code in ROUTE_CODES}
     names = _names(concept)
-    return {route for pattern, route in _ROUTE_WORDS for name in names if pattern.search(name)}
+    return {route for pattern, route in ROUTE_WORDS for name in names if pattern.search(name)}
 
 
 def _order_dose(request: _Resource, i: int, j: int) -> _Dose:
@@ -1135,7 +1104,7 @@ def _ingredient_strength(medication: _Resource, kb: KnowledgeBase) -> Fraction |
         if isinstance(item, _OBJECT) and _mapping(item, "strength")
     ]
     if len(ingredients) > 1:
-        pattern = _word_pattern(kb.ketamine_words)
+        pattern = word_pattern(kb.ketamine_words)
         ingredients = [
             (i, item)
             for i, item in ingredients
@@ -1311,7 +1280,7 @@ def _opioid_ingredient(drug: _Drug, kb: KnowledgeBase) -> str | None:
             ingredient = next((o.ingredient for o in kb.opioids.values() if o.rxnorm == code), None)
             if ingredient is not None:
                 return ingredient
-    any_opioid = _word_pattern(tuple(kb.opioids))  # whole words: the leftmost match is the first named
+    any_opioid = word_pattern(tuple(kb.opioids))  # whole words: the leftmost match is the first named
     for name in dict.fromkeys(drug.names):
         found = any_opioid.search(matchable(name))
         if found:
@@ -1421,12 +1390,12 @@ def _strength(drug: _Drug, ingredient: str, per: str | None) -> Fraction | None:
 
     In a combination ("Acetaminophen 325 MG / oxyCODONE Hydrochloride 5 MG Oral Tablet") only the opioid's
     segment is read, and only the first strength after its name."""
-    return _strength_in_names(drug.names, ingredient, per)
+    return strength_in_names(drug.names, ingredient, per)
 
 
 @lru_cache(maxsize=1024)  # product names are a small vocabulary: the same few come back in every record
-def _strength_in_names(names: tuple[str, ...], ingredient: str, per: str | None) -> Fraction | None:
-    pattern = _word_pattern((ingredient,))
+def strength_in_names(names: tuple[str, ...], ingredient: str, per: str | None) -> Fraction | None:
+    pattern = word_pattern((ingredient,))
     for name in names:
         for segment in name.split(" / "):
             found = pattern.search(segment)
@@ -1497,7 +1466,7 @@ def _setting(record: _Record, order: _Resource | None, site: Site | None = None)
         return Setting.INTENSIVE_CARE
     if kinds and all(kind is False for kind in kinds):
         return Setting.NON_INTENSIVE_CARE
-    if _text(_mapping(encounter.data, "class"), "code") in _NON_INTENSIVE_CLASSES:
+    if _text(_mapping(encounter.data, "class"), "code") in NON_INTENSIVE_CLASSES:
         return Setting.NON_INTENSIVE_CARE
     return Setting.UNKNOWN
 
@@ -1538,11 +1507,11 @@ def _is_intensive_care(location: _Resource | None, site: Site | None = None) -> 
         return True
     types = [t for t in _list(location.data, "type") if isinstance(t, _OBJECT)]
     codings = [c for t in types for c in _codings(t)]
-    role_codes = [c for s, c, _ in codings if s in _ROLE_CODE_SYSTEMS]
+    role_codes = [c for s, c, _ in codings if s in ROLE_CODE_SYSTEMS]
     if role_codes:  # a coded v3 RoleCode type decides; words beside it do not override it
-        return any(c in _INTENSIVE_CARE_ROLE_CODES for c in role_codes)
+        return any(c in INTENSIVE_CARE_ROLE_CODES for c in role_codes)
     names = [n for t in types for n in _names(t)]
-    if any(_INTENSIVE_CARE_WORDS.search(n) and not _HEDGED_INTENSIVE_CARE.search(n) for n in names):
+    if any(INTENSIVE_CARE_WORDS.search(n) and not HEDGED_INTENSIVE_CARE.search(n) for n in names):
         return True
     return False if codings or names else None
 
@@ -1588,7 +1557,7 @@ def _course_requests(record: _Record, requests: list[_Request]) -> list[_Request
 def _course_given_or_taken(record: _Record, kb: KnowledgeBase) -> bool | None:
     """True when an administration or a statement shows an IV ketamine infusion course; None otherwise."""
     for given in record.all("MedicationAdministration"):
-        if given.status in _NOT_GIVEN_ADMINISTRATION_STATUSES or not _is_ketamine(_drug(given, record), kb):
+        if given.status in NOT_GIVEN_ADMINISTRATION_STATUSES or not _is_ketamine(_drug(given, record), kb):
             continue
         if _iv_infusion_given(given):
             return True
@@ -1604,7 +1573,6 @@ def _course_given_or_taken(record: _Record, kb: KnowledgeBase) -> bool | None:
 
 
 _TAKEN_STATEMENT_STATUSES = frozenset({"active", "completed"})
-_INFUSION_WORDS = re.compile(r"\binfus(?:ion|ions|ed)\b", re.IGNORECASE)
 
 
 def _iv_infusion(dosages: list[Json], resource: Json) -> bool:
@@ -1619,7 +1587,7 @@ def _iv_infusion(dosages: list[Json], resource: Json) -> bool:
         return False  # an amount alone: a bolus
     notes = [_text(n, "text") or "" for n in _list(resource, "note") if isinstance(n, _OBJECT)]
     texts = [_text(d, "text") or "" for d in dosages] + notes
-    return any(_INFUSION_WORDS.search(t) for t in texts)
+    return any(INFUSION_WORDS.search(t) for t in texts)
 
 
 def _iv_infusion_given(given: _Resource) -> bool:

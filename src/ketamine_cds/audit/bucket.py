@@ -38,11 +38,12 @@ from .._kb import KnowledgeBase
 from .._site import Site
 from .canonical import COLUMNS
 from .decide import thresholds
-from .duck import FINDINGS, REPRESENTATIVE, classes_sql, findings_sql, measured_sql, prepare, sql_path, tune
+from .duck import FINDINGS, REPRESENTATIVE, classes_sql, findings_sql, measured_sql, prepare, tune
 from .fhir_ndjson import bucket_key_sql, prescription_lines_sql, types_named
 from .flat import flat_source
 from .forms import Form, read_canonical
 from .omop import bucket_rows_sql, table_columns, table_of
+from .sql import sql_path
 from .tolerance import Staged
 
 # the measured rows a bucket hands on: the canonical columns, what the findings need, the class

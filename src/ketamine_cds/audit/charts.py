@@ -309,6 +309,36 @@ def runs_text(chart: RunChart, rule: str) -> str:
     return f"{name}: {chart.runs} (chance: {low} to {high})"
 
 
+@dataclass(frozen=True)
+class _RunFrame:
+    """Where a run chart's points go: the plot area, its rate scale (``yticks``) and one slot per period."""
+
+    left: float
+    top: float
+    pw: float
+    ph: float
+    right_edge: float
+    yticks: list[float]
+    slot: float
+
+    def y_of(self, rate: float) -> float:
+        return self.top + self.ph - rate * 100 / self.yticks[-1] * self.ph
+
+    def x_of(self, i: int) -> float:
+        return self.left + (i + 0.5) * self.slot
+
+
+def _run_chart_description(chart: RunChart, shown: int, median_text: str) -> str:
+    signals = [RULES[s.rule].split(":")[0].lower() for s in chart.signals]
+    return f"Run chart of the departure rate over {shown} periods, {median_text}; " + (
+        f"signals: {', '.join(dict.fromkeys(signals))}"
+        if signals
+        else "no signal"
+        if chart.applied
+        else "too few periods to apply the run-chart rules"
+    )
+
+
 def run_chart(
     title: str,
     labels: Sequence[str],
@@ -322,77 +352,87 @@ def run_chart(
     pw, ph = width - left - right, height - top - bottom
     rates = [None if p is None or p[1] == 0 else Fraction(p[0], p[1]) for p in points]
     shown = [r for r in rates if r is not None]
-    signals = [RULES[s.rule].split(":")[0].lower() for s in chart.signals]
     median_text = "no median" if chart.median is None else f"median {pct(chart.median)}"
-    c = Chart(
-        plot_id,
-        width,
-        height,
-        title,
-        f"Run chart of the departure rate over {len(shown)} periods, {median_text}; "
-        + (
-            f"signals: {', '.join(dict.fromkeys(signals))}"
-            if signals
-            else "no signal"
-            if chart.applied
-            else "too few periods to apply the run-chart rules"
-        ),
-    )
+    c = Chart(plot_id, width, height, title, _run_chart_description(chart, len(shown), median_text))
     ytop = max([float(r) for r in shown] + [0.01])
-    yticks = nice_ticks(ytop * 100, 4)
-
-    def y_of(rate: float) -> float:
-        return top + ph - rate * 100 / yticks[-1] * ph
-
-    for t in yticks:
-        c.line(left, y_of(t / 100), width - right, y_of(t / 100))
-        c.text(left - 6, y_of(t / 100) + 4.5, f"{num(t, 1)}%", anchor="end", size=TICK, fill=MUTED)
-    slot = pw / max(len(points), 1)
-
-    def x_of(i: int) -> float:
-        return left + (i + 0.5) * slot
-
+    frame = _RunFrame(left, top, pw, ph, width - right, nice_ticks(ytop * 100, 4), pw / max(len(points), 1))
+    for t in frame.yticks:
+        c.line(left, frame.y_of(t / 100), width - right, frame.y_of(t / 100))
+        c.text(left - 6, frame.y_of(t / 100) + 4.5, f"{num(t, 1)}%", anchor="end", size=TICK, fill=MUTED)
     index = [i for i, r in enumerate(rates) if r is not None]  # chart point k is period index[k]
+    _signal_bands(c, frame, chart, labels, index)
+    _rate_line(c, frame, rates)
+    if chart.median is not None:
+        _median_line(c, frame, float(chart.median), median_text)
+    for k, whole in enumerate(w for w in chart.signals if w.whole):
+        c.text(
+            left + 6, top + 14 + 16 * k, runs_text(chart, whole.rule), size=TICK, weight="600", fill=SIGNAL
+        )
+    _rate_points(c, frame, chart, labels, points, rates, index)
+    _time_axis(c, frame, labels, len(points))
+    if not shown:
+        c.empty("No assessed administration with a time")
+    c.text(left + pw / 2, height - 8, "Time of administration", anchor="middle", size=LABEL)
+    _y_axis_label(c, 13, top + ph / 2, "Departure rate")
+    return c
+
+
+def _signal_bands(c: Chart, f: _RunFrame, chart: RunChart, labels: Sequence[str], index: list[int]) -> None:
+    """A shaded band over the periods of each signal that is not about the whole series."""
     for s in (s for s in chart.signals if not s.whole):
-        x0, x1 = x_of(index[s.first]) - slot / 2, x_of(index[s.last]) + slot / 2
+        x0, x1 = f.x_of(index[s.first]) - f.slot / 2, f.x_of(index[s.last]) + f.slot / 2
         c.rect(
             x0,
-            top,
+            f.top,
             x1 - x0,
-            ph,
+            f.ph,
             "#fbe3d4",
             f"{RULES[s.rule]} ({labels[index[s.first]]} to {labels[index[s.last]]})",
             mark=False,
             css="signal",
         )
+
+
+def _rate_line(c: Chart, f: _RunFrame, rates: Sequence[Fraction | None]) -> None:
+    """The rate as a line, broken where a period assessed nothing."""
     segment: list[tuple[float, float]] = []
     for i, r in enumerate(rates):
         if r is None:
             c.polyline(segment, RATE)
             segment = []
         else:
-            segment.append((x_of(i), y_of(float(r))))
+            segment.append((f.x_of(i), f.y_of(float(r))))
     c.polyline(segment, RATE)
-    if chart.median is not None:
-        my = y_of(float(chart.median))
-        c.add(
-            "line",
-            {
-                "class": "median",
-                "x1": f"{left}",
-                "x2": f"{width - right}",
-                "y1": f"{my:.1f}",
-                "y2": f"{my:.1f}",
-                "stroke": INK,
-                "stroke-width": "1.5",
-                "stroke-dasharray": "6 3",
-            },
-        )
-        c.text(width - right, my - 6, median_text, anchor="end", size=TICK, weight="600")
-    for k, whole in enumerate(w for w in chart.signals if w.whole):
-        c.text(
-            left + 6, top + 14 + 16 * k, runs_text(chart, whole.rule), size=TICK, weight="600", fill=SIGNAL
-        )
+
+
+def _median_line(c: Chart, f: _RunFrame, median: float, median_text: str) -> None:
+    my = f.y_of(median)
+    c.add(
+        "line",
+        {
+            "class": "median",
+            "x1": f"{f.left}",
+            "x2": f"{f.right_edge}",
+            "y1": f"{my:.1f}",
+            "y2": f"{my:.1f}",
+            "stroke": INK,
+            "stroke-width": "1.5",
+            "stroke-dasharray": "6 3",
+        },
+    )
+    c.text(f.right_edge, my - 6, median_text, anchor="end", size=TICK, weight="600")
+
+
+def _rate_points(
+    c: Chart,
+    f: _RunFrame,
+    chart: RunChart,
+    labels: Sequence[str],
+    points: Sequence[tuple[int, int] | None],
+    rates: Sequence[Fraction | None],
+    index: list[int],
+) -> None:
+    """Each period's rate as a point with its counts: a diamond where a signal flags it."""
     for k, i in enumerate(index):
         departed, assessed = points[i] or (0, 0)
         rate = rates[i]
@@ -401,18 +441,17 @@ def run_chart(
         tip = f"{labels[i]}: {pct(rate)} ({count(departed)} of {count(assessed)})"
         if flagged:
             tip += "; " + "; ".join(RULES[s.rule].split(":")[0].lower() for s in flagged)
-            c.diamond(x_of(i), y_of(float(rate)), 5.5, SIGNAL, tip)
+            c.diamond(f.x_of(i), f.y_of(float(rate)), 5.5, SIGNAL, tip)
         else:
-            c.circle(x_of(i), y_of(float(rate)), 3.5, RATE, tip)
-    axis_y = top + ph
-    c.line(left, axis_y, width - right, axis_y, INK)
-    every = max(1, -(-len(points) // 6))
+            c.circle(f.x_of(i), f.y_of(float(rate)), 3.5, RATE, tip)
+
+
+def _time_axis(c: Chart, f: _RunFrame, labels: Sequence[str], periods: int) -> None:
+    """The time axis, with at most about six period labels."""
+    axis_y = f.top + f.ph
+    c.line(f.left, axis_y, f.right_edge, axis_y, INK)
+    every = max(1, -(-periods // 6))
     for i, name in enumerate(labels):
         if i % every == 0:
-            c.line(x_of(i), axis_y, x_of(i), axis_y + 4, INK)
-            c.text(x_of(i), axis_y + 18, name, anchor="middle", size=TICK)
-    if not shown:
-        c.empty("No assessed administration with a time")
-    c.text(left + pw / 2, height - 8, "Time of administration", anchor="middle", size=LABEL)
-    _y_axis_label(c, 13, top + ph / 2, "Departure rate")
-    return c
+            c.line(f.x_of(i), axis_y, f.x_of(i), axis_y + 4, INK)
+            c.text(f.x_of(i), axis_y + 18, name, anchor="middle", size=TICK)

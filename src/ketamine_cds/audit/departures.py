@@ -33,6 +33,7 @@ import duckdb
 from .._errors import UnitError
 from .._units import parse_unit
 from .decide import BOUNDARY
+from .sql import sql_path
 
 MANY_TIMES = 10
 SWAP_FACTOR = 1000
@@ -218,7 +219,7 @@ def _departed(con: duckdb.DuckDBPyConnection) -> None:
 
 def _copy_unit(con: duckdb.DuckDBPyConnection, out_dir: Path, unit_no: int, unit: str | None) -> str:
     name = export_name(unit)
-    target = str(out_dir / name).replace("'", "''")
+    target = sql_path(out_dir / name)
     con.execute(
         f"COPY (SELECT {', '.join(EXPORT_COLUMNS)} FROM departed WHERE unit_no = {unit_no} "
         f"ORDER BY administered_at NULLS LAST, admin_id) TO '{target}' (HEADER, DELIMITER ',')"

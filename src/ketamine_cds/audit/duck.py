@@ -38,6 +38,7 @@ from .decide import (
     unit_rows,
     weight_unit_rows,
 )
+from .sql import read_path, sql_path
 
 if TYPE_CHECKING:
     from .forms import Form
@@ -54,27 +55,6 @@ class AuditRun:
     findings: Path
     tolerance: Staged | None = None  # what the opioid tolerance step did, when the engine read the input
     form: Form | None = None  # the input's form, when the engine told it
-
-
-def sql_path(path: Path) -> str:
-    """A path inside an SQL string literal (a folder named o'brien is a folder, not an SQL error), for a
-    path DuckDB writes to (COPY ... TO, temp_directory): never read as a pattern. To read, ``read_path``."""
-    return str(path).replace("'", "''")
-
-
-_PATTERN_CHARACTERS = re.compile(r"[*?\[]")
-
-
-def read_path(path: Path | str, pattern: str | None = None) -> str:
-    """A file or folder path as the SQL string literal DuckDB's readers (read_csv, read_parquet, read_json)
-    take, read literally: made absolute (DuckDB would expand a leading ``~``), and each character its glob
-    gives a meaning (``*``, ``?``, ``[``) put in a class of its own (``[*]``, ``[?]``, ``[[]``), so that a file
-    named ``data[1].csv`` is read, never ``data1.csv``. ``pattern`` (the program's own, e.g. ``*.csv`` for
-    the files of a folder, never the user's) is appended after the folder, as a pattern."""
-    text = _PATTERN_CHARACTERS.sub(lambda m: f"[{m.group()}]", os.path.abspath(path))
-    if pattern is not None:
-        text = text.rstrip("/") + "/" + pattern
-    return "'" + text.replace("'", "''") + "'"
 
 
 def parquet_reader(path: Path) -> str:

@@ -84,22 +84,10 @@ import duckdb
 from .._errors import DuplicateKeyError, InputError
 from .._facts import Coded, OpioidUse
 from .._inputs import parse_json
-from .._kb import _SYSTEM_ALIASES, SYSTEMS, KnowledgeBase, load_knowledge
+from .._kb import SYSTEM_ALIASES, SYSTEMS, KnowledgeBase, load_knowledge
 from .._site import Site
-from .._units import _MASS, _TIME, _VOLUME
+from .._units import MASS_UNITS, TIME_UNITS, VOLUME_UNITS
 from ..adapters.fhir import (
-    _FINAL_OBSERVATION,
-    _HEDGED_INTENSIVE_CARE,
-    _IGNORED_CLINICAL_STATUS,
-    _IGNORED_VERIFICATION_STATUS,
-    _INFUSION_WORDS,
-    _INTENSIVE_CARE_ROLE_CODES,
-    _INTENSIVE_CARE_WORDS,
-    _NON_INTENSIVE_CLASSES,
-    _NOT_GIVEN_ADMINISTRATION_STATUSES,
-    _ROLE_CODE_SYSTEMS,
-    _ROUTE_CODES,
-    _ROUTE_WORDS,
     BODY_WEIGHT,
     COURSE_REQUEST_STATUSES,
     NOT_PREGNANT,
@@ -109,7 +97,43 @@ from ..adapters.fhir import (
     R4_RESOURCE_TYPES,
     OpioidReader,
 )
+from ..adapters.fhir_words import (
+    FINAL_OBSERVATION,
+    IGNORED_CLINICAL_STATUS,
+    IGNORED_VERIFICATION_STATUS,
+    INFUSION_WORDS,
+    INTENSIVE_CARE_ROLE_CODES,
+    NON_INTENSIVE_CLASSES,
+    NOT_GIVEN_ADMINISTRATION_STATUSES,
+    ROLE_CODE_SYSTEMS,
+    ROUTE_CODES,
+    ROUTE_WORDS,
+)
 from .forms import hidden
+from .reader_sql import (
+    FIRST_COURSE_CTE,
+    MASS_MG,
+    MG_PER_ML,
+    VOLUME_ML,
+    admin_conditions_cte,
+    admin_procedure_cte,
+    canonical_select,
+    classified_procedures,
+    coded_concepts,
+    concat,
+    condition_in_effect,
+    icu_named,
+    ketamine_words,
+    knowledge_ctes,
+    norm_code,
+    normal_words_sql,
+    prior_course_sql,
+    re2,
+    site_location_sql,
+    together_use_cte,
+    words_match,
+)
+from .sql import lit, read_path
 from .tolerance import Prescription
 
 __all__ = ["fhir_source", "opioid_prescriptions"]
@@ -117,31 +141,9 @@ __all__ = ["fhir_source", "opioid_prescriptions"]
 # An Encounter that never took place says nothing about where a dose was given (the exported history of a
 # real stay is "finished", which is how it should be; the live adapter, asked about now, wants one in progress).
 _NO_SETTING_ENCOUNTER_STATUSES = ("cancelled", "entered-in-error", "planned")
-# a Procedure without an Encounter counts when performed within this of the administration
-PROCEDURE_WINDOW_SECONDS = 24 * 3600
 
 # ----------------------------------------------------------------------------------------------------
-# SQL helpers (shared with omop.py)
-
-
-def lit(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def str_list(items: Iterable[str]) -> str:
-    """A SQL VARCHAR[] literal."""
-    values = [lit(i) for i in items]
-    return f"[{', '.join(values)}]" if values else "CAST([] AS VARCHAR[])"
-
-
-def concat(*lists: str) -> str:
-    """list_concat of several VARCHAR[] (two at a time, as older DuckDB takes two), NULL counting as empty."""
-    parts = [f"coalesce({x}, CAST([] AS VARCHAR[]))" for x in lists]
-    result = parts[0]
-    for part in parts[1:]:
-        result = f"list_concat({result}, {part})"
-    return result
+# SQL helpers over FHIR (those both readers use are in reader_sql.py)
 
 
 def json_list(expr: str) -> str:
@@ -149,15 +151,10 @@ def json_list(expr: str) -> str:
     return f"coalesce({expr}, CAST([] AS JSON[]))"
 
 
-def re2(pattern: re.Pattern[str]) -> str:
-    """A Python regex of the adapter as an RE2 pattern for DuckDB (only IGNORECASE is carried over)."""
-    return ("(?i)" if pattern.flags & re.IGNORECASE else "") + pattern.pattern
-
-
 def short_system(expr: str) -> str:
     """SQL for ``_kb.short_system``: a code system URL, OID or short name as snomed/icd10cm/rxnorm/loinc."""
     exact = " ".join(f"WHEN {lit(k)} THEN {lit(k)}" for k in SYSTEMS)
-    alias = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in _SYSTEM_ALIASES.items())
+    alias = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in SYSTEM_ALIASES.items())
     return (
         f"coalesce(CASE trim({expr}) {exact} END, CASE trim({expr}) {alias} END, "
         f"CASE lower(trim({expr})) {alias} END)"
@@ -166,88 +163,9 @@ def short_system(expr: str) -> str:
 
 def system_is(expr: str, short: str) -> str:
     """SQL for ``_kb.short_system(expr) == short`` (cheaper than computing the short name)."""
-    exact = [k for k in SYSTEMS if k == short] + [k for k, v in _SYSTEM_ALIASES.items() if v == short]
-    lowered = [k for k, v in _SYSTEM_ALIASES.items() if v == short]
+    exact = [k for k in SYSTEMS if k == short] + [k for k, v in SYSTEM_ALIASES.items() if v == short]
+    lowered = [k for k, v in SYSTEM_ALIASES.items() if v == short]
     return f"(trim({expr}) IN ({', '.join(lit(k) for k in exact)}) OR lower(trim({expr})) IN ({', '.join(lit(k) for k in lowered)}))"
-
-
-def norm_code(short: str, code: str) -> str:
-    """SQL for ``_kb._norm_code``: ICD-10-CM without dots, upper case; other systems trimmed."""
-    return f"CASE WHEN {short} = 'icd10cm' THEN upper(replace(trim({code}), '.', '')) ELSE trim({code}) END"
-
-
-def value_sets_sql(kb: KnowledgeBase) -> str:
-    """The knowledge base's value sets as a relation (concept, system, code, is_prefix, rank).
-
-    Built from ``kb.value_sets.codes``: ``system`` is the short name, ``code`` is normalised as ``_kb.ValueSets``
-    does (ICD-10-CM without dots, upper case), ``is_prefix`` marks a hierarchy entry (a code and all codes below
-    it). ``rank`` orders the matches of one coding as ``ValueSets.concepts`` does: exact matches in file order,
-    then prefixes from the shortest."""
-    rows = []
-    for i, c in enumerate(kb.value_sets.codes):
-        code = c.code.strip().replace(".", "").upper() if c.system == "icd10cm" else c.code.strip()
-        prefix = c.match == "prefix"
-        rank = 100_000 + 1_000 * len(code) + i if prefix else i
-        rows.append(f"({lit(c.concept)}, {lit(c.system)}, {lit(code)}, {prefix}, {rank})")
-    return f"SELECT * FROM (VALUES {', '.join(rows)}) v(concept, system, code, is_prefix, rank)"
-
-
-def coded_concepts(codings: str, keys: Sequence[str], vs: str = "vs") -> str:
-    """Concepts of a relation of codings (``keys``..., ``short``, ``norm``): exact and hierarchy (prefix) matches.
-
-    Adds ``concept`` and ``rank``. A prefix entry matches a code that starts with it (ICD-10-CM F11 covers F11.20),
-    as ``_kb.ValueSets.concepts`` does."""
-    cols = ", ".join(f"c.{k}" for k in keys)
-    return f"""
-      SELECT {cols}, v.concept, v.rank FROM {codings} c JOIN {vs} v
-        ON v.system = c.short AND NOT v.is_prefix AND v.code = c.norm
-      UNION ALL
-      SELECT {cols}, v.concept, v.rank FROM {codings} c JOIN {vs} v
-        ON v.system = c.short AND v.is_prefix AND starts_with(c.norm, v.code)"""
-
-
-def uses_sql(kb: KnowledgeBase) -> str:
-    """(concept, use) for the uses a clinical concept names, (use, concepts) for those some concepts name only
-    together, and (text, use) for naming a use in words."""
-    coded = [f"({lit(u.concept)}, {lit(u.id)})" for u in kb.uses.values() if u.concept]
-    together = [
-        f"({lit(u.id)}, {str_list(u.concepts_together)})" for u in kb.uses.values() if u.concepts_together
-    ] or ["(CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR[]))"]
-    texts: dict[str, str] = {}
-    for u in kb.uses.values():
-        for name in (u.id, u.label):
-            texts.setdefault(normal_words(name), u.id)
-    worded = [f"({lit(t)}, {lit(u)})" for t, u in texts.items()]
-    return (
-        f"use_concepts AS (SELECT * FROM (VALUES {', '.join(coded)}) v(concept, use_id)), "
-        f"use_together AS (SELECT * FROM (VALUES {', '.join(together)}) v(use_id, concepts) "
-        "WHERE use_id IS NOT NULL), "
-        f"use_words AS (SELECT * FROM (VALUES {', '.join(worded)}) v(words, use_id))"
-    )
-
-
-def normal_words(text: str) -> str:
-    """Lower case, '-' and '_' as spaces, single spaces: how a use named in words is compared."""
-    return " ".join(text.lower().replace("-", " ").replace("_", " ").split())
-
-
-def normal_words_sql(expr: str) -> str:
-    return f"trim(regexp_replace(lower(replace(replace({expr}, '-', ' '), '_', ' ')), '\\s+', ' ', 'g'))"
-
-
-def procedure_classes_sql(kb: KnowledgeBase) -> str:
-    """(concept, class, severity): the ``procedure:<class>`` value sets, severe pain first (as the adapter)."""
-    rows = [
-        f"({lit('procedure:' + p.id)}, {lit(p.id)}, {0 if p.pain == 'severe' else 1})"
-        for p in kb.procedure_classes.values()
-    ]
-    return f"SELECT * FROM (VALUES {', '.join(rows)}) v(concept, pclass, severity)"
-
-
-def ketamine_words(kb: KnowledgeBase) -> str:
-    """RE2 for a ketamine word (whole word, not glued to a prefix such as es- or S-: esketamine is not it)."""
-    words = "|".join(re.escape(w) for w in sorted(kb.ketamine_words, key=len, reverse=True))
-    return rf"(?i)(?:^|[^\w-])(?:{words})\b"
 
 
 def timestamp_sql(expr: str, end_of_day: bool = False) -> str:
@@ -262,24 +180,6 @@ def timestamp_sql(expr: str, end_of_day: bool = False) -> str:
         f"WHEN {offset} THEN timezone('UTC', TRY_CAST({expr} AS TIMESTAMPTZ)) "
         f"ELSE TRY_CAST({expr} AS TIMESTAMP) END"
     )
-
-
-def words_match(names: str, pattern: str, *, drug_names: bool = False) -> str:
-    """Whether any of a VARCHAR[] of names matches an RE2 pattern (``drug_names``: each read as
-    ``matchable_sql`` reads it first)."""
-    name = matchable_sql("n") if drug_names else "n"
-    return f"(len([n for n in {names} if n IS NOT NULL AND regexp_matches({name}, {lit(pattern)})]) > 0)"
-
-
-_FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F))  # full-width forms of ASCII ! to ~
-_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
-
-
-def matchable_sql(name: str) -> str:
-    """SQL for ``adapters.fhir.matchable`` (a drug's name as words are looked for in it) as far as SQL reaches:
-    without format characters (category Cf: a soft hyphen, zero-width spaces), and full-width letters read as
-    ASCII. NFKC's rarer compatibility forms (ligatures, circled letters) are read by the live service only."""
-    return f"translate(regexp_replace({name}, '\\p{{Cf}}', '', 'g'), {lit(_FULL_WIDTH)}, {lit(_ASCII)})"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -392,9 +292,7 @@ def reads_type(file_name: str, resource_type: str) -> bool:
 
 
 def _read_paths(files: Iterable[Path]) -> str:
-    """The files as a list for DuckDB's readers, each read literally (``duck.read_path``)."""
-    from .duck import read_path
-
+    """The files as a list for DuckDB's readers, each read literally (``sql.read_path``)."""
     return "[" + ", ".join(read_path(p) for p in files) + "]"
 
 
@@ -474,11 +372,11 @@ def _routes(concept: str) -> str:
     """The routes a route CodeableConcept names (VARCHAR[]): its SNOMED codes when it has any, else words
     (as ``adapters.fhir._routes``)."""
     snomed = f"[c for c in {_codings(concept)} if {system_is(CODING, 'snomed')}]"
-    by_code = " ".join(f"WHEN {lit(code)} THEN {lit(route.value)}" for code, route in _ROUTE_CODES.items())
+    by_code = " ".join(f"WHEN {lit(code)} THEN {lit(route.value)}" for code, route in ROUTE_CODES.items())
     names = _names(concept)
     by_words = ", ".join(
         f"CASE WHEN {words_match(names, re2(pattern))} THEN {lit(route.value)} END"
-        for pattern, route in _ROUTE_WORDS
+        for pattern, route in ROUTE_WORDS
     )
     return (
         f"CASE WHEN len({snomed}) > 0 "
@@ -501,7 +399,7 @@ def _iv_infusion(dosages: str, notes: str) -> str:
     )
     listed = json_list(f"json_extract({dosages}, '$[*]')")
     all_iv = f"len({listed}) > 0 AND len([d for d in {listed} if {_routes('(d->' + lit('route') + ')')} <> ['intravenous']]) = 0"
-    words = words_match(texts, re2(_INFUSION_WORDS))
+    words = words_match(texts, re2(INFUSION_WORDS))
     return f"(coalesce({all_iv}, false) AND ({rate} OR (NOT ({dose}) AND {words})))"
 
 
@@ -509,9 +407,12 @@ def unit_key_sql(text: str) -> str:
     """SQL for the unit the engine's parser reads in a text (``_units.parse_unit``) as a key two spellings of
     one unit share ("mcg/kg/min" and "ug/kg/min"; "mg/(kg.h)" and "mg/kg/h"), or NULL where the parser reads
     no unit. Built from the parser's own tables; ``tests/audit/test_fhir_quantities.py`` checks both agree."""
-    heads = {**{k: f"mass:{v}" for k, v in _MASS.items()}, **{k: f"volume:{v}" for k, v in _VOLUME.items()}}
+    heads = {
+        **{k: f"mass:{v}" for k, v in MASS_UNITS.items()},
+        **{k: f"volume:{v}" for k, v in VOLUME_UNITS.items()},
+    }
     head_case = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in heads.items())
-    time_case = " ".join(f"WHEN {lit(k)} THEN {lit(str(v))}" for k, v in _TIME.items())
+    time_case = " ".join(f"WHEN {lit(k)} THEN {lit(str(v))}" for k, v in TIME_UNITS.items())
 
     def norm(token: str) -> str:  # _units._norm: lower case, but for [lb_av]
         return f"CASE WHEN trim({token}) = '[lb_av]' THEN '[lb_av]' ELSE lower(trim({token})) END"
@@ -568,7 +469,7 @@ def has_comparator(quantity: str) -> str:
 def _kg_factor(unit: str) -> str:
     """kg per unit of a plain mass unit as the engine's parser reads it (``_units``), else NULL."""
     norm = f"CASE WHEN trim({unit}) = '[lb_av]' THEN '[lb_av]' ELSE lower(trim({unit})) END"
-    cases = " ".join(f"WHEN {lit(k)} THEN {float(v / 1_000_000)!r}" for k, v in _MASS.items())
+    cases = " ".join(f"WHEN {lit(k)} THEN {float(v / 1_000_000)!r}" for k, v in MASS_UNITS.items())
     return f"CASE {norm} {cases} END"
 
 
@@ -639,33 +540,6 @@ def _is_number(value: str) -> str:
     return f"coalesce(json_type({value}) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT'), false)"
 
 
-def icu_named(names: str) -> str:
-    """Whether any of a VARCHAR[] of names names intensive care without denying or qualifying it ("non-ICU",
-    "post-ICU", "step-down" are not intensive care: ``adapters.fhir._HEDGED_INTENSIVE_CARE``)."""
-    icu, hedged = lit(re2(_INTENSIVE_CARE_WORDS)), lit(re2(_HEDGED_INTENSIVE_CARE))
-    return (
-        f"(len([n for n in {names} if n IS NOT NULL AND regexp_matches(n, {icu}) "
-        f"AND NOT regexp_matches(n, {hedged})]) > 0)"
-    )
-
-
-def site_location_sql(site: Site | None, codings: str, names: str) -> str:
-    """Whether a location is one a site's protocol counts as intensive monitoring: a (system, code) among its
-    codings (identifier or type), or a name (case and spacing ignored), as ``Site.is_monitoring_location``."""
-    if site is None or not (site.monitoring_codes or site.monitoring_names):
-        return "false"
-    pairs = ", ".join(
-        f"{lit(system)} || '|' || {lit(code)}" for system, code in sorted(site.monitoring_codes)
-    )
-    pairs = pairs or "NULL"
-    wanted = str_list(sorted(site.monitoring_names)) if site.monitoring_names else "[]::VARCHAR[]"
-    return (
-        f"(len([c for c in {codings} if coalesce(c->>'system', '') || '|' || coalesce(c->>'code', c->>'value', '') "
-        f"IN ({pairs})]) > 0 OR len([n for n in {names} if n IS NOT NULL AND "
-        f"list_contains({wanted}, lower(trim(regexp_replace(n, '\\s+', ' ', 'g'))))]) > 0)"
-    )
-
-
 def _location_icu(types: str, identifiers: str, names_col: str, aliases: str, site: Site | None) -> str:
     """A Location: TRUE intensive care, FALSE typed otherwise, NULL untyped, as
     ``adapters.fhir._is_intensive_care`` reads it: a site's intensive-monitoring location first, then a coded
@@ -675,7 +549,7 @@ def _location_icu(types: str, identifiers: str, names_col: str, aliases: str, si
         f"json_extract_string({types}, '$[*].text')",
         f"json_extract_string({types}, '$[*].coding[*].display')",
     )
-    role_codes = f"[c for c in {codings} if (c->>'system') IN ({_in(_ROLE_CODE_SYSTEMS)})]"
+    role_codes = f"[c for c in {codings} if (c->>'system') IN ({_in(ROLE_CODE_SYSTEMS)})]"
     identifier_list = json_list(f"json_extract({identifiers}, '$[*]')")
     site_codes = f"list_concat({codings}, {identifier_list})"
     site_names = (
@@ -684,32 +558,29 @@ def _location_icu(types: str, identifiers: str, names_col: str, aliases: str, si
     return (
         f"CASE WHEN {site_location_sql(site, site_codes, site_names)} THEN true "
         f"WHEN len({role_codes}) > 0 "
-        f"THEN len([c for c in {role_codes} if (c->>'code') IN ({_in(_INTENSIVE_CARE_ROLE_CODES)})]) > 0 "
+        f"THEN len([c for c in {role_codes} if (c->>'code') IN ({_in(INTENSIVE_CARE_ROLE_CODES)})]) > 0 "
         f"WHEN {icu_named(names)} THEN true "
         f"WHEN len([c for c in {codings} if (c->>'code') IS NOT NULL]) > 0 "
         f"OR len([n for n in {names} if n IS NOT NULL]) > 0 THEN false END"
     )
 
 
-_MASS_MG = "CASE lower(trim({u})) WHEN 'mg' THEN 1.0 WHEN 'g' THEN 1000.0 WHEN 'kg' THEN 1000000.0 WHEN 'ug' THEN 0.001 WHEN 'mcg' THEN 0.001 WHEN 'µg' THEN 0.001 WHEN 'μg' THEN 0.001 END"
-_VOLUME_ML = "CASE lower(trim({u})) WHEN 'ml' THEN 1.0 WHEN 'l' THEN 1000.0 END"
 VOLUME_UNIT = (
     r"(?i)^\s*(ml|l)\s*(/|$)"  # the head of the unit is a volume (as ``_units.parse_unit`` reads it)
 )
-MG_PER_ML = r"(?i)(\d+(?:\.\d+)?)\s*mg\s*/\s*ml\b"
 
 
 def _strength(ingredient: str) -> str:
     """An ingredient's strength (a Ratio mass / volume) in mg per mL; NULL when it is not one."""
     num, den = f"{ingredient}->'strength'->'numerator'", f"{ingredient}->'strength'->'denominator'"
     return (
-        f"(TRY_CAST({num}->'value' AS DOUBLE) * ({_MASS_MG.format(u=_quantity_unit(num))}) / "
-        f"nullif(TRY_CAST({den}->'value' AS DOUBLE) * ({_VOLUME_ML.format(u=_quantity_unit(den))}), 0))"
+        f"(TRY_CAST({num}->'value' AS DOUBLE) * ({MASS_MG.format(u=_quantity_unit(num))}) / "
+        f"nullif(TRY_CAST({den}->'value' AS DOUBLE) * ({VOLUME_ML.format(u=_quantity_unit(den))}), 0))"
     )
 
 
 # ----------------------------------------------------------------------------------------------------
-# The source
+# The source: named CTE groups, each over the relations the ones before it made
 
 
 def _dedup(reader: str, columns: Sequence[str]) -> str:
@@ -727,139 +598,58 @@ def _one_per_id(reader: str) -> str:
     )
 
 
+def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None = None) -> str:
+    """A SELECT yielding canonical rows from a folder of FHIR Bulk Data NDJSON files: the named CTE groups
+    below, each over the relations the ones before it made."""
+    kb = kb or load_knowledge()
+    r = readers(Path(folder))
+    groups = [
+        knowledge_ctes(kb),
+        referenced_resources_ctes(r, site),
+        drug_ctes(r, kb),
+        dose_ctes(kb),
+        weight_ctes(r),
+        condition_ctes(r, kb),
+        procedure_ctes(r),
+        indication_ctes(r),
+        setting_ctes(),
+        prior_course_ctes(r, kb),
+        answer_cte(),
+    ]
+    return "\n    WITH " + ",\n    ".join(groups) + "\n    " + fhir_canonical_select() + "\n    "
+
+
+def readers(folder: Path) -> dict[str, str]:
+    """The resources of each type the reader reads (``_reader``), by type: the relations the parts read."""
+    return {t: _reader(folder, t) for t in _READ}
+
+
+def _is_ketamine(kb: KnowledgeBase, codings: str, names: str) -> str:
+    """Whether codings (JSON[]) hold a ketamine RxNorm code or names (VARCHAR[]) name ketamine."""
+    coded = f"len([c for c in {codings} if {system_is(CODING, 'rxnorm')} AND (c->>'code') IN ({_in(kb.ketamine_rxnorm)})]) > 0"
+    return f"({coded} OR {words_match(names, ketamine_words(kb), drug_names=True)})"
+
+
+def _prescribed_ketamine(kb: KnowledgeBase, resource: str) -> str:
+    """Whether a request or statement (alias ``resource``, its Medication joined as ``med``) is for ketamine."""
+    concept = f'{resource}."medicationCodeableConcept"'
+    return _is_ketamine(
+        kb,
+        f"list_concat({_codings(concept)}, {_codings('med.code')})",
+        concat(_names(concept), _names("med.code")),
+    )
+
+
 def _patient(reference_column: str) -> str:
     return ref_id(f"({reference_column}->>'reference')", "Patient")
 
 
-def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None = None) -> str:
-    """A SELECT yielding canonical rows from a folder of FHIR Bulk Data NDJSON files."""
-    kb = kb or load_knowledge()
-    r = {t: _reader(Path(folder), t) for t in _READ}
-    q = '"'  # FHIR element names are camelCase: quoted in SQL
-
-    def ketamine(codings: str, names: str) -> str:
-        coded = f"len([c for c in {codings} if {system_is(CODING, 'rxnorm')} AND (c->>'code') IN ({_in(kb.ketamine_rxnorm)})]) > 0"
-        return f"({coded} OR {words_match(names, ketamine_words(kb), drug_names=True)})"
-
-    # the drug an administration names: its CodeableConcept, or the referenced or contained Medication
-    drug_names = concat(
-        _names("mcc"),
-        _names("drug_code"),
-        "json_extract_string(drug_ing, '$[*].itemCodeableConcept.text')",
-        "json_extract_string(drug_ing, '$[*].itemCodeableConcept.coding[*].display')",
-        "[med_display]",
-    )
-    ingredient_codings = json_list("json_extract(drug_ing, '$[*].itemCodeableConcept.coding[*]')")
-    drug_codings = (
-        f"list_concat(list_concat({_codings('mcc')}, {_codings('drug_code')}), {ingredient_codings})"
-    )
-    ingredients = json_list("json_extract(drug_ing, '$[*]')")
-    ingredient_ketamine = ketamine(
-        json_list("json_extract(i, '$.itemCodeableConcept.coding[*]')"),
-        concat(
-            "[i->'itemCodeableConcept'->>'text']",
-            "json_extract_string(i, '$.itemCodeableConcept.coding[*].display')",
-        ),
-    )
-    strengths = f"[{_strength('i')} for i in {ingredients} if (i->'strength') IS NOT NULL]"
-    ketamine_strengths = (
-        f"[{_strength('i')} for i in {ingredients} if (i->'strength') IS NOT NULL AND {ingredient_ketamine}]"
-    )
-    named_strength = (
-        f"[TRY_CAST(regexp_extract(n, {lit(MG_PER_ML)}, 1) AS DOUBLE) for n in drug_names "
-        f"if n IS NOT NULL AND regexp_matches(n, {lit(MG_PER_ML)})][1]"
-    )
-    concentration = (
-        f"coalesce(CASE WHEN len({strengths}) = 1 THEN {strengths}[1] "
-        f"WHEN len({ketamine_strengths}) = 1 THEN {ketamine_strengths}[1] END, {named_strength})"
-    )
-    # route, dose
-    route_concept = "coalesce(dosage->'route', json_extract(di, '$[0].route'))"
-    route_text = (
-        f"coalesce({route_concept}->>'text', json_extract_string({route_concept}, '$.coding[0].display'), "
-        f"json_extract_string({route_concept}, '$.coding[0].code'))"
-    )
-    den_unit = "lower(" + _quantity_unit("dosage->'rateRatio'->'denominator'") + ")"
-    # a rate as a Ratio (20 mg / 1 h, 100 mg / 60 min) per hour: numerator and denominator scaled to one hour
-    # exactly (DECIMAL), then divided; a quotient that is a decimal of up to 9 places is taken exactly (8.3 mg /
-    # 6 min is 83 mg/h, not the 83.00000000000001 of binary arithmetic), any other is the nearest double
-    per_hour_num = (
-        f"CASE WHEN {den_unit} = 'min' THEN num_dec * 60 WHEN {den_unit} IN ('s', 'sec') THEN num_dec * 3600 "
-        f"WHEN {den_unit} IN ('h', 'hr', 'hour', 'd', 'day') THEN num_dec END"
-    )
-    per_hour_den = f"CASE WHEN {den_unit} IN ('d', 'day') THEN den_dec * 24 ELSE den_dec END"
-    approx = f"(CAST({per_hour_num} AS DOUBLE) / CAST({per_hour_den} AS DOUBLE))"
-    snapped = f"TRY_CAST(round({approx}, 9) AS DECIMAL(38, 9))"
-    ratio_per_hour = (
-        f"CASE WHEN coalesce(TRY({snapped} * {per_hour_den} = {per_hour_num}), false) "
-        f"THEN CAST(CAST({snapped} AS VARCHAR) AS DOUBLE) "
-        f"ELSE {_ratio_double(den_unit)} END"
-    )
-    rate_unit = _quantity_unit("dosage->'rateQuantity'")
-    ratio_unit = _quantity_unit("dosage->'rateRatio'->'numerator'")
-    bolus_unit = _quantity_unit("dosage->'dose'")
-    dose_unit = (
-        f"CASE dose_form WHEN 'rateQuantity' THEN {rate_unit} WHEN 'rateRatio' THEN {ratio_unit} || '/h' "
-        f"WHEN 'dose' THEN {bolus_unit} END"
-    )
-    # the administration's method, else the methods of the request it fulfils (where orders write it), as the
-    # adapter reads the order's; ketamine as the sole agent of an IV PCA only
-    methods = concat(
-        _names("dosage->'method'"),
-        "json_extract_string(di, '$[*].method.text')",
-        "json_extract_string(di, '$[*].method.coding[*].display')",
-    )
-    pca = words_match(methods, PCA_WORDS, drug_names=True)
-    # times
-    administered = timestamp_sql(f"coalesce(m.{q}effectiveDateTime{q}, m.{q}effectivePeriod{q}->>'start')")
-    observed = timestamp_sql(
-        f"coalesce({q}effectiveDateTime{q}, {q}effectiveInstant{q}, {q}effectivePeriod{q}->>'start', "
-        f"{q}effectivePeriod{q}->>'end', issued)"
-    )
-    observed_text = (
-        f"coalesce({q}effectiveDateTime{q}, {q}effectiveInstant{q}, {q}effectivePeriod{q}->>'start', "
-        f"{q}effectivePeriod{q}->>'end', issued)"
-    )
-    onset = timestamp_sql(f"coalesce({q}onsetDateTime{q}, {q}onsetPeriod{q}->>'start', {q}recordedDate{q})")
-    abated = timestamp_sql(
-        f"coalesce({q}abatementDateTime{q}, {q}abatementPeriod{q}->>'end')", end_of_day=True
-    )
-    performed = timestamp_sql(f"coalesce({q}performedDateTime{q}, {q}performedPeriod{q}->>'start')")
-    stated = timestamp_sql(f"coalesce(s.{q}effectiveDateTime{q}, s.{q}effectivePeriod{q}->>'start')")
-    period_start = timestamp_sql("(e.entry->'period'->>'start')")
-    period_end = timestamp_sql("(e.entry->'period'->>'end')", end_of_day=True)
-    value_concept = f"{q}valueCodeableConcept{q}"
-    pregnancy_answer = (
-        f"CASE WHEN {_has_code(value_concept, 'snomed', [PREGNANT])} THEN 'pregnant' "
-        f"WHEN {_has_code(value_concept, 'snomed', [NOT_PREGNANT])} THEN 'not-pregnant' ELSE 'other' END"
-    )
-    is_weight = _has_code("code", "loinc", [BODY_WEIGHT])
-    is_pregnancy = _has_code("code", "loinc", [PREGNANCY_STATUS])
-    coding_short = short_system("coding->>'system'")
-    coding_norm = norm_code(coding_short, "coding->>'code'")
-    ms_drug = ketamine(
-        f"list_concat({_codings(q + 'medicationCodeableConcept' + q)}, {_codings('med.code')})",
-        concat(_names(q + "medicationCodeableConcept" + q), _names("med.code")),
-    )
-    not_given = _in(_NOT_GIVEN_ADMINISTRATION_STATUSES)
-    medication_key = ref_id(f"(m.{q}medicationReference{q}->>'reference')", "Medication")
-    part_of = ref_id(f"({q}partOf{q}->>'reference')", "Encounter")
-    ms_medication = ref_id(f"(s.{q}medicationReference{q}->>'reference')", "Medication")
-    mr_medication = ref_id(f"(q.{q}medicationReference{q}->>'reference')", "Medication")
-    mr_drug = ketamine(
-        f"list_concat({_codings('q.' + q + 'medicationCodeableConcept' + q)}, {_codings('med.code')})",
-        concat(_names("q." + q + "medicationCodeableConcept" + q), _names("med.code")),
-    )
-    a = "'MedicationAdministration/' || admin_id || ': '"
-    ratio_den = "(dosage->'rateRatio'->'denominator')"
-    per_code = "'mg/' || nullif(trim(" + ratio_den + "->>'code'), '')"
-    per_unit = "'mg/' || nullif(trim(" + ratio_den + "->>'unit'), '')"
-    time_clash = f"coalesce({unit_key_sql(per_code)} <> {unit_key_sql(per_unit)}, false)"
-    return f"""
-    WITH vs AS ({value_sets_sql(kb)}),
-    pclasses AS ({procedure_classes_sql(kb)}),
-    {uses_sql(kb)},
-    med AS ({_dedup(r["Medication"], ["code", "ingredient"])}),
+def referenced_resources_ctes(r: Mapping[str, str], site: Site | None) -> str:
+    """The resources administrations refer to, once per id: ``med`` (Medication), ``mr`` (MedicationRequest),
+    ``enc`` (Encounter: its class, locations, parent, and whether it ``says_nothing`` about the setting) and
+    ``loc`` (Location: its name, and ``icu``, ``_location_icu``)."""
+    part_of = ref_id("(\"partOf\"->>'reference')", "Encounter")
+    return f"""med AS ({_dedup(r["Medication"], ["code", "ingredient"])}),
     mr AS ({_dedup(r["MedicationRequest"], ["encounter", "reasonCode", "reasonReference", "dosageInstruction"])}),
     enc AS (
       SELECT id, "class" AS cls, location, {part_of} AS parent,
@@ -867,13 +657,26 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       FROM ({_dedup(r["Encounter"], ["status", "class", "location", "partOf"])})
     ),
     loc AS (SELECT id, name, {_location_icu("type", "identifier", "name", "alias", site)} AS icu
-            FROM ({_dedup(r["Location"], ["name", "type", "identifier", "alias"])})),
-    ma AS (
+            FROM ({_dedup(r["Location"], ["name", "type", "identifier", "alias"])}))"""
+
+
+def drug_ctes(r: Mapping[str, str], kb: KnowledgeBase) -> str:
+    """The administrations and their drug: ``admin_read`` (each MedicationAdministration's elements, read once
+    per id), ``admin_drug`` (the referenced or contained Medication) and ``ketamine_admins`` (those of ketamine,
+    those whose drug cannot be told, and lines that are not resources: the rows of the output)."""
+    medication_key = ref_id("(m.\"medicationReference\"->>'reference')", "Medication")
+    administered = timestamp_sql('coalesce(m."effectiveDateTime", m."effectivePeriod"->>\'start\')')
+    period_end = timestamp_sql("(m.\"effectivePeriod\"->>'end')")
+    drug_codings = (
+        f"list_concat(list_concat({_codings('mcc')}, {_codings('drug_code')}), "
+        f"{json_list(_INGREDIENT_CODINGS)})"
+    )
+    return f"""admin_read AS (
       SELECT m.id AS admin_id, m.status, m.filename, m."resourceType" IS NULL AS unreadable,
         {_patient("m.subject")} AS patient_id,
         coalesce(m."effectiveDateTime", m."effectivePeriod"->>'start') AS t_text,
         {administered} AS administered_at,
-        {timestamp_sql(f"(m.{q}effectivePeriod{q}->>'end')")} AS period_end,
+        {period_end} AS period_end,
         {ref_id("(m.context->>'reference')", "Encounter")} AS ctx_encounter,
         {ref_id("(m.request->>'reference')", "MedicationRequest")} AS request_id,
         m.dosage,
@@ -888,29 +691,123 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
            if (x->>'id') = substr(m."medicationReference"->>'reference', 2)][1] END AS contained_med
       FROM ({_one_per_id(r["MedicationAdministration"])}) m
     ),
-    ma_drug AS (
+    admin_drug AS (
       SELECT a.*, coalesce(a.contained_med->'code', med.code) AS drug_code,
         coalesce(a.contained_med->'ingredient', med.ingredient) AS drug_ing,
         (a.contained_med IS NOT NULL OR med.id IS NOT NULL) AS drug_found
-      FROM ma a LEFT JOIN med ON med.id = a.med_key
+      FROM admin_read a LEFT JOIN med ON med.id = a.med_key
     ),
-    ket AS (
-      SELECT *, {drug_names} AS drug_names,
+    ketamine_admins AS (
+      SELECT *, {_DRUG_NAMES} AS drug_names,
         (mcc IS NULL AND NOT drug_found AND med_display IS NULL) AS unidentified
-      FROM ma_drug
+      FROM admin_drug
       WHERE unreadable OR (mcc IS NULL AND NOT drug_found AND med_display IS NULL)
-         OR {ketamine(drug_codings, drug_names)}
-    ),
-    core0 AS (
+         OR {_is_ketamine(kb, drug_codings, _DRUG_NAMES)}
+    )"""
+
+
+# the drug an administration names: its CodeableConcept, or the referenced or contained Medication
+_DRUG_NAMES = concat(
+    _names("mcc"),
+    _names("drug_code"),
+    "json_extract_string(drug_ing, '$[*].itemCodeableConcept.text')",
+    "json_extract_string(drug_ing, '$[*].itemCodeableConcept.coding[*].display')",
+    "[med_display]",
+)
+_INGREDIENT_CODINGS = "json_extract(drug_ing, '$[*].itemCodeableConcept.coding[*]')"
+_INGREDIENTS = json_list("json_extract(drug_ing, '$[*]')")
+_ROUTE_CONCEPT = "coalesce(dosage->'route', json_extract(di, '$[0].route'))"
+_RATIO_DENOMINATOR = "(dosage->'rateRatio'->'denominator')"
+_DENOMINATOR_UNIT = "lower(" + _quantity_unit("dosage->'rateRatio'->'denominator'") + ")"
+
+
+def _ingredient_is_ketamine(kb: KnowledgeBase) -> str:
+    """Whether an ingredient ``i`` of the Medication is ketamine."""
+    return _is_ketamine(
+        kb,
+        json_list("json_extract(i, '$.itemCodeableConcept.coding[*]')"),
+        concat(
+            "[i->'itemCodeableConcept'->>'text']",
+            "json_extract_string(i, '$.itemCodeableConcept.coding[*].display')",
+        ),
+    )
+
+
+def concentration_sql(kb: KnowledgeBase) -> str:
+    """mg per mL of the drug: the one ingredient strength (else the one of ketamine), else "NN mg/mL" in a
+    name."""
+    strengths = f"[{_strength('i')} for i in {_INGREDIENTS} if (i->'strength') IS NOT NULL]"
+    ketamine_strengths = f"[{_strength('i')} for i in {_INGREDIENTS} if (i->'strength') IS NOT NULL AND {_ingredient_is_ketamine(kb)}]"
+    named_strength = (
+        f"[TRY_CAST(regexp_extract(n, {lit(MG_PER_ML)}, 1) AS DOUBLE) for n in drug_names "
+        f"if n IS NOT NULL AND regexp_matches(n, {lit(MG_PER_ML)})][1]"
+    )
+    return (
+        f"coalesce(CASE WHEN len({strengths}) = 1 THEN {strengths}[1] "
+        f"WHEN len({ketamine_strengths}) = 1 THEN {ketamine_strengths}[1] END, {named_strength})"
+    )
+
+
+def ratio_per_hour_sql() -> str:
+    """A rate as a Ratio (20 mg / 1 h, 100 mg / 60 min) per hour: numerator and denominator scaled to one hour
+    exactly (DECIMAL), then divided; a quotient that is a decimal of up to 9 places is taken exactly (8.3 mg /
+    6 min is 83 mg/h, not the 83.00000000000001 of binary arithmetic), any other is the nearest double."""
+    den_unit = _DENOMINATOR_UNIT
+    per_hour_num = (
+        f"CASE WHEN {den_unit} = 'min' THEN num_dec * 60 WHEN {den_unit} IN ('s', 'sec') THEN num_dec * 3600 "
+        f"WHEN {den_unit} IN ('h', 'hr', 'hour', 'd', 'day') THEN num_dec END"
+    )
+    per_hour_den = f"CASE WHEN {den_unit} IN ('d', 'day') THEN den_dec * 24 ELSE den_dec END"
+    approx = f"(CAST({per_hour_num} AS DOUBLE) / CAST({per_hour_den} AS DOUBLE))"
+    snapped = f"TRY_CAST(round({approx}, 9) AS DECIMAL(38, 9))"
+    return (
+        f"CASE WHEN coalesce(TRY({snapped} * {per_hour_den} = {per_hour_num}), false) "
+        f"THEN CAST(CAST({snapped} AS VARCHAR) AS DOUBLE) "
+        f"ELSE {_ratio_double(den_unit)} END"
+    )
+
+
+def _dose_unit_sql() -> str:
+    rate_unit = _quantity_unit("dosage->'rateQuantity'")
+    ratio_unit = _quantity_unit("dosage->'rateRatio'->'numerator'")
+    bolus_unit = _quantity_unit("dosage->'dose'")
+    return (
+        f"CASE dose_form WHEN 'rateQuantity' THEN {rate_unit} WHEN 'rateRatio' THEN {ratio_unit} || '/h' "
+        f"WHEN 'dose' THEN {bolus_unit} END"
+    )
+
+
+def pca_sole_agent_sql(kb: KnowledgeBase) -> str:
+    """An IV dose whose method (the administration's, else the fulfilled request's, where orders write it)
+    names PCA, and every ingredient of the Medication is ketamine."""
+    methods = concat(
+        _names("dosage->'method'"),
+        "json_extract_string(di, '$[*].method.text')",
+        "json_extract_string(di, '$[*].method.coding[*].display')",
+    )
+    pca = words_match(methods, PCA_WORDS, drug_names=True)
+    return f"(route = 'intravenous' AND {pca} AND len([i for i in {_INGREDIENTS} if NOT {_ingredient_is_ketamine(kb)}]) = 0)"
+
+
+def dose_ctes(kb: KnowledgeBase) -> str:
+    """The dose of each administration (over ``ketamine_admins`` and ``mr``): ``admin_route`` (the request's
+    dosage, the Encounter, the routes named, the dose's form), ``admin_dose_read`` (the route, the dose's value
+    and unit as written), ``admins`` (the dose as a number, its kind, concentration, PCA) and ``timed`` (the
+    administrations with a time, for the as-of joins below)."""
+    route_text = (
+        f"coalesce({_ROUTE_CONCEPT}->>'text', json_extract_string({_ROUTE_CONCEPT}, '$.coding[0].display'), "
+        f"json_extract_string({_ROUTE_CONCEPT}, '$.coding[0].code'))"
+    )
+    return f"""admin_route AS (
       SELECT k.*, mr."dosageInstruction" AS di,
         coalesce(k.ctx_encounter, {ref_id("(mr.encounter->>'reference')", "Encounter")}) AS encounter_id,
-        {_routes(route_concept)} AS routes, {route_text} AS route_text,
+        {_routes(_ROUTE_CONCEPT)} AS routes, {route_text} AS route_text,
         CASE WHEN (dosage->'rateQuantity') IS NOT NULL THEN 'rateQuantity'
              WHEN (dosage->'rateRatio') IS NOT NULL THEN 'rateRatio'
              WHEN (dosage->'dose') IS NOT NULL THEN 'dose' END AS dose_form
-      FROM ket k LEFT JOIN mr ON mr.id = k.request_id
+      FROM ketamine_admins k LEFT JOIN mr ON mr.id = k.request_id
     ),
-    core1 AS (
+    admin_dose_read AS (
       SELECT *,
         CASE len(routes) WHEN 1 THEN routes[1] WHEN 0 THEN route_text END AS route,
         CASE dose_form WHEN 'rateQuantity' THEN dosage->'rateQuantity'->'value'
@@ -920,38 +817,69 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
           WHEN 'rateRatio' THEN dosage->'rateRatio'->'numerator' WHEN 'dose' THEN dosage->'dose' END AS dose_json,
         CASE dose_form WHEN 'rateQuantity' THEN 'dosage.rateQuantity'
           WHEN 'rateRatio' THEN 'dosage.rateRatio.numerator' WHEN 'dose' THEN 'dosage.dose' END AS dose_path,
-        {dose_unit} AS dose_unit,
-        CASE WHEN dose_form = 'rateRatio' THEN {den_unit} IN ('h', 'hr', 'hour', 'min', 's', 'sec', 'd', 'day') END
+        {_dose_unit_sql()} AS dose_unit,
+        CASE WHEN dose_form = 'rateRatio' THEN {_DENOMINATOR_UNIT} IN ('h', 'hr', 'hour', 'min', 's', 'sec', 'd', 'day') END
           AS per_hour,
         CASE WHEN dose_form = 'rateRatio' THEN TRY_CAST(dosage->'rateRatio'->'denominator'->'value' AS DOUBLE) END
           AS den_value,
         {_plain_decimal("dosage->'rateRatio'->'numerator'->'value'")} AS num_dec,
         {_plain_decimal("dosage->'rateRatio'->'denominator'->'value'")} AS den_dec
-      FROM core0
+      FROM admin_route
     ),
-    core AS (
+    admins AS (
       SELECT *,
         CASE WHEN route = 'intravenous' THEN CASE dose_form WHEN 'dose' THEN 'bolus'
           WHEN 'rateQuantity' THEN 'infusion' WHEN 'rateRatio' THEN 'infusion' END END AS kind,
         CASE WHEN NOT {_is_number("value_json")} THEN NULL
-          WHEN dose_form = 'rateRatio' THEN {ratio_per_hour}
+          WHEN dose_form = 'rateRatio' THEN {ratio_per_hour_sql()}
           ELSE TRY_CAST(value_json AS DOUBLE) END AS dose_value,
-        CASE WHEN regexp_matches(dose_unit, {lit(VOLUME_UNIT)}) THEN {concentration} END AS concentration_mg_per_ml,
-        (route = 'intravenous' AND {pca} AND len([i for i in {ingredients} if NOT {ingredient_ketamine}]) = 0)
+        CASE WHEN regexp_matches(dose_unit, {lit(VOLUME_UNIT)}) THEN {concentration_sql(kb)} END AS concentration_mg_per_ml,
+        {pca_sole_agent_sql(kb)}
           AS pca_sole_agent
-      FROM core1
+      FROM admin_dose_read
     ),
-    timed AS (SELECT DISTINCT admin_id, patient_id, administered_at FROM core WHERE administered_at IS NOT NULL),
-    -- body weight and pregnancy status
-    obs AS (
-      SELECT id, {_patient("subject")} AS patient, {observed} AS t, {observed_text} AS t_text,
+    timed AS (SELECT DISTINCT admin_id, patient_id, administered_at FROM admins WHERE administered_at IS NOT NULL)"""
+
+
+_OBSERVED_TEXT = (
+    'coalesce("effectiveDateTime", "effectiveInstant", "effectivePeriod"->>\'start\', '
+    "\"effectivePeriod\"->>'end', issued)"
+)
+
+
+def observation_ctes(r: Mapping[str, str]) -> str:
+    """``observations``: the final body weights and pregnancy statuses (over the Observations), each with its
+    patient, time, value and, for a pregnancy status, its answer (pregnant, not-pregnant, other)."""
+    value_concept = '"valueCodeableConcept"'
+    pregnancy_answer = (
+        f"CASE WHEN {_has_code(value_concept, 'snomed', [PREGNANT])} THEN 'pregnant' "
+        f"WHEN {_has_code(value_concept, 'snomed', [NOT_PREGNANT])} THEN 'not-pregnant' ELSE 'other' END"
+    )
+    is_weight = _has_code("code", "loinc", [BODY_WEIGHT])
+    is_pregnancy = _has_code("code", "loinc", [PREGNANCY_STATUS])
+    return f"""observations AS (
+      SELECT id, {_patient("subject")} AS patient, {timestamp_sql(_OBSERVED_TEXT)} AS t, {_OBSERVED_TEXT} AS t_text,
         {is_weight} AS is_weight, {is_pregnancy} AS is_pregnancy, "valueQuantity" AS vq,
         "valueQuantity"->'value' AS value_json, {_quantity_unit('"valueQuantity"')} AS unit,
         {value_concept} IS NOT NULL AS answered, {pregnancy_answer} AS pregnancy
       FROM ({r["Observation"]})
       WHERE (CAST(code AS VARCHAR) LIKE '%{BODY_WEIGHT}%' OR CAST(code AS VARCHAR) LIKE '%{PREGNANCY_STATUS}%')
-        AND status IN ({_in(_FINAL_OBSERVATION)}) AND ({is_weight} OR {is_pregnancy})
+        AND status IN ({_in(FINAL_OBSERVATION)}) AND ({is_weight} OR {is_pregnancy})
     ),
+    pregnancy_status AS (
+      SELECT c.admin_id, o.pregnancy FROM timed c
+      ASOF JOIN (SELECT * FROM observations WHERE is_pregnancy AND answered AND t IS NOT NULL) o
+        ON c.patient_id = o.patient AND c.administered_at >= o.t
+    )"""
+
+
+def weight_ctes(r: Mapping[str, str]) -> str:
+    """The body weight in effect (over ``admins``, ``timed`` and the Observations): ``observations`` and
+    ``pregnancy_status`` (``observation_ctes``), ``weights`` (each as a struct ``w``), ``weight_sets`` (a
+    patient's weights taken at one time), ``supports`` (what an administration cites), ``cited_weight``,
+    ``latest_weight``, ``weighed`` (the weights in effect: the cited one, else none when the cited one is
+    absent, else the latest) and ``judged`` (``weight`` and ``weight_problem``, ``_weight_in_effect``)."""
+    return f"""{observation_ctes(r)},
     weights AS (
       SELECT id, patient, t, t_text, coalesce(json_type(value_json) <> 'NULL', false) AS valued,
         struct_pack(id := id, value := TRY_CAST(value_json AS DOUBLE), is_number := {_is_number("value_json")},
@@ -960,7 +888,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
                     written := {written_number("value_json")} || ' ' || unit,
                     kg := TRY_CAST(value_json AS DOUBLE) * ({_kg_factor("unit")}),
                     margin := {_written_margin("value_json")} * ({_kg_factor("unit")})) AS w
-      FROM obs WHERE is_weight
+      FROM observations WHERE is_weight
     ),
     -- the weights of one patient taken at one time: more than one is a conflict unless they agree as written
     weight_sets AS (
@@ -968,7 +896,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       FROM weights WHERE valued AND t IS NOT NULL GROUP BY patient, t
     ),
     supports AS (
-      SELECT admin_id, administered_at, unnest(support_refs) AS ref FROM core WHERE support_refs IS NOT NULL
+      SELECT admin_id, administered_at, unnest(support_refs) AS ref FROM admins WHERE support_refs IS NOT NULL
     ),
     cited_weight AS (
       SELECT s.admin_id, arg_max(w.w, coalesce(w.t, TIMESTAMP '1900-01-01')) FILTER (WHERE w.valued) AS w,
@@ -982,41 +910,64 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       ASOF JOIN weight_sets w ON c.patient_id = w.patient AND c.administered_at >= w.t
       GROUP BY c.admin_id
     ),
-    pregnancy_status AS (
-      SELECT c.admin_id, o.pregnancy FROM timed c
-      ASOF JOIN (SELECT * FROM obs WHERE is_pregnancy AND answered AND t IS NOT NULL) o
-        ON c.patient_id = o.patient AND c.administered_at >= o.t
+    weighed AS (
+      SELECT c.*,
+        CASE WHEN cw.w IS NOT NULL THEN [cw.w] WHEN cw.absent THEN NULL ELSE lw.ws END AS ws,
+        CASE WHEN cw.w IS NULL AND NOT coalesce(cw.absent, false) THEN lw.t_text END AS ws_time
+      FROM admins c
+      LEFT JOIN cited_weight cw ON cw.admin_id = c.admin_id
+      LEFT JOIN latest_weight lw ON lw.admin_id = c.admin_id
     ),
-    -- conditions active at the time
-    cond AS (
+    judged AS (
+      SELECT *, {_weight_in_effect("ws", "ws_time")}
+      FROM weighed
+    )"""
+
+
+_CODING_SHORT = short_system("coding->>'system'")
+_CODING_NORM = norm_code(_CODING_SHORT, "coding->>'code'")
+
+
+def condition_ctes(r: Mapping[str, str], kb: KnowledgeBase) -> str:
+    """The conditions in effect at each administration (over ``timed``, ``pregnancy_status`` and the
+    Conditions): ``conditions_read`` (each coding of a Condition not refuted, with onset, abatement and whether
+    its status ends it), ``condition_codes``, ``condition_concepts`` (the knowledge base's), ``admin_concepts``
+    (those in effect, and pregnancy) and ``admin_conditions``."""
+    onset = timestamp_sql('coalesce("onsetDateTime", "onsetPeriod"->>\'start\', "recordedDate")')
+    abated = timestamp_sql('coalesce("abatementDateTime", "abatementPeriod"->>\'end\')', end_of_day=True)
+    in_effect = condition_in_effect("cc.onset", "cc.abated", "cc.inactive", "c.administered_at")
+    return f"""conditions_read AS (
       SELECT {_patient("subject")} AS patient, {onset} AS onset, {abated} AS abated,
-        {_any_code(q + "clinicalStatus" + q, _IGNORED_CLINICAL_STATUS)} AS inactive,
+        {_any_code('"clinicalStatus"', IGNORED_CLINICAL_STATUS)} AS inactive,
         unnest({_codings("code")}) AS coding
       FROM ({r["Condition"]})
-      WHERE NOT {_any_code(q + "verificationStatus" + q, _IGNORED_VERIFICATION_STATUS)}
+      WHERE NOT {_any_code('"verificationStatus"', IGNORED_VERIFICATION_STATUS)}
     ),
-    cond_codes AS (
-      SELECT patient, onset, abated, inactive, {coding_short} AS short, {coding_norm} AS norm
-      FROM cond WHERE (coding->>'code') IS NOT NULL
+    condition_codes AS (
+      SELECT patient, onset, abated, inactive, {_CODING_SHORT} AS short, {_CODING_NORM} AS norm
+      FROM conditions_read WHERE (coding->>'code') IS NOT NULL
     ),
-    cond_concepts AS (
-      SELECT * FROM ({coded_concepts("cond_codes", ["patient", "onset", "abated", "inactive"])})
+    condition_concepts AS (
+      SELECT * FROM ({coded_concepts("condition_codes", ["patient", "onset", "abated", "inactive"])})
       WHERE concept IN ({_in(kb.concepts)})
     ),
     admin_concepts AS (
-      SELECT c.admin_id, cc.concept FROM timed c JOIN cond_concepts cc
-        ON cc.patient = c.patient_id AND (cc.onset IS NULL OR cc.onset <= c.administered_at)
-        AND CASE WHEN cc.abated IS NOT NULL THEN cc.abated > c.administered_at ELSE NOT cc.inactive END
+      SELECT c.admin_id, cc.concept FROM timed c JOIN condition_concepts cc
+        ON cc.patient = c.patient_id AND {in_effect}
       UNION ALL
       SELECT admin_id, 'pregnancy' FROM pregnancy_status WHERE pregnancy = 'pregnant'
     ),
-    admin_conditions AS (
-      SELECT admin_id, string_agg(DISTINCT concept, ';' ORDER BY concept) AS conditions
-      FROM admin_concepts GROUP BY admin_id
-    ),
-    -- the surgery: a classified Procedure in the Encounter, or near in time
-    proc_codes AS (
-      SELECT patient, encounter_id, t, {coding_short} AS short, {coding_norm} AS norm
+    {admin_conditions_cte()}"""
+
+
+def procedure_ctes(r: Mapping[str, str]) -> str:
+    """The surgery (over ``admins``, ``enc`` and the Procedures): ``procedure_codes`` (each coding of a
+    Procedure done), ``procs`` (those in a procedure class) and ``admin_procedure``: a classified Procedure in
+    the administration's Encounter (or the one it is part of), or without an Encounter and near in time."""
+    performed = timestamp_sql('coalesce("performedDateTime", "performedPeriod"->>\'start\')')
+    same_encounter = "(p.encounter_id = c.encounter_id OR p.encounter_id = e.parent)"
+    return f"""procedure_codes AS (
+      SELECT patient, encounter_id, t, {_CODING_SHORT} AS short, {_CODING_NORM} AS norm
       FROM (SELECT {_patient("subject")} AS patient,
               {ref_id("(encounter->>'reference')", "Encounter")} AS encounter_id, {performed} AS t,
               unnest({_codings("code")}) AS coding
@@ -1024,20 +975,18 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       WHERE (coding->>'code') IS NOT NULL
     ),
     procs AS (
-      SELECT p.patient, p.encounter_id, p.t, c.pclass, c.severity
-      FROM ({coded_concepts("proc_codes", ["patient", "encounter_id", "t"])}) p JOIN pclasses c ON c.concept = p.concept
+      {classified_procedures("procedure_codes", ["patient", "encounter_id", "t"])}
     ),
-    admin_procedure AS (
-      SELECT c.admin_id,
-        arg_min(p.pclass, p.severity * 1e12 + coalesce(abs(epoch(p.t) - epoch(c.administered_at)), 0)) AS pclass
-      FROM core c LEFT JOIN enc e ON e.id = c.encounter_id
-      JOIN procs p ON p.patient = c.patient_id AND (
-        (p.encounter_id IS NOT NULL AND (p.encounter_id = c.encounter_id OR p.encounter_id = e.parent))
-        OR (p.encounter_id IS NULL AND abs(epoch(p.t) - epoch(c.administered_at)) <= {PROCEDURE_WINDOW_SECONDS}))
-      GROUP BY c.admin_id
-    ),
-    -- the indication: the request's reasons
-    reasons AS (
+    {admin_procedure_cte("admins c LEFT JOIN enc e ON e.id = c.encounter_id", "patient", "encounter_id", same_encounter)}"""
+
+
+def indication_ctes(r: Mapping[str, str]) -> str:
+    """The indication from the fulfilled request's reasons (over ``mr``, the Conditions and the uses):
+    ``reasons`` (its reasonCodes, then the codes of its reasonReference Conditions, in order), ``reason_codes``,
+    ``reason_concepts``, then by request: ``together_use``, ``coded_use`` (the first reason's use) and
+    ``worded_use`` (a use named in words)."""
+    reason_conditions = _dedup(r["Condition"], ["code", "verificationStatus"])
+    return f"""reasons AS (
       SELECT id AS mr_id, unnest(json_extract(reason_code, '$[*]')) AS reason,
         generate_subscripts(json_extract(reason_code, '$[*]'), 1) AS pos
       FROM (SELECT id, "reasonCode" AS reason_code FROM mr WHERE "reasonCode" IS NOT NULL)
@@ -1046,22 +995,17 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         SELECT id AS mr_id, unnest(json_extract_string("reasonReference", '$[*].reference')) AS ref,
           generate_subscripts(json_extract_string("reasonReference", '$[*].reference'), 1) AS pos
         FROM mr WHERE "reasonReference" IS NOT NULL) m
-      JOIN ({_dedup(r["Condition"], ["code", "verificationStatus"])}) c
+      JOIN ({reason_conditions}) c
         ON c.id = {ref_id("m.ref", "Condition")}
-        AND NOT {_any_code("c." + q + "verificationStatus" + q, _IGNORED_VERIFICATION_STATUS)}
+        AND NOT {_any_code('c."verificationStatus"', IGNORED_VERIFICATION_STATUS)}
     ),
     reason_codes AS (
-      SELECT mr_id, pos, {coding_short} AS short, {coding_norm} AS norm
+      SELECT mr_id, pos, {_CODING_SHORT} AS short, {_CODING_NORM} AS norm
       FROM (SELECT mr_id, pos, unnest({_codings("reason")}) AS coding FROM reasons)
       WHERE (coding->>'code') IS NOT NULL
     ),
     reason_concepts AS ({coded_concepts("reason_codes", ["mr_id", "pos"])}),
-    together_use AS (  -- a use some conditions name only together (as the adapter's _indication)
-      SELECT r.mr_id, min(t.use_id) AS use_id
-      FROM (SELECT mr_id, list(DISTINCT concept) AS cs FROM reason_concepts GROUP BY mr_id) r
-      JOIN use_together t ON list_has_all(r.cs, t.concepts)
-      GROUP BY r.mr_id
-    ),
+    {together_use_cte("together_use", "mr_id", "reason_concepts")},
     coded_use AS (
       SELECT rc.mr_id, arg_min(u.use_id, rc.pos * 1e9 + rc.rank) AS use_id
       FROM reason_concepts rc JOIN use_concepts u ON u.concept = rc.concept
@@ -1072,15 +1016,22 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       FROM (SELECT mr_id, pos, unnest({_names("reason")}) AS name FROM reasons) r
       JOIN use_words u ON u.words = {normal_words_sql("r.name")}
       GROUP BY r.mr_id
-    ),
-    -- setting and location: the Encounter's locations at the time
-    admin_locations AS (
+    )"""
+
+
+def setting_ctes() -> str:
+    """The setting and location (over ``admins``, ``enc`` and ``loc``): ``admin_locations`` (the Encounter's
+    locations, ranked: covering the time, else active, else the others but planned) and ``admin_setting``
+    (intensive care when a best-ranked location is; not when all of them are typed otherwise)."""
+    period_start = timestamp_sql("(e.entry->'period'->>'start')")
+    period_end = timestamp_sql("(e.entry->'period'->>'end')", end_of_day=True)
+    return f"""admin_locations AS (
       SELECT e.admin_id, coalesce(l.name, e.entry->'location'->>'display') AS name,
         l.icu,
         CASE WHEN {period_start} <= e.administered_at AND coalesce({period_end} > e.administered_at, true) THEN 1
              WHEN (e.entry->>'status') = 'active' THEN 2 ELSE 3 END AS loc_rank
       FROM (SELECT c.admin_id, c.administered_at, unnest(json_extract(enc.location, '$[*]')) AS entry
-            FROM core c JOIN enc ON enc.id = c.encounter_id AND NOT enc.says_nothing) e
+            FROM admins c JOIN enc ON enc.id = c.encounter_id AND NOT enc.says_nothing) e
       LEFT JOIN loc l ON l.id = {ref_id("(e.entry->'location'->>'reference')", "Location")}
       -- a planned or reserved bed is not where the dose was given; a completed stay only over its period
       WHERE coalesce(e.entry->>'status', '') NOT IN ('planned', 'reserved')
@@ -1094,15 +1045,24 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         coalesce(min(name) FILTER (WHERE icu), min(name)) AS location
       FROM (SELECT *, min(loc_rank) OVER (PARTITION BY admin_id) AS best FROM admin_locations)
       WHERE loc_rank = best GROUP BY admin_id
-    ),
-    -- a prior course of IV ketamine (for oral and intranasal use)
-    statements AS (
+    )"""
+
+
+def prior_course_ctes(r: Mapping[str, str], kb: KnowledgeBase) -> str:
+    """A prior course of IV ketamine (over ``admins``, ``supports``, ``med`` and the statements and requests):
+    ``statements`` (of ketamine), ``cited_course`` (the record's own answer: a statement the administration
+    cites), ``iv_courses`` (an IV infusion of ketamine, as the adapter reads one: an administration, a statement
+    being or having been taken, a request that may have been given) and ``first_course``."""
+    stated = timestamp_sql('coalesce(s."effectiveDateTime", s."effectivePeriod"->>\'start\')')
+    statement_drug = ref_id("(s.\"medicationReference\"->>'reference')", "Medication")
+    request_drug = ref_id("(rq.\"medicationReference\"->>'reference')", "Medication")
+    return f"""statements AS (
       SELECT s.id, s.status, {_patient("s.subject")} AS patient, {stated} AS t,
         list_contains({_routes("json_extract(s.dosage, '$[0].route')")}, 'intravenous') AS iv,
         {_iv_infusion("s.dosage", "s.note")} AS infusion
       FROM ({r["MedicationStatement"]}) s
-      LEFT JOIN med ON med.id = {ms_medication}
-      WHERE {ms_drug}
+      LEFT JOIN med ON med.id = {statement_drug}
+      WHERE {_prescribed_ketamine(kb, "s")}
     ),
     cited_course AS (
       SELECT s.admin_id,
@@ -1111,40 +1071,29 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       FROM supports s JOIN statements m ON m.iv AND m.id = {ref_id("s.ref", "MedicationStatement")}
       GROUP BY s.admin_id
     ),
-    -- a course: an IV infusion (a rate, or given over time) of ketamine before, as the adapter reads one: an
-    -- administration, a statement being or having been taken, a request that may have been given
     iv_courses AS (
-      SELECT patient_id AS patient, administered_at AS t FROM core
+      SELECT patient_id AS patient, administered_at AS t FROM admins
       WHERE route = 'intravenous' AND (kind = 'infusion' OR period_end > administered_at)
-        AND administered_at IS NOT NULL AND coalesce(status, '') NOT IN ({not_given}) AND NOT unreadable
+        AND administered_at IS NOT NULL AND coalesce(status, '') NOT IN ({_in(NOT_GIVEN_ADMINISTRATION_STATUSES)})
+        AND NOT unreadable
       UNION ALL
       SELECT patient, t FROM statements WHERE infusion AND status IN ('active', 'completed') AND t IS NOT NULL
       UNION ALL
-      SELECT {_patient("q.subject")}, {timestamp_sql('q."authoredOn"')}
-      FROM ({r["MedicationRequest"]}) q LEFT JOIN med ON med.id = {mr_medication}
-      WHERE q.status IN ({_in(COURSE_REQUEST_STATUSES)}) AND {mr_drug}
-        AND {_iv_infusion('q."dosageInstruction"', "q.note")}
+      SELECT {_patient("rq.subject")}, {timestamp_sql('rq."authoredOn"')}
+      FROM ({r["MedicationRequest"]}) rq LEFT JOIN med ON med.id = {request_drug}
+      WHERE rq.status IN ({_in(COURSE_REQUEST_STATUSES)}) AND {_prescribed_ketamine(kb, "rq")}
+        AND {_iv_infusion('rq."dosageInstruction"', "rq.note")}
     ),
-    first_course AS (SELECT patient, min(t) AS t FROM iv_courses GROUP BY patient),
-    weighed AS (
-      SELECT c.*,
-        CASE WHEN cw.w IS NOT NULL THEN [cw.w] WHEN cw.absent THEN NULL ELSE lw.ws END AS ws,
-        CASE WHEN cw.w IS NULL AND NOT coalesce(cw.absent, false) THEN lw.t_text END AS ws_time
-      FROM core c
-      LEFT JOIN cited_weight cw ON cw.admin_id = c.admin_id
-      LEFT JOIN latest_weight lw ON lw.admin_id = c.admin_id
-    ),
-    judged AS (
-      SELECT *, {_weight_in_effect("ws", "ws_time")}
-      FROM weighed
-    ),
-    answer AS (
+    {FIRST_COURSE_CTE}"""
+
+
+def answer_cte() -> str:
+    """``answer``: each administration (``judged``) with what the parts above found for it."""
+    return f"""answer AS (
       SELECT c.*,
         s.setting AS located_setting, s.location, e.cls, coalesce(e.says_nothing, false) AS says_nothing, ap.pclass,
         coalesce(tu.use_id, cu.use_id, wu.use_id) AS reason_use, ac.conditions,
-        -- the statement the administration cites is the record's own answer for it, "no" included: the
-        -- cautious side (follow-up support is not claimed on a course the record says was not taken)
-        CASE WHEN cc.yes THEN true WHEN cc.no THEN false WHEN fc.t < c.administered_at THEN true END AS prior
+        {prior_course_sql("cc")}
       FROM judged c
       LEFT JOIN admin_setting s ON s.admin_id = c.admin_id
       LEFT JOIN enc e ON e.id = c.encounter_id
@@ -1155,46 +1104,60 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       LEFT JOIN admin_conditions ac ON ac.admin_id = c.admin_id
       LEFT JOIN cited_course cc ON cc.admin_id = c.admin_id
       LEFT JOIN first_course fc ON fc.patient = c.patient_id
+    )"""
+
+
+def fhir_canonical_select() -> str:
+    """The canonical columns from ``answer``: the setting of the located Encounter (else an Encounter class
+    that is never intensive care), and ``input_problem``."""
+    setting = (
+        f"coalesce(located_setting, CASE WHEN (cls->>'code') IN ({_in(NON_INTENSIVE_CLASSES)}) AND NOT says_nothing\n"
+        "                                     THEN 'non-intensive-care' END,\n"
+        "               'unknown')"
     )
-    SELECT
-      admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
-      weight.value AS weight_value, weight.unit AS weight_unit, weight_problem,
-      coalesce(located_setting, CASE WHEN (cls->>'code') IN ({_in(_NON_INTENSIVE_CLASSES)}) AND NOT says_nothing
-                                     THEN 'non-intensive-care' END,
-               'unknown') AS setting,
-      location,
-      coalesce(reason_use, CASE WHEN pclass IS NOT NULL THEN 'perioperative' END) AS indication,
-      pclass AS procedure_class,
-      conditions,
-      CASE WHEN route IN ('oral', 'intranasal') THEN prior END AS prior_iv_ketamine,
-      coalesce(pca_sole_agent, false) AS pca_sole_agent,
-      CAST(NULL AS VARCHAR) AS opioid_tolerance, CAST(NULL AS VARCHAR) AS opioid_unknown_reason,
-      CAST(NULL AS VARCHAR) AS opioid_basis,
-      CASE
+    return canonical_select("weight_problem", setting, input_problem_sql())
+
+
+_ADMIN = "'MedicationAdministration/' || admin_id || ': '"  # a problem's words begin with the administration
+
+
+def _dose_problem_sql() -> str:
+    """The WHEN branches of ``input_problem`` about the dose: a bound, units that clash, a rate not per time."""
+    a, den = _ADMIN, _RATIO_DENOMINATOR
+    per_code = "'mg/' || nullif(trim(" + den + "->>'code'), '')"
+    per_unit = "'mg/' || nullif(trim(" + den + "->>'unit'), '')"
+    time_clash = f"coalesce({unit_key_sql(per_code)} <> {unit_key_sql(per_unit)}, false)"
+    return f"""WHEN {has_comparator("dose_json")} THEN {a} || dose_path || '.comparator: the quantity is only a bound ('
+          || {bound_text("dose_json")} || '), not an amount: it cannot be checked'
+        WHEN {unit_clash_sql("dose_json")} THEN {a} || dose_path || '.unit: ' || {unit_clash_text("dose_json")}
+        WHEN dose_form = 'rateRatio' AND {has_comparator(den)} THEN {a}
+          || 'dosage.rateRatio.denominator.comparator: the quantity is only a bound (' || {bound_text(den)}
+          || '), not an amount: it cannot be checked'
+        WHEN dose_form = 'rateRatio' AND {time_clash} THEN {a} || 'dosage.rateRatio.denominator.unit: the unit '''
+          || trim({den}->>'unit') || ''' and the UCUM code ''' || trim({den}->>'code')
+          || ''' name different times: which one was meant cannot be told'
+        WHEN value_json IS NOT NULL AND NOT {_is_number("value_json")} THEN {a} || 'the dose is not a number: '
+          || CAST(value_json AS VARCHAR)
+        WHEN dose_form = 'rateRatio' AND NOT per_hour THEN {a}
+          || 'dosage.rateRatio.denominator needs a time unit (h, min), not ' || coalesce({_DENOMINATOR_UNIT}, 'none')
+        WHEN dose_form = 'rateRatio' AND NOT coalesce(den_value > 0, false) THEN {a}
+          || 'dosage.rateRatio.denominator must be a positive time'"""
+
+
+def input_problem_sql() -> str:
+    """Why a row cannot be checked as it stands (NULL when it can): the first problem found, in this order."""
+    a = _ADMIN
+    return f"""CASE
         WHEN unreadable THEN 'a line of ' || regexp_extract(filename, '[^/]+$') || ' is not a FHIR resource (not valid JSON, or no resourceType)'
         WHEN admin_id IS NULL THEN 'a MedicationAdministration in ' || regexp_extract(filename, '[^/]+$')
           || ' has no id'
         WHEN unidentified THEN {a} || 'its medication ' || coalesce(med_ref, '(none)')
           || ' is not in the export, so whether it is ketamine cannot be told'
-        WHEN status IN ({not_given}) THEN {a} || 'status ' || status || ', not given'
+        WHEN status IN ({_in(NOT_GIVEN_ADMINISTRATION_STATUSES)}) THEN {a} || 'status ' || status || ', not given'
         WHEN patient_id IS NULL THEN {a} || 'no subject (patient)'
         WHEN t_text IS NULL THEN {a} || 'no effectiveDateTime or effectivePeriod.start'
         WHEN administered_at IS NULL THEN {a} || 'the time is not a FHIR dateTime: ' || t_text
-        WHEN {has_comparator("dose_json")} THEN {a} || dose_path || '.comparator: the quantity is only a bound ('
-          || {bound_text("dose_json")} || '), not an amount: it cannot be checked'
-        WHEN {unit_clash_sql("dose_json")} THEN {a} || dose_path || '.unit: ' || {unit_clash_text("dose_json")}
-        WHEN dose_form = 'rateRatio' AND {has_comparator(ratio_den)} THEN {a}
-          || 'dosage.rateRatio.denominator.comparator: the quantity is only a bound (' || {bound_text(ratio_den)}
-          || '), not an amount: it cannot be checked'
-        WHEN dose_form = 'rateRatio' AND {time_clash} THEN {a} || 'dosage.rateRatio.denominator.unit: the unit '''
-          || trim({ratio_den}->>'unit') || ''' and the UCUM code ''' || trim({ratio_den}->>'code')
-          || ''' name different times: which one was meant cannot be told'
-        WHEN value_json IS NOT NULL AND NOT {_is_number("value_json")} THEN {a} || 'the dose is not a number: '
-          || CAST(value_json AS VARCHAR)
-        WHEN dose_form = 'rateRatio' AND NOT per_hour THEN {a}
-          || 'dosage.rateRatio.denominator needs a time unit (h, min), not ' || coalesce({den_unit}, 'none')
-        WHEN dose_form = 'rateRatio' AND NOT coalesce(den_value > 0, false) THEN {a}
-          || 'dosage.rateRatio.denominator must be a positive time'
+        {_dose_problem_sql()}
         WHEN len(routes) > 1 THEN {a} || 'the route ' || coalesce(route_text, '') || ' names more than one route'
         WHEN weight IS NOT NULL AND NOT weight.is_number THEN 'Observation/' || weight.id
           || ': the body weight is not a number'
@@ -1202,9 +1165,7 @@ def fhir_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
           || ': the body weight has no unit (kg, g, [lb_av])'
         WHEN weight IS NOT NULL AND weight.clash THEN 'Observation/' || weight.id || '.valueQuantity.unit: '
           || weight.clash_text
-      END AS input_problem
-    FROM answer
-    """
+      END"""
 
 
 # ----------------------------------------------------------------------------------------------------

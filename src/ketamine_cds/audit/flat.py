@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .._errors import InputError
 from .canonical import COLUMNS
-from .duck import read_path
+from .sql import read_path
 
 NUMERIC = {"dose_value", "concentration_mg_per_ml", "weight_value"}
 BOOLEAN = {"prior_iv_ketamine", "pca_sole_agent"}

@@ -97,37 +97,35 @@ from .._facts import Coded, OpioidUse
 from .._kb import KnowledgeBase, load_knowledge
 from .._site import Site
 from .._units import plain_decimal
-from ..adapters.fhir import (
-    _ROUTE_CODES,
-    _ROUTE_WORDS,
-    BODY_WEIGHT,
-    PCA_WORDS,
-    _strength_in_names,
-    _word_pattern,
-)
+from ..adapters.fhir import BODY_WEIGHT, PCA_WORDS, strength_in_names
+from ..adapters.fhir_words import ROUTE_CODES, ROUTE_WORDS, word_pattern
 from .decide import unit_rows
-from .duck import read_path
-from .fhir_ndjson import (
-    _MASS_MG,
-    _VOLUME_ML,
-    MG_PER_ML,
-    PROCEDURE_WINDOW_SECONDS,
-    coded_concepts,
-    concat,
-    icu_named,
-    ketamine_words,
-    lit,
-    norm_code,
-    normal_words_sql,
-    procedure_classes_sql,
-    re2,
-    site_location_sql,
-    uses_sql,
-    value_sets_sql,
-    words_match,
-)
 from .flat import number_sql
 from .forms import hidden
+from .reader_sql import (
+    FIRST_COURSE_CTE,
+    MASS_MG,
+    MG_PER_ML,
+    VOLUME_ML,
+    admin_conditions_cte,
+    admin_procedure_cte,
+    canonical_select,
+    classified_procedures,
+    coded_concepts,
+    concat,
+    condition_in_effect,
+    icu_named,
+    ketamine_words,
+    knowledge_ctes,
+    norm_code,
+    normal_words_sql,
+    prior_course_sql,
+    re2,
+    site_location_sql,
+    together_use_cte,
+    words_match,
+)
+from .sql import lit, read_path
 from .tolerance import Prescription
 
 __all__ = ["omop_source", "opioid_prescriptions"]
@@ -250,10 +248,6 @@ _TABLES: Mapping[str, Mapping[str, str]] = {
 VOCABULARY_TABLES = ("concept", "concept_ancestor")
 
 
-def _quote(path: Path) -> str:
-    return read_path(path)  # literally: a file named person[1].csv is not a pattern
-
-
 def table_of(name: str) -> str | None:
     """The table a file belongs to, by its name relative to the folder: ``drug_exposure.parquet``,
     ``DRUG_EXPOSURE.csv``, or a file in a folder ``drug_exposure/`` of parts (None deeper down)."""
@@ -283,7 +277,7 @@ def table_files(folder: Path, table: str) -> list[Path]:
 
 def _columns(files: Sequence[Path]) -> tuple[str, dict[str, str]]:
     """The files' reader (all as text for CSV) and their columns by lower-case name."""
-    paths = "[" + ", ".join(_quote(p) for p in files) + "]"
+    paths = "[" + ", ".join(read_path(p) for p in files) + "]"  # literally: person[1].csv is no pattern
     if files[0].name.lower().endswith(".parquet"):
         source = f"read_parquet({paths}, union_by_name = true)"
     else:
@@ -465,77 +459,110 @@ _STRENGTH_COLUMNS = (
 )
 
 
+# ----------------------------------------------------------------------------------------------------
+# The source: named CTE groups, each over the relations the ones before it made
+
+
+def _strength_mg_per_ml(ds: str) -> str:
+    """A drug_strength row's mg per mL (numerator mass over denominator volume; NULL when not that)."""
+    mass = MASS_MG.format(u=f"{ds}.numerator_unit")
+    volume = VOLUME_ML.format(u=f"{ds}.denominator_unit")
+    return (
+        f"(TRY_CAST({ds}.numerator_value AS DOUBLE) * ({mass}) / "
+        f"nullif(coalesce(TRY_CAST({ds}.denominator_value AS DOUBLE), 1.0) * ({volume}), 0))"
+    )
+
+
 def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None = None) -> str:
-    """A SELECT yielding canonical rows from a folder of OMOP CDM v5.4 tables."""
+    """A SELECT yielding canonical rows from a folder of OMOP CDM v5.4 tables: the named CTE groups below,
+    each over the relations the ones before it made."""
     kb = kb or load_knowledge()
     folder = Path(folder)
     if not table_files(folder, "drug_exposure"):
         raise InputError("INPUT", f"no drug_exposure table (Parquet or CSV) in {folder}")
-    r = {t: _reader(folder, t) for t in _TABLES}
+    r = readers(folder)
     vocabulary = has_vocabulary(folder)
-    units = _unit_table(r["drug_exposure"])
+    groups = [
+        knowledge_ctes(kb),
+        f"units AS ({_unit_table(r['drug_exposure'])})",
+        vocabulary_ctes(r, kb, vocabulary),
+        exposure_ctes(r, kb),
+        weight_ctes(r, vocabulary),
+        condition_ctes(r, kb),
+        indication_ctes(r),
+        procedure_ctes(r),
+        visit_ctes(r),
+        prior_course_ctes(r),
+        answer_cte(),
+    ]
+    return "\n    WITH " + ",\n    ".join(groups) + "\n    " + omop_canonical_select(site) + "\n    "
+
+
+def readers(folder: Path) -> dict[str, str]:
+    """Each table the reader reads (``_reader``), by name: the relations the parts read."""
+    return {t: _reader(folder, t) for t in _TABLES}
+
+
+def _is_ketamine(kb: KnowledgeBase, names: str) -> str:
+    """Whether an exposure ``e`` (its concepts joined as ``dc`` and ``sc``) is of ketamine: an RxNorm code of
+    ketamine, a drug below ketamine in the vocabulary, or a name naming it."""
     ket_codes = ", ".join(lit(c) for c in sorted(kb.ketamine_rxnorm))
-    ket_words = ketamine_words(kb)
-    names = concat("[drug_source_value, dc.concept_name, sc.concept_name]")
     ketamine_drugs = "(SELECT concept_id FROM drug_ingredients WHERE ingredient = 'ketamine')"
-    ketamine = (
+    return (
         f"((dc.short = 'rxnorm' AND dc.norm IN ({ket_codes})) "
         f"OR (sc.short = 'rxnorm' AND sc.norm IN ({ket_codes})) "
         f"OR e.drug_concept_id IN {ketamine_drugs} OR e.drug_source_concept_id IN {ketamine_drugs} "
-        f"OR {words_match(names, ket_words, drug_names=True)})"
+        f"OR {words_match(names, ketamine_words(kb), drug_names=True)})"
     )
-    ketamine_strength = f"""(SELECT ds.drug_concept_id, any_value({_strength_mg_per_ml("ds")}) AS mg_per_ml
-      FROM strengths ds WHERE ds.ingredient_concept_id IN (SELECT ingredient_concept_id FROM drug_ingredients
-        WHERE ingredient = 'ketamine') GROUP BY ds.drug_concept_id)"""
+
+
+def routes_sql() -> str:
+    """The routes an exposure names (VARCHAR[]): a SNOMED route code as its ``route_source_value``, else the
+    words the adapter reads in it or in its route concept's name (``rc``)."""
     route_names = concat("[route_source_value, rc.concept_name]")
-    by_code = " ".join(f"WHEN {lit(code)} THEN {lit(route.value)}" for code, route in _ROUTE_CODES.items())
+    by_code = " ".join(f"WHEN {lit(code)} THEN {lit(route.value)}" for code, route in ROUTE_CODES.items())
     by_words = ", ".join(
         f"CASE WHEN {words_match(route_names, re2(pattern))} THEN {lit(route.value)} END"
-        for pattern, route in _ROUTE_WORDS
+        for pattern, route in ROUTE_WORDS
     )
-    routes = (
-        f"CASE WHEN trim(route_source_value) IN ({', '.join(lit(c) for c in _ROUTE_CODES)}) "
+    return (
+        f"CASE WHEN trim(route_source_value) IN ({', '.join(lit(c) for c in ROUTE_CODES)}) "
         f"THEN [CASE trim(route_source_value) {by_code} END] "
         f"ELSE list_distinct([x for x in [{by_words}] if x IS NOT NULL]) END"
     )
-    weight_unit_concepts = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in WEIGHT_UNIT_CONCEPTS.items())
-    # the OMOP concept ids of body weight and of kg and g, only without the vocabulary (which names them by code)
-    weight_unit_ids = "NULL" if vocabulary else f"CASE m.unit_concept_id {weight_unit_concepts} END"
-    weight_id = "false" if vocabulary else f"m.measurement_concept_id = {lit(BODY_WEIGHT_CONCEPT)}"
-    weight_code = f"(trim(m.measurement_source_value) = {lit(BODY_WEIGHT)} OR m.measurement_source_value LIKE '%:{BODY_WEIGHT}')"
-    yes_no = (
-        "CASE WHEN lower(trim(o.value_as_string)) IN ('yes', 'y', 'true', '1') OR TRY_CAST(o.value_as_number AS DOUBLE) = 1 "
-        "THEN true WHEN lower(trim(o.value_as_string)) IN ('no', 'n', 'false', '0') "
-        "OR TRY_CAST(o.value_as_number AS DOUBLE) = 0 THEN false END"
-    )
-    non_icu_visits = ", ".join(lit(v) for v in NON_INTENSIVE_VISITS)
-    d = "'drug_exposure/' || admin_id || ': '"
-    return f"""
-    WITH vs AS ({value_sets_sql(kb)}),
-    pclasses AS ({procedure_classes_sql(kb)}),
-    {uses_sql(kb)},
-    units AS ({units}),
-    {vocabulary_ctes(r, kb, vocabulary)},
-    exposures AS (
-      SELECT e.*, {names} AS drug_names, {routes} AS routes, rc.concept_name AS route_concept_name,
+
+
+_KETAMINE_STRENGTH = f"""(SELECT ds.drug_concept_id, any_value({_strength_mg_per_ml("ds")}) AS mg_per_ml
+      FROM strengths ds WHERE ds.ingredient_concept_id IN (SELECT ingredient_concept_id FROM drug_ingredients
+        WHERE ingredient = 'ketamine') GROUP BY ds.drug_concept_id)"""
+
+
+def exposure_ctes(r: Mapping[str, str], kb: KnowledgeBase) -> str:
+    """The ketamine exposures and their doses (over ``drug_exposure``, the vocabulary and ``units``):
+    ``ketamine_exposures`` (with the drug's names, the routes, the vocabulary's strength), ``admin_read`` (the
+    canonical names of what a row says), ``admins`` (the dose's kind, concentration, PCA) and ``timed``."""
+    names = concat("[drug_source_value, dc.concept_name, sc.concept_name]")
+    start = f"coalesce({_time('drug_exposure_start_datetime')}, {_time('drug_exposure_start_date')})"
+    return f"""ketamine_exposures AS (
+      SELECT e.*, {names} AS drug_names, {routes_sql()} AS routes, rc.concept_name AS route_concept_name,
         ks.mg_per_ml AS vocabulary_mg_per_ml
       FROM ({r["drug_exposure"]}) e
       LEFT JOIN concept dc ON dc.concept_id = e.drug_concept_id
       LEFT JOIN concept sc ON sc.concept_id = e.drug_source_concept_id
       LEFT JOIN concept rc ON rc.concept_id = e.route_concept_id
-      LEFT JOIN {ketamine_strength} ks ON ks.drug_concept_id = e.drug_concept_id
-      WHERE {ketamine}
+      LEFT JOIN {_KETAMINE_STRENGTH} ks ON ks.drug_concept_id = e.drug_concept_id
+      WHERE {_is_ketamine(kb, names)}
     ),
-    core0 AS (
+    admin_read AS (
       SELECT drug_exposure_id AS admin_id, person_id AS patient_id, visit_occurrence_id AS visit_id, visit_detail_id,
         coalesce(drug_exposure_start_datetime, drug_exposure_start_date) AS t_text,
-        coalesce({_time("drug_exposure_start_datetime")}, {_time("drug_exposure_start_date")}) AS administered_at,
+        {start} AS administered_at,
         CASE len(routes) WHEN 1 THEN routes[1] WHEN 0 THEN coalesce(route_source_value, route_concept_name) END AS route,
         routes, quantity, {number_sql("CAST(quantity AS VARCHAR)")} AS dose_value, trim(dose_unit_source_value) AS dose_unit,
         drug_names, sig, vocabulary_mg_per_ml
-      FROM exposures
+      FROM ketamine_exposures
     ),
-    core AS (
+    admins AS (
       SELECT c.*,
         CASE WHEN c.route = 'intravenous' AND u.ok THEN CASE WHEN u.is_rate THEN 'infusion' ELSE 'bolus' END END AS kind,
         coalesce(u.is_rate, false) AS is_rate,
@@ -544,16 +571,27 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
            if n IS NOT NULL AND regexp_matches(n, {lit(MG_PER_ML)})][1]) END AS concentration_mg_per_ml,
         coalesce(regexp_matches(c.sig, {lit(PCA_WORDS)}), false)
           AND len([n for n in c.drug_names if n IS NOT NULL AND n LIKE '% / %']) = 0 AS pca_sole_agent
-      FROM core0 c LEFT JOIN units u ON u.text = c.dose_unit
+      FROM admin_read c LEFT JOIN units u ON u.text = c.dose_unit
     ),
-    timed AS (SELECT DISTINCT admin_id, patient_id, visit_id, administered_at FROM core WHERE administered_at IS NOT NULL),
-    -- body weight
-    weights AS (
+    timed AS (SELECT DISTINCT admin_id, patient_id, visit_id, administered_at FROM admins WHERE administered_at IS NOT NULL)"""
+
+
+def weight_ctes(r: Mapping[str, str], vocabulary: bool) -> str:
+    """The body weight (over ``timed``, ``measurement`` and the vocabulary): ``weights`` (body-weight
+    measurements, each as a struct ``w``), ``visit_weight`` (the latest in the exposure's visit),
+    ``visit_unweighed`` (a visit's first body weight without a value) and ``latest_weight`` (the person's)."""
+    weight_unit_concepts = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in WEIGHT_UNIT_CONCEPTS.items())
+    # the OMOP concept ids of body weight and of kg and g, only without the vocabulary (which names them by code)
+    weight_unit_ids = "NULL" if vocabulary else f"CASE m.unit_concept_id {weight_unit_concepts} END"
+    weight_id = "false" if vocabulary else f"m.measurement_concept_id = {lit(BODY_WEIGHT_CONCEPT)}"
+    weight_code = f"(trim(m.measurement_source_value) = {lit(BODY_WEIGHT)} OR m.measurement_source_value LIKE '%:{BODY_WEIGHT}')"
+    value = number_sql("CAST(m.value_as_number AS VARCHAR)")
+    return f"""weights AS (
       SELECT m.measurement_id AS id, m.person_id AS patient, m.visit_occurrence_id AS visit_id,
         coalesce({_time("m.measurement_datetime")}, {_time("m.measurement_date")}) AS t,
         m.value_as_number IS NOT NULL AS valued,
-        struct_pack(id := m.measurement_id, value := {number_sql("CAST(m.value_as_number AS VARCHAR)")},
-          is_number := {number_sql("CAST(m.value_as_number AS VARCHAR)")} IS NOT NULL,
+        struct_pack(id := m.measurement_id, value := {value},
+          is_number := {value} IS NOT NULL,
           unit := coalesce(trim(m.unit_source_value), CASE WHEN lower(uc.vocabulary_id) = 'ucum' THEN uc.concept_code END,
                            {weight_unit_ids})) AS w
       FROM ({r["measurement"]}) m
@@ -575,61 +613,87 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       ASOF JOIN (SELECT * FROM weights WHERE valued AND t IS NOT NULL) w
         ON c.patient_id = w.patient AND c.administered_at >= w.t
       GROUP BY c.admin_id
-    ),
-    -- conditions
-    conditions_t AS (
+    )"""
+
+
+_CONDITION_KEYS = ["person_id", "visit_occurrence_id", "start_t", "end_t"]
+
+
+def condition_ctes(r: Mapping[str, str], kb: KnowledgeBase) -> str:
+    """The conditions in effect at each exposure (over ``timed``, ``condition_occurrence`` and the vocabulary):
+    ``conditions_read`` (with start and end), ``condition_codes`` (``_coded``), ``condition_concepts``,
+    ``admin_concepts`` (those of the knowledge base in effect) and ``admin_conditions``."""
+    codes = _coded(
+        "conditions_read",
+        _CONDITION_KEYS,
+        "condition_source_value",
+        ["condition_source_concept_id", "condition_concept_id"],
+    )
+    in_effect = condition_in_effect("cc.start_t", "cc.end_t", "false", "c.administered_at")
+    return f"""conditions_read AS (
       SELECT *, coalesce({_time("condition_start_datetime")}, {_time("condition_start_date")}) AS start_t,
         coalesce({_time("condition_end_datetime")}, {_time("condition_end_date", end_of_day=True)}) AS end_t
       FROM ({r["condition_occurrence"]})
     ),
-    cond_codes AS ({_coded("conditions_t", ["person_id", "visit_occurrence_id", "start_t", "end_t"], "condition_source_value", ["condition_source_concept_id", "condition_concept_id"])}),
-    cond_concepts AS ({coded_concepts("cond_codes", ["person_id", "visit_occurrence_id", "start_t", "end_t"])}),
-    admin_conditions AS (
-      SELECT c.admin_id, string_agg(DISTINCT cc.concept, ';' ORDER BY cc.concept) AS conditions
-      FROM timed c JOIN cond_concepts cc ON cc.person_id = c.patient_id
-        AND (cc.start_t IS NULL OR cc.start_t <= c.administered_at) AND (cc.end_t IS NULL OR cc.end_t > c.administered_at)
+    condition_codes AS ({codes}),
+    condition_concepts AS ({coded_concepts("condition_codes", _CONDITION_KEYS)}),
+    admin_concepts AS (
+      SELECT c.admin_id, cc.concept
+      FROM timed c JOIN condition_concepts cc ON cc.person_id = c.patient_id AND {in_effect}
       WHERE cc.concept IN ({", ".join(lit(x) for x in sorted(kb.concepts))})
-      GROUP BY c.admin_id
     ),
-    -- indication
-    observed_use AS (
+    {admin_conditions_cte()}"""
+
+
+def indication_ctes(r: Mapping[str, str]) -> str:
+    """The indication (over ``observation``, ``condition_concepts`` and the uses): ``observed_use`` (an
+    observation "indication" of the exposure naming a use), and by visit: ``visit_together`` and ``visit_use``
+    (the use of a condition's concept in the visit)."""
+    visit_concepts = (
+        "(SELECT visit_occurrence_id AS visit_id, concept FROM condition_concepts "
+        "WHERE visit_occurrence_id IS NOT NULL)"
+    )
+    return f"""observed_use AS (
       SELECT o.observation_event_id AS admin_id, min(u.use_id) AS use_id
       FROM ({r["observation"]}) o JOIN use_words u ON u.words = {normal_words_sql("o.value_as_string")}
       WHERE {normal_words_sql("o.observation_source_value")} = 'indication'
       GROUP BY o.observation_event_id
     ),
-    visit_together AS (  -- a use some conditions name only together (as the adapter's _indication)
-      SELECT v.visit_id, min(t.use_id) AS use_id
-      FROM (SELECT visit_occurrence_id AS visit_id, list(DISTINCT concept) AS cs FROM cond_concepts
-            WHERE visit_occurrence_id IS NOT NULL GROUP BY 1) v
-      JOIN use_together t ON list_has_all(v.cs, t.concepts)
-      GROUP BY v.visit_id
-    ),
+    {together_use_cte("visit_together", "visit_id", visit_concepts)},
     visit_use AS (
       SELECT cc.visit_occurrence_id AS visit_id, arg_min(u.use_id, cc.rank) AS use_id
-      FROM cond_concepts cc JOIN use_concepts u ON u.concept = cc.concept
+      FROM condition_concepts cc JOIN use_concepts u ON u.concept = cc.concept
       WHERE cc.visit_occurrence_id IS NOT NULL GROUP BY cc.visit_occurrence_id
-    ),
-    -- surgery
-    procedures_t AS (
+    )"""
+
+
+def procedure_ctes(r: Mapping[str, str]) -> str:
+    """The surgery (over ``admins``, ``procedure_occurrence`` and the vocabulary): ``procedures_read``,
+    ``procedure_codes`` (``_coded``), ``procs`` (those in a procedure class) and ``admin_procedure``: one in the
+    exposure's visit, or without a visit and near in time."""
+    keys = ["person_id", "visit_occurrence_id", "t"]
+    codes = _coded(
+        "procedures_read",
+        keys,
+        "procedure_source_value",
+        ["procedure_source_concept_id", "procedure_concept_id"],
+    )
+    same_visit = "p.visit_occurrence_id = c.visit_id"
+    return f"""procedures_read AS (
       SELECT *, coalesce({_time("procedure_datetime")}, {_time("procedure_date")}) AS t
       FROM ({r["procedure_occurrence"]})
     ),
-    proc_codes AS ({_coded("procedures_t", ["person_id", "visit_occurrence_id", "t"], "procedure_source_value", ["procedure_source_concept_id", "procedure_concept_id"])}),
+    procedure_codes AS ({codes}),
     procs AS (
-      SELECT p.person_id, p.visit_occurrence_id, p.t, c.pclass, c.severity
-      FROM ({coded_concepts("proc_codes", ["person_id", "visit_occurrence_id", "t"])}) p JOIN pclasses c ON c.concept = p.concept
+      {classified_procedures("procedure_codes", keys)}
     ),
-    admin_procedure AS (
-      SELECT c.admin_id,
-        arg_min(p.pclass, p.severity * 1e12 + coalesce(abs(epoch(p.t) - epoch(c.administered_at)), 0)) AS pclass
-      FROM core c JOIN procs p ON p.person_id = c.patient_id AND (
-        (p.visit_occurrence_id IS NOT NULL AND p.visit_occurrence_id = c.visit_id)
-        OR (p.visit_occurrence_id IS NULL AND abs(epoch(p.t) - epoch(c.administered_at)) <= {PROCEDURE_WINDOW_SECONDS}))
-      GROUP BY c.admin_id
-    ),
-    -- setting
-    visits AS (
+    {admin_procedure_cte("admins c", "person_id", "visit_occurrence_id", same_visit)}"""
+
+
+def visit_ctes(r: Mapping[str, str]) -> str:
+    """The setting's evidence (over ``visit_occurrence``, ``visit_detail``, ``care_site`` and the vocabulary):
+    ``visits`` and ``details``, each with its concept, care site and concept name."""
+    return f"""visits AS (
       SELECT v.visit_occurrence_id, any_value(v.visit_concept_id) AS concept_id, any_value(cs.care_site_name) AS site,
         any_value(vc.concept_name) AS concept_name
       FROM ({r["visit_occurrence"]}) v LEFT JOIN ({r["care_site"]}) cs ON cs.care_site_id = v.care_site_id
@@ -642,20 +706,36 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       FROM ({r["visit_detail"]}) v LEFT JOIN ({r["care_site"]}) cs ON cs.care_site_id = v.care_site_id
       LEFT JOIN concept vc ON vc.concept_id = v.visit_detail_concept_id
       WHERE v.visit_detail_id IS NOT NULL GROUP BY v.visit_detail_id
-    ),
-    -- prior IV ketamine course
-    observed_course AS (
-      SELECT o.observation_event_id AS admin_id, bool_or({yes_no}) AS yes, bool_or(NOT {yes_no}) AS no
+    )"""
+
+
+_YES_NO = (
+    "CASE WHEN lower(trim(o.value_as_string)) IN ('yes', 'y', 'true', '1') OR TRY_CAST(o.value_as_number AS DOUBLE) = 1 "
+    "THEN true WHEN lower(trim(o.value_as_string)) IN ('no', 'n', 'false', '0') "
+    "OR TRY_CAST(o.value_as_number AS DOUBLE) = 0 THEN false END"
+)
+
+
+def prior_course_ctes(r: Mapping[str, str]) -> str:
+    """A prior IV ketamine course (over ``admins`` and ``observation``): ``observed_course`` (an observation
+    "prior IV ketamine" of the exposure, yes or no), ``iv_courses`` (IV ketamine at a rate) and
+    ``first_course``."""
+    return f"""observed_course AS (
+      SELECT o.observation_event_id AS admin_id, bool_or({_YES_NO}) AS yes, bool_or(NOT {_YES_NO}) AS no
       FROM ({r["observation"]}) o
       WHERE {normal_words_sql("o.observation_source_value")} = 'prior iv ketamine'
       GROUP BY o.observation_event_id
     ),
     iv_courses AS (
-      SELECT patient_id AS patient, administered_at AS t FROM core
+      SELECT patient_id AS patient, administered_at AS t FROM admins
       WHERE route = 'intravenous' AND is_rate AND administered_at IS NOT NULL
     ),
-    first_course AS (SELECT patient, min(t) AS t FROM iv_courses GROUP BY patient),
-    answer AS (
+    {FIRST_COURSE_CTE}"""
+
+
+def answer_cte() -> str:
+    """``answer``: each exposure (``admins``) with what the parts above found for it."""
+    return f"""answer AS (
       SELECT c.*,
         CASE WHEN vw.w IS NOT NULL THEN vw.w WHEN coalesce(vu.first_t <= c.administered_at, false) THEN NULL
              ELSE lw.w END AS weight,
@@ -663,8 +743,8 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
         [vd.site, vd.concept_name] AS detail_names, v.concept_id AS visit_concept, [v.site, v.concept_name] AS visit_names,
         coalesce(vd.site, v.site) AS location,
         coalesce(ou.use_id, vt.use_id, vu2.use_id) AS reason_use, ap.pclass, ac.conditions,
-        CASE WHEN oc.yes THEN true WHEN oc.no THEN false WHEN fc.t < c.administered_at THEN true END AS prior
-      FROM core c
+        {prior_course_sql("oc")}
+      FROM admins c
       LEFT JOIN visit_weight vw ON vw.admin_id = c.admin_id
       LEFT JOIN visit_unweighed vu ON vu.visit_id = c.visit_id
       LEFT JOIN latest_weight lw ON lw.admin_id = c.admin_id
@@ -677,26 +757,26 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
       LEFT JOIN admin_conditions ac ON ac.admin_id = c.admin_id
       LEFT JOIN observed_course oc ON oc.admin_id = c.admin_id
       LEFT JOIN first_course fc ON fc.patient = c.patient_id
-    )
-    SELECT
-      admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml,
-      weight.value AS weight_value, weight.unit AS weight_unit, CAST(NULL AS VARCHAR) AS weight_problem,
-      CASE WHEN {site_location_sql(site, "[]::JSON[]", "detail_names")} OR {site_location_sql(site, "[]::JSON[]", "visit_names")}
+    )"""
+
+
+def setting_sql(site: Site | None) -> str:
+    """The setting: a site's intensive-monitoring location, else the visit detail's concept or names, else the
+    visit's."""
+    non_icu_visits = ", ".join(lit(v) for v in NON_INTENSIVE_VISITS)
+    return f"""CASE WHEN {site_location_sql(site, "[]::JSON[]", "detail_names")} OR {site_location_sql(site, "[]::JSON[]", "visit_names")}
              THEN 'intensive-care'
            WHEN detail_concept = {lit(INTENSIVE_CARE_VISIT)} OR {icu_named("detail_names")} THEN 'intensive-care'
            WHEN has_detail AND coalesce(detail_concept, '0') <> '0' THEN 'non-intensive-care'
            WHEN visit_concept = {lit(INTENSIVE_CARE_VISIT)} OR {icu_named("visit_names")} THEN 'intensive-care'
            WHEN visit_concept IN ({non_icu_visits}) THEN 'non-intensive-care'
-           ELSE 'unknown' END AS setting,
-      location,
-      coalesce(reason_use, CASE WHEN pclass IS NOT NULL THEN 'perioperative' END) AS indication,
-      pclass AS procedure_class,
-      conditions,
-      CASE WHEN route IN ('oral', 'intranasal') THEN prior END AS prior_iv_ketamine,
-      coalesce(pca_sole_agent, false) AS pca_sole_agent,
-      CAST(NULL AS VARCHAR) AS opioid_tolerance, CAST(NULL AS VARCHAR) AS opioid_unknown_reason,
-      CAST(NULL AS VARCHAR) AS opioid_basis,
-      CASE
+           ELSE 'unknown' END"""
+
+
+def omop_canonical_select(site: Site | None) -> str:
+    """The canonical columns from ``answer``, with the setting (``setting_sql``) and ``input_problem``."""
+    d = "'drug_exposure/' || admin_id || ': '"
+    input_problem = f"""CASE
         WHEN admin_id IS NULL THEN 'a drug_exposure row has no drug_exposure_id'
         WHEN patient_id IS NULL THEN {d} || 'no person_id'
         WHEN t_text IS NULL THEN {d} || 'no drug_exposure_start_datetime or drug_exposure_start_date'
@@ -707,19 +787,8 @@ def omop_source(folder: Path, kb: KnowledgeBase | None = None, site: Site | None
           || ': the body weight is not a number'
         WHEN weight IS NOT NULL AND weight.unit IS NULL THEN 'measurement/' || weight.id
           || ': the body weight has no unit (kg, g, [lb_av])'
-      END AS input_problem
-    FROM answer
-    """
-
-
-def _strength_mg_per_ml(ds: str) -> str:
-    """A drug_strength row's mg per mL (numerator mass over denominator volume; NULL when not that)."""
-    mass = _MASS_MG.format(u=f"{ds}.numerator_unit")
-    volume = _VOLUME_ML.format(u=f"{ds}.denominator_unit")
-    return (
-        f"(TRY_CAST({ds}.numerator_value AS DOUBLE) * ({mass}) / "
-        f"nullif(coalesce(TRY_CAST({ds}.denominator_value AS DOUBLE), 1.0) * ({volume}), 0))"
-    )
+      END"""
+    return canonical_select("CAST(NULL AS VARCHAR)", setting_sql(site), input_problem)
 
 
 def _unit_table(drug_exposure: str) -> str:
@@ -838,7 +907,7 @@ def _exposure_prescription(row: Sequence[Any], kb: KnowledgeBase) -> Prescriptio
 
 def _named_opioid(names: Sequence[str], kb: KnowledgeBase) -> str | None:
     """The opioid a drug's names name first (whole words), as the FHIR adapter reads a product's names."""
-    pattern = _word_pattern(tuple(kb.opioids))
+    pattern = word_pattern(tuple(kb.opioids))
     for name in dict.fromkeys(names):
         found = pattern.search(name)
         if found:
@@ -858,7 +927,7 @@ def _mg_per_day(
         return None
     per_unit = _vocabulary_strength(strength)
     if per_unit is None:
-        per_unit = _strength_in_names(names, ingredient, None) or _strength_in_names(names, ingredient, "ml")
+        per_unit = strength_in_names(names, ingredient, None) or strength_in_names(names, ingredient, "ml")
     return quantity * per_unit / days if per_unit is not None else None
 
 

@@ -51,6 +51,7 @@ from .measures import (
     partition,
 )
 from .runchart import MIN_POINTS, RULES, RunChart, run_chart
+from .sql import str_list
 from .svg import Chart
 
 VERDICT_MEANINGS: Mapping[str, str] = {
@@ -216,10 +217,10 @@ def _parquet(path: Path) -> str:
 
 def _ids(kb: KnowledgeBase, role: str) -> str:
     ids = sorted(s.id for s in kb.statements.values() if s.role == role)
-    return "[" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + "]::VARCHAR[]"
+    return str_list(ids)
 
 
-def _open(findings: Path, kb: KnowledgeBase) -> duckdb.DuckDBPyConnection:
+def open_findings(findings: Path, kb: KnowledgeBase) -> duckdb.DuckDBPyConnection:
     """A connection with the view ``f``: each finding with its category, departure reasons and dose bins."""
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = false")
@@ -277,7 +278,7 @@ def aggregate(findings: Path, kb: KnowledgeBase | None = None, exports_to: Path 
     lim = limits(kb)
     # the limit on a bin edge: boluses 0 to 1 mg/kg in 0.025 steps, infusions 0 to 2.5 mg/kg/h in 0.05 steps
     agg = Aggregates(bolus=Histogram(lim["bolus"] / 14, 40), infusion=Histogram(lim["infusion"] / 20, 50))
-    con = _open(findings, kb)
+    con = open_findings(findings, kb)
     try:
         _headline(con, agg)
         _problems(con, agg)

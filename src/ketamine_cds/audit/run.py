@@ -48,7 +48,8 @@ def canonical_parquet(
     once, in bounded memory, and every later pass reads the canonical Parquet."""
     import duckdb
 
-    from .duck import checked_memory_limit, sql_path, tune
+    from .duck import checked_memory_limit, tune
+    from .sql import sql_path
 
     kb = load_knowledge()
     target = out_dir / "canonical"

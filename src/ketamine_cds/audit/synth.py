@@ -1,9 +1,5 @@
-"""``ketamine-cds synth``: a realistic synthetic data set, deterministic for a seed.
-
-Randomness is a hash of (seed, row, purpose), so the data do not depend on thread count or chunking.
-The mix follows what hospitals record: mostly perioperative IV use, boluses in mg and mg/kg, infusions in
-mg/h, mg/kg/h, mcg/kg/min and mL/h, weights in kg with some in pounds or missing, and the unit errors seen in
-practice (a mg dose recorded as mg/kg, mcg for mg, free-text units such as "mgs" or "units").
+"""``ketamine-cds synth``: a realistic synthetic data set, deterministic for a seed, in every form the audit
+reads: flat (here), FHIR and OMOP (``synth_forms.py``), all from the rows of ``synth_sql.py``.
 """
 
 from __future__ import annotations
@@ -16,215 +12,17 @@ import duckdb
 
 from .._facts import Coded, OpioidUse
 from .._kb import load_knowledge
+from .synth_forms import write_fhir, write_omop
+from .synth_sql import canonical_sql, prescriptions_sql
+
+__all__ = ["canonical_sql", "synthetic_prescriptions", "write_all", "write_flat"]
 
 if TYPE_CHECKING:
     from .tolerance import Prescription
 
 
-def _u(seed: int, purpose: str) -> str:
-    """A uniform number in [0, 1) for each row i, per purpose."""
-    return f"((hash(i, {seed}, '{purpose}') % 1000000) / 1000000.0)"
-
-
-def _pick(seed: int, purpose: str, choices: list[tuple[str, float]]) -> str:
-    """A SQL CASE choosing among literal values with the given weights (they need not sum to 1)."""
-    total = sum(w for _, w in choices)
-    u, edge, parts = _u(seed, purpose), 0.0, []
-    for value, weight in choices[:-1]:
-        edge += weight / total
-        parts.append(f"WHEN {u} < {edge:.6f} THEN {value}")
-    return f"(CASE {' '.join(parts)} ELSE {choices[-1][0]} END)"
-
-
-def canonical_sql(rows: int, seed: int = 20261124, patients: int | None = None) -> str:
-    """A SELECT of ``rows`` synthetic canonical administrations."""
-    patients = patients or max(1, rows // 8)
-    s = seed
-    route = _pick(s, "route", [("'intravenous'", 90), ("'oral'", 5), ("'intranasal'", 5)])
-    kind = _pick(s, "kind", [("'bolus'", 55), ("'infusion'", 45)])
-    indication = _pick(
-        s,
-        "indication",
-        [
-            ("'perioperative'", 62),
-            ("'acute-pain'", 5),
-            ("'sickle-cell-pain'", 4),
-            ("'crps'", 8),
-            ("'fibromyalgia'", 3),
-            ("'neuropathic-pain'", 3),
-            ("'cancer-pain'", 3),
-            ("'chronic-pain'", 3),
-            ("'spinal-cord-injury-pain'", 1),
-            ("'procedural-sedation'", 3),
-            ("'depression'", 2),
-            ("NULL", 3),
-        ],
-    )
-    pclass = _pick(
-        s,
-        "pclass",
-        [
-            ("'abdominal'", 30),
-            ("'thoracic'", 10),
-            ("'orthopedic-limb'", 25),
-            ("'spine'", 12),
-            ("'mild'", 18),
-            ("NULL", 5),
-        ],
-    )
-    setting = _pick(s, "setting", [("'non-intensive-care'", 68), ("'intensive-care'", 16), ("'unknown'", 16)])
-    location = """CASE setting WHEN 'intensive-care' THEN (['ICU 1', 'SICU', 'Cardiac ICU'])[1 + CAST(hash(i, 'loc') % 3 AS BIGINT)]
-                  WHEN 'unknown' THEN NULL ELSE (['Ward 4B', 'Ward 6A', 'PACU', 'Emergency', 'Pain clinic'])
-                  [1 + CAST(hash(i, 'loc') % 5 AS BIGINT)] END"""
-    conditions = " || ".join(
-        f"CASE WHEN {_u(s, 'cond-' + c)} < {p} THEN '{c};' ELSE '' END"
-        for c, p in [
-            ("sleep-apnea", 0.06),
-            ("psychosis", 0.01),
-            ("pregnancy", 0.008),
-            ("liver-disease-severe", 0.01),
-            ("cardiovascular-disease", 0.12),
-            ("cardiovascular-severe", 0.01),
-            ("intracranial-pressure", 0.004),
-            ("intraocular-pressure", 0.01),
-            ("substance-misuse", 0.03),
-            ("opioid-dependence", 0.05),
-        ]
-    )
-    weight_kg = f"(45 + 95 * ((hash(patient, {s}, 'w') % 1000) / 1000.0) + 2 * {_u(s, 'wjitter')})"
-    bolus_unit = _pick(
-        s,
-        "bunit",
-        [
-            ("'mg'", 58),
-            ("'mg/kg'", 25),
-            ("'mL'", 7),
-            ("'mcg'", 4),
-            ("'mcg/kg'", 2),
-            ("'mgs'", 2),
-            ("'units'", 1),
-            ("'mg/kg '", 1),
-        ],
-    )
-    rate_unit = _pick(
-        s,
-        "runit",
-        [
-            ("'mg/h'", 30),
-            ("'mg/kg/h'", 38),
-            ("'mcg/kg/min'", 18),
-            ("'mL/h'", 10),
-            ("'mg/hr'", 2),
-            ("'mg/kg/hr'", 1),
-            ("'ml/hr'", 1),
-        ],
-    )
-    # chronic pain infusions run higher (0.5-2 mg/kg/h, up to 7 in intensive care): a few are above 2, rarer ones
-    # above 7; acute ones mostly under 1 mg/kg/h
-    chronic = (
-        "indication IN ('crps', 'fibromyalgia', 'neuropathic-pain', 'cancer-pain', 'chronic-pain', "
-        "'spinal-cord-injury-pain')"
-    )
-    per_kg_dose = f"""(CASE WHEN kind = 'bolus' THEN 0.05 + 0.45 * {_u(s, "dose")}
-                        WHEN {chronic} AND {_u(s, "high")} < 0.03 THEN 5 + 4 * {_u(s, "dose")}
-                        WHEN {chronic} THEN 0.2 + 2.3 * pow({_u(s, "dose")}, 2)
-                        ELSE 0.05 + 1.3 * pow({_u(s, "dose")}, 2) END)"""
-    return f"""
-    WITH base AS (
-      SELECT i, 1 + hash(i, {s}, 'patient') % {patients} AS patient,
-             {route} AS route, {kind} AS kind0, {indication} AS indication, {pclass} AS pclass0,
-             {setting} AS setting, {_u(s, "exact")} AS u_exact, {_u(s, "error")} AS u_error,
-             {_u(s, "lb")} AS u_lb, {_u(s, "noweight")} AS u_noweight
-      FROM range({rows}) t(i)
-    ), shaped AS (
-      SELECT *, CASE WHEN route = 'intravenous' THEN kind0 END AS kind,
-             CASE WHEN indication = 'perioperative' THEN pclass0 END AS procedure_class,
-             {weight_kg} AS true_weight
-      FROM base
-    ), dosed AS (
-      SELECT *, CASE WHEN kind = 'bolus' THEN {bolus_unit} WHEN kind = 'infusion' THEN {rate_unit} END AS dose_unit,
-             CASE WHEN u_exact < 0.04 AND kind = 'bolus' THEN 0.35
-                  WHEN u_exact < 0.04 AND {chronic} THEN (CASE WHEN u_exact < 0.02 THEN 2.0 ELSE 0.5 END)
-                  WHEN u_exact < 0.04 THEN (CASE WHEN setting = 'intensive-care' THEN 7.0 ELSE 1.0 END)
-                  ELSE {per_kg_dose} END AS per_kg
-      FROM shaped
-    )
-    SELECT
-      'A' || lpad(CAST(i AS VARCHAR), 9, '0') AS admin_id,
-      'P' || lpad(CAST(patient AS VARCHAR), 8, '0') AS patient_id,
-      TIMESTAMP '2023-01-01' + to_seconds(CAST(hash(i, {s}, 't') % (3 * 365 * 86400) AS BIGINT)) AS administered_at,
-      route, kind,
-      CASE WHEN kind IS NULL THEN NULL
-           WHEN trim(dose_unit) IN ('mg/kg', 'mg/kg/h', 'mg/kg/hr') THEN round(per_kg, 2)
-           WHEN dose_unit = 'mcg/kg' THEN round(per_kg * 1000, 0)
-           WHEN dose_unit = 'mcg/kg/min' THEN round(per_kg * 1000 / 60, 2)
-           WHEN dose_unit IN ('mL', 'mL/h', 'ml/hr') THEN round(per_kg * true_weight / 10, 1)
-           WHEN dose_unit = 'mcg' THEN round(per_kg * true_weight * 1000, -2)
-           WHEN u_error < 0.01 THEN round(per_kg * true_weight, 0) * 1000  -- mcg recorded as mg
-           ELSE round(per_kg * true_weight, 0) END AS dose_value,
-      dose_unit,
-      CASE WHEN dose_unit IN ('mL', 'mL/h', 'ml/hr') THEN 10.0 END AS concentration_mg_per_ml,
-      CASE WHEN u_noweight < 0.03 THEN NULL WHEN u_noweight > 0.9995 THEN 0
-           WHEN u_lb < 0.08 THEN round(true_weight / 0.45359237, 1) ELSE round(true_weight, 1) END AS weight_value,
-      CASE WHEN u_lb < 0.08 THEN '[lb_av]' ELSE 'kg' END AS weight_unit,
-      CAST(NULL AS VARCHAR) AS weight_problem,
-      setting, {location} AS location, indication, procedure_class,
-      {conditions} AS conditions,
-      CASE WHEN route <> 'intravenous' THEN hash(i, 'prior') % 5 <> 0 END AS prior_iv_ketamine,
-      CASE WHEN kind = 'infusion' AND hash(i, 'pca') % 50 = 0 THEN true ELSE false END AS pca_sole_agent,
-      CAST(NULL AS VARCHAR) AS input_problem
-    FROM dosed
-    """
-
-
-# Opioid products of the synthetic prescriptions: name (as RxNorm writes it), ingredient, mg per tablet.
-OPIOID_PRODUCTS: tuple[tuple[str, str, int], ...] = (
-    ("oxycodone hydrochloride 5 MG Oral Tablet", "oxycodone", 5),
-    ("oxycodone hydrochloride 10 MG Oral Tablet", "oxycodone", 10),
-    ("morphine sulfate 15 MG Oral Tablet", "morphine", 15),
-    ("12 HR morphine sulfate 30 MG Extended Release Oral Tablet", "morphine", 30),
-    ("hydromorphone hydrochloride 2 MG Oral Tablet", "hydromorphone", 2),
-    ("tramadol hydrochloride 50 MG Oral Tablet", "tramadol", 50),
-    ("acetaminophen 325 MG / hydrocodone bitartrate 10 MG Oral Tablet", "hydrocodone", 10),
-)
-
-
-def prescriptions_sql(rows: int, seed: int = 20261124, patients: int | None = None) -> str:
-    """A SELECT of synthetic opioid prescriptions for the patients of ``canonical_sql(rows, seed, patients)``:
-    about one patient in five has one, some a second; tablets of a product, 1 or 2 at a time, 1 to 4 times a
-    day (some as needed), for 14 days to 18 months within the administrations' three years; ``status`` as a
-    FHIR MedicationRequest records it (active or completed; every one has its end date)."""
-    patients = patients or max(1, rows // 8)
-    s = seed
-    products = ", ".join(f"({k}, {_lit(n)}, {_lit(i)}, {mg})" for k, (n, i, mg) in enumerate(OPIOID_PRODUCTS))
-    return f"""
-    WITH p AS (SELECT 1 + x AS patient, k FROM range({patients}) t(x), range(2) r(k)),
-    chosen AS (
-      SELECT patient, k, CAST(hash(patient, k, {s}, 'rx-product') % {len(OPIOID_PRODUCTS)} AS BIGINT) AS product,
-        1 + CAST(hash(patient, k, {s}, 'rx-per-dose') % 2 AS BIGINT) AS per_dose,
-        1 + CAST(hash(patient, k, {s}, 'rx-per-day') % 4 AS BIGINT) AS per_day,
-        DATE '2023-01-01' + CAST(hash(patient, k, {s}, 'rx-start') % 1000 AS INTEGER) AS start_day,
-        14 + CAST(hash(patient, k, {s}, 'rx-days') % 527 AS INTEGER) AS days,
-        hash(patient, k, {s}, 'rx-prn') % 100 < 15 AS as_needed,
-        CASE WHEN hash(patient, k, {s}, 'rx-status') % 3 = 0 THEN 'active' ELSE 'completed' END AS status
-      FROM p
-      WHERE hash(patient, k, {s}, 'rx') % 100 < CASE k WHEN 0 THEN 20 ELSE 6 END
-    )
-    SELECT 'P' || lpad(CAST(patient AS VARCHAR), 8, '0') AS patient_id, patient, k,
-      'OP' || patient || '-' || k AS rx_id, c.product, v.name, v.ingredient, v.mg AS strength_mg, per_dose, per_day,
-      start_day, start_day + days - 1 AS end_day, days, as_needed, status
-    FROM chosen c JOIN (VALUES {products}) v(product, name, ingredient, mg) ON v.product = c.product
-    """
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def write_all(rows: int, out_dir: Path, seed: int = 20261124) -> dict[str, Path]:
     """Every input form the audit reads, from the same synthetic administrations."""
-    from .synth_forms import write_fhir, write_omop
-
     written = {"flat": write_flat(rows, out_dir, seed)}
     written["fhir"] = write_fhir(rows, out_dir, seed)
     written["omop"] = write_omop(rows, out_dir, seed)

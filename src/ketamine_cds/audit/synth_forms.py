@@ -28,13 +28,14 @@ split over several ``Type.NNN.ndjson`` files, as Bulk Data exports are), Parquet
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from .._kb import SYSTEMS, KnowledgeBase, load_knowledge
-from .fhir_ndjson import lit, str_list
-from .synth import OPIOID_PRODUCTS, canonical_sql, prescriptions_sql
+from .sql import lit, str_list
+from .synth_sql import OPIOID_PRODUCTS, canonical_sql, prescriptions_sql
 
 UCUM = "http://unitsofmeasure.org"
 ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
@@ -218,15 +219,22 @@ def write_fhir(rows: int, out_dir: Path, seed: int = 20261124) -> Path:
     return target
 
 
-def _fhir_resources(seed: int, kb: KnowledgeBase) -> dict[str, str]:
-    rxnorm, snomed, loinc = SYSTEMS["rxnorm"], SYSTEMS["snomed"], SYSTEMS["loinc"]
-    products = sorted(kb.ketamine_rxnorm - {"6130"})
-    product = f"{str_list(products)}[1 + {_h(seed, 'product', len(products))}]"
-    # a name in free text the words path must recognise (the brand name, when the knowledge base has one)
-    word = next((w for w in sorted(kb.ketamine_words) if w != "ketamine"), "ketamine")
-    ketamine_coding = _coding(lit(rxnorm), "'6130'", "'ketamine'")
-    morphine = kb.opioids["morphine"].rxnorm
-    t = _time("administered_at")
+@dataclass(frozen=True)
+class _FhirParts:
+    """SQL expressions several synthetic FHIR resources share (over the rows ``b``)."""
+
+    ket_code: str  # ketamine's CodeableConcept
+    ingredient: str  # the Medication's ingredient (ketamine 10 mg/mL)
+    route: str  # the route's CodeableConcept (coded, or now and then in words)
+    subject: str  # the Patient reference
+    encounter: str  # the Encounter reference, when the row has one
+    no_context: str  # whether the row has no Encounter
+    t: str  # the administration's time
+
+
+def _fhir_parts(seed: int) -> _FhirParts:
+    snomed = SYSTEMS["snomed"]
+    ketamine_coding = _coding(lit(SYSTEMS["rxnorm"]), "'6130'", "'ketamine'")
     route_coding = " ".join(
         f"WHEN {lit(r)} THEN {_coding(lit(snomed), lit(code), lit(display))}"
         for r, (code, display, _) in ROUTES.items()
@@ -236,62 +244,112 @@ def _fhir_resources(seed: int, kb: KnowledgeBase) -> dict[str, str]:
         f"CASE WHEN {_h(seed, 'route-text', 10)} = 0 THEN {_concept(text=f'CASE route {route_word} END')} "
         f"ELSE {_concept(f'CASE route {route_coding} END')} END"
     )
-    volume = "unit_trimmed IN ('mL', 'mL/h', 'ml/hr')"
-    medication_variant = (
-        f"CASE WHEN {volume} THEN 3 + {_h(seed, 'contained', 2)} ELSE {_h(seed, 'medication', 4)} END"
-    )
     strength = _obj(
         numerator=_obj(value="10", unit="'mg'", system=lit(UCUM), code="'mg'"),
         denominator=_obj(value="1", unit="'mL'", system=lit(UCUM), code="'mL'"),
     )
-    ingredient = _arr(_obj(itemCodeableConcept=_concept(ketamine_coding), strength=strength))
-    ket_code = _concept(ketamine_coding, text="'ketamine'")
+    no_context = f"setting = 'unknown' AND procedure_class IS NULL AND {_h(seed, 'no-context', 2)} = 0"
+    encounter_ref = _ref("'Encounter/E' || i")
+    return _FhirParts(
+        ket_code=_concept(ketamine_coding, text="'ketamine'"),
+        ingredient=_arr(_obj(itemCodeableConcept=_concept(ketamine_coding), strength=strength)),
+        route=route,
+        subject=_ref("'Patient/' || patient_id"),
+        encounter=f"CASE WHEN NOT ({no_context}) THEN {encounter_ref} END",
+        no_context=no_context,
+        t=_time("administered_at"),
+    )
+
+
+def _fhir_resources(seed: int, kb: KnowledgeBase) -> dict[str, str]:
+    """The SELECT of each synthetic resource type, over the rows ``b`` (``_prepare``)."""
+    parts = _fhir_parts(seed)
+    locations = _location_types()
+    return {
+        "Patient": """
+      SELECT DISTINCT 'Patient' AS "resourceType", patient_id AS id, true AS active FROM b
+    """,
+        "Medication": f"""
+      SELECT 'Medication' AS "resourceType", 'ketamine-10-mg-per-ml' AS id, {parts.ket_code} AS code,
+        {parts.ingredient} AS ingredient
+    """,
+        "MedicationAdministration": _fhir_administrations(seed, kb, parts),
+        "MedicationRequest": _fhir_requests(kb, parts),
+        "MedicationStatement": _fhir_statements(parts),
+        "Observation": _fhir_weights(parts),
+        "Condition": _fhir_conditions(),
+        "Encounter": _fhir_encounters(parts, locations),
+        "Location": f"""
+      SELECT 'Location' AS "resourceType", 'L-' || lower(replace(name, ' ', '-')) AS id, 'active' AS status,
+        name, type FROM ({locations})
+    """,
+        "Procedure": _fhir_procedures(),
+        "MedicationRequest.opioid": _opioid_requests(),
+    }
+
+
+def _fhir_dosage(seed: int, route: str) -> str:
+    """An IV administration's dosage: a bolus dose, a rate, or now and then a rate as a Ratio per hour; the
+    method PCA for a PCA."""
     ratio = f"dose_unit IN ('mg/h', 'mL/h') AND {_h(seed, 'ratio', 3)} = 0"
     ratio_dose = _obj(
         numerator=_quantity("dose_value", "CASE dose_unit WHEN 'mg/h' THEN 'mg' ELSE 'mL' END"),
         denominator=_obj(value="1", unit="'h'", system=lit(UCUM), code="'h'"),
     )
     infusion = "coalesce(kind = 'infusion', false)"
-    iv = "route = 'intravenous'"
-    dosage = _obj(
+    return _obj(
         route=route,
         method=f"CASE WHEN pca_sole_agent THEN {_concept(text=lit('patient-controlled analgesia (PCA)'))} END",
         dose=f"CASE WHEN kind = 'bolus' THEN {_quantity('dose_value', 'dose_unit')} END",
         rateQuantity=f"CASE WHEN {infusion} AND NOT ({ratio}) THEN {_quantity('dose_value', 'dose_unit')} END",
         rateRatio=f"CASE WHEN {infusion} AND {ratio} THEN {ratio_dose} END",
     )
-    no_context = f"setting = 'unknown' AND procedure_class IS NULL AND {_h(seed, 'no-context', 2)} = 0"
-    subject = _ref("'Patient/' || patient_id")
-    encounter_ref = _ref("'Encounter/E' || i")
-    encounter = f"CASE WHEN NOT ({no_context}) THEN {encounter_ref} END"
+
+
+def _fhir_administrations(seed: int, kb: KnowledgeBase, p: _FhirParts) -> str:
+    """Each row's MedicationAdministration (its drug coded, by a product code, in words, by reference or
+    contained), and a morphine one now and then (not ketamine: not read)."""
+    rxnorm, snomed = SYSTEMS["rxnorm"], SYSTEMS["snomed"]
+    products = sorted(kb.ketamine_rxnorm - {"6130"})
+    product = f"{str_list(products)}[1 + {_h(seed, 'product', len(products))}]"
+    # a name in free text the words path must recognise (the brand name, when the knowledge base has one)
+    word = next((w for w in sorted(kb.ketamine_words) if w != "ketamine"), "ketamine")
+    morphine = kb.opioids["morphine"].rxnorm
+    t, subject = p.t, p.subject
+    volume = "unit_trimmed IN ('mL', 'mL/h', 'ml/hr')"
+    medication_variant = (
+        f"CASE WHEN {volume} THEN 3 + {_h(seed, 'contained', 2)} ELSE {_h(seed, 'medication', 4)} END"
+    )
+    infusion = "coalesce(kind = 'infusion', false)"
+    iv = "route = 'intravenous'"
     cite_weight = f"weight_value IS NULL OR {_h(seed, 'cite-weight', 3)} = 0"
     weight_ref, statement_ref = _ref("'Observation/W' || i"), _ref("'MedicationStatement/S' || i")
     supporting = _arr(
         f"CASE WHEN {cite_weight} THEN {weight_ref} END",
         f"CASE WHEN route <> 'intravenous' THEN {statement_ref} END",
     )
-    contained = _arr(_obj(resourceType="'Medication'", id="'med'", code=ket_code, ingredient=ingredient))
+    contained = _arr(_obj(resourceType="'Medication'", id="'med'", code=p.ket_code, ingredient=p.ingredient))
     period_infusion = _obj(start=t, end=_time("administered_at + INTERVAL 1 HOUR"))
     morphine_dosage = _obj(
         route=_concept(_coding(lit(snomed), "'47625008'", "'Intravenous route'")),
         dose=_quantity("4.0", "'mg'"),
     )
-    administration = f"""
+    return f"""
       SELECT 'MedicationAdministration' AS "resourceType", admin_id AS id, 'completed' AS status,
         CASE {medication_variant}
-          WHEN 0 THEN {ket_code}
+          WHEN 0 THEN {p.ket_code}
           WHEN 1 THEN {_concept(_coding(lit(rxnorm), product))}
           WHEN 2 THEN {_concept(text=lit(word.capitalize()))} END AS "medicationCodeableConcept",
         CASE {medication_variant} WHEN 3 THEN {_ref("'Medication/ketamine-10-mg-per-ml'")}
           WHEN 4 THEN {_ref("'#med'")} END AS "medicationReference",
         CASE WHEN {medication_variant} = 4 THEN {contained} END AS contained,
         {subject} AS subject,
-        {encounter} AS context,
+        {p.encounter} AS context,
         CASE WHEN NOT ({infusion}) THEN {t} END AS "effectiveDateTime",
         CASE WHEN {infusion} THEN {period_infusion} END AS "effectivePeriod",
         {_ref("'MedicationRequest/R' || i")} AS request,
         {supporting} AS "supportingInformation",
-        CASE WHEN {iv} THEN {dosage} END AS dosage
+        CASE WHEN {iv} THEN {_fhir_dosage(seed, p.route)} END AS dosage
       FROM b
       UNION ALL
       SELECT 'MedicationAdministration', 'X' || i, 'completed',
@@ -300,31 +358,47 @@ def _fhir_resources(seed: int, kb: KnowledgeBase) -> dict[str, str]:
         {morphine_dosage}
       FROM b WHERE i % 25 = 3
     """
+
+
+def _fhir_requests(kb: KnowledgeBase, p: _FhirParts) -> str:
+    """Each row's MedicationRequest: its reason coded (``reason``), else the use in words; the route for oral
+    and intranasal use."""
     coded_reason = _arr(_concept(_coding(_system_url("rsystem"), "rcode", "rdisplay")))
     reason = f"""CASE WHEN rcode IS NOT NULL THEN {coded_reason}
         WHEN indication IS NOT NULL AND procedure_class IS NULL THEN {_arr(_concept(text="label"))} END"""
     use_labels = ", ".join(f"({lit(u.id)}, {lit(u.label)})" for u in kb.uses.values())
-    request = f"""
+    return f"""
       SELECT 'MedicationRequest' AS "resourceType", 'R' || b.i AS id, 'completed' AS status, 'order' AS intent,
-        {ket_code} AS "medicationCodeableConcept", {subject} AS subject, {encounter} AS encounter,
+        {p.ket_code} AS "medicationCodeableConcept", {p.subject} AS subject, {p.encounter} AS encounter,
         {_time("administered_at - INTERVAL 10 MINUTE")} AS "authoredOn",
         {reason} AS "reasonCode",
-        CASE WHEN b.route <> 'intravenous' THEN {_arr(_obj(route=route))} END AS "dosageInstruction"
+        CASE WHEN b.route <> 'intravenous' THEN {_arr(_obj(route=p.route))} END AS "dosageInstruction"
       FROM b LEFT JOIN reason r ON r.ri = b.i LEFT JOIN (VALUES {use_labels}) u(use_id, label) ON u.use_id = b.indication
     """
+
+
+def _fhir_weights(p: _FhirParts) -> str:
+    """Each row's body weight Observation (its value, or the reason it is absent)."""
+    loinc = SYSTEMS["loinc"]
     weight_unit = "CASE weight_unit WHEN '[lb_av]' THEN 'lb' ELSE weight_unit END"
-    observation = f"""
+    return f"""
       SELECT 'Observation' AS "resourceType", 'W' || i AS id, 'final' AS status,
         {_arr(_concept(_coding(lit(OBSERVATION_CATEGORY), "'vital-signs'", "'Vital Signs'")))} AS category,
         {_concept(_coding(lit(loinc), "'29463-7'", "'Body weight'"), text="'Body weight'")} AS code,
-        {subject} AS subject, {t} AS "effectiveDateTime",
+        {p.subject} AS subject, {p.t} AS "effectiveDateTime",
         CASE WHEN weight_value IS NOT NULL THEN {_obj(value="weight_value", unit=weight_unit, system=lit(UCUM), code="weight_unit")}
           END AS "valueQuantity",
         CASE WHEN weight_value IS NULL THEN {_concept(_coding(lit(DATA_ABSENT), "'unknown'", "'Unknown'"))}
           END AS "dataAbsentReason"
       FROM b
     """
-    condition = f"""
+
+
+def _fhir_conditions() -> str:
+    """Each row's conditions (``conds``), resolved a second after the administration, and a refuted psychosis
+    for one patient in ten (not read)."""
+    snomed = SYSTEMS["snomed"]
+    return f"""
       SELECT 'Condition' AS "resourceType", 'C' || c.i || '-' || c.k AS id,
         {_concept(_coding(lit(CONDITION_CLINICAL), "'resolved'"))} AS "clinicalStatus",
         {_concept(_coding(lit(CONDITION_VERIFICATION), "'confirmed'"))} AS "verificationStatus",
@@ -341,74 +415,70 @@ def _fhir_resources(seed: int, kb: KnowledgeBase) -> dict[str, str]:
         {_ref("'Patient/' || patient_id")}, '2000-01-01', NULL
       FROM (SELECT DISTINCT p, patient_id FROM b WHERE p % 10 = 0)
     """
+
+
+def _location_types() -> str:
+    """The locations (``LOCATIONS``) as rows: name, type (typed by role code, in words, or not at all), class."""
     location_rows = []
     for name, (role, text, cls) in LOCATIONS.items():
         codings = [_coding(lit(ROLE_CODE), lit(role), lit(ROLE_DISPLAY[role]))] if role else []
         types = _arr(_concept(*codings, text=lit(text) if text else None))
         location_rows.append(f"SELECT {lit(name)} AS name, {types} AS type, {lit(cls)} AS cls")
-    locations = " UNION ALL ".join(location_rows)
-    location = f"""
-      SELECT 'Location' AS "resourceType", 'L-' || lower(replace(name, ' ', '-')) AS id, 'active' AS status,
-        name, type FROM ({locations})
-    """
+    return " UNION ALL ".join(location_rows)
+
+
+def _fhir_encounters(p: _FhirParts, locations: str) -> str:
+    """Each row's Encounter (but those without one): its class and its location over its period."""
     period = _obj(
         start=_time("administered_at - INTERVAL 2 HOUR"), end=_time("administered_at + INTERVAL 2 HOUR")
     )
-    enc = f"""
+    where = _obj(
+        location=_obj(
+            reference="'Location/L-' || lower(replace(b.location, ' ', '-'))", display="b.location"
+        ),
+        status="'completed'",
+        period=period,
+    )
+    return f"""
       SELECT 'Encounter' AS "resourceType", 'E' || i AS id, 'finished' AS status,
         {_coding(lit(ACT_CODE), "coalesce(l.cls, 'IMP')")} AS "class",
-        {subject} AS subject, {period} AS period,
-        CASE WHEN b.location IS NOT NULL THEN {
-        _arr(
-            _obj(
-                location=_obj(
-                    reference="'Location/L-' || lower(replace(b.location, ' ', '-'))", display="b.location"
-                ),
-                status="'completed'",
-                period=period,
-            )
-        )
-    } END AS location
+        {p.subject} AS subject, {period} AS period,
+        CASE WHEN b.location IS NOT NULL THEN {_arr(where)} END AS location
       FROM b LEFT JOIN ({locations}) l ON l.name = b.location
-      WHERE NOT ({no_context})
+      WHERE NOT ({p.no_context})
     """
-    procedure = f"""
+
+
+def _fhir_procedures() -> str:
+    """Each surgery (``surgery``) as a Procedure in the row's Encounter, an hour before."""
+    return f"""
       SELECT 'Procedure' AS "resourceType", 'SURG' || s.i AS id, 'completed' AS status,
         {_concept(_coding(_system_url("s.system"), "s.code", "s.display"))} AS code,
         {_ref("'Patient/' || b.patient_id")} AS subject, {_ref("'Encounter/E' || s.i")} AS encounter,
         {_time("b.administered_at - INTERVAL 1 HOUR")} AS "performedDateTime"
       FROM surgery s JOIN b ON b.i = s.i
     """
-    statement = f"""
+
+
+def _fhir_statements(p: _FhirParts) -> str:
+    """For oral and intranasal use, a MedicationStatement of an IV infusion a month before: completed when the
+    row had a prior course, else not taken."""
+    snomed = SYSTEMS["snomed"]
+    iv_route = _concept(_coding(lit(snomed), "'47625008'", "'Intravenous route'"))
+    dosage = _arr(_obj(route=iv_route, doseAndRate=_arr(_obj(rateQuantity=_quantity("0.3", "'mg/kg/h'")))))
+    effective = _obj(
+        start=_time("administered_at - INTERVAL 30 DAY"), end=_time("administered_at - INTERVAL 29 DAY")
+    )
+    return f"""
       SELECT 'MedicationStatement' AS "resourceType", 'S' || i AS id,
         CASE WHEN prior_iv_ketamine THEN 'completed' ELSE 'not-taken' END AS status,
-        {ket_code} AS "medicationCodeableConcept", {subject} AS subject,
-        {_obj(start=_time("administered_at - INTERVAL 30 DAY"), end=_time("administered_at - INTERVAL 29 DAY"))}
+        {p.ket_code} AS "medicationCodeableConcept", {p.subject} AS subject,
+        {effective}
           AS "effectivePeriod",
-        {_arr(_obj(route=_concept(_coding(lit(snomed), "'47625008'", "'Intravenous route'")), doseAndRate=_arr(_obj(rateQuantity=_quantity("0.3", "'mg/kg/h'")))))}
+        {dosage}
           AS dosage
       FROM b WHERE route <> 'intravenous'
     """
-    medication = f"""
-      SELECT 'Medication' AS "resourceType", 'ketamine-10-mg-per-ml' AS id, {ket_code} AS code,
-        {ingredient} AS ingredient
-    """
-    patient = """
-      SELECT DISTINCT 'Patient' AS "resourceType", patient_id AS id, true AS active FROM b
-    """
-    return {
-        "Patient": patient,
-        "Medication": medication,
-        "MedicationAdministration": administration,
-        "MedicationRequest": request,
-        "MedicationStatement": statement,
-        "Observation": observation,
-        "Condition": condition,
-        "Encounter": enc,
-        "Location": location,
-        "Procedure": procedure,
-        "MedicationRequest.opioid": _opioid_requests(),
-    }
 
 
 def _opioid_requests() -> str:
@@ -602,17 +672,31 @@ def _source_code(seed: int, row: str, system: str, code: str) -> str:
 
 
 def _omop_tables(seed: int, kb: KnowledgeBase) -> dict[str, str]:
-    vocabulary = _omop_vocabulary(kb)
-    uncoded = [(u.id, u.label) for u in kb.uses.values() if not u.concept]
-    labels = ", ".join(f"({lit(i)}, {lit(label)})" for i, label in uncoded)
-    day = "CAST(administered_at AS DATE)"
+    """The SELECT of each synthetic OMOP table, over the rows ``ob`` (``_omop_rows``), in the order written."""
+    return {
+        **_omop_person_table(),
+        **_omop_vocabulary(kb),
+        **_omop_drug_tables(seed),
+        **_omop_visit_tables(),
+        **_omop_event_tables(seed, kb),
+    }
+
+
+def _omop_person_table() -> dict[str, str]:
     return {
         "person": """
           SELECT DISTINCT p AS person_id, 0 AS gender_concept_id,
             1930 + CAST(hash(p, 'born') % 70 AS INTEGER) AS year_of_birth, 0 AS race_concept_id,
             0 AS ethnicity_concept_id, patient_id AS person_source_value
           FROM ob ORDER BY p""",
-        **vocabulary,
+    }
+
+
+def _omop_drug_tables(seed: int) -> dict[str, str]:
+    """The care sites and the drug exposures: each row's ketamine (coded or named), a morphine one now and
+    then, and the opioid prescriptions (``rx``)."""
+    day = "CAST(administered_at AS DATE)"
+    return {
         "care_site": "SELECT * FROM (VALUES "
         + ", ".join(f"({k + 1}, {lit(s)}, 0)" for k, s in enumerate(OMOP_LOCATIONS))
         + ") v(care_site_id, care_site_name, place_of_service_concept_id)",
@@ -640,6 +724,12 @@ def _omop_tables(seed: int, kb: KnowledgeBase) -> dict[str, str]:
             per_dose || ' tablet ' || per_day || ' times a day' || CASE WHEN as_needed THEN ' as needed' ELSE '' END,
             0, NULL, NULL, name, 0, 'PO', NULL, days
           FROM rx""",
+    }
+
+
+def _omop_visit_tables() -> dict[str, str]:
+    """Each row's visit, and its visit detail where it has one."""
+    return {
         "visit_occurrence": """
           SELECT i AS visit_occurrence_id, p AS person_id, visit_concept_id,
             CAST(administered_at - INTERVAL 2 HOUR AS DATE) AS visit_start_date,
@@ -656,6 +746,16 @@ def _omop_tables(seed: int, kb: KnowledgeBase) -> dict[str, str]:
             administered_at + INTERVAL 1 HOUR AS visit_detail_end_datetime, 0 AS visit_detail_type_concept_id,
             site_id AS care_site_id, i AS visit_occurrence_id
           FROM ob WHERE has_detail""",
+    }
+
+
+def _omop_event_tables(seed: int, kb: KnowledgeBase) -> dict[str, str]:
+    """Each row's body weight, conditions (and coded reasons), surgery, and observations (an indication no
+    concept names, whether there was a prior IV course)."""
+    uncoded = [(u.id, u.label) for u in kb.uses.values() if not u.concept]
+    labels = ", ".join(f"({lit(i)}, {lit(label)})" for i, label in uncoded)
+    day = "CAST(administered_at AS DATE)"
+    return {
         "measurement": f"""
           SELECT i AS measurement_id, p AS person_id,
             CASE WHEN weight_concept THEN {BODY_WEIGHT_CONCEPT} ELSE 0 END AS measurement_concept_id,

@@ -32,6 +32,7 @@ from .._kb import KnowledgeBase
 from .._opioids import Presence, Tolerance, opioid_tolerance
 from .canonical import COLUMN_NAMES
 from .duck import insert_rows
+from .sql import lit, lit_or_null
 
 END_NOT_RECORDED = "whether a past prescription without an end date was still taken then is not recorded"
 
@@ -113,7 +114,7 @@ def with_tolerance(
         "opioid_tolerance": f"coalesce(t.opioid_tolerance, {lit(fallback.state.value)})",
         "opioid_unknown_reason": (
             f"CASE WHEN t.patient_id IS NOT NULL THEN t.opioid_unknown_reason "
-            f"ELSE {_literal(fallback.unknown_because)} END"
+            f"ELSE {lit_or_null(fallback.unknown_because)} END"
         ),
         "opioid_basis": f"coalesce(t.opioid_basis, {lit(fallback.basis)})",
     }
@@ -158,11 +159,3 @@ def _order(p: Prescription) -> tuple[dt.date, dt.date, str, str, Fraction]:
         u.source.display,
         u.daily_amount or Fraction(-1),
     )
-
-
-def lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _literal(text: str | None) -> str:
-    return "CAST(NULL AS VARCHAR)" if text is None else lit(text)

@@ -25,9 +25,9 @@ GROUPS: tuple[tuple[str, str, str], ...] = (  # tolerance word, label, what it m
 
 def tolerance_summary(findings: Path, kb: KnowledgeBase | None = None) -> dict[str, Any]:
     """Assessed administrations per tolerance and adherence category, and why tolerance was unknown."""
-    from .report import _open  # the report's view of the findings, with each row's category
+    from .report import open_findings  # the report's view of the findings, with each row's category
 
-    con = _open(findings, kb or load_knowledge())
+    con = open_findings(findings, kb or load_knowledge())
     try:
         counts = con.execute(
             "SELECT coalesce(opioid_tolerance, 'unknown'), category, count(*) FROM f WHERE NOT bad GROUP BY ALL"
