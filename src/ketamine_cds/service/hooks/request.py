@@ -7,15 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract import (
-    MAX_ACCESS_TOKEN_CHARS,
-    MAX_DRAFT_ORDERS,
-    MAX_TEXT_CHARS,
-    BadRequest,
-    object_field,
-    string_field,
-)
-from .discovery import ORDER_HOOKS, CdsService
+from .contract import DraftOrders, HookRequestBody, checked, draft_id
+from .discovery import CdsService
 
 Json = dict[str, Any]
 
@@ -57,108 +50,40 @@ def _patient_id(value: str) -> str:
     return value.split("/", 1)[1] if value.startswith("Patient/") and value.count("/") == 1 else value
 
 
-def _authorization(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    auth = object_field(data, "fhirAuthorization", "", required=False)
-    if auth is None:
-        return None
-    string_field(auth, "access_token", "fhirAuthorization.", limit=MAX_ACCESS_TOKEN_CHARS)
-    token_type = string_field(auth, "token_type", "fhirAuthorization.")
-    if token_type is None or token_type.lower() != "bearer":
-        raise BadRequest("fhirAuthorization.token_type must be Bearer")
-    expires_in = auth.get("expires_in")
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
-        raise BadRequest("fhirAuthorization.expires_in must be an integer (the token's lifetime in seconds)")
-    for key in ("scope", "subject", "patient"):
-        if key in auth and not isinstance(auth[key], str):
-            raise BadRequest(f"fhirAuthorization.{key} must be a string")
-    if not isinstance(data.get("fhirServer"), str):
-        raise BadRequest("fhirServer is required when fhirAuthorization is given")
-    return auth
-
-
 def parse_hook_request(data: Mapping[str, Any], service: CdsService) -> HookRequest:
-    hook = string_field(data, "hook", "")
-    if hook != service.hook:
-        raise BadRequest(f"the service {service.id} answers the {service.hook} hook, not {hook}")
-    hook_instance = string_field(data, "hookInstance", "")
-    fhir_server = string_field(data, "fhirServer", "", required=False, limit=MAX_TEXT_CHARS)
-    authorization = _authorization(data)
-    context = object_field(data, "context", "")
-    assert context is not None and hook is not None and hook_instance is not None
-    patient = string_field(context, "patientId", "context.")
-    assert patient is not None
-    string_field(context, "userId", "context.", required=False)
-    string_field(context, "encounterId", "context.", required=False)
+    """The request read by the contract (``BadRequest`` when it does not follow it); the context, the
+    authorization and the prefetch kept as sent."""
+    body = checked(HookRequestBody, data, service)
     selections: frozenset[str] | None = None
     if service.hook == "order-select":
-        raw = context.get("selections")
-        if not isinstance(raw, list) or not all(isinstance(s, str) and s for s in raw):
-            raise BadRequest("context.selections must be an array of references (e.g. MedicationRequest/1)")
-        selections = frozenset(_reference_key(s) for s in raw)
-    drafts, orders = _draft_orders(context) if service.hook in ORDER_HOOKS else ([], [])
-    prefetch = data.get("prefetch")
-    if prefetch is not None and not isinstance(prefetch, Mapping):
-        raise BadRequest("prefetch must be a JSON object")
+        selections = frozenset(_reference_key(s) for s in body.context.selections or ())
+    drafts, orders = _draft_orders(body.context.draftOrders)
     return HookRequest(
-        hook,
-        hook_instance,
-        fhir_server,
-        authorization,
-        dict(context),
-        prefetch,
-        _patient_id(patient),
+        body.hook,
+        body.hookInstance,
+        body.fhirServer,
+        data.get("fhirAuthorization"),
+        dict(data["context"]),
+        data.get("prefetch"),
+        _patient_id(body.context.patientId),
         drafts,
         orders,
         selections,
     )
 
 
-def _draft_orders(context: Mapping[str, Any]) -> tuple[list[tuple[str | None, Json]], list[DraftOrder]]:
+def _draft_orders(bundle: DraftOrders | None) -> tuple[list[tuple[str | None, Json]], list[DraftOrder]]:
     """Every ``context.draftOrders`` resource as put in the record (ids filled in), and the
-    MedicationRequests among them."""
-    draft_bundle = object_field(context, "draftOrders", "context.")
-    assert draft_bundle is not None
-    if draft_bundle.get("resourceType") == "Bundle":
-        entries = draft_bundle.get("entry", [])
-    elif isinstance(draft_bundle.get("resourceType"), str):
-        # CDS Hooks 2.0 sends a Bundle; a single order resource (as some 1.0-era clients and the CDC opioid
-        # IG's examples send) is unambiguous, so it is read as a Bundle of one rather than refused.
-        entries = [{"resource": draft_bundle}]
-    else:
-        raise BadRequest("context.draftOrders must be a FHIR Bundle of the draft orders")
-    if not isinstance(entries, list):
-        raise BadRequest("context.draftOrders.entry must be an array")
-    if len(entries) > MAX_DRAFT_ORDERS:
-        raise BadRequest(
-            f"context.draftOrders holds {len(entries)} entries; this service reads at most "
-            f"{MAX_DRAFT_ORDERS} draft orders in one call",
-            "too-many-draft-orders",
-        )
+    MedicationRequests among them (none at patient-view)."""
     drafts: list[tuple[str | None, Json]] = []
     orders: list[DraftOrder] = []
-    seen_ids: set[tuple[str, str]] = set()
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, Mapping):
-            raise BadRequest(f"context.draftOrders.entry[{i}] must be a JSON object")
-        resource = entry.get("resource")
-        if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
-            raise BadRequest(f"context.draftOrders.entry[{i}].resource must be a FHIR resource")
-        full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+    for i, entry in enumerate(bundle.entry if bundle is not None else ()):
+        resource = entry.resource
         in_record = dict(resource)
-        rid = resource.get("id")
-        if not isinstance(rid, str) or not rid:
-            rid = f"ketamine-cds-draft-{i}"  # internal only: suggestions carry the order as sent
-            in_record["id"] = rid
-        elif (resource["resourceType"], rid) in seen_ids:
-            # The record keeps one resource per id, so the other order would go unchecked.
-            raise BadRequest(
-                f"context.draftOrders.entry[{i}].resource: two draft {resource['resourceType']}s have the "
-                f"id {rid!r}; each draft order needs its own id"
-            )
-        seen_ids.add((resource["resourceType"], rid))
+        in_record["id"] = rid = draft_id(resource, i)
         if resource["resourceType"] == "MedicationRequest" and "status" not in resource:
             in_record["status"] = "draft"  # a draft order by definition (status is required in FHIR anyway)
-        drafts.append((full_url, in_record))
+        drafts.append((entry.fullUrl, in_record))
         if resource["resourceType"] == "MedicationRequest":
-            orders.append(DraftOrder(dict(resource), in_record, full_url, rid))
+            orders.append(DraftOrder(dict(resource), in_record, entry.fullUrl, rid))
     return drafts, orders

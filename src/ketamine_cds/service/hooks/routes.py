@@ -20,7 +20,7 @@ from ..auth import authenticate
 from ..settings import Settings
 from ..store import Store
 from .call import Call, error_response, precondition_failed
-from .contract import FEEDBACK_SCHEMA, HOOK_REQUEST_SCHEMA, BadRequest, Body, json_body
+from .contract import BadRequest, Body, FeedbackBody, HookRequestBody, json_body, request_body_schema
 from .discovery import SERVICE_IDS, discovery_document, services
 from .feedback import feedback_records
 from .gather import PreconditionFailed, reader_for
@@ -80,10 +80,6 @@ _SERVICE_ID_PARAMETER: Json = {
 }
 
 
-def _body_spec(schema: Json) -> Json:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Malformed request",
@@ -111,7 +107,7 @@ def preflight(request: Request) -> Response:
 @router.post(
     "/cds-services/{service_id}",
     summary="Call a CDS service (order-select, order-sign or patient-view)",
-    openapi_extra={**_body_spec(HOOK_REQUEST_SCHEMA), "parameters": [_SERVICE_ID_PARAMETER]},
+    openapi_extra={**request_body_schema(HookRequestBody), "parameters": [_SERVICE_ID_PARAMETER]},
     responses=_errors(400, 401, 404, 412, 503),
 )
 async def call_service(request: Request) -> JSONResponse:
@@ -150,19 +146,20 @@ async def call_service(request: Request) -> JSONResponse:
 @router.post(
     "/cds-services/{service_id}/feedback",
     summary="Feedback on cards (accepted or overridden)",
-    openapi_extra=_body_spec(FEEDBACK_SCHEMA),
+    openapi_extra=request_body_schema(FeedbackBody),
     responses=_errors(400, 401, 404, 503),
 )
 def feedback(service_id: ServiceId, request: Request, issuer: Issuer, body: JsonBody) -> JSONResponse:
     _, kb, store = _app_state(request)
-    if service_id not in services(kb):
+    service = services(kb).get(service_id)
+    if service is None:
         return error_response(404, f"no CDS service {service_id!r}; see GET /cds-services")
     if body.data is None:
         return error_response(
             400, body.error or "a JSON object is required", code=body.code or "invalid-request"
         )
     try:
-        records = feedback_records(body.data, service_id, issuer)
+        records = feedback_records(body.data, service, issuer)
     except BadRequest as exc:
         return error_response(400, str(exc), code=exc.code)
     try:
