@@ -342,7 +342,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .service.report import build_report, report_csv, report_text
+    from .service.override_report import build_report, report_csv, report_text
     from .service.settings import Settings
     from .service.store import open_store
 
