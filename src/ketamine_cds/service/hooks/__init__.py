@@ -12,8 +12,9 @@ cannot be read at all (the order is in the request). patient-view is ``patient_v
 The hook handler runs on the event loop: with a complete prefetch (the usual case) the work is a fraction of
 a millisecond of computing, and a hop to a pool thread and back would cost a third as much again. What can
 block goes elsewhere: reads from the client's FHIR server and the assessment of an unusually large record
-run in the thread pool; the audit write goes through ``store.AuditWriter``, which commits SQLite rows from
-the loop only when nothing holds the database, and otherwise (and always on PostgreSQL) on its own thread.
+run in the thread pool; the audit trail write goes through ``store.AuditWriter``, which commits SQLite rows
+from the loop only when nothing holds the database, and otherwise (and always on PostgreSQL) on its own
+thread.
 
 The package, by concern: ``discovery`` (the services and their prefetch templates), ``contract`` (the request
 as it must be sent, and the 400s), ``request`` (a hook call's request read), ``gather`` (the record: prefetch,

@@ -71,7 +71,8 @@ class Call:
         unread: list[str],
         kb_version: str | None = None,
     ) -> AssessmentRecord:
-        """One audit row of this call: an assessment made (with the data it lacked), or a 412 (no verdict)."""
+        """One audit trail row of this call: an assessment made (with the data it lacked), or a 412 (no
+        verdict)."""
         completeness = "precondition-failed" if verdict is None else ("partial" if unread else "full")
         return AssessmentRecord(
             id=str(uuid.uuid4()),
@@ -94,7 +95,7 @@ class Call:
     async def answer(self, rows: list[AssessmentRecord], cards: list[BuiltCard], what: str) -> JSONResponse:
         """The cards, once the rows are in the audit trail (503 and no cards if they cannot be written)."""
         try:
-            await audit_writer(self.request).write(rows)
+            await audit_trail(self.request).write(rows)
         except Exception as exc:
             log.error("audit trail not written (%s): the cards are withheld", type(exc).__name__)
             return error_response(503, "the audit trail could not be written; try again", retry=True)
@@ -115,7 +116,7 @@ async def precondition_failed(call: Call, exc: PreconditionFailed) -> JSONRespon
     """412, recorded in the audit trail like every other answer (no verdict, no cards)."""
     log.info("%s %s: 412, %s", call.service.id, loggable(call.req.hook_instance), exc.reason)
     try:
-        await audit_writer(call.request).write([call.row(None, (), [], exc.unread)])
+        await audit_trail(call.request).write([call.row(None, (), [], exc.unread)])
     except Exception as error:
         log.error("audit trail not written (%s): the 412 is withheld", type(error).__name__)
         return error_response(503, "the audit trail could not be written; try again", retry=True)
@@ -127,7 +128,7 @@ async def precondition_failed(call: Call, exc: PreconditionFailed) -> JSONRespon
     )
 
 
-def audit_writer(request: Request) -> AuditWriter:
+def audit_trail(request: Request) -> AuditWriter:
     writer: AuditWriter = request.app.state.audit
     return writer
 
