@@ -14,7 +14,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, ClassVar, NoReturn, TypeVar
 
 from fastapi import Request
 from pydantic import (
@@ -185,13 +185,20 @@ class _Contract(BaseModel):
     """An object of the contract: a JSON object (else ``<path> must be a JSON object``), whose required
     fields, when absent, are checked as null (so that their own check says what they must be)."""
 
+    _required: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._required = tuple(name for name, f in cls.model_fields.items() if f.is_required())
+
     @model_validator(mode="before")
     @classmethod
     def _an_object(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):  # parse_json gives dicts: the fast test
             _fail(f"{PATH} must be a JSON object")
-        absent = {name: None for name, f in cls.model_fields.items() if f.is_required() and name not in data}
-        return {**data, **absent} if absent else data
+        absent = [name for name in cls._required if name not in data]
+        return {**data, **dict.fromkeys(absent)} if absent else data
 
 
 # --- a hook call ---------------------------------------------------------------------------------------
