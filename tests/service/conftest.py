@@ -296,7 +296,6 @@ _SERVER_MODULES = {
     "test_hooks_external",
     "test_hooks_fhir",
     "test_hooks_fuzz",
-    "test_patient_view",
     "test_sandbox_e2e",
     "test_schemathesis",
     "test_site_service",
