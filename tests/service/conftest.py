@@ -293,7 +293,6 @@ _SERVER_MODULES = {
     "test_conformance",
     "test_durability",
     "test_fhir_servers",
-    "test_hooks",
     "test_hooks_external",
     "test_hooks_fhir",
     "test_sandbox_e2e",
@@ -317,8 +316,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if callspec is not None and "postgresql" in callspec.id:  # a store parametrized over both databases
             marks.add("postgres")
         module = item.path.stem
-        if module in _SERVER_MODULES:
-            marks.add("server")
+        if module in _SERVER_MODULES or item.get_closest_marker("server") is not None:
+            marks.add("server")  # a module that starts servers in its tests' bodies, or a test marked so
         if module == "test_sandbox_e2e":
             marks.add("node")
         for marker in sorted(marks):
