@@ -290,7 +290,6 @@ _SERVER_MODULES = {
     "test_database_restart",
     "test_hardening",
     "test_auth",
-    "test_conformance",
     "test_durability",
     "test_fhir_servers",
     "test_hooks_external",
