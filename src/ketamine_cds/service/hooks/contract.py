@@ -406,8 +406,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def checked(model: type[M], data: Mapping[str, Any], service: CdsService) -> M:
-    """``data`` read by ``model`` for ``service``, or ``BadRequest`` with the
-    first failure's message and code."""
+    """``data`` read by ``model`` for ``service``, or ``BadRequest`` with the first failure's message and
+    code."""
     try:
         return model.model_validate(data, context={"service": service})
     except ValidationError as exc:
@@ -416,11 +416,12 @@ def checked(model: type[M], data: Mapping[str, Any], service: CdsService) -> M:
 
 
 def _message(error: Any) -> tuple[str, str]:
+    """A failure's message (its path put in) and code."""
     path = _path(error["loc"])
     message: str = error["msg"]
-    if error["type"] in _OUR_CODES or message.startswith(PATH):
-        return (path + message[len(PATH) :] if message.startswith(PATH) else message), error["type"]
-    return f"{path}: {message}", "invalid-request"  # a check of pydantic's own (none is expected)
+    if error["type"] not in _OUR_CODES:  # a check of pydantic's own: none is expected, each field has ours
+        return f"{path}: {message}", "invalid-request"
+    return (path + message[len(PATH) :] if message.startswith(PATH) else message), error["type"]
 
 
 _OUR_CODES = ("invalid-request", "field-too-long", "control-character", "too-many-draft-orders")
