@@ -297,7 +297,6 @@ _SERVER_MODULES = {
     "test_sandbox_e2e",
     "test_schemathesis",
     "test_site_service",
-    "test_page",
     "test_page_browser",
 }
 
