@@ -295,7 +295,6 @@ _SERVER_MODULES = {
     "test_hooks_external",
     "test_hooks_fhir",
     "test_sandbox_e2e",
-    "test_schemathesis",
     "test_site_service",
     "test_page_browser",
 }
