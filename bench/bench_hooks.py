@@ -98,8 +98,8 @@ FLOOR_RESPONSE = {}
 
 
 async def floor(request: Request) -> JSONResponse:
-    # what hooks._json_body does with the body, then a fixed card: order-sign's own card for the benchmark's
-    # request, written to card_file by the benchmark after its check call and read once
+    # what hooks.contract.json_body does with the body, then a fixed card: order-sign's own card for the
+    # benchmark's request, written to card_file by the benchmark after its check call and read once
     raw = await request.body()
     if not raw.strip():
         return JSONResponse({"error": "the request body is empty"}, status_code=400)
@@ -149,13 +149,17 @@ if os.environ.get("BENCH_HOOKS_SECTIONS"):
 
         return wrapper
 
-    for name in ("parse_hook_request", "_ketamine_orders", "_assess_order", "facts_from_resources",
-                 "assess", "cards_for", "_services"):
-        setattr(hooks, name, timed(getattr(hooks, name), name))
+    from ketamine_cds.service.hooks import call, contract, gather, orders, routes
+
+    routes.parse_hook_request = timed(routes.parse_hook_request, "parse_hook_request")
+    routes.services = timed(routes.services, "_services")
+    for name in ("_ketamine_orders", "_assess_order", "facts_from_resources", "assess", "cards_for"):
+        setattr(orders, name, timed(getattr(orders, name), name))
     hooks.Call.row = timed(hooks.Call.row, "audit rows")
-    hooks.gather = timed_async(hooks.gather, "gather")
-    hooks.resolve_references = timed_async(hooks.resolve_references, "resolve_references")
-    hooks.parse_json = timed(hooks.parse_json, "parse_json")
+    orders.gather = timed_async(orders.gather, "gather")
+    orders.resolve_references = timed_async(orders.resolve_references, "resolve_references")
+    gather.resolve_references = timed_async(gather.resolve_references, "resolve_references")
+    contract.parse_json = timed(contract.parse_json, "parse_json")
     parse_json = timed(parse_json, "parse_json")
     prefetch.record_resources = timed(prefetch.record_resources, "record_resources")
     app.state.audit.write = timed_async(app.state.audit.write, "audit write")
@@ -166,7 +170,8 @@ if os.environ.get("BENCH_HOOKS_SECTIONS"):
             super().__init__(*args, **kwargs)
             note("JSONResponse", time.perf_counter() - start)
 
-    hooks.JSONResponse = TimedJSONResponse
+    for module in (call, orders, routes):
+        module.JSONResponse = TimedJSONResponse
     run_endpoint_function = fastapi.routing.run_endpoint_function
 
     async def timed_endpoint_function(*, dependant, values, is_coroutine):
@@ -753,11 +758,11 @@ _IDLE = (
     "<method 'poll' of 'select.epoll' objects>",  # the event loop waiting for the client
 )
 _CPROFILE_SECTIONS = (
-    ("call_service (the whole handler)", "service/hooks.py", "call_service"),
+    ("call_service (the whole handler)", "service/hooks/routes.py", "call_service"),
     ("facts_from_resources (FHIR reader)", "adapters/fhir.py", "facts_from_resources"),
     ("assess (engine)", "_engine.py", "assess"),
     ("cards_for", "service/cards.py", "cards_for"),
-    ("Call.row (the audit rows: pseudonym, uuids)", "service/hooks.py", "row"),
+    ("Call.row (the audit rows: pseudonym, uuids)", "service/hooks/call.py", "row"),
 )
 
 
@@ -859,7 +864,7 @@ def profile_server(workdir: Path, body: bytes, requests: int, top: int) -> None:
         "Python-heavy code more than C calls such as fsync: read the shares, not the milliseconds)"
     )
     loop = pstats.Stats(prefix + ".loop")
-    _, whole = _find(loop, "service/hooks.py", "call_service")
+    _, whole = _find(loop, "service/hooks/routes.py", "call_service")
     print("  event loop (the hook handler runs here): cumulative ms/call and share of call_service")
     for label, suffix, name in _CPROFILE_SECTIONS:
         n, cum = _find(loop, suffix, name)

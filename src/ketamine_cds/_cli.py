@@ -100,11 +100,25 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+Commands = argparse._SubParsersAction  # the subcommands of ketamine-cds, each added by a function of its own
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ketamine-cds", description=DESCRIPTION)
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
+    _assess_command(sub)
+    _serve_command(sub)
+    _report_command(sub)
+    _audit_command(sub)
+    _synth_command(sub)
+    _statements_command(sub)
+    _limits_command(sub)
+    _test_token_command(sub)
+    return parser
 
+
+def _assess_command(sub: Commands[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("assess", help="assess one FHIR R4 Bundle or case document")
     p.add_argument("path", help="a JSON file, or - for standard input")
     p.add_argument("--json", action="store_true", help="print the assessment as one JSON object")
@@ -113,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     _site_option(p)
     p.set_defaults(run=_assess)
 
+
+def _serve_command(sub: Commands[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="start the HTTP service (CDS Hooks and the clinician page)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_whole, help="port (default 8000)")
@@ -143,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_serve)
 
+
+def _report_command(sub: Commands[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="verdict counts and card override rates from the service's audit trail")
     p.add_argument("--since", type=_date, help="first day (YYYY-MM-DD)")
     p.add_argument("--until", type=_date, help="last day (YYYY-MM-DD)")
@@ -153,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--csv", action="store_true", help="one CSV row per statement and one for all")
     p.set_defaults(run=_report)
 
+
+def _audit_command(sub: Commands[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("audit", help="audit recorded administrations against the guideline")
     p.add_argument("input", help="flat table (CSV/Parquet), FHIR Bulk NDJSON folder, or OMOP CDM folder")
     p.add_argument("--out", required=True, help="folder for findings.parquet, summary.json and report.html")
@@ -170,16 +190,22 @@ def _parser() -> argparse.ArgumentParser:
     _site_option(p)
     p.set_defaults(run=_audit)
 
+
+def _synth_command(sub: Commands[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("synth", help="write a synthetic data set in all three input forms")
     p.add_argument("--rows", type=_whole, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=_whole, default=20261124)
     p.set_defaults(run=_synth)
 
+
+def _statements_command(sub: Commands[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("statements", help="list the knowledge base's statements")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_statements)
 
+
+def _limits_command(sub: Commands[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("limits", help="print the dose limits for a body weight")
     p.add_argument("--weight", required=True, help="e.g. 80kg, 80 kg, 176lb, 80000g")
     p.add_argument(
@@ -195,6 +221,8 @@ def _parser() -> argparse.ArgumentParser:
     _site_option(p)
     p.set_defaults(run=_limits)
 
+
+def _test_token_command(sub: Commands[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "test-token",
         help="sign a test JWT with a local key, for trying the service (never next to real patients)",
@@ -212,7 +240,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iss", default="https://ehr.example.org/test-client", help="the issuer the token names")
     p.add_argument("--minutes", type=_whole, default=5, help="how long the token is valid (default 5)")
     p.set_defaults(run=_test_token)
-    return parser
 
 
 def _site_option(parser: argparse.ArgumentParser) -> None:
@@ -315,7 +342,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .service.report import build_report, report_csv, report_text
+    from .service.override_report import build_report, report_csv, report_text
     from .service.settings import Settings
     from .service.store import open_store
 

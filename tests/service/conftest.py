@@ -1,7 +1,10 @@
-"""A real ketamine-cds server (uvicorn, in its own process) on a free loopback port."""
+"""A real ketamine-cds server (uvicorn, in its own process) on a free loopback port, or the application in
+this process (``in_process``, ``app_client``) where the process does not matter."""
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import shutil
 import signal
@@ -12,11 +15,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 
 def free_port() -> int:
@@ -68,6 +74,59 @@ class Server:
     def log_text(self) -> str:
         self.log.flush()
         return (self.data_dir / f"server-{self.port}.log").read_text(errors="replace")[-4000:]
+
+
+class InProcessClient:
+    """A synchronous HTTP client of an application in this process (``httpx.ASGITransport``, whose client is
+    asynchronous, driven from an event loop in a thread of its own): the methods of ``httpx.Client`` the
+    tests use, with the same responses."""
+
+    def __init__(self, portal: BlockingPortal, client: httpx.AsyncClient, base_url: str) -> None:
+        self._portal, self._client = portal, client
+        self.base_url = base_url  # the service's own base URL (its settings'), which its cards' links use
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self._portal.call(functools.partial(self._client.request, method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def options(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("OPTIONS", url, **kwargs)
+
+
+@contextmanager
+def in_process(data_dir: Path, **settings: Any) -> Iterator[InProcessClient]:
+    """The application in this process (no server, no port), started and stopped as uvicorn would (its
+    lifespan): for tests of the HTTP contract, where the process does not matter. Authentication is off
+    unless asked for."""
+    from ketamine_cds.service.app import create_app
+    from ketamine_cds.service.settings import Settings
+
+    app = create_app(Settings(data_dir=data_dir, **{"allow_unauthenticated": True, **settings}))
+    transport = httpx.ASGITransport(app=app)
+    try:
+        with (
+            start_blocking_portal() as portal,
+            portal.wrap_async_context_manager(app.router.lifespan_context(app)),
+        ):
+            client = httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60)
+            try:
+                yield InProcessClient(portal, client, app.state.settings.base_url)
+            finally:
+                portal.call(client.aclose)
+    finally:
+        gc.unfreeze()  # start-up freezes the heap it finds (app.py): here, the test session's
+
+
+@pytest.fixture(scope="module")
+def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessClient]:
+    """A client of the application in this process, for the test module (authentication off)."""
+    with in_process(tmp_path_factory.mktemp("in-process")) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -230,27 +289,21 @@ _NEEDS = {
 _SERVER_MODULES = {
     "test_database_restart",
     "test_hardening",
-    "test_app",
     "test_auth",
-    "test_conformance",
     "test_durability",
     "test_fhir_servers",
-    "test_hooks",
     "test_hooks_external",
     "test_hooks_fhir",
-    "test_hooks_fuzz",
-    "test_patient_view",
     "test_sandbox_e2e",
-    "test_schemathesis",
     "test_site_service",
-    "test_page",
     "test_page_browser",
 }
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Markers so that everyday runs can leave the slow parts out: ``scripts/test -m "not slow"`` runs the
-    engine, adapters, knowledge base, command line and in-process audit tests; ``.ci/run`` runs everything.
+    engine, adapters, knowledge base, command line and in-process audit tests, and the hook contract on the
+    application in this process (test_contract, test_drafts); ``.ci/run`` runs everything.
     A test is ``slow`` when it needs a server process, a browser, Spark, PostgreSQL or Node, each of which
     also has its own marker."""
     for item in items:
@@ -260,8 +313,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if callspec is not None and "postgresql" in callspec.id:  # a store parametrized over both databases
             marks.add("postgres")
         module = item.path.stem
-        if module in _SERVER_MODULES:
-            marks.add("server")
+        if module in _SERVER_MODULES or item.get_closest_marker("server") is not None:
+            marks.add("server")  # a module that starts servers in its tests' bodies, or a test marked so
         if module == "test_sandbox_e2e":
             marks.add("node")
         for marker in sorted(marks):

@@ -3,8 +3,9 @@
 
 Every Service-side SHALL / SHALL NOT requirement is either tested here or listed in ``NOT_APPLICABLE`` with
 the reason; ``test_every_service_shall_requirement_is_covered`` fails when one is neither. Some SHOULD and
-MAY requirements the service implements are tested too. Responses are collected once per module from a real
-server (the ``dev_server`` fixture) over a spread of cases, and each card requirement is checked on all cards.
+MAY requirements the service implements are tested too. Responses are collected once per module from the
+service in this process (``conftest.in_process``) over a spread of cases, and each card requirement is
+checked on all cards; discovery without the development flag is checked on a real server.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server
+from conftest import InProcessClient, Server, in_process
 from fhir_stub import (
     Case,
     FhirStub,
@@ -42,7 +43,6 @@ from fhir_stub import (
     prefetch_for,
     quantity,
     running,
-    templates_of,
     weight,
 )
 from markdown_it import MarkdownIt
@@ -187,9 +187,31 @@ def _view_cases() -> list[Case]:
 
 
 @pytest.fixture(scope="module")
-def corpus(dev_server: Server, client: httpx.Client, templates: dict[str, str]) -> Corpus:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("conformance")
+
+
+@pytest.fixture(scope="module")
+def client(data_dir: Path) -> Iterator[InProcessClient]:
+    with in_process(data_dir) as c:
+        yield c
+
+
+def _templates(client: InProcessClient, hook: str) -> dict[str, str]:
+    services = client.get("/cds-services").json()["services"]
+    found: dict[str, str] = next(s for s in services if s["hook"] == hook)["prefetch"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def templates(client: InProcessClient) -> dict[str, str]:
+    return _templates(client, "order-select")
+
+
+@pytest.fixture(scope="module")
+def corpus(client: InProcessClient, templates: dict[str, str]) -> Corpus:
     exchanges = []
-    view_templates = templates_of(dev_server.url, "patient-view")
+    view_templates = _templates(client, "patient-view")
     calls = [(s, c, templates) for c in _cases() for s in ORDER_SERVICES]
     calls += [("ketamine-patient-view", c, view_templates) for c in _view_cases()]
     for service, case, service_templates in calls:
@@ -199,7 +221,7 @@ def corpus(dev_server: Server, client: httpx.Client, templates: dict[str, str]) 
         seconds = time.perf_counter() - started
         assert response.status_code == 200, response.text
         exchanges.append(Exchange(service, request, response.status_code, response.json(), seconds))
-    corpus = Corpus(dev_server.url, client.get("/cds-services").json(), exchanges)
+    corpus = Corpus(client.base_url, client.get("/cds-services").json(), exchanges)
     assert corpus.suggestions() and any(
         "overrideReasons" in c for c in corpus.cards
     )  # the corpus covers them
@@ -234,7 +256,7 @@ def test_each_requirement_test_quotes_its_requirement() -> None:
 # --- use of JSON, discovery ---------------------------------------------------------------------------
 
 
-def test_req_hl7_cds_hooks_2_0_0_001(corpus: Corpus, client: httpx.Client) -> None:
+def test_req_hl7_cds_hooks_2_0_0_001(corpus: Corpus, client: InProcessClient) -> None:
     """https://cds-hooks.hl7.org/2.0/#use-of-json (SHALL): All data exchanged through production RESTful APIs
     MUST be sent and received as JSON (JavaScript Object Notation) structures."""
     for path in ("/cds-services",):
@@ -246,7 +268,7 @@ def test_req_hl7_cds_hooks_2_0_0_001(corpus: Corpus, client: httpx.Client) -> No
     assert all(isinstance(e.body, dict) for e in corpus.exchanges)
 
 
-def test_req_hl7_cds_hooks_2_0_0_002(client: httpx.Client) -> None:
+def test_req_hl7_cds_hooks_2_0_0_002(client: InProcessClient) -> None:
     """https://cds-hooks.hl7.org/2.0/#use-of-json (SHALL): All data exchanged through production RESTful APIs
     MUST be ... transmitted over HTTPS.
 
@@ -277,12 +299,13 @@ def test_req_hl7_cds_hooks_2_0_0_003(corpus: Corpus) -> None:
     assert any(e.body == {"cards": []} for e in corpus.exchanges)  # the one allowed empty array
 
 
-def test_req_hl7_cds_hooks_2_0_0_004(client: httpx.Client) -> None:
+def test_req_hl7_cds_hooks_2_0_0_004(client: InProcessClient) -> None:
     """https://cds-hooks.hl7.org/2.0/#discovery (SHALL): A CDS Service provider exposes its discovery endpoint
     at: {baseURL}/cds-services"""
     assert client.get("/cds-services").status_code == 200
 
 
+@pytest.mark.server
 def test_req_hl7_cds_hooks_2_0_0_005(tmp_path: Path) -> None:
     """https://cds-hooks.hl7.org/2.0/#http-request (SHALL): The Discovery endpoint SHALL always be available
     at {baseUrl}/cds-services [using HTTP GET]
@@ -323,7 +346,7 @@ def test_req_hl7_cds_hooks_2_0_0_009(corpus: Corpus) -> None:
     assert all(isinstance(s["description"], str) and s["description"] for s in corpus.discovery["services"])
 
 
-def test_req_hl7_cds_hooks_2_0_0_010(corpus: Corpus, client: httpx.Client) -> None:
+def test_req_hl7_cds_hooks_2_0_0_010(corpus: Corpus, client: InProcessClient) -> None:
     """https://cds-hooks.hl7.org/2.0/#response (SHALL): Each CDS Service SHALL be described by the following
     attributes [including]: - field: id - optionality: REQUIRED - type: string - description:  The {id}
     portion of the URL to this service which is available at {baseUrl}/cds-services/{id}"""
@@ -355,13 +378,13 @@ def test_req_hl7_cds_hooks_2_0_0_012(corpus: Corpus) -> None:
         assert "must be null" not in service["usageRequirements"]
 
 
-def test_req_hl7_cds_hooks_2_0_0_013(client: httpx.Client) -> None:
+def test_req_hl7_cds_hooks_2_0_0_013(client: InProcessClient) -> None:
     """https://cds-hooks.hl7.org/2.0/#http-status-codes (SHALL): [Services SHALL return a HTTP] 200 ok
     [response to indicate] A successful response [to a discovery request]"""
     assert client.get("/cds-services").status_code == 200
 
 
-def test_req_hl7_cds_hooks_2_0_0_014(client: httpx.Client) -> None:
+def test_req_hl7_cds_hooks_2_0_0_014(client: InProcessClient) -> None:
     """https://cds-hooks.hl7.org/2.0/#http-status-codes (MAY): CDS Services MAY return other HTTP statuses,
     specifically 4xx and 5xx HTTP error codes."""
     assert client.post("/cds-services/unknown", json={}).status_code == 404
@@ -402,7 +425,7 @@ def test_req_hl7_cds_hooks_2_0_0_029(corpus: Corpus) -> None:
             assert {"medicationRequests", "medicationStatements"} <= set(service["prefetch"])
 
 
-def test_req_hl7_cds_hooks_2_0_0_034(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_req_hl7_cds_hooks_2_0_0_034(client: InProcessClient, templates: dict[str, str]) -> None:
     """https://cds-hooks.hl7.org/2.0/#providing-fhir-resources-to-a-cds-service (SHOULD): CDS Services should
     be capable of accessing FHIR resources via either prefetch or from the CDS Client's FHIR server."""
     record = [patient(), weight(70), condition("58214004", "Schizophrenia")]
@@ -428,7 +451,7 @@ def test_req_hl7_cds_hooks_2_0_0_035(corpus: Corpus) -> None:
     assert all("{{context." in template for template in prefetch.values())
 
 
-def test_req_hl7_cds_hooks_2_0_0_036(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_req_hl7_cds_hooks_2_0_0_036(client: InProcessClient, templates: dict[str, str]) -> None:
     """https://cds-hooks.hl7.org/2.0/#prefetch-template (SHALL): The prefetch field of a CDS Service discovery
     response … [SHALL provide a] prefetch key for each … [prefetch template] that is used to identify the
     prefetch data in the CDS request."""
@@ -448,7 +471,7 @@ def test_req_hl7_cds_hooks_2_0_0_036(client: httpx.Client, templates: dict[str, 
     ]
 
 
-def test_req_hl7_cds_hooks_2_0_0_052(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_req_hl7_cds_hooks_2_0_0_052(client: InProcessClient, templates: dict[str, str]) -> None:
     """https://cds-hooks.hl7.org/2.0/#prefetch-template (SHOULD): CDS Services SHOULD check any prefetched
     data for the existence of OperationOutcomes"""
     case = Case([patient(), weight(70)], [ketamine(dose=quantity(10, "mg"))])
@@ -479,7 +502,7 @@ def test_req_hl7_cds_hooks_2_0_0_052(client: httpx.Client, templates: dict[str, 
     assert client.post("/cds-services/ketamine-order-sign", json=body).json() == {"cards": []}
 
 
-def test_req_hl7_cds_hooks_2_0_0_054(client: httpx.Client) -> None:
+def test_req_hl7_cds_hooks_2_0_0_054(client: InProcessClient) -> None:
     """https://cds-hooks.hl7.org/2.0/#prefetch-template (SHALL): If the CDS Service is unable to obtain
     required data because it cannot access the FHIR server and the request did not contain the necessary
     prefetch keys, the service SHALL respond with an HTTP 412 Precondition Failed status code."""
@@ -540,7 +563,7 @@ def test_req_hl7_cds_hooks_2_0_0_059(corpus: Corpus) -> None:
     assert all(re.fullmatch(r"context\.[A-Za-z]+", t) for t in _tokens(corpus))
 
 
-def test_req_hl7_cds_hooks_2_0_0_060(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_req_hl7_cds_hooks_2_0_0_060(client: InProcessClient, templates: dict[str, str]) -> None:
     """https://cds-hooks.hl7.org/2.0/#fhir-resource-access (MAY): If the CDS Client provides both fhirServer
     and fhirAuthorization request parameters, the CDS Service MAY use the FHIR server to obtain any FHIR
     resources for which it's authorized, beyond those provided by the CDS Client as prefetched data"""
@@ -560,7 +583,7 @@ def test_req_hl7_cds_hooks_2_0_0_060(client: httpx.Client, templates: dict[str, 
     assert [p.split("?")[0] for p in stub.paths()] == ["/fhir/Condition"]
 
 
-def test_req_hl7_cds_hooks_2_0_0_061(client: httpx.Client) -> None:
+def test_req_hl7_cds_hooks_2_0_0_061(client: InProcessClient) -> None:
     """https://cds-hooks.hl7.org/2.0/#fhir-resource-access (SHALL): CDS Hooks requires that CDS Services
     present a valid access token to the FHIR server with each API call"""
     record = [patient(), weight(70)]
@@ -595,7 +618,7 @@ def test_req_hl7_cds_hooks_2_0_0_075(corpus: Corpus) -> None:
         assert isinstance(exchange.body.get("systemActions", []), list)
 
 
-def test_req_hl7_cds_hooks_2_0_0_076(client: httpx.Client) -> None:
+def test_req_hl7_cds_hooks_2_0_0_076(client: InProcessClient) -> None:
     """https://cds-hooks.hl7.org/2.0/#cds-service-response (MAY): CDS Services MAY return other HTTP statuses,
     specifically 4xx and 5xx HTTP error codes."""
     response = client.post("/cds-services/ketamine-order-select", json={"hook": "order-select"})
@@ -623,10 +646,10 @@ def test_req_hl7_cds_hooks_2_0_0_080(corpus: Corpus) -> None:
     assert all(isinstance(u, str) for u in uuids) and len(set(uuids)) == len(uuids)
 
 
-def test_req_hl7_cds_hooks_2_0_0_082(dev_server: Server, corpus: Corpus) -> None:
+def test_req_hl7_cds_hooks_2_0_0_082(data_dir: Path, corpus: Corpus) -> None:
     """https://cds-hooks.hl7.org/2.0/#card-attributes (MAY): [When sending a card object] the uuid field MAY
     be used for auditing and logging cards"""
-    store = sqlite3.connect(dev_server.data_dir / "ketamine-cds.sqlite3")
+    store = sqlite3.connect(data_dir / "ketamine-cds.sqlite3")
     try:
         stored = {row[0] for row in store.execute("SELECT uuid FROM cards")}
     finally:
@@ -854,7 +877,9 @@ def test_req_hl7_cds_hooks_2_0_0_124(corpus: Corpus) -> None:
         )
 
 
-def test_req_hl7_cds_hooks_2_0_0_125(corpus: Corpus, client: httpx.Client, templates: dict[str, str]) -> None:
+def test_req_hl7_cds_hooks_2_0_0_125(
+    corpus: Corpus, client: InProcessClient, templates: dict[str, str]
+) -> None:
     """https://cds-hooks.hl7.org/2.0/#suggestion (SHALL): Within a suggestion, all actions … [SHALL use] AND
     [logic], such that a user selecting a suggestion selects all of the actions within it.
 
@@ -994,7 +1019,7 @@ def test_req_hl7_cds_hooks_2_0_0_147(corpus: Corpus) -> None:
     assert links and not any("appContext" in link for link in links if link["type"] == "absolute")
 
 
-def test_req_hl7_cds_hooks_2_0_0_148(dev_server: Server, client: httpx.Client, corpus: Corpus) -> None:
+def test_req_hl7_cds_hooks_2_0_0_148(client: InProcessClient, corpus: Corpus) -> None:
     """https://cds-hooks.hl7.org/2.0/#feedback (MAY): A CDS Service MAY support a feedback endpoint [to gather
     suggestion analytics from the CDS client]"""
     card = next(c for c in corpus.cards if "suggestions" in c)
@@ -1013,7 +1038,7 @@ def test_req_hl7_cds_hooks_2_0_0_148(dev_server: Server, client: httpx.Client, c
         assert response.status_code == 200
 
 
-def test_req_hl7_cds_hooks_2_0_0_208(client: httpx.Client) -> None:
+def test_req_hl7_cds_hooks_2_0_0_208(client: InProcessClient) -> None:
     """https://cds-hooks.hl7.org/2.0/#cross-origin-resource-sharing (SHALL): CDS Services and browser-based
     CDS Clients will require CORS support."""
     origin = {"Origin": "https://ehr.example"}

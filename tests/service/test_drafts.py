@@ -1,19 +1,15 @@
-"""Many draft orders in one call: the work grows with the number of drafts, not with its square (a real
-uvicorn server, in a thread of this process so that the reads of each drug can be counted)."""
+"""Many draft orders in one call: the work grows with the number of drafts, not with its square (the
+application in this process, so that the reads of each drug can be counted)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
-from conftest import free_port
+from conftest import InProcessClient, in_process
 from fhir_stub import (
     hook_request,
     ketamine,
@@ -26,26 +22,14 @@ from fhir_stub import (
 )
 
 import ketamine_cds.adapters.fhir as fhir_adapter
-from ketamine_cds.service.app import create_app
-from ketamine_cds.service.settings import Settings
 
 SIGN = "/cds-services/ketamine-order-sign"
 
 
 @pytest.fixture
-def app_client(tmp_path: Path) -> Iterator[httpx.Client]:
-    app = create_app(Settings(data_dir=tmp_path, allow_unauthenticated=True))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.01)
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=60) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+def app_client(tmp_path: Path) -> Iterator[InProcessClient]:
+    with in_process(tmp_path) as client:
+        yield client
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch, name: str, calls: Counter[str] | None = None) -> Counter[str]:
@@ -60,7 +44,7 @@ def _counting(monkeypatch: pytest.MonkeyPatch, name: str, calls: Counter[str] | 
     return calls
 
 
-def _prefetch(client: httpx.Client) -> dict[str, Any]:
+def _prefetch(client: InProcessClient) -> dict[str, Any]:
     """Every template of order-sign satisfied, as an EHR would (a search that finds nothing: null)."""
     services = client.get("/cds-services").json()["services"]
     templates = next(s for s in services if s["hook"] == "order-sign")["prefetch"]
@@ -71,7 +55,7 @@ def _prefetch(client: httpx.Client) -> dict[str, Any]:
 
 @pytest.mark.parametrize("by_reference", [False, True], ids=["coded", "by its Medication"])
 def test_each_drug_of_many_drafts_is_read_a_bounded_number_of_times(
-    app_client: httpx.Client, monkeypatch: pytest.MonkeyPatch, by_reference: bool
+    app_client: InProcessClient, monkeypatch: pytest.MonkeyPatch, by_reference: bool
 ) -> None:
     n = 90  # with its Medications, 180 drafts: within the 200 a call may hold
     orders = []
@@ -95,7 +79,7 @@ def test_each_drug_of_many_drafts_is_read_a_bounded_number_of_times(
     assert calls["_entry_resource"] <= 6 * n, calls
 
 
-def test_many_drafts_are_each_checked_as_one_draft_alone_is(app_client: httpx.Client) -> None:
+def test_many_drafts_are_each_checked_as_one_draft_alone_is(app_client: InProcessClient) -> None:
     doses = [quantity(10, "mg"), quantity(2, "mg/kg"), quantity(40, "mg")] * 20
     orders = [ketamine(oid=f"k{i}", dose=dose) for i, dose in enumerate(doses)]
     together = app_client.post(

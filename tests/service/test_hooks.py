@@ -1,4 +1,5 @@
-"""The CDS Hooks service on a real server: discovery, both hooks on hand-made cases, audit, feedback."""
+"""The CDS Hooks service: discovery, both hooks on hand-made cases, audit trail, feedback; in this process,
+but for the tests whose process matters (its log, concurrent calls, a database that fails, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import datetime as dt
 import json
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import Server
+from conftest import InProcessClient, Server, in_process
 from fhir_stub import (
     Case,
     Json,
@@ -35,7 +37,28 @@ SELECT = "/cds-services/ketamine-order-select"
 GUIDELINE = "ASRA/AAPM/ASA 2018 ketamine guideline"
 
 
-def call(client: httpx.Client, case: Case, hook: str, templates: dict[str, str], **extra: Any) -> list[Json]:
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hooks")
+
+
+@pytest.fixture(scope="module")
+def client(data_dir: Path) -> Iterator[InProcessClient]:
+    """The service in this process: the tests whose process matters use ``dev_server`` or a ``Server``."""
+    with in_process(data_dir) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def templates(client: InProcessClient) -> dict[str, str]:
+    services = client.get("/cds-services").json()["services"]
+    found: dict[str, str] = next(s for s in services if s["hook"] == "order-select")["prefetch"]
+    return found
+
+
+def call(
+    client: InProcessClient | httpx.Client, case: Case, hook: str, templates: dict[str, str], **extra: Any
+) -> list[Json]:
     path = SIGN if hook == "order-sign" else SELECT
     response = client.post(path, json=case.request(hook, templates, **extra))
     assert response.status_code == 200, response.text
@@ -57,7 +80,7 @@ def statements(cards: list[Json]) -> list[str]:
 # --- discovery ---------------------------------------------------------------------------------------
 
 
-def test_discovery_lists_the_three_services_with_prefetch(client: httpx.Client) -> None:
+def test_discovery_lists_the_three_services_with_prefetch(client: InProcessClient) -> None:
     response = client.get("/cds-services")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
@@ -87,7 +110,7 @@ def test_discovery_lists_the_three_services_with_prefetch(client: httpx.Client) 
 
 
 def test_bolus_over_limit_per_kg_gets_one_critical_card_with_suggestion(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = surgery_case(ketamine(dose=quantity("0.5", "mg/kg")))
     cards = call(client, case, "order-sign", templates)
@@ -114,7 +137,7 @@ def test_bolus_over_limit_per_kg_gets_one_critical_card_with_suggestion(
 
 
 def test_bolus_over_limit_in_mg_is_brought_down_to_the_max_for_the_weight_rounded_down(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = surgery_case(ketamine(dose=quantity(30, "mg")), kg="69.85")
     (card,) = call(client, case, "order-sign", templates)
@@ -130,7 +153,7 @@ def test_bolus_over_limit_in_mg_is_brought_down_to_the_max_for_the_weight_rounde
 
 
 def test_bolus_within_limit_gives_no_card_at_signing_and_an_info_card_at_selection(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = surgery_case(ketamine(dose=quantity(20, "mg")))
     assert call(client, case, "order-sign", templates) == []
@@ -143,7 +166,7 @@ def test_bolus_within_limit_gives_no_card_at_signing_and_an_info_card_at_selecti
 
 
 def test_infusion_in_ml_per_hour_over_the_limit_outside_icu(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     order = ketamine(
         rate=quantity(8, "mL/h"), medication={"reference": "#ket10"}, contained=[ketamine_solution(10)]
@@ -170,7 +193,7 @@ def test_infusion_in_ml_per_hour_over_the_limit_outside_icu(
 
 
 def test_infusion_per_kg_over_the_limit_is_suggested_at_1_mg_per_kg_per_hour(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = surgery_case(ketamine(rate=quantity(2, "mg/kg/h")), icu=False)
     (card,) = call(client, case, "order-sign", templates)
@@ -180,7 +203,7 @@ def test_infusion_per_kg_over_the_limit_is_suggested_at_1_mg_per_kg_per_hour(
 
 
 def test_infusion_in_ml_per_hour_within_the_limit_is_silent_at_signing(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     order = ketamine(
         rate=quantity(5, "mL/h"), medication={"reference": "#ket10"}, contained=[ketamine_solution(10)]
@@ -193,14 +216,14 @@ def test_infusion_in_ml_per_hour_within_the_limit_is_silent_at_signing(
 
 
 def test_infusion_over_1_mg_per_kg_per_hour_in_intensive_care_is_not_flagged(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = surgery_case(ketamine(rate=quantity(2, "mg/kg/h")), icu=True)
     assert call(client, case, "order-sign", templates) == []
 
 
 def test_infusion_over_the_limit_with_the_setting_unknown_interrupts_unless_in_intensive_care(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     # an unknown setting is never read as intensive care: the outside-ICU limit applies (the cautious side)
     case = surgery_case(ketamine(rate=quantity(2, "mg/kg/h")), icu=None)
@@ -213,7 +236,7 @@ def test_infusion_over_the_limit_with_the_setting_unknown_interrupts_unless_in_i
 
 
 def test_a_finished_icu_stay_does_not_switch_the_infusion_limit_off(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = surgery_case(ketamine(rate=quantity(5, "mg/kg/h")), icu=True)
     for resource in case.record:
@@ -224,7 +247,7 @@ def test_a_finished_icu_stay_does_not_switch_the_infusion_limit_off(
 
 
 def test_an_icu_infusion_above_every_rate_the_guidelines_describe_interrupts(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = surgery_case(ketamine(rate=quantity(4000, "mg/h")), icu=True)
     (card,) = call(client, case, "order-sign", templates)
@@ -235,7 +258,7 @@ def test_an_icu_infusion_above_every_rate_the_guidelines_describe_interrupts(
 
 
 def test_a_chronic_infusion_is_checked_against_the_chronic_range_not_the_acute_limit(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     crps = {"coding": [{"system": "http://snomed.info/sct", "code": "128200000", "display": "CRPS"}]}
     routine = ketamine(rate=quantity("1.5", "mg/kg/h"))
@@ -248,7 +271,7 @@ def test_a_chronic_infusion_is_checked_against_the_chronic_range_not_the_acute_l
 
 
 def test_infusion_within_the_limit_with_the_setting_unknown_is_silent_at_signing(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     assert (
         call(
@@ -259,7 +282,7 @@ def test_infusion_within_the_limit_with_the_setting_unknown_is_silent_at_signing
 
 
 def test_contraindication_gets_a_critical_card_without_a_dose_suggestion(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = surgery_case(ketamine(dose=quantity(20, "mg")), condition("58214004", "Schizophrenia"))
     (card,) = call(client, case, "order-sign", templates)
@@ -279,7 +302,7 @@ def test_contraindication_gets_a_critical_card_without_a_dose_suggestion(
 
 
 def test_supportive_evidence_shows_at_selection_and_stays_silent_at_signing(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     record = [patient(), weight(80), planned_procedure(), condition("78275009", "Obstructive sleep apnea")]
     case = Case(record, [ketamine(dose=quantity("0.2", "mg/kg"))])
@@ -292,7 +315,9 @@ def test_supportive_evidence_shows_at_selection_and_stays_silent_at_signing(
     assert all(c["indicator"] == "info" for c in found.values())
 
 
-def test_caution_is_a_warning_card_at_selection_only(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_caution_is_a_warning_card_at_selection_only(
+    client: InProcessClient, templates: dict[str, str]
+) -> None:
     case = surgery_case(ketamine(dose=quantity(10, "mg")), condition("38341003", "Hypertensive disorder"))
     assert call(client, case, "order-sign", templates) == []
     select = call(client, case, "order-select", templates)
@@ -301,14 +326,14 @@ def test_caution_is_a_warning_card_at_selection_only(client: httpx.Client, templ
     assert verify["summary"].startswith("Verify how well it is controlled")
 
 
-def test_order_for_another_drug_gets_no_cards(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_order_for_another_drug_gets_no_cards(client: InProcessClient, templates: dict[str, str]) -> None:
     case = Case([patient(), weight(70)], [oxycodone_order()])
     assert call(client, case, "order-sign", templates) == []
     assert call(client, case, "order-select", templates) == []
 
 
 def test_order_select_looks_only_at_the_selected_orders(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = Case([patient(), weight(70)], [ketamine(dose=quantity(1, "mg/kg")), oxycodone_order()])
     assert call(client, case, "order-select", templates, selections=["MedicationRequest/o1"]) == []
@@ -316,7 +341,7 @@ def test_order_select_looks_only_at_the_selected_orders(
     assert "dose-bolus-limit" in statements(cards)
 
 
-def test_each_ketamine_order_is_checked(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_each_ketamine_order_is_checked(client: InProcessClient, templates: dict[str, str]) -> None:
     orders = [ketamine(oid="k1", dose=quantity(1, "mg/kg")), ketamine(oid="k2", rate=quantity(3, "mg/kg/h"))]
     case = Case([patient(), weight(70), planned_procedure(), *encounter(False)], orders, encounter_id="e1")
     cards = call(client, case, "order-sign", templates)
@@ -326,7 +351,7 @@ def test_each_ketamine_order_is_checked(client: httpx.Client, templates: dict[st
 
 
 def test_accepting_the_suggestion_gives_an_order_within_the_limit(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = surgery_case(ketamine(dose=quantity(40, "mg")), kg="69.85")
     (card,) = call(client, case, "order-sign", templates)
@@ -334,7 +359,7 @@ def test_accepting_the_suggestion_gives_an_order_within_the_limit(
     assert call(client, surgery_case(updated, kg="69.85"), "order-sign", templates) == []
 
 
-def test_suggestion_keeps_the_rest_of_the_order(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_suggestion_keeps_the_rest_of_the_order(client: InProcessClient, templates: dict[str, str]) -> None:
     order = ketamine(dose=quantity(50, "mg"))
     order["note"] = [{"text": "give slowly over 5 minutes"}]
     (card,) = call(client, surgery_case(order), "order-sign", templates)
@@ -345,7 +370,7 @@ def test_suggestion_keeps_the_rest_of_the_order(client: httpx.Client, templates:
 
 
 def test_an_infusion_after_a_loading_bolus_is_checked_and_its_own_entry_suggested(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     order = ketamine(dose=quantity("0.3", "mg/kg"))
     order["dosageInstruction"].append(
@@ -375,7 +400,7 @@ def test_an_infusion_after_a_loading_bolus_is_checked_and_its_own_entry_suggeste
     ],
 )
 def test_unreadable_input_gets_one_warning_card(
-    client: httpx.Client, templates: dict[str, str], record_weight: int, dose: Json, reason: str
+    client: InProcessClient, templates: dict[str, str], record_weight: int, dose: Json, reason: str
 ) -> None:
     case = surgery_case(ketamine(dose=dose), kg=record_weight)
     for hook in ("order-sign", "order-select"):
@@ -387,7 +412,7 @@ def test_unreadable_input_gets_one_warning_card(
 
 
 def test_ketamine_order_without_a_route_is_reported_not_checked(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     order = ketamine(dose=quantity(10, "mg"))
     del order["dosageInstruction"][0]["route"]
@@ -398,7 +423,7 @@ def test_ketamine_order_without_a_route_is_reported_not_checked(
 # --- malformed requests -----------------------------------------------------------------------------
 
 
-def test_unknown_service_is_404(client: httpx.Client) -> None:
+def test_unknown_service_is_404(client: InProcessClient) -> None:
     response = client.post("/cds-services/no-such-service", json=hook_request("order-sign", []))
     assert response.status_code == 404
     assert "no-such-service" in response.json()["error"]
@@ -445,27 +470,27 @@ def test_unknown_service_is_404(client: httpx.Client) -> None:
     ],
 )
 def test_malformed_request_is_400_with_a_clear_message(
-    client: httpx.Client, body: bytes, message: str
+    client: InProcessClient, body: bytes, message: str
 ) -> None:
     response = client.post(SIGN, content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert message in response.json()["error"]
 
 
-def test_malformed_prefetch_value_is_400(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_malformed_prefetch_value_is_400(client: InProcessClient, templates: dict[str, str]) -> None:
     body = surgery_case(ketamine(dose=quantity(10, "mg"))).request("order-sign", templates)
     body["prefetch"]["conditions"] = ["not", "a", "resource"]
     response = client.post(SIGN, json=body)
     assert response.status_code == 400 and "prefetch.conditions" in response.json()["error"]
 
 
-def test_order_select_requires_selections(client: httpx.Client) -> None:
+def test_order_select_requires_selections(client: InProcessClient) -> None:
     body = hook_request("order-select", [ketamine()])
     del body["context"]["selections"]
     assert client.post(SELECT, json=body).status_code == 400
 
 
-def test_null_prefetch_means_no_data_not_missing(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_null_prefetch_means_no_data_not_missing(client: InProcessClient, templates: dict[str, str]) -> None:
     body = hook_request(
         "order-sign", [ketamine(dose=quantity("0.5", "mg/kg"))], prefetch={key: None for key in templates}
     )
@@ -475,7 +500,7 @@ def test_null_prefetch_means_no_data_not_missing(client: httpx.Client, templates
 
 
 def test_a_bolus_over_the_limit_at_any_weight_interrupts_without_a_weight(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     """4,000 mg cannot be within 0.35 mg/kg for any weight up to 500 kg: the missing weight does not soften
     it to a warning; the card interrupts with its override reasons and suggests no dose (none without a
@@ -493,12 +518,13 @@ def test_a_bolus_over_the_limit_at_any_weight_interrupts_without_a_weight(
 # --- audit trail and logs ---------------------------------------------------------------------------
 
 
-def _db(server: Server) -> sqlite3.Connection:
-    return sqlite3.connect(server.data_dir / "ketamine-cds.sqlite3")
+def _db(where: Server | Path) -> sqlite3.Connection:
+    data_dir = where.data_dir if isinstance(where, Server) else where
+    return sqlite3.connect(data_dir / "ketamine-cds.sqlite3")
 
 
 def test_every_assessment_is_recorded_with_its_cards(
-    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+    data_dir: Path, client: InProcessClient, templates: dict[str, str]
 ) -> None:
     pid = "patient-audit-7"
     record = [
@@ -511,8 +537,8 @@ def test_every_assessment_is_recorded_with_its_cards(
     body = case.request("order-sign", templates)
     response = client.post(SIGN, json=body)
     cards = response.json()["cards"]
-    secret = (dev_server.data_dir / "pseudonym.key").read_text().strip().encode()
-    with _db(dev_server) as db:
+    secret = (data_dir / "pseudonym.key").read_text().strip().encode()
+    with _db(data_dir) as db:
         rows = db.execute(
             "SELECT id, service, hook, hook_instance, kb_version, verdict, statements, patient, latency_ms "
             "FROM assessments WHERE hook_instance = ?",
@@ -533,11 +559,11 @@ def test_every_assessment_is_recorded_with_its_cards(
 
 
 def test_input_errors_are_recorded_too(
-    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+    data_dir: Path, client: InProcessClient, templates: dict[str, str]
 ) -> None:
     body = surgery_case(ketamine(dose={"value": 1, "unit": "furlongs"})).request("order-sign", templates)
     (card,) = client.post(SIGN, json=body).json()["cards"]
-    with _db(dev_server) as db:
+    with _db(data_dir) as db:
         (verdict, aid) = db.execute(
             "SELECT verdict, id FROM assessments WHERE hook_instance = ?", (body["hookInstance"],)
         ).fetchone()
@@ -545,21 +571,24 @@ def test_input_errors_are_recorded_too(
     assert verdict == "input-error" and stored == [(card["uuid"], "input-error")]
 
 
-def test_no_patient_data_in_the_logs(
-    dev_server: Server, client: httpx.Client, templates: dict[str, str]
-) -> None:
+def test_no_patient_data_in_the_logs(dev_server: Server, templates: dict[str, str]) -> None:
+    """The log of a real server process (its output)."""
     pid = "pid-should-not-be-logged"
     record = [patient(pid), weight(70, pid), condition("58214004", "Schizophrenia", pid)]
     case = Case(record, [ketamine(pid=pid, dose={"value": 1, "unit": "furlongs"})], pid=pid)
-    client.post(SIGN, json=case.request("order-sign", templates))
-    client.post(SIGN, json=surgery_case(ketamine(dose=quantity(1, "mg/kg"))).request("order-sign", templates))
+    with httpx.Client(base_url=dev_server.url, timeout=30) as client:
+        client.post(SIGN, json=case.request("order-sign", templates))
+        surgery = surgery_case(ketamine(dose=quantity(1, "mg/kg")))
+        client.post(SIGN, json=surgery.request("order-sign", templates))
     log = dev_server.log_text()
     assert "ketamine-order-sign" in log  # the service does log its calls
     for secret in ("pid-should-not-be-logged", "Schizophrenia", "Testpatient", "furlongs", "1970-05-01"):
         assert secret not in log
 
 
-def test_a_large_record_is_assessed_as_a_small_one(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_a_large_record_is_assessed_as_a_small_one(
+    client: InProcessClient, templates: dict[str, str]
+) -> None:
     # over LOOP_ENTRIES entries the assessment runs in the thread pool: the same engine, the same cards
     order = ketamine(dose=quantity(1, "mg/kg"))
     history = [condition("38341003", "Hypertension", cid=f"old-{i}") for i in range(450)]
@@ -569,6 +598,7 @@ def test_a_large_record_is_assessed_as_a_small_one(client: httpx.Client, templat
     assert statements(large) == ["dose-bolus-limit"]
 
 
+@pytest.mark.server
 def test_cards_are_withheld_when_the_audit_trail_cannot_be_written(
     tmp_path: Path, templates: dict[str, str]
 ) -> None:
@@ -622,7 +652,7 @@ def test_concurrent_calls_are_each_recorded_before_their_answer(
 
 
 def test_feedback_is_stored_durably(
-    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+    data_dir: Path, client: InProcessClient, templates: dict[str, str]
 ) -> None:
     (card,) = call(
         client, surgery_case(ketamine(rate=quantity(2, "mg/kg/h")), icu=False), "order-sign", templates
@@ -653,7 +683,7 @@ def test_feedback_is_stored_durably(
     }
     response = client.post(SIGN + "/feedback", json=body)
     assert response.status_code == 200, response.text
-    with _db(dev_server) as db:
+    with _db(data_dir) as db:
         rows = db.execute(
             "SELECT card, outcome, outcome_timestamp, override_code, override_system, override_display, "
             "user_comment, accepted_suggestions, service FROM feedback WHERE card IN (?, ?) ORDER BY outcome",
@@ -700,23 +730,21 @@ def test_feedback_is_stored_durably(
         "not an object",
     ],
 )
-def test_malformed_feedback_is_400_and_not_stored(
-    dev_server: Server, client: httpx.Client, item: Any
-) -> None:
+def test_malformed_feedback_is_400_and_not_stored(data_dir: Path, client: InProcessClient, item: Any) -> None:
     marker = str(uuid.uuid4())
     body = {"feedback": [{"card": marker, "outcome": "accepted"}, item]}
     response = client.post(SIGN + "/feedback", json=body)
     assert response.status_code == 400 and response.json()["error"]
-    with _db(dev_server) as db:
+    with _db(data_dir) as db:
         assert db.execute("SELECT count(*) FROM feedback WHERE card = ?", (marker,)).fetchone() == (0,)
 
 
-def test_feedback_body_must_hold_a_feedback_array(client: httpx.Client) -> None:
+def test_feedback_body_must_hold_a_feedback_array(client: InProcessClient) -> None:
     assert client.post(SIGN + "/feedback", json={"feedbacks": []}).status_code == 400
     assert client.post(SIGN + "/feedback", content=b"nope").status_code == 400
 
 
-def test_cors_preflight_and_headers(client: httpx.Client) -> None:
+def test_cors_preflight_and_headers(client: InProcessClient) -> None:
     preflight = client.options(
         SIGN,
         headers={
@@ -735,7 +763,7 @@ def test_cors_preflight_and_headers(client: httpx.Client) -> None:
 
 
 def test_a_browser_may_read_the_headers_that_matter_and_send_those_the_service_reads(
-    client: httpx.Client,
+    client: InProcessClient,
 ) -> None:
     """A browser shows a script only the response headers it is told it may: the authentication challenge,
     Retry-After and the development warning are exposed, on answers and errors alike; a preflight allows
@@ -760,17 +788,19 @@ def test_a_browser_may_read_the_headers_that_matter_and_send_those_the_service_r
         assert {"www-authenticate", "retry-after", "x-ketamine-cds-warning"} <= exposed
 
 
-def test_card_links_open_the_statement_page(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_card_links_open_the_statement_page(client: InProcessClient, templates: dict[str, str]) -> None:
     case = surgery_case(ketamine(dose=quantity(1, "mg/kg")), condition("58214004", "Schizophrenia"))
     cards = call(client, case, "order-select", templates)
     links = {link["url"] for card in cards for link in card["links"]}
     assert len(links) >= 3
     for url in links:
-        page = httpx.get(url, timeout=10)
+        assert url.startswith(client.base_url + "/"), url  # absolute, to the service's own pages
+        page = client.get(url.removeprefix(client.base_url))
         assert page.status_code == 200, url
         assert url.rsplit("/", 1)[1] in page.text
 
 
+@pytest.mark.server
 def test_cors_headers_also_on_authentication_errors(tmp_path: Path) -> None:
     server = Server(tmp_path).start()  # authentication required: no trust list, so every call is refused
     try:
@@ -783,7 +813,7 @@ def test_cors_headers_also_on_authentication_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("depth", [300, 900, 5000])
 def test_deeply_nested_input_is_never_a_server_error(
-    client: httpx.Client, templates: dict[str, str], depth: int
+    client: InProcessClient, templates: dict[str, str], depth: int
 ) -> None:
     body = hook_request(
         "order-sign", [ketamine(dose=quantity("0.5", "mg/kg"))], prefetch={k: None for k in templates}
@@ -798,7 +828,7 @@ def test_deeply_nested_input_is_never_a_server_error(
 
 
 def test_ketamine_named_only_by_a_referenced_medication_is_found(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     medication = ketamine_solution(10, mid="med-ket")
     order = ketamine(rate=quantity(8, "mL/h"), medication={"reference": "Medication/med-ket"})
@@ -812,7 +842,7 @@ def test_ketamine_named_only_by_a_referenced_medication_is_found(
 
 
 def test_an_unreadable_medication_does_not_make_other_drugs_ketamine(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = Case([patient(), weight(70)], [oxycodone_order()])
     body = case.request("order-sign", templates)
@@ -830,6 +860,7 @@ def test_an_unreadable_medication_does_not_make_other_drugs_ketamine(
 # --- the same service on PostgreSQL -----------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_on_postgresql_hook_calls_are_audited_before_the_answer_and_feedback_is_kept(
     tmp_path: Path, postgres_database: str, templates: dict[str, str]
 ) -> None:
@@ -873,7 +904,7 @@ def test_on_postgresql_hook_calls_are_audited_before_the_answer_and_feedback_is_
 
 
 def test_an_unpaired_surrogate_is_400_and_nothing_is_recorded(
-    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+    data_dir: Path, client: InProcessClient, templates: dict[str, str]
 ) -> None:
     instance = str(uuid.uuid4())
     case = surgery_case(ketamine(dose=quantity(10, "mg")), condition("58214004", "Schizo\ud800phrenia"))
@@ -882,14 +913,14 @@ def test_an_unpaired_surrogate_is_400_and_nothing_is_recorded(
     assert response.status_code == 400 and "surrogate" in response.json()["error"]
     hook = json.dumps(case.request("order-sign", templates)).replace('"order-sign"', '"x\\ud800"', 1)
     assert client.post(SIGN, content=hook, headers={"Content-Type": "application/json"}).status_code == 400
-    with _db(dev_server) as db:
+    with _db(data_dir) as db:
         assert db.execute(
             "SELECT count(*) FROM assessments WHERE hook_instance = ?", (instance,)
         ).fetchone() == (0,)
 
 
 def test_a_key_written_twice_in_one_object_is_400_and_nothing_is_recorded(
-    dev_server: Server, client: httpx.Client, templates: dict[str, str]
+    data_dir: Path, client: InProcessClient, templates: dict[str, str]
 ) -> None:
     # json.loads keeps the last of two keys: 2000 mg would be checked as the 20 mg written after it
     instance = str(uuid.uuid4())
@@ -904,14 +935,14 @@ def test_a_key_written_twice_in_one_object_is_400_and_nothing_is_recorded(
     assert response.status_code == 400
     body = response.json()
     assert "'value'" in body["error"] and "twice" in body["error"] and body["code"] == "duplicate-key"
-    with _db(dev_server) as db:
+    with _db(data_dir) as db:
         assert db.execute(
             "SELECT count(*) FROM assessments WHERE hook_instance = ?", (instance,)
         ).fetchone() == (0,)
 
 
 def test_two_weights_taken_at_one_time_that_disagree_warn_at_signing_instead_of_checking_either(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     # 7 kg and 70 kg at the same moment: today the order of the entries decides which one the dose is checked
     # against (20 mg is within the limit for 70 kg and three times over it for 7 kg)
@@ -933,7 +964,7 @@ def test_two_weights_taken_at_one_time_that_disagree_warn_at_signing_instead_of_
     "status", ["on-hold", "completed", "cancelled", "stopped", "unknown", "entered-in-error"]
 )
 def test_a_ketamine_draft_that_is_not_draft_or_active_is_said_not_checked(
-    dev_server: Server, client: httpx.Client, templates: dict[str, str], status: str
+    data_dir: Path, client: InProcessClient, templates: dict[str, str], status: str
 ) -> None:
     # today: {"cards": []}, as if checked (500 mg is over the limit for 70 kg)
     instance = str(uuid.uuid4())
@@ -945,7 +976,7 @@ def test_a_ketamine_draft_that_is_not_draft_or_active_is_said_not_checked(
         assert (
             card["summary"].startswith("Ketamine order not checked") and f"status {status}" in card["summary"]
         )
-    with _db(dev_server) as db:
+    with _db(data_dir) as db:
         assert db.execute(
             "SELECT verdict FROM assessments WHERE hook_instance = ?", (instance,)
         ).fetchall() == [("not-checked",), ("not-checked",)]
@@ -955,7 +986,7 @@ def test_a_ketamine_draft_that_is_not_draft_or_active_is_said_not_checked(
     "name", ["Ketamin 50 mg/ml Injektionsl\u00f6sung", "Keta\u00admine 50 mg/mL", "Keta\u200bmine 50 mg/mL"]
 )
 def test_ketamine_named_in_another_language_or_with_format_characters_is_checked(
-    client: httpx.Client, templates: dict[str, str], name: str
+    client: InProcessClient, templates: dict[str, str], name: str
 ) -> None:
     order = ketamine(dose=quantity(500, "mg"))
     order["medicationCodeableConcept"] = {"text": name}
@@ -963,7 +994,7 @@ def test_ketamine_named_in_another_language_or_with_format_characters_is_checked
     assert [c["indicator"] for c in cards] == ["critical"] and statements(cards) == ["dose-bolus-limit"]
 
 
-def test_a_nul_in_a_stored_string_is_400(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_a_nul_in_a_stored_string_is_400(client: InProcessClient, templates: dict[str, str]) -> None:
     case = surgery_case(ketamine(dose=quantity(10, "mg")))
     response = client.post(SIGN, json=case.request("order-sign", templates, hookInstance="abc\x00def"))
     assert response.status_code == 400 and "hookInstance" in response.json()["error"]
@@ -972,7 +1003,7 @@ def test_a_nul_in_a_stored_string_is_400(client: httpx.Client, templates: dict[s
     assert response.status_code == 400 and "userComment" in response.json()["error"]
 
 
-def test_two_draft_orders_with_one_id_are_400(client: httpx.Client, templates: dict[str, str]) -> None:
+def test_two_draft_orders_with_one_id_are_400(client: InProcessClient, templates: dict[str, str]) -> None:
     case = Case(
         [patient(), weight(70), planned_procedure()],
         [ketamine(dose=quantity(10, "mg")), ketamine(dose=quantity(500, "mg"))],  # both "k1"
@@ -982,7 +1013,7 @@ def test_two_draft_orders_with_one_id_are_400(client: httpx.Client, templates: d
 
 
 def test_a_draft_without_an_id_gets_its_card_but_no_update_it_cannot_address(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     order = ketamine(dose=quantity(500, "mg"))
     del order["id"]
@@ -1001,7 +1032,7 @@ def test_a_draft_without_an_id_gets_its_card_but_no_update_it_cannot_address(
         "2026-13-24T10:00:00Z",
     ],
 )
-def test_an_outcome_timestamp_must_be_a_utc_date_and_time(client: httpx.Client, stamp: str) -> None:
+def test_an_outcome_timestamp_must_be_a_utc_date_and_time(client: InProcessClient, stamp: str) -> None:
     item = {"card": str(uuid.uuid4()), "outcome": "accepted", "outcomeTimestamp": stamp}
     response = client.post(SIGN + "/feedback", json={"feedback": [item]})
     assert response.status_code == 400 and "outcomeTimestamp" in response.json()["error"]
@@ -1012,7 +1043,7 @@ def test_an_outcome_timestamp_must_be_a_utc_date_and_time(client: httpx.Client, 
 
 
 def test_an_absolute_dose_without_a_weight_warns_at_signing(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = Case([patient(), planned_procedure()], [ketamine(dose=quantity(50, "mg"))])
     (card,) = call(client, case, "order-sign", templates)
@@ -1021,7 +1052,7 @@ def test_an_absolute_dose_without_a_weight_warns_at_signing(
 
 
 def test_a_dose_given_only_in_words_warns_at_signing_with_the_limits(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     order = ketamine()
     order["dosageInstruction"][0]["text"] = "ketamine 1 mg/kg IV push now"
@@ -1032,7 +1063,7 @@ def test_a_dose_given_only_in_words_warns_at_signing_with_the_limits(
 
 
 def test_a_child_gets_a_note_at_selection_that_the_reference_has_no_statement_for_children(
-    client: httpx.Client, templates: dict[str, str]
+    client: InProcessClient, templates: dict[str, str]
 ) -> None:
     case = surgery_case(ketamine(dose=quantity(10, "mg")), kg=30)
     case.record[0]["birthDate"] = (dt.date.today() - dt.timedelta(days=365 * 10)).isoformat()

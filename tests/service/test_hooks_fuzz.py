@@ -1,15 +1,15 @@
-"""Generated ketamine orders and records against the real server: whatever the dose, unit, route or weight,
-the answer is 200 with valid cards (a card saying the order was not checked when it cannot be read), never a
-5xx. Schemathesis (test_schemathesis.py) fuzzes the request shapes; this fuzzes what reaches the engine."""
+"""Generated ketamine orders and records against the service (in this process): whatever the dose, unit,
+route or weight, the answer is 200 with valid cards (a card saying the order was not checked when it cannot
+be read), never a 5xx. Schemathesis (test_schemathesis.py) fuzzes the request shapes; this fuzzes what
+reaches the engine."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from conftest import Server
+from conftest import InProcessClient, in_process
 from fhir_stub import (
     IV,
     SNOMED,
@@ -23,7 +23,6 @@ from fhir_stub import (
     ketamine_solution,
     patient,
     planned_procedure,
-    templates_of,
     weight,
 )
 from hypothesis import HealthCheck, given, settings
@@ -102,25 +101,27 @@ def cases(draw: st.DrawFn) -> Case:
 
 
 @pytest.fixture(scope="module")
-def client(dev_server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=dev_server.url, timeout=30) as c:
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessClient]:
+    with in_process(tmp_path_factory.mktemp("fuzz")) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def templates(dev_server: Server) -> dict[str, str]:
-    return templates_of(dev_server.url)
+def templates(client: InProcessClient) -> dict[str, str]:
+    services = client.get("/cds-services").json()["services"]
+    found: dict[str, str] = next(s for s in services if s["hook"] == "order-select")["prefetch"]
+    return found
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case=cases(), hook=st.sampled_from(["order-sign", "order-select"]))
 def test_any_ketamine_order_gets_200_and_valid_cards(
-    client: httpx.Client, templates: dict[str, str], dev_server: Server, case: Case, hook: str
+    client: InProcessClient, templates: dict[str, str], case: Case, hook: str
 ) -> None:
     body: Any = case.request(hook, templates)
     response = client.post(f"/cds-services/ketamine-{hook}", json=body)
     assert response.status_code == 200, response.text
     for card in response.json()["cards"]:
-        check_card(card, dev_server.url)
+        check_card(card, client.base_url)
         if hook == "order-sign":
             assert card["indicator"] in ("critical", "warning")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ketamine_cds._cli import main
-from ketamine_cds.service.report import build_report, incomplete_hooks_lines, report_csv, report_text
+from ketamine_cds.service.override_report import build_report, incomplete_hooks_lines, report_csv, report_text
 from ketamine_cds.service.settings import Settings
 from ketamine_cds.service.store import (
     AssessmentRecord,

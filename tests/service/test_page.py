@@ -1,18 +1,27 @@
-"""The clinician web page over plain HTTP, against a real server: the form, the answer, errors, statements."""
+"""The clinician web page over HTTP, on the application in this process: the form, the answer, errors,
+statements."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from html.parser import HTMLParser
 
 import httpx
 import pytest
-from conftest import Server
+from conftest import InProcessClient, in_process
 
 from ketamine_cds import load_knowledge
 
 KB = load_knowledge()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessClient]:
+    """The service with its page, in this process."""
+    with in_process(tmp_path_factory.mktemp("page")) as client:
+        yield client
+
 
 # The form's values as a browser sends them before anything is changed (radio and select defaults).
 DEFAULTS = {
@@ -101,8 +110,8 @@ class Page(HTMLParser):
         ]
 
 
-def _post(server: Server, data: Mapping[str, object], path: str = "/assess") -> httpx.Response:
-    return httpx.post(server.url + path, data=data, timeout=10)
+def _post(server: InProcessClient, data: Mapping[str, object], path: str = "/assess") -> httpx.Response:
+    return server.post(path, data=data, timeout=10)
 
 
 def _result_text(response: httpx.Response) -> str:
@@ -113,8 +122,8 @@ def _result_text(response: httpx.Response) -> str:
 # --- the form ---------------------------------------------------------------------------------
 
 
-def test_the_form_has_a_visible_label_for_every_control(dev_server: Server) -> None:
-    response = httpx.get(dev_server.url + "/", timeout=10)
+def test_the_form_has_a_visible_label_for_every_control(site: InProcessClient) -> None:
+    response = site.get("/", timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     page = Page(response.text)
@@ -132,8 +141,8 @@ def test_the_form_has_a_visible_label_for_every_control(dev_server: Server) -> N
         assert name in page.labels.values()
 
 
-def test_the_form_offers_the_knowledge_bases_choices(dev_server: Server) -> None:
-    page = Page(httpx.get(dev_server.url + "/", timeout=10).text)
+def test_the_form_offers_the_knowledge_bases_choices(site: InProcessClient) -> None:
+    page = Page(site.get("/", timeout=10).text)
     options = {a.get("value") for tag, a in page.elements if tag == "option"}
     assert set(KB.uses) <= options
     assert set(KB.procedure_classes) <= options
@@ -154,8 +163,8 @@ def test_the_form_offers_the_knowledge_bases_choices(dev_server: Server) -> None
 # --- the answer -------------------------------------------------------------------------------
 
 
-def test_a_bolus_over_the_limit_shows_the_verdict_first(dev_server: Server) -> None:
-    response = _post(dev_server, APPENDECTOMY_40MG)
+def test_a_bolus_over_the_limit_shows_the_verdict_first(site: InProcessClient) -> None:
+    response = _post(site, APPENDECTOMY_40MG)
     assert response.status_code == 200
     page = Page(response.text)
     page.by_id("result")
@@ -177,35 +186,35 @@ def test_a_bolus_over_the_limit_shows_the_verdict_first(dev_server: Server) -> N
     assert 'href="/statements/dose-bolus-limit"' in response.text
 
 
-def test_the_dose_table_restates_the_order_and_never_rounds_onto_the_limit(dev_server: Server) -> None:
+def test_the_dose_table_restates_the_order_and_never_rounds_onto_the_limit(site: InProcessClient) -> None:
     # 24.45 mg for 69.85 kg is 0.35004 mg/kg; the maximum, 24.4475 mg, is shown rounded down
     data = {**APPENDECTOMY_40MG, "weight_value": "69.85", "dose_value": "24.45"}
-    result = _result_text(_post(dev_server, data))
+    result = _result_text(_post(site, data))
     assert "Bolus 24.45 mg (0.35004 mg/kg) is over the 0.35 mg/kg limit: max 24.44 mg" in result
     assert "IV bolus max 24.44 mg" in result
     assert "Ordered bolus 24.45 mg (0.35004 mg/kg): exceeds the limit" in result
     per_kg = {**APPENDECTOMY_40MG, "dose_value": "0.352", "dose_unit": "mg/kg"}
-    result = _result_text(_post(dev_server, per_kg))
+    result = _result_text(_post(site, per_kg))
     assert "Ordered bolus 0.352 mg/kg (28.16 mg): exceeds the limit" in result
 
 
-def test_the_form_is_kept_under_the_answer(dev_server: Server) -> None:
-    page = Page(_post(dev_server, APPENDECTOMY_40MG).text)
+def test_the_form_is_kept_under_the_answer(site: InProcessClient) -> None:
+    page = Page(_post(site, APPENDECTOMY_40MG).text)
     assert page.by_id("weight_value")[1]["value"] == "80"
     assert page.by_id("procedure_name")[1]["value"] == "Appendectomy"
     selected = [a.get("value") for tag, a in page.elements if tag == "option" and "selected" in a]
     assert "abdominal" in selected and "perioperative" in selected and "intravenous" in selected
 
 
-def test_post_to_the_root_works_too(dev_server: Server) -> None:
-    response = _post(dev_server, APPENDECTOMY_40MG, path="/")
+def test_post_to_the_root_works_too(site: InProcessClient) -> None:
+    response = _post(site, APPENDECTOMY_40MG, path="/")
     assert response.status_code == 200
     assert 'data-verdict="dose-exceeds-limit"' in response.text
 
 
-def test_pregnancy_is_a_contraindication_and_absence_is_not_ruled_out(dev_server: Server) -> None:
+def test_pregnancy_is_a_contraindication_and_absence_is_not_ruled_out(site: InProcessClient) -> None:
     data = {**APPENDECTOMY_40MG, "pregnant": "yes", "dose_value": "20", "weight_value": "68"}
-    result = _result_text(_post(dev_server, data))
+    result = _result_text(_post(site, data))
     assert result.startswith(
         "Verdict: Contraindicated Relative contraindication: pregnancy (stated in the case)"
     )
@@ -216,13 +225,13 @@ def test_pregnancy_is_a_contraindication_and_absence_is_not_ruled_out(dev_server
     assert "Grade B Certainty low" in result
 
 
-def test_pregnancy_ruled_out_is_shown_as_ruled_out(dev_server: Server) -> None:
-    result = _result_text(_post(dev_server, {**APPENDECTOMY_40MG, "pregnant": "no"}))
+def test_pregnancy_ruled_out_is_shown_as_ruled_out(site: InProcessClient) -> None:
+    result = _result_text(_post(site, {**APPENDECTOMY_40MG, "pregnant": "no"}))
     assert "Pregnancy : ruled out in the record" in result
 
 
 def test_an_infusion_in_intensive_care_is_held_to_the_highest_rate_the_guidelines_describe(
-    dev_server: Server,
+    site: InProcessClient,
 ) -> None:
     data = {
         **APPENDECTOMY_40MG,
@@ -230,7 +239,7 @@ def test_an_infusion_in_intensive_care_is_held_to_the_highest_rate_the_guideline
         "dose_value": "1.5",
         "dose_unit": "mg/kg/h",
     }
-    result = _result_text(_post(dev_server, data))
+    result = _result_text(_post(site, data))
     assert (
         "IV infusion max 560 mg/h 7 mg/kg/h or 116.66 mcg/kg/min, in intensive care (the highest rate the "
         "guidelines describe)" in result
@@ -238,7 +247,7 @@ def test_an_infusion_in_intensive_care_is_held_to_the_highest_rate_the_guideline
     assert "Ordered infusion 1.5 mg/kg/h (120 mg/h, 25 mcg/kg/min): within the limit" in result
 
 
-def test_a_crps_infusion_gets_the_chronic_range_and_its_duration_is_checked(dev_server: Server) -> None:
+def test_a_crps_infusion_gets_the_chronic_range_and_its_duration_is_checked(site: InProcessClient) -> None:
     data = {
         **APPENDECTOMY_40MG,
         "indication": "crps",
@@ -248,18 +257,18 @@ def test_a_crps_infusion_gets_the_chronic_range_and_its_duration_is_checked(dev_
         "dose_unit": "mg/kg/h",
         "duration_value": "4",
     }
-    result = _result_text(_post(dev_server, data))
+    result = _result_text(_post(site, data))
     assert result.startswith("Verdict: Consider")
     assert "The chronic pain guideline's range" in result
     assert "meets the first-infusion minimum" in result
 
 
-def test_a_child_is_told_the_reference_has_no_statement_for_children(dev_server: Server) -> None:
-    result = _result_text(_post(dev_server, {**APPENDECTOMY_40MG, "age_years": "12"}))
+def test_a_child_is_told_the_reference_has_no_statement_for_children(site: InProcessClient) -> None:
+    result = _result_text(_post(site, {**APPENDECTOMY_40MG, "age_years": "12"}))
     assert "Note: The patient is 12 years old. This reference has no statement for children" in result
 
 
-def test_an_infusion_in_ml_per_hour_uses_the_concentration(dev_server: Server) -> None:
+def test_an_infusion_in_ml_per_hour_uses_the_concentration(site: InProcessClient) -> None:
     data = {
         **APPENDECTOMY_40MG,
         "weight_value": "62.5",
@@ -271,7 +280,7 @@ def test_an_infusion_in_ml_per_hour_uses_the_concentration(dev_server: Server) -
         "opioid_start_0": "2026-09-01",
         "as_of": "2026-11-24",
     }
-    result = _result_text(_post(dev_server, data))
+    result = _result_text(_post(site, data))
     assert result.startswith("Verdict: Consider ketamine Consider IV ketamine")
     assert "Ordered infusion 5 mL/h (50 mg/h, 0.8 mg/kg/h, 13.33 mcg/kg/min): within the limit" in result
     assert "IV bolus max 21.87 mg = 2.18 mL" in result and "IV infusion max 62.5 mg/h = 6.25 mL/h" in result
@@ -280,45 +289,45 @@ def test_an_infusion_in_ml_per_hour_uses_the_concentration(dev_server: Server) -
     assert "60 MME/day" in result
 
 
-def test_unknown_conditions_record_needs_information(dev_server: Server) -> None:
+def test_unknown_conditions_record_needs_information(site: InProcessClient) -> None:
     data = {**APPENDECTOMY_40MG, "conditions_record": "unknown", "dose_value": "20"}
-    result = _result_text(_post(dev_server, data))
+    result = _result_text(_post(site, data))
     assert result.startswith("Verdict: More information needed Needs information")
     assert "conditions : the patient's conditions could not be read" in result
     assert "unknown: verify" in result
 
 
-def test_no_weight_gives_the_limits_per_kg(dev_server: Server) -> None:
+def test_no_weight_gives_the_limits_per_kg(site: InProcessClient) -> None:
     data = {**DEFAULTS, "indication": "crps"}
-    result = _result_text(_post(dev_server, data))
+    result = _result_text(_post(site, data))
     assert "Dose limits (no body weight recorded)" in result
     assert "max 0.35 mg/kg" in result
 
 
-def test_user_text_is_escaped(dev_server: Server) -> None:
+def test_user_text_is_escaped(site: InProcessClient) -> None:
     data = {**APPENDECTOMY_40MG, "procedure_name": "<script>alert(1)</script> & <b>x</b>"}
-    response = _post(dev_server, data)
+    response = _post(site, data)
     assert response.status_code == 200
     assert "<script>alert(1)</script>" not in response.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;x&lt;/b&gt;" in response.text
 
 
-def test_pages_are_not_cached_and_have_a_content_security_policy(dev_server: Server) -> None:
-    response = _post(dev_server, APPENDECTOMY_40MG)
+def test_pages_are_not_cached_and_have_a_content_security_policy(site: InProcessClient) -> None:
+    response = _post(site, APPENDECTOMY_40MG)
     assert response.headers["cache-control"] == "no-store"
     assert "script-src 'self'" in response.headers["content-security-policy"]
     assert "<script>" not in response.text  # no inline script: the CSP would block it
 
 
-def test_the_stylesheet_and_script_are_served(dev_server: Server) -> None:
-    css = httpx.get(dev_server.url + "/static/page.css", timeout=10)
+def test_the_stylesheet_and_script_are_served(site: InProcessClient) -> None:
+    css = site.get("/static/page.css", timeout=10)
     assert css.status_code == 200
     assert css.headers["content-type"].startswith("text/css")
     assert "@media print" in css.text
-    js = httpx.get(dev_server.url + "/static/page.js", timeout=10)
+    js = site.get("/static/page.js", timeout=10)
     assert js.status_code == 200
     assert "window.print" in js.text
-    assert httpx.get(dev_server.url + "/static/page.py", timeout=10).status_code == 404
+    assert site.get("/static/page.py", timeout=10).status_code == 404
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -356,10 +365,10 @@ def test_the_stylesheet_and_script_are_served(dev_server: Server) -> None:
     ],
 )
 def test_bad_input_is_shown_next_to_its_field_with_the_values_kept(
-    dev_server: Server, change: dict[str, str | list[str]], field: str, message: str
+    site: InProcessClient, change: dict[str, str | list[str]], field: str, message: str
 ) -> None:
     data: dict[str, str | list[str]] = {**APPENDECTOMY_40MG, **change}
-    response = _post(dev_server, data)
+    response = _post(site, data)
     assert response.status_code == 400
     assert "Traceback" not in response.text
     assert response.headers["content-type"].startswith("text/html")
@@ -384,16 +393,16 @@ def test_bad_input_is_shown_next_to_its_field_with_the_values_kept(
         assert owner.get("aria-invalid") == "true"
 
 
-def test_an_unrecognised_choice_is_kept_and_marked(dev_server: Server) -> None:
-    page = Page(_post(dev_server, {**APPENDECTOMY_40MG, "weight_unit": "stone"}).text)
+def test_an_unrecognised_choice_is_kept_and_marked(site: InProcessClient) -> None:
+    page = Page(_post(site, {**APPENDECTOMY_40MG, "weight_unit": "stone"}).text)
     options = [a for tag, a in page.elements if tag == "option" and a.get("value") == "stone"]
     assert options and "selected" in options[0]
     assert "stone (not recognised)" in page.text
 
 
-def test_a_malformed_body_is_a_400_page_not_a_traceback(dev_server: Server) -> None:
-    response = httpx.post(
-        dev_server.url + "/assess",
+def test_a_malformed_body_is_a_400_page_not_a_traceback(site: InProcessClient) -> None:
+    response = site.post(
+        "/assess",
         content=b"\xff\xfe not multipart",
         headers={"content-type": "multipart/form-data; boundary=x"},
         timeout=10,
@@ -406,16 +415,16 @@ def test_a_malformed_body_is_a_400_page_not_a_traceback(dev_server: Server) -> N
 # --- statements -------------------------------------------------------------------------------
 
 
-def test_the_statement_list_links_every_statement(dev_server: Server) -> None:
-    response = httpx.get(dev_server.url + "/statements", timeout=10)
+def test_the_statement_list_links_every_statement(site: InProcessClient) -> None:
+    response = site.get("/statements", timeout=10)
     assert response.status_code == 200
     hrefs = {a.get("href") for tag, a in Page(response.text).elements if tag == "a"}
     assert {f"/statements/{sid}" for sid in KB.statements} <= hrefs
 
 
 @pytest.mark.parametrize("statement_id", sorted(KB.statements))
-def test_every_statement_has_a_page(dev_server: Server, statement_id: str) -> None:
-    response = httpx.get(f"{dev_server.url}/statements/{statement_id}", timeout=10)
+def test_every_statement_has_a_page(site: InProcessClient, statement_id: str) -> None:
+    response = site.get(f"/statements/{statement_id}", timeout=10)
     assert response.status_code == 200
     st = KB.statements[statement_id]
     text = Page(response.text).text
@@ -432,41 +441,41 @@ def test_every_statement_has_a_page(dev_server: Server, statement_id: str) -> No
         assert re.search(rf"\b{tag} ?: \w", text)
 
 
-def test_a_statement_page_explains_tags_and_thresholds(dev_server: Server) -> None:
-    text = Page(httpx.get(dev_server.url + "/statements/dose-infusion-limit", timeout=10).text).text
+def test_a_statement_page_explains_tags_and_thresholds(site: InProcessClient) -> None:
+    text = Page(site.get("/statements/dose-infusion-limit", timeout=10).text).text
     assert "limit 1 mg/kg/h" in text
     assert "tolerability range 0.1–0.5 mg/kg/h" in text
     assert "V2v : the conclusion and its grade, word for word" in text
-    seed = Page(httpx.get(dev_server.url + "/statements/dose-bolus-limit", timeout=10).text).text
+    seed = Page(site.get("/statements/dose-bolus-limit", timeout=10).text).text
     # the seed tag says what the seed is, not "the seed summary the project was started from"
     assert (
         "seed : stated in the project's seed: a one-page summary of the 2018 ASRA/AAPM/ASA recommendations"
         in seed
     )
-    text = Page(httpx.get(dev_server.url + "/statements/contra-pregnancy", timeout=10).text).text
+    text = Page(site.get("/statements/contra-pregnancy", timeout=10).text).text
     assert "Grade B" in text and "Certainty low" in text and "a relative contraindication" in text
     assert "V2 : from secondary summaries of the recommendations" in text
     assert "Noted beside the tags in the reference: 1." in text
-    text = Page(httpx.get(dev_server.url + "/statements/chronic-dose-minimum", timeout=10).text).text
+    text = Page(site.get("/statements/chronic-dose-minimum", timeout=10).text).text
     assert "minimum total 80 mg" in text and "minimum duration 2 h" in text
 
 
-def test_every_statement_linked_from_an_answer_exists(dev_server: Server) -> None:
+def test_every_statement_linked_from_an_answer_exists(site: InProcessClient) -> None:
     data = {**APPENDECTOMY_40MG, "pregnant": "yes", "conditions": ["sleep-apnea"]}
-    page = Page(_post(dev_server, data).text)
+    page = Page(_post(site, data).text)
     links = {
         a["href"] for tag, a in page.elements if tag == "a" and a.get("href", "").startswith("/statements/")
     }
     assert len(links) >= 8
     for link in links:
-        assert httpx.get(dev_server.url + link, timeout=10).status_code == 200
+        assert site.get(link, timeout=10).status_code == 200
 
 
-def test_an_unknown_statement_is_a_404_page(dev_server: Server) -> None:
-    response = httpx.get(dev_server.url + "/statements/no-such-statement", timeout=10)
+def test_an_unknown_statement_is_a_404_page(site: InProcessClient) -> None:
+    response = site.get("/statements/no-such-statement", timeout=10)
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
     assert "no-such-statement" in response.text
-    escaped = httpx.get(dev_server.url + "/statements/%3Cb%3Ex", timeout=10)
+    escaped = site.get("/statements/%3Cb%3Ex", timeout=10)
     assert escaped.status_code == 404
     assert "<b>x" not in escaped.text and "&lt;b&gt;x" in escaped.text

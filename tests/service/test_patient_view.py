@@ -1,16 +1,19 @@
-"""patient-view on a real server: a chart with a running ketamine infusion, new contraindications, follow-up
-after an IV course; nothing for a chart without ketamine; never an interruption."""
+"""patient-view, on the application in this process: a chart with a running ketamine infusion, new
+contraindications, follow-up after an IV course; nothing for a chart without ketamine; never an
+interruption."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import Server
+from conftest import InProcessClient, in_process
 from fhir_stub import (
     SNOMED,
     Case,
@@ -26,7 +29,6 @@ from fhir_stub import (
     planned_procedure,
     quantity,
     running,
-    templates_of,
     topics,
     weight,
 )
@@ -41,8 +43,21 @@ def days_ago(days: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def view_templates(dev_server: Server) -> dict[str, str]:
-    return templates_of(dev_server.url, "patient-view")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("patient-view")
+
+
+@pytest.fixture(scope="module")
+def client(data_dir: Path) -> Iterator[InProcessClient]:
+    with in_process(data_dir) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def view_templates(client: InProcessClient) -> dict[str, str]:
+    services = client.get("/cds-services").json()["services"]
+    templates: dict[str, str] = next(s for s in services if s["hook"] == "patient-view")["prefetch"]
+    return templates
 
 
 WRITTEN = days_ago(10)  # when the running order was written (every date is relative to today)
@@ -58,7 +73,9 @@ def ward(*extra: Json, kg: float | str = 70) -> list[Json]:
     return [patient(), weight(kg), planned_procedure(), *encounter(False), *extra]
 
 
-def view(client: httpx.Client, record: list[Json], templates: dict[str, str], **extra: Any) -> httpx.Response:
+def view(
+    client: InProcessClient, record: list[Json], templates: dict[str, str], **extra: Any
+) -> httpx.Response:
     body = Case(record, [], encounter_id="e1").request("patient-view", templates, **extra)
     return client.post(VIEW, json=body)
 
@@ -82,7 +99,7 @@ def recorded(resource: Json, when: str) -> Json:
 # --- nothing to say ------------------------------------------------------------------------------------
 
 
-def test_a_chart_without_ketamine_gets_nothing_and_nothing_else_is_read(client: httpx.Client) -> None:
+def test_a_chart_without_ketamine_gets_nothing_and_nothing_else_is_read(client: InProcessClient) -> None:
     with running(FhirStub([patient(), weight(70), condition("58214004", "Schizophrenia")])) as stub:
         body = hook_request("patient-view", [], fhirServer=stub.base, fhirAuthorization=authorization())
         assert client.post(VIEW, json=body).json() == {"cards": []}
@@ -93,7 +110,7 @@ def test_a_chart_without_ketamine_gets_nothing_and_nothing_else_is_read(client: 
 
 
 def test_an_old_or_stopped_ketamine_order_gets_nothing(
-    client: httpx.Client, view_templates: dict[str, str]
+    client: InProcessClient, view_templates: dict[str, str]
 ) -> None:
     old = ketamine(oid="old", rate=quantity("0.35", "mg/kg/h"), status="completed")
     old.update(authoredOn=days_ago(200), reasonCode=[CRPS])
@@ -102,7 +119,7 @@ def test_an_old_or_stopped_ketamine_order_gets_nothing(
 
 
 def test_412_only_when_the_ketamine_orders_cannot_be_read(
-    client: httpx.Client, view_templates: dict[str, str], dev_server: Server
+    client: InProcessClient, view_templates: dict[str, str], data_dir: Path
 ) -> None:
     body = Case(ward(running_infusion(quantity(2, "mg/kg/h"))), [], encounter_id="e1").request(
         "patient-view", view_templates
@@ -111,7 +128,7 @@ def test_412_only_when_the_ketamine_orders_cannot_be_read(
     response = client.post(VIEW, json=body)
     assert response.status_code == 412 and response.json()["missingPrefetch"] == ["ketamineRequests"]
     assert "ketamine orders could not be read" in response.json()["error"]
-    with sqlite3.connect(dev_server.data_dir / "ketamine-cds.sqlite3") as db:
+    with sqlite3.connect(data_dir / "ketamine-cds.sqlite3") as db:
         rows = db.execute(
             "SELECT verdict, completeness FROM assessments WHERE hook_instance = ?", (body["hookInstance"],)
         ).fetchall()
@@ -122,7 +139,7 @@ def test_412_only_when_the_ketamine_orders_cannot_be_read(
 
 
 def test_a_running_infusion_over_the_limit_is_a_warning_and_within_it_information(
-    client: httpx.Client, view_templates: dict[str, str]
+    client: InProcessClient, view_templates: dict[str, str]
 ) -> None:
     (over,) = cards(view(client, ward(running_infusion(quantity(2, "mg/kg/h"))), view_templates))
     assert over["indicator"] == "warning"
@@ -137,7 +154,7 @@ def test_a_running_infusion_over_the_limit_is_a_warning_and_within_it_informatio
 
 
 def test_the_running_rate_is_checked_against_the_weight_recorded_now(
-    client: httpx.Client, view_templates: dict[str, str]
+    client: InProcessClient, view_templates: dict[str, str]
 ) -> None:
     """60 mg/h was 1 mg/kg/h for the 60 kg the patient weighed; at 50 kg now it is 1.2 mg/kg/h."""
     before, now = weight(60, when=days_ago(30)), weight(50, oid="w-now", when=days_ago(1))
@@ -149,7 +166,7 @@ def test_the_running_rate_is_checked_against_the_weight_recorded_now(
 
 
 def test_in_intensive_care_the_infusion_limit_does_not_apply(
-    client: httpx.Client, view_templates: dict[str, str]
+    client: InProcessClient, view_templates: dict[str, str]
 ) -> None:
     infusion = running_infusion(quantity(2, "mg/kg/h"))
     record = [patient(), weight(70), planned_procedure(), *encounter(True), infusion]
@@ -162,7 +179,7 @@ def test_in_intensive_care_the_infusion_limit_does_not_apply(
 
 
 def test_a_contraindication_recorded_after_the_order_is_a_warning(
-    client: httpx.Client, view_templates: dict[str, str]
+    client: InProcessClient, view_templates: dict[str, str]
 ) -> None:
     infusion = running_infusion(quantity("0.5", "mg/kg/h"), written=f"{WRITTEN}T08:00:00Z")
     new = recorded(condition("58214004", "Schizophrenia"), days_ago(9))
@@ -173,7 +190,7 @@ def test_a_contraindication_recorded_after_the_order_is_a_warning(
 
 
 def test_a_contraindication_known_when_ordering_is_not_repeated(
-    client: httpx.Client, view_templates: dict[str, str]
+    client: InProcessClient, view_templates: dict[str, str]
 ) -> None:
     """It was shown at signing (and overridden there, or the order would not be running)."""
     infusion = running_infusion(quantity("0.5", "mg/kg/h"), written=f"{WRITTEN}T08:00:00Z")
@@ -183,7 +200,7 @@ def test_a_contraindication_known_when_ordering_is_not_repeated(
 
 @pytest.mark.parametrize("when", [None, WRITTEN, WRITTEN[:7], "not a date"])
 def test_a_contraindication_not_known_to_precede_the_order_counts_as_new(
-    client: httpx.Client, view_templates: dict[str, str], when: str | None
+    client: InProcessClient, view_templates: dict[str, str], when: str | None
 ) -> None:
     """No date, the same day without a time, a month that holds the order: it may be new, so it is shown."""
     infusion = running_infusion(quantity("0.5", "mg/kg/h"), written=f"{WRITTEN}T08:00:00Z")
@@ -194,7 +211,7 @@ def test_a_contraindication_not_known_to_precede_the_order_counts_as_new(
 
 
 def test_a_pregnancy_reported_since_the_order_is_new(
-    client: httpx.Client, view_templates: dict[str, str]
+    client: InProcessClient, view_templates: dict[str, str]
 ) -> None:
     pregnant: Json = {
         "resourceType": "Observation",
@@ -221,7 +238,7 @@ def _course(reason: Json | None, written: str, rate: Json | None = None) -> Json
 
 
 def test_after_a_recent_iv_infusion_course_for_chronic_pain_the_follow_up_is_shown(
-    client: httpx.Client, view_templates: dict[str, str]
+    client: InProcessClient, view_templates: dict[str, str]
 ) -> None:
     found = cards(view(client, [patient(), weight(70), _course(CRPS, days_ago(10))], view_templates))
     assert set(topics(found)) == {"followup-oral", "followup-intranasal"}
@@ -241,7 +258,7 @@ def test_after_a_recent_iv_infusion_course_for_chronic_pain_the_follow_up_is_sho
     ids=["perioperative", "long-ago", "not-an-infusion"],
 )
 def test_no_follow_up_after_other_courses(
-    client: httpx.Client, view_templates: dict[str, str], course: Json
+    client: InProcessClient, view_templates: dict[str, str], course: Json
 ) -> None:
     record = [patient(), weight(70), planned_procedure(), course]
     assert view(client, record, view_templates).json() == {"cards": []}
@@ -251,7 +268,7 @@ def test_no_follow_up_after_other_courses(
 
 
 def test_a_chart_read_with_parts_missing_says_which(
-    client: httpx.Client, view_templates: dict[str, str], dev_server: Server
+    client: InProcessClient, view_templates: dict[str, str], data_dir: Path
 ) -> None:
     body = Case(ward(running_infusion(quantity(60, "mg/h"))), [], encounter_id="e1").request(
         "patient-view", view_templates
@@ -261,7 +278,7 @@ def test_a_chart_read_with_parts_missing_says_which(
     found = {c["summary"]: c for c in cards(response)}
     assert "Checked without part of the record: conditions, body weight could not be read" in found
     assert any("no body weight" in s for s in found)
-    with sqlite3.connect(dev_server.data_dir / "ketamine-cds.sqlite3") as db:
+    with sqlite3.connect(data_dir / "ketamine-cds.sqlite3") as db:
         (row,) = db.execute(
             "SELECT completeness, unread FROM assessments WHERE hook_instance = ?", (body["hookInstance"],)
         ).fetchall()
@@ -269,7 +286,7 @@ def test_a_chart_read_with_parts_missing_says_which(
 
 
 def test_everything_from_the_fhir_server_gives_the_prefetched_cards(
-    client: httpx.Client, view_templates: dict[str, str]
+    client: InProcessClient, view_templates: dict[str, str]
 ) -> None:
     record = [*ward(running_infusion(quantity(2, "mg/kg/h"))), condition("58214004", "Schizophrenia")]
     prefetched = summaries(view(client, record, view_templates))
@@ -282,7 +299,7 @@ def test_everything_from_the_fhir_server_gives_the_prefetched_cards(
 
 
 def test_a_running_dose_with_two_weights_at_one_time_that_disagree_says_the_weight_is_not_used(
-    client: httpx.Client, view_templates: dict[str, str]
+    client: InProcessClient, view_templates: dict[str, str]
 ) -> None:
     # 60 mg/h is within 1 mg/kg/h for 70 kg and six times over it for 10 kg: checked against neither
     when = TODAY.isoformat() + "T08:00:00Z"

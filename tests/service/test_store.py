@@ -229,7 +229,7 @@ def test_settings_make_a_persistent_pseudonym_secret(tmp_path: Path) -> None:
 
 
 def test_report_counts_verdicts_and_override_rates(store: Store) -> None:
-    from ketamine_cds.service.report import build_report, report_text
+    from ketamine_cds.service.override_report import build_report, report_text
 
     cards = [str(uuid.uuid4()) for _ in range(4)]
     for card in cards:

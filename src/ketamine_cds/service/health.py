@@ -1,9 +1,9 @@
 """Liveness and readiness, for load balancers and orchestrators (no authentication, no patient data).
 
 ``GET /healthz``: the process answers (its event loop runs); it says nothing about the database, so an
-orchestrator does not restart a service whose database is merely away. ``GET /readyz``: the audit database
-answers a query (on PostgreSQL, after reconnecting if the connection was lost); 503 with ``Retry-After``
-when it does not, so that a load balancer sends no hook calls that could only be answered 503.
+orchestrator does not restart a service whose database is merely away. ``GET /readyz``: the database of the
+audit trail answers a query (on PostgreSQL, after reconnecting if the connection was lost); 503 with
+``Retry-After`` when it does not, so that a load balancer sends no hook calls that could only be answered 503.
 """
 
 from __future__ import annotations

@@ -308,34 +308,70 @@ def _number_value(form: FormValues, name: str) -> Decimal | str:
     raise FormError(name, "enter a plain number such as 80 or 0.5")
 
 
+# (path in the case document, form field): where an adapter error's path points on the form
+_CASE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("as_of", "as_of"),
+    ("patient.weight.unit", "weight_unit"),
+    ("patient.weight", "weight_value"),
+    ("patient.age_years", "age_years"),
+    ("patient.sex", "sex"),
+    ("patient.pregnant", "pregnant"),
+    ("patient.conditions", "conditions"),
+    ("patient.opioids", "opioid_record"),
+    ("indication", "indication"),
+    ("procedure.class", "procedure_class"),
+    ("procedure", "procedure_name"),
+    ("setting", "setting"),
+    ("prior_iv_ketamine", "prior_iv"),
+    ("order.route", "route"),
+    ("order.kind", "dose_kind"),
+    ("order.dose.unit", "dose_unit"),
+    ("order.dose", "dose_value"),
+    ("order.concentration", "concentration_value"),
+    ("order.duration", "duration_value"),
+    ("order.pca_sole_agent", "pca_sole_agent"),
+    ("order", "route"),
+)
+
+
 def build_case(form: FormValues, kb: KnowledgeBase) -> Built:
-    """The case document (README, "The case document") for the form's values."""
+    """The case document (README, "The case document") for the form's values: the patient, the procedure and
+    its setting, the order; a value the form cannot give is a ``FormError`` on its field."""
     case: dict[str, Any] = {}
-    fields: list[tuple[str, str]] = [
-        ("as_of", "as_of"),
-        ("patient.weight.unit", "weight_unit"),
-        ("patient.weight", "weight_value"),
-        ("patient.age_years", "age_years"),
-        ("patient.sex", "sex"),
-        ("patient.pregnant", "pregnant"),
-        ("patient.conditions", "conditions"),
-        ("patient.opioids", "opioid_record"),
-        ("indication", "indication"),
-        ("procedure.class", "procedure_class"),
-        ("procedure", "procedure_name"),
-        ("setting", "setting"),
-        ("prior_iv_ketamine", "prior_iv"),
-        ("order.route", "route"),
-        ("order.kind", "dose_kind"),
-        ("order.dose.unit", "dose_unit"),
-        ("order.dose", "dose_value"),
-        ("order.concentration", "concentration_value"),
-        ("order.duration", "duration_value"),
-        ("order.pca_sole_agent", "pca_sole_agent"),
-        ("order", "route"),
-    ]
+    fields = list(_CASE_FIELDS)
     if as_of := _text(form, "as_of"):
         case["as_of"] = as_of
+    patient = _patient(form, kb, fields)
+    if patient:
+        case["patient"] = patient
+    if indication := _text(form, "indication"):
+        case["indication"] = indication
+    procedure = _procedure(form)
+    if procedure:
+        case["procedure"] = procedure
+    if setting := _text(form, "setting"):
+        case["setting"] = setting
+    prior = _yes_no(form, "prior_iv")
+    if prior is not None:
+        case["prior_iv_ketamine"] = prior
+    order = _order(form)
+    if order is not None:
+        case["order"] = order
+    return Built(case, sorted(fields, key=lambda f: len(f[0]), reverse=True))
+
+
+def _yes_no(form: FormValues, name: str) -> bool | None:
+    """yes, no, or None for not known (empty or "unknown")."""
+    answer = _text(form, name)
+    if answer in ("yes", "no"):
+        return answer == "yes"
+    if answer not in ("", "unknown"):
+        raise FormError(name, "choose yes, no or not known")
+    return None
+
+
+def _patient(form: FormValues, kb: KnowledgeBase, fields: list[tuple[str, str]]) -> dict[str, Any]:
+    """The case's patient; each opioid row read adds its fields to ``fields``."""
     patient: dict[str, Any] = {}
     if _text(form, "weight_value"):
         patient["weight"] = {"value": _number_value(form, "weight_value"), "unit": _text(form, "weight_unit")}
@@ -343,75 +379,94 @@ def build_case(form: FormValues, kb: KnowledgeBase) -> Built:
         patient["age_years"] = int(age) if age.isascii() and age.isdigit() and len(age) <= 3 else age
     if sex := _text(form, "sex"):
         patient["sex"] = sex
-    pregnant = _text(form, "pregnant")
-    if pregnant in ("yes", "no"):
-        patient["pregnant"] = pregnant == "yes"
-    elif pregnant not in ("", "unknown"):
-        raise FormError("pregnant", "choose yes, no or not known")
+    pregnant = _yes_no(form, "pregnant")
+    if pregnant is not None:
+        patient["pregnant"] = pregnant
+    conditions = _conditions(form)
+    if conditions is not None:
+        patient["conditions"] = conditions
+    opioids = _opioids(form, kb, fields)
+    if opioids is not None:
+        patient["opioids"] = opioids
+    return patient
+
+
+def _conditions(form: FormValues) -> list[str] | None:
+    """The ticked conditions, or None when the record is marked as not reviewed (and none is ticked)."""
     ticked = [c for c in form.get("conditions", []) if isinstance(c, str) and c]
     if cardio := _text(form, "cardiovascular"):
         ticked.append(cardio)
     if _text(form, "conditions_record") != "unknown":
-        patient["conditions"] = ticked
-    elif ticked:
+        return ticked
+    if ticked:
         raise FormError(
             "conditions_record",
             "conditions are ticked but the record is marked as not reviewed: choose 'Reviewed' (unticked "
             "conditions were looked for and not found) or untick them",
         )
-    opioid_record = _text(form, "opioid_record")
-    if opioid_record == "unknown" and any(
-        _text(form, f"opioid_{part}_{row}")
-        for row in range(OPIOID_ROWS)
-        for part in ("ingredient", "amount", "start")
-    ):
-        raise FormError(
-            "opioid_record",
-            "opioids are listed but opioid use is marked as not known: clear the rows or choose 'as listed'",
-        )
-    if opioid_record != "unknown":
-        opioids: list[dict[str, Any]] = []
-        for row in range(OPIOID_ROWS):
-            ingredient = _text(form, f"opioid_ingredient_{row}")
-            amount = _text(form, f"opioid_amount_{row}")
-            start = _text(form, f"opioid_start_{row}")
-            if not (ingredient or amount or start):
-                continue
-            item: dict[str, Any] = {"ingredient": ingredient}
-            opioid = kb.opioids.get(ingredient.lower())
-            key = "mcg_per_h" if opioid is not None and opioid.unit == "ug/h" else "mg_per_day"
-            if amount:
-                item[key] = _number_value(form, f"opioid_amount_{row}")
-            if start:
-                item["start"] = start
-            prefix = f"patient.opioids[{len(opioids)}]"
-            fields += [
-                (f"{prefix}.ingredient", f"opioid_ingredient_{row}"),
-                (f"{prefix}.mg_per_day", f"opioid_amount_{row}"),
-                (f"{prefix}.mcg_per_h", f"opioid_amount_{row}"),
-                (f"{prefix}.start", f"opioid_start_{row}"),
-                (prefix, f"opioid_ingredient_{row}"),
-            ]
-            opioids.append(item)
-        patient["opioids"] = opioids
-    if patient:
-        case["patient"] = patient
-    if indication := _text(form, "indication"):
-        case["indication"] = indication
+    return None
+
+
+def _opioids(
+    form: FormValues, kb: KnowledgeBase, fields: list[tuple[str, str]]
+) -> list[dict[str, Any]] | None:
+    """The opioid rows filled in, or None when opioid use is marked as not known (and no row is filled)."""
+    if _text(form, "opioid_record") == "unknown":
+        if any(
+            _text(form, f"opioid_{part}_{row}")
+            for row in range(OPIOID_ROWS)
+            for part in ("ingredient", "amount", "start")
+        ):
+            raise FormError(
+                "opioid_record",
+                "opioids are listed but opioid use is marked as not known: clear the rows or choose "
+                "'as listed'",
+            )
+        return None
+    opioids: list[dict[str, Any]] = []
+    for row in range(OPIOID_ROWS):
+        item = _opioid_row(form, kb, row)
+        if item is None:
+            continue
+        prefix = f"patient.opioids[{len(opioids)}]"
+        fields += [
+            (f"{prefix}.ingredient", f"opioid_ingredient_{row}"),
+            (f"{prefix}.mg_per_day", f"opioid_amount_{row}"),
+            (f"{prefix}.mcg_per_h", f"opioid_amount_{row}"),
+            (f"{prefix}.start", f"opioid_start_{row}"),
+            (prefix, f"opioid_ingredient_{row}"),
+        ]
+        opioids.append(item)
+    return opioids
+
+
+def _opioid_row(form: FormValues, kb: KnowledgeBase, row: int) -> dict[str, Any] | None:
+    ingredient = _text(form, f"opioid_ingredient_{row}")
+    amount = _text(form, f"opioid_amount_{row}")
+    start = _text(form, f"opioid_start_{row}")
+    if not (ingredient or amount or start):
+        return None
+    item: dict[str, Any] = {"ingredient": ingredient}
+    opioid = kb.opioids.get(ingredient.lower())
+    key = "mcg_per_h" if opioid is not None and opioid.unit == "ug/h" else "mg_per_day"
+    if amount:
+        item[key] = _number_value(form, f"opioid_amount_{row}")
+    if start:
+        item["start"] = start
+    return item
+
+
+def _procedure(form: FormValues) -> dict[str, Any]:
     procedure: dict[str, Any] = {}
     if pclass := _text(form, "procedure_class"):
         procedure["class"] = pclass
     if name := _text(form, "procedure_name"):
         procedure["display"] = name
-    if procedure:
-        case["procedure"] = procedure
-    if setting := _text(form, "setting"):
-        case["setting"] = setting
-    prior = _text(form, "prior_iv")
-    if prior in ("yes", "no"):
-        case["prior_iv_ketamine"] = prior == "yes"
-    elif prior not in ("", "unknown"):
-        raise FormError("prior_iv", "choose yes, no or not known")
+    return procedure
+
+
+def _order(form: FormValues) -> dict[str, Any] | None:
+    """The order, or None when the form gives none of it."""
     order: dict[str, Any] = {}
     if _text(form, "dose_value"):
         order["dose"] = {"value": _number_value(form, "dose_value"), "unit": _text(form, "dose_unit")}
@@ -424,10 +479,10 @@ def build_case(form: FormValues, kb: KnowledgeBase) -> Built:
     if _text(form, "pca_sole_agent"):
         order["pca_sole_agent"] = True
     route = _text(form, "route")
-    if route or order:
-        order["route"] = route or None
-        case["order"] = order
-    return Built(case, sorted(fields, key=lambda f: len(f[0]), reverse=True))
+    if not (route or order):
+        return None
+    order["route"] = route or None
+    return order
 
 
 def field_for(path: str, fields: Sequence[tuple[str, str]]) -> str:

@@ -2,10 +2,10 @@
 
 SQLite (WAL) by default; PostgreSQL when a database URL is configured. Every write is committed before the
 call returns. Feedback and token ids are flushed to disk at each commit (synchronous=FULL / synchronous_commit
-on), so whatever the service acknowledged survives a crash of the machine. Audit rows of assessments are
+on), so whatever the service acknowledged survives a crash of the machine. Audit trail rows of assessments are
 acknowledged to no one and sit on the order-sign path, so they are committed without waiting for the disk
 (WAL with synchronous=NORMAL / synchronous_commit off): they survive a crash of the service, and only a power
-loss in the last moments could lose them. A hook answers only after its audit rows are committed
+loss in the last moments could lose them. A hook answers only after its audit trail rows are committed
 (``AuditWriter``). Patient identifiers are stored only as keyed pseudonyms
 (HMAC-SHA256 with the configured secret).
 
@@ -343,11 +343,11 @@ _POSTGRES_MIGRATION = (
 
 
 class SQLiteStore(_SQLStore):
-    """Feedback and token ids through the main connection (synchronous=FULL); audit rows through a second
-    connection of their own (synchronous=NORMAL), written straight from the event loop: a commit there is
-    tens of microseconds of work with no wait for the disk, far less than a hand-over to a thread and back.
-    That connection never waits for a lock (busy_timeout 0: when another write holds the database, the rows
-    go to the audit writer's thread instead) and never checkpoints the WAL; a background thread does, on a
+    """Feedback and token ids through the main connection (synchronous=FULL); audit trail rows through a
+    second connection of their own (synchronous=NORMAL), written straight from the event loop: a commit there
+    is tens of microseconds of work with no wait for the disk, far less than a hand-over to a thread and back.
+    That connection never waits for a lock (busy_timeout 0: when another write holds the database, the rows go
+    to the audit trail writer's thread instead) and never checkpoints the WAL; a background thread does, on a
     third connection, so no call ever waits for the WAL to be copied into the database."""
 
     relaxed_commit = "PRAGMA synchronous=NORMAL"
@@ -362,8 +362,8 @@ class SQLiteStore(_SQLStore):
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=5000")
         super().__init__(db)
-        self._audit_db = _connect(path, 0.0, "PRAGMA synchronous=NORMAL", "PRAGMA wal_autocheckpoint=0")
-        self._audit_lock = threading.Lock()
+        self._trail_db = _connect(path, 0.0, "PRAGMA synchronous=NORMAL", "PRAGMA wal_autocheckpoint=0")
+        self._trail_lock = threading.Lock()
         self._checkpoint_db = _connect(path, 5.0)
         self._closing = threading.Event()
         self._unflushed = False
@@ -374,24 +374,24 @@ class SQLiteStore(_SQLStore):
         _sqlite_migrate(cur)
 
     def record_assessments_now(self, records: Sequence[AssessmentRecord]) -> bool:
-        if not self._audit_lock.acquire(blocking=False):  # another thread is writing through it
+        if not self._trail_lock.acquire(blocking=False):  # another thread is writing through it
             return False
         try:
             try:
-                _insert_assessments(self._audit_db, self._sql, records)
-                self._audit_db.commit()
+                _insert_assessments(self._trail_db, self._sql, records)
+                self._trail_db.commit()
             except sqlite3.OperationalError as exc:
-                self._audit_db.rollback()
+                self._trail_db.rollback()
                 if _busy(exc):
                     return False
                 raise
             except BaseException:
-                self._audit_db.rollback()
+                self._trail_db.rollback()
                 raise
             self._unflushed = True
             return True
         finally:
-            self._audit_lock.release()
+            self._trail_lock.release()
 
     def _checkpoints(self) -> None:
         while not self._closing.wait(self.checkpoint_every_s):
@@ -409,8 +409,8 @@ class SQLiteStore(_SQLStore):
     def close(self) -> None:
         self._closing.set()
         self._checkpointer.join()
-        with self._audit_lock:
-            self._audit_db.close()
+        with self._trail_lock:
+            self._trail_db.close()
         self._checkpoint()
         self._checkpoint_db.close()
         super().close()
@@ -514,9 +514,9 @@ _Waiting = tuple[Sequence[AssessmentRecord], asyncio.AbstractEventLoop, "asyncio
 
 
 class AuditWriter:
-    """Writes the audit rows of hook calls: at once when the store can do so without waiting (SQLite, when
-    no other write holds the database), else on a thread of its own, so that the event loop never waits for
-    a lock, the disk or the network. Rows that reach the thread while it commits go together into its next
+    """Writes the audit trail rows of hook calls: at once when the store can do so without waiting (SQLite,
+    when no other write holds the database), else on a thread of its own, so that the event loop never waits
+    for a lock, the disk or the network. Rows that reach the thread while it commits go together into its next
     transaction (group commit). A caller's ``write`` returns once its rows are committed, or raises what the
     store raised, so a hook answers its cards only when the assessment behind them is on record."""
 
