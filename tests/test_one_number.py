@@ -286,3 +286,18 @@ def test_the_two_numbers_of_the_issue_now_agree() -> None:
     a = assess(facts_from_case(case, today=TODAY))
     assert "Ordered bolus: 26 mg (0.33 mg/kg)" in text_report(a)
     assert assessment_json(a)["dose_check"]["per_kg"] == 0.33
+
+
+def test_a_tiny_dose_without_a_weight_is_not_zero_in_the_json() -> None:
+    # found by the property test: 0.0018 mL at 2.5 mg/mL is 0.0045 mg, shown 0.005 mg; the JSON said 0.0
+    case = {
+        "indication": "perioperative",
+        "order": {
+            "route": "intravenous",
+            "dose": {"value": "0.0018", "unit": "mL"},
+            "concentration": {"value": "2.5", "unit": "mg/mL"},
+        },
+    }
+    a = assess(facts_from_case(case, today=TODAY))
+    assert "0.005 mg" in text_report(a)
+    assert assessment_json(a)["dose_check"]["amount"] == 0.01

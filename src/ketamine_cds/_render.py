@@ -647,8 +647,8 @@ def _beside(value: Fraction | None, limit: Fraction | None) -> float | None:
     in its direction: down when within the limit and up when over it, never onto the other side."""
     if value is None:
         return None
-    if limit is None:
-        return _number(value)
+    if limit is None:  # the display, half up (a dose above zero is never 0: 0.0045 mg is shown 0.005, 0.01)
+        return json_number(shown_beside(value, None))
     return json_number(shown_beside(value, limit), "down" if value <= limit else "up")
 
 
