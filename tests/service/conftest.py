@@ -298,14 +298,26 @@ _SERVER_MODULES = {
     "test_site_service",
     "test_page_browser",
 }
+# modules whose tests run the batch audit end to end on DuckDB (a few seconds each), and modules that run the
+# command line (or the README's commands) in processes of their own
+_AUDIT_MODULES = {
+    "test_fhir_conformance",
+    "test_audit_equals_engine",
+    "test_input_forms",
+    "test_buckets",
+    "test_tolerance",
+    "test_audit_rows",
+    "test_report",
+}
+_PROCESS_MODULES = {"test_cli_hardening", "test_readme"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Markers so that everyday runs can leave the slow parts out: ``scripts/test -m "not slow"`` runs the
     engine, adapters, knowledge base, command line and in-process audit tests, and the hook contract on the
     application in this process (test_contract, test_drafts); ``.ci/run`` runs everything.
-    A test is ``slow`` when it needs a server process, a browser, Spark, PostgreSQL or Node, each of which
-    also has its own marker."""
+    A test is ``slow`` when it needs a server process, a browser, Spark, PostgreSQL or Node, runs the batch
+    audit end to end or the command line in processes of its own, each of which also has its own marker."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         marks = {marker for fixture, marker in _NEEDS.items() if fixture in fixtures}
@@ -317,6 +329,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             marks.add("server")  # a module that starts servers in its tests' bodies, or a test marked so
         if module == "test_sandbox_e2e":
             marks.add("node")
+        if module in _AUDIT_MODULES and item.path.parent.name == "audit":
+            marks.add("audit")
+        if module in _PROCESS_MODULES:
+            marks.add("process")
         for marker in sorted(marks):
             item.add_marker(getattr(pytest.mark, marker))
         if marks:
