@@ -13,7 +13,7 @@ within a hair of a limit get a class of their own per exact dose, so the engine'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -26,7 +26,7 @@ from .._facts import MAX_WEIGHT_KG, MIN_WEIGHT_KG, DoseKind, Route
 from .._kb import KnowledgeBase
 from .._opioids import Presence
 from .._site import Site
-from .._units import parse_unit, weight_in_kg
+from .._units import Unit, parse_unit, weight_in_kg
 from .canonical import facts_from_row
 
 # the per-row columns a decision class shares: everything the engine's decision depends on (duck.CLASS_KEY
@@ -67,15 +67,23 @@ class UnitRow:
     is_volume: bool
 
 
-def unit_rows(units: Iterable[str | None]) -> list[UnitRow]:
-    """The dose units found in the data, read by the engine's own unit parser."""
-    rows = []
+def parsed_units(units: Iterable[str | None]) -> Iterator[tuple[str, Unit | None]]:
+    """Each dose unit found in the data (empty ones left out) read by the engine's own unit parser: None
+    for one it does not know."""
     for text in units:
         if text is None:
             continue
         try:
-            unit = parse_unit(text)
+            yield text, parse_unit(text)
         except UnitError:
+            yield text, None
+
+
+def unit_rows(units: Iterable[str | None]) -> list[UnitRow]:
+    """The dose units found in the data, read by the engine's own unit parser."""
+    rows = []
+    for text, unit in parsed_units(units):
+        if unit is None:
             rows.append(UnitRow(text, False, None, False, False, False))
             continue
         factor = unit.factor / unit.per_hours if unit.per_hours is not None else unit.factor

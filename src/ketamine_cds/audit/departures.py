@@ -30,9 +30,7 @@ from pathlib import Path
 
 import duckdb
 
-from .._errors import UnitError
-from .._units import parse_unit
-from .decide import BOUNDARY
+from .decide import BOUNDARY, parsed_units
 from .sql import sql_path
 
 MANY_TIMES = 10
@@ -78,17 +76,11 @@ def multiple_bin_label(index: int) -> str:
 
 def swappable_units(units: Iterable[str | None]) -> list[str]:
     """Dose units recorded in mg or g (alone, per kg, per time), read by the engine's own unit parser."""
-    found = []
-    for text in units:
-        if text is None:
-            continue
-        try:
-            unit = parse_unit(text)
-        except UnitError:
-            continue
-        if unit.amount == "mass" and unit.factor in SWAPPABLE_MG_FACTORS:
-            found.append(text)
-    return found
+    return [
+        text
+        for text, unit in parsed_units(units)
+        if unit is not None and unit.amount == "mass" and unit.factor in SWAPPABLE_MG_FACTORS
+    ]
 
 
 # --- per-unit exports ---------------------------------------------------------------------------------
