@@ -309,7 +309,7 @@ _AUDIT_MODULES = {
     "test_audit_rows",
     "test_report",
 }
-_PROCESS_MODULES = {"test_cli_hardening", "test_readme"}
+_PROCESS_MODULES = {"test_cli", "test_cli_hardening", "test_readme"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
