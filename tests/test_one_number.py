@@ -242,6 +242,20 @@ def _constants() -> set[tuple[Fraction, str]]:
 CONSTANTS = _constants()
 
 
+def _site_constants(site: Site | None) -> set[tuple[Fraction, str]]:
+    """The caps a site protocol writes (0.3 mg/kg, 20 mg...), shown as written beside a dose near them."""
+    if site is None:
+        return set()
+    found: set[tuple[Fraction, str]] = set()
+    for cap in site.caps.values():
+        bolus = cap.kind is DoseKind.BOLUS
+        if cap.max_per_kg is not None:
+            found.add((cap.max_per_kg, "mg/kg" if bolus else "mg/kg/h"))
+        if cap.max_amount is not None:
+            found.add((cap.max_amount, "mg" if bolus else "mg/h"))
+    return found
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(questions())
 def test_every_quantity_is_shown_the_same_way_in_text_json_cards_and_page(
@@ -251,7 +265,7 @@ def test_every_quantity_is_shown_the_same_way_in_text_json_cards_and_page(
     a = assess(facts_from_case(document, today=TODAY, kb=KB), KB, site)
     data = assessment_json(a)
     known = quantities(a, data, site)
-    allowed = {(q.shown, q.unit) for q in known} | CONSTANTS
+    allowed = {(q.shown, q.unit) for q in known} | CONSTANTS | _site_constants(site)
     for q in known:
         if q.json is not None:  # the JSON's number is the display, or the display rounded on in its direction
             expected = float(q.shown) if q.shown == floor_to(q.shown, 2) else None
@@ -286,6 +300,19 @@ def test_the_two_numbers_of_the_issue_now_agree() -> None:
     a = assess(facts_from_case(case, today=TODAY))
     assert "Ordered bolus: 26 mg (0.33 mg/kg)" in text_report(a)
     assert assessment_json(a)["dose_check"]["per_kg"] == 0.33
+
+
+def test_a_site_cap_beside_a_dose_near_it_is_the_cap_as_written() -> None:
+    # found by the property test: 0.2901 mg/kg without a weight under a 0.3 mg/kg site cap; the report's
+    # "max 0.3 mg/kg" is the site's cap, not the dose rounded twice
+    case = {
+        "indication": "perioperative",
+        "setting": "intensive-care",
+        "order": {"route": "intravenous", "dose": {"value": "0.2901", "unit": "mg/kg"}},
+    }
+    report = text_report(assess(facts_from_case(case, today=TODAY, kb=KB), KB, SITE))
+    assert "max 0.3 mg/kg" in report and "0.2901 mg/kg" in report
+    assert (Fraction(3, 10), "mg/kg") in _site_constants(SITE)
 
 
 def test_a_tiny_dose_without_a_weight_is_not_zero_in_the_json() -> None:
