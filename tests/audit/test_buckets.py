@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from ketamine_cds import load_knowledge
-from ketamine_cds.audit.duck import decide_classes, run_duckdb
+from ketamine_cds.audit.duck import run_duckdb
 from ketamine_cds.audit.forms import Form
 from ketamine_cds.audit.run import canonical_parquet
 from ketamine_cds.audit.synth import write_all
@@ -91,22 +91,13 @@ def _audit_in_buckets(folder: Path, count: int, out: Path) -> tuple[Path, int, i
     facts = [f for f in measured.column("bucket_facts").to_pylist() if f is not None]
     representatives = measured.filter(pc.is_valid(measured.column("class_rows")))
     merged = pa.Table.from_batches(list(bucket.merge_classes(job, iter(representatives.to_batches()))))
-    con = duckdb.connect()
-    try:
-        con.register("merged", merged)
-        classes, total = decide_classes(con, "SELECT class_key, row, n FROM merged", kb)
-        decided = con.execute("SELECT * FROM decisions").to_arrow_table()
-    finally:
-        con.close()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, decided.schema) as stream:
-        stream.write_table(decided)
+    decided, classes, total = bucket.decide_merged(merged, kb, None)
     rows_only = measured.filter(pc.is_null(measured.column("bucket_facts")))
     findings = pa.Table.from_batches(
         list(
             bucket.write_findings(
                 job,
-                sink.getvalue().to_pybytes(),
+                decided,
                 iter(rows_only.select(list(bucket.FINDINGS_INPUT)).to_batches()),
             )
         )

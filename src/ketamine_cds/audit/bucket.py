@@ -38,7 +38,16 @@ from .._kb import KnowledgeBase
 from .._site import Site
 from .canonical import COLUMNS
 from .decide import thresholds
-from .duck import FINDINGS, REPRESENTATIVE, classes_sql, findings_sql, measured_sql, prepare, tune
+from .duck import (
+    FINDINGS,
+    REPRESENTATIVE,
+    classes_sql,
+    decide_classes,
+    findings_sql,
+    measured_sql,
+    prepare,
+    tune,
+)
 from .fhir_ndjson import bucket_key_sql, prescription_lines_sql, types_named
 from .flat import flat_source
 from .forms import Form, read_canonical
@@ -392,3 +401,19 @@ def facts_of(rows: Sequence[str]) -> Staged | None:
         seconds=sum(s.seconds for s in steps),
         reading_seconds=sum(s.reading_seconds for s in steps),
     )
+
+
+def decide_merged(merged: pa.Table, kb: KnowledgeBase, site: Site | None) -> tuple[bytes, int, int]:
+    """The driver's step: the engine's answer for each merged class (``merge_classes``' rows), as the Arrow
+    stream ``write_findings`` takes; with the number of classes and of rows."""
+    con = duckdb.connect()
+    try:
+        con.register("merged_classes", merged)
+        classes, rows = decide_classes(con, "SELECT class_key, row, n FROM merged_classes", kb, site)
+        decided = con.execute("SELECT * FROM decisions").to_arrow_table()
+    finally:
+        con.close()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, decided.schema) as stream:
+        stream.write_table(decided)
+    return sink.getvalue().to_pybytes(), classes, rows

@@ -16,7 +16,7 @@ knows about units, numbers, times or FHIR; the driver reads nothing of the input
 3. Audit each bucket (``bucket.audit_buckets``, ``bucket.audit_flat_files``): the measured rows, kept on the
    executors' disks, each bucket's representative of each of its classes, and its facts.
 4. Merge each class's representatives across buckets (``bucket.merge_classes``, in tasks), collect the classes
-   (thousands) on the driver, decide them with the engine (``duck.decide_classes``), broadcast the answers.
+   (thousands) on the driver, decide them with the engine (``bucket.decide_merged``), broadcast the answers.
 5. Findings: every measured row with its class's answer (``bucket.write_findings``), written by Spark as
    ``out/findings.parquet``, a folder of part files (DuckDB's ``read_parquet`` reads it like a file; so do
    ``summary.json`` and ``report.html``, made from it as for the DuckDB engine).
@@ -58,6 +58,7 @@ from .bucket import (
     audit_buckets,
     audit_flat_files,
     count_fhir_prescriptions,
+    decide_merged,
     facts_of,
     location_key,
     merge_classes,
@@ -66,7 +67,7 @@ from .bucket import (
     route_omop_files,
     write_findings,
 )
-from .duck import AuditRun, decide_classes
+from .duck import AuditRun
 from .forms import Form, check_column_mappings, form_of, hidden
 
 try:  # the spark extra: pip install 'ketamine-cds[spark]'
@@ -437,8 +438,6 @@ def _any_prescription(spark: SparkSession, listing: Listing, names: Sequence[str
 
 def _audit(spark: SparkSession, measured: DataFrame, job: Job, out_dir: Path) -> tuple[Path, int, int, Any]:
     """Classes merged and decided on the driver, findings written by the executors."""
-    import duckdb
-
     shared = spark.sparkContext.broadcast(job)
     representatives = measured.where(F.col("class_rows").isNotNull()).drop("bucket_facts")
     merged = _in_tasks(
@@ -449,17 +448,8 @@ def _audit(spark: SparkSession, measured: DataFrame, job: Job, out_dir: Path) ->
     )
     found = merged.toArrow()
     facts = [r[0] for r in measured.where(F.col("bucket_facts").isNotNull()).select("bucket_facts").collect()]
-    con = duckdb.connect()
-    try:
-        con.register("merged_classes", found)
-        classes, rows = decide_classes(con, "SELECT class_key, row, n FROM merged_classes", job.kb, job.site)
-        decided = con.execute("SELECT * FROM decisions").to_arrow_table()
-    finally:
-        con.close()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, decided.schema) as stream:
-        stream.write_table(decided)
-    decisions = spark.sparkContext.broadcast(sink.getvalue().to_pybytes())
+    decided, classes, rows = decide_merged(found, job.kb, job.site)
+    decisions = spark.sparkContext.broadcast(decided)
 
     def findings_of(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return write_findings(shared.value, decisions.value, batches)
