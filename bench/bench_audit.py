@@ -46,6 +46,7 @@ from typing import Any
 import duckdb
 
 SEED = 20261124
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # spark_cluster.py: the tests' cluster
 TARGET_RATIO = 2.0
 TARGET_RSS_MIB = 2048.0  # 2 GiB
 AUDIT_MEMORY_LIMIT = "1GB"  # run_duckdb's default; the baseline runs under the same setting
@@ -148,28 +149,11 @@ def job_audit(parquet: Path, out: Path) -> dict[str, Any]:
 
 
 def _descendants(root: int) -> tuple[int, float]:
-    """RSS (KiB) and CPU seconds of the processes below ``root``, from /proc."""
-    children: dict[int, list[int]] = {}
-    usage: dict[int, tuple[int, float]] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
-        ppid, cpu = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-        rss_kib = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024
-        children.setdefault(ppid, []).append(int(entry.name))
-        usage[int(entry.name)] = (rss_kib, cpu)
-    rss, cpu, stack = 0, 0.0, list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        rss, cpu = rss + usage.get(pid, (0, 0.0))[0], cpu + usage.get(pid, (0, 0.0))[1]
-        stack.extend(children.get(pid, []))
-    return rss, cpu
+    """RSS (KiB) and CPU seconds of the processes below ``root`` (``spark_cluster.tree_usage``)."""
+    sys.path.insert(0, str(TESTS))
+    from spark_cluster import tree_usage
+
+    return tree_usage(root)
 
 
 class Sampler:
@@ -560,7 +544,7 @@ def spark_part(args: argparse.Namespace, cache: Path, work: Path, failed: list[s
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         print("  SKIPPED: no Java runtime (java on PATH or JAVA_HOME)")
         return "Spark skipped (no Java)"
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(TESTS))
     from spark_cluster import Cluster, submit_args
 
     parquet, note = synthetic_input(args.spark_rows, args.seed, cache, work)

@@ -48,6 +48,31 @@ def free_port() -> int:
         return port
 
 
+def tree_usage(root: int) -> tuple[int, float]:
+    """The current RSS (KiB) and CPU seconds of every process below ``root`` (not ``root`` itself), read from
+    /proc: the executors a worker starts, or the JVM a driver starts (which ``wait4`` does not see)."""
+    children: dict[int, list[int]] = {}
+    usage: dict[int, tuple[int, float]] = {}
+    tick, page_kib = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE") // 1024
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+        cpu = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        usage[int(entry.name)] = (int(fields[21]) * page_kib, cpu)
+    rss, cpu, stack = 0, 0.0, list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        rss, cpu = rss + usage.get(pid, (0, 0.0))[0], cpu + usage.get(pid, (0, 0.0))[1]
+        stack.extend(children.get(pid, []))
+    return rss, cpu
+
+
 @dataclass
 class Cluster:
     """A running standalone cluster: ``master`` is its URL (``spark://127.0.0.1:PORT``)."""

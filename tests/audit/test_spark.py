@@ -37,7 +37,7 @@ from ketamine_cds.audit.run import run_audit
 from ketamine_cds.audit.synth import canonical_sql, write_all, write_flat
 from ketamine_cds.audit.synth_forms import write_fhir
 from shared_data import EXTERNAL
-from spark_cluster import Cluster, submit_args
+from spark_cluster import Cluster, submit_args, tree_usage
 
 
 def _java() -> str | None:
@@ -579,31 +579,14 @@ def test_the_driver_queries_nothing_of_the_input(
 
 def _tree_rss(root: int) -> tuple[int, int]:
     """Peak RSS so far of a process (VmHWM, KiB) and the current RSS of its descendants (KiB)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-        rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024
     own = 0
     try:
         for line in (Path("/proc") / str(root) / "status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 own = int(line.split()[1])
     except OSError:
-        pass
-    total, stack = 0, list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return own, total
+        pass  # the process has ended: its peak is what was sampled before
+    return own, tree_usage(root)[0]
 
 
 def _driver_peak(cluster: Cluster, export: Path, out: Path) -> tuple[float, float]:
