@@ -1,3 +1,4 @@
 from ketamine_cds._cli import main  # absolute: spark-submit runs this file as a script
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a spawned worker process loads this file
+    raise SystemExit(main())

@@ -46,7 +46,7 @@ from ._facts import MAX_WEIGHT_KG, Coded, DoseKind, Facts, OrderDose, Pain, Rout
 from ._kb import KnowledgeBase, Use, load_knowledge
 from ._opioids import OpioidStatus, Presence, opioid_status
 from ._site import Site
-from ._units import Quantity, amount_per_dose
+from ._units import Quantity, amount_per_dose, dose_amounts
 
 _Rule = TypeVar("_Rule", bound=Callable[..., object])
 RULES: dict[str, Callable[..., object]] = {}  # statement id -> the one rule that decides it
@@ -620,7 +620,7 @@ def _check_dose(
     statement = policy.limit.statement
     weight = _weight_used(ctx.facts)
     weight_kg = weight.kg if weight is not None else None
-    amount, per_kg = _amounts(order, concentration, weight_kg)
+    amount, per_kg = dose_amounts(order.dose, concentration, weight_kg)
     shown = _limit_params(ctx, policy.limit, weight_kg, unit)
     limit_amount = shown["limit_amount"]
     assert isinstance(limit_amount, Fraction | None)
@@ -756,18 +756,6 @@ def _limit_source(limit: Limit, weight_kg: Fraction | None) -> str:
     return "guideline"
 
 
-def _amounts(
-    order: OrderDose, concentration: Fraction | None, weight_kg: Fraction | None
-) -> tuple[Fraction | None, Fraction | None]:
-    """(mg or mg/h, per kg) of an ordered dose; None where the concentration or the weight is missing."""
-    raw = amount_per_dose(order.dose, concentration)
-    if raw is None:
-        return None, None
-    if order.dose.unit.per_kg:
-        return (raw * weight_kg if weight_kg is not None else None), raw
-    return raw, (raw / weight_kg if weight_kg is not None else None)
-
-
 def _also_exceeds(
     ctx: _Context,
     policy: KindPolicy,
@@ -898,7 +886,7 @@ def chronic_dose_minimum(ctx: _Context, infusion: OrderDose | None, concentratio
         ctx.add(statement, "minimum")
         return
     weight_kg = ctx.facts.weight_kg
-    rate, _ = _amounts(infusion, concentration, weight_kg)
+    rate, _ = dose_amounts(infusion.dose, concentration, weight_kg)
     total = _delivered(infusion, concentration, weight_kg)
     duration = infusion.duration_h
     if duration is None and total is not None and rate:

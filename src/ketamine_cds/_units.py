@@ -192,6 +192,19 @@ def amount_per_dose(quantity: Quantity, concentration_mg_per_ml: Fraction | None
     return amount
 
 
+def dose_amounts(
+    quantity: Quantity, concentration_mg_per_ml: Fraction | None, weight_kg: Fraction | None
+) -> tuple[Fraction | None, Fraction | None]:
+    """(mg or mg/h, mg/kg or mg/kg/h) of a dose, exactly: the numbers every limit is compared with. None where
+    the concentration (a volume) or the weight (the other of the two) is missing."""
+    raw = amount_per_dose(quantity, concentration_mg_per_ml)
+    if raw is None:
+        return None, None
+    if quantity.unit.per_kg:
+        return (raw * weight_kg if weight_kg is not None else None), raw
+    return raw, (raw / weight_kg if weight_kg is not None else None)
+
+
 def concentration_mg_per_ml(numerator: Quantity, denominator: Quantity) -> Fraction:
     """A strength such as 50 mg / 1 mL as mg per mL."""
     if numerator.unit.amount != "mass" or numerator.unit.per_kg or numerator.unit.is_rate:

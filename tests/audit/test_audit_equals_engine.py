@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,9 @@ import duckdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ketamine_cds import assess, load_knowledge
-from ketamine_cds._site import Site, load_site
-from ketamine_cds.audit.canonical import COLUMN_NAMES, facts_from_row
-from ketamine_cds.audit.decide import decide
+from engine_answers import engine_answers
+from ketamine_cds import load_knowledge
+from ketamine_cds._site import load_site
 from ketamine_cds.audit.duck import run_duckdb
 from ketamine_cds.audit.flat import flat_source
 from ketamine_cds.audit.synth import canonical_sql, write_flat
@@ -25,68 +23,18 @@ EXAMPLE_SITE = load_site(
 )
 
 
-def _engine_answers(findings: Path, source: str, site: Site | None = None) -> list[tuple[Any, ...]]:
-    """Each row of the source assessed one by one, next to what the audit wrote for it (with a site: the
-    guideline's own answer beside the site's, and each row's limit for its weight)."""
-    con = duckdb.connect()
-    try:
-        columns = ", ".join(f"s.{c}" for c in COLUMN_NAMES)
-        rows = con.execute(
-            f"SELECT {columns}, f.verdict, f.statements, f.problem, f.dose_status, f.limit_per_kg, "
-            "f.opioid_tolerance, f.opioid_unknown_reason, f.guideline_verdict, f.guideline_dose_status, "
-            f"f.limit_source FROM ({source}) s JOIN read_parquet('{findings}') f USING (admin_id) "
-            "ORDER BY s.admin_id"
-        ).fetchall()
-    finally:
-        con.close()
-    mismatches = []
-    for row in rows:
-        canonical = dict(zip(COLUMN_NAMES, row[: len(COLUMN_NAMES)], strict=True))
-        audited = row[len(COLUMN_NAMES) :]
-        live = decide(canonical, KB, site)
-        limit, source_ = live.limit_per_kg, None
-        if (
-            live.problem is None
-        ):  # the row's own limit for its weight: the engine's, or the tighter with a cap
-            facts = facts_from_row(canonical, KB)
-            check = assess(facts, KB, site).dose_check
-            if check is not None:
-                limit, source_ = float(check.limit_per_kg), check.limit_source
-            elif limit is not None and live.limit_cap is not None and facts.weight_kg:
-                limit = min(limit, live.limit_cap / float(facts.weight_kg))
-        expected = (
-            live.verdict,
-            live.statements,
-            live.problem is None,
-            live.dose_status,
-            limit,
-            live.opioid_tolerance,
-            live.opioid_unknown_reason,
-            live.guideline_verdict,
-            live.guideline_dose_status,
-            source_,
-        )
-        written = (audited[0], list(audited[1] or []), audited[2] is None, *audited[3:])
-        same_limit = (expected[4] is None) == (written[4] is None) and (
-            expected[4] is None or math.isclose(expected[4], written[4], rel_tol=1e-12)
-        )
-        if not same_limit or expected[:4] + expected[5:] != written[:4] + written[5:]:
-            mismatches.append((canonical, expected, written))
-    return mismatches
-
-
 def test_every_synthetic_row_gets_the_live_engines_verdict(tmp_path: Path) -> None:
     flat = write_flat(20_000, tmp_path / "synth", seed=7, csv=False) / "administrations.parquet"
     run = run_duckdb(flat_source(flat), tmp_path / "out")
     assert run.rows == 20_000
-    assert _engine_answers(run.findings, flat_source(flat)) == []
+    assert engine_answers(run.findings, flat_source(flat)) == []
 
 
 def test_every_synthetic_row_gets_the_live_engines_verdict_under_a_site_protocol(tmp_path: Path) -> None:
     """Rows the site's caps group together may still differ for the guideline: both answers are the engine's."""
     flat = write_flat(20_000, tmp_path / "synth", seed=11, csv=False) / "administrations.parquet"
     run = run_duckdb(flat_source(flat), tmp_path / "out", site=EXAMPLE_SITE)
-    assert _engine_answers(run.findings, flat_source(flat), EXAMPLE_SITE) == []
+    assert engine_answers(run.findings, flat_source(flat), EXAMPLE_SITE) == []
 
 
 ROUTES = st.sampled_from(["intravenous", "oral", "intranasal", "IV", "intramuscular", None])
@@ -238,7 +186,7 @@ def test_generated_rows_get_the_live_engines_verdict(tmp_path: Path, rows: list[
         con.close()
     run = run_duckdb(flat_source(table), tmp_path / table.stem)
     assert run.rows == len(rows)
-    assert _engine_answers(run.findings, flat_source(table)) == []
+    assert engine_answers(run.findings, flat_source(table)) == []
 
 
 def test_synthetic_data_is_deterministic() -> None:
@@ -311,4 +259,4 @@ def test_a_weight_too_small_for_a_patient_is_a_row_reason_like_one_over_500_kg(t
         assert verdict is None and "under 0.2 kg" in problem and quoted in problem, (bad, problem)
     assert found["S4"] == ("dose-exceeds-limit", None)  # 200 g, the smallest plausible weight: 100 mg/kg
     assert found["S5"][1] is None
-    assert _engine_answers(run.findings, flat_source(table)) == []
+    assert engine_answers(run.findings, flat_source(table)) == []

@@ -308,6 +308,7 @@ _AUDIT_MODULES = {
     "test_tolerance",
     "test_audit_rows",
     "test_report",
+    "test_decisions",
 }
 _PROCESS_MODULES = {"test_cli", "test_cli_hardening", "test_readme"}
 

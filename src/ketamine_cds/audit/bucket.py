@@ -38,11 +38,11 @@ from .._kb import KnowledgeBase
 from .._site import Site
 from .canonical import COLUMNS
 from .decide import thresholds
+from .decisions import decide_classes
 from .duck import (
     FINDINGS,
     REPRESENTATIVE,
     classes_sql,
-    decide_classes,
     findings_sql,
     measured_sql,
     prepare,
@@ -62,6 +62,7 @@ MEASURED: Sequence[tuple[str, str]] = (
     ("dose_per_kg", "DOUBLE"),
     ("class_key", "BIGINT"),
     ("row_hash", "BIGINT"),
+    ("context_key", "BIGINT"),  # on a row within a hair of a limit
     # on a bucket's representative of its class: the class's rows in the bucket
     ("class_rows", "BIGINT"),
     # on the one row of facts about a bucket (JSON), whose other columns are NULL
@@ -69,7 +70,10 @@ MEASURED: Sequence[tuple[str, str]] = (
 )
 CLASSES: Sequence[tuple[str, str]] = (
     ("class_key", "BIGINT"),
-    ("row", "STRUCT(" + ", ".join(f"{n} {k}" for n, k, _ in COLUMNS) + ", row_hash BIGINT)"),
+    (
+        "row",
+        "STRUCT(" + ", ".join(f"{n} {k}" for n, k, _ in COLUMNS) + ", row_hash BIGINT, context_key BIGINT)",
+    ),
     ("n", "BIGINT"),
 )
 FINDINGS_COLUMNS: Sequence[tuple[str, str]] = tuple((name, kind) for name, kind, _ in FINDINGS)

@@ -8,12 +8,14 @@ decision depends on (use, setting, kind and band among them) form a decision cla
 row of each class and its verdict, statement ids and limit are joined back to every row of that class.
 Opioid tolerance is one of the class columns: the readers decide it once per patient and day with the
 engine's own rule (``tolerance.py``), and the engine takes it as decided. Rows
-within a hair of a limit get a class of their own per exact dose, so the engine's exact arithmetic decides them.
+within a hair of a limit, where a binary float cannot be trusted to say which side they are on, get a class per
+exact dose; the engine's exact arithmetic puts each on its side of every limit (``exact_side``), and those of
+one context on the same sides (at 1 mg/kg/h exactly, whatever the weight) share one assessment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -26,7 +28,7 @@ from .._facts import MAX_WEIGHT_KG, MIN_WEIGHT_KG, DoseKind, Route
 from .._kb import KnowledgeBase
 from .._opioids import Presence
 from .._site import Site
-from .._units import Unit, parse_unit, weight_in_kg
+from .._units import Unit, dose_amounts, parse_unit, weight_in_kg
 from .canonical import facts_from_row
 
 # the per-row columns a decision class shares: everything the engine's decision depends on (duck.CLASS_KEY
@@ -181,6 +183,63 @@ def decide(representative: Mapping[str, Any], kb: KnowledgeBase, site: Site | No
         own.verdict.value,
         own_status,
     )
+
+
+Limits = Mapping[DoseKind, tuple[Sequence[Fraction], Sequence[Fraction]]]  # per kg, and in mg or mg/h
+
+
+def every_limit(kb: KnowledgeBase, site: Site | None = None) -> Limits:
+    """Every limit a dose of each kind is compared with, per kg and in mg or mg/h (``exact_side``)."""
+    return {kind: (dose_thresholds(kb, kind, site), amount_thresholds(kb, kind, site)) for kind in DoseKind}
+
+
+def exact_side(row: Mapping[str, Any], kb: KnowledgeBase, limits: Limits) -> Hashable:
+    """Where a row's dose lies among every limit a dose of its kind is compared with (``every_limit``), worked
+    out by the engine's own arithmetic: below, at or above each. Rows of one context on the same sides get the
+    same answer from the engine. A row the engine cannot read is placed by its reason."""
+    try:
+        facts = facts_from_row(row, kb)
+    except InputError as exc:
+        return ("not assessable", str(exc))
+    order = facts.order
+    if order is None or order.dose is None or order.kind is None:
+        return ("no dose checked",)
+    amount, per_kg = dose_amounts(order.dose, order.concentration_mg_per_ml, facts.weight_kg)
+    per_kg_limits, amount_limits = limits[order.kind]
+    return (order.kind.value, _sides(per_kg, per_kg_limits), _sides(amount, amount_limits))
+
+
+def _sides(value: Fraction | None, limits: Sequence[Fraction]) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    return tuple((value > t) - (value < t) for t in limits)
+
+
+Classes = Iterable[tuple[int, Mapping[str, Any], int]]  # class key, its representative row, its rows
+
+
+def decide_all(
+    classes: Classes, kb: KnowledgeBase, site: Site | None = None
+) -> tuple[list[tuple[int, Decision]], int]:
+    """The engine's answer for each class (its representative row assessed), and how many assessments it took:
+    a class of one exact dose at a limit (its row carries ``context_key``) shares the assessment of its
+    context's classes on the same side of every limit, made of the smallest representative among them."""
+    groups: dict[Hashable, list[tuple[int, Mapping[str, Any]]]] = {}
+    limits = every_limit(kb, site)
+    for class_key, row, _n in classes:
+        context = row.get("context_key")
+        group = ("class", class_key) if context is None else ("exact", context, exact_side(row, kb, limits))
+        groups.setdefault(group, []).append((class_key, row))
+    decided: list[tuple[int, Decision]] = []
+    for members in groups.values():
+        first = min((row for _key, row in members), key=_representative_order)
+        decision = decide(first, kb, site)
+        decided.extend((class_key, decision) for class_key, _row in members)
+    return decided, len(groups)
+
+
+def _representative_order(row: Mapping[str, Any]) -> tuple[int, str]:
+    return (row["row_hash"], row.get("admin_id") or "")
 
 
 def exact_fraction(value: float) -> Fraction:

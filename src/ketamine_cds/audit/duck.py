@@ -10,14 +10,13 @@ Spark engine runs the same SQL in DuckDB inside its tasks (``bucket.py``): one r
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +30,12 @@ from .decide import (
     BOUNDARY,
     CLASS_COLUMNS,
     ROW_LIMIT_SQL,
-    decide,
-    decision_row,
     limits,
     thresholds,
     unit_rows,
     weight_unit_rows,
 )
+from .decisions import decide_classes, load_ndjson, write_ndjson
 from .sql import read_path, sql_path
 
 if TYPE_CHECKING:
@@ -55,6 +53,9 @@ class AuditRun:
     findings: Path
     tolerance: Staged | None = None  # what the opioid tolerance step did, when the engine read the input
     form: Form | None = None  # the input's form, when the engine told it
+    # seconds of each phase, where the engine times them: classify (reading, measuring and grouping the rows),
+    # decide (the engine's assessments), write (the findings joined and written)
+    phases: Mapping[str, float] = field(default_factory=dict)
 
 
 def parquet_reader(path: Path) -> str:
@@ -184,7 +185,9 @@ def measured_sql(source: str, kinds: dict[str, list[float]]) -> str:
         END AS at_threshold
       FROM k
     )
-    SELECT b.*, {CLASS_KEY} AS class_key, {ROW_HASH} AS row_hash FROM b
+    SELECT b.*, {CLASS_KEY} AS class_key, {ROW_HASH} AS row_hash,
+      CASE WHEN b.at_threshold THEN {CONTEXT_KEY} END AS context_key
+    FROM b
     """
 
 
@@ -193,21 +196,24 @@ def _signed(hashed: str) -> str:
     return f"CAST(CAST({hashed} AS HUGEINT) - 9223372036854775808 AS BIGINT)"
 
 
-# everything the engine's decision depends on; at a limit, the exact dose too (decided exactly). DuckDB's hash
-# is the same in every process of one DuckDB version (no seed), so Spark's tasks, each hashing its own bucket,
-# give one class one key
-CLASS_KEY = _signed(f"""hash({", ".join(CLASS_COLUMNS)},
-    CASE WHEN at_threshold THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
-                                 weight_value] END,
-    CASE WHEN at_threshold THEN [dose_unit, weight_unit] END,
+# everything the engine's decision depends on but the dose's exact value: for a bad row, the value its reason
+# quotes (e.g. "got 900 kg", "unknown unit 'stone'"), not another row's; a weight within a hair of a bound
+# (0.2 kg, 500 kg) is decided exactly by the engine, never with a neighbour's verdict (200 g is a patient, 200 mg
+# is not). DuckDB's hash is the same in every process of one DuckDB version (no seed), so Spark's tasks, each
+# hashing its own bucket, give one class one key
+_CONTEXT_PARTS = f"""{", ".join(CLASS_COLUMNS)},
     CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_value END,
     CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_unit END,
     CASE WHEN dose_sign IN ('not-positive', 'not-finite') THEN dose_value END,
-    CASE WHEN concentration_sign = 'not-usable' THEN concentration_mg_per_ml END)""")
-# the last four: a bad row's reason quotes its own value (e.g. "got 900 kg", "unknown unit 'stone'"), not
-# another row's; and a weight
-# within a hair of a bound (0.2 kg, 500 kg) is decided exactly by the engine, never with a neighbour's verdict
-# (200 g is a patient, 200 mg is not)
+    CASE WHEN concentration_sign = 'not-usable' THEN concentration_mg_per_ml END"""
+# a row within a hair of a limit (``at_threshold``) also by its exact dose: its class is one exact dose, and the
+# engine's arithmetic puts each such class on its side of every limit (``decide.exact_side``); classes of one
+# context on the same sides share one assessment
+CLASS_KEY = _signed(f"""hash({_CONTEXT_PARTS},
+    CASE WHEN at_threshold THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
+                                 weight_value] END,
+    CASE WHEN at_threshold THEN [dose_unit, weight_unit] END)""")
+CONTEXT_KEY = _signed(f"hash({_CONTEXT_PARTS})")
 ROW_HASH = _signed(f"hash({', '.join(COLUMN_NAMES)})")
 # the row of a class the engine assesses: the smallest admin_id, ties (a repeated id) broken by the row's hash,
 # so that reruns agree, and so that the smallest of each bucket's representatives is the whole input's
@@ -219,7 +225,7 @@ def classes_sql(measured: str, rows: str = "count(*)") -> str:
     adds up a count column instead when ``measured`` holds classes already (several buckets' of one input)."""
     columns = ", ".join(COLUMN_NAMES)
     return (
-        f"SELECT class_key, arg_min(struct_pack({columns}, row_hash), {REPRESENTATIVE}) AS row, "
+        f"SELECT class_key, arg_min(struct_pack({columns}, row_hash, context_key), {REPRESENTATIVE}) AS row, "
         f"{rows} AS n FROM ({measured}) GROUP BY class_key"
     )
 
@@ -244,25 +250,6 @@ def prepare(con: duckdb.DuckDBPyConnection, source: str, kb: KnowledgeBase) -> N
         "CREATE OR REPLACE TEMP TABLE audit_limits AS SELECT ? AS min_weight_kg, ? AS max_weight_kg",
         [lim["min_weight_kg"], lim["max_weight_kg"]],
     )
-
-
-DECISIONS = (
-    "class_key BIGINT, verdict VARCHAR, statements VARCHAR[], dose_status VARCHAR, problem VARCHAR, "
-    "limit_per_kg DOUBLE, tolerance_used VARCHAR, tolerance_unknown_reason VARCHAR, limit_cap DOUBLE, "
-    "limit_from_site BOOLEAN, guideline_verdict VARCHAR, guideline_dose_status VARCHAR"
-)
-
-
-def decide_classes(
-    con: duckdb.DuckDBPyConnection, classes: str, kb: KnowledgeBase, site: Site | None = None
-) -> tuple[int, int]:
-    """The engine's answer for each class of ``classes`` (a ``classes_sql`` query) in the temp table
-    ``decisions``; returns (classes, rows)."""
-    found = con.execute(classes).fetchall()
-    con.execute(f"CREATE OR REPLACE TEMP TABLE decisions ({DECISIONS})")
-    decided = [(class_key, *decision_row(decide(row, kb, site))) for class_key, row, _n in found]
-    insert_rows(con, "decisions", decided, 12)
-    return len(found), sum(int(n) for _key, _row, n in found)
 
 
 # the findings, column by column (the Spark engine writes the same types from the same SQL)
@@ -305,28 +292,14 @@ def findings_sql(measured: str, decisions: str = "decisions") -> str:
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Iterable[Sequence[Any]], width: int) -> int:
-    """Rows handed over as an NDJSON file: binding parameters costs DuckDB a module look-up per value. ``rows``
-    may be a generator that queries ``con`` itself (it runs between this function's own queries); returns how
-    many rows were inserted."""
-    described = con.execute(f"DESCRIBE {table}").fetchall()
-    columns, types = [r[0] for r in described], {r[0]: r[1] for r in described}
+    """Rows handed over as an NDJSON file (``decisions.write_ndjson``). ``rows`` may be a generator that queries
+    ``con`` itself (it runs between this function's own queries); returns how many rows were inserted."""
+    columns = [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE {table}").fetchall()]
     assert len(columns) == width
-    count = 0
-    with tempfile.NamedTemporaryFile("w", suffix=".ndjson", delete=False) as handle:
-        for row in rows:
-            handle.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n")
-            count += 1
-    if not count:
-        os.unlink(handle.name)
-        return 0
-    try:
-        spec = "{" + ", ".join(f"'{c}': '{types[c]}'" for c in columns) + "}"
-        con.execute(
-            f"INSERT INTO {table} SELECT * FROM read_json('{handle.name}', format = 'newline_delimited', "
-            f"columns = {spec})"
-        )
-    finally:
-        os.unlink(handle.name)
+    with tempfile.TemporaryDirectory(prefix="ketamine-cds-rows-") as temp:
+        path = Path(temp) / "rows.ndjson"
+        count = write_ndjson(path, columns, rows)
+        load_ndjson(con, table, columns, [path])
     return count
 
 
@@ -356,19 +329,24 @@ def run_duckdb(
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     watch = _watcher(con, progress, started)
+    phases: dict[str, float] = {}
     try:
+        clock = time.perf_counter()
         prepare(con, source, kb)
         measured = measured_sql(source, thresholds(kb, site))
+        phases["classify"] = time.perf_counter() - clock
         watch("classify")
-        classes, rows = decide_classes(con, classes_sql(measured), kb, site)
+        classes, rows = decide_classes(con, classes_sql(measured), kb, site, workers=threads, phases=phases)
         findings = out_dir / "findings.parquet"
         clear_findings(findings)  # a Spark run's folder of part files; never a folder of the user's
         watch("write")
+        clock = time.perf_counter()
         con.execute(
             f"COPY ({findings_sql(measured)}) TO '{sql_path(findings)}' (FORMAT parquet, COMPRESSION zstd)"
         )
+        phases["write"] = time.perf_counter() - clock
         watch("")
-        return AuditRun(rows, classes, time.monotonic() - started, findings)
+        return AuditRun(rows, classes, time.monotonic() - started, findings, phases=phases)
     finally:
         con.close()
 

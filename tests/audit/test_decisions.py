@@ -1,0 +1,107 @@
+"""Deciding the audit's classes: doses exactly at a limit share one assessment per side of it, and the classes
+decided in worker processes get the answers they get in one process."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from engine_answers import engine_answers
+from ketamine_cds import load_knowledge
+from ketamine_cds.audit import decisions
+from ketamine_cds.audit.decide import thresholds
+from ketamine_cds.audit.duck import classes_sql, measured_sql, prepare, run_duckdb
+from ketamine_cds.audit.flat import flat_source
+from ketamine_cds.audit.synth import write_flat
+
+KB = load_knowledge()
+COLUMNS = (
+    "admin_id, patient_id, administered_at, route, kind, dose_value, dose_unit, concentration_mg_per_ml, "
+    "weight_value, weight_unit, setting, indication"
+)
+
+
+def _table(path: Path, rows: list[tuple[Any, ...]]) -> Path:
+    con = duckdb.connect()
+    try:
+        con.execute(
+            "CREATE TABLE t (admin_id VARCHAR, patient_id VARCHAR, administered_at TIMESTAMP, route VARCHAR, "
+            "kind VARCHAR, dose_value DOUBLE, dose_unit VARCHAR, concentration_mg_per_ml DOUBLE, "
+            "weight_value DOUBLE, weight_unit VARCHAR, setting VARCHAR, indication VARCHAR)"
+        )
+        con.executemany(f"INSERT INTO t ({COLUMNS}) VALUES ({', '.join('?' * 12)})", rows)
+        con.execute(f"COPY t TO '{path}' (FORMAT parquet)")
+    finally:
+        con.close()
+    return path
+
+
+def _dose(i: int, kind: str, dose: float, unit: str, weight: float) -> tuple[Any, ...]:
+    """An IV dose for the perioperative use outside intensive care."""
+    when = dt.datetime(2025, 3, 1, 8, 0)
+    ward = ("non-intensive-care", "perioperative")
+    return (f"A{i:04}", f"P{i}", when, "intravenous", kind, dose, unit, None, weight, "kg", *ward)
+
+
+def _statuses(findings: Path) -> dict[str, str]:
+    con = duckdb.connect()
+    try:
+        rows = con.execute(f"SELECT admin_id, dose_status FROM read_parquet('{findings}')").fetchall()
+    finally:
+        con.close()
+    return {str(a): str(s) for a, s in rows}
+
+
+def test_infusions_at_the_limit_share_one_assessment_whatever_the_weight(tmp_path: Path) -> None:
+    """1 mg/kg/h exactly, for 150 weights: within the limit, one assessment (not one per weight)."""
+    weights = [40.0 + i * 0.7 for i in range(150)]
+    per_kg = [_dose(i, "infusion", 1.0, "mg/kg/h", w) for i, w in enumerate(weights)]
+    table = _table(tmp_path / "at-limit.parquet", per_kg)
+    run = run_duckdb(flat_source(table), tmp_path / "out")
+    assert run.rows == 150 and run.classes == 1
+    assert set(_statuses(run.findings).values()) == {"within"}
+    assert engine_answers(run.findings, flat_source(table)) == []
+
+
+def test_a_hair_above_the_limit_is_over_it_and_decided_apart(tmp_path: Path) -> None:
+    """0.35 mg/kg is within the bolus limit; 0.35000000000000003 mg/kg (the next double) is over it, though
+    a float comparison within 1e-9 could not tell: the engine's exact arithmetic decides, once per side."""
+    doses = [0.35] * 20 + [0.35000000000000003] * 20
+    rows = [_dose(i, "bolus", dose, "mg/kg", 50.0 + i) for i, dose in enumerate(doses)]
+    table = _table(tmp_path / "hair.parquet", rows)
+    run = run_duckdb(flat_source(table), tmp_path / "out")
+    statuses = _statuses(run.findings)
+    assert {statuses[f"A{i:04}"] for i in range(20)} == {"within"}
+    assert {statuses[f"A{i:04}"] for i in range(20, 40)} == {"exceeds"}
+    assert run.classes == 2
+    assert engine_answers(run.findings, flat_source(table)) == []
+
+
+def _decided(con: duckdb.DuckDBPyConnection, source: str, workers: int) -> tuple[int, list[tuple[Any, ...]]]:
+    prepare(con, source, KB)
+    classes = classes_sql(measured_sql(source, thresholds(KB)))
+    assessments, _rows = decisions.decide_classes(con, classes, KB, workers=workers)
+    return assessments, con.execute("SELECT * FROM decisions ORDER BY class_key").fetchall()
+
+
+def test_classes_decided_in_worker_processes_get_the_same_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every class decided once, in one of three spawned processes, as in the calling process (the classes of
+    exact doses at a limit meet in one share: the assessments are as few)."""
+    flat = write_flat(6_000, tmp_path / "synth", seed=5, csv=False) / "administrations.parquet"
+    source = flat_source(flat)
+    con = duckdb.connect()
+    try:
+        alone = _decided(con, source, workers=1)
+        monkeypatch.setattr(decisions, "PARALLEL_FROM", 10)
+        shared = _decided(con, source, workers=3)
+    finally:
+        con.close()
+    assert decisions._shares(len(alone[1]), 3) == 3
+    assert shared == alone
+    assert len(alone[1]) > alone[0] > 100  # classes at a limit share assessments
