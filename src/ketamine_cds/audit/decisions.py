@@ -3,9 +3,9 @@
 The classes (a ``duck.classes_sql`` query: key, representative row, rows) are written as Parquet. Each share
 of them is read, decided (``decide.decide_all``) and written as NDJSON, which the ``decisions`` table loads.
 Every class of one context falls in the same share, so that the classes of exact doses at a limit still meet
-there. A share is decided in a process of its own when there are enough classes to be worth one (tens of
-thousands: the engine takes about 0.1 ms a class, a process about 0.2 s to start); spawned, never forked,
-since the parent holds DuckDB's threads.
+there. With enough classes to be worth it (tens of thousands: the engine takes about 0.1 ms a class, a process
+about 0.2 s to start), one share is decided in the calling process and each other in a worker process of its
+own (one share per core); spawned, never forked, since the caller holds DuckDB's threads.
 """
 
 from __future__ import annotations
@@ -68,21 +68,25 @@ def decide_classes(
         classified = time.perf_counter()
         shares = _shares(int(counted[0]), workers)
         answers = [Path(temp) / f"decisions-{i}.ndjson" for i in range(shares)]
-        if shares == 1:
-            assessments = decide_share(found, 0, 1, answers[0], kb, site)
-        else:
-            spawn = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(shares, mp_context=spawn) as pool:
-                done = [
-                    pool.submit(decide_share, found, i, shares, answers[i], kb, site) for i in range(shares)
-                ]
-                assessments = sum(d.result() for d in done)
+        assessments = _decide_shares(found, answers, kb, site)
         con.execute(f"CREATE OR REPLACE TEMP TABLE decisions ({DECISIONS})")
         load_ndjson(con, "decisions", DECISION_COLUMNS, answers)
     if phases is not None:
         phases["classify"] = phases.get("classify", 0.0) + classified - started
         phases["decide"] = time.perf_counter() - classified
     return assessments, int(counted[1])
+
+
+def _decide_shares(found: Path, answers: Sequence[Path], kb: KnowledgeBase, site: Site | None) -> int:
+    """Share 0 decided here, each other share in a worker process of its own, at the same time."""
+    shares = len(answers)
+    if shares == 1:
+        return decide_share(found, 0, 1, answers[0], kb, site)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(shares - 1, mp_context=spawn) as pool:
+        others = [pool.submit(decide_share, found, i, shares, answers[i], kb, site) for i in range(1, shares)]
+        here = decide_share(found, 0, shares, answers[0], kb, site)
+        return here + sum(o.result() for o in others)
 
 
 def _shares(classes: int, workers: int | None) -> int:
