@@ -4,6 +4,9 @@ decided in worker processes get the answers they get in one process."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,58 @@ def test_classes_decided_in_worker_processes_get_the_same_answers(
     assert decisions._shares(len(alone[1]), 3) == 3
     assert shared == alone
     assert len(alone[1]) > alone[0] > 100  # classes at a limit share assessments
+
+
+def test_a_failed_worker_has_its_share_decided_in_the_calling_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    flat = write_flat(3_000, tmp_path / "synth", seed=9, csv=False) / "administrations.parquet"
+    source = flat_source(flat)
+    con = duckdb.connect()
+    try:
+        alone = _decided(con, source, workers=1)
+        monkeypatch.setattr(decisions, "PARALLEL_FROM", 10)
+
+        def failing(*_args: object) -> subprocess.Popen[str]:
+            command = [sys.executable, "-c", "import sys; sys.exit(3)"]
+            return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+        monkeypatch.setattr(decisions, "_start_worker", failing)
+        with caplog.at_level(logging.WARNING, logger="ketamine_cds.audit"):
+            shared = _decided(con, source, workers=2)
+    finally:
+        con.close()
+    assert shared == alone
+    assert "decision worker 1 of 2 failed" in caplog.text
+
+
+SCRIPT = """
+import duckdb
+from pathlib import Path
+from ketamine_cds import load_knowledge
+from ketamine_cds.audit import decisions
+from ketamine_cds.audit.decide import thresholds
+from ketamine_cds.audit.duck import classes_sql, measured_sql, prepare
+from ketamine_cds.audit.flat import flat_source
+
+print("the script ran", flush=True)
+kb = load_knowledge()
+decisions.PARALLEL_FROM = 10
+source = flat_source(Path({flat!r}))
+con = duckdb.connect()
+prepare(con, source, kb)
+print(decisions.decide_classes(con, classes_sql(measured_sql(source, thresholds(kb))), kb, workers=2))
+"""
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
+    """The workers are fresh interpreters running the decisions module: the caller's own script (here one
+    that does its work at the top level, as scripts and notebooks do) is not run again in them."""
+    flat = write_flat(2_000, tmp_path / "synth", seed=4, csv=False) / "administrations.parquet"
+    script = tmp_path / "audit_script.py"
+    script.write_text(SCRIPT.format(flat=str(flat)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("the script ran") == 1
+    assessments, rows = map(int, done.stdout.splitlines()[-1].strip("()").split(","))
+    assert rows == 2_000 and assessments > 0

@@ -225,11 +225,20 @@ def decide_all(
     a class of one exact dose at a limit (its row carries ``context_key``) shares the assessment of its
     context's classes on the same side of every limit, made of the smallest representative among them."""
     groups: dict[Hashable, list[tuple[int, Mapping[str, Any]]]] = {}
-    limits = every_limit(kb, site)
+    at_limits: dict[int, list[tuple[int, Mapping[str, Any]]]] = {}
     for class_key, row, _n in classes:
         context = row.get("context_key")
-        group = ("class", class_key) if context is None else ("exact", context, exact_side(row, kb, limits))
-        groups.setdefault(group, []).append((class_key, row))
+        if context is None:
+            groups[("class", class_key)] = [(class_key, row)]
+        else:
+            at_limits.setdefault(context, []).append((class_key, row))
+    limits = every_limit(kb, site)
+    for context, members in at_limits.items():
+        if len(members) == 1:  # alone in its context: its side decides nothing
+            groups[("exact", context)] = members
+            continue
+        for class_key, row in members:
+            groups.setdefault(("exact", context, exact_side(row, kb, limits)), []).append((class_key, row))
     decided: list[tuple[int, Decision]] = []
     for members in groups.values():
         first = min((row for _key, row in members), key=_representative_order)

@@ -5,18 +5,23 @@ of them is read, decided (``decide.decide_all``) and written as NDJSON, which th
 Every class of one context falls in the same share, so that the classes of exact doses at a limit still meet
 there. With enough classes to be worth it (tens of thousands: the engine takes about 0.1 ms a class, a process
 about 0.2 s to start), one share is decided in the calling process and each other in a worker process of its
-own (one share per core); spawned, never forked, since the caller holds DuckDB's threads.
+own (one share per core). A worker is a fresh interpreter running this module (``python -m``): never a fork,
+since the caller holds DuckDB's threads, and never ``multiprocessing``'s spawn, which runs the caller's main
+script again in the child (a script without a ``__main__`` guard would run twice). A worker that fails has its
+share decided in the calling process instead: nothing is left undecided.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
+import logging
 import os
+import pickle
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,7 @@ DECISION_COLUMNS: Sequence[tuple[str, str]] = (
 )
 DECISIONS = ", ".join(f"{name} {kind}" for name, kind in DECISION_COLUMNS)
 PARALLEL_FROM = 20_000  # classes; fewer are decided in the calling process
+log = logging.getLogger("ketamine_cds.audit")
 
 
 def decide_classes(
@@ -82,11 +88,45 @@ def _decide_shares(found: Path, answers: Sequence[Path], kb: KnowledgeBase, site
     shares = len(answers)
     if shares == 1:
         return decide_share(found, 0, 1, answers[0], kb, site)
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(shares - 1, mp_context=spawn) as pool:
-        others = [pool.submit(decide_share, found, i, shares, answers[i], kb, site) for i in range(1, shares)]
-        here = decide_share(found, 0, shares, answers[0], kb, site)
-        return here + sum(o.result() for o in others)
+    job = found.with_name("job.pickle")  # in the caller's private temporary folder
+    job.write_bytes(pickle.dumps((kb, site)))
+    workers = [_start_worker(found, i, shares, answers[i], job) for i in range(1, shares)]
+    try:
+        assessments = decide_share(found, 0, shares, answers[0], kb, site)
+        for share, worker in enumerate(workers, start=1):
+            done = _finished(worker)
+            if done is None:
+                log.warning("decision worker %d of %d failed: its share is decided here", share, shares)
+                done = decide_share(found, share, shares, answers[share], kb, site)
+            assessments += done
+        return assessments
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+
+def _finished(worker: subprocess.Popen[str]) -> int | None:
+    """The assessments a worker made, or None when it failed."""
+    out, _err = worker.communicate()
+    last = out.split()[-1:] if worker.returncode == 0 else []
+    return int(last[0]) if last and last[0].isdigit() else None
+
+
+def _start_worker(found: Path, share: int, shares: int, answers: Path, job: Path) -> subprocess.Popen[str]:
+    package_root = str(Path(__file__).resolve().parents[2])  # ketamine_cds importable as it is here
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    command = [sys.executable, "-m", __name__, str(found), str(share), str(shares), str(answers), str(job)]
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def _shares(classes: int, workers: int | None) -> int:
@@ -102,10 +142,12 @@ def decide_share(
     Runs in a worker process (or the caller's)."""
     con = duckdb.connect(config={"threads": 1})
     try:
-        found = con.execute(
-            f"SELECT class_key, row, n FROM read_parquet({read_path(classes)}) "
+        result = con.execute(  # the row's fields as columns: DuckDB hands a struct over as a dict more slowly
+            f"SELECT class_key, n, row.* FROM read_parquet({read_path(classes)}) "
             f"WHERE hash(coalesce(row.context_key, class_key)) % {int(shares)} = {int(share)}"
-        ).fetchall()
+        )
+        names = [d[0] for d in result.description][2:]
+        found = [(r[0], dict(zip(names, r[2:], strict=True)), r[1]) for r in result.fetchall()]
     finally:
         con.close()
     decided, assessments = decide_all(found, kb, site)
@@ -137,3 +179,16 @@ def load_ndjson(
     con.execute(
         f"INSERT INTO {table} SELECT * FROM read_json({files}, format = 'newline_delimited', columns = {spec})"
     )
+
+
+def _worker(argv: Sequence[str]) -> int:
+    """``python -m ketamine_cds.audit.decisions CLASSES SHARE SHARES ANSWERS JOB``: one share decided; prints
+    the number of assessments."""
+    classes, share, shares, answers, job = argv
+    kb, site = pickle.loads(Path(job).read_bytes())
+    print(decide_share(Path(classes), int(share), int(shares), Path(answers), kb, site))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker(sys.argv[1:]))
