@@ -91,7 +91,8 @@ def _audit_in_buckets(folder: Path, count: int, out: Path) -> tuple[Path, int, i
     facts = [f for f in measured.column("bucket_facts").to_pylist() if f is not None]
     representatives = measured.filter(pc.is_valid(measured.column("class_rows")))
     merged = pa.Table.from_batches(list(bucket.merge_classes(job, iter(representatives.to_batches()))))
-    decided, classes, total = bucket.decide_merged(merged, kb, None)
+    out.mkdir(parents=True, exist_ok=True)
+    decided, counts = bucket.decide_merged(merged, kb, None, out)
     rows_only = measured.filter(pc.is_null(measured.column("bucket_facts")))
     findings = pa.Table.from_batches(
         list(
@@ -102,7 +103,6 @@ def _audit_in_buckets(folder: Path, count: int, out: Path) -> tuple[Path, int, i
             )
         )
     )
-    out.mkdir(parents=True, exist_ok=True)
     target = out / "findings.parquet"
     con = duckdb.connect()
     try:
@@ -110,7 +110,7 @@ def _audit_in_buckets(folder: Path, count: int, out: Path) -> tuple[Path, int, i
         con.execute(f"COPY findings TO '{target}' (FORMAT parquet)")
     finally:
         con.close()
-    return target, classes, total, bucket.facts_of(facts)
+    return target, counts.classes, counts.rows, bucket.facts_of(facts)
 
 
 def _sorted_rows(parquet: Path) -> tuple[list[str], list[tuple[Any, ...]]]:

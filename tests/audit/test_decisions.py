@@ -65,7 +65,7 @@ def test_infusions_at_the_limit_share_one_assessment_whatever_the_weight(tmp_pat
     per_kg = [_dose(i, "infusion", 1.0, "mg/kg/h", w) for i, w in enumerate(weights)]
     table = _table(tmp_path / "at-limit.parquet", per_kg)
     run = run_duckdb(flat_source(table), tmp_path / "out")
-    assert run.rows == 150 and run.classes == 1
+    assert (run.rows, run.classes, run.assessments) == (150, 150, 1)
     assert set(_statuses(run.findings).values()) == {"within"}
     assert engine_answers(run.findings, flat_source(table)) == []
 
@@ -80,15 +80,19 @@ def test_a_hair_above_the_limit_is_over_it_and_decided_apart(tmp_path: Path) -> 
     statuses = _statuses(run.findings)
     assert {statuses[f"A{i:04}"] for i in range(20)} == {"within"}
     assert {statuses[f"A{i:04}"] for i in range(20, 40)} == {"exceeds"}
-    assert run.classes == 2
+    assert run.assessments == 2
     assert engine_answers(run.findings, flat_source(table)) == []
 
 
-def _decided(con: duckdb.DuckDBPyConnection, source: str, workers: int) -> tuple[int, list[tuple[Any, ...]]]:
+def _decided(
+    con: duckdb.DuckDBPyConnection, source: str, workers: int, temp: Path
+) -> tuple[int, list[tuple[Any, ...]]]:
+    temp.mkdir(parents=True, exist_ok=True)
     prepare(con, source, KB)
     classes = classes_sql(measured_sql(source, thresholds(KB)))
-    assessments, _rows = decisions.decide_classes(con, classes, KB, workers=workers)
-    return assessments, con.execute("SELECT * FROM decisions ORDER BY class_key").fetchall()
+    counted = decisions.decide_classes(con, classes, KB, temp=temp, workers=workers)
+    assert list(temp.iterdir()) == []  # the classes' rows are removed once decided
+    return counted.assessments, con.execute("SELECT * FROM decisions ORDER BY class_key").fetchall()
 
 
 def test_classes_decided_in_worker_processes_get_the_same_answers(
@@ -100,9 +104,9 @@ def test_classes_decided_in_worker_processes_get_the_same_answers(
     source = flat_source(flat)
     con = duckdb.connect()
     try:
-        alone = _decided(con, source, workers=1)
+        alone = _decided(con, source, 1, tmp_path / "alone")
         monkeypatch.setattr(decisions, "PARALLEL_FROM", 10)
-        shared = _decided(con, source, workers=3)
+        shared = _decided(con, source, 3, tmp_path / "shared")
     finally:
         con.close()
     assert decisions._shares(len(alone[1]), 3) == 3
@@ -110,27 +114,52 @@ def test_classes_decided_in_worker_processes_get_the_same_answers(
     assert len(alone[1]) > alone[0] > 100  # classes at a limit share assessments
 
 
-def test_a_failed_worker_has_its_share_decided_in_the_calling_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def _cannot_start(*_args: object) -> subprocess.Popen[str] | None:
+    return None
+
+
+def _fails(*_args: object) -> subprocess.Popen[str] | None:
+    command = [sys.executable, "-c", "raise ValueError('P123 was not decided')"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _hangs(*_args: object) -> subprocess.Popen[str] | None:
+    command = [sys.executable, "-c", "import time; time.sleep(600)"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize(
+    ("worker", "said"),
+    [
+        (_cannot_start, None),
+        (_fails, "decision worker 1 of 2 failed (exit 1, ValueError)"),
+        (_hangs, "decision worker 1 of 2 took over"),
+    ],
+)
+def test_a_worker_that_cannot_start_fails_or_hangs_has_its_share_decided_here(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    worker: Any,
+    said: str | None,
 ) -> None:
+    """Nothing is left undecided, and the warning names no value from the rows (only the error's type)."""
     flat = write_flat(3_000, tmp_path / "synth", seed=9, csv=False) / "administrations.parquet"
     source = flat_source(flat)
     con = duckdb.connect()
     try:
-        alone = _decided(con, source, workers=1)
+        alone = _decided(con, source, 1, tmp_path / "alone")
         monkeypatch.setattr(decisions, "PARALLEL_FROM", 10)
-
-        def failing(*_args: object) -> subprocess.Popen[str]:
-            command = [sys.executable, "-c", "import sys; sys.exit(3)"]
-            return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-
-        monkeypatch.setattr(decisions, "_start_worker", failing)
+        monkeypatch.setattr(decisions, "WORKER_PATIENCE_S", 0.5)
+        monkeypatch.setattr(decisions, "_start_worker", worker)
         with caplog.at_level(logging.WARNING, logger="ketamine_cds.audit"):
-            shared = _decided(con, source, workers=2)
+            shared = _decided(con, source, 2, tmp_path / "shared")
     finally:
         con.close()
     assert shared == alone
-    assert "decision worker 1 of 2 failed" in caplog.text
+    if said is not None:
+        assert said in caplog.text
+    assert "P123" not in caplog.text
 
 
 SCRIPT = """
@@ -148,7 +177,10 @@ decisions.PARALLEL_FROM = 10
 source = flat_source(Path({flat!r}))
 con = duckdb.connect()
 prepare(con, source, kb)
-print(decisions.decide_classes(con, classes_sql(measured_sql(source, thresholds(kb))), kb, workers=2))
+counted = decisions.decide_classes(
+    con, classes_sql(measured_sql(source, thresholds(kb))), kb, temp=Path({out!r}), workers=2
+)
+print(counted.assessments, counted.rows)
 """
 
 
@@ -157,9 +189,10 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
     that does its work at the top level, as scripts and notebooks do) is not run again in them."""
     flat = write_flat(2_000, tmp_path / "synth", seed=4, csv=False) / "administrations.parquet"
     script = tmp_path / "audit_script.py"
-    script.write_text(SCRIPT.format(flat=str(flat)))
+    (tmp_path / "out").mkdir()
+    script.write_text(SCRIPT.format(flat=str(flat), out=str(tmp_path / "out")))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("the script ran") == 1
-    assessments, rows = map(int, done.stdout.splitlines()[-1].strip("()").split(","))
+    assessments, rows = map(int, done.stdout.split()[-2:])
     assert rows == 2_000 and assessments > 0

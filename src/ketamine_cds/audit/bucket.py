@@ -38,7 +38,7 @@ from .._kb import KnowledgeBase
 from .._site import Site
 from .canonical import COLUMNS
 from .decide import thresholds
-from .decisions import decide_classes
+from .decisions import Decided, decide_classes
 from .duck import (
     FINDINGS,
     REPRESENTATIVE,
@@ -407,17 +407,20 @@ def facts_of(rows: Sequence[str]) -> Staged | None:
     )
 
 
-def decide_merged(merged: pa.Table, kb: KnowledgeBase, site: Site | None) -> tuple[bytes, int, int]:
+def decide_merged(
+    merged: pa.Table, kb: KnowledgeBase, site: Site | None, temp: Path
+) -> tuple[bytes, Decided]:
     """The driver's step: the engine's answer for each merged class (``merge_classes``' rows), as the Arrow
-    stream ``write_findings`` takes; with the number of classes and of rows."""
+    stream ``write_findings`` takes; with the numbers of classes, assessments and rows. ``temp``: a folder on
+    the driver for the classes while they are decided (the audit's output folder)."""
     con = duckdb.connect()
     try:
         con.register("merged_classes", merged)
-        classes, rows = decide_classes(con, "SELECT class_key, row, n FROM merged_classes", kb, site)
+        counts = decide_classes(con, "SELECT class_key, row, n FROM merged_classes", kb, site, temp=temp)
         decided = con.execute("SELECT * FROM decisions").to_arrow_table()
     finally:
         con.close()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, decided.schema) as stream:
         stream.write_table(decided)
-    return sink.getvalue().to_pybytes(), classes, rows
+    return sink.getvalue().to_pybytes(), counts

@@ -56,6 +56,7 @@ class AuditRun:
     # seconds of each phase, where the engine times them: classify (reading, measuring and grouping the rows),
     # decide (the engine's assessments), write (the findings joined and written)
     phases: Mapping[str, float] = field(default_factory=dict)
+    assessments: int | None = None  # the engine's (classes at a limit on the same sides share one)
 
 
 def parquet_reader(path: Path) -> str:
@@ -336,7 +337,9 @@ def run_duckdb(
         measured = measured_sql(source, thresholds(kb, site))
         phases["classify"] = time.perf_counter() - clock
         watch("classify")
-        classes, rows = decide_classes(con, classes_sql(measured), kb, site, workers=threads, phases=phases)
+        decided = decide_classes(
+            con, classes_sql(measured), kb, site, temp=out_dir, workers=threads, phases=phases
+        )
         findings = out_dir / "findings.parquet"
         clear_findings(findings)  # a Spark run's folder of part files; never a folder of the user's
         watch("write")
@@ -346,7 +349,10 @@ def run_duckdb(
         )
         phases["write"] = time.perf_counter() - clock
         watch("")
-        return AuditRun(rows, classes, time.monotonic() - started, findings, phases=phases)
+        seconds = time.monotonic() - started
+        return AuditRun(
+            decided.rows, decided.classes, seconds, findings, phases=phases, assessments=decided.assessments
+        )
     finally:
         con.close()
 

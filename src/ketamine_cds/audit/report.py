@@ -661,6 +661,7 @@ def _meta(summary: Mapping[str, Any], kb: KnowledgeBase, written: dt.datetime) -
         ("Input", _summary_value(summary, "input")),
         ("Input form", _summary_value(summary, "form")),
         ("Decision classes", _summary_value(summary, "decision_classes")),
+        ("Engine assessments", _summary_value(summary, "engine_assessments")),
         ("Audit run time", f"{seconds} s" if seconds is not None else "not recorded"),
         ("Report written", written.strftime("%Y-%m-%d %H:%M %Z").strip()),
     ]

@@ -173,6 +173,7 @@ def _run_audit(
         "form": form,
         "input": str(path),
         "decision_classes": run.classes,
+        "engine_assessments": run.assessments,
         "site": site_json(site),
         **({"opioid_tolerance_step": tolerance_step} if tolerance_step is not None else {}),
     }

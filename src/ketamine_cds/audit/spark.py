@@ -67,6 +67,7 @@ from .bucket import (
     route_omop_files,
     write_findings,
 )
+from .decisions import Decided
 from .duck import AuditRun
 from .forms import Form, check_column_mappings, form_of, hidden
 
@@ -364,7 +365,7 @@ def run_spark(
         measured, job = _measured(spark, listing, job)
         measured = measured.persist(StorageLevel.DISK_ONLY)  # read by the classes and again by the findings
         try:
-            findings, classes, rows, tolerance = _audit(spark, measured, job, out_dir)
+            findings, counts, tolerance = _audit(spark, measured, job, out_dir)
         finally:
             measured.unpersist()
     except InputError:
@@ -374,7 +375,10 @@ def run_spark(
         if error is None:
             raise
         raise error from None
-    return AuditRun(rows, classes, time.monotonic() - started, findings, tolerance, form)
+    seconds = time.monotonic() - started
+    return AuditRun(
+        counts.rows, counts.classes, seconds, findings, tolerance, form, assessments=counts.assessments
+    )
 
 
 def _measured(spark: SparkSession, listing: Listing, job: Job) -> tuple[DataFrame, Job]:
@@ -436,7 +440,7 @@ def _any_prescription(spark: SparkSession, listing: Listing, names: Sequence[str
     return counted.where(F.col("prescriptions") > 0).limit(1).count() > 0
 
 
-def _audit(spark: SparkSession, measured: DataFrame, job: Job, out_dir: Path) -> tuple[Path, int, int, Any]:
+def _audit(spark: SparkSession, measured: DataFrame, job: Job, out_dir: Path) -> tuple[Path, Decided, Any]:
     """Classes merged and decided on the driver, findings written by the executors."""
     shared = spark.sparkContext.broadcast(job)
     representatives = measured.where(F.col("class_rows").isNotNull()).drop("bucket_facts")
@@ -448,7 +452,7 @@ def _audit(spark: SparkSession, measured: DataFrame, job: Job, out_dir: Path) ->
     )
     found = merged.toArrow()
     facts = [r[0] for r in measured.where(F.col("bucket_facts").isNotNull()).select("bucket_facts").collect()]
-    decided, classes, rows = decide_merged(found, job.kb, job.site)
+    decided, counts = decide_merged(found, job.kb, job.site, out_dir)
     decisions = spark.sparkContext.broadcast(decided)
 
     def findings_of(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -465,7 +469,7 @@ def _audit(spark: SparkSession, measured: DataFrame, job: Job, out_dir: Path) ->
         .parquet(findings.resolve().as_uri())
     )
     _tidy_output(findings)
-    return findings, classes, rows, facts_of(facts)
+    return findings, counts, facts_of(facts)
 
 
 def _tidy_output(folder: Path) -> None:
