@@ -196,3 +196,19 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
     assert done.stdout.count("the script ran") == 1
     assessments, rows = map(int, done.stdout.split()[-2:])
     assert rows == 2_000 and assessments > 0
+
+
+def test_the_classes_hold_no_patient_identifier_nor_ward(tmp_path: Path) -> None:
+    """The classes' representatives are written to a file while they are decided: only what the engine reads."""
+    flat = write_flat(500, tmp_path / "synth", seed=2, csv=False) / "administrations.parquet"
+    source = flat_source(flat)
+    con = duckdb.connect()
+    try:
+        prepare(con, source, KB)
+        query = classes_sql(measured_sql(source, thresholds(KB)))
+        fields = con.execute(f"SELECT struct_keys(row) FROM ({query}) LIMIT 1").fetchone()
+    finally:
+        con.close()
+    assert fields is not None
+    assert "patient_id" not in fields[0] and "location" not in fields[0]
+    assert {"admin_id", "dose_value", "conditions", "row_hash", "context_key"} <= set(fields[0])

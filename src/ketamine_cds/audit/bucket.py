@@ -42,6 +42,7 @@ from .decisions import Decided, decide_classes
 from .duck import (
     FINDINGS,
     REPRESENTATIVE,
+    REPRESENTED,
     classes_sql,
     findings_sql,
     measured_sql,
@@ -72,7 +73,9 @@ CLASSES: Sequence[tuple[str, str]] = (
     ("class_key", "BIGINT"),
     (
         "row",
-        "STRUCT(" + ", ".join(f"{n} {k}" for n, k, _ in COLUMNS) + ", row_hash BIGINT, context_key BIGINT)",
+        "STRUCT("
+        + ", ".join(f"{n} {k}" for n, k, _ in COLUMNS if n in REPRESENTED)
+        + ", row_hash BIGINT, context_key BIGINT)",
     ),
     ("n", "BIGINT"),
 )

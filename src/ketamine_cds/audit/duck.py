@@ -221,10 +221,15 @@ ROW_HASH = _signed(f"hash({', '.join(COLUMN_NAMES)})")
 REPRESENTATIVE = "(admin_id IS NULL, coalesce(admin_id, ''), row_hash)"
 
 
+# what a class's representative carries: the canonical columns the engine reads (not the patient's identifier
+# nor the ward, which the classes' file, written while they are decided, need not hold)
+REPRESENTED = tuple(name for name in COLUMN_NAMES if name not in ("patient_id", "location"))
+
+
 def classes_sql(measured: str, rows: str = "count(*)") -> str:
-    """The decision classes of ``measured`` rows: key, representative (canonical columns) and rows. ``rows``
+    """The decision classes of ``measured`` rows: key, representative (``REPRESENTED``) and rows. ``rows``
     adds up a count column instead when ``measured`` holds classes already (several buckets' of one input)."""
-    columns = ", ".join(COLUMN_NAMES)
+    columns = ", ".join(REPRESENTED)
     return (
         f"SELECT class_key, arg_min(struct_pack({columns}, row_hash, context_key), {REPRESENTATIVE}) AS row, "
         f"{rows} AS n FROM ({measured}) GROUP BY class_key"
