@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from engine_answers import engine_answers
 from ketamine_cds import load_knowledge
-from ketamine_cds._site import load_site
+from ketamine_cds._site import Site, load_site
 from ketamine_cds.audit.duck import run_duckdb
 from ketamine_cds.audit.flat import flat_source
 from ketamine_cds.audit.synth import canonical_sql, write_flat
@@ -157,8 +157,11 @@ ROWS = st.fixed_dictionaries(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(ROWS, min_size=1, max_size=60))
-def test_generated_rows_get_the_live_engines_verdict(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
+@given(st.lists(ROWS, min_size=1, max_size=60), st.sampled_from([None, EXAMPLE_SITE]))
+def test_generated_rows_get_the_live_engines_verdict(
+    tmp_path: Path, rows: list[dict[str, Any]], site: Site | None
+) -> None:
+    """Rows around every limit, odd ones among them, with and without a site protocol (its caps in mg)."""
     table = tmp_path / f"rows-{len(rows)}-{abs(hash(str(rows))) % 10**9}.parquet"
     con = duckdb.connect()
     try:
@@ -184,9 +187,9 @@ def test_generated_rows_get_the_live_engines_verdict(tmp_path: Path, rows: list[
         con.execute(f"COPY t TO '{table}' (FORMAT parquet)")
     finally:
         con.close()
-    run = run_duckdb(flat_source(table), tmp_path / table.stem)
+    run = run_duckdb(flat_source(table), tmp_path / f"{table.stem}-{site is not None}", site=site)
     assert run.rows == len(rows)
-    assert engine_answers(run.findings, flat_source(table)) == []
+    assert engine_answers(run.findings, flat_source(table), site) == []
 
 
 def test_synthetic_data_is_deterministic() -> None:

@@ -60,14 +60,18 @@ def _statuses(findings: Path) -> dict[str, str]:
 
 
 def test_infusions_at_the_limit_share_one_assessment_whatever_the_weight(tmp_path: Path) -> None:
-    """1 mg/kg/h exactly, for 150 weights: within the limit, one assessment (not one per weight)."""
-    weights = [40.0 + i * 0.7 for i in range(150)]
+    """1 mg/kg/h exactly, for 150 weights: within the limit, one class (the weight does not move a dose per
+    kg); the same rate written in mg/h for each weight (70 mg/h at 70 kg): a class per dose and weight, placed
+    exactly, and one assessment for them all."""
+    weights = [40.0 + i * 0.5 for i in range(150)]
     per_kg = [_dose(i, "infusion", 1.0, "mg/kg/h", w) for i, w in enumerate(weights)]
-    table = _table(tmp_path / "at-limit.parquet", per_kg)
-    run = run_duckdb(flat_source(table), tmp_path / "out")
-    assert (run.rows, run.classes, run.assessments) == (150, 150, 1)
-    assert set(_statuses(run.findings).values()) == {"within"}
-    assert engine_answers(run.findings, flat_source(table)) == []
+    per_hour = [_dose(1000 + i, "infusion", w, "mg/h", w) for i, w in enumerate(weights)]
+    for rows, classes in ((per_kg, 1), (per_hour, 150)):
+        table = _table(tmp_path / f"at-limit-{classes}.parquet", rows)
+        run = run_duckdb(flat_source(table), tmp_path / f"out-{classes}")
+        assert (run.rows, run.classes, run.assessments) == (150, classes, 1)
+        assert set(_statuses(run.findings).values()) == {"within"}
+        assert engine_answers(run.findings, flat_source(table)) == []
 
 
 def test_a_hair_above_the_limit_is_over_it_and_decided_apart(tmp_path: Path) -> None:
@@ -110,8 +114,22 @@ def test_classes_decided_in_worker_processes_get_the_same_answers(
     finally:
         con.close()
     assert decisions._shares(len(alone[1]), 3) == 3
-    assert shared == alone
-    assert len(alone[1]) > alone[0] > 100  # classes at a limit share assessments
+    assert shared == alone and alone[0] > 100
+
+
+def test_classes_at_a_limit_meet_in_one_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """150 classes of exact doses at a limit, one context: decided in three shares, still one assessment."""
+    rows = [_dose(i, "infusion", 40.0 + i, "mg/h", 40.0 + i) for i in range(150)]
+    source = flat_source(_table(tmp_path / "at-limit.parquet", rows))
+    monkeypatch.setattr(decisions, "PARALLEL_FROM", 10)
+    con = duckdb.connect()
+    try:
+        assessments, answers = _decided(con, source, 3, tmp_path / "shared")
+    finally:
+        con.close()
+    assert decisions._shares(len(answers), 3) == 3
+    assert (len(answers), assessments) == (150, 1)
+    assert all(a[1:] == answers[0][1:] for a in answers)  # one answer, for every class key
 
 
 def _cannot_start(*_args: object) -> subprocess.Popen[str] | None:

@@ -181,14 +181,20 @@ def measured_sql(source: str, kinds: dict[str, list[float]]) -> str:
         CASE WHEN k.is_infusion THEN {_band_sql("k.dose_amount", infusion_mg)}
              ELSE {_band_sql("k.dose_amount", bolus_mg)} END AS amount_band,
         CASE WHEN k.is_infusion THEN {_at_threshold_sql("k.dose_per_kg", infusion)}
-                                     OR {_at_threshold_sql("k.dose_amount", infusion_mg)}
-             ELSE {_at_threshold_sql("k.dose_per_kg", bolus)} OR {_at_threshold_sql("k.dose_amount", bolus_mg)}
-        END AS at_threshold
+             ELSE {_at_threshold_sql("k.dose_per_kg", bolus)} END AS near_per_kg,
+        CASE WHEN k.is_infusion THEN {_at_threshold_sql("k.dose_amount", infusion_mg)}
+             ELSE {_at_threshold_sql("k.dose_amount", bolus_mg)} END AS near_amount
       FROM k
+    ),
+    t AS (
+      SELECT b.*, b.near_per_kg OR b.near_amount AS at_threshold,
+        -- the weight changes where such a dose lies: in mg (or mg/h) by the weight, or near an amount
+        b.near_amount OR NOT coalesce(b.per_kg, false) AS exact_weight
+      FROM b
     )
-    SELECT b.*, {CLASS_KEY} AS class_key, {ROW_HASH} AS row_hash,
-      CASE WHEN b.at_threshold THEN {CONTEXT_KEY} END AS context_key
-    FROM b
+    SELECT t.*, {CLASS_KEY} AS class_key, {ROW_HASH} AS row_hash,
+      CASE WHEN t.at_threshold THEN {CONTEXT_KEY} END AS context_key
+    FROM t
     """
 
 
@@ -207,13 +213,14 @@ _CONTEXT_PARTS = f"""{", ".join(CLASS_COLUMNS)},
     CASE WHEN weight_range IN ('impossible', 'unknown-unit') THEN weight_unit END,
     CASE WHEN dose_sign IN ('not-positive', 'not-finite') THEN dose_value END,
     CASE WHEN concentration_sign = 'not-usable' THEN concentration_mg_per_ml END"""
-# a row within a hair of a limit (``at_threshold``) also by its exact dose: its class is one exact dose, and the
-# engine's arithmetic puts each such class on its side of every limit (``decide.exact_side``); classes of one
-# context on the same sides share one assessment
+# a row within a hair of a limit (``at_threshold``) also by its exact dose (and the weight, where the weight
+# moves it: not for a dose per kg, unless near an amount): its class is one exact dose, and the engine's
+# arithmetic puts each such class on its side of every limit (``decide.exact_side``); classes of one context on
+# the same sides share one assessment
 CLASS_KEY = _signed(f"""hash({_CONTEXT_PARTS},
     CASE WHEN at_threshold THEN [dose_value, CASE WHEN is_volume THEN concentration_mg_per_ml END,
-                                 weight_value] END,
-    CASE WHEN at_threshold THEN [dose_unit, weight_unit] END)""")
+                                 CASE WHEN exact_weight THEN weight_value END] END,
+    CASE WHEN at_threshold THEN [dose_unit, CASE WHEN exact_weight THEN weight_unit END] END)""")
 CONTEXT_KEY = _signed(f"hash({_CONTEXT_PARTS})")
 ROW_HASH = _signed(f"hash({', '.join(COLUMN_NAMES)})")
 # the row of a class the engine assesses: the smallest admin_id, ties (a repeated id) broken by the row's hash,
