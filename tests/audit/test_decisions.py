@@ -99,20 +99,29 @@ def _decided(
     return counted.assessments, con.execute("SELECT * FROM decisions ORDER BY class_key").fetchall()
 
 
-def test_classes_decided_in_worker_processes_get_the_same_answers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every class decided once, in one of three spawned processes, as in the calling process (the classes of
-    exact doses at a limit meet in one share: the assessments are as few)."""
-    flat = write_flat(6_000, tmp_path / "synth", seed=5, csv=False) / "administrations.parquet"
+def _alone_and_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int, seed: int, workers: int, **patched: object
+) -> tuple[tuple[int, list[tuple[Any, ...]]], tuple[int, list[tuple[Any, ...]]]]:
+    """Synthetic rows' classes decided in the calling process, then in ``workers`` shares (``patched``: more
+    of the decisions module's names replaced for the second)."""
+    flat = write_flat(rows, tmp_path / "synth", seed=seed, csv=False) / "administrations.parquet"
     source = flat_source(flat)
     con = duckdb.connect()
     try:
         alone = _decided(con, source, 1, tmp_path / "alone")
         monkeypatch.setattr(decisions, "PARALLEL_FROM", 10)
-        shared = _decided(con, source, 3, tmp_path / "shared")
+        for name, value in patched.items():
+            monkeypatch.setattr(decisions, name, value)
+        return alone, _decided(con, source, workers, tmp_path / "shared")
     finally:
         con.close()
+
+
+def test_classes_decided_in_worker_processes_get_the_same_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every class decided once, in one of three processes, as in the calling process alone."""
+    alone, shared = _alone_and_shared(tmp_path, monkeypatch, 6_000, seed=5, workers=3)
     assert decisions._shares(len(alone[1]), 3) == 3
     assert shared == alone and alone[0] > 100
 
@@ -162,18 +171,10 @@ def test_a_worker_that_cannot_start_fails_or_hangs_has_its_share_decided_here(
     said: str | None,
 ) -> None:
     """Nothing is left undecided, and the warning names no value from the rows (only the error's type)."""
-    flat = write_flat(3_000, tmp_path / "synth", seed=9, csv=False) / "administrations.parquet"
-    source = flat_source(flat)
-    con = duckdb.connect()
-    try:
-        alone = _decided(con, source, 1, tmp_path / "alone")
-        monkeypatch.setattr(decisions, "PARALLEL_FROM", 10)
-        monkeypatch.setattr(decisions, "WORKER_PATIENCE_S", 0.5)
-        monkeypatch.setattr(decisions, "_start_worker", worker)
-        with caplog.at_level(logging.WARNING, logger="ketamine_cds.audit"):
-            shared = _decided(con, source, 2, tmp_path / "shared")
-    finally:
-        con.close()
+    with caplog.at_level(logging.WARNING, logger="ketamine_cds.audit"):
+        alone, shared = _alone_and_shared(
+            tmp_path, monkeypatch, 3_000, seed=9, workers=2, WORKER_PATIENCE_S=0.5, _start_worker=worker
+        )
     assert shared == alone
     if said is not None:
         assert said in caplog.text
