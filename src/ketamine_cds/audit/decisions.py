@@ -176,7 +176,13 @@ def _finished(worker: subprocess.Popen[str], share: int, shares: int, patience: 
 def _shares(classes: int, workers: int | None) -> int:
     if classes < PARALLEL_FROM:
         return 1
-    return max(1, min(workers or len(os.sched_getaffinity(0)), classes // PARALLEL_FROM * 2))
+    return max(1, min(workers or _cores(), classes // PARALLEL_FROM * 2))
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it, as in a container)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def decide_share(
