@@ -362,8 +362,12 @@ class Case:
 
 def templates_of(base_url: str, hook: str = "order-select") -> dict[str, str]:
     """The running service's prefetch templates for a hook, from discovery (as a CDS Client reads them)."""
-    services = httpx.get(base_url + "/cds-services", timeout=10).json()["services"]
-    prefetch: dict[str, str] = next(s for s in services if s["hook"] == hook)["prefetch"]
+    return templates_in(httpx.get(base_url + "/cds-services", timeout=10).json(), hook)
+
+
+def templates_in(discovery: Json, hook: str = "order-select") -> dict[str, str]:
+    """A hook's prefetch templates in a discovery document."""
+    prefetch: dict[str, str] = next(s for s in discovery["services"] if s["hook"] == hook)["prefetch"]
     return prefetch
 
 

@@ -43,6 +43,7 @@ from fhir_stub import (
     prefetch_for,
     quantity,
     running,
+    templates_in,
     weight,
 )
 from markdown_it import MarkdownIt
@@ -198,9 +199,7 @@ def client(data_dir: Path) -> Iterator[InProcessClient]:
 
 
 def _templates(client: InProcessClient, hook: str) -> dict[str, str]:
-    services = client.get("/cds-services").json()["services"]
-    found: dict[str, str] = next(s for s in services if s["hook"] == hook)["prefetch"]
-    return found
+    return templates_in(client.get("/cds-services").json(), hook)
 
 
 @pytest.fixture(scope="module")

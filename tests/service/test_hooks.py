@@ -27,6 +27,7 @@ from fhir_stub import (
     patient,
     planned_procedure,
     quantity,
+    templates_in,
     weight,
 )
 
@@ -51,9 +52,7 @@ def client(data_dir: Path) -> Iterator[InProcessClient]:
 
 @pytest.fixture(scope="module")
 def templates(client: InProcessClient) -> dict[str, str]:
-    services = client.get("/cds-services").json()["services"]
-    found: dict[str, str] = next(s for s in services if s["hook"] == "order-select")["prefetch"]
-    return found
+    return templates_in(client.get("/cds-services").json())
 
 
 def call(

@@ -23,6 +23,7 @@ from fhir_stub import (
     ketamine_solution,
     patient,
     planned_procedure,
+    templates_in,
     weight,
 )
 from hypothesis import HealthCheck, given, settings
@@ -108,9 +109,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessClient
 
 @pytest.fixture(scope="module")
 def templates(client: InProcessClient) -> dict[str, str]:
-    services = client.get("/cds-services").json()["services"]
-    found: dict[str, str] = next(s for s in services if s["hook"] == "order-select")["prefetch"]
-    return found
+    return templates_in(client.get("/cds-services").json())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

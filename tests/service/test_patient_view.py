@@ -29,6 +29,7 @@ from fhir_stub import (
     planned_procedure,
     quantity,
     running,
+    templates_in,
     topics,
     weight,
 )
@@ -55,9 +56,7 @@ def client(data_dir: Path) -> Iterator[InProcessClient]:
 
 @pytest.fixture(scope="module")
 def view_templates(client: InProcessClient) -> dict[str, str]:
-    services = client.get("/cds-services").json()["services"]
-    templates: dict[str, str] = next(s for s in services if s["hook"] == "patient-view")["prefetch"]
-    return templates
+    return templates_in(client.get("/cds-services").json(), "patient-view")
 
 
 WRITTEN = days_ago(10)  # when the running order was written (every date is relative to today)
