@@ -4,7 +4,18 @@ import dataclasses
 from fractions import Fraction
 
 from builders import COLONOSCOPY, condition, facts, iv, opioid, oral, run
-from ketamine_cds import Route, Verdict, assess, ketamine_order
+from ketamine_cds import (
+    Assessment,
+    DoseCheck,
+    DoseStatus,
+    KnowledgeBase,
+    Route,
+    Verdict,
+    assess,
+    ketamine_order,
+    load_knowledge,
+)
+from ketamine_cds._site import site_from_toml
 
 
 def test_out_of_scope_beats_contraindication() -> None:
@@ -82,3 +93,43 @@ def test_a_contraindication_still_beats_an_unreadable_dose() -> None:
     order = ketamine_order(route=Route.INTRAVENOUS, dose=None, dose_unreadable="text only")
     a = run(order=order, conditions=(condition("psychosis"),))
     assert a.verdict is Verdict.CONTRAINDICATED
+
+
+def _bolus_limit_changed(kb: KnowledgeBase, limit: str) -> KnowledgeBase:
+    statement = kb.statements["dose-bolus-limit"]
+    changed = dataclasses.replace(statement, thresholds={**statement.thresholds, "limit_mg_per_kg": limit})
+    return dataclasses.replace(kb, statements={**kb.statements, "dose-bolus-limit": changed})
+
+
+def test_what_the_engine_keeps_from_a_knowledge_base_is_that_knowledge_bases_own() -> None:
+    """The engine works out thresholds and dose policies once per knowledge base: another one, even made from
+    it by ``replace`` after it was used, gets its own numbers, and the first keeps its own."""
+    kb = load_knowledge()
+    f = facts(order=iv("0.4", "mg/kg"), weight_kg=Fraction(80))
+    assert _checked(assess(f, kb)).status is DoseStatus.EXCEEDS  # 0.35 mg/kg, worked out and kept
+    looser = _bolus_limit_changed(kb, "0.5")
+    assert looser.threshold("dose-bolus-limit", "limit_mg_per_kg") == Fraction("0.5")
+    check = _checked(assess(f, looser))
+    assert check.status is DoseStatus.WITHIN and check.per_kg_limit == Fraction("0.5")
+    assert _checked(assess(f, kb)).per_kg_limit == Fraction("0.35")
+
+
+def test_a_site_read_again_with_other_caps_gets_its_own_limits() -> None:
+    """Dose policies are kept per site object: a site file edited and read again is never answered with the
+    policy of the one read before (even should the new one take the old one's place in memory)."""
+    kb = load_knowledge()
+    f = facts(order=iv(25, "mg"), weight_kg=Fraction(80))  # 0.3125 mg/kg
+    exceeds, within = DoseStatus.EXCEEDS, DoseStatus.WITHIN
+    for cap, status in (("0.3", exceeds), ("0.35", within), ("0.3", exceeds), ("0.35", within)):
+        site = site_from_toml(
+            {"site": {"name": "H", "version": cap}, "dose": {"dose-bolus-limit": {"max_mg_per_kg": cap}}},
+            kb,
+            digest="sha256:" + cap,
+        )
+        assert _checked(assess(f, kb, site)).status is status, cap
+        del site
+
+
+def _checked(assessment: Assessment) -> DoseCheck:
+    assert assessment.dose_check is not None
+    return assessment.dose_check

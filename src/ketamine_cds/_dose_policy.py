@@ -87,11 +87,23 @@ class DosePolicy:
 def dose_policy(
     kb: KnowledgeBase, guideline: Guideline, setting: Setting, site: Site | None = None
 ) -> DosePolicy:
-    """The dose statements that apply to a use of this guideline in this setting, with a site's caps."""
+    """The dose statements that apply to a use of this guideline in this setting, with a site's caps (worked
+    out once per knowledge base, site, guideline and setting)."""
+    key = ("dose_policy", guideline, setting, id(site))
+    kept = kb.memo.get(key)
+    if kept is not None and kept[0] is site:  # the very site object (an id alone may be reused)
+        found: DosePolicy = kept[1]
+        return found
+    if len(kb.memo) > _MEMO_MAX:
+        kb.memo.clear()
     policy = _chronic(kb, setting) if guideline == "chronic" else _acute(kb, setting)
-    if site is None or not site.caps:
-        return policy
-    return replace(policy, bolus=_capped(policy.bolus, site), infusion=_capped(policy.infusion, site))
+    if site is not None and site.caps:
+        policy = replace(policy, bolus=_capped(policy.bolus, site), infusion=_capped(policy.infusion, site))
+    kb.memo[key] = (site, policy)
+    return policy
+
+
+_MEMO_MAX = 1024  # entries: sites loaded afresh again and again must not grow it without end
 
 
 def _capped(policy: KindPolicy, site: Site) -> KindPolicy:

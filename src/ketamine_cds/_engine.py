@@ -373,25 +373,48 @@ def contraindication_screen(ctx: _Context) -> tuple[ScreeningResult, ...]:
         ctx.need(
             "conditions", "the patient's conditions could not be read, so contraindications were not screened"
         )
+    by_concept, ruled_out = ctx.by_concept, ctx.facts.ruled_out
+    if not by_concept and not ruled_out:  # nothing recorded: the same answer for every record like it
+        return _nothing_recorded(ctx.kb, unread)
     results = []
-    for screened in ctx.kb.screening:
-        statement = screened.id
-        assert screened.screen is not None
-        concept, verify = screened.screen.concept, screened.screen.verify
-        evidence = _evidence(ctx, concept)
-        if evidence:
+    for statement, concept, verify in _screen(ctx.kb):
+        if concept in by_concept:
+            evidence = tuple(by_concept[concept])
             ctx.add(statement, "present", condition=evidence)
             results.append(ScreeningResult(statement, concept, Presence.PRESENT, evidence))
-        elif verify is not None and (unclear := _evidence(ctx, verify)):
+        elif verify is not None and verify in by_concept:
+            unclear = tuple(by_concept[verify])
             ctx.add(statement, "verify", condition=unclear)
             results.append(ScreeningResult(statement, verify, Presence.UNKNOWN, unclear))
-        elif concept in ctx.facts.ruled_out:
+        elif concept in ruled_out:
             results.append(ScreeningResult(statement, concept, Presence.ABSENT))
         else:
             results.append(
                 ScreeningResult(statement, concept, Presence.UNKNOWN if unread else Presence.NOT_RECORDED)
             )
     return tuple(results)
+
+
+def _screen(kb: KnowledgeBase) -> tuple[tuple[str, str, str | None], ...]:
+    """(statement, concept, concept to verify) of each statement screened, in ``kb.screening``'s order."""
+    found = kb.memo.get("screen")
+    if found is None:
+        found = kb.memo["screen"] = tuple(
+            (s.id, s.screen.concept, s.screen.verify) for s in kb.screening if s.screen is not None
+        )
+    screen: tuple[tuple[str, str, str | None], ...] = found
+    return screen
+
+
+def _nothing_recorded(kb: KnowledgeBase, unread: bool) -> tuple[ScreeningResult, ...]:
+    """The screen of a record with no condition in it (none recorded, or none that could be read)."""
+    key = ("nothing recorded", unread)
+    found = kb.memo.get(key)
+    if found is None:
+        presence = Presence.UNKNOWN if unread else Presence.NOT_RECORDED
+        found = kb.memo[key] = tuple(ScreeningResult(s, c, presence) for s, c, _verify in _screen(kb))
+    results: tuple[ScreeningResult, ...] = found
+    return results
 
 
 def _evidence(ctx: _Context, concept: str) -> tuple[Coded, ...]:
@@ -435,7 +458,10 @@ def _dose_limits(facts: Facts, policy: DosePolicy, in_scope: bool) -> DoseLimits
     )
 
 
-def _effective(limit: Limit, weight_kg: Fraction | None) -> tuple[Fraction, Fraction | None, bool]:
+Effective = tuple[Fraction, Fraction | None, bool]
+
+
+def _effective(limit: Limit, weight_kg: Fraction | None) -> Effective:
     """(limit per kg, limit in mg or mg/h, whether the site's absolute cap is the tighter) for this weight.
     Without a weight there is no limit in mg: a site's absolute cap alone is not the limit, since its per-kg
     limit may be the tighter (0.3 mg/kg is under 20 mg for anyone under 66.7 kg), and it is never guessed."""
@@ -473,9 +499,12 @@ def _over_at_any_weight(limit: Limit, amount: Fraction | None, weight_kg: Fracti
     return amount > limit.per_kg * MAX_WEIGHT_KG
 
 
-def _limit_params(ctx: _Context, limit: Limit, weight_kg: Fraction | None, unit: str) -> dict[str, object]:
-    """How a finding names its limit: the guideline's, or the site protocol's with the guideline's beside."""
-    per_kg, amount, absolute = _effective(limit, weight_kg)
+def _limit_params(
+    ctx: _Context, limit: Limit, weight_kg: Fraction | None, unit: str, effective: Effective | None = None
+) -> dict[str, object]:
+    """How a finding names its limit: the guideline's, or the site protocol's with the guideline's beside
+    (``effective``: ``_effective(limit, weight_kg)`` when the caller has it already)."""
+    per_kg, amount, absolute = effective or _effective(limit, weight_kg)
     per_kg_unit = f"mg/kg{unit[2:]}"
     text = LimitText(
         limit.per_kg,
@@ -621,7 +650,8 @@ def _check_dose(
     weight = _weight_used(ctx.facts)
     weight_kg = weight.kg if weight is not None else None
     amount, per_kg = dose_amounts(order.dose, concentration, weight_kg)
-    shown = _limit_params(ctx, policy.limit, weight_kg, unit)
+    effective = _effective(policy.limit, weight_kg)
+    shown = _limit_params(ctx, policy.limit, weight_kg, unit, effective)
     limit_amount = shown["limit_amount"]
     assert isinstance(limit_amount, Fraction | None)
     limit = shown["effective_per_kg"]
@@ -669,7 +699,7 @@ def _check_dose(
             decisive=False,
         )
     kind = order.kind or DoseKind.BOLUS
-    guideline_amount = policy.limit.guideline * weight_kg if weight_kg is not None else None
+    guideline_amount = _guideline_amount(policy.limit, weight_kg, effective)
     return DoseCheck(
         statement,
         kind,
@@ -680,7 +710,7 @@ def _check_dose(
         limit_amount,
         status,
         index,
-        limit_source=_limit_source(policy.limit, weight_kg),
+        limit_source=_limit_source(policy.limit, effective),
         guideline_limit_per_kg=policy.limit.guideline,
         guideline_limit_amount=guideline_amount,
         per_kg_limit=policy.limit.per_kg,
@@ -688,6 +718,16 @@ def _check_dose(
         concentration=concentration,
         within_from_kg=within_from,
     )
+
+
+def _guideline_amount(limit: Limit, weight_kg: Fraction | None, effective: Effective) -> Fraction | None:
+    """The guideline's own limit in mg (mg/h) for this weight: the limit for this weight (``effective``)
+    where no site changed it."""
+    if weight_kg is None:
+        return None
+    if not limit.from_site:
+        return effective[1]
+    return limit.guideline * weight_kg
 
 
 def _rounded_limit(
@@ -725,9 +765,9 @@ def _max_clauses(
 ) -> dict[str, Clause]:
     """ ": max 28 mg" and ", at most 28 mg for this weight", in mL too when the concentration is known; the
     maximum shown is kept from reading below the dose (``apart_from``), in mL below a dose ordered in mL."""
-    literal = Fraction(ordered.value)
-    volume = ordered.unit.amount == "volume" and ordered.unit.factor == 1
-    ml = literal if volume and ordered.unit.per_hours in (None, Fraction(1)) else None
+    written = ordered.unit
+    in_ml = written.amount == "volume" and written.factor == 1 and written.per_hours in (None, 1)
+    ml = Fraction(ordered.value) if in_ml else None
     return {
         "max": Clause(": max ", limit_amount, unit, "", amount, concentration, ml),
         "max_for_weight": Clause(
@@ -749,9 +789,10 @@ def _within_from(limit: Limit, amount: Fraction | None) -> Fraction | None:
     return amount / limit.per_kg
 
 
-def _limit_source(limit: Limit, weight_kg: Fraction | None) -> str:
-    """ "site" when the site's protocol sets the limit that applies to this dose, else "guideline"."""
-    if limit.guideline_per_kg is not None or _effective(limit, weight_kg)[2]:
+def _limit_source(limit: Limit, effective: Effective) -> str:
+    """ "site" when the site's protocol sets the limit that applies to this dose (``effective``: the limit
+    for this weight, ``_effective``), else "guideline"."""
+    if limit.guideline_per_kg is not None or effective[2]:
         return "site"
     return "guideline"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -284,19 +284,20 @@ class KnowledgeBase:
     ketamine_concentrations: tuple[Fraction, ...] = ()
     # measurable steps for a suggested dose: bolus_mg, bolus_ml, infusion_mg_per_h, infusion_ml_per_h
     dose_steps: Mapping[str, Fraction] = field(default_factory=dict)
+    # what is worked out from this knowledge base once and kept with it (its thresholds as fractions, the
+    # dose policies, the screen): never shared with another knowledge base, one made by ``replace`` included
+    memo: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def statement(self, statement_id: str) -> Statement:
         return self.statements[statement_id]
 
     def threshold(self, statement_id: str, name: str) -> Fraction:
-        key = (statement_id, name)
-        value = _THRESHOLDS.get(key)
+        key = ("threshold", statement_id, name)
+        value = self.memo.get(key)
         if value is None:
-            value = _THRESHOLDS[key] = Fraction(Decimal(self.statements[statement_id].thresholds[name]))
+            value = self.memo[key] = Fraction(Decimal(self.statements[statement_id].thresholds[name]))
+        assert isinstance(value, Fraction)
         return value
-
-
-_THRESHOLDS: dict[tuple[str, str], Fraction] = {}  # the bundled knowledge base is loaded once per process
 
 
 def _stated(value: str) -> str | None:

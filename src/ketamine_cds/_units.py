@@ -182,12 +182,14 @@ def duration_in_hours(value: Decimal, unit_text: str, field: str = "duration") -
 def amount_per_dose(quantity: Quantity, concentration_mg_per_ml: Fraction | None) -> Fraction | None:
     """The amount in mg (mg/kg when per kg; per hour when a rate); None for a volume without concentration."""
     unit = quantity.unit
-    amount = Fraction(quantity.value) * unit.factor
+    amount = Fraction(quantity.value)
+    if unit.factor != 1:  # (a multiplication by one costs as much as any other: skipped)
+        amount *= unit.factor
     if unit.amount == "volume":
         if concentration_mg_per_ml is None:
             return None
         amount *= concentration_mg_per_ml
-    if unit.per_hours is not None:
+    if unit.per_hours is not None and unit.per_hours != 1:
         amount /= unit.per_hours
     return amount
 
